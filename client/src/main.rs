@@ -1,0 +1,2 @@
+//! `client` binary.
+fn main() {}

@@ -1,0 +1,249 @@
+//! Ephemeral key pairs, peer public-value validation and the shared secret `Z`.
+
+use std::fmt;
+
+use num_bigint::BigUint;
+use rand_core::CryptoRngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::{jacobi, Error, Group};
+
+/// Bits in a private exponent: fixed length, top bit set (docs/protocol.md §4).
+const PRIVATE_BITS: usize = 320;
+const PRIVATE_BYTES: usize = PRIVATE_BITS / 8;
+
+/// A private exponent x. Zeroized on drop; `Debug` never shows it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct PrivateKey {
+    bytes: [u8; PRIVATE_BYTES],
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey(<redacted>)")
+    }
+}
+
+impl PrivateKey {
+    /// 320 bits from `rng` with the top bit set, so every exponent has the same length.
+    pub fn generate(rng: &mut impl CryptoRngCore) -> PrivateKey {
+        let mut bytes = [0u8; PRIVATE_BYTES];
+        rng.fill_bytes(&mut bytes);
+        bytes[0] |= 0x80;
+        PrivateKey { bytes }
+    }
+
+    /// Raises `base` to this exponent mod p, wiping the exponent's big-integer copy.
+    fn pow_mod(&self, base: &BigUint, group: Group) -> BigUint {
+        let mut x = BigUint::from_bytes_be(&self.bytes);
+        let result = base.modpow(&x, &group.params().p);
+        wipe(&mut x);
+        result
+    }
+}
+
+/// Overwrites a big integer's limbs with zeros in place. num-bigint has no zeroize
+/// support; `assign_from_slice` clears and refills the same allocation, so writing
+/// as many zero words as the value had overwrites it before it is normalised away.
+fn wipe(x: &mut BigUint) {
+    let words = usize::try_from(x.bits().div_ceil(32)).unwrap_or(0);
+    x.assign_from_slice(&vec![0u32; words.max(1)]);
+}
+
+/// A validated public value: exactly `prime_len` big-endian bytes with 1 < y < p-1.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerPublic {
+    group: Group,
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for PeerPublic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PeerPublic(group {}, {:02x?}…)",
+            self.group.id(),
+            &self.bytes[..4]
+        )
+    }
+}
+
+impl PeerPublic {
+    /// The value as sent on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The group this value belongs to.
+    pub fn group(&self) -> Group {
+        self.group
+    }
+
+    /// Subgroup membership by the slow definition, y^q ≡ 1 (mod p); kept for the
+    /// benchmark and the tests that compare it with the Jacobi route.
+    pub fn in_subgroup_by_modpow(group: Group, bytes: &[u8]) -> bool {
+        let params = group.params();
+        BigUint::from_bytes_be(bytes).modpow(&params.q, &params.p) == BigUint::from(1u32)
+    }
+}
+
+/// An ephemeral Diffie-Hellman key pair for one session.
+#[derive(Clone)]
+pub struct KeyPair {
+    group: Group,
+    private: PrivateKey,
+    public: Vec<u8>,
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("group", &self.group.id())
+            .field("private", &self.private)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyPair {
+    /// A fresh key pair: x from [`PrivateKey::generate`], y = g^x mod p.
+    pub fn generate(group: Group, rng: &mut impl CryptoRngCore) -> KeyPair {
+        KeyPair::from_private(group, PrivateKey::generate(rng))
+    }
+
+    /// The key pair for a given private exponent (known-answer tests, benches).
+    pub fn from_private(group: Group, private: PrivateKey) -> KeyPair {
+        let y = private.pow_mod(&group.params().g, group);
+        KeyPair {
+            group,
+            public: pad(&y, group),
+            private,
+        }
+    }
+
+    /// The group of this key pair.
+    pub fn group(&self) -> Group {
+        self.group
+    }
+
+    /// Our public value y, big-endian, exactly `prime_len` bytes.
+    pub fn public(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// Z = peer^x mod p, left-padded to `prime_len`. Refuses Z = 1 and Z = p-1.
+    pub fn agree(&self, peer: &PeerPublic) -> Result<SharedSecret, Error> {
+        let params = self.group.params();
+        let y = BigUint::from_bytes_be(peer.as_bytes());
+        let mut z = self.private.pow_mod(&y, self.group);
+        let weak = z == BigUint::from(1u32) || z == params.p_minus_1;
+        let bytes = Zeroizing::new(pad(&z, self.group));
+        wipe(&mut z);
+        if weak {
+            return Err(Error::WeakSharedSecret);
+        }
+        Ok(SharedSecret { bytes })
+    }
+}
+
+/// Encodes `value` big-endian, left-padded with zeros to the group's prime length.
+/// num-bigint strips leading zeros; a secret that starts with 0x00 must keep them.
+fn pad(value: &BigUint, group: Group) -> Vec<u8> {
+    let len = group.prime_len();
+    let mut raw = value.to_bytes_be();
+    let mut out = vec![0u8; len];
+    out[len - raw.len()..].copy_from_slice(&raw);
+    raw.zeroize();
+    out
+}
+
+/// Length and range of a public value (1 < y < p-1): the check the mediator makes.
+pub fn check_public_range(group: Group, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() != group.prime_len() {
+        return Err(Error::PublicLength {
+            expected: group.prime_len(),
+            got: bytes.len(),
+        });
+    }
+    let y = BigUint::from_bytes_be(bytes);
+    if y <= BigUint::from(1u32) || y >= group.params().p_minus_1 {
+        return Err(Error::PublicRange);
+    }
+    Ok(())
+}
+
+/// Every check a client makes on a peer's public value before using it:
+/// length, 1 < y < p-1, not our own value, and membership in the order-q subgroup
+/// (Legendre symbol (y/p) = 1, computed as a Jacobi symbol).
+pub fn validate_peer_public(
+    group: Group,
+    bytes: &[u8],
+    own_public: &[u8],
+) -> Result<PeerPublic, Error> {
+    check_public_range(group, bytes)?;
+    if bytes == own_public {
+        return Err(Error::Reflected);
+    }
+    let y = BigUint::from_bytes_be(bytes);
+    if jacobi(&y, &group.params().p) != 1 {
+        return Err(Error::NotInSubgroup);
+    }
+    Ok(PeerPublic {
+        group,
+        bytes: bytes.to_vec(),
+    })
+}
+
+/// The Diffie-Hellman shared secret Z, `prime_len` bytes. Zeroized on drop.
+pub struct SharedSecret {
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedSecret(<redacted>)")
+    }
+}
+
+impl SharedSecret {
+    /// The padded big-endian bytes of Z (input keying material for HKDF).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A secret made from raw bytes, for known-answer tests of the key schedule.
+    pub fn from_bytes(bytes: Vec<u8>) -> SharedSecret {
+        SharedSecret {
+            bytes: Zeroizing::new(bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let mut rng = rand_core::OsRng;
+        let pair = KeyPair::generate(Group::Modp2048, &mut rng);
+        let text = format!("{pair:?}");
+        assert!(text.contains("redacted"), "{text}");
+        assert!(!text.contains(&hex::encode(&pair.private.bytes[..8])));
+    }
+
+    #[test]
+    fn private_key_has_fixed_length_with_top_bit() {
+        let mut rng = rand_core::OsRng;
+        for _ in 0..64 {
+            let key = PrivateKey::generate(&mut rng);
+            assert!(key.bytes[0] & 0x80 != 0);
+        }
+    }
+
+    #[test]
+    fn wipe_zeroes_in_place() {
+        let mut x = BigUint::from_bytes_be(&[0xAB; 40]);
+        wipe(&mut x);
+        assert_eq!(x, BigUint::from(0u32));
+    }
+}

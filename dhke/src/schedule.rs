@@ -1,0 +1,396 @@
+//! The key schedule (docs/protocol.md §4–§5): room tag, transcript hash, salts,
+//! HKDF labels, confirm MACs, commitment, SAS, resume id and keylog line.
+//!
+//! Every label string of the protocol appears in this file and nowhere else.
+
+use std::fmt;
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use rand_core::CryptoRngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::{Group, SharedSecret};
+
+type HmacSha256 = Hmac<Sha256>;
+
+const ROOM_TAG_LABEL: &[u8] = b"p2pchat/v1/room";
+const TRANSCRIPT_LABEL: &[u8] = b"p2pchat/v1/transcript";
+const COMMIT_LABEL: &[u8] = b"p2pchat/v1/commit";
+const RESUME_ID_LABEL: &[u8] = b"p2pchat/v1/resume-id";
+const KEY_LABEL_PREFIX: &str = "p2pchat/v1/";
+const KEYLOG_PREFIX: &str = "P2PCHAT_V1";
+
+/// A room name as people type it. It never leaves the client, so it is treated
+/// like a secret: zeroized on drop and redacted in `Debug`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Wraps a room name. Validation of what people may type lives in the client.
+    pub fn new(name: impl Into<String>) -> RoomName {
+        RoomName(name.into())
+    }
+
+    /// The name as typed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tag the mediator sees instead of the name.
+    pub fn tag(&self) -> RoomTag {
+        room_tag(&self.0)
+    }
+}
+
+impl fmt::Debug for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RoomName(<redacted>)")
+    }
+}
+
+/// `room_tag = SHA-256("p2pchat/v1/room" || room_name_utf8)`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RoomTag(pub [u8; 32]);
+
+impl RoomTag {
+    /// The first four bytes in hex: all that logs may show of a tag.
+    pub fn short_hex(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for RoomTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RoomTag({}…)", self.short_hex())
+    }
+}
+
+/// The room tag of a room name.
+pub fn room_tag(room_name: &str) -> RoomTag {
+    let mut h = Sha256::new();
+    h.update(ROOM_TAG_LABEL);
+    h.update(room_name.as_bytes());
+    RoomTag(h.finalize().into())
+}
+
+/// Everything the transcript hash `th` binds, in wire order.
+#[derive(Debug, Clone, Copy)]
+pub struct Transcript<'a> {
+    pub room_tag: &'a RoomTag,
+    pub group: Group,
+    pub host_name: &'a str,
+    pub host_public: &'a [u8],
+    pub joiner_name: &'a str,
+    pub joiner_public: &'a [u8],
+}
+
+/// `th`, the SHA-256 transcript hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TranscriptHash(pub [u8; 32]);
+
+impl fmt::Debug for TranscriptHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TranscriptHash({})", hex::encode(self.0))
+    }
+}
+
+impl Transcript<'_> {
+    /// `th = SHA-256("p2pchat/v1/transcript" || lp(tag) || u8(group) || lp(host_name)
+    /// || lp(host_public) || lp(joiner_name) || lp(joiner_public))`, lp = u32_be length prefix.
+    pub fn hash(&self) -> TranscriptHash {
+        fn lp(h: &mut Sha256, bytes: &[u8]) {
+            // Every field is bounded far below 4 GiB by the frame limits.
+            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            h.update(len.to_be_bytes());
+            h.update(bytes);
+        }
+        let mut h = Sha256::new();
+        h.update(TRANSCRIPT_LABEL);
+        lp(&mut h, &self.room_tag.0);
+        h.update([self.group.id()]);
+        lp(&mut h, self.host_name.as_bytes());
+        lp(&mut h, self.host_public);
+        lp(&mut h, self.joiner_name.as_bytes());
+        lp(&mut h, self.joiner_public);
+        TranscriptHash(h.finalize().into())
+    }
+}
+
+/// A 32-byte symmetric key. Zeroized on drop; `Debug` never shows it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    /// The raw key, for the cipher and MAC constructors that need it.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key from raw bytes (tests, benches).
+    pub fn from_bytes(bytes: [u8; 32]) -> Key {
+        Key(bytes)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// The previous session's `k("resume")`, kept to bind a reconnect to the old keys.
+#[derive(Clone, Debug)]
+pub struct ResumeSecret(Key);
+
+/// Which way a record travels; each direction has its own keys and counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    HostToJoiner,
+    JoinerToHost,
+}
+
+/// The HKDF-Expand labels, in the order of docs/protocol.md §4.
+#[derive(Debug, Clone, Copy)]
+enum Label {
+    HostToJoinerEnc,
+    HostToJoinerMac,
+    JoinerToHostEnc,
+    JoinerToHostMac,
+    ConfirmHost,
+    ConfirmJoiner,
+    Sas,
+    Resume,
+}
+
+impl Label {
+    fn as_str(self) -> &'static str {
+        match self {
+            Label::HostToJoinerEnc => "host->joiner enc",
+            Label::HostToJoinerMac => "host->joiner mac",
+            Label::JoinerToHostEnc => "joiner->host enc",
+            Label::JoinerToHostMac => "joiner->host mac",
+            Label::ConfirmHost => "confirm host",
+            Label::ConfirmJoiner => "confirm joiner",
+            Label::Sas => "sas",
+            Label::Resume => "resume",
+        }
+    }
+}
+
+/// Every key of one session, derived from one HKDF-Extract.
+#[derive(Clone)]
+pub struct SessionKeys {
+    host_to_joiner_enc: Key,
+    host_to_joiner_mac: Key,
+    joiner_to_host_enc: Key,
+    joiner_to_host_mac: Key,
+    confirm_host: Key,
+    confirm_joiner: Key,
+    sas: Key,
+    resume: Key,
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKeys(<redacted>)")
+    }
+}
+
+impl SessionKeys {
+    /// `salt = SHA-256(th || room_name [|| prev_k("resume")])`, `PRK = HKDF-Extract(salt, Z)`,
+    /// `k(L) = HKDF-Expand(PRK, "p2pchat/v1/" || L, 32)` for every label.
+    pub fn derive(
+        th: &TranscriptHash,
+        room: &RoomName,
+        z: &SharedSecret,
+        previous: Option<&ResumeSecret>,
+    ) -> SessionKeys {
+        let mut salt = Sha256::new();
+        salt.update(th.0);
+        salt.update(room.as_str().as_bytes());
+        if let Some(prev) = previous {
+            salt.update(prev.0.expose());
+        }
+        let salt: [u8; 32] = salt.finalize().into();
+        let hk = Hkdf::<Sha256>::new(Some(&salt), z.as_bytes());
+        let expand = |label: Label| {
+            let mut info = Zeroizing::new(String::with_capacity(32));
+            info.push_str(KEY_LABEL_PREFIX);
+            info.push_str(label.as_str());
+            let mut okm = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's 255 * 32 output limit.
+            hk.expand(info.as_bytes(), &mut okm)
+                .expect("32-byte HKDF output is always valid");
+            let key = Key(okm);
+            okm.zeroize();
+            key
+        };
+        SessionKeys {
+            host_to_joiner_enc: expand(Label::HostToJoinerEnc),
+            host_to_joiner_mac: expand(Label::HostToJoinerMac),
+            joiner_to_host_enc: expand(Label::JoinerToHostEnc),
+            joiner_to_host_mac: expand(Label::JoinerToHostMac),
+            confirm_host: expand(Label::ConfirmHost),
+            confirm_joiner: expand(Label::ConfirmJoiner),
+            sas: expand(Label::Sas),
+            resume: expand(Label::Resume),
+        }
+    }
+
+    /// The encryption key for records travelling in `dir`.
+    pub fn enc(&self, dir: Direction) -> &Key {
+        match dir {
+            Direction::HostToJoiner => &self.host_to_joiner_enc,
+            Direction::JoinerToHost => &self.joiner_to_host_enc,
+        }
+    }
+
+    /// The MAC key for records travelling in `dir`.
+    pub fn mac(&self, dir: Direction) -> &Key {
+        match dir {
+            Direction::HostToJoiner => &self.host_to_joiner_mac,
+            Direction::JoinerToHost => &self.joiner_to_host_mac,
+        }
+    }
+
+    /// `k("resume")`, to carry into the next session in the same room.
+    pub fn resume_secret(&self) -> ResumeSecret {
+        ResumeSecret(self.resume.clone())
+    }
+
+    /// `sas = u32_be(HMAC(k("sas"), nH || nJ)[..4]) mod 10^6`.
+    pub fn sas(&self, host_nonce: &Nonce, joiner_nonce: &Nonce) -> Sas {
+        let tag = hmac(&self.sas, &[&host_nonce.0, &joiner_nonce.0]);
+        let value = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]) % 1_000_000;
+        Sas(value)
+    }
+}
+
+fn hmac(key: &Key, parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key.expose()).expect("HMAC takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A 32-byte handshake nonce (`nH` or `nJ`), fresh from the OS RNG each session.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Nonce(pub [u8; 32]);
+
+impl Nonce {
+    /// A fresh random nonce.
+    pub fn random(rng: &mut impl CryptoRngCore) -> Nonce {
+        let mut n = [0u8; 32];
+        rng.fill_bytes(&mut n);
+        Nonce(n)
+    }
+}
+
+/// `commit = SHA-256("p2pchat/v1/commit" || nJ)`.
+pub fn commit(joiner_nonce: &Nonce) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(COMMIT_LABEL);
+    h.update(joiner_nonce.0);
+    h.finalize().into()
+}
+
+/// `HMAC(k("confirm host"), th || commit || nH || u8(resumed))`.
+pub fn host_confirm_mac(
+    keys: &SessionKeys,
+    th: &TranscriptHash,
+    commit: &[u8; 32],
+    host_nonce: &Nonce,
+    resumed: bool,
+) -> [u8; 32] {
+    hmac(
+        &keys.confirm_host,
+        &[&th.0, commit, &host_nonce.0, &[u8::from(resumed)]],
+    )
+}
+
+/// `HMAC(k("confirm joiner"), th || commit || nH || u8(resumed) || nJ)`.
+pub fn joiner_confirm_mac(
+    keys: &SessionKeys,
+    th: &TranscriptHash,
+    commit: &[u8; 32],
+    host_nonce: &Nonce,
+    resumed: bool,
+    joiner_nonce: &Nonce,
+) -> [u8; 32] {
+    hmac(
+        &keys.confirm_joiner,
+        &[
+            &th.0,
+            commit,
+            &host_nonce.0,
+            &[u8::from(resumed)],
+            &joiner_nonce.0,
+        ],
+    )
+}
+
+/// Compares two MACs (or any secret-derived 32-byte values) in constant time.
+pub fn verify_mac(expected: &[u8; 32], received: &[u8; 32]) -> bool {
+    expected.ct_eq(received).into()
+}
+
+/// `HMAC(prev_k("resume"), "p2pchat/v1/resume-id")`: names a previous session
+/// without revealing its key.
+pub fn resume_id(previous: &ResumeSecret) -> [u8; 32] {
+    hmac(&previous.0, &[RESUME_ID_LABEL])
+}
+
+/// The six-digit short authentication string both screens show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sas(u32);
+
+impl Sas {
+    /// The number, 0..10^6.
+    pub fn value(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Sas {
+    /// Two groups of three digits: `482 093`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03} {:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// `P2PCHAT_V1 <th> <Z> <k(h->j enc)> <k(h->j mac)> <k(j->h enc)> <k(j->h mac)>`, hex,
+/// for the `P2PCHAT_KEYLOG` debugging file.
+pub fn keylog_line(th: &TranscriptHash, z: &SharedSecret, keys: &SessionKeys) -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "{KEYLOG_PREFIX} {} {} {} {} {} {}",
+        hex::encode(th.0),
+        hex::encode(z.as_bytes()),
+        hex::encode(keys.host_to_joiner_enc.expose()),
+        hex::encode(keys.host_to_joiner_mac.expose()),
+        hex::encode(keys.joiner_to_host_enc.expose()),
+        hex::encode(keys.joiner_to_host_mac.expose()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sas_formats_as_two_groups() {
+        assert_eq!(Sas(482_093).to_string(), "482 093");
+        assert_eq!(Sas(7).to_string(), "000 007");
+    }
+
+    #[test]
+    fn key_debug_is_redacted() {
+        let k = Key([0x42; 32]);
+        assert_eq!(format!("{k:?}"), "Key(<redacted>)");
+        let room = RoomName::new("7-velvet-harbor");
+        assert!(!format!("{room:?}").contains("velvet"));
+    }
+}

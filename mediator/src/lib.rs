@@ -1,0 +1,1 @@
+//! p2pchat rendezvous server (placeholder until the mediator lands).

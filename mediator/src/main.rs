@@ -1,0 +1,2 @@
+//! `mediator` binary.
+fn main() {}
