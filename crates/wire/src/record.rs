@@ -11,6 +11,7 @@ use dhke::schedule::Key;
 use hmac::{Hmac, Mac};
 use rand_core::CryptoRngCore;
 use sha2::Sha256;
+use zeroize::Zeroize;
 
 use crate::peer::MAX_PLAINTEXT;
 
@@ -174,11 +175,17 @@ impl Opener {
             return Err(RecordError::Integrity);
         }
         let iv: [u8; IV_LEN] = (&*iv).try_into().expect("split at IV_LEN");
-        let plaintext = cbc::Decryptor::<Aes256Dec>::inner_iv_init(self.cipher.clone(), &iv.into())
+        let decrypted = cbc::Decryptor::<Aes256Dec>::inner_iv_init(self.cipher.clone(), &iv.into())
             .decrypt_padded_mut::<Pkcs7>(body)
-            .map_err(|_| RecordError::Integrity)?;
+            .map(|plaintext| plaintext.len());
+        let Ok(plaintext_len) = decrypted else {
+            // A valid tag with bad padding: the body is decrypted in place by now,
+            // so wipe it before reporting the same vague error as a bad tag.
+            body.zeroize();
+            return Err(RecordError::Integrity);
+        };
         self.seq += 1;
-        Ok(plaintext)
+        Ok(&body[..plaintext_len])
     }
 }
 

@@ -1,0 +1,113 @@
+//! Shared helpers for wire's integration tests: a host and a joiner paired in memory
+//! (in the spirit of boringtun's `create_two_tuns`), with deterministic randomness.
+
+#![allow(dead_code)] // each test crate uses a different subset
+
+use dhke::schedule::{ResumeSecret, RoomName};
+use dhke::{Group, KeyPair};
+use rand::{rngs::StdRng, SeedableRng};
+use wire::handshake::{HostConfirmSent, HostHandshake, JoinerHelloSent};
+use wire::{HandshakeInput, PeerHandshake, Session};
+
+pub const ROOM: &str = "7-velvet-harbor";
+pub const HOST_NAME: &str = "alice";
+pub const JOINER_NAME: &str = "bob";
+
+/// A seeded RNG, so every run of a test sees the same values.
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// What one side brings to the handshake.
+#[derive(Clone, Debug)]
+pub struct Side {
+    pub name: String,
+    pub keys: KeyPair,
+    pub previous: Option<ResumeSecret>,
+}
+
+impl Side {
+    pub fn new(name: &str, group: Group, rng: &mut StdRng) -> Side {
+        Side {
+            name: name.to_owned(),
+            keys: KeyPair::generate(group, rng),
+            previous: None,
+        }
+    }
+
+    /// The handshake input for talking to `peer` as the mediator announced it.
+    pub fn input(&self, room: &str, peer_name: &str, peer_public: &[u8]) -> HandshakeInput {
+        HandshakeInput {
+            room: RoomName::new(room),
+            local_name: self.name.clone(),
+            local: self.keys.clone(),
+            peer_name: peer_name.to_owned(),
+            peer_public: peer_public.to_vec(),
+            previous: self.previous.clone(),
+            keylog: true,
+        }
+    }
+}
+
+/// A host and a joiner matched by an honest mediator in `ROOM`.
+pub fn pair(group: Group, rng: &mut StdRng) -> (Side, Side) {
+    (
+        Side::new(HOST_NAME, group, rng),
+        Side::new(JOINER_NAME, group, rng),
+    )
+}
+
+/// The host's state machine for `host` expecting `joiner`.
+pub fn host_machine(host: &Side, joiner: &Side) -> HostHandshake {
+    HostHandshake::new(host.input(ROOM, &joiner.name, joiner.keys.public())).unwrap()
+}
+
+/// The joiner's state machine and its `PeerHello`.
+pub fn joiner_start(
+    joiner: &Side,
+    host: &Side,
+    rng: &mut StdRng,
+) -> (JoinerHelloSent, PeerHandshake) {
+    JoinerHelloSent::start(joiner.input(ROOM, &host.name, host.keys.public()), rng).unwrap()
+}
+
+/// Every step of the handshake, for tests that tamper with one message.
+pub struct Steps {
+    pub host: HostConfirmSent,
+    pub joiner: JoinerHelloSent,
+    pub hello: PeerHandshake,
+    pub host_confirm: PeerHandshake,
+}
+
+pub fn steps_until_host_confirm(host: &Side, joiner: &Side, rng: &mut StdRng) -> Steps {
+    let host_hs = host_machine(host, joiner);
+    let (joiner_hs, hello) = joiner_start(joiner, host, rng);
+    let (host_sent, host_confirm) = host_hs.on_peer_hello(hello.clone(), rng).unwrap();
+    Steps {
+        host: host_sent,
+        joiner: joiner_hs,
+        hello,
+        host_confirm,
+    }
+}
+
+/// Runs the whole handshake honestly: `(host session, joiner session)`.
+pub fn handshake(host: &Side, joiner: &Side, rng: &mut StdRng) -> (Session, Session) {
+    let s = steps_until_host_confirm(host, joiner, rng);
+    let (joiner_session, joiner_confirm) = s.joiner.on_host_confirm(s.host_confirm).unwrap();
+    let host_session = s.host.on_joiner_confirm(joiner_confirm).unwrap();
+    (host_session, joiner_session)
+}
+
+/// A fresh pair of sessions in group 14 (fast in debug builds).
+pub fn sessions(seed: u64) -> (Session, Session) {
+    let mut rng = rng(seed);
+    let (host, joiner) = pair(Group::Modp2048, &mut rng);
+    handshake(&host, &joiner, &mut rng)
+}
+
+/// Seals on `from`, opens on `to`, and checks the plaintext survives.
+pub fn assert_talks(from: &mut Session, to: &mut Session, text: &[u8]) {
+    let mut record = from.sealer().seal(text, &mut rand::rngs::OsRng).unwrap();
+    assert_eq!(to.opener().open(&mut record).unwrap(), text);
+}

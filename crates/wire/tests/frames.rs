@@ -1,0 +1,546 @@
+//! Frames and message decoding (docs/protocol.md §1, §3, §5, §6): length bounds
+//! checked before allocation, the bincode bomb, trailing bytes, a round trip of
+//! every message variant, and pinned bytes so the wire format cannot drift.
+
+use std::net::{Ipv6Addr, SocketAddr};
+
+use bytes::BytesMut;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::codec::{Decoder, Encoder};
+use wire::encoding::DECODE_LIMIT;
+use wire::frame::{MEDIATOR_FRAME_MAX, PEER_FRAME_MAX};
+use wire::{
+    decode, encode, ClientMsg, DecodeError, ErrorCode, FrameCodec, FrameError, Link, MediatorMsg,
+    PeerHandshake, PeerMsg, Role,
+};
+
+// ---------------------------------------------------------------------------
+// Frame lengths
+// ---------------------------------------------------------------------------
+
+/// Feeds `header` (plus a few payload bytes) to a codec and returns the error and
+/// the buffer's capacity afterwards.
+fn decode_header(link: Link, header: u32) -> (Result<Option<BytesMut>, FrameError>, usize) {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.extend_from_slice(&header.to_be_bytes());
+    buf.extend_from_slice(b"abc");
+    let result = FrameCodec::new(link).decode(&mut buf);
+    (result, buf.capacity())
+}
+
+#[test]
+fn zero_length_frame_is_refused() {
+    for link in [Link::Mediator, Link::Peer] {
+        let (result, capacity) = decode_header(link, 0);
+        assert!(matches!(result, Err(FrameError::Empty)), "{result:?}");
+        assert!(capacity <= 64);
+    }
+}
+
+#[test]
+fn huge_length_is_refused_before_allocation() {
+    for link in [Link::Mediator, Link::Peer] {
+        let (result, capacity) = decode_header(link, u32::MAX);
+        assert!(
+            matches!(
+                result,
+                Err(FrameError::TooLarge { len, max }) if len == u32::MAX as usize && max == link.max_payload()
+            ),
+            "{result:?}"
+        );
+        // Nothing was reserved for the announced 4 GiB.
+        assert!(capacity <= 64, "buffer grew to {capacity} bytes");
+    }
+}
+
+#[test]
+fn one_past_the_bound_is_refused_on_each_link() {
+    for (link, max) in [
+        (Link::Mediator, MEDIATOR_FRAME_MAX),
+        (Link::Peer, PEER_FRAME_MAX),
+    ] {
+        let (result, capacity) = decode_header(link, max as u32 + 1);
+        assert!(matches!(result, Err(FrameError::TooLarge { .. })));
+        assert!(capacity <= 64);
+        // The bound itself is allowed: the codec waits for the payload.
+        let (result, _) = decode_header(link, max as u32);
+        assert!(matches!(result, Ok(None)));
+        // And the encoder refuses to produce an oversize frame.
+        let mut out = BytesMut::new();
+        assert!(FrameCodec::new(link)
+            .encode(&vec![0u8; max + 1][..], &mut out)
+            .is_err());
+        assert!(out.is_empty());
+    }
+    assert!(matches!(
+        Link::Mediator.parse_header((MEDIATOR_FRAME_MAX as u32 + 1).to_be_bytes()),
+        Err(FrameError::TooLarge { len, max }) if len == MEDIATOR_FRAME_MAX + 1 && max == MEDIATOR_FRAME_MAX
+    ));
+}
+
+#[test]
+fn several_frames_in_one_buffer() {
+    let mut codec = FrameCodec::new(Link::Peer);
+    let mut buf = BytesMut::new();
+    codec.encode(&b"one"[..], &mut buf).unwrap();
+    codec.encode(b"two!".to_vec(), &mut buf).unwrap();
+    assert_eq!(&buf[..], b"\0\0\0\x03one\0\0\0\x04two!");
+    assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"one");
+    assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"two!");
+    assert!(codec.decode(&mut buf).unwrap().is_none());
+    // A lone partial header waits.
+    buf.extend_from_slice(&[0, 0]);
+    assert!(codec.decode(&mut buf).unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------
+// bincode: the bomb, trailing bytes, the limit
+// ---------------------------------------------------------------------------
+
+/// bincode 2 varint for a u64 ≥ 2^32: marker 253, then 8 bytes little-endian.
+fn varint_u64(v: u64) -> Vec<u8> {
+    let mut out = vec![253];
+    out.extend_from_slice(&v.to_le_bytes());
+    out
+}
+
+const TERA: u64 = 1 << 40;
+
+fn assert_malformed<T: DeserializeOwned + std::fmt::Debug>(payload: &[u8]) {
+    match decode::<T>(payload) {
+        Err(DecodeError::Malformed(_)) => {}
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+}
+
+#[test]
+fn nine_byte_string_bomb_is_an_error() {
+    let bomb = varint_u64(TERA);
+    assert_eq!(bomb.len(), 9);
+    assert_eq!(bomb, [253, 0, 0, 0, 0, 0, 1, 0, 0]);
+    assert_malformed::<String>(&bomb);
+    assert_malformed::<Vec<u8>>(&bomb);
+    assert_malformed::<String>(&varint_u64(u64::MAX));
+}
+
+#[test]
+fn bomb_inside_a_client_hello_is_an_error() {
+    // Hello = variant 0, version 1, 32 raw room bytes, then the name's length.
+    let mut prefix = vec![0u8, 1];
+    prefix.extend_from_slice(&[0xAB; 32]);
+
+    let mut name_bomb = prefix.clone();
+    name_bomb.extend(varint_u64(TERA));
+    assert_malformed::<ClientMsg>(&name_bomb);
+
+    // ...name "ab", group 15, then the public value's length.
+    let mut public_bomb = prefix.clone();
+    public_bomb.extend_from_slice(&[2, b'a', b'b', 15]);
+    public_bomb.extend(varint_u64(TERA));
+    assert_malformed::<ClientMsg>(&public_bomb);
+
+    // ...empty public, port 0, then the address list's length.
+    let mut addrs_bomb = prefix;
+    addrs_bomb.extend_from_slice(&[2, b'a', b'b', 15, 0, 0]);
+    addrs_bomb.extend(varint_u64(TERA));
+    assert_malformed::<ClientMsg>(&addrs_bomb);
+}
+
+#[test]
+fn bombs_in_peer_messages_are_errors() {
+    // Chat { id: 1, sent_at_ms: 2, text: <2^40 bytes> }
+    let mut chat = vec![0u8, 1, 2];
+    chat.extend(varint_u64(TERA));
+    assert_malformed::<PeerMsg>(&chat);
+    // FileChunk { id: 1, offset: 0, data: <2^40 bytes> }
+    let mut chunk = vec![7u8, 1, 0];
+    chunk.extend(varint_u64(TERA));
+    assert_malformed::<PeerMsg>(&chunk);
+    // Reject { reason: <2^40 bytes> }
+    let mut reject = vec![3u8];
+    reject.extend(varint_u64(TERA));
+    assert_malformed::<PeerHandshake>(&reject);
+    // PeerHello with a public value claiming 2^40 bytes.
+    let mut hello = vec![0u8];
+    hello.extend_from_slice(&[0; 32]);
+    hello.extend(varint_u64(TERA));
+    assert_malformed::<PeerHandshake>(&hello);
+    // MediatorMsg::Matched { role: Host, peer_name: <2^40 bytes> }
+    let mut matched = vec![1u8, 0];
+    matched.extend(varint_u64(TERA));
+    assert_malformed::<MediatorMsg>(&matched);
+}
+
+#[test]
+fn length_just_over_the_limit_is_refused() {
+    // A string claiming DECODE_LIMIT + 1 bytes with that many bytes present would
+    // need a payload over the limit; claiming it with few bytes present is malformed.
+    let claim = (DECODE_LIMIT + 1) as u32;
+    let mut payload = vec![252];
+    payload.extend_from_slice(&claim.to_le_bytes());
+    payload.extend_from_slice(b"short");
+    assert_malformed::<String>(&payload);
+    let oversize = vec![0u8; DECODE_LIMIT + 1];
+    assert!(matches!(
+        decode::<Vec<u8>>(&oversize),
+        Err(DecodeError::TooLong(n)) if n == DECODE_LIMIT + 1
+    ));
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut ping = encode(&ClientMsg::Ping).unwrap();
+    ping.push(0);
+    assert!(matches!(
+        decode::<ClientMsg>(&ping),
+        Err(DecodeError::Trailing(1))
+    ));
+    let mut ack = encode(&PeerMsg::Ack { id: 300 }).unwrap();
+    ack.extend_from_slice(&[1, 2, 3]);
+    assert!(matches!(
+        decode::<PeerMsg>(&ack),
+        Err(DecodeError::Trailing(3))
+    ));
+}
+
+#[test]
+fn garbage_is_malformed_not_a_panic() {
+    assert_malformed::<ClientMsg>(&[]);
+    assert_malformed::<ClientMsg>(&[9]); // no such variant
+    assert_malformed::<MediatorMsg>(&[0xFF; 3]);
+    assert_malformed::<PeerMsg>(&[11]); // one past Bye
+    assert_malformed::<PeerHandshake>(&[1, 0, 0]); // truncated HostConfirm
+    assert_malformed::<String>(&[2, 0xC3, 0x28]); // invalid UTF-8
+    assert_malformed::<PeerHandshake>(&{
+        // HostConfirm with resumed = 2: not a bool.
+        let mut v = vec![1u8];
+        v.extend_from_slice(&[0; 64]);
+        v.push(2);
+        v
+    });
+}
+
+#[test]
+fn encode_refuses_messages_over_the_limit() {
+    let big = PeerMsg::FileChunk {
+        id: 1,
+        offset: 0,
+        data: vec![0; DECODE_LIMIT + 1],
+    };
+    assert!(encode(&big).is_err());
+    let mut out = b"keep".to_vec();
+    assert!(wire::encode_into(&big, &mut out).is_err());
+    assert_eq!(out, b"keep", "a failed encode leaves the buffer as it was");
+}
+
+// ---------------------------------------------------------------------------
+// Round trips and pinned bytes
+// ---------------------------------------------------------------------------
+
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: &T) {
+    let bytes = encode(msg).unwrap();
+    let back: T = decode(&bytes).unwrap();
+    assert_eq!(&back, msg);
+}
+
+fn v4() -> SocketAddr {
+    "203.0.113.7:50000".parse().unwrap()
+}
+
+fn v6() -> SocketAddr {
+    "[2001:db8::1]:443".parse().unwrap()
+}
+
+#[test]
+fn every_client_message_round_trips() {
+    round_trip(&ClientMsg::Ping);
+    round_trip(&ClientMsg::Hello {
+        version: wire::PROTOCOL_VERSION,
+        room: [7; 32],
+        name: "Zoë 🦀".into(),
+        group: 15,
+        public: vec![0xEE; 384],
+        listen_port: 40_000,
+        local_addrs: vec![v4(), v6(), "[fe80::1]:1".parse().unwrap()],
+        no_relay: true,
+    });
+}
+
+#[test]
+fn every_mediator_message_round_trips() {
+    round_trip(&MediatorMsg::Waiting {
+        expires_in_secs: 600,
+    });
+    for role in [Role::Host, Role::Joiner] {
+        round_trip(&MediatorMsg::Matched {
+            role,
+            peer_name: "bob".into(),
+            public: vec![1; 256],
+            observed_addr: v6(),
+            listen_port: 0,
+            local_addrs: vec![],
+        });
+    }
+    round_trip(&MediatorMsg::Pong);
+    for code in ErrorCode::ALL {
+        round_trip(&MediatorMsg::Error {
+            code,
+            message: code.as_str().into(),
+        });
+    }
+}
+
+#[test]
+fn every_peer_handshake_message_round_trips() {
+    round_trip(&PeerHandshake::PeerHello {
+        room: [1; 32],
+        public: vec![2; 384],
+        commit: [3; 32],
+        resume: Some([4; 32]),
+    });
+    round_trip(&PeerHandshake::PeerHello {
+        room: [1; 32],
+        public: vec![2; 256],
+        commit: [3; 32],
+        resume: None,
+    });
+    round_trip(&PeerHandshake::HostConfirm {
+        nonce: [5; 32],
+        mac: [6; 32],
+        resumed: true,
+    });
+    round_trip(&PeerHandshake::JoinerConfirm {
+        nonce: [7; 32],
+        mac: [8; 32],
+    });
+    round_trip(&PeerHandshake::Reject {
+        reason: "wrong room".into(),
+    });
+}
+
+#[test]
+fn every_peer_message_round_trips() {
+    for msg in [
+        PeerMsg::Chat {
+            id: 1,
+            sent_at_ms: 1_700_000_000_000,
+            text: "héllo\nworld".into(),
+        },
+        PeerMsg::Ack { id: u64::MAX },
+        PeerMsg::Ping { nonce: 0 },
+        PeerMsg::Pong { nonce: 250 },
+        PeerMsg::FileOffer {
+            id: 2,
+            name: "photo.jpg".into(),
+            size: 1 << 33,
+        },
+        PeerMsg::FileAccept { id: 2, offset: 0 },
+        PeerMsg::FileReject { id: 3 },
+        PeerMsg::FileChunk {
+            id: 2,
+            offset: 65_472,
+            data: vec![0xAB; wire::peer::MAX_FILE_CHUNK],
+        },
+        PeerMsg::FileDone {
+            id: 2,
+            sha256: [0x5C; 32],
+        },
+        PeerMsg::FileCancel { id: 4 },
+        PeerMsg::Bye {
+            reason: "quit".into(),
+        },
+    ] {
+        round_trip(&msg);
+    }
+}
+
+#[test]
+fn largest_file_chunk_fits_a_record() {
+    let msg = PeerMsg::FileChunk {
+        id: u64::MAX,
+        offset: u64::MAX,
+        data: vec![0; wire::peer::MAX_FILE_CHUNK],
+    };
+    assert!(encode(&msg).unwrap().len() <= wire::peer::MAX_PLAINTEXT);
+}
+
+// Pinned bytes. bincode 2 `standard()` with serde, by its rules:
+// - enum variant: its index as a varint (u32);
+// - integers u16..u64: varint — < 251 in one byte; 251 + u16 LE; 252 + u32 LE;
+//   253 + u64 LE; u8 and bool are one raw byte;
+// - String / serde_bytes Vec<u8> / Vec<T>: varint length, then the contents;
+// - [u8; 32]: a tuple, 32 raw bytes, no length; Option: 0, or 1 then the value;
+// - SocketAddr (non-human-readable serde): enum V4 = 0 / V6 = 1, then the IP as
+//   raw octets (4 or 16), then the port as a varint; flow info and scope are not sent.
+
+#[test]
+fn pinned_client_ping() {
+    assert_eq!(encode(&ClientMsg::Ping).unwrap(), [1]);
+}
+
+#[test]
+fn pinned_peer_ack_300() {
+    // variant 1; 300 ≥ 251 → 251, then 300 = 0x012C little-endian.
+    assert_eq!(encode(&PeerMsg::Ack { id: 300 }).unwrap(), [1, 251, 44, 1]);
+    assert_eq!(encode(&PeerMsg::Ack { id: 250 }).unwrap(), [1, 250]);
+    assert_eq!(
+        encode(&PeerMsg::Ack { id: 1 << 32 }).unwrap(),
+        [1, 253, 0, 0, 0, 0, 1, 0, 0, 0]
+    );
+}
+
+#[test]
+fn pinned_client_hello() {
+    let msg = ClientMsg::Hello {
+        version: 1,
+        room: [0xAA; 32],
+        name: "al".into(),
+        group: 15,
+        public: vec![1, 2, 3],
+        listen_port: 4000,
+        local_addrs: vec!["192.168.1.2:4000".parse().unwrap()],
+        no_relay: true,
+    };
+    let mut want = vec![0, 1]; // Hello, version 1
+    want.extend_from_slice(&[0xAA; 32]); // room, raw
+    want.extend_from_slice(&[2, b'a', b'l']); // name
+    want.push(15); // group (u8)
+    want.extend_from_slice(&[3, 1, 2, 3]); // public
+    want.extend_from_slice(&[251, 0xA0, 0x0F]); // listen_port 4000 = 0x0FA0
+    want.extend_from_slice(&[1, 0, 192, 168, 1, 2, 251, 0xA0, 0x0F]); // one V4 address
+    want.push(1); // no_relay
+    assert_eq!(encode(&msg).unwrap(), want);
+    assert_eq!(decode::<ClientMsg>(&want).unwrap(), msg);
+}
+
+#[test]
+fn pinned_mediator_matched_with_v4_and_v6() {
+    let msg = MediatorMsg::Matched {
+        role: Role::Joiner,
+        peer_name: "bob".into(),
+        public: vec![9],
+        observed_addr: v4(),
+        listen_port: 0,
+        local_addrs: vec![v6()],
+    };
+    let mut want = vec![1, 1]; // Matched, Joiner
+    want.extend_from_slice(&[3, b'b', b'o', b'b']);
+    want.extend_from_slice(&[1, 9]);
+    want.extend_from_slice(&[0, 203, 0, 113, 7, 251, 0x50, 0xC3]); // V4, port 50000 = 0xC350
+    want.push(0); // listen_port
+    want.extend_from_slice(&[1, 1]); // one address, V6
+    want.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+    want.extend_from_slice(&[251, 0xBB, 0x01]); // port 443 = 0x01BB
+    assert_eq!(encode(&msg).unwrap(), want);
+    assert_eq!(decode::<MediatorMsg>(&want).unwrap(), msg);
+}
+
+#[test]
+fn pinned_mediator_small_messages() {
+    assert_eq!(
+        encode(&MediatorMsg::Waiting {
+            expires_in_secs: 600
+        })
+        .unwrap(),
+        [0, 251, 0x58, 0x02]
+    );
+    assert_eq!(encode(&MediatorMsg::Pong).unwrap(), [2]);
+    assert_eq!(
+        encode(&MediatorMsg::Error {
+            code: ErrorCode::RoomFull,
+            message: "full".into()
+        })
+        .unwrap(),
+        [3, 2, 4, b'f', b'u', b'l', b'l']
+    );
+    // Error codes are numbered in declaration order.
+    for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+        let bytes = encode(&MediatorMsg::Error {
+            code,
+            message: String::new(),
+        })
+        .unwrap();
+        assert_eq!(bytes, [3, i as u8, 0]);
+    }
+}
+
+#[test]
+fn pinned_peer_handshake_messages() {
+    let hello = PeerHandshake::PeerHello {
+        room: [0x11; 32],
+        public: vec![0xA1, 0xA2, 0xA3],
+        commit: [0x22; 32],
+        resume: None,
+    };
+    let mut want = vec![0];
+    want.extend_from_slice(&[0x11; 32]);
+    want.extend_from_slice(&[3, 0xA1, 0xA2, 0xA3]);
+    want.extend_from_slice(&[0x22; 32]);
+    want.push(0); // None
+    assert_eq!(encode(&hello).unwrap(), want);
+
+    // A full-size public value: 384 = 0x0180 → 251, 0x80, 0x01; resume Some.
+    let hello = PeerHandshake::PeerHello {
+        room: [0x11; 32],
+        public: vec![0xEE; 384],
+        commit: [0x22; 32],
+        resume: Some([0x33; 32]),
+    };
+    let bytes = encode(&hello).unwrap();
+    assert_eq!(bytes.len(), 1 + 32 + 3 + 384 + 32 + 1 + 32);
+    assert_eq!(&bytes[33..36], [251, 0x80, 0x01]);
+    assert_eq!(bytes[36 + 384 + 32], 1);
+
+    let confirm = PeerHandshake::HostConfirm {
+        nonce: [0x44; 32],
+        mac: [0x55; 32],
+        resumed: true,
+    };
+    let mut want = vec![1];
+    want.extend_from_slice(&[0x44; 32]);
+    want.extend_from_slice(&[0x55; 32]);
+    want.push(1);
+    assert_eq!(encode(&confirm).unwrap(), want);
+
+    let mut want = vec![2];
+    want.extend_from_slice(&[0x66; 32]);
+    want.extend_from_slice(&[0x77; 32]);
+    assert_eq!(
+        encode(&PeerHandshake::JoinerConfirm {
+            nonce: [0x66; 32],
+            mac: [0x77; 32]
+        })
+        .unwrap(),
+        want
+    );
+    assert_eq!(
+        encode(&PeerHandshake::Reject {
+            reason: "no".into()
+        })
+        .unwrap(),
+        [3, 2, b'n', b'o']
+    );
+}
+
+#[test]
+fn pinned_peer_chat_and_chunk() {
+    let chat = PeerMsg::Chat {
+        id: 7,
+        sent_at_ms: 1_700_000_000_000, // 0x18B_CFE5_6800 > u32::MAX → 253 + 8 bytes LE
+        text: "hi".into(),
+    };
+    let mut want = vec![0, 7, 253];
+    want.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+    want.extend_from_slice(&[2, b'h', b'i']);
+    assert_eq!(encode(&chat).unwrap(), want);
+
+    let chunk = PeerMsg::FileChunk {
+        id: 1,
+        offset: 70_000, // > u16::MAX → 252 + u32 LE
+        data: vec![0xDA; 2],
+    };
+    let mut want = vec![7, 1, 252];
+    want.extend_from_slice(&70_000u32.to_le_bytes());
+    want.extend_from_slice(&[2, 0xDA, 0xDA]);
+    assert_eq!(encode(&chunk).unwrap(), want);
+}
