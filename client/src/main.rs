@@ -1,2 +1,42 @@
-//! `client` binary.
-fn main() {}
+//! `client`: the p2pchat command-line chat client.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use client::cli::Args;
+use client::ui::{Event, Output};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let out = Output::new(args.output());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(client::app::run(args, &out));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            out.show(&Event::Error {
+                code: e.code().to_string(),
+                text: e.to_string(),
+            });
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The command line: flags, their environment variables, and the exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::exit::EXIT_CODES_HELP;
+
+/// Default mediator port.
+pub const DEFAULT_PORT: u16 = 7070;
+
+/// p2pchat: end-to-end encrypted chat over a direct connection.
+///
+/// Both people run `client --server HOST --room ROOM`; the mediator at HOST
+/// introduces them and steps aside. Without --room a fresh room code is printed,
+/// with the command the other side should run. Compare the six-digit code both
+/// screens show: if it matches, nobody is in the middle.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "client", version, after_help = EXIT_CODES_HELP)]
+pub struct Args {
+    /// Mediator address, HOST or HOST:PORT (default port 7070).
+    #[arg(long, env = "P2PCHAT_SERVER", value_name = "HOST[:PORT]")]
+    pub server: String,
+
+    /// Room code shared with the other person; omit it to get a fresh one.
+    #[arg(long, env = "P2PCHAT_ROOM")]
+    pub room: Option<String>,
+
+    /// Your name as the other side sees it (1-32 characters); random if omitted.
+    #[arg(long, env = "P2PCHAT_NAME")]
+    pub name: Option<String>,
+
+    /// Where to accept the peer: a PORT (all interfaces) or IP:PORT. 0 picks a free port.
+    #[arg(long, env = "P2PCHAT_LISTEN", value_name = "PORT|IP:PORT", default_value = "0")]
+    pub listen: String,
+
+    /// Address to advertise to the peer instead of the listener's own, e.g. a
+    /// router's forwarded public address.
+    #[arg(long, env = "P2PCHAT_ADVERTISE", value_name = "IP:PORT")]
+    pub advertise: Option<SocketAddr>,
+
+    /// File that gets one line per established session.
+    #[arg(long, env = "P2PCHAT_PEERS_FILE", default_value = "peers.txt")]
+    pub peers_file: PathBuf,
+
+    /// Diffie-Hellman group: 15 (3072-bit, default) or 14 (2048-bit, for slow devices).
+    #[arg(long, env = "P2PCHAT_GROUP", default_value = "15", value_parser = clap::value_parser!(u8).range(14..=15))]
+    pub group: u8,
+
+    /// Refuse to have chat relayed through the mediator.
+    #[arg(long, env = "P2PCHAT_NO_RELAY")]
+    pub no_relay: bool,
+
+    /// Print one JSON object per line (events for scripts) instead of text.
+    #[arg(long, env = "P2PCHAT_JSON")]
+    pub json: bool,
+
+    /// How long the joiner keeps trying to reach the host (and the host waits for it).
+    #[arg(long, env = "P2PCHAT_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Output style of diagnostics on stderr.
+    #[arg(long, env = "P2PCHAT_LOG", default_value = "warn", hide = true)]
+    pub log: String,
+}
+
+/// How events are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputMode {
+    Line,
+    Json,
+}
+
+impl Args {
+    /// The output mode the flags ask for.
+    pub fn output(&self) -> OutputMode {
+        if self.json {
+            OutputMode::Json
+        } else {
+            OutputMode::Line
+        }
+    }
+}
+
+/// Splits `HOST[:PORT]` (or `[v6]:PORT`) into host and port.
+pub fn split_server(server: &str) -> Result<(String, u16), String> {
+    let server = server.trim();
+    if server.is_empty() {
+        return Err("the --server address is empty".into());
+    }
+    if let Ok(addr) = server.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    if let Some(rest) = server.strip_prefix('[') {
+        let (host, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{server}`: missing `]` after an IPv6 address"))?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => parse_port(p, server)?,
+            None if tail.is_empty() => DEFAULT_PORT,
+            None => return Err(format!("`{server}`: expected `:PORT` after `]`")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match server.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((host, _)) if host.contains(':') => Ok((server.to_string(), DEFAULT_PORT)),
+        Some((host, port)) => Ok((host.to_string(), parse_port(port, server)?)),
+        None => Ok((server.to_string(), DEFAULT_PORT)),
+    }
+}
+
+fn parse_port(port: &str, whole: &str) -> Result<u16, String> {
+    port.parse::<u16>()
+        .map_err(|_| format!("`{whole}`: `{port}` is not a port number (1-65535)"))
+}
+
+/// Parses `--listen`: a bare port means every interface (dual-stack).
+pub fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = listen.parse::<u16>() {
+        return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
+    }
+    listen
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("--listen `{listen}`: expected PORT or IP:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_forms() {
+        assert_eq!(split_server("example.org").unwrap(), ("example.org".into(), 7070));
+        assert_eq!(split_server("example.org:99").unwrap(), ("example.org".into(), 99));
+        assert_eq!(split_server("127.0.0.1:5").unwrap(), ("127.0.0.1".into(), 5));
+        assert_eq!(split_server("[::1]:5").unwrap(), ("::1".into(), 5));
+        assert_eq!(split_server("[::1]").unwrap(), ("::1".into(), 7070));
+        assert_eq!(split_server("::1").unwrap(), ("::1".into(), 7070));
+        assert!(split_server("host:notaport").is_err());
+        assert!(split_server("").is_err());
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("0").unwrap().port(), 0);
+        assert!(parse_listen("0").unwrap().ip().is_unspecified());
+        assert_eq!(
+            parse_listen("127.0.0.1:4000").unwrap(),
+            "127.0.0.1:4000".parse().unwrap()
+        );
+        assert!(parse_listen("nope").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! A live encrypted peer connection as two tasks: the writer seals outgoing
+//! [`PeerMsg`]s in order, the reader opens incoming records and hands them over.
+//! The [`wire::Sealer`] and [`wire::Opener`] each live in exactly one task.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use rand::rngs::OsRng;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+use wire::frame::HEADER_LEN;
+use wire::{FrameCodec, Link, Opener, PeerMsg, RecordError, Sealer};
+
+use crate::connect::Connected;
+
+/// How long a write may wait for the peer to read before the link is declared dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long closing waits for queued messages to leave.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages queued towards the writer before `send` waits.
+const QUEUE: usize = 256;
+
+/// Why the link stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// A record failed its integrity check: tampering or corruption.
+    #[error("integrity failure")]
+    Integrity,
+    /// The peer closed the connection without saying goodbye.
+    #[error("the connection was closed")]
+    Closed,
+    /// A frame or message that does not follow the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A transport error.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The running link.
+#[derive(Debug)]
+pub struct PeerLink {
+    tx: mpsc::Sender<PeerMsg>,
+    rx: mpsc::Receiver<Result<PeerMsg, LinkError>>,
+    writer: JoinHandle<Result<(), LinkError>>,
+    reader: JoinHandle<()>,
+}
+
+impl PeerLink {
+    /// Starts the reader and writer tasks on a confirmed connection.
+    pub fn start(conn: Connected) -> PeerLink {
+        let (sealer, opener) = conn.session.split();
+        let parts = conn.framed.into_parts();
+        let (read_half, write_half) = parts.io.into_split();
+        let mut framed = FramedRead::new(read_half, FrameCodec::new(Link::Peer));
+        // Bytes the handshake reader already pulled in belong to the first records.
+        framed.read_buffer_mut().extend_from_slice(&parts.read_buf);
+        let (out_tx, out_rx) = mpsc::channel(QUEUE);
+        let (in_tx, in_rx) = mpsc::channel(QUEUE);
+        PeerLink {
+            tx: out_tx,
+            rx: in_rx,
+            writer: tokio::spawn(write_loop(write_half, sealer, out_rx)),
+            reader: tokio::spawn(read_loop(framed, opener, in_tx)),
+        }
+    }
+
+    /// Queues a message for the peer.
+    pub async fn send(&self, msg: PeerMsg) -> Result<(), LinkError> {
+        self.tx.send(msg).await.map_err(|_| LinkError::Closed)
+    }
+
+    /// The next message from the peer; `None` once the reader has stopped.
+    pub async fn recv(&mut self) -> Option<Result<PeerMsg, LinkError>> {
+        self.rx.recv().await
+    }
+
+    /// Sends `Bye` (if given), waits briefly for queued messages to leave, and
+    /// closes both directions.
+    pub async fn close(self, bye: Option<String>) {
+        if let Some(reason) = bye {
+            let _ = self.tx.send(PeerMsg::Bye { reason }).await;
+        }
+        drop(self.tx);
+        let mut writer = self.writer;
+        if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer).await.is_err() {
+            writer.abort();
+        }
+        self.reader.abort();
+    }
+}
+
+async fn write_loop(
+    mut half: OwnedWriteHalf,
+    mut sealer: Sealer,
+    mut rx: mpsc::Receiver<PeerMsg>,
+) -> Result<(), LinkError> {
+    let mut plaintext = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(8 * 1024);
+    while let Some(first) = rx.recv().await {
+        out.clear();
+        let mut next = Some(first);
+        // Batch whatever is already queued into one write, up to ~256 KiB.
+        while let Some(msg) = next.take() {
+            plaintext.clear();
+            wire::encode_into(&msg, &mut plaintext)
+                .map_err(|e| LinkError::Protocol(e.to_string()))?;
+            let start = out.len();
+            out.extend_from_slice(&[0; HEADER_LEN]);
+            sealer
+                .seal_into(&plaintext, &mut OsRng, &mut out)
+                .map_err(|e| LinkError::Protocol(e.to_string()))?;
+            let header = Link::Peer
+                .header(out.len() - start - HEADER_LEN)
+                .map_err(|e| LinkError::Protocol(e.to_string()))?;
+            out[start..start + HEADER_LEN].copy_from_slice(&header);
+            if out.len() < 256 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, half.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(LinkError::Io(e.to_string())),
+            Err(_) => return Err(LinkError::Io("the peer stopped reading".into())),
+        }
+    }
+    let _ = half.shutdown().await;
+    Ok(())
+}
+
+async fn read_loop(
+    mut framed: FramedRead<OwnedReadHalf, FrameCodec>,
+    mut opener: Opener,
+    tx: mpsc::Sender<Result<PeerMsg, LinkError>>,
+) {
+    loop {
+        let result = match framed.next().await {
+            None => Err(LinkError::Closed),
+            Some(Err(wire::FrameError::Io(e))) => Err(LinkError::Io(e.to_string())),
+            Some(Err(e)) => Err(LinkError::Protocol(e.to_string())),
+            Some(Ok(mut frame)) => open(&mut opener, &mut frame),
+        };
+        let stop = result.is_err();
+        if tx.send(result).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+fn open(opener: &mut Opener, frame: &mut BytesMut) -> Result<PeerMsg, LinkError> {
+    let plaintext = opener.open(frame).map_err(|e| match e {
+        RecordError::Integrity => LinkError::Integrity,
+        other => LinkError::Protocol(other.to_string()),
+    })?;
+    wire::decode(plaintext).map_err(|e| LinkError::Protocol(e.to_string()))
+}
