@@ -1,1 +1,23 @@
-//! p2pchat rendezvous server (placeholder until the mediator lands).
+//! The p2pchat mediator (rendezvous server), PROTOCOL.md §3.
+//!
+//! Flow: [`bind`] makes the listening socket (dual-stack, big backlog); [`run`]
+//! accepts connections until its shutdown future completes. Each connection must
+//! send a `Hello` within the hello timeout; it is checked (version, name, group,
+//! public value range, address count) and offered to the [`rooms::RoomTable`]. The
+//! first client of a room waits (answering `Ping`s) as the host; the second is the
+//! joiner: both get `Matched` with the other's details and the room is forgotten.
+//! Any refusal is one `Error{code, message}` and then close. Per-address and global
+//! limits, timeouts and metrics sit around that. Logs carry at most an 8-hex prefix
+//! of a room tag, never a name or a public value, and client addresses only at
+//! debug level.
+
+pub mod cli;
+mod config;
+mod connection;
+mod limits;
+pub mod metrics;
+pub mod rooms;
+mod server;
+
+pub use config::{Config, ConfigError};
+pub use server::{bind, run, run_with_metrics, LISTEN_BACKLOG};

@@ -1,0 +1,181 @@
+//! The command line: every flag, its default, and its `MEDIATOR_*` environment
+//! variable, turned into a [`Config`] and a logging setup.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::Config;
+
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// p2pchat mediator: pairs two clients that name the same room, hands each the
+/// other's public value and addresses, then forgets them. It never sees a room
+/// name or a chat byte.
+///
+/// Every flag can also be set by an environment variable MEDIATOR_<FLAG>
+/// (e.g. MEDIATOR_LISTEN, MEDIATOR_HELLO_TIMEOUT). Durations are written like
+/// 500ms, 10s, 10m, 1h. Log verbosity follows RUST_LOG (default: info).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mediator", version, about, long_about)]
+pub struct Args {
+    /// Address and TCP port to accept clients on. `[::]:PORT` takes IPv4 and IPv6;
+    /// port 0 picks a free port. The first stdout line is `listening on ADDR`.
+    #[arg(
+        long,
+        env = "MEDIATOR_LISTEN",
+        default_value = "[::]:7070",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// A client must send its Hello within this time of connecting (one deadline
+    /// for the whole message, so a slow trickle is cut too).
+    #[arg(long, env = "MEDIATOR_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub hello_timeout: Duration,
+
+    /// A waiting room expires after this long without a peer (Error Timeout).
+    #[arg(long, env = "MEDIATOR_ROOM_TTL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub room_ttl: Duration,
+
+    /// A waiting client that sends no Ping for this long is dropped (Error Timeout).
+    #[arg(long, env = "MEDIATOR_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Most rooms waiting at once; a Hello that would open another is refused
+    /// (Error TooManyConnections).
+    #[arg(long, env = "MEDIATOR_MAX_ROOMS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_rooms: u64,
+
+    /// Most client connections open at once; more are refused politely. Keep it
+    /// below the open-file limit (LimitNOFILE / ulimit -n).
+    #[arg(long, env = "MEDIATOR_MAX_CONNECTIONS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub max_connections: u64,
+
+    /// Most connections open at once from one IPv4 address or one IPv6 /64.
+    #[arg(long, env = "MEDIATOR_PER_IP_CONNECTIONS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub per_ip_connections: u32,
+
+    /// Hellos one IPv4 address or IPv6 /64 may send per minute (a token bucket
+    /// of this size, refilled evenly).
+    #[arg(long, env = "MEDIATOR_PER_IP_HELLOS_PER_MIN", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub per_ip_hellos_per_min: u32,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given). Bind it
+    /// to a private address: the counters are not secret, but not for everyone.
+    #[arg(long, env = "MEDIATOR_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "MEDIATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Check the configuration (flags and MEDIATOR_* variables), print it, and
+    /// exit without listening.
+    #[arg(long, env = "MEDIATOR_CHECK_CONFIG")]
+    pub check_config: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+impl Args {
+    /// The server configuration these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            hello_timeout: self.hello_timeout,
+            room_ttl: self.room_ttl,
+            idle_timeout: self.idle_timeout,
+            max_rooms: usize::try_from(self.max_rooms).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            per_ip_connections: self.per_ip_connections,
+            per_ip_hellos_per_min: self.per_ip_hellos_per_min,
+        }
+    }
+
+    /// A human-readable summary for `--check-config`.
+    pub fn summary(&self) -> String {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let metrics = self
+            .metrics
+            .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
+        format!(
+            "listen {}\nhello-timeout {}\nroom-ttl {}\nidle-timeout {}\nmax-rooms {}\n\
+             max-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
+             metrics {metrics}\nlog-format {:?}",
+            self.listen,
+            d(self.hello_timeout),
+            d(self.room_ttl),
+            d(self.idle_timeout),
+            self.max_rooms,
+            self.max_connections,
+            self.per_ip_connections,
+            self.per_ip_hellos_per_min,
+            self.log_format,
+        )
+    }
+}
+
+/// Installs the global tracing subscriber: stderr, `RUST_LOG` filter (default
+/// `info`), text or JSON.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_config_default() {
+        let args = Args::try_parse_from(["mediator"]).unwrap();
+        let c = args.config();
+        let d = Config::default();
+        assert_eq!(c.hello_timeout, d.hello_timeout);
+        assert_eq!(c.room_ttl, d.room_ttl);
+        assert_eq!(c.idle_timeout, d.idle_timeout);
+        assert_eq!(c.max_rooms, d.max_rooms);
+        assert_eq!(c.max_connections, d.max_connections);
+        assert_eq!(c.per_ip_connections, d.per_ip_connections);
+        assert_eq!(c.per_ip_hellos_per_min, d.per_ip_hellos_per_min);
+        assert_eq!(args.listen, "[::]:7070".parse().unwrap());
+    }
+
+    #[test]
+    fn durations_and_zero() {
+        let args = Args::try_parse_from(["mediator", "--hello-timeout", "2s", "--room-ttl", "1h"])
+            .unwrap();
+        assert_eq!(args.hello_timeout, Duration::from_secs(2));
+        assert_eq!(args.room_ttl, Duration::from_secs(3600));
+        assert!(Args::try_parse_from(["mediator", "--idle-timeout", "0s"]).is_err());
+        assert!(Args::try_parse_from(["mediator", "--max-rooms", "0"]).is_err());
+        assert!(Args::try_parse_from(["mediator", "--log-format", "xml"]).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! The mediator's tunables: timeouts and limits, with the defaults of PROTOCOL.md §3.
+
+use std::time::Duration;
+
+/// Everything [`crate::run`] needs to know besides its listener.
+///
+/// `Config::default()` is what the binary runs with when no flag is given.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A `Hello` must have arrived this long after accept (one deadline for the
+    /// whole message, not per read, so a byte-a-second sender is cut too).
+    pub hello_timeout: Duration,
+    /// A waiting room expires this long after it opened (`Error{Timeout}`).
+    pub room_ttl: Duration,
+    /// A waiting client that sends no `Ping` for this long is dropped (`Error{Timeout}`).
+    pub idle_timeout: Duration,
+    /// Most rooms waiting at once; a `Hello` that would open one more gets
+    /// `Error{TooManyConnections}`.
+    pub max_rooms: usize,
+    /// Most client connections open at once; further connects are refused.
+    pub max_connections: usize,
+    /// Most connections open at once from one IPv4 address or one IPv6 /64.
+    pub per_ip_connections: u32,
+    /// `Hello`s one address may send per minute (token bucket of this size,
+    /// refilled evenly over a minute).
+    pub per_ip_hellos_per_min: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            hello_timeout: Duration::from_secs(10),
+            room_ttl: Duration::from_secs(10 * 60),
+            idle_timeout: Duration::from_secs(90),
+            max_rooms: 100_000,
+            max_connections: 200_000,
+            per_ip_connections: 64,
+            per_ip_hellos_per_min: 120,
+        }
+    }
+}
+
+impl Config {
+    /// Refuses settings that would make the server useless (a zero timeout or limit).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("hello-timeout", self.hello_timeout),
+            ("room-ttl", self.room_ttl),
+            ("idle-timeout", self.idle_timeout),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let counts = [
+            ("max-rooms", self.max_rooms),
+            ("max-connections", self.max_connections),
+            ("per-ip-connections", self.per_ip_connections as usize),
+            ("per-ip-hellos-per-min", self.per_ip_hellos_per_min as usize),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A setting [`Config::validate`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A timeout or limit of zero.
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+}

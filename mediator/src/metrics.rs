@@ -1,0 +1,233 @@
+//! Counters and gauges, and a tiny HTTP responder that serves them as Prometheus
+//! text at `GET /metrics`. Hand-written on purpose: one read with a size bound
+//! and a deadline, one write, close.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use wire::ErrorCode;
+
+/// Which limit turned a client away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-connections`.
+    MaxConnections,
+    /// The process ran out of file descriptors.
+    OpenFiles,
+    /// `--per-ip-connections`.
+    PerIpConnections,
+    /// `--per-ip-hellos-per-min`.
+    PerIpHellos,
+    /// `--max-rooms`.
+    MaxRooms,
+}
+
+impl Limit {
+    const ALL: [Limit; 5] = [
+        Limit::MaxConnections,
+        Limit::OpenFiles,
+        Limit::PerIpConnections,
+        Limit::PerIpHellos,
+        Limit::MaxRooms,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::OpenFiles => "open_files",
+            Limit::PerIpConnections => "per_ip_connections",
+            Limit::PerIpHellos => "per_ip_hellos",
+            Limit::MaxRooms => "max_rooms",
+        }
+    }
+}
+
+/// The mediator's counters. Updated with relaxed atomics: they are statistics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections_open: AtomicI64,
+    connections_total: AtomicU64,
+    matches_total: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    rejected: [AtomicU64; Limit::ALL.len()],
+}
+
+impl Metrics {
+    /// A client connection was admitted.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An admitted client connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Client connections open now.
+    pub fn connections_open(&self) -> usize {
+        usize::try_from(self.connections_open.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Two clients were paired.
+    pub fn matched(&self) {
+        self.matches_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An `Error{code}` was sent (or attempted).
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A limit turned a client away.
+    pub fn rejected(&self, limit: Limit) {
+        if let Some(i) = Limit::ALL.iter().position(|l| *l == limit) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self, waiting_rooms: usize) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        metric(
+            "mediator_connections",
+            "gauge",
+            "Client connections open now.",
+        );
+        metric(
+            "mediator_connections_total",
+            "counter",
+            "Client connections admitted.",
+        );
+        metric(
+            "mediator_waiting_rooms",
+            "gauge",
+            "Rooms with a host waiting for its peer.",
+        );
+        metric("mediator_matches_total", "counter", "Pairs matched.");
+        metric(
+            "mediator_errors_total",
+            "counter",
+            "Error messages sent to clients, by code.",
+        );
+        metric(
+            "mediator_rejected_total",
+            "counter",
+            "Clients turned away by a limit, by limit.",
+        );
+        let _ = writeln!(out, "mediator_connections {}", self.connections_open());
+        let _ = writeln!(
+            out,
+            "mediator_connections_total {}",
+            self.connections_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "mediator_waiting_rooms {waiting_rooms}");
+        let _ = writeln!(
+            out,
+            "mediator_matches_total {}",
+            self.matches_total.load(Ordering::Relaxed)
+        );
+        for (code, count) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "mediator_errors_total{{code=\"{}\"}} {}",
+                code.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        for (limit, count) in Limit::ALL.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                out,
+                "mediator_rejected_total{{limit=\"{}\"}} {}",
+                limit.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+/// Longest request head read; anything longer gets a 431.
+const MAX_REQUEST: usize = 4096;
+/// A scrape must be read and answered within this.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Scrapes served at once; more wait in the accept queue.
+const MAX_SCRAPES: usize = 16;
+
+/// Serves `GET /metrics` on `listener` until `cancel` fires. `render` produces the body.
+pub async fn serve<F>(listener: TcpListener, render: F, cancel: CancellationToken)
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    let render = Arc::new(render);
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let render = render.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(SCRAPE_TIMEOUT, answer(stream, &*render)).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads one request head (bounded) and writes one response.
+async fn answer(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut used = 0;
+    let complete = loop {
+        if used == buf.len() {
+            break false;
+        }
+        match stream.read(&mut buf[used..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => used += n,
+        }
+        if buf[..used].windows(4).any(|w| w == b"\r\n\r\n") {
+            break true;
+        }
+    };
+    let head = &buf[..used];
+    let (status, body) = if !complete {
+        ("431 Request Header Fields Too Large", String::new())
+    } else if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+        ("200 OK", render())
+    } else if head.starts_with(b"GET ") {
+        ("404 Not Found", "try /metrics\n".to_owned())
+    } else {
+        ("405 Method Not Allowed", String::new())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

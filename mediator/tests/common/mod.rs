@@ -1,0 +1,299 @@
+//! Shared helpers for the mediator's integration tests: an in-process server on
+//! 127.0.0.1:0, a raw-frame test client, valid and invalid `Hello`s, and a
+//! handle on the real binary.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dhke::Group;
+use mediator::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wire::{ClientMsg, ErrorCode, Link, MediatorMsg, Role};
+
+/// Longest a test waits for one message before it fails (virtual time in paused tests).
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A mediator running in this test's runtime.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts `mediator::run` on 127.0.0.1:0 with `config`.
+pub async fn start(config: Config) -> Server {
+    let listener = mediator::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(mediator::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Server {
+    /// Fires the shutdown future and returns what `run` returned.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A config with every default but relaxed per-address limits, since every test
+/// client comes from 127.0.0.1.
+pub fn config() -> Config {
+    Config {
+        per_ip_connections: 1000,
+        per_ip_hellos_per_min: 10_000,
+        ..Config::default()
+    }
+}
+
+/// A room tag unique to `n`.
+pub fn room(n: u64) -> [u8; 32] {
+    let mut tag = [0u8; 32];
+    tag[..8].copy_from_slice(&n.to_be_bytes());
+    tag[31] = 0xa5;
+    tag
+}
+
+/// A public value that passes the mediator's length and range check.
+pub fn public(group: Group) -> Vec<u8> {
+    vec![0x5a; group.prime_len()]
+}
+
+/// A valid `Hello` for room `n` with this name, in group 15.
+pub fn hello(n: u64, name: &str) -> ClientMsg {
+    hello_with(n, name, Group::Modp3072, public(Group::Modp3072))
+}
+
+/// A `Hello` with a chosen group and public value.
+pub fn hello_with(n: u64, name: &str, group: Group, public: Vec<u8>) -> ClientMsg {
+    ClientMsg::Hello {
+        version: wire::PROTOCOL_VERSION,
+        room: room(n),
+        name: name.to_owned(),
+        group: group.id(),
+        public,
+        listen_port: 4000 + name.len() as u16,
+        local_addrs: vec![format!("192.168.1.{}:4000", name.len()).parse().unwrap()],
+        no_relay: false,
+    }
+}
+
+/// Mutates a `Hello`'s fields in place.
+pub fn edit(msg: &mut ClientMsg, f: impl FnOnce(&mut u16, &mut String, &mut u8, &mut Vec<u8>)) {
+    match msg {
+        ClientMsg::Hello {
+            version,
+            name,
+            group,
+            public,
+            ..
+        } => f(version, name, group, public),
+        ClientMsg::Ping => panic!("not a Hello"),
+    }
+}
+
+/// `payload` with its 4-byte length prefix.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A test client speaking raw frames.
+pub struct Client {
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+        }
+    }
+
+    /// Connects from a chosen loopback source address (127.0.0.0/8).
+    pub async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> Client {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
+        Client {
+            stream: socket.connect(addr).await.unwrap(),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        let payload = wire::encode(msg).unwrap();
+        self.stream.write_all(&frame(&payload)).await.unwrap();
+    }
+
+    /// Sends bytes as they are; a reset by the server is not a test failure.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next message, or `None` when the server closed (or reset) the connection.
+    pub async fn recv(&mut self) -> Option<MediatorMsg> {
+        tokio::time::timeout(RECV_TIMEOUT, self.recv_inner())
+            .await
+            .expect("no message from the mediator in time")
+    }
+
+    async fn recv_inner(&mut self) -> Option<MediatorMsg> {
+        let mut header = [0u8; 4];
+        self.stream.read_exact(&mut header).await.ok()?;
+        let len = Link::Mediator
+            .parse_header(header)
+            .expect("mediator frame length");
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).await.ok()?;
+        Some(wire::decode(&payload).expect("mediator message decodes"))
+    }
+
+    /// Expects `Error{code}` and then the end of the stream.
+    pub async fn expect_error(&mut self, code: ErrorCode) -> String {
+        match self.recv().await {
+            Some(MediatorMsg::Error { code: got, message }) => {
+                assert_eq!(got, code, "error message: {message}");
+                assert!(self.recv().await.is_none(), "connection closed after Error");
+                message
+            }
+            other => panic!("expected Error{{{code:?}}}, got {other:?}"),
+        }
+    }
+
+    /// Expects an `Error` (any code) or a plain close; returns the code if any.
+    pub async fn expect_error_or_close(&mut self) -> Option<ErrorCode> {
+        match self.recv().await {
+            None => None,
+            Some(MediatorMsg::Error { code, .. }) => {
+                assert!(self.recv().await.is_none(), "connection closed after Error");
+                Some(code)
+            }
+            other => panic!("expected an Error or close, got {other:?}"),
+        }
+    }
+
+    pub async fn expect_waiting(&mut self) {
+        match self.recv().await {
+            Some(MediatorMsg::Waiting { .. }) => {}
+            other => panic!("expected Waiting, got {other:?}"),
+        }
+    }
+
+    /// Expects `Matched` with this role; returns the peer's details.
+    pub async fn expect_matched(&mut self, role: Role) -> MediatorMsg {
+        match self.recv().await {
+            Some(msg @ MediatorMsg::Matched { role: got, .. }) if got == role => msg,
+            other => panic!("expected Matched{{{role:?}}}, got {other:?}"),
+        }
+    }
+}
+
+/// Two fresh clients pair in room `n`; panics if they do not.
+pub async fn pair(addr: SocketAddr, n: u64) {
+    pair_from(Ipv4Addr::LOCALHOST, addr, n).await
+}
+
+/// [`pair`] from a chosen loopback source address.
+pub async fn pair_from(source: Ipv4Addr, addr: SocketAddr, n: u64) {
+    let mut host = Client::connect_from(source, addr).await;
+    host.send(&hello(n, "host")).await;
+    host.expect_waiting().await;
+    let mut joiner = Client::connect_from(source, addr).await;
+    joiner.send(&hello(n, "joiner")).await;
+    joiner.expect_matched(Role::Joiner).await;
+    host.expect_matched(Role::Host).await;
+}
+
+/// The real `mediator` binary, killed when dropped.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    /// Runs `script` under bash (it must `exec` the binary, found in `$MEDIATOR`)
+    /// and reads the `listening on ADDR` line.
+    pub fn spawn_script(script: &str) -> Binary {
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("MEDIATOR", env!("CARGO_BIN_EXE_mediator"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first stdout line was {line:?}"))
+            .parse()
+            .unwrap();
+        Binary { child, addr }
+    }
+
+    /// Starts the binary on 127.0.0.1:0 with these extra flags.
+    pub fn spawn(flags: &str) -> Binary {
+        Binary::spawn_script(&format!("exec \"$MEDIATOR\" --listen 127.0.0.1:0 {flags}"))
+    }
+
+    /// Sends a signal by name (TERM, INT) with the `kill` utility.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mediator did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
