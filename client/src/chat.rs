@@ -142,13 +142,15 @@ fn link_failure(e: LinkError, peer: &PeerInfo) -> ClientError {
     let name = wire::sanitize_for_terminal(&peer.name);
     match e {
         LinkError::Integrity => ClientError::Integrity,
-        LinkError::Closed => {
-            ClientError::ConnectionLost(format!("the connection to {name} closed without a goodbye"))
+        LinkError::Closed => ClientError::ConnectionLost(format!(
+            "the connection to {name} closed without a goodbye"
+        )),
+        LinkError::Protocol(why) => ClientError::ConnectionLost(format!(
+            "{name} broke the protocol ({why}); session closed"
+        )),
+        LinkError::Io(why) => {
+            ClientError::ConnectionLost(format!("lost the connection to {name}: {why}"))
         }
-        LinkError::Protocol(why) => {
-            ClientError::ConnectionLost(format!("{name} broke the protocol ({why}); session closed"))
-        }
-        LinkError::Io(why) => ClientError::ConnectionLost(format!("lost the connection to {name}: {why}")),
     }
 }
 
@@ -263,7 +265,11 @@ impl Chat {
                 let reason = format!(
                     "{} left ({})",
                     peer.name,
-                    if reason.is_empty() { "no reason given" } else { &reason }
+                    if reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        &reason
+                    }
                 );
                 out.show(&Event::Disconnected {
                     reason: reason.clone(),

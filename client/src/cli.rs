@@ -33,7 +33,12 @@ pub struct Args {
     pub name: Option<String>,
 
     /// Where to accept the peer: a PORT (all interfaces) or IP:PORT. 0 picks a free port.
-    #[arg(long, env = "P2PCHAT_LISTEN", value_name = "PORT|IP:PORT", default_value = "0")]
+    #[arg(
+        long,
+        env = "P2PCHAT_LISTEN",
+        value_name = "PORT|IP:PORT",
+        default_value = "0"
+    )]
     pub listen: String,
 
     /// Address to advertise to the peer instead of the listener's own, e.g. a
@@ -133,9 +138,18 @@ mod tests {
 
     #[test]
     fn server_forms() {
-        assert_eq!(split_server("example.org").unwrap(), ("example.org".into(), 7070));
-        assert_eq!(split_server("example.org:99").unwrap(), ("example.org".into(), 99));
-        assert_eq!(split_server("127.0.0.1:5").unwrap(), ("127.0.0.1".into(), 5));
+        assert_eq!(
+            split_server("example.org").unwrap(),
+            ("example.org".into(), 7070)
+        );
+        assert_eq!(
+            split_server("example.org:99").unwrap(),
+            ("example.org".into(), 99)
+        );
+        assert_eq!(
+            split_server("127.0.0.1:5").unwrap(),
+            ("127.0.0.1".into(), 5)
+        );
         assert_eq!(split_server("[::1]:5").unwrap(), ("::1".into(), 5));
         assert_eq!(split_server("[::1]").unwrap(), ("::1".into(), 7070));
         assert_eq!(split_server("::1").unwrap(), ("::1".into(), 7070));

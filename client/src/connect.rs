@@ -87,8 +87,7 @@ pub fn candidates(matched: &Matched) -> Vec<Candidate> {
         .iter()
         .take(wire::rendezvous::MAX_LOCAL_ADDRS)
     {
-        if addr.port() != 0 && !addr.ip().is_unspecified() && !out.iter().any(|c| c.addr == *addr)
-        {
+        if addr.port() != 0 && !addr.ip().is_unspecified() && !out.iter().any(|c| c.addr == *addr) {
             out.push(Candidate {
                 addr: *addr,
                 path: Path::Lan,
@@ -363,9 +362,9 @@ async fn confirm(reached: Reached, peer_name: &str) -> Result<Connected, ClientE
     let (session, reply) = state
         .on_host_confirm(confirm)
         .map_err(|e| handshake_failure(e, peer_name))?;
-    send_hs(&mut framed, &reply)
-        .await
-        .map_err(|why| ClientError::ConnectionLost(format!("lost the peer while confirming keys: {why}")))?;
+    send_hs(&mut framed, &reply).await.map_err(|why| {
+        ClientError::ConnectionLost(format!("lost the peer while confirming keys: {why}"))
+    })?;
     Ok(Connected {
         framed,
         addr: candidate.addr,
@@ -407,8 +406,14 @@ mod tests {
     #[test]
     fn incoming_path() {
         let m = matched("203.0.113.5:1", 0, &["192.168.1.9:5000"]);
-        assert_eq!(path_of_incoming("203.0.113.5".parse().unwrap(), &m), Path::Direct);
-        assert_eq!(path_of_incoming("192.168.1.9".parse().unwrap(), &m), Path::Lan);
+        assert_eq!(
+            path_of_incoming("203.0.113.5".parse().unwrap(), &m),
+            Path::Direct
+        );
+        assert_eq!(
+            path_of_incoming("192.168.1.9".parse().unwrap(), &m),
+            Path::Lan
+        );
         assert_eq!(
             path_of_incoming("::ffff:203.0.113.5".parse().unwrap(), &m),
             Path::Direct

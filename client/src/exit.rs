@@ -35,7 +35,9 @@ pub enum ClientError {
     KeysDiffer,
     #[error("{0}")]
     ListenFailed(String),
-    #[error("integrity failure: a record from the peer was altered on the way; the session was closed")]
+    #[error(
+        "integrity failure: a record from the peer was altered on the way; the session was closed"
+    )]
     Integrity,
     #[error("{0}")]
     ConnectionLost(String),

@@ -24,7 +24,9 @@ pub fn spawn_stdin(max_bytes: usize) -> mpsc::Receiver<InputEvent> {
         .name("stdin".into())
         .spawn(move || {
             let stdin = std::io::stdin();
-            read_lines(stdin.lock(), max_bytes, |event| tx.blocking_send(event).is_ok());
+            read_lines(stdin.lock(), max_bytes, |event| {
+                tx.blocking_send(event).is_ok()
+            });
         });
     if spawned.is_err() {
         tracing::error!("could not start the input thread; input is ignored");
@@ -34,11 +36,17 @@ pub fn spawn_stdin(max_bytes: usize) -> mpsc::Receiver<InputEvent> {
 
 /// Reads `reader` line by line, never holding more than `max_bytes + 1` bytes of
 /// one line; `emit` returns false when nobody listens any more.
-pub fn read_lines(mut reader: impl BufRead, max_bytes: usize, mut emit: impl FnMut(InputEvent) -> bool) {
+pub fn read_lines(
+    mut reader: impl BufRead,
+    max_bytes: usize,
+    mut emit: impl FnMut(InputEvent) -> bool,
+) {
     let mut buf = Vec::with_capacity(256);
     loop {
         buf.clear();
-        let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(2);
+        let limit = u64::try_from(max_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(2);
         let read = match reader.by_ref().take(limit).read_until(b'\n', &mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -119,7 +127,10 @@ mod tests {
             collect(b"0123456789abc\nok\n", 10),
             vec![TooLong { limit: 10 }, Line("ok".into()), Eof]
         );
-        assert_eq!(collect(b"0123456789\n", 10), vec![Line("0123456789".into()), Eof]);
+        assert_eq!(
+            collect(b"0123456789\n", 10),
+            vec![Line("0123456789".into()), Eof]
+        );
         assert_eq!(collect(b"last", 10), vec![Line("last".into()), Eof]);
         assert_eq!(collect(b"", 10), vec![Eof]);
     }

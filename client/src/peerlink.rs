@@ -87,7 +87,10 @@ impl PeerLink {
         }
         drop(self.tx);
         let mut writer = self.writer;
-        if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer).await.is_err() {
+        if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
         self.reader.abort();

@@ -81,9 +81,8 @@ pub fn append_keylog(path: &FsPath, line: &str) -> Result<(), ClientError> {
     let mut text = zeroize::Zeroizing::new(String::with_capacity(line.len() + 1));
     text.push_str(line);
     text.push('\n');
-    append_line(path, &text, true).map_err(|e| {
-        ClientError::File(format!("cannot write the keylog {}: {e}", path.display()))
-    })
+    append_line(path, &text, true)
+        .map_err(|e| ClientError::File(format!("cannot write the keylog {}: {e}", path.display())))
 }
 
 #[cfg(test)]

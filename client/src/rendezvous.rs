@@ -47,12 +47,16 @@ impl MediatorLink {
             addr: format!("{host}:{port}"),
             reason,
         };
-        let addrs: Vec<SocketAddr> =
-            match timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
-                Ok(Ok(addrs)) => addrs.collect(),
-                Ok(Err(e)) => return Err(unreachable(format!("cannot resolve `{host}` ({e})"))),
-                Err(_) => return Err(unreachable(format!("resolving `{host}` timed out"))),
-            };
+        let addrs: Vec<SocketAddr> = match timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => return Err(unreachable(format!("cannot resolve `{host}` ({e})"))),
+            Err(_) => return Err(unreachable(format!("resolving `{host}` timed out"))),
+        };
         let mut last = String::from("no address found");
         for addr in addrs {
             match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -117,8 +121,8 @@ impl MediatorLink {
                 Ok(Some(Ok(frame))) => frame,
             };
             last_heard = Instant::now();
-            let msg: MediatorMsg = wire::decode(&frame)
-                .map_err(|e| self.lost(&format!("unreadable message: {e}")))?;
+            let msg: MediatorMsg =
+                wire::decode(&frame).map_err(|e| self.lost(&format!("unreadable message: {e}")))?;
             match msg {
                 MediatorMsg::Waiting { expires_in_secs } => on_waiting(expires_in_secs),
                 MediatorMsg::Pong => {}

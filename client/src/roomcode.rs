@@ -69,7 +69,9 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), 256);
-        assert!(list.iter().all(|w| w.chars().all(|c| c.is_ascii_lowercase())));
+        assert!(list
+            .iter()
+            .all(|w| w.chars().all(|c| c.is_ascii_lowercase())));
     }
 
     #[test]

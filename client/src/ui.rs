@@ -104,10 +104,13 @@ impl Output {
 /// The text form of an event, or `None` for events line mode keeps quiet about.
 pub fn render_line(event: &Event) -> Option<String> {
     Some(match event {
-        Event::Room { room, command } => format!(
-            "Room code: {room}\nOn the other side, run:\n    {command}"
-        ),
-        Event::Waiting { listen, expires_in_secs } => format!(
+        Event::Room { room, command } => {
+            format!("Room code: {room}\nOn the other side, run:\n    {command}")
+        }
+        Event::Waiting {
+            listen,
+            expires_in_secs,
+        } => format!(
             "Waiting for the other person (listening on {listen}; the room stays open {}).",
             humantime::format_duration(std::time::Duration::from_secs(u64::from(*expires_in_secs)))
         ),
@@ -117,7 +120,13 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Rejected { addr, reason } => {
             format!("Turned away a connection from {addr} that is not your peer ({reason}).")
         }
-        Event::Connected { peer, addr, path, sas, .. } => format!(
+        Event::Connected {
+            peer,
+            addr,
+            path,
+            sas,
+            ..
+        } => format!(
             "Connected to {} at {addr} ({path}), end-to-end encrypted.\n\
              Security code: {sas}. Compare it with {}: if it differs, someone is in the middle. \
              /verify shows it again, /help lists commands.",
@@ -131,7 +140,13 @@ pub fn render_line(event: &Event) -> Option<String> {
             safe(text)
         ),
         Event::Sent { .. } | Event::Ack { .. } => return None,
-        Event::Peer { name, addr, path, sas, rtt_ms } => format!(
+        Event::Peer {
+            name,
+            addr,
+            path,
+            sas,
+            rtt_ms,
+        } => format!(
             "{} at {addr}, path {path}, security code {sas}, round trip {}",
             safe(name),
             rtt_ms.map_or_else(|| "not measured yet".to_string(), |ms| format!("{ms} ms"))

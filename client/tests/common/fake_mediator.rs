@@ -1,0 +1,230 @@
+//! A lying mediator for tests: it speaks the real rendezvous protocol but either
+//! pairs two clients whatever their rooms, or puts itself in the middle with its
+//! own Diffie-Hellman values on both legs.
+
+use std::net::SocketAddr;
+
+use futures::{SinkExt, StreamExt};
+use rand::rngs::OsRng;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_util::codec::Framed;
+use wire::handshake::{HostHandshake, JoinerHelloSent};
+use wire::{ClientMsg, FrameCodec, HandshakeInput, Link, MediatorMsg, PeerHandshake, Role};
+
+/// How the fake mediator lies.
+#[derive(Debug, Clone)]
+pub enum Lie {
+    /// Match the first two clients even if their room tags differ.
+    PairAnyRooms,
+    /// Substitute its own public values both ways and run each leg's handshake
+    /// honestly, knowing the room name (the strongest position a mediator can have).
+    ManInTheMiddle { room: String },
+}
+
+/// The SAS values the man in the middle ended up with on each leg.
+#[derive(Debug, Clone)]
+pub struct MitmResult {
+    pub with_host: String,
+    pub with_joiner: String,
+}
+
+struct Arrival {
+    framed: Framed<TcpStream, FrameCodec>,
+    observed: SocketAddr,
+    name: String,
+    group: u8,
+    public: Vec<u8>,
+    listen_port: u16,
+    local_addrs: Vec<SocketAddr>,
+}
+
+pub struct FakeMediator {
+    pub addr: SocketAddr,
+    pub mitm: Option<oneshot::Receiver<MitmResult>>,
+}
+
+impl FakeMediator {
+    pub async fn start(lie: Lie) -> FakeMediator {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake mediator");
+        let addr = listener.local_addr().expect("address");
+        let (tx, rx) = oneshot::channel();
+        let mitm = matches!(lie, Lie::ManInTheMiddle { .. }).then_some(rx);
+        tokio::spawn(async move {
+            let host = arrive(&listener, true).await;
+            let joiner = arrive(&listener, false).await;
+            match lie {
+                Lie::PairAnyRooms => pair_honestly(host, joiner).await,
+                Lie::ManInTheMiddle { room } => {
+                    let result = man_in_the_middle(host, joiner, room).await;
+                    let _ = tx.send(result);
+                    // Keep the legs open for the rest of the test.
+                    std::future::pending::<()>().await;
+                }
+            }
+        });
+        FakeMediator { addr, mitm }
+    }
+}
+
+async fn arrive(listener: &TcpListener, first: bool) -> Arrival {
+    let (stream, observed) = listener.accept().await.expect("accept client");
+    let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
+    let frame = framed.next().await.expect("a frame").expect("frame ok");
+    let ClientMsg::Hello {
+        name,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+        ..
+    } = wire::decode(&frame).expect("Hello")
+    else {
+        panic!("expected Hello");
+    };
+    if first {
+        send(
+            &mut framed,
+            &MediatorMsg::Waiting {
+                expires_in_secs: 600,
+            },
+        )
+        .await;
+    }
+    Arrival {
+        framed,
+        observed,
+        name,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+    }
+}
+
+async fn send<T: serde::Serialize>(framed: &mut Framed<TcpStream, FrameCodec>, msg: &T) {
+    let payload = wire::encode(msg).expect("encode");
+    framed.send(payload.as_slice()).await.expect("send");
+}
+
+async fn pair_honestly(mut host: Arrival, mut joiner: Arrival) {
+    let to_host = MediatorMsg::Matched {
+        role: Role::Host,
+        peer_name: joiner.name.clone(),
+        public: joiner.public.clone(),
+        observed_addr: joiner.observed,
+        listen_port: joiner.listen_port,
+        local_addrs: joiner.local_addrs.clone(),
+    };
+    let to_joiner = MediatorMsg::Matched {
+        role: Role::Joiner,
+        peer_name: host.name.clone(),
+        public: host.public.clone(),
+        observed_addr: host.observed,
+        listen_port: host.listen_port,
+        local_addrs: host.local_addrs.clone(),
+    };
+    send(&mut host.framed, &to_host).await;
+    send(&mut joiner.framed, &to_joiner).await;
+}
+
+async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String) -> MitmResult {
+    let group = dhke::Group::from_id(host.group).expect("group");
+    let toward_host = dhke::KeyPair::generate(group, &mut OsRng);
+    let toward_joiner = dhke::KeyPair::generate(group, &mut OsRng);
+    let trap = TcpListener::bind("127.0.0.1:0").await.expect("bind trap");
+    let trap_addr = trap.local_addr().expect("trap address");
+
+    send(
+        &mut host.framed,
+        &MediatorMsg::Matched {
+            role: Role::Host,
+            peer_name: joiner.name.clone(),
+            public: toward_host.public().to_vec(),
+            observed_addr: "127.0.0.1:9".parse().unwrap(),
+            listen_port: 0,
+            local_addrs: vec![],
+        },
+    )
+    .await;
+    send(
+        &mut joiner.framed,
+        &MediatorMsg::Matched {
+            role: Role::Joiner,
+            peer_name: host.name.clone(),
+            public: toward_joiner.public().to_vec(),
+            observed_addr: trap_addr,
+            listen_port: trap_addr.port(),
+            local_addrs: vec![trap_addr],
+        },
+    )
+    .await;
+
+    // Leg 1: we play the host toward the real joiner.
+    let joiner_leg = {
+        let input = HandshakeInput {
+            room: dhke::RoomName::new(room.clone()),
+            local_name: host.name.clone(),
+            local: toward_joiner,
+            peer_name: joiner.name.clone(),
+            peer_public: joiner.public.clone(),
+            previous: None,
+            keylog: false,
+        };
+        tokio::spawn(async move {
+            let hs = HostHandshake::new(input).expect("host handshake");
+            let (stream, _) = trap.accept().await.expect("joiner reaches the trap");
+            let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
+            let hello: PeerHandshake = recv(&mut framed).await;
+            let (state, confirm) = hs.on_peer_hello(hello, &mut OsRng).expect("joiner's hello");
+            send(&mut framed, &confirm).await;
+            let reply: PeerHandshake = recv(&mut framed).await;
+            let session = state.on_joiner_confirm(reply).expect("joiner's confirm");
+            (session.sas().to_string(), framed)
+        })
+    };
+    // Leg 2: we play the joiner toward the real host.
+    let host_addr = host
+        .local_addrs
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::new(host.observed.ip(), host.listen_port));
+    let input = HandshakeInput {
+        room: dhke::RoomName::new(room),
+        local_name: joiner.name.clone(),
+        local: toward_host,
+        peer_name: host.name.clone(),
+        peer_public: host.public.clone(),
+        previous: None,
+        keylog: false,
+    };
+    let stream = TcpStream::connect(host_addr).await.expect("reach the host");
+    let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
+    let (state, hello) = JoinerHelloSent::start(input, &mut OsRng).expect("joiner handshake");
+    send(&mut framed, &hello).await;
+    let confirm: PeerHandshake = recv(&mut framed).await;
+    let (session, reply) = state.on_host_confirm(confirm).expect("host's confirm");
+    send(&mut framed, &reply).await;
+    let with_host = session.sas().to_string();
+    let (with_joiner, joiner_framed) = joiner_leg.await.expect("joiner leg");
+    // Hold both connections open so the clients stay in their sessions.
+    tokio::spawn(async move {
+        let _keep = (framed, joiner_framed, host, joiner);
+        std::future::pending::<()>().await;
+    });
+    MitmResult {
+        with_host,
+        with_joiner,
+    }
+}
+
+async fn recv<T: serde::de::DeserializeOwned>(framed: &mut Framed<TcpStream, FrameCodec>) -> T {
+    let frame = tokio::time::timeout(super::WAIT, framed.next())
+        .await
+        .expect("peer answers in time")
+        .expect("a frame")
+        .expect("frame ok");
+    wire::decode(&frame).expect("decodes")
+}

@@ -1,0 +1,282 @@
+//! Shared helpers for the client's end-to-end tests: start the real `mediator`
+//! and `client` binaries on loopback, read their `--json` events, and put
+//! proxies or a lying mediator between them.
+#![allow(dead_code)]
+
+pub mod fake_mediator;
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+/// Generous bound for anything a test waits for on a loaded 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The `client` binary under test.
+pub fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_client"))
+}
+
+/// The `mediator` binary: beside `client` when the workspace was built together,
+/// else built on demand.
+pub fn mediator_bin() -> PathBuf {
+    let client = client_bin();
+    let dir = client.parent().expect("binary has a directory");
+    let path = dir.join(format!("mediator{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let target_dir = dir.parent().expect("profile dir has a parent");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "mediator", "--bin", "mediator"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .status()
+            .expect("run cargo build for the mediator");
+        assert!(status.success(), "building the mediator failed");
+    }
+    assert!(
+        path.exists(),
+        "mediator binary missing at {}",
+        path.display()
+    );
+    path
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "p2pchat-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `mediator` on 127.0.0.1, killed on drop.
+pub struct Mediator {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Mediator {
+    pub async fn start(extra: &[&str]) -> Mediator {
+        let mut child = Command::new(mediator_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mediator");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("mediator prints its address in time")
+            .expect("read mediator stdout")
+            .expect("mediator printed a line");
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .expect("address on the first line");
+        // Keep draining stdout so the mediator never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Mediator { addr, child }
+    }
+
+    pub fn server_arg(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A running `client --json`, with its events on a channel.
+pub struct Client {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::UnboundedReceiver<Value>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    pub seen: Vec<Value>,
+}
+
+/// What every test client gets unless a test says otherwise.
+pub fn base_args(server: &str, name: &str, peers_file: &Path) -> Vec<String> {
+    vec![
+        "--server".into(),
+        server.into(),
+        "--name".into(),
+        name.into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--peers-file".into(),
+        peers_file.display().to_string(),
+        "--group".into(),
+        "14".into(),
+        "--json".into(),
+    ]
+}
+
+impl Client {
+    /// Starts a client with exactly `args` (plus `--json` if missing).
+    pub fn start(name: &str, args: &[String]) -> Client {
+        Client::start_env(name, args, &[])
+    }
+
+    pub fn start_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Client {
+        let mut cmd = Command::new(client_bin());
+        cmd.env_remove("P2PCHAT_KEYLOG").args(args);
+        if !args.iter().any(|a| a == "--json") {
+            cmd.arg("--json");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start client");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("client printed non-JSON line {line:?}: {e}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let err_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = err_text.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Client {
+            name: name.into(),
+            stdin: child.stdin.take(),
+            child,
+            events,
+            stderr: err_text,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next event named `kind`, skipping others (kept in `seen`).
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.events.recv()).await;
+            match next {
+                Ok(Some(event)) => {
+                    self.seen.push(event.clone());
+                    if event["event"] == kind {
+                        return event;
+                    }
+                }
+                Ok(None) => panic!(
+                    "{}: output ended before a `{kind}` event; saw {:?}; stderr: {}",
+                    self.name,
+                    self.seen,
+                    self.stderr()
+                ),
+                Err(_) => panic!(
+                    "{}: no `{kind}` event within {WAIT:?}; saw {:?}; stderr: {}",
+                    self.name,
+                    self.seen,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Every event until the output ends (the process exited).
+    pub async fn drain(&mut self) -> Vec<Value> {
+        while let Ok(Some(event)) = tokio::time::timeout(WAIT, self.events.recv()).await {
+            self.seen.push(event);
+        }
+        self.seen.clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Types one line.
+    pub async fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line.as_bytes()).await.expect("write stdin");
+        stdin.write_all(b"\n").await.expect("write stdin");
+        stdin.flush().await.expect("flush stdin");
+    }
+
+    /// Closes stdin (end of input).
+    pub fn close_input(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub async fn exit_code(&mut self) -> i32 {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit in time; saw {:?}", self.name, self.seen))
+            .expect("wait for client");
+        status.code().unwrap_or(-1)
+    }
+}
+
+/// Sets `flag` to `value` in `args`, replacing an earlier value.
+pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+    if let Some(i) = args.iter().position(|a| a == flag) {
+        args[i + 1] = value.to_string();
+    } else {
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+}
+
+/// A loopback port that is free right now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
