@@ -124,6 +124,8 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         path: info.path.clone(),
         sas: sas.clone(),
         role: matched.role.to_string(),
+        resumed: conn.session.resumed(),
+        verified: false,
     });
     if let (Some(path), Some(line)) = (&keylog, conn.session.keylog_line()) {
         records::append_keylog(path, line)?;

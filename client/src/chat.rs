@@ -189,7 +189,11 @@ impl Chat {
         .await
         .map_err(|e| link_failure(e, peer))?;
         self.unacked.insert(id, Instant::now());
-        out.show(&Event::Sent { id, text });
+        out.show(&Event::Sent {
+            id,
+            text,
+            pending: false,
+        });
         Ok(None)
     }
 
@@ -208,6 +212,7 @@ impl Chat {
             "verify" => out.show(&Event::Verify {
                 sas: peer.sas.clone(),
                 peer: peer.name.clone(),
+                verified: false,
             }),
             other => out.show(&Event::Error {
                 code: "unknown_command".into(),

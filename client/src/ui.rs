@@ -25,13 +25,16 @@ pub enum Event {
     Matched { peer: String, role: String },
     /// A stranger reached our port and was turned away.
     Rejected { addr: String, reason: String },
-    /// The encrypted session is up.
+    /// The encrypted session is up. `resumed`: keys continue the previous session
+    /// (verification carries over); `verified`: the person confirmed the code.
     Connected {
         peer: String,
         addr: String,
         path: String,
         sas: String,
         role: String,
+        resumed: bool,
+        verified: bool,
     },
     /// A message from the peer.
     Message {
@@ -40,8 +43,12 @@ pub enum Event {
         id: u64,
         sent_at_ms: u64,
     },
-    /// One of our messages left.
-    Sent { id: u64, text: String },
+    /// One of our messages: `pending` while it waits for a connection.
+    Sent {
+        id: u64,
+        text: String,
+        pending: bool,
+    },
     /// The peer confirmed one of our messages.
     Ack { id: u64 },
     /// `/peers`.
@@ -52,14 +59,70 @@ pub enum Event {
         sas: String,
         rtt_ms: Option<u64>,
     },
-    /// `/verify`.
-    Verify { sas: String, peer: String },
+    /// `/verify` (show the code) or `/verify yes` (mark it as compared).
+    Verify {
+        sas: String,
+        peer: String,
+        verified: bool,
+    },
+    /// A fresh round-trip measurement.
+    Rtt { rtt_ms: u64 },
+    /// The link dropped; trying again in `retry_in_ms`.
+    Reconnecting {
+        reason: String,
+        attempt: u32,
+        retry_in_ms: u64,
+    },
+    /// Past messages, for `/history`.
+    History { lines: Vec<HistoryLine> },
+    /// The peer offers a file; accept with `/accept ID`.
+    FileOffer {
+        id: u64,
+        from: String,
+        name: String,
+        size: u64,
+    },
+    /// A transfer moved on. `direction` is `send` or `receive`.
+    Progress {
+        id: u64,
+        direction: String,
+        name: String,
+        bytes: u64,
+        total: u64,
+        rate_bps: u64,
+        eta_secs: Option<u64>,
+    },
+    /// A transfer finished and was verified; `path` is where it is (receiver).
+    FileDone {
+        id: u64,
+        direction: String,
+        name: String,
+        path: Option<String>,
+        sha256: String,
+    },
+    /// A transfer stopped: rejected, cancelled or failed.
+    FileStopped {
+        id: u64,
+        direction: String,
+        name: String,
+        reason: String,
+    },
     /// A line for the person (help text, notices).
     Info { text: String },
     /// The session ended.
     Disconnected { reason: String },
     /// Something failed; `code` is stable for scripts.
     Error { code: String, text: String },
+}
+
+/// One past message, as `/history` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryLine {
+    pub at_ms: u64,
+    pub from: String,
+    pub text: String,
+    pub outgoing: bool,
+    pub acked: bool,
 }
 
 /// Writes events to stdout (and errors to stderr in line mode).
@@ -151,14 +214,114 @@ pub fn render_line(event: &Event) -> Option<String> {
             safe(name),
             rtt_ms.map_or_else(|| "not measured yet".to_string(), |ms| format!("{ms} ms"))
         ),
-        Event::Verify { sas, peer } => format!(
-            "Security code: {sas}. Read it to {} over another channel; it must match theirs.",
+        Event::Verify {
+            sas,
+            peer,
+            verified: true,
+        } => {
+            format!(
+                "Security code {sas} marked as compared with {}.",
+                safe(peer)
+            )
+        }
+        Event::Verify { sas, peer, .. } => format!(
+            "Security code: {sas}. Read it to {} over another channel; it must match theirs. \
+             Then type /verify yes.",
             safe(peer)
+        ),
+        Event::Rtt { .. } => return None,
+        Event::Reconnecting {
+            reason,
+            attempt,
+            retry_in_ms,
+        } => format!(
+            "Connection lost ({}); reconnecting, attempt {attempt} in {:.1} s…",
+            safe(reason),
+            *retry_in_ms as f64 / 1000.0
+        ),
+        Event::History { lines } => {
+            if lines.is_empty() {
+                "No messages yet.".to_string()
+            } else {
+                lines
+                    .iter()
+                    .map(|l| {
+                        let at = chrono::DateTime::from_timestamp_millis(l.at_ms as i64)
+                            .map(|t| {
+                                t.with_timezone(&chrono::Local)
+                                    .format("%Y-%m-%d %H:%M:%S")
+                                    .to_string()
+                            })
+                            .unwrap_or_default();
+                        let mark = if l.outgoing && !l.acked {
+                            " (not delivered)"
+                        } else {
+                            ""
+                        };
+                        format!("[{at}] {}: {}{mark}", safe(&l.from), safe(&l.text))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        Event::FileOffer {
+            id,
+            from,
+            name,
+            size,
+        } => format!(
+            "{} offers {} ({}). /accept {id} to receive it, /reject {id} to decline.",
+            safe(from),
+            safe(name),
+            human_bytes(*size)
+        ),
+        Event::Progress { .. } => return None,
+        Event::FileDone {
+            direction,
+            name,
+            path,
+            ..
+        } => match (direction.as_str(), path) {
+            ("receive", Some(path)) => {
+                format!("Received {} and verified it: {}", safe(name), safe(path))
+            }
+            _ => format!("Sent {}; the peer verified it.", safe(name)),
+        },
+        Event::FileStopped {
+            direction,
+            name,
+            reason,
+            ..
+        } => format!(
+            "{} {} stopped: {}",
+            if direction == "send" {
+                "Sending"
+            } else {
+                "Receiving"
+            },
+            safe(name),
+            safe(reason)
         ),
         Event::Info { text } => text.clone(),
         Event::Disconnected { reason } => format!("Session ended: {}", safe(reason)),
         Event::Error { text, .. } => format!("error: {text}"),
     })
+}
+
+/// `1.5 MiB` style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// The text `/help` shows.
@@ -167,5 +330,8 @@ Type a line and press Enter to send it. Commands:
   /help      this list
   /peers     who you are talking to: address, path, security code, round trip
   /verify    show the security code again (compare it with your peer)
+  /verify yes   mark the code as compared (kept across reconnects with the same keys)
+  /history [N]  the last N messages of this chat (default 20)
+  /send PATH    offer a file;  /accept ID, /reject ID, /cancel ID
   /quit      leave (so do Ctrl-C and Ctrl-D)
 A line starting with // sends a message that starts with /.";
