@@ -1,1 +1,474 @@
-fn main() {}
+//! Load generator for the mediator: starts the real `mediator` binary, then
+//! measures (1) memory per waiting client at W waiting clients, (2) pairings per
+//! second and time to `Matched` with N concurrent pairs, (3) a burst of B
+//! simultaneous connects. Client sockets are spread over 127.0.0.0/8 so neither
+//! side runs out of ports. It stops by itself.
+//!
+//! `cargo bench -p mediator --bench loadgen [-- --pairs N --duration SECS --waiting W --burst B]`
+//! (or LOADGEN_PAIRS, LOADGEN_DURATION, LOADGEN_WAITING, LOADGEN_BURST; `--only PHASE`
+//! or LOADGEN_ONLY runs one of memory, throughput, burst). Built
+//! without `--bench` (e.g. `cargo test --benches`) it runs a tiny smoke pass.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use wire::{ClientMsg, Link, MediatorMsg};
+
+/// Every network wait in the generator is bounded by this.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Marker room bytes, found in the encoded template and patched per pairing.
+const ROOM_MARKER: [u8; 32] = [0xab; 32];
+
+#[derive(Debug, Clone)]
+struct Settings {
+    pairs: usize,
+    duration: Duration,
+    waiting: usize,
+    burst: usize,
+    /// Run only this phase (memory, throughput or burst).
+    only: Option<String>,
+}
+
+fn settings() -> anyhow::Result<Settings> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench_mode = args.iter().any(|a| a == "--bench");
+    let mut s = if bench_mode {
+        Settings {
+            pairs: 256,
+            duration: Duration::from_secs(5),
+            waiting: 15_000,
+            burst: 5_000,
+            only: None,
+        }
+    } else {
+        Settings {
+            pairs: 4,
+            duration: Duration::from_millis(300),
+            waiting: 100,
+            burst: 100,
+            only: None,
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let pick = |f: &str, e: &str| flag(f).or_else(|| env(e));
+    if let Some(v) = pick("--pairs", "LOADGEN_PAIRS") {
+        s.pairs = v.parse().context("--pairs N")?;
+    }
+    if let Some(v) = pick("--duration", "LOADGEN_DURATION") {
+        s.duration = match v.parse::<f64>() {
+            Ok(secs) => Duration::from_secs_f64(secs),
+            Err(_) => humantime::parse_duration(&v).context("--duration SECS")?,
+        };
+    }
+    if let Some(v) = pick("--waiting", "LOADGEN_WAITING") {
+        s.waiting = v.parse().context("--waiting W")?;
+    }
+    if let Some(v) = pick("--burst", "LOADGEN_BURST") {
+        s.burst = v.parse().context("--burst B")?;
+    }
+    s.only = pick("--only", "LOADGEN_ONLY");
+    Ok(s)
+}
+
+/// The mediator under test, killed on drop.
+struct Mediator {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Mediator {
+    fn start() -> anyhow::Result<Mediator> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mediator"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                // Throughput is the point here, not the per-address limits.
+                "--per-ip-connections",
+                "1000000",
+                "--per-ip-hellos-per-min",
+                "1000000000",
+                "--max-rooms",
+                "1000000",
+                "--hello-timeout",
+                "60s",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the mediator binary")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .parse()?;
+        Ok(Mediator { child, addr })
+    }
+
+    /// Resident set size in KiB, from /proc.
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("VmRSS value")?
+            .parse()?)
+    }
+}
+
+/// User and system CPU seconds a process has used (Linux /proc, 100 ticks a second).
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+impl Drop for Mediator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Hands out distinct loopback source addresses, skipping 127.0.0.0/24.
+#[derive(Default)]
+struct Sources(AtomicU32);
+
+impl Sources {
+    fn next(&self) -> Ipv4Addr {
+        let i = self.0.fetch_add(1, Ordering::Relaxed) % (1 << 22);
+        let n = (1 << 8) + i; // 127.0.1.0 and up
+        Ipv4Addr::new(127, (n >> 16) as u8, (n >> 8) as u8, n as u8)
+    }
+}
+
+/// A Hello frame template whose room bytes are patched per use.
+#[derive(Clone)]
+struct HelloFrame {
+    bytes: Vec<u8>,
+    room_at: usize,
+}
+
+impl HelloFrame {
+    fn new(name: &str) -> anyhow::Result<HelloFrame> {
+        let msg = ClientMsg::Hello {
+            version: wire::PROTOCOL_VERSION,
+            room: ROOM_MARKER,
+            name: name.to_owned(),
+            group: 15,
+            public: vec![0x5a; 384],
+            listen_port: 40000,
+            local_addrs: vec!["192.168.1.20:40000".parse()?],
+            no_relay: false,
+        };
+        let payload = wire::encode(&msg)?;
+        let mut bytes = Link::Mediator.header(payload.len())?.to_vec();
+        bytes.extend_from_slice(&payload);
+        let room_at = bytes
+            .windows(32)
+            .position(|w| w == ROOM_MARKER)
+            .context("room in template")?;
+        Ok(HelloFrame { bytes, room_at })
+    }
+
+    fn for_room(&mut self, room: u64) -> &[u8] {
+        let tag = &mut self.bytes[self.room_at..self.room_at + 32];
+        tag.fill(0);
+        tag[..8].copy_from_slice(&room.to_be_bytes());
+        &self.bytes
+    }
+}
+
+async fn connect(from: Ipv4Addr, to: SocketAddr) -> anyhow::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.into(), 0))?;
+    let stream = tokio::time::timeout(IO_TIMEOUT, socket.connect(to))
+        .await
+        .context("connect timed out")??;
+    Ok(stream)
+}
+
+async fn recv(stream: &mut TcpStream) -> anyhow::Result<MediatorMsg> {
+    tokio::time::timeout(IO_TIMEOUT, async {
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header).await?;
+        let len = Link::Mediator.parse_header(header)?;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await?;
+        Ok(wire::decode(&payload)?)
+    })
+    .await
+    .context("no answer in time")?
+}
+
+async fn expect_waiting(stream: &mut TcpStream) -> anyhow::Result<()> {
+    match recv(stream).await? {
+        MediatorMsg::Waiting { .. } => Ok(()),
+        other => bail!("expected Waiting, got {other:?}"),
+    }
+}
+
+async fn expect_matched(stream: &mut TcpStream) -> anyhow::Result<()> {
+    match recv(stream).await? {
+        MediatorMsg::Matched { .. } => Ok(()),
+        other => bail!("expected Matched, got {other:?}"),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Memory per waiting client: RSS before and after `w` clients wait in distinct rooms.
+async fn memory(w: usize, sources: &Sources) -> anyhow::Result<()> {
+    let mediator = Mediator::start()?;
+    let addr = mediator.addr;
+    // Warm up the allocator and runtime with a few pairings first.
+    let mut template = HelloFrame::new("memory")?;
+    for room in 0..100u64 {
+        let mut a = connect(sources.next(), addr).await?;
+        a.write_all(template.for_room(room)).await?;
+        expect_waiting(&mut a).await?;
+        let mut b = connect(sources.next(), addr).await?;
+        b.write_all(template.for_room(room)).await?;
+        expect_matched(&mut b).await?;
+        expect_matched(&mut a).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = mediator.rss_kib()?;
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(w);
+    const BATCH: usize = 500;
+    let mut next_room = 1_000_000u64;
+    while clients.len() < w {
+        let n = BATCH.min(w - clients.len());
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let from = sources.next();
+            let room = next_room;
+            next_room += 1;
+            let mut frame = template.clone();
+            batch.spawn(async move {
+                let mut s = connect(from, addr).await?;
+                s.write_all(frame.for_room(room)).await?;
+                expect_waiting(&mut s).await?;
+                anyhow::Ok(s)
+            });
+        }
+        while let Some(done) = batch.join_next().await {
+            clients.push(done??);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = mediator.rss_kib()?;
+    let per = (after.saturating_sub(before)) as f64 / w as f64;
+    println!(
+        "memory: {w} waiting clients (opened in {:.2} s): mediator RSS {:.1} MiB -> {:.1} MiB, \
+         {per:.2} KiB per waiting client (target <= 8 KiB)",
+        started.elapsed().as_secs_f64(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+    );
+    let _ = template.for_room(0);
+    drop(clients);
+    Ok(())
+}
+
+/// `pairs` workers pair clients back to back for `duration`.
+async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> anyhow::Result<()> {
+    let mediator = Mediator::start()?;
+    let addr = mediator.addr;
+    let rooms = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let pid = mediator.child.id().to_string();
+    let (cpu_mediator, cpu_self) = (cpu_secs(&pid), cpu_secs("self"));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..pairs {
+        let (rooms, errors, sources) = (rooms.clone(), errors.clone(), sources.clone());
+        let mut host_hello = HelloFrame::new("host")?;
+        let mut joiner_hello = HelloFrame::new("joiner")?;
+        workers.spawn(async move {
+            let mut latencies = Vec::with_capacity(4096);
+            while Instant::now() < deadline {
+                let room = rooms.fetch_add(1, Ordering::Relaxed);
+                let one = async {
+                    let mut host = connect(sources.next(), addr).await?;
+                    host.write_all(host_hello.for_room(room)).await?;
+                    expect_waiting(&mut host).await?;
+                    let t0 = Instant::now();
+                    let mut joiner = connect(sources.next(), addr).await?;
+                    joiner.write_all(joiner_hello.for_room(room)).await?;
+                    expect_matched(&mut joiner).await?;
+                    expect_matched(&mut host).await?;
+                    anyhow::Ok(t0.elapsed())
+                };
+                match one.await {
+                    Ok(latency) => latencies.push(latency),
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("pairing failed: {e:#}");
+                        }
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        latencies.extend(done?);
+    }
+    let elapsed = started.elapsed();
+    let cpu_mediator = cpu_secs(&pid) - cpu_mediator;
+    let cpu_self = cpu_secs("self") - cpu_self;
+    latencies.sort_unstable();
+    println!(
+        "throughput: {pairs} concurrent pairs for {:.1} s: {} pairings, {:.0} pairings/s; \
+         time to Matched (joiner connect -> both Matched) p50 {}, p99 {}, max {}; {} errors; \
+         CPU: mediator {:.0}%, generator {:.0}%",
+        elapsed.as_secs_f64(),
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+        errors.load(Ordering::Relaxed),
+        100.0 * cpu_mediator / elapsed.as_secs_f64(),
+        100.0 * cpu_self / elapsed.as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// `b` clients connect at once (b/2 rooms, two clients each) and pair.
+async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
+    let mediator = Mediator::start()?;
+    let addr = mediator.addr;
+    let gate = Arc::new(tokio::sync::Barrier::new(b + 1));
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..b {
+        let gate = gate.clone();
+        let from = sources.next();
+        let mut frame = HelloFrame::new("burst")?;
+        let room = 5_000_000 + (i / 2) as u64;
+        clients.spawn(async move {
+            gate.wait().await;
+            let t0 = Instant::now();
+            let mut s = connect(from, addr).await?;
+            let connect_time = t0.elapsed();
+            s.write_all(frame.for_room(room)).await?;
+            // Either Waiting then Matched (first of the two) or Matched at once.
+            let mut msg = recv(&mut s).await?;
+            if let MediatorMsg::Waiting { .. } = msg {
+                msg = recv(&mut s).await?;
+            }
+            if !matches!(msg, MediatorMsg::Matched { .. }) {
+                bail!("expected Matched, got {msg:?}");
+            }
+            anyhow::Ok((connect_time, t0.elapsed()))
+        });
+    }
+    let started = Instant::now();
+    gate.wait().await;
+    let (mut connects, mut matched, mut failed) = (Vec::new(), Vec::new(), 0);
+    while let Some(done) = clients.join_next().await {
+        match done? {
+            Ok((c, m)) => {
+                connects.push(c);
+                matched.push(m);
+            }
+            Err(e) => {
+                failed += 1;
+                if failed <= 5 {
+                    eprintln!("burst client failed: {e:#}");
+                }
+            }
+        }
+    }
+    connects.sort_unstable();
+    matched.sort_unstable();
+    let stalled = connects
+        .iter()
+        .filter(|c| **c >= Duration::from_millis(900))
+        .count();
+    println!(
+        "burst: {b} simultaneous connects: connect time p50 {}, p99 {}, max {}; {stalled} stalled \
+         (>= 0.9 s, a dropped SYN); {} paired, {failed} failed; all done in {}",
+        ms(percentile(&connects, 0.5)),
+        ms(percentile(&connects, 0.99)),
+        ms(connects.last().copied().unwrap_or_default()),
+        matched.len(),
+        ms(started.elapsed()),
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let s = settings()?;
+    println!(
+        "loadgen: mediator {}, {} pairs x {:?}, {} waiting, burst {}",
+        env!("CARGO_BIN_EXE_mediator"),
+        s.pairs,
+        s.duration,
+        s.waiting,
+        s.burst
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let sources = Arc::new(Sources::default());
+        let run = |phase: &str| s.only.as_deref().map_or(true, |only| only == phase);
+        if run("memory") {
+            memory(s.waiting, &sources).await?;
+        }
+        if run("throughput") {
+            throughput(s.pairs, s.duration, sources.clone()).await?;
+        }
+        if run("burst") {
+            burst(s.burst, &sources).await?;
+        }
+        anyhow::Ok(())
+    })
+}

@@ -3,9 +3,8 @@
 //! (answering `Ping`s) until the joiner, a timeout, the client leaving, or
 //! shutdown. Every error is one `Error{code, message}` frame and then close.
 //!
-//! Frames are read by hand (4-byte header with `read_exact`, checked by
-//! `wire::Link::Mediator`, then exactly the payload) rather than with a `Framed`
-//! codec, whose 8 KiB read buffer per waiting client would blow the memory budget.
+//! Frames are read by a small [`FrameReader`] rather than a `Framed` codec, whose
+//! 8 KiB read buffer per waiting client would blow the memory budget.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -64,7 +63,7 @@ pub(crate) async fn serve(
             let _ = timeout(WRITE_TIMEOUT, stream.write_all(&frame)).await;
         }
     }
-    let _ = timeout(WRITE_TIMEOUT, stream.shutdown()).await;
+    // Dropping the stream closes it: the kernel sends what is queued, then FIN.
 }
 
 /// The `Hello` fields the mediator uses (`no_relay` matters only to a relay).
@@ -86,12 +85,13 @@ async fn converse(
 ) -> End {
     let shared = &admitted.shared;
     let deadline = accepted + shared.config.hello_timeout;
+    let mut reader = FrameReader::default();
     let hello = tokio::select! {
         biased;
         _ = shared.cancel.cancelled() => {
             return refuse(ErrorCode::ShuttingDown, "the mediator is shutting down");
         }
-        read = timeout_at(deadline, read_hello(stream)) => match read {
+        read = timeout_at(deadline, read_hello(&mut reader, stream)) => match read {
             Err(_) => return refuse(ErrorCode::Timeout, "no Hello within the hello timeout"),
             Ok(Err(end)) => return end,
             Ok(Ok(hello)) => hello,
@@ -117,7 +117,7 @@ async fn converse(
         }
         JoinOutcome::Waiting(handoff) => {
             tracing::debug!(%room, "waiting");
-            wait_as_host(admitted, stream, &tag, handoff).await
+            wait_as_host(admitted, &mut reader, stream, &tag, handoff).await
         }
         JoinOutcome::GroupMismatch => refuse(
             ErrorCode::GroupMismatch,
@@ -134,10 +134,9 @@ async fn converse(
 }
 
 /// Reads frames until a `Hello`, answering the odd `Ping`.
-async fn read_hello(stream: &mut TcpStream) -> Result<Hello, End> {
+async fn read_hello(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<Hello, End> {
     for _ in 0..=MAX_PINGS_BEFORE_HELLO {
-        let payload = read_frame(stream).await?;
-        match decode(&payload)? {
+        match reader.next(stream).await? {
             ClientMsg::Ping => write_msg(stream, &MediatorMsg::Pong).await?,
             ClientMsg::Hello {
                 version,
@@ -208,12 +207,13 @@ enum Event {
     Joined(Result<PeerDetails, oneshot::error::RecvError>),
     ShuttingDown,
     Deadline,
-    Frame(Result<Vec<u8>, End>),
+    Message(Result<ClientMsg, End>),
 }
 
 /// The host's side: wait for the joiner, answering `Ping`s, until a deadline.
 async fn wait_as_host(
     admitted: &Admitted,
+    reader: &mut FrameReader,
     stream: &mut TcpStream,
     tag: &RoomTag,
     mut handoff: oneshot::Receiver<PeerDetails>,
@@ -234,7 +234,7 @@ async fn wait_as_host(
                 joined = &mut handoff => Event::Joined(joined),
                 _ = shared.cancel.cancelled() => Event::ShuttingDown,
                 _ = sleep_until(expires.min(idle_until)) => Event::Deadline,
-                frame = read_frame(stream) => Event::Frame(frame),
+                msg = reader.next(stream) => Event::Message(msg),
             };
             match event {
                 Event::Joined(Ok(joiner)) => return send_matched(stream, Role::Host, joiner).await,
@@ -250,23 +250,20 @@ async fn wait_as_host(
                 Event::Deadline => {
                     break refuse(ErrorCode::Timeout, "no Ping within the idle timeout")
                 }
-                Event::Frame(Err(end)) => break end,
-                Event::Frame(Ok(payload)) => match decode(&payload) {
-                    Err(end) => break end,
-                    Ok(ClientMsg::Hello { .. }) => {
-                        break refuse(ErrorCode::Malformed, "already waiting in a room")
+                Event::Message(Err(end)) => break end,
+                Event::Message(Ok(ClientMsg::Hello { .. })) => {
+                    break refuse(ErrorCode::Malformed, "already waiting in a room")
+                }
+                Event::Message(Ok(ClientMsg::Ping)) => {
+                    pings += 1;
+                    if pings > MAX_PINGS_WHILE_WAITING {
+                        break refuse(ErrorCode::Malformed, "too many Pings");
                     }
-                    Ok(ClientMsg::Ping) => {
-                        pings += 1;
-                        if pings > MAX_PINGS_WHILE_WAITING {
-                            break refuse(ErrorCode::Malformed, "too many Pings");
-                        }
-                        idle_until = Instant::now() + config.idle_timeout;
-                        if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
-                            break end;
-                        }
+                    idle_until = Instant::now() + config.idle_timeout;
+                    if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
+                        break end;
                     }
-                },
+                }
             }
         },
     };
@@ -296,36 +293,51 @@ async fn send_matched(stream: &mut TcpStream, role: Role, peer: PeerDetails) -> 
     }
 }
 
-/// Reads one frame: header, length check before any allocation, exact payload.
-/// A clean end of stream before a header is `Done`; anything else malformed is
-/// `Refuse(Malformed)`.
-async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, End> {
-    let mut header = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        match stream.read(&mut header[got..]).await {
-            Ok(0) if got == 0 => return Err(End::Done),
-            Ok(0) => return Err(refuse(ErrorCode::Malformed, "truncated frame header")),
-            Ok(n) => got += n,
-            Err(_) => return Err(End::Done),
-        }
-    }
-    let len = Link::Mediator.parse_header(header).map_err(|e| match e {
-        FrameError::Empty => refuse(ErrorCode::Malformed, "empty frame"),
-        other => refuse(ErrorCode::Malformed, other.to_string()),
-    })?;
-    let mut payload = vec![0u8; len];
-    match stream.read_exact(&mut payload).await {
-        Ok(_) => Ok(payload),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(refuse(ErrorCode::Malformed, "truncated frame"))
-        }
-        Err(_) => Err(End::Done),
-    }
+/// First read size: a whole `Hello` (about 450 bytes in group 15) fits, so it
+/// usually takes one read.
+const FIRST_READ: usize = 512;
+
+/// Reads frames with as few reads as possible, keeping surplus bytes (a client
+/// may send its next frame right behind this one). Holds no allocation between
+/// frames, so a waiting client costs nothing here.
+#[derive(Debug, Default)]
+struct FrameReader {
+    buf: Vec<u8>,
 }
 
-fn decode(payload: &[u8]) -> Result<ClientMsg, End> {
-    wire::decode(payload).map_err(|e| refuse(ErrorCode::Malformed, e.to_string()))
+impl FrameReader {
+    /// Reads and decodes the next message. The length is checked by
+    /// `wire::Link::Mediator` as soon as the 4-byte header is in, before any
+    /// buffer is sized for it. A clean end of stream between frames is `Done`.
+    async fn next(&mut self, stream: &mut TcpStream) -> Result<ClientMsg, End> {
+        loop {
+            let mut need = HEADER_LEN;
+            if let Some(header) = self.buf.first_chunk::<HEADER_LEN>() {
+                let len = Link::Mediator.parse_header(*header).map_err(|e| match e {
+                    FrameError::Empty => refuse(ErrorCode::Malformed, "empty frame"),
+                    other => refuse(ErrorCode::Malformed, other.to_string()),
+                })?;
+                need = HEADER_LEN + len;
+                if self.buf.len() >= need {
+                    let msg = wire::decode(&self.buf[HEADER_LEN..need])
+                        .map_err(|e| refuse(ErrorCode::Malformed, e.to_string()));
+                    self.buf.drain(..need);
+                    if self.buf.is_empty() {
+                        self.buf = Vec::new();
+                    }
+                    return msg;
+                }
+            }
+            // need ≤ HEADER_LEN + MEDIATOR_FRAME_MAX: the buffer stays bounded.
+            self.buf.reserve(need.max(FIRST_READ) - self.buf.len());
+            match stream.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => return Err(End::Done),
+                Ok(0) => return Err(refuse(ErrorCode::Malformed, "truncated frame")),
+                Ok(_) => {}
+                Err(_) => return Err(End::Done),
+            }
+        }
+    }
 }
 
 /// One frame (header and payload) in one buffer, so it goes out in one write.

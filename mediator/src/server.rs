@@ -74,6 +74,10 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         socket.set_only_v6(false)?;
     }
     socket.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY on Linux: one setsockopt per server
+    // instead of one per connection. Frames are small and written whole, so
+    // Nagle could only delay an answer.
+    socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
@@ -265,14 +269,21 @@ fn admit(stream: TcpStream, addr: SocketAddr, shared: &Arc<Shared>, tracker: &Ta
         key,
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
     };
-    // Small frames each way: do not let Nagle hold the answer back.
-    let _ = stream.set_nodelay(true);
     tracker.spawn(connection::serve(admitted, stream, addr, accepted));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 
     #[test]
     fn mapped_addresses_become_ipv4() {

@@ -396,3 +396,24 @@ async fn metrics_endpoint() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn frames_split_across_writes_and_pipelined() {
+    let server = start(config()).await;
+    let mut bytes = common::frame(&wire::encode(&hello(120, "split")).unwrap());
+    bytes.extend(common::frame(&wire::encode(&ClientMsg::Ping).unwrap()));
+    let mut c = Client::connect(server.addr).await;
+    for chunk in [&bytes[..3], &bytes[3..200], &bytes[200..]] {
+        c.send_raw(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.expect_waiting().await;
+    assert_eq!(c.recv().await, Some(MediatorMsg::Pong));
+
+    // A frame of the maximum size is read whole (and refused as garbage).
+    let mut big = Client::connect(server.addr).await;
+    big.send_raw(&common::frame(&vec![0x33; wire::frame::MEDIATOR_FRAME_MAX]))
+        .await
+        .unwrap();
+    big.expect_error(ErrorCode::Malformed).await;
+}
