@@ -16,7 +16,6 @@ use crate::chat::{self, PeerInfo};
 use crate::cli::{parse_listen, Args};
 use crate::connect::{self, Connected};
 use crate::exit::ClientError;
-use crate::input::spawn_stdin;
 use crate::peerlink::PeerLink;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{Matched, MediatorLink};
@@ -25,6 +24,12 @@ use crate::ui::{Event, Output};
 
 /// Runs the client with parsed flags, showing events on `out`.
 pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
+    let Some(server) = args.server.clone() else {
+        return Err(ClientError::Usage(
+            "--server is required to chat: client --server HOST[:PORT] --room ROOM (see --help)"
+                .into(),
+        ));
+    };
     let name = match &args.name {
         Some(name) => {
             wire::validate_name(name)
@@ -43,7 +48,7 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         None => {
             let room = roomcode::generate(&mut OsRng);
             out.show(&Event::Room {
-                command: format!("client --server {} --room {room}", args.server),
+                command: format!("client --server {server} --room {room}"),
                 room: room.clone(),
             });
             room
@@ -64,7 +69,7 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     let listen_addr = listener
         .local_addr()
         .map_err(|e| ClientError::ListenFailed(format!("listener has no address: {e}")))?;
-    let mediator = MediatorLink::connect(&args.server).await?;
+    let mediator = MediatorLink::connect(&server).await?;
     let keys = KeyPair::generate(group, &mut OsRng);
     let (listen_port, local_addrs) = advertised(&args, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
@@ -78,7 +83,7 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         no_relay: args.no_relay,
     };
     // Lines typed while we wait are kept and sent once the session is up.
-    let mut input = spawn_stdin(MAX_CHAT_TEXT);
+    let mut input = out.input(MAX_CHAT_TEXT);
     let listen_text = listen_addr.to_string();
     let matched = mediator
         .rendezvous(hello, &room, |expires_in_secs| {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::exit::EXIT_CODES_HELP;
 
@@ -18,11 +18,15 @@ pub const DEFAULT_PORT: u16 = 7070;
 /// with the command the other side should run. Compare the six-digit code both
 /// screens show: if it matches, nobody is in the middle.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "client", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "client", version, after_help = EXIT_CODES_HELP, args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// Mediator address, HOST or HOST:PORT (default port 7070).
+    /// Something other than chatting (past conversations).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Mediator address, HOST or HOST:PORT (default port 7070). Required to chat.
     #[arg(long, env = "P2PCHAT_SERVER", value_name = "HOST[:PORT]")]
-    pub server: String,
+    pub server: Option<String>,
 
     /// Room code shared with the other person; omit it to get a fresh one.
     #[arg(long, env = "P2PCHAT_ROOM")]
@@ -62,6 +66,37 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_JSON")]
     pub json: bool,
 
+    /// Plain line mode even on a terminal (no full-screen interface).
+    #[arg(long, env = "P2PCHAT_PLAIN")]
+    pub plain: bool,
+
+    /// Chat history database (SQLite). Default: p2pchat/history.sqlite3 in the
+    /// XDG data directory (~/.local/share).
+    #[arg(
+        long,
+        env = "P2PCHAT_HISTORY",
+        value_name = "PATH",
+        conflicts_with = "no_history"
+    )]
+    pub history: Option<PathBuf>,
+
+    /// Keep no history on disk.
+    #[arg(long, env = "P2PCHAT_NO_HISTORY")]
+    pub no_history: bool,
+
+    /// After the connection drops, keep trying to reconnect for this long.
+    #[arg(long, env = "P2PCHAT_RECONNECT_FOR", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub reconnect_for: Duration,
+
+    /// Where received files go. Default: the XDG download directory, else the
+    /// working directory.
+    #[arg(long, env = "P2PCHAT_DOWNLOADS", value_name = "DIR")]
+    pub downloads: Option<PathBuf>,
+
+    /// Accept every file the peer offers without asking.
+    #[arg(long, env = "P2PCHAT_YES")]
+    pub yes: bool,
+
     /// How long the joiner keeps trying to reach the host (and the host waits for it).
     #[arg(long, env = "P2PCHAT_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -71,18 +106,53 @@ pub struct Args {
     pub log: String,
 }
 
+/// Commands other than chatting.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Show past conversations from the history database.
+    History(HistoryArgs),
+}
+
+/// `client history [--room R] [--peer NAME] [--limit N] [--json]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// Only chats in this room.
+    #[arg(long)]
+    pub room: Option<String>,
+    /// Only chats with this peer name.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// At most this many chats, newest first.
+    #[arg(long, default_value = "20")]
+    pub limit: u32,
+    /// One JSON object per chat, with its messages.
+    #[arg(long)]
+    pub json: bool,
+    /// History database to read (default as for chatting).
+    #[arg(long, env = "P2PCHAT_HISTORY", value_name = "PATH")]
+    pub history: Option<PathBuf>,
+}
+
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputMode {
+    /// Plain lines on stdout.
     Line,
+    /// One JSON object per line.
     Json,
+    /// The full-screen terminal interface.
+    Tui,
 }
 
 impl Args {
-    /// The output mode the flags ask for.
+    /// The output mode the flags ask for: JSON if asked, the terminal interface
+    /// when stdout and stdin are terminals (unless --plain), else plain lines.
     pub fn output(&self) -> OutputMode {
+        use std::io::IsTerminal;
         if self.json {
             OutputMode::Json
+        } else if !self.plain && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+            OutputMode::Tui
         } else {
             OutputMode::Line
         }

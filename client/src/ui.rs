@@ -137,6 +137,11 @@ impl Output {
         Output { mode }
     }
 
+    /// Where typed lines come from: standard input, read line by line with a bound.
+    pub fn input(&self, max_bytes: usize) -> tokio::sync::mpsc::Receiver<crate::input::InputEvent> {
+        crate::input::spawn_stdin(max_bytes)
+    }
+
     /// Shows one event.
     pub fn show(&self, event: &Event) {
         match self.mode {
@@ -148,7 +153,7 @@ impl Output {
                     let _ = out.flush();
                 }
             }
-            OutputMode::Line => {
+            OutputMode::Line | OutputMode::Tui => {
                 if let Some(text) = render_line(event) {
                     if matches!(event, Event::Error { .. }) {
                         let mut err = std::io::stderr().lock();
