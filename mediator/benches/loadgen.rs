@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p mediator --bench loadgen [-- --pairs N --duration SECS --waiting W --burst B]`
 //! (or LOADGEN_PAIRS, LOADGEN_DURATION, LOADGEN_WAITING, LOADGEN_BURST; `--only PHASE`
-//! or LOADGEN_ONLY runs one of memory, throughput, burst). Built
+//! or LOADGEN_ONLY runs one of memory, throughput, burst; LOADGEN_THREADS sets the
+//! generator's worker threads). Built
 //! without `--bench` (e.g. `cargo test --benches`) it runs a tiny smoke pass.
 
 use std::io::{BufRead, BufReader};
@@ -220,14 +221,28 @@ async fn connect(from: Ipv4Addr, to: SocketAddr) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Reads one message, usually in one read: frames from the mediator are small,
+/// and a second frame never follows before the client answers (so no surplus).
 async fn recv(stream: &mut TcpStream) -> anyhow::Result<MediatorMsg> {
     tokio::time::timeout(IO_TIMEOUT, async {
-        let mut header = [0u8; 4];
-        stream.read_exact(&mut header).await?;
-        let len = Link::Mediator.parse_header(header)?;
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).await?;
-        Ok(wire::decode(&payload)?)
+        let mut buf = [0u8; 1024];
+        let mut got = 0;
+        loop {
+            let n = stream.read(&mut buf[got..]).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            got += n;
+            if let Some(header) = buf[..got].first_chunk::<4>() {
+                let len = Link::Mediator.parse_header(*header)?;
+                if 4 + len > buf.len() {
+                    bail!("unexpectedly large frame");
+                }
+                if got >= 4 + len {
+                    return Ok(wire::decode(&buf[4..4 + len])?);
+                }
+            }
+        }
     })
     .await
     .context("no answer in time")?
@@ -454,9 +469,14 @@ fn main() -> anyhow::Result<()> {
         s.waiting,
         s.burst
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = std::env::var("LOADGEN_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async {
         let sources = Arc::new(Sources::default());
         let run = |phase: &str| s.only.as_deref().map_or(true, |only| only == phase);

@@ -261,3 +261,62 @@ async fn past_the_open_file_limit_it_refuses_and_keeps_serving() {
     common::pair(bin.addr, 3).await;
     common::pair(bin.addr, 4).await;
 }
+
+/// Logs (even at debug, in JSON) carry at most an 8-hex room prefix: never the
+/// full tag, a name or a public value.
+#[tokio::test]
+async fn logs_keep_rooms_names_and_public_values_private() {
+    let log = std::env::temp_dir().join(format!("mediator-log-{}.jsonl", std::process::id()));
+    let mut bin = Binary::spawn_script(&format!(
+        "RUST_LOG=debug exec \"$MEDIATOR\" --listen 127.0.0.1:0 --log-format json 2> '{}'",
+        log.display()
+    ));
+    let name = "Zebediah-Quux";
+    let tag: [u8; 32] = std::array::from_fn(|i| 0xc3u8.wrapping_add((i as u8).wrapping_mul(37)));
+    let in_room = |mut msg: wire::ClientMsg| {
+        if let wire::ClientMsg::Hello { room, .. } = &mut msg {
+            *room = tag;
+        }
+        msg
+    };
+    let mut host = Client::connect(bin.addr).await;
+    host.send(&in_room(hello(0, name))).await;
+    host.expect_waiting().await;
+    let mut joiner = Client::connect(bin.addr).await;
+    joiner.send(&in_room(hello(0, "Ignatius-Vole"))).await;
+    joiner.expect_matched(wire::Role::Joiner).await;
+    host.expect_matched(wire::Role::Host).await;
+    let mut bad = Client::connect(bin.addr).await;
+    let mut msg = hello(78, "Bartholomew");
+    common::edit(&mut msg, |_, _, _, p| p.truncate(10));
+    bad.send(&msg).await;
+    bad.expect_error(ErrorCode::BadPublic).await;
+    bin.signal("TERM");
+    let code = tokio::task::spawn_blocking(move || bin.wait_exit(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(!text.is_empty());
+    for line in text.lines() {
+        assert!(line.starts_with('{'), "not JSON: {line}");
+    }
+    let tag_hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    let public_hex: String = common::public(dhke::Group::Modp3072)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for secret in [
+        name,
+        "Ignatius-Vole",
+        "Bartholomew",
+        &tag_hex[..10],
+        &public_hex,
+    ] {
+        assert!(!text.contains(secret), "log contains {secret:?}:\n{text}");
+    }
+    // The short prefix is there, so the check above is not vacuous.
+    assert!(text.contains(&tag_hex[..8]), "no room prefix in:\n{text}");
+}

@@ -417,3 +417,33 @@ async fn frames_split_across_writes_and_pipelined() {
         .unwrap();
     big.expect_error(ErrorCode::Malformed).await;
 }
+
+/// A dual-stack listener sees IPv4 clients as v4-mapped IPv6 addresses; the
+/// mediator reports them as plain IPv4. (Binding the v4-mapped loopback address
+/// keeps the test on 127.0.0.1.)
+#[tokio::test]
+async fn v4_mapped_peers_are_reported_as_ipv4() {
+    let listener = match mediator::bind("[::ffff:127.0.0.1]:0".parse().unwrap()) {
+        Ok(l) => l,
+        Err(e) => panic!("dual-stack bind on the v4-mapped loopback failed: {e}"),
+    };
+    let port = listener.local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(mediator::run(listener, config(), async {
+        let _ = stopped.await;
+    }));
+    let mut host = Client::connect(addr).await;
+    host.send(&hello(130, "host")).await;
+    host.expect_waiting().await;
+    let mut joiner = Client::connect(addr).await;
+    joiner.send(&hello(130, "joiner")).await;
+    let MediatorMsg::Matched { observed_addr, .. } = joiner.expect_matched(Role::Joiner).await
+    else {
+        unreachable!()
+    };
+    assert!(observed_addr.is_ipv4(), "{observed_addr}");
+    assert_eq!(observed_addr, host.local_addr());
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
