@@ -1,29 +1,189 @@
 //! One run of the client, start to finish: check the flags, bind the listener,
-//! meet the peer through the mediator, connect and confirm keys, record the
-//! session, then chat.
+//! then, for as long as the conversation lasts, meet the peer through the
+//! mediator, connect, confirm keys, record the session and chat; when the link
+//! drops, go back to the mediator with backoff and resume with key continuity.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use dhke::{Group, KeyPair, RoomName};
+use dhke::{Group, KeyPair, ResumeSecret, RoomName};
 use rand::rngs::OsRng;
+use rand::Rng;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wire::handshake::HostHandshake;
 use wire::peer::MAX_CHAT_TEXT;
-use wire::{ClientMsg, HandshakeInput, Role, PROTOCOL_VERSION};
+use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 
-use crate::chat::{self, PeerInfo};
+use crate::chat::{self, Conversation, Ending, PeerInfo};
 use crate::cli::{parse_listen, Args};
 use crate::connect::{self, Connected};
 use crate::exit::ClientError;
+use crate::input::InputEvent;
 use crate::peerlink::PeerLink;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{Matched, MediatorLink};
 use crate::roomcode;
 use crate::ui::{Event, Output};
 
+/// First reconnect delay; it doubles up to [`BACKOFF_CAP`], each with jitter.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// What stays fixed for the whole run.
+struct Setup {
+    server: String,
+    room: String,
+    name: String,
+    group: Group,
+    listen: SocketAddr,
+    keylog: Option<PathBuf>,
+    args: Args,
+}
+
 /// Runs the client with parsed flags, showing events on `out`.
 pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
+    let setup = prepare(args, out)?;
+    // The listener lives for the whole run, so an advertised port stays valid
+    // across reconnects; it exists before the first Hello that advertises it.
+    let listener = bind_listener(setup.listen).await?;
+    let mut input = out.input(MAX_CHAT_TEXT);
+    let mut convo = Conversation::new();
+    // Set while reconnecting: when the link dropped and the attempt count.
+    let mut lost: Option<(Instant, u32)> = None;
+
+    loop {
+        let previous = convo.previous();
+        let attempt = establish(&setup, &listener, previous.clone(), out);
+        let established = match offline(
+            attempt,
+            &mut convo,
+            &mut input,
+            out,
+            lost.map(|(at, _)| at + setup.args.reconnect_for),
+        )
+        .await
+        {
+            Offline::Quit => {
+                out.show(&Event::Disconnected {
+                    reason: "you left".into(),
+                });
+                return Ok(());
+            }
+            Offline::GaveUp => {
+                return Err(ClientError::ConnectionLost(format!(
+                    "could not reconnect within {}; the conversation is over",
+                    humantime::format_duration(setup.args.reconnect_for)
+                )))
+            }
+            Offline::Done(result) => result,
+        };
+        let (conn, matched) = match established {
+            Ok(pair) => pair,
+            Err(e) => match lost {
+                Some((since, attempts)) if retryable(&e) => {
+                    let delay = backoff(attempts);
+                    let deadline = since + setup.args.reconnect_for;
+                    if Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    out.show(&Event::Reconnecting {
+                        reason: e.to_string(),
+                        attempt: attempts + 1,
+                        retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    });
+                    match offline(
+                        tokio::time::sleep(delay),
+                        &mut convo,
+                        &mut input,
+                        out,
+                        Some(deadline),
+                    )
+                    .await
+                    {
+                        Offline::Done(()) => {}
+                        Offline::Quit => return Ok(()),
+                        Offline::GaveUp => return Err(e),
+                    }
+                    lost = Some((since, attempts + 1));
+                    continue;
+                }
+                _ => return Err(e),
+            },
+        };
+
+        let info = PeerInfo {
+            name: matched.peer_name.clone(),
+            addr: conn.addr,
+            path: conn.path.as_str().to_string(),
+            sas: conn.session.sas().to_string(),
+        };
+        let resumed = conn.session.resumed();
+        let verified =
+            convo.begin_session(info.clone(), resumed, conn.session.resume_secret().clone());
+        out.show(&Event::Connected {
+            peer: info.name.clone(),
+            addr: info.addr.to_string(),
+            path: info.path.clone(),
+            sas: info.sas.clone(),
+            role: matched.role.to_string(),
+            resumed,
+            verified,
+        });
+        if previous.is_some() && !resumed {
+            out.show(&Event::Info {
+                text: format!(
+                    "The keys are new: this is not provably the same {} as before. Compare the security code {} again.",
+                    wire::sanitize_for_terminal(&info.name),
+                    info.sas
+                ),
+            });
+        }
+        record_session(&setup, &conn, &info)?;
+
+        let link = PeerLink::start(conn);
+        match chat::run(link, &mut convo, out, &mut input).await {
+            Ending::Quit => {
+                out.show(&Event::Disconnected {
+                    reason: "you left".into(),
+                });
+                return Ok(());
+            }
+            Ending::PeerLeft(_) => return Ok(()),
+            Ending::Lost(ClientError::Integrity) => return Err(ClientError::Integrity),
+            Ending::Lost(e) => {
+                let delay = backoff(0);
+                out.show(&Event::Reconnecting {
+                    reason: e.to_string(),
+                    attempt: 1,
+                    retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                });
+                let since = Instant::now();
+                let deadline = since + setup.args.reconnect_for;
+                match offline(
+                    tokio::time::sleep(delay),
+                    &mut convo,
+                    &mut input,
+                    out,
+                    Some(deadline),
+                )
+                .await
+                {
+                    Offline::Done(()) => {}
+                    Offline::Quit => return Ok(()),
+                    Offline::GaveUp => return Err(e),
+                }
+                lost = Some((since, 1));
+            }
+        }
+    }
+}
+
+/// Checks the flags and settles the room and name.
+fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
     let Some(server) = args.server.clone() else {
         return Err(ClientError::Usage(
             "--server is required to chat: client --server HOST[:PORT] --room ROOM (see --help)"
@@ -63,30 +223,105 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
             ),
         });
     }
+    Ok(Setup {
+        server,
+        room,
+        name,
+        group,
+        listen,
+        keylog,
+        args,
+    })
+}
 
-    // The listener exists before the Hello that advertises it.
-    let listener = bind_listener(listen).await?;
+/// Errors a later attempt may not repeat: the network, the mediator's
+/// availability, the peer's reachability.
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::MediatorUnreachable { .. }
+        | ClientError::WaitTimeout(_)
+        | ClientError::PeerUnreachable(_)
+        | ClientError::ConnectionLost(_) => true,
+        ClientError::MediatorRefused { code, .. } => {
+            matches!(
+                code,
+                ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
+            )
+        }
+        _ => false,
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 30 s, each scaled by a random factor in [0.5, 1].
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_START
+        .saturating_mul(1u32 << attempt.min(5))
+        .min(BACKOFF_CAP);
+    base.mul_f64(OsRng.gen_range(0.5..=1.0))
+}
+
+/// What became of a wait while no session is up.
+enum Offline<T> {
+    Done(T),
+    Quit,
+    GaveUp,
+}
+
+/// Runs `work` while the person may keep typing (lines are queued as pending)
+/// or leave; gives up at `deadline`.
+async fn offline<T>(
+    work: impl Future<Output = T>,
+    convo: &mut Conversation,
+    input: &mut mpsc::Receiver<InputEvent>,
+    out: &Output,
+    deadline: Option<Instant>,
+) -> Offline<T> {
+    tokio::pin!(work);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    loop {
+        tokio::select! {
+            result = &mut work => return Offline::Done(result),
+            event = input.recv(), if convo.accepts_input() => {
+                if convo.on_input(event, None, out).is_some() {
+                    return Offline::Quit;
+                }
+            }
+            _ = &mut ctrl_c => return Offline::Quit,
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                return Offline::GaveUp;
+            }
+        }
+    }
+}
+
+/// One pass through the mediator to a confirmed peer connection.
+async fn establish(
+    setup: &Setup,
+    listener: &TcpListener,
+    previous: Option<ResumeSecret>,
+    out: &Output,
+) -> Result<(Connected, Matched), ClientError> {
     let listen_addr = listener
         .local_addr()
         .map_err(|e| ClientError::ListenFailed(format!("listener has no address: {e}")))?;
-    let mediator = MediatorLink::connect(&server).await?;
-    let keys = KeyPair::generate(group, &mut OsRng);
-    let (listen_port, local_addrs) = advertised(&args, listen_addr, mediator.local_addr());
+    let mediator = MediatorLink::connect(&setup.server).await?;
+    let keys = KeyPair::generate(setup.group, &mut OsRng);
+    let (listen_port, local_addrs) = advertised(&setup.args, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
-        room: dhke::room_tag(&room).0,
-        name: name.clone(),
-        group: group.id(),
+        room: dhke::room_tag(&setup.room).0,
+        name: setup.name.clone(),
+        group: setup.group.id(),
         public: keys.public().to_vec(),
         listen_port,
         local_addrs,
-        no_relay: args.no_relay,
+        no_relay: setup.args.no_relay,
     };
-    // Lines typed while we wait are kept and sent once the session is up.
-    let mut input = out.input(MAX_CHAT_TEXT);
     let listen_text = listen_addr.to_string();
     let matched = mediator
-        .rendezvous(hello, &room, |expires_in_secs| {
+        .rendezvous(hello, &setup.room, |expires_in_secs| {
             out.show(&Event::Waiting {
                 listen: listen_text.clone(),
                 expires_in_secs,
@@ -102,53 +337,36 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         peer: matched.peer_name.clone(),
         role: matched.role.to_string(),
     });
-
-    let input_for = |previous| HandshakeInput {
-        room: RoomName::new(room.clone()),
-        local_name: name.clone(),
+    let input = || HandshakeInput {
+        room: RoomName::new(setup.room.clone()),
+        local_name: setup.name.clone(),
         local: keys.clone(),
         peer_name: matched.peer_name.clone(),
         peer_public: matched.public.clone(),
-        previous,
-        keylog: keylog.is_some(),
+        previous: previous.clone(),
+        keylog: setup.keylog.is_some(),
     };
-    let deadline = Instant::now() + args.connect_timeout;
-    let conn = connect_peer(&matched, &listener, || input_for(None), deadline, out).await?;
-    drop(listener);
+    let deadline = Instant::now() + setup.args.connect_timeout;
+    let conn = connect_peer(&matched, listener, input, deadline, out).await?;
+    Ok((conn, matched))
+}
 
-    let sas = conn.session.sas().to_string();
-    let info = PeerInfo {
-        name: matched.peer_name.clone(),
-        addr: conn.addr,
-        path: conn.path.as_str().to_string(),
-        sas: sas.clone(),
-    };
-    out.show(&Event::Connected {
-        peer: info.name.clone(),
-        addr: info.addr.to_string(),
-        path: info.path.clone(),
-        sas: sas.clone(),
-        role: matched.role.to_string(),
-        resumed: conn.session.resumed(),
-        verified: false,
-    });
-    if let (Some(path), Some(line)) = (&keylog, conn.session.keylog_line()) {
+/// Appends the session to `peers.txt` and, when asked, the keylog.
+fn record_session(setup: &Setup, conn: &Connected, info: &PeerInfo) -> Result<(), ClientError> {
+    if let (Some(path), Some(line)) = (&setup.keylog, conn.session.keylog_line()) {
         records::append_keylog(path, line)?;
     }
     records::append_peer(
-        &args.peers_file,
+        &setup.args.peers_file,
         &PeerLine {
             at: chrono::Utc::now(),
             peer_name: &info.name,
             peer_addr: info.addr,
-            room: &room,
+            room: &setup.room,
             path: &info.path,
-            sas: &sas,
+            sas: &info.sas,
         },
-    )?;
-
-    let link = PeerLink::start(conn);
-    chat::run(link, &info, out, &mut input).await.map(|_| ())
+    )
 }
 
 async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ClientError> {
@@ -204,11 +422,10 @@ fn advertised(
 async fn connect_peer(
     matched: &Matched,
     listener: &TcpListener,
-    input: impl FnMut() -> HandshakeInput,
+    mut input: impl FnMut() -> HandshakeInput,
     deadline: Instant,
     out: &Output,
 ) -> Result<Connected, ClientError> {
-    let mut input = input;
     match matched.role {
         Role::Host => {
             let handshake = HostHandshake::new(input()).map_err(|e| {
@@ -228,5 +445,22 @@ async fn connect_peer(
             let candidates = connect::candidates(matched);
             connect::join(&candidates, input, deadline, &matched.peer_name).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        for attempt in 0..10 {
+            let d = backoff(attempt);
+            let base = BACKOFF_START
+                .saturating_mul(1 << attempt.min(5))
+                .min(BACKOFF_CAP);
+            assert!(d <= base && d >= base / 2, "{attempt}: {d:?}");
+        }
+        assert!(backoff(20) <= BACKOFF_CAP);
     }
 }

@@ -1,11 +1,16 @@
-//! The chat session: typed lines become `Chat` messages, incoming messages are
-//! shown and acknowledged, pings measure the round trip and notice a dead peer,
-//! and `/commands` answer locally.
+//! The conversation: everything that outlives one connection (the outbox of
+//! unacknowledged messages, the duplicate filter, the verified mark, the resume
+//! secret) and the loop that runs one connected session on top of it.
+//!
+//! Delivery is exactly-once across reconnects: every message keeps its id until
+//! the peer acks it and is sent again, in order, on the next session; the
+//! receiver drops ids it has already shown.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dhke::ResumeSecret;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use wire::peer::MAX_CHAT_TEXT;
@@ -18,12 +23,14 @@ use crate::ui::{Event, Output, HELP};
 
 /// How often we ping the peer.
 const PING_EVERY: Duration = Duration::from_secs(15);
-/// Silence after which the peer counts as gone.
+/// Silence after which the peer counts as unreachable.
 const PEER_SILENT: Duration = Duration::from_secs(45);
 /// Most of our messages awaiting an ack; beyond that, typing waits.
-const MAX_UNACKED: usize = 10_000;
+pub const MAX_UNACKED: usize = 10_000;
+/// After end of input, how long we wait for the last messages to be acked.
+const DRAIN_ON_EOF: Duration = Duration::from_secs(5);
 
-/// Who we are talking to, for `/peers` and `/verify`.
+/// Who we are talking to on the current session.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub name: String,
@@ -32,103 +39,42 @@ pub struct PeerInfo {
     pub sas: String,
 }
 
-/// How a session ended without an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a session ended.
+#[derive(Debug)]
 pub enum Ending {
     /// We left (/quit, end of input, Ctrl-C).
     Quit,
     /// The peer said goodbye.
     PeerLeft(String),
+    /// The link failed in a way a reconnect may heal.
+    Lost(ClientError),
 }
 
-/// Runs the session until someone leaves or the link fails.
-pub async fn run(
-    mut link: PeerLink,
-    peer: &PeerInfo,
-    out: &Output,
-    input: &mut mpsc::Receiver<InputEvent>,
-) -> Result<Ending, ClientError> {
-    let mut state = Chat {
-        next_id: 1,
-        unacked: BTreeMap::new(),
-        ping: None,
-        ping_nonce: 0,
-        rtt: None,
-        last_heard: Instant::now(),
-        input_open: true,
-    };
-    let mut ticker = tokio::time::interval(PING_EVERY);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-
-    let result = loop {
-        tokio::select! {
-            event = input.recv(), if state.input_open && state.unacked.len() < MAX_UNACKED => {
-                match event {
-                    Some(InputEvent::Line(line)) => {
-                        match state.on_line(&line, &link, peer, out).await {
-                            Ok(Some(ending)) => break Ok(ending),
-                            Ok(None) => {}
-                            Err(e) => break Err(e),
-                        }
-                    }
-                    Some(InputEvent::TooLong { limit }) => out.show(&Event::Error {
-                        code: "too_long".into(),
-                        text: format!("that line is over {limit} bytes and was not sent"),
-                    }),
-                    Some(InputEvent::Eof) | None => break Ok(Ending::Quit),
-                }
-            }
-            incoming = link.recv() => match incoming {
-                Some(Ok(msg)) => {
-                    state.last_heard = Instant::now();
-                    match state.on_peer(msg, &link, peer, out).await {
-                        Ok(Some(ending)) => break Ok(ending),
-                        Ok(None) => {}
-                        Err(e) => break Err(e),
-                    }
-                }
-                Some(Err(e)) => break Err(link_failure(e, peer)),
-                None => break Err(link_failure(LinkError::Closed, peer)),
-            },
-            _ = ticker.tick() => {
-                if state.last_heard.elapsed() > PEER_SILENT {
-                    break Err(ClientError::ConnectionLost(format!(
-                        "{} has been silent for {} s and counts as unreachable",
-                        wire::sanitize_for_terminal(&peer.name),
-                        PEER_SILENT.as_secs()
-                    )));
-                }
-                state.ping_nonce += 1;
-                state.ping = Some((state.ping_nonce, Instant::now()));
-                if let Err(e) = link.send(PeerMsg::Ping { nonce: state.ping_nonce }).await {
-                    break Err(link_failure(e, peer));
-                }
-            }
-            _ = &mut ctrl_c => break Ok(Ending::Quit),
-        }
-    };
-    match &result {
-        Ok(Ending::Quit) => {
-            link.close(Some("quit".into())).await;
-            out.show(&Event::Disconnected {
-                reason: "you left".into(),
-            });
-        }
-        Ok(Ending::PeerLeft(_)) | Err(_) => link.close(None).await,
-    }
-    result
+/// A message of ours the peer has not acknowledged yet.
+#[derive(Debug, Clone)]
+struct Unacked {
+    text: String,
+    sent_ms: u64,
 }
 
-struct Chat {
+/// State that lives as long as the client runs, across sessions.
+#[derive(Debug)]
+pub struct Conversation {
     next_id: u64,
-    unacked: BTreeMap<u64, Instant>,
-    ping: Option<(u64, Instant)>,
-    ping_nonce: u64,
+    outbox: BTreeMap<u64, Unacked>,
+    /// Highest message id shown from the peer on the current key lineage.
+    peer_seen: u64,
+    verified: bool,
+    previous: Option<ResumeSecret>,
+    peer: Option<PeerInfo>,
     rtt: Option<Duration>,
-    last_heard: Instant,
-    input_open: bool,
+    input_closed: bool,
+}
+
+impl Default for Conversation {
+    fn default() -> Self {
+        Conversation::new()
+    }
 }
 
 fn now_ms() -> u64 {
@@ -138,8 +84,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn link_failure(e: LinkError, peer: &PeerInfo) -> ClientError {
-    let name = wire::sanitize_for_terminal(&peer.name);
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn link_failure(e: LinkError, peer: &str) -> ClientError {
+    let name = wire::sanitize_for_terminal(peer);
     match e {
         LinkError::Integrity => ClientError::Integrity,
         LinkError::Closed => ClientError::ConnectionLost(format!(
@@ -154,66 +104,180 @@ fn link_failure(e: LinkError, peer: &PeerInfo) -> ClientError {
     }
 }
 
-impl Chat {
-    async fn on_line(
+impl Conversation {
+    /// A conversation with no session yet.
+    pub fn new() -> Conversation {
+        Conversation {
+            next_id: 1,
+            outbox: BTreeMap::new(),
+            peer_seen: 0,
+            verified: false,
+            previous: None,
+            peer: None,
+            rtt: None,
+            input_closed: false,
+        }
+    }
+
+    /// The previous session's resume secret, to offer on the next handshake.
+    pub fn previous(&self) -> Option<ResumeSecret> {
+        self.previous.clone()
+    }
+
+    /// Whether the person marked the current keys as verified.
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
+    /// Whether input has ended (the conversation should end once drained).
+    pub fn input_closed(&self) -> bool {
+        self.input_closed
+    }
+
+    /// Whether typing may continue (the outbox has room).
+    pub fn accepts_input(&self) -> bool {
+        self.outbox.len() < MAX_UNACKED && !self.input_closed
+    }
+
+    /// Starts a session: records its keys' lineage and returns whether the
+    /// verified mark carries over. A session that did not resume starts a new
+    /// lineage: the mark is cleared and the peer's ids are counted afresh.
+    pub fn begin_session(&mut self, peer: PeerInfo, resumed: bool, resume: ResumeSecret) -> bool {
+        if !resumed {
+            self.verified = false;
+            self.peer_seen = 0;
+        }
+        self.previous = Some(resume);
+        self.peer = Some(peer);
+        self.rtt = None;
+        self.verified
+    }
+
+    /// Forgets the session (the link is gone); the outbox stays.
+    pub fn end_session(&mut self) {
+        self.peer = None;
+    }
+
+    /// Sends everything still unacknowledged, oldest first, on a fresh link.
+    pub fn flush_outbox(&self, link: &PeerLink, peer: &str) -> Result<(), ClientError> {
+        for (&id, msg) in &self.outbox {
+            link.send(PeerMsg::Chat {
+                id,
+                sent_at_ms: msg.sent_ms,
+                text: msg.text.clone(),
+            })
+            .map_err(|e| link_failure(e, peer))?;
+        }
+        Ok(())
+    }
+
+    /// Handles one input event, connected (`link` is set) or not. Returns
+    /// `Some(Ending::Quit)` when the person leaves.
+    pub fn on_input(
         &mut self,
-        line: &str,
-        link: &PeerLink,
-        peer: &PeerInfo,
+        event: Option<InputEvent>,
+        link: Option<&PeerLink>,
         out: &Output,
-    ) -> Result<Option<Ending>, ClientError> {
+    ) -> Option<Ending> {
+        match event {
+            Some(InputEvent::Line(line)) => self.on_line(&line, link, out),
+            Some(InputEvent::TooLong { limit }) => {
+                out.show(&Event::Error {
+                    code: "too_long".into(),
+                    text: format!("that line is over {limit} bytes and was not sent"),
+                });
+                None
+            }
+            Some(InputEvent::Eof) | None => {
+                // End of input means: deliver what was typed, then leave.
+                self.input_closed = true;
+                self.outbox.is_empty().then_some(Ending::Quit)
+            }
+        }
+    }
+
+    fn on_line(&mut self, line: &str, link: Option<&PeerLink>, out: &Output) -> Option<Ending> {
         let text = if let Some(escaped) = line.strip_prefix("//") {
             format!("/{escaped}")
         } else if let Some(command) = line.strip_prefix('/') {
-            return Ok(self.on_command(command.trim(), peer, out));
+            return self.on_command(command.trim(), out);
         } else {
             line.to_string()
         };
         if text.is_empty() {
-            return Ok(None);
+            return None;
         }
         if text.len() > MAX_CHAT_TEXT {
             out.show(&Event::Error {
                 code: "too_long".into(),
                 text: format!("messages are limited to {MAX_CHAT_TEXT} bytes; not sent"),
             });
-            return Ok(None);
+            return None;
         }
         let id = self.next_id;
         self.next_id += 1;
-        link.send(PeerMsg::Chat {
+        let sent_ms = now_ms();
+        self.outbox.insert(
             id,
-            sent_at_ms: now_ms(),
-            text: text.clone(),
-        })
-        .await
-        .map_err(|e| link_failure(e, peer))?;
-        self.unacked.insert(id, Instant::now());
+            Unacked {
+                text: text.clone(),
+                sent_ms,
+            },
+        );
+        // A failed send leaves the message in the outbox; the link's reader
+        // reports the failure and the next session sends it again.
+        let on_wire = link
+            .map(|l| {
+                l.send(PeerMsg::Chat {
+                    id,
+                    sent_at_ms: sent_ms,
+                    text: text.clone(),
+                })
+                .is_ok()
+            })
+            .unwrap_or(false);
         out.show(&Event::Sent {
             id,
             text,
-            pending: false,
+            pending: !on_wire,
         });
-        Ok(None)
+        None
     }
 
-    fn on_command(&mut self, command: &str, peer: &PeerInfo, out: &Output) -> Option<Ending> {
-        let name = command.split_whitespace().next().unwrap_or("");
+    fn on_command(&mut self, command: &str, out: &Output) -> Option<Ending> {
+        let mut words = command.split_whitespace();
+        let name = words.next().unwrap_or("");
+        let arg = words.next();
         match name {
             "quit" | "exit" => return Some(Ending::Quit),
             "help" => out.show(&Event::Info { text: HELP.into() }),
-            "peers" => out.show(&Event::Peer {
-                name: peer.name.clone(),
-                addr: peer.addr.to_string(),
-                path: peer.path.clone(),
-                sas: peer.sas.clone(),
-                rtt_ms: self.rtt.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            }),
-            "verify" => out.show(&Event::Verify {
-                sas: peer.sas.clone(),
-                peer: peer.name.clone(),
-                verified: false,
-            }),
+            "peers" => match &self.peer {
+                Some(peer) => out.show(&Event::Peer {
+                    name: peer.name.clone(),
+                    addr: peer.addr.to_string(),
+                    path: peer.path.clone(),
+                    sas: peer.sas.clone(),
+                    rtt_ms: self.rtt.map(millis),
+                }),
+                None => out.show(&Event::Info {
+                    text: "Not connected right now; messages you type are kept and sent on reconnect.".into(),
+                }),
+            },
+            "verify" => match &self.peer {
+                Some(peer) => {
+                    if matches!(arg, Some("yes" | "ok" | "y")) {
+                        self.verified = true;
+                    }
+                    out.show(&Event::Verify {
+                        sas: peer.sas.clone(),
+                        peer: peer.name.clone(),
+                        verified: self.verified,
+                    });
+                }
+                None => out.show(&Event::Info {
+                    text: "Not connected; the security code is shown once the session is up.".into(),
+                }),
+            },
             other => out.show(&Event::Error {
                 code: "unknown_command".into(),
                 text: format!(
@@ -225,11 +289,11 @@ impl Chat {
         None
     }
 
-    async fn on_peer(
+    fn on_peer(
         &mut self,
         msg: PeerMsg,
         link: &PeerLink,
-        peer: &PeerInfo,
+        peer: &str,
         out: &Output,
     ) -> Result<Option<Ending>, ClientError> {
         match msg {
@@ -239,37 +303,30 @@ impl Chat {
                 text,
             } => {
                 link.send(PeerMsg::Ack { id })
-                    .await
                     .map_err(|e| link_failure(e, peer))?;
-                out.show(&Event::Message {
-                    from: peer.name.clone(),
-                    text,
-                    id,
-                    sent_at_ms,
-                });
+                if id > self.peer_seen {
+                    self.peer_seen = id;
+                    out.show(&Event::Message {
+                        from: peer.to_string(),
+                        text,
+                        id,
+                        sent_at_ms,
+                    });
+                }
             }
             PeerMsg::Ack { id } => {
-                if self.unacked.remove(&id).is_some() {
+                if self.outbox.remove(&id).is_some() {
                     out.show(&Event::Ack { id });
                 }
             }
             PeerMsg::Ping { nonce } => {
                 link.send(PeerMsg::Pong { nonce })
-                    .await
                     .map_err(|e| link_failure(e, peer))?;
             }
-            PeerMsg::Pong { nonce } => {
-                if let Some((sent, at)) = self.ping {
-                    if sent == nonce {
-                        self.rtt = Some(at.elapsed());
-                        self.ping = None;
-                    }
-                }
-            }
+            PeerMsg::Pong { .. } => {}
             PeerMsg::Bye { reason } => {
                 let reason = format!(
-                    "{} left ({})",
-                    peer.name,
+                    "{peer} left ({})",
                     if reason.is_empty() {
                         "no reason given"
                     } else {
@@ -283,12 +340,11 @@ impl Chat {
             }
             PeerMsg::FileOffer { id, .. } => {
                 link.send(PeerMsg::FileReject { id })
-                    .await
                     .map_err(|e| link_failure(e, peer))?;
                 out.show(&Event::Info {
                     text: format!(
                         "{} offered a file; this client cannot receive files yet, so it was declined",
-                        wire::sanitize_for_terminal(&peer.name)
+                        wire::sanitize_for_terminal(peer)
                     ),
                 });
             }
@@ -300,4 +356,96 @@ impl Chat {
         }
         Ok(None)
     }
+}
+
+/// Runs one connected session until someone leaves or the link fails. Input
+/// typed meanwhile goes through `convo`, so nothing is lost when the link drops.
+pub async fn run(
+    mut link: PeerLink,
+    convo: &mut Conversation,
+    out: &Output,
+    input: &mut mpsc::Receiver<InputEvent>,
+) -> Ending {
+    let peer = match &convo.peer {
+        Some(p) => p.name.clone(),
+        None => String::from("peer"),
+    };
+    if let Err(e) = convo.flush_outbox(&link, &peer) {
+        link.close(None).await;
+        return Ending::Lost(e);
+    }
+    let mut ping: Option<(u64, Instant)> = None;
+    let mut ping_nonce = 0u64;
+    let mut last_heard = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    let mut ticker = tokio::time::interval(PING_EVERY);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    let ending = loop {
+        if convo.input_closed && drain_deadline.is_none() {
+            if convo.outbox.is_empty() {
+                break Ending::Quit;
+            }
+            drain_deadline = Some(Instant::now() + DRAIN_ON_EOF);
+        }
+        let drain_at = drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            event = input.recv(), if convo.accepts_input() => {
+                if let Some(ending) = convo.on_input(event, Some(&link), out) {
+                    break ending;
+                }
+            }
+            incoming = link.recv() => match incoming {
+                Some(Ok(PeerMsg::Pong { nonce })) => {
+                    last_heard = Instant::now();
+                    if let Some((sent, at)) = ping {
+                        if sent == nonce {
+                            let rtt = at.elapsed();
+                            convo.rtt = Some(rtt);
+                            ping = None;
+                            out.show(&Event::Rtt { rtt_ms: millis(rtt) });
+                        }
+                    }
+                }
+                Some(Ok(msg)) => {
+                    last_heard = Instant::now();
+                    match convo.on_peer(msg, &link, &peer, out) {
+                        Ok(Some(ending)) => break ending,
+                        Ok(None) => {
+                            if convo.input_closed && convo.outbox.is_empty() {
+                                break Ending::Quit;
+                            }
+                        }
+                        Err(e) => break Ending::Lost(e),
+                    }
+                }
+                Some(Err(e)) => break Ending::Lost(link_failure(e, &peer)),
+                None => break Ending::Lost(link_failure(LinkError::Closed, &peer)),
+            },
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > PEER_SILENT {
+                    break Ending::Lost(ClientError::ConnectionLost(format!(
+                        "{} has been silent for {} s and counts as unreachable",
+                        wire::sanitize_for_terminal(&peer),
+                        PEER_SILENT.as_secs()
+                    )));
+                }
+                ping_nonce += 1;
+                ping = Some((ping_nonce, Instant::now()));
+                if let Err(e) = link.send(PeerMsg::Ping { nonce: ping_nonce }) {
+                    break Ending::Lost(link_failure(e, &peer));
+                }
+            }
+            () = tokio::time::sleep_until(drain_at), if drain_deadline.is_some() => break Ending::Quit,
+            _ = &mut ctrl_c => break Ending::Quit,
+        }
+    };
+    match &ending {
+        Ending::Quit => link.close(Some("quit".into())).await,
+        Ending::PeerLeft(_) | Ending::Lost(_) => link.close(None).await,
+    }
+    convo.end_session();
+    ending
 }

@@ -21,8 +21,12 @@ use crate::connect::Connected;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long closing waits for queued messages to leave.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Messages queued towards the writer before `send` waits.
-const QUEUE: usize = 256;
+/// Messages queued towards the writer. `send` never waits (a chat loop that
+/// waited on a peer that waits on us would deadlock); a full queue means the
+/// peer stopped reading, and the link is declared dead.
+const OUT_QUEUE: usize = 16 * 1024;
+/// Opened messages waiting for the chat loop; the reader pauses when it is full.
+const IN_QUEUE: usize = 256;
 
 /// Why the link stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,8 +63,8 @@ impl PeerLink {
         let mut framed = FramedRead::new(read_half, FrameCodec::new(Link::Peer));
         // Bytes the handshake reader already pulled in belong to the first records.
         framed.read_buffer_mut().extend_from_slice(&parts.read_buf);
-        let (out_tx, out_rx) = mpsc::channel(QUEUE);
-        let (in_tx, in_rx) = mpsc::channel(QUEUE);
+        let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (in_tx, in_rx) = mpsc::channel(IN_QUEUE);
         PeerLink {
             tx: out_tx,
             rx: in_rx,
@@ -69,9 +73,12 @@ impl PeerLink {
         }
     }
 
-    /// Queues a message for the peer.
-    pub async fn send(&self, msg: PeerMsg) -> Result<(), LinkError> {
-        self.tx.send(msg).await.map_err(|_| LinkError::Closed)
+    /// Queues a message for the peer without waiting.
+    pub fn send(&self, msg: PeerMsg) -> Result<(), LinkError> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LinkError::Io("the peer stopped reading".into()),
+            mpsc::error::TrySendError::Closed(_) => LinkError::Closed,
+        })
     }
 
     /// The next message from the peer; `None` once the reader has stopped.
@@ -83,7 +90,7 @@ impl PeerLink {
     /// closes both directions.
     pub async fn close(self, bye: Option<String>) {
         if let Some(reason) = bye {
-            let _ = self.tx.send(PeerMsg::Bye { reason }).await;
+            let _ = self.tx.try_send(PeerMsg::Bye { reason });
         }
         drop(self.tx);
         let mut writer = self.writer;

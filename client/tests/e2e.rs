@@ -303,9 +303,11 @@ async fn a_flipped_bit_on_the_direct_link_ends_the_session_with_an_integrity_err
     common::set_flag(&mut alice_args, "--advertise", &proxy.addr.to_string());
     let mut alice = Client::start("alice", &alice_args);
     alice.expect("waiting").await;
+    // Bob cannot tell tampering from a dropped link, so he tries to reconnect;
+    // with alice gone he gives up after --reconnect-for.
     let mut bob = Client::start(
         "bob",
-        &args(&med.server_arg(), "bob", &dir, &["--room", "r-flip"]),
+        &args(&med.server_arg(), "bob", &dir, &["--room", "r-flip", "--reconnect-for", "2s"]),
     );
     bob.expect("connected").await;
     bob.say("this must never be shown").await;
@@ -318,7 +320,7 @@ async fn a_flipped_bit_on_the_direct_link_ends_the_session_with_an_integrity_err
         "no plaintext from a damaged session: {events:?}"
     );
     let code = bob.exit_code().await;
-    assert_eq!(code, 10, "bob sees the connection drop");
+    assert_eq!(code, 10, "bob sees the connection drop and gives up reconnecting");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
