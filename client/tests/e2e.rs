@@ -307,7 +307,12 @@ async fn a_flipped_bit_on_the_direct_link_ends_the_session_with_an_integrity_err
     // with alice gone he gives up after --reconnect-for.
     let mut bob = Client::start(
         "bob",
-        &args(&med.server_arg(), "bob", &dir, &["--room", "r-flip", "--reconnect-for", "2s"]),
+        &args(
+            &med.server_arg(),
+            "bob",
+            &dir,
+            &["--room", "r-flip", "--reconnect-for", "2s"],
+        ),
     );
     bob.expect("connected").await;
     bob.say("this must never be shown").await;
@@ -320,7 +325,10 @@ async fn a_flipped_bit_on_the_direct_link_ends_the_session_with_an_integrity_err
         "no plaintext from a damaged session: {events:?}"
     );
     let code = bob.exit_code().await;
-    assert_eq!(code, 10, "bob sees the connection drop and gives up reconnecting");
+    assert_eq!(
+        code, 10,
+        "bob sees the connection drop and gives up reconnecting"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

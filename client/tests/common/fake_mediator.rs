@@ -20,6 +20,9 @@ pub enum Lie {
     /// Substitute its own public values both ways and run each leg's handshake
     /// honestly, knowing the room name (the strongest position a mediator can have).
     ManInTheMiddle { room: String },
+    /// Pair the first meeting honestly, then sit in the middle of the next one
+    /// (after the clients lost their link and came back to reconnect).
+    MitmAtReconnect { room: String },
 }
 
 /// The SAS values the man in the middle ended up with on each leg.
@@ -51,13 +54,26 @@ impl FakeMediator {
             .expect("bind fake mediator");
         let addr = listener.local_addr().expect("address");
         let (tx, rx) = oneshot::channel();
-        let mitm = matches!(lie, Lie::ManInTheMiddle { .. }).then_some(rx);
+        let mitm = matches!(
+            lie,
+            Lie::ManInTheMiddle { .. } | Lie::MitmAtReconnect { .. }
+        )
+        .then_some(rx);
         tokio::spawn(async move {
             let host = arrive(&listener, true).await;
             let joiner = arrive(&listener, false).await;
             match lie {
                 Lie::PairAnyRooms => pair_honestly(host, joiner).await,
                 Lie::ManInTheMiddle { room } => {
+                    let result = man_in_the_middle(host, joiner, room).await;
+                    let _ = tx.send(result);
+                    // Keep the legs open for the rest of the test.
+                    std::future::pending::<()>().await;
+                }
+                Lie::MitmAtReconnect { room } => {
+                    pair_honestly(host, joiner).await;
+                    let host = arrive(&listener, true).await;
+                    let joiner = arrive(&listener, false).await;
                     let result = man_in_the_middle(host, joiner, room).await;
                     let _ = tx.send(result);
                     // Keep the legs open for the rest of the test.

@@ -84,8 +84,13 @@ pub struct Mediator {
 
 impl Mediator {
     pub async fn start(extra: &[&str]) -> Mediator {
+        Mediator::start_at("127.0.0.1:0", extra).await
+    }
+
+    /// Starts a mediator on a given address (to restart one on the same port).
+    pub async fn start_at(listen: &str, extra: &[&str]) -> Mediator {
         let mut child = Command::new(mediator_bin())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -19,6 +19,9 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Every byte seen, both directions.
     pub captured: Arc<Mutex<Vec<u8>>>,
+    /// Bytes forwarded from the connecting side, all connections together.
+    pub forwarded_up: Arc<std::sync::atomic::AtomicU64>,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Proxy {
@@ -27,23 +30,37 @@ impl Proxy {
         let listener = TcpListener::bind(listen).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let captured = Arc::new(Mutex::new(Vec::new()));
-        let sink = captured.clone();
+        let forwarded_up = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
+        let (sink, counter, tasks) = (captured.clone(), forwarded_up.clone(), live.clone());
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let Ok(outbound) = TcpStream::connect(target).await else {
                     continue;
                 };
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    let (ri, wi) = inbound.into_split();
-                    let (ro, wo) = outbound.into_split();
-                    let up = tokio::spawn(forward_frames(ri, wo, sink.clone(), flip));
-                    let down = tokio::spawn(forward_raw(ro, wi, sink));
-                    let _ = tokio::join!(up, down);
-                });
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                let up = tokio::spawn(forward_frames(ri, wo, sink.clone(), flip, counter.clone()));
+                let down = tokio::spawn(forward_raw(ro, wi, sink.clone()));
+                let mut tasks = tasks.lock().unwrap();
+                tasks.push(up.abort_handle());
+                tasks.push(down.abort_handle());
             }
         });
-        Proxy { addr, captured }
+        Proxy {
+            addr,
+            captured,
+            forwarded_up,
+            live,
+        }
+    }
+
+    /// Drops every connection in flight (both sockets close at once); new
+    /// connections are still forwarded.
+    pub fn cut(&self) {
+        for task in self.live.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
     pub fn bytes(&self) -> Vec<u8> {
@@ -77,6 +94,7 @@ async fn forward_frames(
     mut to: impl AsyncWriteExt + Unpin,
     sink: Arc<Mutex<Vec<u8>>>,
     flip: Option<FlipBit>,
+    counter: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut index = 0usize;
     loop {
@@ -105,6 +123,7 @@ async fn forward_frames(
         if to.write_all(&header).await.is_err() || to.write_all(&payload).await.is_err() {
             break;
         }
+        counter.fetch_add(4 + len as u64, std::sync::atomic::Ordering::Relaxed);
     }
     let _ = to.shutdown().await;
 }
