@@ -57,8 +57,11 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, DecodeError> {
 /// Appends one encoded message to `out` (reusable buffers on hot paths).
 pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     let start = out.len();
-    bincode::serde::encode_into_std_write(msg, out, wire_config())
-        .map_err(|e| DecodeError::Encode(e.to_string()))?;
+    if let Err(e) = bincode::serde::encode_into_std_write(msg, out, wire_config()) {
+        // A failing Serialize impl may have written part of the message already.
+        out.truncate(start);
+        return Err(DecodeError::Encode(e.to_string()));
+    }
     if out.len() - start > DECODE_LIMIT {
         out.truncate(start);
         return Err(DecodeError::TooLong(DECODE_LIMIT + 1));

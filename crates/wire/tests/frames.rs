@@ -544,3 +544,25 @@ fn pinned_peer_chat_and_chunk() {
     want.extend_from_slice(&[2, 0xDA, 0xDA]);
     assert_eq!(encode(&chunk).unwrap(), want);
 }
+
+/// Writes one byte, then fails: like any Serialize impl that refuses halfway.
+struct FailsHalfway;
+
+impl Serialize for FailsHalfway {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeTuple};
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&42u8)?;
+        Err(S::Error::custom("refused halfway"))
+    }
+}
+
+#[test]
+fn failed_encode_leaves_the_buffer_untouched() {
+    let mut out = b"keep".to_vec();
+    assert!(matches!(
+        wire::encode_into(&FailsHalfway, &mut out),
+        Err(DecodeError::Encode(_))
+    ));
+    assert_eq!(out, b"keep");
+}
