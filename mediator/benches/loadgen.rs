@@ -382,7 +382,7 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
     println!(
         "throughput: {pairs} concurrent pairs for {:.1} s: {} pairings, {:.0} pairings/s; \
          time to Matched (joiner connect -> both Matched) p50 {}, p99 {}, max {}; {} errors; \
-         CPU: mediator {:.0}%, generator {:.0}%",
+         CPU: mediator {:.0}% ({:.0} us per pairing), generator {:.0}%",
         elapsed.as_secs_f64(),
         latencies.len(),
         latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -391,6 +391,7 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
         ms(latencies.last().copied().unwrap_or_default()),
         errors.load(Ordering::Relaxed),
         100.0 * cpu_mediator / elapsed.as_secs_f64(),
+        1e6 * cpu_mediator / latencies.len().max(1) as f64,
         100.0 * cpu_self / elapsed.as_secs_f64(),
     );
     Ok(())

@@ -62,7 +62,16 @@ fn serve(args: &Args) -> anyhow::Result<()> {
             }
             None => None,
         };
-        mediator::run_with_metrics(listener, metrics, args.config(), shutdown_signal()).await
+        // On a worker thread, not the main thread that block_on uses: each
+        // connection task then starts on the accepting worker's own queue instead
+        // of waking another thread through the global queue.
+        let server = tokio::spawn(mediator::run_with_metrics(
+            listener,
+            metrics,
+            args.config(),
+            shutdown_signal(),
+        ));
+        server.await.context("the server task failed")?
     });
     // Connection tasks left after the drain are dropped, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
