@@ -46,6 +46,7 @@ fn serve(args: &Args) -> anyhow::Result<()> {
             )
         })?;
         let local = listener.local_addr().context("listener has no address")?;
+        let shutdown = shutdown_signal()?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {local}").context("cannot write to stdout")?;
@@ -69,7 +70,7 @@ fn serve(args: &Args) -> anyhow::Result<()> {
             listener,
             metrics,
             args.config(),
-            shutdown_signal(),
+            shutdown,
         ));
         server.await.context("the server task failed")?
     });
@@ -78,33 +79,29 @@ fn serve(args: &Args) -> anyhow::Result<()> {
     result
 }
 
-/// Completes on SIGINT or SIGTERM. If the handlers cannot be installed the
-/// server still runs; it just cannot be stopped gracefully.
-async fn shutdown_signal() {
+/// Installs the SIGINT/SIGTERM handlers now (so a signal that comes right after
+/// the `listening on` line is not missed) and returns a future that completes on
+/// the first of them. Call it inside the runtime.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                }
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             }
-            _ => {
-                tracing::warn!("cannot install signal handlers; Ctrl-C ends the process hard");
-                std::future::pending::<()>().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tracing::info!("Ctrl-C: shutting down");
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("Ctrl-C: shutting down");
+        })
     }
 }
