@@ -138,10 +138,15 @@ impl History {
         // stay byte for byte as it was (switching to WAL rewrites the header).
         let found = history.user_version().map_err(|e| open_error(path, &e))?;
         history.refuse_newer(found)?;
-        history
+        let mode = history
             .conn
             .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get::<_, String>(0))
             .map_err(|e| open_error(path, &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Some network file systems cannot share WAL memory; commits stay
+            // durable with the rollback journal, only concurrent readers wait.
+            tracing::warn!(%mode, "history database is not in WAL mode");
+        }
         history
             .conn
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
@@ -302,7 +307,6 @@ impl History {
     /// Records a message from the peer; call it before showing it. Returns
     /// `false` for an id already stored in this chat (a resend after a
     /// reconnect), which changes nothing and should not be shown again.
-    #[allow(clippy::too_many_arguments)] // mirrors the columns; a struct would only rename them
     pub fn record_incoming(
         &self,
         chat: ChatId,
