@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use client::cli::Args;
+use client::cli::{Args, Command, OutputMode};
+use client::exit::ClientError;
 use client::ui::{Event, Output};
 
 fn main() -> ExitCode {
@@ -15,6 +16,14 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::History(history)) = &args.command {
+        let mode = if history.json {
+            OutputMode::Json
+        } else {
+            OutputMode::Line
+        };
+        return finish(client::history::run_command(history), &Output::new(mode));
+    }
     let out = Output::new(args.output());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -29,6 +38,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(client::app::run(args, &out));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    finish(result, &out)
+}
+
+/// Reports a failure the way the output mode asks and turns it into the exit code.
+fn finish(result: Result<(), ClientError>, out: &Output) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
