@@ -22,6 +22,7 @@ use crate::chat::{self, Conversation, Ending, PeerInfo};
 use crate::cli::{parse_listen, Args};
 use crate::connect::{self, Connected};
 use crate::exit::ClientError;
+use crate::history::History;
 use crate::input::InputEvent;
 use crate::peerlink::PeerLink;
 use crate::records::{self, PeerLine};
@@ -41,6 +42,7 @@ struct Setup {
     group: Group,
     listen: SocketAddr,
     keylog: Option<PathBuf>,
+    history: Option<PathBuf>,
     args: Args,
 }
 
@@ -50,18 +52,36 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     // The listener lives for the whole run, so an advertised port stays valid
     // across reconnects; it exists before the first Hello that advertises it.
     let listener = bind_listener(setup.listen).await?;
+    let history = setup.history.as_deref().map(History::open).transpose()?;
     let mut input = out.input(MAX_CHAT_TEXT);
-    let mut convo = Conversation::new();
+    let mut convo = Conversation::new(&setup.room, &setup.name, history);
+    let result = converse(&setup, &listener, &mut convo, &mut input, out).await;
+    let reason = match &result {
+        Ok(reason) => reason.clone(),
+        Err(e) => e.to_string(),
+    };
+    convo.finish(&reason, out);
+    result.map(|_| ())
+}
+
+/// Sessions, one after another, until the conversation ends; returns why.
+async fn converse(
+    setup: &Setup,
+    listener: &TcpListener,
+    convo: &mut Conversation,
+    input: &mut mpsc::Receiver<InputEvent>,
+    out: &Output,
+) -> Result<String, ClientError> {
     // Set while reconnecting: when the link dropped and the attempt count.
     let mut lost: Option<(Instant, u32)> = None;
 
     loop {
         let previous = convo.previous();
-        let attempt = establish(&setup, &listener, previous.clone(), out);
+        let attempt = establish(setup, listener, previous.clone(), out);
         let established = match offline(
             attempt,
-            &mut convo,
-            &mut input,
+            convo,
+            input,
             out,
             lost.map(|(at, _)| at + setup.args.reconnect_for),
         )
@@ -71,7 +91,7 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
                 out.show(&Event::Disconnected {
                     reason: "you left".into(),
                 });
-                return Ok(());
+                return Ok("you left".into());
             }
             Offline::GaveUp => {
                 return Err(ClientError::ConnectionLost(format!(
@@ -95,17 +115,11 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
                         attempt: attempts + 1,
                         retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     });
-                    match offline(
-                        tokio::time::sleep(delay),
-                        &mut convo,
-                        &mut input,
-                        out,
-                        Some(deadline),
-                    )
-                    .await
+                    match offline(tokio::time::sleep(delay), convo, input, out, Some(deadline))
+                        .await
                     {
                         Offline::Done(()) => {}
-                        Offline::Quit => return Ok(()),
+                        Offline::Quit => return Ok("you left".into()),
                         Offline::GaveUp => return Err(e),
                     }
                     lost = Some((since, attempts + 1));
@@ -122,8 +136,12 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
             sas: conn.session.sas().to_string(),
         };
         let resumed = conn.session.resumed();
-        let verified =
-            convo.begin_session(info.clone(), resumed, conn.session.resume_secret().clone());
+        let verified = convo.begin_session(
+            info.clone(),
+            resumed,
+            conn.session.resume_secret().clone(),
+            out,
+        );
         out.show(&Event::Connected {
             peer: info.name.clone(),
             addr: info.addr.to_string(),
@@ -142,17 +160,17 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
                 ),
             });
         }
-        record_session(&setup, &conn, &info)?;
+        record_session(setup, &conn, &info)?;
 
         let link = PeerLink::start(conn);
-        match chat::run(link, &mut convo, out, &mut input).await {
+        match chat::run(link, convo, out, input).await {
             Ending::Quit => {
                 out.show(&Event::Disconnected {
                     reason: "you left".into(),
                 });
-                return Ok(());
+                return Ok("you left".into());
             }
-            Ending::PeerLeft(_) => return Ok(()),
+            Ending::PeerLeft(reason) => return Ok(reason),
             Ending::Lost(ClientError::Integrity) => return Err(ClientError::Integrity),
             Ending::Lost(e) => {
                 let delay = backoff(0);
@@ -163,17 +181,9 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
                 });
                 let since = Instant::now();
                 let deadline = since + setup.args.reconnect_for;
-                match offline(
-                    tokio::time::sleep(delay),
-                    &mut convo,
-                    &mut input,
-                    out,
-                    Some(deadline),
-                )
-                .await
-                {
+                match offline(tokio::time::sleep(delay), convo, input, out, Some(deadline)).await {
                     Offline::Done(()) => {}
-                    Offline::Quit => return Ok(()),
+                    Offline::Quit => return Ok("you left".into()),
                     Offline::GaveUp => return Err(e),
                 }
                 lost = Some((since, 1));
@@ -214,6 +224,11 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
             room
         }
     };
+    let history = if args.no_history {
+        None
+    } else {
+        args.history.clone().or_else(History::default_path)
+    };
     let keylog = records::keylog_path();
     if let Some(path) = &keylog {
         out.show(&Event::Info {
@@ -230,6 +245,7 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         group,
         listen,
         keylog,
+        history,
         args,
     })
 }

@@ -17,6 +17,7 @@ use wire::peer::MAX_CHAT_TEXT;
 use wire::PeerMsg;
 
 use crate::exit::ClientError;
+use crate::history::{ChatId, History};
 use crate::input::InputEvent;
 use crate::peerlink::{LinkError, PeerLink};
 use crate::ui::{Event, Output, HELP};
@@ -57,9 +58,19 @@ struct Unacked {
     sent_ms: u64,
 }
 
+/// The history database and the chat row of the current key lineage.
+#[derive(Debug)]
+struct Store {
+    db: History,
+    chat: Option<ChatId>,
+}
+
 /// State that lives as long as the client runs, across sessions.
 #[derive(Debug)]
 pub struct Conversation {
+    room: String,
+    me: String,
+    store: Option<Store>,
     next_id: u64,
     outbox: BTreeMap<u64, Unacked>,
     /// Highest message id shown from the peer on the current key lineage.
@@ -69,12 +80,6 @@ pub struct Conversation {
     peer: Option<PeerInfo>,
     rtt: Option<Duration>,
     input_closed: bool,
-}
-
-impl Default for Conversation {
-    fn default() -> Self {
-        Conversation::new()
-    }
 }
 
 fn now_ms() -> u64 {
@@ -105,9 +110,13 @@ fn link_failure(e: LinkError, peer: &str) -> ClientError {
 }
 
 impl Conversation {
-    /// A conversation with no session yet.
-    pub fn new() -> Conversation {
+    /// A conversation with no session yet, in `room`, as `me`, recorded in
+    /// `history` when it is on.
+    pub fn new(room: &str, me: &str, history: Option<History>) -> Conversation {
         Conversation {
+            room: room.to_string(),
+            me: me.to_string(),
+            store: history.map(|db| Store { db, chat: None }),
             next_id: 1,
             outbox: BTreeMap::new(),
             peer_seen: 0,
@@ -139,18 +148,96 @@ impl Conversation {
         self.outbox.len() < MAX_UNACKED && !self.input_closed
     }
 
+    /// Runs one history write; a failing database is reported once and history
+    /// is switched off for the rest of the run, so the chat itself goes on.
+    fn persist<T>(
+        &mut self,
+        out: &Output,
+        write: impl FnOnce(&History, ChatId) -> Result<T, ClientError>,
+    ) -> Option<T> {
+        let store = self.store.as_ref()?;
+        let chat = store.chat?;
+        match write(&store.db, chat) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                out.show(&Event::Error {
+                    code: "history".into(),
+                    text: format!("{e}; history is off for the rest of this chat"),
+                });
+                self.store = None;
+                None
+            }
+        }
+    }
+
     /// Starts a session: records its keys' lineage and returns whether the
     /// verified mark carries over. A session that did not resume starts a new
-    /// lineage: the mark is cleared and the peer's ids are counted afresh.
-    pub fn begin_session(&mut self, peer: PeerInfo, resumed: bool, resume: ResumeSecret) -> bool {
+    /// lineage: the mark is cleared, the peer's ids are counted afresh, and the
+    /// history gets a new chat (holding our still-unacked messages).
+    pub fn begin_session(
+        &mut self,
+        peer: PeerInfo,
+        resumed: bool,
+        resume: ResumeSecret,
+        out: &Output,
+    ) -> bool {
         if !resumed {
             self.verified = false;
             self.peer_seen = 0;
         }
         self.previous = Some(resume);
-        self.peer = Some(peer);
         self.rtt = None;
-        self.verified
+        let verified = self.verified;
+        let continues = resumed && self.store.as_ref().is_some_and(|s| s.chat.is_some());
+        if continues {
+            self.persist(out, |db, chat| {
+                db.update_chat(
+                    chat,
+                    &peer.addr.to_string(),
+                    &peer.path,
+                    &peer.sas,
+                    verified,
+                    true,
+                )
+            });
+        } else if let Some(store) = &mut self.store {
+            let opened = (|| {
+                if let Some(old) = store.chat.take() {
+                    store
+                        .db
+                        .end_chat(old, now_ms(), "the keys changed; a new chat follows")?;
+                }
+                let chat = store.db.start_chat(
+                    &self.room,
+                    &peer.name,
+                    &peer.addr.to_string(),
+                    &peer.path,
+                    &peer.sas,
+                    now_ms(),
+                )?;
+                for (&id, msg) in &self.outbox {
+                    store
+                        .db
+                        .record_outgoing(chat, id, &self.me, &msg.text, msg.sent_ms)?;
+                }
+                store.chat = Some(chat);
+                Ok::<(), ClientError>(())
+            })();
+            if let Err(e) = opened {
+                out.show(&Event::Error {
+                    code: "history".into(),
+                    text: format!("{e}; history is off for the rest of this chat"),
+                });
+                self.store = None;
+            }
+        }
+        self.peer = Some(peer);
+        verified
+    }
+
+    /// Records how the conversation ended.
+    pub fn finish(&mut self, reason: &str, out: &Output) {
+        self.persist(out, |db, chat| db.end_chat(chat, now_ms(), reason));
     }
 
     /// Forgets the session (the link is gone); the outbox stays.
@@ -217,6 +304,11 @@ impl Conversation {
         let id = self.next_id;
         self.next_id += 1;
         let sent_ms = now_ms();
+        // On disk before it is shown as sent.
+        let me = self.me.clone();
+        self.persist(out, |db, chat| {
+            db.record_outgoing(chat, id, &me, &text, sent_ms)
+        });
         self.outbox.insert(
             id,
             Unacked {
@@ -263,14 +355,15 @@ impl Conversation {
                     text: "Not connected right now; messages you type are kept and sent on reconnect.".into(),
                 }),
             },
-            "verify" => match &self.peer {
+            "verify" => match self.peer.clone() {
                 Some(peer) => {
                     if matches!(arg, Some("yes" | "ok" | "y")) {
                         self.verified = true;
+                        self.persist(out, |db, chat| db.set_verified(chat, true));
                     }
                     out.show(&Event::Verify {
-                        sas: peer.sas.clone(),
-                        peer: peer.name.clone(),
+                        sas: peer.sas,
+                        peer: peer.name,
                         verified: self.verified,
                     });
                 }
@@ -278,6 +371,28 @@ impl Conversation {
                     text: "Not connected; the security code is shown once the session is up.".into(),
                 }),
             },
+            "history" => {
+                let n = match arg.map(str::parse::<u32>) {
+                    None => 20,
+                    Some(Ok(n)) => n.min(10_000),
+                    Some(Err(_)) => {
+                        out.show(&Event::Error {
+                            code: "usage".into(),
+                            text: "usage: /history [N], N a number of messages".into(),
+                        });
+                        return None;
+                    }
+                };
+                if self.store.is_none() {
+                    out.show(&Event::Info {
+                        text: "History is off (--no-history, or the database failed).".into(),
+                    });
+                } else if let Some(lines) = self.persist(out, |db, chat| db.recent(chat, n)) {
+                    out.show(&Event::History { lines });
+                } else {
+                    out.show(&Event::History { lines: Vec::new() });
+                }
+            }
             other => out.show(&Event::Error {
                 code: "unknown_command".into(),
                 text: format!(
@@ -306,6 +421,10 @@ impl Conversation {
                     .map_err(|e| link_failure(e, peer))?;
                 if id > self.peer_seen {
                     self.peer_seen = id;
+                    // On disk before it is shown.
+                    self.persist(out, |db, chat| {
+                        db.record_incoming(chat, id, peer, &text, sent_at_ms, now_ms())
+                    });
                     out.show(&Event::Message {
                         from: peer.to_string(),
                         text,
@@ -316,6 +435,7 @@ impl Conversation {
             }
             PeerMsg::Ack { id } => {
                 if self.outbox.remove(&id).is_some() {
+                    self.persist(out, |db, chat| db.mark_acked(chat, id));
                     out.show(&Event::Ack { id });
                 }
             }

@@ -26,7 +26,6 @@ async fn behind_proxy(server: &str, name: &str, room: &str, dir: &TempDir) -> (C
     set_flag(&mut args, "--advertise", &proxy.addr.to_string());
     set_flag(&mut args, "--room", room);
     set_flag(&mut args, "--reconnect-for", "60s");
-    args.push("--no-history".into());
     (Client::start(name, &args), proxy)
 }
 

@@ -134,9 +134,15 @@ pub struct Client {
     pub seen: Vec<Value>,
 }
 
-/// What every test client gets unless a test says otherwise.
+/// What every test client gets unless a test says otherwise: loopback only,
+/// group 14 (fast), JSON, and files beside `peers_file` (never the real home).
 pub fn base_args(server: &str, name: &str, peers_file: &Path) -> Vec<String> {
+    let dir = peers_file.parent().expect("peers file in a directory");
     vec![
+        "--history".into(),
+        dir.join(format!("history-{name}.sqlite3"))
+            .display()
+            .to_string(),
         "--server".into(),
         server.into(),
         "--name".into(),
@@ -257,6 +263,12 @@ impl Client {
     /// Closes stdin (end of input).
     pub fn close_input(&mut self) {
         self.stdin = None;
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub async fn kill_hard(&mut self) {
+        self.child.start_kill().expect("send SIGKILL");
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
     }
 
     /// Waits for the process to exit and returns its code.

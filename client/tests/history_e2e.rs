@@ -1,0 +1,164 @@
+//! End-to-end tests of issue 5's history with the real binaries: a finished chat
+//! is listed by `client history --json` with directions and ack states, and a
+//! client killed with SIGKILL mid-chat loses nothing it had shown.
+
+mod common;
+
+use common::{base_args, Client, Mediator, TempDir};
+use serde_json::Value;
+
+fn history_json(db: &std::path::Path) -> Vec<Value> {
+    let out = std::process::Command::new(common::client_bin())
+        .args(["history", "--json", "--history"])
+        .arg(db)
+        .output()
+        .expect("run client history");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+fn messages(chat: &Value) -> Vec<(String, String, bool)> {
+    chat["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["direction"].as_str().unwrap().to_string(),
+                m["text"].as_str().unwrap().to_string(),
+                m["acked"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_chat_is_listed_with_directions_and_acks() {
+    let dir = TempDir::new("hist");
+    let med = Mediator::start(&[]).await;
+    let args = |name: &str| {
+        let mut a = base_args(
+            &med.server_arg(),
+            name,
+            &dir.join(&format!("peers-{name}.txt")),
+        );
+        a.extend(["--room".into(), "r-hist".into()]);
+        a
+    };
+    let mut alice = Client::start("alice", &args("alice"));
+    alice.expect("waiting").await;
+    let mut bob = Client::start("bob", &args("bob"));
+    let sas = alice.expect("connected").await["sas"].clone();
+    bob.expect("connected").await;
+    alice.say("/verify yes").await;
+    alice.expect("verify").await;
+    for text in ["one", "two"] {
+        alice.say(text).await;
+        bob.expect("message").await;
+        alice.expect("ack").await;
+    }
+    bob.say("three").await;
+    alice.expect("message").await;
+    bob.expect("ack").await;
+    bob.say("/quit").await;
+    assert_eq!(bob.exit_code().await, 0);
+    assert_eq!(alice.exit_code().await, 0);
+
+    let chats = history_json(&dir.join("history-alice.sqlite3"));
+    assert_eq!(chats.len(), 1, "{chats:?}");
+    let chat = &chats[0];
+    assert_eq!(chat["room"], "r-hist");
+    assert_eq!(chat["peer"], "bob");
+    assert_eq!(chat["path"], "direct");
+    assert_eq!(chat["sas"], sas);
+    assert_eq!(chat["verified"], true);
+    assert!(chat["ended_ms"].as_u64().is_some());
+    assert!(
+        chat["end_reason"].as_str().unwrap().contains("bob left"),
+        "{chat}"
+    );
+    assert_eq!(
+        messages(chat),
+        vec![
+            ("out".into(), "one".into(), true),
+            ("out".into(), "two".into(), true),
+            ("in".into(), "three".into(), true),
+        ]
+    );
+    let bob_chats = history_json(&dir.join("history-bob.sqlite3"));
+    assert_eq!(
+        messages(&bob_chats[0]),
+        vec![
+            ("in".into(), "one".into(), true),
+            ("in".into(), "two".into(), true),
+            ("out".into(), "three".into(), true),
+        ]
+    );
+    assert_eq!(bob_chats[0]["verified"], false);
+    assert_eq!(bob_chats[0]["end_reason"], "you left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_chat_loses_nothing_already_shown() {
+    let dir = TempDir::new("kill");
+    let med = Mediator::start(&[]).await;
+    let args = |name: &str| {
+        let mut a = base_args(
+            &med.server_arg(),
+            name,
+            &dir.join(&format!("peers-{name}.txt")),
+        );
+        a.extend(["--room".into(), "r-kill".into()]);
+        a
+    };
+    let mut alice = Client::start("alice", &args("alice"));
+    alice.expect("waiting").await;
+    let mut bob = Client::start("bob", &args("bob"));
+    alice.expect("connected").await;
+    bob.expect("connected").await;
+    let mut shown_out = Vec::new();
+    let mut shown_in = Vec::new();
+    for i in 0..50 {
+        let text = format!("from alice {i}");
+        alice.say(&text).await;
+        shown_out.push(text);
+        let text = format!("from bob {i}");
+        bob.say(&text).await;
+    }
+    // Wait until alice has shown every message both ways, then kill her hard.
+    while shown_in.len() < 50 {
+        let m = alice.expect("message").await;
+        shown_in.push(m["text"].as_str().unwrap().to_string());
+    }
+    let sent = alice.seen.iter().filter(|e| e["event"] == "sent").count();
+    assert_eq!(sent, 50);
+    alice.kill_hard().await;
+
+    let chats = history_json(&dir.join("history-alice.sqlite3"));
+    assert_eq!(chats.len(), 1);
+    let stored = messages(&chats[0]);
+    let out: Vec<String> = stored
+        .iter()
+        .filter(|m| m.0 == "out")
+        .map(|m| m.1.clone())
+        .collect();
+    let inn: Vec<String> = stored
+        .iter()
+        .filter(|m| m.0 == "in")
+        .map(|m| m.1.clone())
+        .collect();
+    assert_eq!(out, shown_out, "every message shown as sent is on disk");
+    assert_eq!(inn, shown_in, "every message shown as received is on disk");
+    assert!(
+        chats[0]["ended_ms"].is_null(),
+        "a killed chat has no recorded end"
+    );
+}
