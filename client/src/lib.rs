@@ -18,4 +18,5 @@ pub mod peerlink;
 pub mod records;
 pub mod rendezvous;
 pub mod roomcode;
+pub mod tui;
 pub mod ui;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use client::cli::Args;
+use client::cli::{Args, OutputMode};
 use client::ui::{Event, Output};
 
 fn main() -> ExitCode {
@@ -13,9 +13,15 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Log lines wait while the full-screen interface owns the terminal.
+        .with_writer(|| client::tui::LogWriter)
         .init();
-    let out = Output::new(args.output());
+    let mode = match args.output() {
+        // Only a chat gets the full screen; other commands and a run that is
+        // about to fail on a missing --server print plain lines.
+        OutputMode::Tui if args.command.is_some() || args.server.is_none() => OutputMode::Line,
+        mode => mode,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -27,8 +33,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let out = Output::new(mode);
     let result = runtime.block_on(client::app::run(args, &out));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // The terminal is back to normal before anything else is printed.
+    out.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
