@@ -16,6 +16,8 @@ use crate::ui::{human_bytes, render_line, Event, HELP};
 
 /// Lines of scrollback kept; older ones are dropped.
 pub const SCROLLBACK: usize = 10_000;
+/// Continuation rows line up after the `HH:MM ` time stamp.
+const INDENT: usize = 6;
 
 /// Where the session stands, as the status bar names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -343,7 +345,7 @@ impl Screen {
             };
             if self.scroll > 0 {
                 // Keep the rows in view where they are.
-                self.scroll += wrap(&styled(&line), usize::from(self.pane.0)).len();
+                self.scroll += wrap(&styled(&line), usize::from(self.pane.0), INDENT).len();
                 self.unseen += 1;
             }
             if self.lines.len() == SCROLLBACK {
@@ -469,7 +471,7 @@ impl Screen {
         let wanted = self.scroll.saturating_add(height);
         let mut rows: Vec<Line<'static>> = Vec::new();
         for line in self.lines.iter().rev() {
-            rows.extend(wrap(&styled(line), width).into_iter().rev());
+            rows.extend(wrap(&styled(line), width, INDENT).into_iter().rev());
             if rows.len() >= wanted {
                 break;
             }
@@ -546,8 +548,11 @@ impl Screen {
         } else {
             format!("{} ", right.join(" · "))
         };
-        let used: usize = spans.iter().map(Span::width).sum();
+        // The notes on the right win over the tail of the left part.
         let right_width = Span::raw(right.as_str()).width();
+        let budget = usize::from(width).saturating_sub(right_width + 1);
+        let mut spans = truncate(spans, budget);
+        let used: usize = spans.iter().map(Span::width).sum();
         let gap = usize::from(width).saturating_sub(used + right_width).max(1);
         spans.push(Span::styled(" ".repeat(gap), bar));
         spans.push(Span::styled(right, bar.fg(Color::Yellow)));
@@ -657,6 +662,32 @@ fn styled(line: &ChatLine) -> Vec<(String, Style)> {
     parts
 }
 
+/// The spans cut to at most `budget` cells.
+fn truncate(spans: Vec<Span<'static>>, budget: usize) -> Vec<Span<'static>> {
+    let mut used = 0;
+    let mut kept = Vec::with_capacity(spans.len());
+    for span in spans {
+        let width = span.width();
+        if used + width <= budget {
+            used += width;
+            kept.push(span);
+            continue;
+        }
+        let mut cut = String::new();
+        for c in span.content.chars() {
+            let w = char_width(c);
+            if used + w > budget {
+                break;
+            }
+            used += w;
+            cut.push(c);
+        }
+        kept.push(Span::styled(cut, span.style));
+        break;
+    }
+    kept
+}
+
 /// Display width of one character in terminal cells.
 fn char_width(c: char) -> usize {
     let mut buf = [0u8; 4];
@@ -668,30 +699,50 @@ fn str_width(s: &str) -> usize {
 }
 
 /// Wraps styled text into rows of at most `width` cells, breaking after a space
-/// when the row has one, else mid-word. Always at least one row.
-pub fn wrap(parts: &[(String, Style)], width: usize) -> Vec<Line<'static>> {
+/// when the row has one, else mid-word. Rows after the first start with
+/// `indent` spaces (dropped on panes too narrow for it). Always at least one row.
+pub fn wrap(parts: &[(String, Style)], width: usize, indent: usize) -> Vec<Line<'static>> {
     let width = width.max(1);
+    let indent = if indent * 3 <= width { indent } else { 0 };
     let mut rows: Vec<Line<'static>> = Vec::new();
     let mut row: Vec<(char, Style, usize)> = Vec::new();
     let mut row_width = 0;
+    let finish = |rows: &mut Vec<Line<'static>>, row: &[(char, Style, usize)]| {
+        let mut line = to_line(row);
+        if !rows.is_empty() && indent > 0 {
+            line.spans.insert(0, Span::raw(" ".repeat(indent)));
+        }
+        rows.push(line);
+    };
     for (text, style) in parts {
         for c in text.chars() {
             let w = char_width(c);
-            if row_width + w > width && !row.is_empty() {
-                let space = row.iter().rposition(|(ch, _, _)| *ch == ' ');
+            let room = if rows.is_empty() {
+                width
+            } else {
+                width - indent
+            };
+            if row_width + w > room && !row.is_empty() {
+                let next_room = width - indent;
+                // Overflowing on a space: the row ends with a whole word.
+                let space = if c == ' ' {
+                    None
+                } else {
+                    row.iter().rposition(|(ch, _, _)| *ch == ' ')
+                };
                 let carried = space
                     .filter(|&at| at > 0)
                     .map(|at| row[at + 1..].iter().map(|(_, _, w)| w).sum::<usize>())
-                    .filter(|rest| rest + w <= width);
+                    .filter(|rest| rest + w <= next_room);
                 match (space, carried) {
                     (Some(at), Some(rest)) => {
                         let tail = row.split_off(at + 1);
-                        rows.push(to_line(&row));
+                        finish(&mut rows, &row);
                         row = tail;
                         row_width = rest;
                     }
                     _ => {
-                        rows.push(to_line(&row));
+                        finish(&mut rows, &row);
                         row.clear();
                         row_width = 0;
                     }
@@ -704,7 +755,7 @@ pub fn wrap(parts: &[(String, Style)], width: usize) -> Vec<Line<'static>> {
             row_width += w;
         }
     }
-    rows.push(to_line(&row));
+    finish(&mut rows, &row);
     rows
 }
 
