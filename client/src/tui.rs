@@ -372,3 +372,57 @@ fn ui_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> Outbox {
+        Outbox {
+            sender: None,
+            queue: VecDeque::new(),
+            quit_sent: false,
+        }
+    }
+
+    #[test]
+    fn the_output_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::ui::Output>();
+    }
+
+    #[test]
+    fn lines_typed_before_the_engine_listens_wait_for_it() {
+        let mut out = outbox();
+        assert!(out.push(InputEvent::Line("early".into())));
+        assert!(!out.listened());
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
+        out.sender = Some(sender);
+        assert!(out.listened());
+        out.pump();
+        assert!(out.push(InputEvent::Line("second".into())));
+        assert_eq!(out.queue.len(), 1, "the channel is full; the line waits");
+        assert_eq!(
+            receiver.try_recv().ok(),
+            Some(InputEvent::Line("early".into()))
+        );
+        out.pump();
+        assert_eq!(
+            receiver.try_recv().ok(),
+            Some(InputEvent::Line("second".into()))
+        );
+        drop(receiver);
+        assert!(!out.listened());
+        out.push(InputEvent::Eof);
+        assert!(out.sender.is_none() && out.queue.is_empty());
+    }
+
+    #[test]
+    fn the_outbox_is_bounded() {
+        let mut out = outbox();
+        for _ in 0..OUTBOX {
+            assert!(out.push(InputEvent::Line("x".into())));
+        }
+        assert!(!out.push(InputEvent::Line("one too many".into())));
+    }
+}
