@@ -19,4 +19,5 @@ pub mod peerlink;
 pub mod records;
 pub mod rendezvous;
 pub mod roomcode;
+pub mod tui;
 pub mod ui;

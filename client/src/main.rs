@@ -14,7 +14,8 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Log lines wait while the full-screen interface owns the terminal.
+        .with_writer(|| client::tui::LogWriter)
         .init();
     if let Some(Command::History(history)) = &args.command {
         let mode = if history.json {
@@ -24,7 +25,12 @@ fn main() -> ExitCode {
         };
         return finish(client::history::run_command(history), &Output::new(mode));
     }
-    let out = Output::new(args.output());
+    let mode = match args.output() {
+        // Only a chat gets the full screen; a run that is about to fail on a
+        // missing --server prints plain lines.
+        OutputMode::Tui if args.server.is_none() => OutputMode::Line,
+        mode => mode,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -36,13 +42,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let out = Output::new(mode);
     let result = runtime.block_on(client::app::run(args, &out));
     runtime.shutdown_timeout(Duration::from_secs(1));
     finish(result, &out)
 }
 
-/// Reports a failure the way the output mode asks and turns it into the exit code.
+/// Restores the terminal, reports a failure the way the output mode asks and
+/// turns it into the exit code.
 fn finish(result: Result<(), ClientError>, out: &Output) -> ExitCode {
+    // The terminal is back to normal before anything else is printed.
+    out.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,11 +3,13 @@
 //! [`wire::sanitize_for_terminal`].
 
 use std::io::Write;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 use wire::sanitize_for_terminal as safe;
 
 use crate::cli::OutputMode;
+use crate::tui::Tui;
 
 /// Everything the client reports. In `--json` mode each is one line with an
 /// `event` field naming the variant.
@@ -125,25 +127,73 @@ pub struct HistoryLine {
     pub acked: bool,
 }
 
-/// Writes events to stdout (and errors to stderr in line mode).
+/// Writes events to stdout (and errors to stderr in line mode), or hands them
+/// to the full-screen interface in [`OutputMode::Tui`].
 #[derive(Debug)]
 pub struct Output {
     mode: OutputMode,
+    /// The running interface; `None` in the other modes and after
+    /// [`Output::shutdown`], when events fall back to plain lines.
+    tui: Mutex<Option<Tui>>,
 }
 
 impl Output {
-    /// An output in the given mode.
+    /// An output in the given mode. For [`OutputMode::Tui`] this takes over the
+    /// terminal; if that fails, it warns on stderr and uses plain lines.
     pub fn new(mode: OutputMode) -> Output {
-        Output { mode }
+        let tui = match mode {
+            OutputMode::Tui => {
+                match Tui::start(wire::peer::MAX_CHAT_TEXT) {
+                    Ok(tui) => Some(tui),
+                    Err(e) => {
+                        eprintln!("warning: cannot start the full-screen interface ({e}); using plain lines");
+                        None
+                    }
+                }
+            }
+            OutputMode::Line | OutputMode::Json => None,
+        };
+        Output {
+            mode: if tui.is_none() && mode == OutputMode::Tui {
+                OutputMode::Line
+            } else {
+                mode
+            },
+            tui: Mutex::new(tui),
+        }
     }
 
-    /// Where typed lines come from: standard input, read line by line with a bound.
+    fn tui(&self) -> MutexGuard<'_, Option<Tui>> {
+        // A panic while holding the lock leaves nothing half-done worth refusing over.
+        self.tui.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where typed lines come from: the interface's input line, or standard
+    /// input read line by line with a bound.
     pub fn input(&self, max_bytes: usize) -> tokio::sync::mpsc::Receiver<crate::input::InputEvent> {
+        if let Some(receiver) = self.tui().as_ref().and_then(|tui| tui.input(max_bytes)) {
+            return receiver;
+        }
         crate::input::spawn_stdin(max_bytes)
+    }
+
+    /// Puts the terminal back if the interface runs, and repeats why the session
+    /// ended on the normal screen. Later events are shown as plain lines, so
+    /// call this before printing a final error.
+    pub fn shutdown(&self) {
+        let tui = self.tui().take();
+        if let Some(farewell) = tui.and_then(Tui::shutdown) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{farewell}");
+            let _ = out.flush();
+        }
     }
 
     /// Shows one event.
     pub fn show(&self, event: &Event) {
+        if self.tui().as_ref().is_some_and(|tui| tui.show(event)) {
+            return;
+        }
         match self.mode {
             OutputMode::Json => {
                 let mut out = std::io::stdout().lock();
@@ -166,6 +216,12 @@ impl Output {
                 }
             }
         }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

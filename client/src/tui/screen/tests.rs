@@ -1,0 +1,459 @@
+//! The screen rendered into ratatui's `TestBackend`: status derivation, delivery
+//! marks, scrolling, the help overlay, keys, sanitizing and wrapping.
+
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+use super::*;
+
+fn rows(terminal: &Terminal<TestBackend>) -> Vec<String> {
+    let buffer = terminal.backend().buffer();
+    let area = buffer.area;
+    (0..area.height)
+        .map(|y| {
+            (0..area.width)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect::<String>()
+        })
+        .collect()
+}
+
+fn draw(screen: &mut Screen, width: u16, height: u16) -> Vec<String> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| screen.render(f)).unwrap();
+    rows(&terminal)
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+fn type_text(screen: &mut Screen, text: &str) {
+    for c in text.chars() {
+        assert_eq!(screen.key(key(KeyCode::Char(c))), Action::None);
+    }
+}
+
+fn connected(verified: bool, resumed: bool) -> Event {
+    Event::Connected {
+        peer: "bob".into(),
+        addr: "127.0.0.1:4000".into(),
+        path: "direct".into(),
+        sas: "482 093".into(),
+        role: "host".into(),
+        resumed,
+        verified,
+    }
+}
+
+fn message(text: &str) -> Event {
+    Event::Message {
+        from: "bob".into(),
+        text: text.into(),
+        id: 1,
+        sent_at_ms: 0,
+    }
+}
+
+#[test]
+fn status_follows_the_session() {
+    let mut s = Screen::new(100);
+    assert_eq!(s.status().state, State::Connecting);
+    s.apply(
+        &Event::Waiting {
+            listen: "127.0.0.1:1".into(),
+            expires_in_secs: 600,
+        },
+        "10:00",
+    );
+    assert_eq!(s.status().state, State::Waiting);
+    s.apply(
+        &Event::Matched {
+            peer: "bob".into(),
+            role: "host".into(),
+        },
+        "10:00",
+    );
+    assert_eq!(s.status().state, State::Connecting);
+    assert_eq!(s.status().peer.as_deref(), Some("bob"));
+    s.apply(&connected(false, false), "10:00");
+    s.apply(&Event::Rtt { rtt_ms: 12 }, "10:00");
+    assert_eq!(
+        s.status(),
+        &Status {
+            peer: Some("bob".into()),
+            path: Some("direct".into()),
+            sas: Some("482 093".into()),
+            verified: false,
+            rtt_ms: Some(12),
+            state: State::Secure,
+            transfer: None,
+        }
+    );
+    let bar = &draw(&mut s, 70, 6)[4];
+    assert!(
+        bar.contains("bob │ direct │ SAS 482 093 unverified │ 12 ms │ secure"),
+        "{bar}"
+    );
+
+    s.apply(
+        &Event::Verify {
+            sas: "482 093".into(),
+            peer: "bob".into(),
+            verified: true,
+        },
+        "10:01",
+    );
+    s.apply(
+        &Event::Verify {
+            sas: "482 093".into(),
+            peer: "bob".into(),
+            verified: false,
+        },
+        "10:01",
+    );
+    assert!(s.status().verified, "showing the code does not un-verify");
+    let bar = &draw(&mut s, 70, 6)[4];
+    assert!(bar.contains("SAS 482 093 ✓ │ 12 ms │ secure"), "{bar}");
+
+    s.apply(
+        &Event::Reconnecting {
+            reason: "reset".into(),
+            attempt: 1,
+            retry_in_ms: 1000,
+        },
+        "10:02",
+    );
+    assert_eq!(s.status().state, State::Reconnecting);
+    assert_eq!(s.status().rtt_ms, None);
+    s.apply(&connected(true, true), "10:03");
+    assert_eq!(s.status().state, State::Secure);
+    assert!(s.status().verified);
+    let last = &s.lines().back().unwrap().text;
+    assert!(
+        last.contains("Reconnected") && last.contains("still verified"),
+        "{last}"
+    );
+    s.apply(&connected(false, false), "10:04");
+    assert!(!s.status().verified, "new keys need a new comparison");
+
+    s.apply(
+        &Event::Disconnected {
+            reason: "bob left".into(),
+        },
+        "10:05",
+    );
+    assert_eq!(s.status().state, State::Ended);
+    assert_eq!(s.farewell(), Some("Session ended: bob left"));
+    let bar = &draw(&mut s, 70, 6)[4];
+    assert!(bar.trim_end().ends_with("ended"), "{bar}");
+}
+
+#[test]
+fn progress_shows_in_the_status_bar_until_done() {
+    let mut s = Screen::new(100);
+    s.apply(
+        &Event::Progress {
+            id: 1,
+            direction: "send".into(),
+            name: "a.txt".into(),
+            bytes: 512,
+            total: 1024,
+            rate_bps: 10,
+            eta_secs: None,
+        },
+        "10:00",
+    );
+    assert!(s.lines().is_empty(), "progress is not a line");
+    let bar = &draw(&mut s, 70, 6)[4];
+    assert!(bar.contains("↑ a.txt 50% of 1.0 KiB"), "{bar}");
+    s.apply(
+        &Event::FileDone {
+            id: 1,
+            direction: "send".into(),
+            name: "a.txt".into(),
+            path: None,
+            sha256: String::new(),
+        },
+        "10:00",
+    );
+    assert_eq!(s.status().transfer, None);
+    assert_eq!(s.lines().len(), 1);
+}
+
+#[test]
+fn own_messages_get_their_mark_when_acked() {
+    let mut s = Screen::new(100);
+    s.apply(
+        &Event::Sent {
+            id: 7,
+            text: "hi".into(),
+            pending: false,
+        },
+        "10:00",
+    );
+    s.apply(
+        &Event::Sent {
+            id: 8,
+            text: "later".into(),
+            pending: true,
+        },
+        "10:00",
+    );
+    let screen = draw(&mut s, 40, 6);
+    assert_eq!(screen[0].trim_end(), "10:00 you: hi …");
+    assert_eq!(screen[1].trim_end(), "10:00 you: later … queued");
+
+    s.apply(&Event::Ack { id: 7 }, "10:01");
+    s.apply(&Event::Ack { id: 99 }, "10:01");
+    // The queued one goes out after a reconnect: same id, same line.
+    s.apply(
+        &Event::Sent {
+            id: 8,
+            text: "later".into(),
+            pending: false,
+        },
+        "10:02",
+    );
+    assert_eq!(s.lines().len(), 2);
+    let screen = draw(&mut s, 40, 6);
+    assert_eq!(screen[0].trim_end(), "10:00 you: hi ✓");
+    assert_eq!(screen[1].trim_end(), "10:00 you: later …");
+    s.apply(&Event::Ack { id: 8 }, "10:02");
+    assert_eq!(
+        s.lines()[1].speaker,
+        Speaker::Own {
+            id: 8,
+            delivery: Delivery::Delivered
+        }
+    );
+}
+
+#[test]
+fn peer_text_and_names_are_sanitized() {
+    let mut s = Screen::new(100);
+    s.apply(
+        &Event::Message {
+            from: "ev\u{1b}[31mil".into(),
+            text: "hi\u{1b}]0;owned\u{7} there\nnext\u{202e}".into(),
+            id: 1,
+            sent_at_ms: 0,
+        },
+        "10:00",
+    );
+    s.apply(
+        &Event::Info {
+            text: "two\nlines\u{1b}[2J".into(),
+        },
+        "10:00",
+    );
+    let screen = draw(&mut s, 40, 6);
+    assert_eq!(screen[0].trim_end(), "10:00 evil: hi there next");
+    assert_eq!(screen[1].trim_end(), "10:00 two");
+    assert_eq!(screen[2].trim_end(), "10:00 lines");
+    assert!(screen.iter().all(|r| !r.contains('\u{1b}')));
+}
+
+#[test]
+fn errors_are_red_and_system_lines_dim() {
+    let mut s = Screen::new(100);
+    s.apply(
+        &Event::Error {
+            code: "x".into(),
+            text: "it broke".into(),
+        },
+        "10:00",
+    );
+    s.apply(
+        &Event::Info {
+            text: "note".into(),
+        },
+        "10:00",
+    );
+    let mut terminal = Terminal::new(TestBackend::new(30, 5)).unwrap();
+    terminal.draw(|f| s.render(f)).unwrap();
+    assert_eq!(rows(&terminal)[0].trim_end(), "10:00 error: it broke");
+    let buffer = terminal.backend().buffer();
+    assert_eq!(buffer[(6, 0)].fg, Color::Red);
+    assert!(buffer[(6, 1)].modifier.contains(Modifier::DIM));
+}
+
+#[test]
+fn help_is_an_overlay_that_any_key_closes() {
+    let mut s = Screen::new(100);
+    s.apply(&Event::Info { text: HELP.into() }, "10:00");
+    assert!(s.overlay_open());
+    assert!(s.lines().is_empty(), "help is not added to the pane");
+    let screen = draw(&mut s, 100, 20).join("\n");
+    assert!(screen.contains("help · any key closes"), "{screen}");
+    assert!(screen.contains("/verify yes"), "{screen}");
+    assert_eq!(s.key(key(KeyCode::Char('x'))), Action::None);
+    assert!(!s.overlay_open());
+    assert_eq!(s.input().text(), "", "the closing key is not typed");
+    let screen = draw(&mut s, 100, 20).join("\n");
+    assert!(!screen.contains("any key closes"));
+    s.apply(&Event::Info { text: HELP.into() }, "10:00");
+    s.key(key(KeyCode::Esc));
+    assert!(!s.overlay_open());
+}
+
+#[test]
+fn typing_sending_and_recall() {
+    let mut s = Screen::new(100);
+    type_text(&mut s, "hello");
+    s.key(key(KeyCode::Left));
+    s.key(key(KeyCode::Backspace));
+    assert_eq!(s.input().text(), "helo");
+    assert_eq!(s.key(key(KeyCode::Enter)), Action::Send("helo".into()));
+    assert_eq!(s.key(key(KeyCode::Enter)), Action::None, "empty line");
+    type_text(&mut s, "/quit now");
+    s.key(ctrl('w'));
+    assert_eq!(s.input().text(), "/quit ");
+    s.key(ctrl('u'));
+    assert_eq!(s.input().text(), "");
+    type_text(&mut s, "draft");
+    s.key(key(KeyCode::Up));
+    assert_eq!(s.input().text(), "helo");
+    s.key(key(KeyCode::Down));
+    assert_eq!(s.input().text(), "draft");
+    s.key(key(KeyCode::Home));
+    assert_eq!(s.key(ctrl('d')), Action::None, "Ctrl-D deletes on a line");
+    assert_eq!(s.input().text(), "raft");
+    s.key(ctrl('u'));
+    assert_eq!(s.key(ctrl('d')), Action::Quit);
+    type_text(&mut s, "x");
+    assert_eq!(s.key(ctrl('c')), Action::Quit);
+}
+
+#[test]
+fn the_input_line_keeps_its_bound_and_the_cursor_in_view() {
+    let mut s = Screen::new(30);
+    type_text(&mut s, &"a".repeat(25));
+    type_text(&mut s, "bcdef");
+    s.key(key(KeyCode::Char('z')));
+    assert_eq!(s.input().text().len(), 30);
+    let screen = draw(&mut s, 20, 4);
+    assert!(screen[2].contains("the line is full"), "{}", screen[2]);
+    // The tail of the line is visible, the prompt stays.
+    assert!(screen[3].starts_with("> "), "{}", screen[3]);
+    assert!(screen[3].contains("bcdef"), "{}", screen[3]);
+    s.paste("more");
+    assert_eq!(s.input().text().len(), 30);
+}
+
+#[test]
+fn paging_scrolls_and_end_returns_to_live() {
+    let mut s = Screen::new(100);
+    for i in 0..30 {
+        s.apply(&message(&format!("line {i}")), "10:00");
+    }
+    // 8 rows: 6 for messages, status, input.
+    let screen = draw(&mut s, 40, 8);
+    assert_eq!(screen[5].trim_end(), "10:00 bob: line 29");
+    assert_eq!(screen[0].trim_end(), "10:00 bob: line 24");
+
+    s.key(key(KeyCode::PageUp));
+    assert_eq!(s.scroll(), 5);
+    let screen = draw(&mut s, 40, 8);
+    assert_eq!(screen[5].trim_end(), "10:00 bob: line 24");
+    assert!(
+        screen[6].contains("↑ scrolled (End: live)"),
+        "{}",
+        screen[6]
+    );
+
+    // New lines while scrolled do not move the view.
+    s.apply(&message("new one"), "10:01");
+    let screen = draw(&mut s, 40, 8);
+    assert_eq!(screen[5].trim_end(), "10:00 bob: line 24");
+    assert!(screen[6].contains("1 new"), "{}", screen[6]);
+
+    for _ in 0..20 {
+        s.key(key(KeyCode::PageUp));
+    }
+    let screen = draw(&mut s, 40, 8);
+    assert_eq!(
+        screen[0].trim_end(),
+        "10:00 bob: line 0",
+        "clamped at the top"
+    );
+    assert_eq!(s.scroll(), 31 - 6);
+
+    s.key(key(KeyCode::PageDown));
+    assert_eq!(s.scroll(), 20);
+    s.key(key(KeyCode::End));
+    assert_eq!(s.scroll(), 0);
+    let screen = draw(&mut s, 40, 8);
+    assert_eq!(screen[5].trim_end(), "10:01 bob: new one");
+    assert!(!screen[6].contains("scrolled"));
+
+    // Sending jumps back to live too.
+    s.key(key(KeyCode::PageUp));
+    type_text(&mut s, "x");
+    s.key(key(KeyCode::Enter));
+    assert_eq!(s.scroll(), 0);
+}
+
+#[test]
+fn scrollback_is_bounded() {
+    let mut s = Screen::new(100);
+    for i in 0..SCROLLBACK + 10 {
+        s.apply(&message(&format!("m{i}")), "10:00");
+    }
+    assert_eq!(s.lines().len(), SCROLLBACK);
+    assert_eq!(s.lines()[0].text, "m10");
+}
+
+#[test]
+fn long_lines_wrap_with_a_hanging_indent_and_redraw_on_resize() {
+    let mut s = Screen::new(1000);
+    s.apply(
+        &message("the quick brown fox jumps over the lazy dog again and again"),
+        "10:00",
+    );
+    let screen = draw(&mut s, 30, 8);
+    assert_eq!(screen[0].trim_end(), "10:00 bob: the quick brown fox");
+    assert_eq!(screen[1].trim_end(), "      jumps over the lazy dog");
+    assert_eq!(screen[2].trim_end(), "      again and again");
+
+    let mut terminal = Terminal::new(TestBackend::new(60, 8)).unwrap();
+    terminal.draw(|f| s.render(f)).unwrap();
+    terminal.backend_mut().resize(24, 6);
+    terminal.draw(|f| s.render(f)).unwrap();
+    let screen = rows(&terminal);
+    assert_eq!(screen.len(), 6);
+    assert_eq!(screen[0].trim_end(), "10:00 bob: the quick");
+    assert!(screen[4].contains("no peer yet"), "{}", screen[4]);
+    assert!(screen[5].starts_with("> "));
+}
+
+#[test]
+fn wrap_breaks_words_only_when_they_do_not_fit() {
+    let plain = |s: &str| vec![(s.to_string(), Style::default())];
+    let text = |lines: Vec<Line<'static>>| -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    };
+    assert_eq!(
+        text(wrap(&plain("abcdefghij"), 4, 0)),
+        ["abcd", "efgh", "ij"]
+    );
+    assert_eq!(text(wrap(&plain("ab cd ef"), 5, 0)), ["ab cd", "ef"]);
+    assert_eq!(text(wrap(&plain(""), 5, 0)), [""]);
+    // Wide characters take two cells.
+    assert_eq!(
+        text(wrap(&plain("日本語です"), 4, 0)),
+        ["日本", "語で", "す"]
+    );
+    // Too narrow for the indent: none.
+    assert_eq!(text(wrap(&plain("abcdefgh"), 4, 2)), ["abcd", "efgh"]);
+    assert_eq!(
+        text(wrap(&plain("abcdefghijkl"), 8, 2)),
+        ["abcdefgh", "  ijkl"]
+    );
+}
