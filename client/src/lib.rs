@@ -13,6 +13,7 @@ pub mod chat;
 pub mod cli;
 pub mod connect;
 pub mod exit;
+pub mod files;
 pub mod history;
 pub mod input;
 pub mod peerlink;

@@ -1,0 +1,486 @@
+//! The receiving side: a `.part` file in the downloads directory and the writer
+//! thread that appends each chunk, hashes everything (a resumed `.part` from its
+//! first byte) and, once the sender's hash matches, moves it to its final name.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{part_path, safe_file_name, unique_destination, write_error, FileError, QUEUE_CHUNKS};
+
+/// Bytes of an existing `.part` hashed per step while new chunks may be waiting.
+const HASH_STEP: usize = 256 * 1024;
+/// Final names tried by the no-replace move before giving up.
+const MOVE_ATTEMPTS: u32 = 16;
+
+/// `.part` files some `IncomingFile` in this process is writing: two offers of
+/// the same name must not append to the same file.
+static ACTIVE_PARTS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A claim on one `.part`, released when `finish` answers or the writer thread ends.
+#[derive(Debug)]
+struct PartClaim(PathBuf);
+
+impl PartClaim {
+    fn take(part: &Path) -> Result<PartClaim, FileError> {
+        let mut active = ACTIVE_PARTS.lock().unwrap_or_else(|p| p.into_inner());
+        if !active.insert(part.to_path_buf()) {
+            return Err(FileError::Busy(part.to_path_buf()));
+        }
+        Ok(PartClaim(part.to_path_buf()))
+    }
+}
+
+impl Drop for PartClaim {
+    fn drop(&mut self) {
+        let mut active = ACTIVE_PARTS.lock().unwrap_or_else(|p| p.into_inner());
+        active.remove(&self.0);
+    }
+}
+
+enum Command {
+    Chunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Finish {
+        sha256: [u8; 32],
+        reply: oneshot::Sender<Result<PathBuf, FileError>>,
+    },
+}
+
+/// A file being received. Chunks go to the writer thread through a bounded
+/// queue, so [`IncomingFile::write`] waits when the disk is slower than the link.
+///
+/// Dropping it (the link went away) lets the thread write what is queued and keeps
+/// the `.part` for a resume; [`IncomingFile::cancel`] decides explicitly.
+#[derive(Debug)]
+pub struct IncomingFile {
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<FileError>>>,
+    name: String,
+    part: PathBuf,
+    size: u64,
+    next_offset: u64,
+}
+
+impl IncomingFile {
+    /// Prepares to receive `offered_name` (made safe by [`safe_file_name`]) of
+    /// `size` bytes into `downloads_dir` (created if missing). Returns the file and
+    /// the offset to put in `FileAccept`: the length of an existing `name.part` if it
+    /// is not longer than `size` (a resume), else 0 with a fresh `.part`.
+    ///
+    /// A resumed `.part` that came from a different file fails the final hash
+    /// check and is deleted; the next attempt starts from 0.
+    pub fn begin(
+        downloads_dir: &Path,
+        offered_name: &str,
+        size: u64,
+    ) -> Result<(IncomingFile, u64), FileError> {
+        let name = safe_file_name(offered_name)?;
+        std::fs::create_dir_all(downloads_dir).map_err(|e| write_error(downloads_dir, e))?;
+        let dir =
+            std::fs::canonicalize(downloads_dir).map_err(|e| write_error(downloads_dir, e))?;
+        let part = part_path(&dir, &name);
+        let claim = PartClaim::take(&part)?;
+        let existing = match std::fs::symlink_metadata(&part) {
+            Ok(meta) if meta.is_file() => Some(meta.len()),
+            Ok(_) => return Err(FileError::PartInTheWay(part)),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(write_error(&part, e)),
+        };
+        let (file, start) = match existing {
+            Some(len) if len <= size => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&part)
+                    .map_err(|e| write_error(&part, e))?;
+                (file, len)
+            }
+            other => {
+                if other.is_some() {
+                    std::fs::remove_file(&part).map_err(|e| write_error(&part, e))?;
+                }
+                // create_new: never follows a symlink planted meanwhile.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&part)
+                    .map_err(|e| write_error(&part, e))?;
+                (file, 0)
+            }
+        };
+        let readback = if start > 0 {
+            Some(File::open(&part).map_err(|e| write_error(&part, e))?)
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            rx,
+            file,
+            readback,
+            hasher: Sha256::new(),
+            hashed: 0,
+            written: start,
+            size,
+            dir,
+            name: name.clone(),
+            part: part.clone(),
+            stop: stop.clone(),
+            failure: failure.clone(),
+            claim: Some(claim),
+        };
+        let thread = std::thread::Builder::new()
+            .name("file-write".into())
+            .spawn(move || writer.run())
+            .map_err(|e| write_error(&part, e))?;
+        Ok((
+            IncomingFile {
+                tx: Some(tx),
+                thread: Some(thread),
+                stop,
+                failure,
+                name,
+                part,
+                size,
+                next_offset: start,
+            },
+            start,
+        ))
+    }
+
+    /// The safe name the file is saved under (before any ` (N)`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `.part` being written.
+    pub fn part_path(&self) -> &Path {
+        &self.part
+    }
+
+    /// The offered size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes accepted so far, including a resumed prefix: the next expected offset.
+    pub fn received(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Queues one `FileChunk`. A chunk not at the next offset, or reaching past
+    /// the offered size, is refused before anything is written: the peer is lying
+    /// or broken, and the transfer should be cancelled. Waits while the queue is
+    /// full (backpressure from the disk).
+    pub async fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), FileError> {
+        let Some(tx) = self.accept(offset, data.len())? else {
+            return Ok(());
+        };
+        let sent = tx.send(Command::Chunk { offset, data }).await;
+        sent.map_err(|_| self.failure())
+    }
+
+    /// [`IncomingFile::write`] for plain threads (tests, benchmarks).
+    pub fn blocking_write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), FileError> {
+        let Some(tx) = self.accept(offset, data.len())? else {
+            return Ok(());
+        };
+        let sent = tx.blocking_send(Command::Chunk { offset, data });
+        sent.map_err(|_| self.failure())
+    }
+
+    /// Checks a chunk's place and size; the sender to queue it on, or `None` for an
+    /// empty chunk (nothing to do).
+    fn accept(
+        &mut self,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<mpsc::Sender<Command>>, FileError> {
+        if offset != self.next_offset {
+            return Err(FileError::OffsetMismatch {
+                expected: self.next_offset,
+                got: offset,
+            });
+        }
+        let end = offset.saturating_add(len as u64);
+        if end > self.size {
+            return Err(FileError::PastEnd {
+                end,
+                size: self.size,
+            });
+        }
+        let Some(tx) = self.tx.clone() else {
+            return Err(FileError::Stopped);
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        self.next_offset = end;
+        Ok(Some(tx))
+    }
+
+    /// The sender said `FileDone`: once every queued chunk is written, checks the
+    /// size and `sha256`, and moves the `.part` to a name that replaces nothing
+    /// ([`unique_destination`]). Returns the final path. On any mismatch the
+    /// `.part` is deleted: a failed check keeps nothing.
+    pub async fn finish(mut self, sha256: [u8; 32]) -> Result<PathBuf, FileError> {
+        let (reply, answer) = oneshot::channel();
+        let Some(tx) = self.tx.take() else {
+            return Err(FileError::Stopped);
+        };
+        if tx.send(Command::Finish { sha256, reply }).await.is_err() {
+            return Err(self.failure());
+        }
+        drop(tx);
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.failure()),
+        }
+    }
+
+    /// [`IncomingFile::finish`] for plain threads (tests, benchmarks).
+    pub fn blocking_finish(mut self, sha256: [u8; 32]) -> Result<PathBuf, FileError> {
+        let (reply, answer) = oneshot::channel();
+        let Some(tx) = self.tx.take() else {
+            return Err(FileError::Stopped);
+        };
+        if tx.blocking_send(Command::Finish { sha256, reply }).is_err() {
+            return Err(self.failure());
+        }
+        drop(tx);
+        match answer.blocking_recv() {
+            Ok(result) => result,
+            Err(_) => Err(self.failure()),
+        }
+    }
+
+    /// Stops the transfer: queued chunks are dropped, the thread is joined (it
+    /// finishes at most one write or hash step, milliseconds), and the `.part` is
+    /// kept for a later resume or deleted. Returns the kept `.part`, if any.
+    pub fn cancel(mut self, keep_part: bool) -> Option<PathBuf> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if keep_part && self.part.exists() {
+            return Some(self.part.clone());
+        }
+        if !keep_part {
+            let _ = std::fs::remove_file(&self.part);
+        }
+        None
+    }
+
+    /// Why the writer thread stopped, once it has.
+    fn failure(&self) -> FileError {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or(FileError::Stopped)
+    }
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Command>,
+    file: File,
+    /// A second handle on the `.part` for hashing a resumed prefix.
+    readback: Option<File>,
+    hasher: Sha256,
+    /// Bytes hashed so far: trails `written` only while a resumed prefix is hashed.
+    hashed: u64,
+    /// Bytes in the `.part`.
+    written: u64,
+    size: u64,
+    dir: PathBuf,
+    name: String,
+    part: PathBuf,
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<FileError>>>,
+    /// Released as soon as the `.part` is gone (moved or deleted), before the
+    /// answer to `finish`, so the same name can be received again at once.
+    claim: Option<PartClaim>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        if let Err(e) = self.serve() {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+    }
+
+    /// Writes chunks until `Finish`, a closed channel, a stop or an error. While a
+    /// resumed prefix is not hashed yet, it is hashed a step at a time between
+    /// chunks, so the link never waits for the whole prefix. Bounded: each pass
+    /// consumes a command or hashes at least one byte (or fails).
+    fn serve(&mut self) -> Result<(), FileError> {
+        let mut step = Vec::new();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let command = if self.hashed < self.written {
+                match self.rx.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.hash_backlog_step(&mut step)?;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            } else {
+                self.rx.blocking_recv()
+            };
+            match command {
+                // The engine went away (link lost): keep the `.part` for a resume.
+                None => return Ok(()),
+                Some(Command::Chunk { offset, data }) => self.append(offset, &data)?,
+                Some(Command::Finish { sha256, reply }) => {
+                    let result = self.verify_and_move(sha256, &mut step);
+                    self.claim = None;
+                    let _ = reply.send(result);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, offset: u64, data: &[u8]) -> Result<(), FileError> {
+        // The front end checked already; checked again where the bytes land.
+        let end = offset.saturating_add(data.len() as u64);
+        if offset != self.written {
+            return Err(FileError::OffsetMismatch {
+                expected: self.written,
+                got: offset,
+            });
+        }
+        if end > self.size {
+            return Err(FileError::PastEnd {
+                end,
+                size: self.size,
+            });
+        }
+        self.file
+            .write_all(data)
+            .map_err(|e| write_error(&self.part, e))?;
+        if self.hashed == self.written {
+            self.hasher.update(data);
+            self.hashed = end;
+        }
+        self.written = end;
+        Ok(())
+    }
+
+    /// Hashes up to [`HASH_STEP`] bytes of the `.part` that were written before
+    /// they could be hashed from memory.
+    fn hash_backlog_step(&mut self, buf: &mut Vec<u8>) -> Result<(), FileError> {
+        let Some(readback) = self.readback.as_mut() else {
+            // Nothing to read back with: only possible if begin() skipped it.
+            return Err(FileError::Stopped);
+        };
+        let want =
+            usize::try_from(self.written - self.hashed).map_or(HASH_STEP, |l| l.min(HASH_STEP));
+        buf.resize(want, 0);
+        readback
+            .seek(SeekFrom::Start(self.hashed))
+            .map_err(|e| write_error(&self.part, e))?;
+        let n = loop {
+            match readback.read(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(write_error(&self.part, e)),
+            }
+        };
+        if n == 0 {
+            return Err(write_error(
+                &self.part,
+                std::io::Error::new(ErrorKind::UnexpectedEof, "the partial file shrank"),
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        self.hashed += n as u64;
+        Ok(())
+    }
+
+    fn verify_and_move(
+        &mut self,
+        sha256: [u8; 32],
+        step: &mut Vec<u8>,
+    ) -> Result<PathBuf, FileError> {
+        // Bounded by the backlog size over HASH_STEP.
+        while self.hashed < self.written {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(FileError::Stopped);
+            }
+            self.hash_backlog_step(step)?;
+        }
+        if self.written != self.size {
+            let _ = std::fs::remove_file(&self.part);
+            return Err(FileError::Incomplete {
+                got: self.written,
+                size: self.size,
+            });
+        }
+        let actual: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if actual != sha256 {
+            let _ = std::fs::remove_file(&self.part);
+            return Err(FileError::HashMismatch);
+        }
+        self.file.flush().map_err(|e| write_error(&self.part, e))?;
+        move_without_replacing(&self.part, &self.dir, &self.name)
+    }
+}
+
+/// Gives the verified `.part` its final name without ever replacing a file: a hard
+/// link fails if the name is taken (then the next ` (N)` is tried), and the `.part`
+/// name is removed after. Where hard links are unsupported, a rename to a name
+/// that was free a moment ago.
+///
+/// No fsync before the move, like rsync, scp and croc: a crash right after may
+/// leave the file short on some filesystems, and the cost would be writing the
+/// whole file out at disk speed before saying done.
+fn move_without_replacing(part: &Path, dir: &Path, name: &str) -> Result<PathBuf, FileError> {
+    let mut last_error = None;
+    for _ in 0..MOVE_ATTEMPTS {
+        let dest = unique_destination(dir, name);
+        match std::fs::hard_link(part, &dest) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(part);
+                return Ok(dest);
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                last_error = Some(e);
+                break;
+            }
+        }
+    }
+    let dest = unique_destination(dir, name);
+    let source = match last_error {
+        // Every candidate was taken between the check and the link.
+        None => std::io::Error::new(ErrorKind::AlreadyExists, "every candidate name is taken"),
+        Some(_) => match std::fs::rename(part, &dest) {
+            Ok(()) => return Ok(dest),
+            Err(e) => e,
+        },
+    };
+    Err(FileError::Rename {
+        part: part.to_path_buf(),
+        dest,
+        source,
+    })
+}

@@ -1,0 +1,477 @@
+//! Sender and receiver threads together, in one process: round trips, resumes,
+//! lying peers, failed checks and cancels.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wire::peer::MAX_FILE_CHUNK;
+
+use super::*;
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!(
+            "p2pchat-files-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(std::fs::canonicalize(&path).unwrap())
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Names of the entries in `sub`, sorted.
+    fn list(&self, sub: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic bytes that differ per position, so a misplaced chunk shows.
+fn content(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ (i >> 16) as u8)
+        .collect()
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Pumps every chunk from `source` into `sink`; the sender's final hash.
+fn pump(source: &mut ChunkSource, sink: &mut IncomingFile) -> [u8; 32] {
+    loop {
+        match source.blocking_next().unwrap() {
+            Outgoing::Chunk { offset, data } => {
+                assert!(!data.is_empty() && data.len() <= MAX_FILE_CHUNK);
+                sink.blocking_write(offset, data).unwrap();
+            }
+            Outgoing::Finished { sha256 } => return sha256,
+        }
+    }
+}
+
+fn send_file(scratch: &Scratch, name: &str, data: &[u8]) -> OutgoingFile {
+    let path = scratch.join(name);
+    std::fs::write(&path, data).unwrap();
+    OutgoingFile::open(&path).unwrap()
+}
+
+#[test]
+fn round_trips_are_byte_identical() {
+    let scratch = Scratch::new("round");
+    std::fs::create_dir(scratch.join("dl")).unwrap();
+    let dl = scratch.join("dl");
+    for len in [0, 1, MAX_FILE_CHUNK, 64 * 1024, 5 * 1024 * 1024 + 3] {
+        let data = content(len);
+        let name = format!("f{len}.bin");
+        let out = send_file(&scratch, &name, &data);
+        assert_eq!((out.name(), out.size()), (name.as_str(), len as u64));
+        let (mut sink, offset) = IncomingFile::begin(&dl, out.name(), out.size()).unwrap();
+        assert_eq!(offset, 0);
+        assert_eq!(sink.part_path(), dl.join(format!("{name}.part")));
+        let mut source = out.start(offset).unwrap();
+        let hash = pump(&mut source, &mut sink);
+        assert_eq!(hash, sha(&data), "sender hashes the whole file");
+        assert!(matches!(source.blocking_next(), Err(FileError::Stopped)));
+        assert_eq!(sink.received(), len as u64);
+        let path = sink.blocking_finish(hash).unwrap();
+        assert_eq!(path, dl.join(&name));
+        assert_eq!(std::fs::read(&path).unwrap(), data, "{len} bytes");
+        assert!(!dl.join(format!("{name}.part")).exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_round_trip_with_recycled_buffers() {
+    let scratch = Scratch::new("async");
+    let data = content(3 * MAX_FILE_CHUNK + 100);
+    let out = send_file(&scratch, "a.bin", &data);
+    let dl = scratch.join("dl");
+    let (mut sink, offset) = IncomingFile::begin(&dl, "a.bin", out.size()).unwrap();
+    let mut source = out.start(offset).unwrap();
+    let hash = loop {
+        match source.next().await.unwrap() {
+            Outgoing::Chunk { offset, data } => {
+                // The engine would encode and seal here, then give the buffer back.
+                let copy = data.clone();
+                source.recycle(data);
+                sink.write(offset, copy).await.unwrap();
+            }
+            Outgoing::Finished { sha256 } => break sha256,
+        }
+    };
+    let path = sink.finish(hash).await.unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+}
+
+#[test]
+fn an_existing_file_is_never_overwritten() {
+    let scratch = Scratch::new("exists");
+    let dl = scratch.join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    std::fs::write(dl.join("r.txt"), b"mine").unwrap();
+    let out = send_file(&scratch, "r.txt", b"theirs");
+    let (mut sink, _) = IncomingFile::begin(&dl, "r.txt", 6).unwrap();
+    let hash = pump(&mut out.start(0).unwrap(), &mut sink);
+    let path = sink.blocking_finish(hash).unwrap();
+    assert_eq!(path, dl.join("r (1).txt"));
+    assert_eq!(std::fs::read(dl.join("r.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(path).unwrap(), b"theirs");
+}
+
+#[test]
+fn resume_from_an_existing_part_hashes_the_whole_file() {
+    let scratch = Scratch::new("resume");
+    let dl = scratch.join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    let data = content(5 * 1024 * 1024 + 3);
+    let out = send_file(&scratch, "big.bin", &data);
+    // Short prefixes and one much longer than the queue (hashed between chunks).
+    for have in [1, MAX_FILE_CHUNK + 17, 4 * 1024 * 1024 + 5, data.len()] {
+        std::fs::write(dl.join("big.bin.part"), &data[..have]).unwrap();
+        let (mut sink, offset) = IncomingFile::begin(&dl, "big.bin", out.size()).unwrap();
+        assert_eq!(offset, have as u64, "accept at what the .part holds");
+        let mut source = out.start(offset).unwrap();
+        let first = source.blocking_next().unwrap();
+        if let Outgoing::Chunk { offset: at, .. } = &first {
+            assert_eq!(*at, have as u64, "the sender continues where we are");
+        }
+        let hash = match first {
+            Outgoing::Chunk { offset, data } => {
+                sink.blocking_write(offset, data).unwrap();
+                pump(&mut source, &mut sink)
+            }
+            Outgoing::Finished { sha256 } => sha256,
+        };
+        assert_eq!(
+            hash,
+            sha(&data),
+            "the sender's hash covers bytes before the offset"
+        );
+        let path = sink.blocking_finish(hash).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(scratch.list("dl"), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_part_longer_than_the_offer_starts_over() {
+    let scratch = Scratch::new("longer");
+    let dl = scratch.join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    std::fs::write(dl.join("x.part"), vec![1u8; 1000]).unwrap();
+    let data = content(10);
+    let out = send_file(&scratch, "x", &data);
+    let (mut sink, offset) = IncomingFile::begin(&dl, "x", 10).unwrap();
+    assert_eq!(offset, 0);
+    assert_eq!(std::fs::metadata(sink.part_path()).unwrap().len(), 0);
+    let hash = pump(&mut out.start(0).unwrap(), &mut sink);
+    assert_eq!(
+        std::fs::read(sink.blocking_finish(hash).unwrap()).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn a_resumed_part_from_another_file_fails_the_check_and_is_deleted() {
+    let scratch = Scratch::new("otherpart");
+    let dl = scratch.join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    std::fs::write(dl.join("y.part"), b"not the same bytes").unwrap();
+    let data = content(100_000);
+    let out = send_file(&scratch, "y", &data);
+    let (mut sink, offset) = IncomingFile::begin(&dl, "y", out.size()).unwrap();
+    assert_eq!(offset, 18);
+    let hash = pump(&mut out.start(offset).unwrap(), &mut sink);
+    assert!(matches!(
+        sink.blocking_finish(hash),
+        Err(FileError::HashMismatch)
+    ));
+    assert_eq!(scratch.list("dl"), Vec::<String>::new());
+}
+
+#[test]
+fn lying_offsets_and_sizes_are_refused_and_nothing_lands_past_the_size() {
+    let scratch = Scratch::new("lies");
+    let dl = scratch.join("dl");
+    let (mut sink, _) = IncomingFile::begin(&dl, "z", 100).unwrap();
+    sink.blocking_write(0, vec![1; 40]).unwrap();
+    // A gap, a rewind, a chunk past the offered size, an overflowing offset.
+    assert!(matches!(
+        sink.blocking_write(50, vec![2; 10]),
+        Err(FileError::OffsetMismatch {
+            expected: 40,
+            got: 50
+        })
+    ));
+    assert!(matches!(
+        sink.blocking_write(0, vec![2; 10]),
+        Err(FileError::OffsetMismatch {
+            expected: 40,
+            got: 0
+        })
+    ));
+    assert!(matches!(
+        sink.blocking_write(40, vec![3; 61]),
+        Err(FileError::PastEnd {
+            end: 101,
+            size: 100
+        })
+    ));
+    assert!(matches!(
+        sink.blocking_write(u64::MAX, vec![3; 2]),
+        Err(FileError::OffsetMismatch { .. })
+    ));
+    assert_eq!(sink.received(), 40);
+    let part = sink.cancel(true).unwrap();
+    assert_eq!(std::fs::read(part).unwrap(), vec![1; 40]);
+}
+
+#[test]
+fn a_hash_mismatch_keeps_no_final_file_and_no_part() {
+    let scratch = Scratch::new("mismatch");
+    let dl = scratch.join("dl");
+    let data = content(200_000);
+    let out = send_file(&scratch, "m.bin", &data);
+    let (mut sink, _) = IncomingFile::begin(&dl, "m.bin", out.size()).unwrap();
+    let mut hash = pump(&mut out.start(0).unwrap(), &mut sink);
+    hash[0] ^= 1;
+    assert!(matches!(
+        sink.blocking_finish(hash),
+        Err(FileError::HashMismatch)
+    ));
+    assert_eq!(scratch.list("dl"), Vec::<String>::new());
+}
+
+#[test]
+fn done_before_all_bytes_keeps_nothing() {
+    let scratch = Scratch::new("short");
+    let dl = scratch.join("dl");
+    let (mut sink, _) = IncomingFile::begin(&dl, "s", 10).unwrap();
+    sink.blocking_write(0, vec![0; 5]).unwrap();
+    assert!(matches!(
+        sink.blocking_finish(sha(&[0; 5])),
+        Err(FileError::Incomplete { got: 5, size: 10 })
+    ));
+    assert_eq!(scratch.list("dl"), Vec::<String>::new());
+}
+
+#[test]
+fn cancel_keeps_or_deletes_the_part_as_asked() {
+    let scratch = Scratch::new("cancel");
+    let dl = scratch.join("dl");
+    let data = content(1_000_000);
+    let out = send_file(&scratch, "c.bin", &data);
+    for keep in [true, false] {
+        let (mut sink, offset) = IncomingFile::begin(&dl, "c.bin", out.size()).unwrap();
+        let mut source = out.start(offset).unwrap();
+        for _ in 0..3 {
+            if let Outgoing::Chunk { offset, data } = source.blocking_next().unwrap() {
+                sink.blocking_write(offset, data).unwrap();
+            }
+        }
+        // The reader is blocked on a full queue; cancel must still end it at once.
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        source.cancel();
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let received = sink.received();
+        let kept = sink.cancel(keep);
+        if keep {
+            let part = kept.unwrap();
+            let on_disk = std::fs::read(&part).unwrap();
+            // Stopping drops what was still queued: a prefix of what was accepted.
+            assert!(on_disk.len() as u64 <= received);
+            assert_eq!(on_disk, data[..on_disk.len()]);
+        } else {
+            assert!(kept.is_none());
+        }
+    }
+    // keep=true then a resume, then keep=false deleted it all.
+    assert_eq!(scratch.list("dl"), Vec::<String>::new());
+}
+
+#[test]
+fn a_dropped_link_keeps_the_part_for_a_resume() {
+    let scratch = Scratch::new("drop");
+    let dl = scratch.join("dl");
+    let data = content(500_000);
+    let out = send_file(&scratch, "d.bin", &data);
+    let (mut sink, _) = IncomingFile::begin(&dl, "d.bin", out.size()).unwrap();
+    let mut source = out.start(0).unwrap();
+    for _ in 0..2 {
+        if let Outgoing::Chunk { offset, data } = source.blocking_next().unwrap() {
+            sink.blocking_write(offset, data).unwrap();
+        }
+    }
+    drop(source);
+    drop(sink);
+    // The writer thread drains its queue and lets go of the `.part`.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut sink, offset) = loop {
+        match IncomingFile::begin(&dl, "d.bin", out.size()) {
+            Ok(pair) => break pair,
+            Err(FileError::Busy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(offset, 2 * MAX_FILE_CHUNK as u64);
+    let hash = pump(&mut out.start(offset).unwrap(), &mut sink);
+    assert_eq!(
+        std::fs::read(sink.blocking_finish(hash).unwrap()).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn one_part_has_one_writer() {
+    let scratch = Scratch::new("busy");
+    let dl = scratch.join("dl");
+    let (first, _) = IncomingFile::begin(&dl, "b", 10).unwrap();
+    assert!(matches!(
+        IncomingFile::begin(&dl, "b", 10),
+        Err(FileError::Busy(_))
+    ));
+    // The same file through an unsafe name is the same `.part`.
+    assert!(matches!(
+        IncomingFile::begin(&dl, "../x/b", 10),
+        Err(FileError::Busy(_))
+    ));
+    first.cancel(false);
+    let (second, _) = IncomingFile::begin(&dl, "b", 10).unwrap();
+    second.cancel(false);
+}
+
+#[test]
+fn offered_paths_cannot_leave_the_downloads_directory() {
+    let scratch = Scratch::new("escape");
+    let dl = scratch.join("deep/dl");
+    for offered in [
+        "../../x",
+        "/etc/x",
+        "a/x",
+        "a\\x",
+        "x\u{0}",
+        "\u{202E}x",
+        "x\n",
+    ] {
+        let (mut sink, _) = IncomingFile::begin(&dl, offered, 1).unwrap();
+        assert_eq!(sink.part_path().parent(), Some(dl.as_path()), "{offered:?}");
+        sink.blocking_write(0, vec![7]).unwrap();
+        let path = sink.blocking_finish(sha(&[7])).unwrap();
+        assert_eq!(path.parent(), Some(dl.as_path()), "{offered:?}");
+    }
+    let mut names = scratch.list("deep/dl");
+    names.sort();
+    assert_eq!(
+        names,
+        ["x", "x (1)", "x (2)", "x (3)", "x (4)", "x_", "x_ (1)"]
+    );
+    assert_eq!(scratch.list("deep"), ["dl"]);
+    for refused in ["..", ".", "", "a/..", "\u{200B}"] {
+        assert!(matches!(
+            IncomingFile::begin(&dl, refused, 1),
+            Err(FileError::Name(_))
+        ));
+    }
+}
+
+#[test]
+fn sender_refuses_what_it_cannot_send() {
+    let scratch = Scratch::new("sendchecks");
+    assert!(matches!(
+        OutgoingFile::open(scratch.join("missing")),
+        Err(FileError::Open { .. })
+    ));
+    std::fs::create_dir(scratch.join("dir")).unwrap();
+    assert!(matches!(
+        OutgoingFile::open(scratch.join("dir")),
+        Err(FileError::NotAFile(_))
+    ));
+    let out = send_file(&scratch, "f", &content(10));
+    assert!(matches!(
+        out.start(11),
+        Err(FileError::BadResume {
+            offset: 11,
+            size: 10
+        })
+    ));
+    // The file shrinks after the offer: a clear error, not a short transfer.
+    let out = send_file(&scratch, "g", &content(300_000));
+    std::fs::write(out.path(), content(1000)).unwrap();
+    let mut source = out.start(0).unwrap();
+    let mut error = None;
+    for _ in 0..10 {
+        match source.blocking_next() {
+            Ok(Outgoing::Chunk { .. }) => {}
+            Ok(Outgoing::Finished { .. }) => panic!("a short file must not finish"),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(
+            error,
+            Some(FileError::Changed {
+                got: 1000,
+                size: 300_000,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn permission_denied_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("perm");
+    let dl = scratch.join("ro");
+    std::fs::create_dir(&dl).unwrap();
+    std::fs::set_permissions(&dl, std::fs::Permissions::from_mode(0o500)).unwrap();
+    // Root ignores directory permissions; then there is nothing to check.
+    if std::fs::write(dl.join("probe"), b"").is_ok() {
+        return;
+    }
+    let err = IncomingFile::begin(&dl, "p", 1).unwrap_err();
+    assert!(matches!(err, FileError::PermissionDenied(_)), "{err:?}");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    std::fs::set_permissions(&dl, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn error_messages_say_what_to_do() {
+    let e = write_error(
+        Path::new("/d/x.part"),
+        std::io::Error::from_raw_os_error(28),
+    );
+    assert_eq!(
+        e.to_string(),
+        "disk full while writing /d/x.part; the partial file is kept, free space and resume"
+    );
+}
