@@ -42,7 +42,7 @@ fn settings() -> anyhow::Result<Settings> {
     let bench_mode = args.iter().any(|a| a == "--bench");
     let mut s = if bench_mode {
         Settings {
-            pairs: 256,
+            pairs: 128,
             duration: Duration::from_secs(5),
             waiting: 15_000,
             burst: 5_000,
@@ -212,53 +212,74 @@ impl HelloFrame {
     }
 }
 
-async fn connect(from: Ipv4Addr, to: SocketAddr) -> anyhow::Result<TcpStream> {
+/// A client connection with the bytes read past the last frame (a host may get
+/// `Waiting` and `Matched` in one read).
+struct Conn {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+async fn connect(from: Ipv4Addr, to: SocketAddr) -> anyhow::Result<Conn> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(from.into(), 0))?;
     let stream = tokio::time::timeout(IO_TIMEOUT, socket.connect(to))
         .await
         .context("connect timed out")??;
-    Ok(stream)
-}
-
-/// Reads one message, usually in one read: frames from the mediator are small,
-/// and a second frame never follows before the client answers (so no surplus).
-async fn recv(stream: &mut TcpStream) -> anyhow::Result<MediatorMsg> {
-    tokio::time::timeout(IO_TIMEOUT, async {
-        let mut buf = [0u8; 1024];
-        let mut got = 0;
-        loop {
-            let n = stream.read(&mut buf[got..]).await?;
-            if n == 0 {
-                bail!("connection closed");
-            }
-            got += n;
-            if let Some(header) = buf[..got].first_chunk::<4>() {
-                let len = Link::Mediator.parse_header(*header)?;
-                if 4 + len > buf.len() {
-                    bail!("unexpectedly large frame");
-                }
-                if got >= 4 + len {
-                    return Ok(wire::decode(&buf[4..4 + len])?);
-                }
-            }
-        }
+    Ok(Conn {
+        stream,
+        pending: Vec::new(),
     })
-    .await
-    .context("no answer in time")?
 }
 
-async fn expect_waiting(stream: &mut TcpStream) -> anyhow::Result<()> {
-    match recv(stream).await? {
-        MediatorMsg::Waiting { .. } => Ok(()),
-        other => bail!("expected Waiting, got {other:?}"),
+impl Conn {
+    async fn send(&mut self, frame: &[u8]) -> anyhow::Result<()> {
+        Ok(self.stream.write_all(frame).await?)
     }
-}
 
-async fn expect_matched(stream: &mut TcpStream) -> anyhow::Result<()> {
-    match recv(stream).await? {
-        MediatorMsg::Matched { .. } => Ok(()),
-        other => bail!("expected Matched, got {other:?}"),
+    /// Reads one message, usually in one read: mediator frames are small.
+    async fn recv(&mut self) -> anyhow::Result<MediatorMsg> {
+        tokio::time::timeout(IO_TIMEOUT, async {
+            let mut buf = [0u8; 2048];
+            let mut got = self.pending.len();
+            if got > buf.len() {
+                bail!("too many bytes pending");
+            }
+            buf[..got].copy_from_slice(&self.pending);
+            self.pending.clear();
+            loop {
+                if let Some(header) = buf[..got].first_chunk::<4>() {
+                    let len = Link::Mediator.parse_header(*header)?;
+                    if 4 + len > buf.len() {
+                        bail!("unexpectedly large frame");
+                    }
+                    if got >= 4 + len {
+                        self.pending.extend_from_slice(&buf[4 + len..got]);
+                        return Ok(wire::decode(&buf[4..4 + len])?);
+                    }
+                }
+                let n = self.stream.read(&mut buf[got..]).await?;
+                if n == 0 {
+                    bail!("connection closed");
+                }
+                got += n;
+            }
+        })
+        .await
+        .context("no answer in time")?
+    }
+
+    async fn expect_waiting(&mut self) -> anyhow::Result<()> {
+        match self.recv().await? {
+            MediatorMsg::Waiting { .. } => Ok(()),
+            other => bail!("expected Waiting, got {other:?}"),
+        }
+    }
+
+    async fn expect_matched(&mut self) -> anyhow::Result<()> {
+        match self.recv().await? {
+            MediatorMsg::Matched { .. } => Ok(()),
+            other => bail!("expected Matched, got {other:?}"),
+        }
     }
 }
 
@@ -282,12 +303,12 @@ async fn memory(w: usize, sources: &Sources) -> anyhow::Result<()> {
     let mut template = HelloFrame::new("memory")?;
     for room in 0..100u64 {
         let mut a = connect(sources.next(), addr).await?;
-        a.write_all(template.for_room(room)).await?;
-        expect_waiting(&mut a).await?;
+        a.send(template.for_room(room)).await?;
+        a.expect_waiting().await?;
         let mut b = connect(sources.next(), addr).await?;
-        b.write_all(template.for_room(room)).await?;
-        expect_matched(&mut b).await?;
-        expect_matched(&mut a).await?;
+        b.send(template.for_room(room)).await?;
+        b.expect_matched().await?;
+        a.expect_matched().await?;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = mediator.rss_kib()?;
@@ -305,8 +326,8 @@ async fn memory(w: usize, sources: &Sources) -> anyhow::Result<()> {
             let mut frame = template.clone();
             batch.spawn(async move {
                 let mut s = connect(from, addr).await?;
-                s.write_all(frame.for_room(room)).await?;
-                expect_waiting(&mut s).await?;
+                s.send(frame.for_room(room)).await?;
+                s.expect_waiting().await?;
                 anyhow::Ok(s)
             });
         }
@@ -350,13 +371,13 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
                 let room = rooms.fetch_add(1, Ordering::Relaxed);
                 let one = async {
                     let mut host = connect(sources.next(), addr).await?;
-                    host.write_all(host_hello.for_room(room)).await?;
-                    expect_waiting(&mut host).await?;
+                    host.send(host_hello.for_room(room)).await?;
+                    host.expect_waiting().await?;
                     let t0 = Instant::now();
                     let mut joiner = connect(sources.next(), addr).await?;
-                    joiner.write_all(joiner_hello.for_room(room)).await?;
-                    expect_matched(&mut joiner).await?;
-                    expect_matched(&mut host).await?;
+                    joiner.send(joiner_hello.for_room(room)).await?;
+                    joiner.expect_matched().await?;
+                    host.expect_matched().await?;
                     anyhow::Ok(t0.elapsed())
                 };
                 match one.await {
@@ -397,6 +418,27 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
     Ok(())
 }
 
+/// The kernel's count of listen-queue overflows and drops (this network
+/// namespace), from /proc/net/netstat: a dropped SYN shows up here.
+fn listen_drops() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let pairs = names.split_whitespace().zip(values.split_whitespace());
+        let mut total = 0;
+        for (name, value) in pairs {
+            if name == "ListenOverflows" || name == "ListenDrops" {
+                total += value.parse::<u64>().ok()?;
+            }
+        }
+        return Some(total);
+    }
+    None
+}
+
 /// `b` clients connect at once (b/2 rooms, two clients each) and pair.
 async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
     let mediator = Mediator::start()?;
@@ -413,11 +455,11 @@ async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
             let t0 = Instant::now();
             let mut s = connect(from, addr).await?;
             let connect_time = t0.elapsed();
-            s.write_all(frame.for_room(room)).await?;
+            s.send(frame.for_room(room)).await?;
             // Either Waiting then Matched (first of the two) or Matched at once.
-            let mut msg = recv(&mut s).await?;
+            let mut msg = s.recv().await.context("first answer")?;
             if let MediatorMsg::Waiting { .. } = msg {
-                msg = recv(&mut s).await?;
+                msg = s.recv().await.context("after Waiting")?;
             }
             if !matches!(msg, MediatorMsg::Matched { .. }) {
                 bail!("expected Matched, got {msg:?}");
@@ -425,6 +467,7 @@ async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
             anyhow::Ok((connect_time, t0.elapsed()))
         });
     }
+    let drops_before = listen_drops();
     let started = Instant::now();
     gate.wait().await;
     let (mut connects, mut matched, mut failed) = (Vec::new(), Vec::new(), 0);
@@ -442,6 +485,10 @@ async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
             }
         }
     }
+    let drops = match (drops_before, listen_drops()) {
+        (Some(before), Some(after)) => format!("{}", after.saturating_sub(before)),
+        _ => "unknown".to_owned(),
+    };
     connects.sort_unstable();
     matched.sort_unstable();
     let stalled = connects
@@ -450,7 +497,8 @@ async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
         .count();
     println!(
         "burst: {b} simultaneous connects: connect time p50 {}, p99 {}, max {}; {stalled} stalled \
-         (>= 0.9 s, a dropped SYN); {} paired, {failed} failed; all done in {}",
+         (>= 0.9 s, a dropped SYN); kernel listen drops {drops}; {} paired, {failed} failed; \
+         all done in {}",
         ms(percentile(&connects, 0.5)),
         ms(percentile(&connects, 0.99)),
         ms(connects.last().copied().unwrap_or_default()),
