@@ -66,9 +66,27 @@ impl Drop for Admitted {
 
 /// Binds a TCP listener the way the mediator needs it: `SO_REUSEADDR` (restart
 /// without waiting out TIME_WAIT), dual-stack when `addr` is IPv6 (so `[::]:7070`
-/// takes IPv4 clients too), and a backlog of [`LISTEN_BACKLOG`]. Call it inside a
+/// takes IPv4 clients too), and a backlog of [`LISTEN_BACKLOG`]. On a host with
+/// IPv6 switched off, `[::]:PORT` falls back to `0.0.0.0:PORT`. Call it inside a
 /// tokio runtime.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    match bind_exactly(addr) {
+        // EAFNOSUPPORT (97 on Linux): the kernel has no IPv6 at all.
+        Err(e)
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && (e.raw_os_error() == Some(97)
+                    || e.kind() == io::ErrorKind::AddrNotAvailable) =>
+        {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            let listener = bind_exactly(v4).map_err(|_| e)?;
+            tracing::warn!(%addr, fallback = %v4, "IPv6 unavailable; listening on IPv4 only");
+            Ok(listener)
+        }
+        other => other,
+    }
+}
+
+fn bind_exactly(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
