@@ -28,6 +28,7 @@ use crate::peerlink::PeerLink;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{Matched, MediatorLink};
 use crate::roomcode;
+use crate::transfer::{Transfers, Update};
 use crate::ui::{Event, Output};
 
 /// First reconnect delay; it doubles up to [`BACKOFF_CAP`], each with jitter.
@@ -54,8 +55,14 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     let listener = bind_listener(setup.listen).await?;
     let history = setup.history.as_deref().map(History::open).transpose()?;
     let mut input = out.input(MAX_CHAT_TEXT);
-    let mut convo = Conversation::new(&setup.room, &setup.name, history);
-    let result = converse(&setup, &listener, &mut convo, &mut input, out).await;
+    let downloads = setup
+        .args
+        .downloads
+        .clone()
+        .unwrap_or_else(crate::files::default_downloads_dir);
+    let (transfers, mut updates) = Transfers::new(downloads, setup.args.yes);
+    let mut convo = Conversation::new(&setup.room, &setup.name, history, transfers);
+    let result = converse(&setup, &listener, &mut convo, &mut input, &mut updates, out).await;
     let reason = match &result {
         Ok(reason) => reason.clone(),
         Err(e) => e.to_string(),
@@ -70,6 +77,7 @@ async fn converse(
     listener: &TcpListener,
     convo: &mut Conversation,
     input: &mut mpsc::Receiver<InputEvent>,
+    updates: &mut mpsc::UnboundedReceiver<Update>,
     out: &Output,
 ) -> Result<String, ClientError> {
     // Set while reconnecting: when the link dropped and the attempt count.
@@ -163,7 +171,7 @@ async fn converse(
         record_session(setup, &conn, &info)?;
 
         let link = PeerLink::start(conn);
-        match chat::run(link, convo, out, input).await {
+        match chat::run(link, convo, out, input, updates).await {
             Ending::Quit => {
                 out.show(&Event::Disconnected {
                     reason: "you left".into(),

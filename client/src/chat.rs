@@ -20,6 +20,7 @@ use crate::exit::ClientError;
 use crate::history::{ChatId, History};
 use crate::input::InputEvent;
 use crate::peerlink::{LinkError, PeerLink};
+use crate::transfer::{Transfers, Update};
 use crate::ui::{Event, Output, HELP};
 
 /// How often we ping the peer.
@@ -71,6 +72,7 @@ pub struct Conversation {
     room: String,
     me: String,
     store: Option<Store>,
+    transfers: Transfers,
     next_id: u64,
     outbox: BTreeMap<u64, Unacked>,
     /// Highest message id shown from the peer on the current key lineage.
@@ -112,11 +114,17 @@ fn link_failure(e: LinkError, peer: &str) -> ClientError {
 impl Conversation {
     /// A conversation with no session yet, in `room`, as `me`, recorded in
     /// `history` when it is on.
-    pub fn new(room: &str, me: &str, history: Option<History>) -> Conversation {
+    pub fn new(
+        room: &str,
+        me: &str,
+        history: Option<History>,
+        transfers: Transfers,
+    ) -> Conversation {
         Conversation {
             room: room.to_string(),
             me: me.to_string(),
             store: history.map(|db| Store { db, chat: None }),
+            transfers,
             next_id: 1,
             outbox: BTreeMap::new(),
             peer_seen: 0,
@@ -287,7 +295,7 @@ impl Conversation {
         let text = if let Some(escaped) = line.strip_prefix("//") {
             format!("/{escaped}")
         } else if let Some(command) = line.strip_prefix('/') {
-            return self.on_command(command.trim(), out);
+            return self.on_command(command.trim(), link, out);
         } else {
             line.to_string()
         };
@@ -336,11 +344,43 @@ impl Conversation {
         None
     }
 
-    fn on_command(&mut self, command: &str, out: &Output) -> Option<Ending> {
-        let mut words = command.split_whitespace();
-        let name = words.next().unwrap_or("");
-        let arg = words.next();
+    fn on_command(
+        &mut self,
+        command: &str,
+        link: Option<&PeerLink>,
+        out: &Output,
+    ) -> Option<Ending> {
+        let (name, rest) = command
+            .split_once(char::is_whitespace)
+            .unwrap_or((command, ""));
+        let arg = rest.split_whitespace().next();
+        let transfer_id = || {
+            let parsed = arg.and_then(|a| a.parse::<u64>().ok());
+            if parsed.is_none() {
+                out.show(&Event::Error {
+                    code: "usage".into(),
+                    text: format!("usage: /{name} ID, with the transfer's number"),
+                });
+            }
+            parsed
+        };
         match name {
+            "send" => self.transfers.send(rest, link, out),
+            "accept" => {
+                if let Some(id) = transfer_id() {
+                    self.transfers.accept(id, link, out);
+                }
+            }
+            "reject" => {
+                if let Some(id) = transfer_id() {
+                    self.transfers.reject(id, link, out);
+                }
+            }
+            "cancel" => {
+                if let Some(id) = transfer_id() {
+                    self.transfers.cancel(id, link, out);
+                }
+            }
             "quit" | "exit" => return Some(Ending::Quit),
             "help" => out.show(&Event::Info { text: HELP.into() }),
             "peers" => match &self.peer {
@@ -404,7 +444,7 @@ impl Conversation {
         None
     }
 
-    fn on_peer(
+    async fn on_peer(
         &mut self,
         msg: PeerMsg,
         link: &PeerLink,
@@ -458,21 +498,17 @@ impl Conversation {
                 });
                 return Ok(Some(Ending::PeerLeft(reason)));
             }
-            PeerMsg::FileOffer { id, .. } => {
-                link.send(PeerMsg::FileReject { id })
-                    .map_err(|e| link_failure(e, peer))?;
-                out.show(&Event::Info {
-                    text: format!(
-                        "{} offered a file; this client cannot receive files yet, so it was declined",
-                        wire::sanitize_for_terminal(peer)
-                    ),
-                });
-            }
-            PeerMsg::FileAccept { .. }
+            file @ (PeerMsg::FileOffer { .. }
+            | PeerMsg::FileAccept { .. }
             | PeerMsg::FileReject { .. }
             | PeerMsg::FileChunk { .. }
             | PeerMsg::FileDone { .. }
-            | PeerMsg::FileCancel { .. } => {}
+            | PeerMsg::FileCancel { .. }) => {
+                self.transfers
+                    .on_peer(file, link, peer, out)
+                    .await
+                    .map_err(|e| link_failure(e, peer))?;
+            }
         }
         Ok(None)
     }
@@ -485,6 +521,7 @@ pub async fn run(
     convo: &mut Conversation,
     out: &Output,
     input: &mut mpsc::Receiver<InputEvent>,
+    updates: &mut mpsc::UnboundedReceiver<Update>,
 ) -> Ending {
     let peer = match &convo.peer {
         Some(p) => p.name.clone(),
@@ -494,6 +531,7 @@ pub async fn run(
         link.close(None).await;
         return Ending::Lost(e);
     }
+    convo.transfers.on_connected(&link);
     let mut ping: Option<(u64, Instant)> = None;
     let mut ping_nonce = 0u64;
     let mut last_heard = Instant::now();
@@ -531,7 +569,7 @@ pub async fn run(
                 }
                 Some(Ok(msg)) => {
                     last_heard = Instant::now();
-                    match convo.on_peer(msg, &link, &peer, out) {
+                    match convo.on_peer(msg, &link, &peer, out).await {
                         Ok(Some(ending)) => break ending,
                         Ok(None) => {
                             if convo.input_closed && convo.outbox.is_empty() {
@@ -544,6 +582,7 @@ pub async fn run(
                 Some(Err(e)) => break Ending::Lost(link_failure(e, &peer)),
                 None => break Ending::Lost(link_failure(LinkError::Closed, &peer)),
             },
+            Some(update) = updates.recv() => convo.transfers.on_update(update, Some(&link), out),
             _ = ticker.tick() => {
                 if last_heard.elapsed() > PEER_SILENT {
                     break Ending::Lost(ClientError::ConnectionLost(format!(

@@ -20,5 +20,6 @@ pub mod peerlink;
 pub mod records;
 pub mod rendezvous;
 pub mod roomcode;
+pub mod transfer;
 pub mod tui;
 pub mod ui;

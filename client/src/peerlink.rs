@@ -27,6 +27,12 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const OUT_QUEUE: usize = 16 * 1024;
 /// Opened messages waiting for the chat loop; the reader pauses when it is full.
 const IN_QUEUE: usize = 256;
+/// File chunks queued towards the writer: a few records deep, so a transfer
+/// keeps the cipher busy while chat messages (queued separately, and always
+/// taken first) wait behind at most this much.
+const BULK_QUEUE: usize = 4;
+/// Most bytes one write gathers from the queues.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// Why the link stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +55,7 @@ pub enum LinkError {
 #[derive(Debug)]
 pub struct PeerLink {
     tx: mpsc::Sender<PeerMsg>,
+    bulk: mpsc::Sender<PeerMsg>,
     rx: mpsc::Receiver<Result<PeerMsg, LinkError>>,
     writer: JoinHandle<Result<(), LinkError>>,
     reader: JoinHandle<()>,
@@ -64,11 +71,13 @@ impl PeerLink {
         // Bytes the handshake reader already pulled in belong to the first records.
         framed.read_buffer_mut().extend_from_slice(&parts.read_buf);
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(IN_QUEUE);
         PeerLink {
             tx: out_tx,
+            bulk: bulk_tx,
             rx: in_rx,
-            writer: tokio::spawn(write_loop(write_half, sealer, out_rx)),
+            writer: tokio::spawn(write_loop(write_half, sealer, out_rx, bulk_rx)),
             reader: tokio::spawn(read_loop(framed, opener, in_tx)),
         }
     }
@@ -79,6 +88,12 @@ impl PeerLink {
             mpsc::error::TrySendError::Full(_) => LinkError::Io("the peer stopped reading".into()),
             mpsc::error::TrySendError::Closed(_) => LinkError::Closed,
         })
+    }
+
+    /// A sender for bulk data (file chunks): it waits while the link is busy, and
+    /// the writer serves it only when no chat or control message is waiting.
+    pub fn bulk_sender(&self) -> mpsc::Sender<PeerMsg> {
+        self.bulk.clone()
     }
 
     /// The next message from the peer; `None` once the reader has stopped.
@@ -93,6 +108,7 @@ impl PeerLink {
             let _ = self.tx.try_send(PeerMsg::Bye { reason });
         }
         drop(self.tx);
+        drop(self.bulk);
         let mut writer = self.writer;
         if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer)
             .await
@@ -104,17 +120,39 @@ impl PeerLink {
     }
 }
 
+/// The next message to send: control and chat first, then bulk; waits for
+/// either. `None` when the control queue has closed (the link is closing).
+async fn next_message(
+    rx: &mut mpsc::Receiver<PeerMsg>,
+    bulk: &mut mpsc::Receiver<PeerMsg>,
+) -> Option<PeerMsg> {
+    tokio::select! {
+        biased;
+        msg = rx.recv() => msg,
+        Some(msg) = bulk.recv() => Some(msg),
+    }
+}
+
+/// A message already queued, control first, without waiting.
+fn queued_message(
+    rx: &mut mpsc::Receiver<PeerMsg>,
+    bulk: &mut mpsc::Receiver<PeerMsg>,
+) -> Option<PeerMsg> {
+    rx.try_recv().ok().or_else(|| bulk.try_recv().ok())
+}
+
 async fn write_loop(
     mut half: OwnedWriteHalf,
     mut sealer: Sealer,
     mut rx: mpsc::Receiver<PeerMsg>,
+    mut bulk: mpsc::Receiver<PeerMsg>,
 ) -> Result<(), LinkError> {
-    let mut plaintext = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(8 * 1024);
-    while let Some(first) = rx.recv().await {
+    let mut plaintext = Vec::with_capacity(wire::peer::MAX_PLAINTEXT);
+    let mut out = Vec::with_capacity(BATCH_BYTES + wire::frame::PEER_FRAME_MAX);
+    while let Some(first) = next_message(&mut rx, &mut bulk).await {
         out.clear();
         let mut next = Some(first);
-        // Batch whatever is already queued into one write, up to ~256 KiB.
+        // Batch whatever is already queued into one write, up to BATCH_BYTES.
         while let Some(msg) = next.take() {
             plaintext.clear();
             wire::encode_into(&msg, &mut plaintext)
@@ -128,8 +166,8 @@ async fn write_loop(
                 .header(out.len() - start - HEADER_LEN)
                 .map_err(|e| LinkError::Protocol(e.to_string()))?;
             out[start..start + HEADER_LEN].copy_from_slice(&header);
-            if out.len() < 256 * 1024 {
-                next = rx.try_recv().ok();
+            if out.len() < BATCH_BYTES {
+                next = queued_message(&mut rx, &mut bulk);
             }
         }
         match tokio::time::timeout(WRITE_TIMEOUT, half.write_all(&out)).await {

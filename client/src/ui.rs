@@ -135,6 +135,8 @@ pub struct Output {
     /// The running interface; `None` in the other modes and after
     /// [`Output::shutdown`], when events fall back to plain lines.
     tui: Mutex<Option<Tui>>,
+    /// Line mode's progress bars (on stderr), one per running transfer.
+    bars: Mutex<std::collections::HashMap<(String, u64), indicatif::ProgressBar>>,
 }
 
 impl Output {
@@ -160,6 +162,7 @@ impl Output {
                 mode
             },
             tui: Mutex::new(tui),
+            bars: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -204,6 +207,7 @@ impl Output {
                 }
             }
             OutputMode::Line | OutputMode::Tui => {
+                self.update_bars(event);
                 if let Some(text) = render_line(event) {
                     if matches!(event, Event::Error { .. }) {
                         let mut err = std::io::stderr().lock();
@@ -215,6 +219,47 @@ impl Output {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Output {
+    /// Draws transfer progress in line mode as indicatif bars on stderr (hidden
+    /// when stderr is not a terminal), and clears a bar when its transfer ends.
+    fn update_bars(&self, event: &Event) {
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Event::Progress {
+                id,
+                direction,
+                name,
+                bytes,
+                total,
+                ..
+            } => {
+                let bar = bars.entry((direction.clone(), *id)).or_insert_with(|| {
+                    let bar = indicatif::ProgressBar::new(*total);
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    ) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    let verb = if direction == "send" {
+                        "sending"
+                    } else {
+                        "receiving"
+                    };
+                    bar.set_message(format!("{verb} {}", safe(name)));
+                    bar
+                });
+                bar.set_position(*bytes);
+            }
+            Event::FileDone { id, direction, .. } | Event::FileStopped { id, direction, .. } => {
+                if let Some(bar) = bars.remove(&(direction.clone(), *id)) {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -346,7 +391,10 @@ pub fn render_line(event: &Event) -> Option<String> {
             ("receive", Some(path)) => {
                 format!("Received {} and verified it: {}", safe(name), safe(path))
             }
-            _ => format!("Sent {}; the peer verified it.", safe(name)),
+            _ => format!(
+                "Sent all of {}; the peer checks it against its SHA-256.",
+                safe(name)
+            ),
         },
         Event::FileStopped {
             direction,

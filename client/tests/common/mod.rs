@@ -5,6 +5,7 @@
 
 pub mod fake_mediator;
 pub mod proxy;
+pub mod raw_peer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

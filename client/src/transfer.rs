@@ -1,0 +1,610 @@
+//! File transfers inside a conversation (docs/protocol.md §7 `File*`): `/send`,
+//! `/accept`, `/reject`, `/cancel`, the pump task that feeds a file's chunks to
+//! the link's bulk queue, and resuming after a reconnect.
+//!
+//! People see short local numbers (`/accept 2`); on the wire a transfer is named
+//! by a random 64-bit id, so a `FileCancel` can never be mistaken for a transfer
+//! in the other direction. After a reconnect every unfinished outgoing transfer
+//! is offered again under the same id: the receiver resumes from what its
+//! `.part` holds, or declines an id it already verified.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wire::PeerMsg;
+
+use crate::files::{ChunkSource, FileError, IncomingFile, Outgoing, OutgoingFile, Progress};
+use crate::peerlink::{LinkError, PeerLink};
+use crate::ui::{human_bytes, Event, Output};
+
+/// What a pump task reports back to the conversation.
+#[derive(Debug)]
+pub enum Update {
+    /// `bytes` of the file are queued for the peer.
+    Sent { wire: u64, bytes: u64 },
+    /// Every chunk and the `FileDone` are queued.
+    Finished { wire: u64, sha256: [u8; 32] },
+    /// Reading the file failed.
+    Failed { wire: u64, error: String },
+    /// The link went away mid-transfer; it resumes after a reconnect.
+    Interrupted { wire: u64 },
+}
+
+enum SendState {
+    /// Offered; waiting for the peer's answer.
+    Offered,
+    /// The pump is running.
+    Sending(JoinHandle<()>),
+    /// `FileDone` queued; kept until the peer could have verified it, so a
+    /// reconnect in between offers it again.
+    Sent,
+}
+
+struct Sending {
+    local: u64,
+    file: OutgoingFile,
+    state: SendState,
+    progress: Progress,
+}
+
+struct Receiving {
+    local: u64,
+    name: String,
+    file: IncomingFile,
+    progress: Progress,
+}
+
+struct Offer {
+    local: u64,
+    name: String,
+    size: u64,
+}
+
+/// Every transfer of one conversation, both directions.
+pub struct Transfers {
+    downloads: PathBuf,
+    auto_accept: bool,
+    next_local: u64,
+    outgoing: BTreeMap<u64, Sending>,
+    incoming: BTreeMap<u64, Receiving>,
+    offers: BTreeMap<u64, Offer>,
+    verified: HashSet<u64>,
+    updates: mpsc::UnboundedSender<Update>,
+}
+
+impl std::fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfers")
+            .field("outgoing", &self.outgoing.len())
+            .field("incoming", &self.incoming.len())
+            .field("offers", &self.offers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn stopped(out: &Output, local: u64, direction: &str, name: &str, reason: impl Into<String>) {
+    out.show(&Event::FileStopped {
+        id: local,
+        direction: direction.into(),
+        name: name.into(),
+        reason: reason.into(),
+    });
+}
+
+/// Sends a message, ignoring a closed link: the conversation notices that on its
+/// own and the transfer resumes after the reconnect.
+fn tell(link: Option<&PeerLink>, msg: PeerMsg) {
+    if let Some(link) = link {
+        let _ = link.send(msg);
+    }
+}
+
+impl Transfers {
+    /// Transfers saving into `downloads`; `auto_accept` takes every offer.
+    /// Returns the receiver of pump updates, which the chat loop polls.
+    pub fn new(
+        downloads: PathBuf,
+        auto_accept: bool,
+    ) -> (Transfers, mpsc::UnboundedReceiver<Update>) {
+        let (updates, rx) = mpsc::unbounded_channel();
+        (
+            Transfers {
+                downloads,
+                auto_accept,
+                next_local: 1,
+                outgoing: BTreeMap::new(),
+                incoming: BTreeMap::new(),
+                offers: BTreeMap::new(),
+                verified: HashSet::new(),
+                updates,
+            },
+            rx,
+        )
+    }
+
+    fn local_id(&mut self) -> u64 {
+        let id = self.next_local;
+        self.next_local += 1;
+        id
+    }
+
+    /// `/send PATH`: offers a file now, or on connect when offline.
+    pub fn send(&mut self, path: &str, link: Option<&PeerLink>, out: &Output) {
+        let path = path.trim();
+        if path.is_empty() {
+            out.show(&Event::Error {
+                code: "usage".into(),
+                text: "usage: /send PATH".into(),
+            });
+            return;
+        }
+        let file = match OutgoingFile::open(path) {
+            Ok(file) => file,
+            Err(e) => {
+                out.show(&Event::Error {
+                    code: "file".into(),
+                    text: e.to_string(),
+                });
+                return;
+            }
+        };
+        let wire = OsRng.next_u64();
+        let local = self.local_id();
+        tell(
+            link,
+            PeerMsg::FileOffer {
+                id: wire,
+                name: file.name().to_string(),
+                size: file.size(),
+            },
+        );
+        out.show(&Event::Info {
+            text: format!(
+                "Offering {} ({}) as transfer {local}{}.",
+                wire::sanitize_for_terminal(file.name()),
+                human_bytes(file.size()),
+                if link.is_some() {
+                    "; waiting for the peer to accept"
+                } else {
+                    "; it goes out once connected"
+                }
+            ),
+        });
+        let progress = Progress::new(file.size(), 0, Instant::now());
+        self.outgoing.insert(
+            wire,
+            Sending {
+                local,
+                file,
+                state: SendState::Offered,
+                progress,
+            },
+        );
+    }
+
+    /// `/accept N`.
+    pub fn accept(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+        let Some(wire) = self
+            .offers
+            .iter()
+            .find(|(_, o)| o.local == local)
+            .map(|(w, _)| *w)
+        else {
+            out.show(&Event::Error {
+                code: "usage".into(),
+                text: format!("no file offer {local} is waiting"),
+            });
+            return;
+        };
+        if let Some(offer) = self.offers.remove(&wire) {
+            self.begin_receiving(wire, offer, link, out);
+        }
+    }
+
+    /// `/reject N`.
+    pub fn reject(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+        let Some(wire) = self
+            .offers
+            .iter()
+            .find(|(_, o)| o.local == local)
+            .map(|(w, _)| *w)
+        else {
+            out.show(&Event::Error {
+                code: "usage".into(),
+                text: format!("no file offer {local} is waiting"),
+            });
+            return;
+        };
+        if let Some(offer) = self.offers.remove(&wire) {
+            tell(link, PeerMsg::FileReject { id: wire });
+            stopped(out, offer.local, "receive", &offer.name, "you declined it");
+        }
+    }
+
+    /// `/cancel N`: either direction. A cancelled download leaves no `.part`.
+    pub fn cancel(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+        if let Some(wire) = self
+            .outgoing
+            .iter()
+            .find(|(_, s)| s.local == local)
+            .map(|(w, _)| *w)
+        {
+            if let Some(sending) = self.outgoing.remove(&wire) {
+                if let SendState::Sending(task) = &sending.state {
+                    task.abort();
+                }
+                tell(link, PeerMsg::FileCancel { id: wire });
+                stopped(out, local, "send", sending.file.name(), "you cancelled it");
+            }
+        } else if let Some(wire) = self
+            .incoming
+            .iter()
+            .find(|(_, r)| r.local == local)
+            .map(|(w, _)| *w)
+        {
+            if let Some(receiving) = self.incoming.remove(&wire) {
+                tell(link, PeerMsg::FileCancel { id: wire });
+                let name = receiving.name.clone();
+                tokio::task::block_in_place(|| receiving.file.cancel(false));
+                stopped(out, local, "receive", &name, "you cancelled it");
+            }
+        } else if let Some(wire) = self
+            .offers
+            .iter()
+            .find(|(_, o)| o.local == local)
+            .map(|(w, _)| *w)
+        {
+            self.reject(local, link, out);
+            let _ = wire;
+        } else {
+            out.show(&Event::Error {
+                code: "usage".into(),
+                text: format!("no transfer {local}"),
+            });
+        }
+    }
+
+    fn begin_receiving(&mut self, wire: u64, offer: Offer, link: Option<&PeerLink>, out: &Output) {
+        let begun = tokio::task::block_in_place(|| {
+            IncomingFile::begin(&self.downloads, &offer.name, offer.size)
+        });
+        match begun {
+            Ok((file, offset)) => {
+                tell(link, PeerMsg::FileAccept { id: wire, offset });
+                if offset > 0 {
+                    out.show(&Event::Info {
+                        text: format!(
+                            "Resuming {} at {} of {}.",
+                            wire::sanitize_for_terminal(file.name()),
+                            human_bytes(offset),
+                            human_bytes(offer.size)
+                        ),
+                    });
+                }
+                let name = file.name().to_string();
+                self.incoming.insert(
+                    wire,
+                    Receiving {
+                        local: offer.local,
+                        name,
+                        file,
+                        progress: Progress::new(offer.size, offset, Instant::now()),
+                    },
+                );
+            }
+            Err(e) => {
+                tell(link, PeerMsg::FileReject { id: wire });
+                stopped(out, offer.local, "receive", &offer.name, e.to_string());
+            }
+        }
+    }
+
+    /// A fresh session: offer again everything not known to be received.
+    pub fn on_connected(&mut self, link: &PeerLink) {
+        for (&wire, sending) in &mut self.outgoing {
+            if let SendState::Sending(task) = &sending.state {
+                task.abort();
+            }
+            sending.state = SendState::Offered;
+            tell(
+                Some(link),
+                PeerMsg::FileOffer {
+                    id: wire,
+                    name: sending.file.name().to_string(),
+                    size: sending.file.size(),
+                },
+            );
+        }
+    }
+
+    /// Handles one `File*` message from the peer.
+    pub async fn on_peer(
+        &mut self,
+        msg: PeerMsg,
+        link: &PeerLink,
+        peer: &str,
+        out: &Output,
+    ) -> Result<(), LinkError> {
+        match msg {
+            PeerMsg::FileOffer { id, name, size } => self.on_offer(id, name, size, link, peer, out),
+            PeerMsg::FileAccept { id, offset } => self.on_accept(id, offset, link, out),
+            PeerMsg::FileReject { id } => {
+                if let Some(sending) = self.outgoing.remove(&id) {
+                    if !matches!(sending.state, SendState::Sent) {
+                        stopped(
+                            out,
+                            sending.local,
+                            "send",
+                            sending.file.name(),
+                            "the peer declined it",
+                        );
+                    }
+                }
+            }
+            PeerMsg::FileChunk { id, offset, data } => {
+                let Some(receiving) = self.incoming.get_mut(&id) else {
+                    // Chunks of a transfer we cancelled may still be in flight.
+                    return Ok(());
+                };
+                let len = data.len() as u64;
+                if let Err(e) = receiving.file.write(offset, data).await {
+                    self.fail_incoming(id, e, link, out);
+                    return Ok(());
+                }
+                receiving.progress.advance(len);
+                if let Some(report) = receiving.progress.poll(Instant::now()) {
+                    out.show(&report.event(receiving.local, "receive", &receiving.name));
+                }
+            }
+            PeerMsg::FileDone { id, sha256 } => {
+                let Some(receiving) = self.incoming.remove(&id) else {
+                    return Ok(());
+                };
+                let Receiving {
+                    local,
+                    name,
+                    file,
+                    progress,
+                } = receiving;
+                out.show(
+                    &progress
+                        .report(Instant::now())
+                        .event(local, "receive", &name),
+                );
+                match file.finish(sha256).await {
+                    Ok(path) => {
+                        self.verified.insert(id);
+                        out.show(&Event::FileDone {
+                            id: local,
+                            direction: "receive".into(),
+                            name,
+                            path: Some(path.display().to_string()),
+                            sha256: hex::encode(sha256),
+                        });
+                    }
+                    Err(e) => {
+                        link.send(PeerMsg::FileCancel { id })?;
+                        stopped(out, local, "receive", &name, e.to_string());
+                    }
+                }
+            }
+            PeerMsg::FileCancel { id } => {
+                if let Some(sending) = self.outgoing.remove(&id) {
+                    if let SendState::Sending(task) = &sending.state {
+                        task.abort();
+                    }
+                    stopped(
+                        out,
+                        sending.local,
+                        "send",
+                        sending.file.name(),
+                        "the peer cancelled it",
+                    );
+                } else if let Some(receiving) = self.incoming.remove(&id) {
+                    let name = receiving.name.clone();
+                    tokio::task::block_in_place(|| receiving.file.cancel(false));
+                    stopped(
+                        out,
+                        receiving.local,
+                        "receive",
+                        &name,
+                        "the sender cancelled it",
+                    );
+                } else if let Some(offer) = self.offers.remove(&id) {
+                    stopped(
+                        out,
+                        offer.local,
+                        "receive",
+                        &offer.name,
+                        "the sender withdrew the offer",
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_offer(
+        &mut self,
+        wire: u64,
+        name: String,
+        size: u64,
+        link: &PeerLink,
+        peer: &str,
+        out: &Output,
+    ) {
+        if self.verified.contains(&wire) {
+            // Offered again after a reconnect, but we already have it.
+            tell(Some(link), PeerMsg::FileReject { id: wire });
+            return;
+        }
+        if let Some(receiving) = self.incoming.get(&wire) {
+            // The same transfer after a reconnect: go on from what we have.
+            let offset = receiving.file.received();
+            tell(Some(link), PeerMsg::FileAccept { id: wire, offset });
+            out.show(&Event::Info {
+                text: format!(
+                    "Resuming {} at {} of {}.",
+                    wire::sanitize_for_terminal(&receiving.name),
+                    human_bytes(offset),
+                    human_bytes(receiving.file.size())
+                ),
+            });
+            return;
+        }
+        if self.offers.contains_key(&wire) {
+            return;
+        }
+        let local = self.local_id();
+        let offer = Offer { local, name, size };
+        if self.auto_accept {
+            out.show(&Event::FileOffer {
+                id: local,
+                from: peer.to_string(),
+                name: offer.name.clone(),
+                size,
+            });
+            self.begin_receiving(wire, offer, Some(link), out);
+        } else {
+            out.show(&Event::FileOffer {
+                id: local,
+                from: peer.to_string(),
+                name: offer.name.clone(),
+                size,
+            });
+            self.offers.insert(wire, offer);
+        }
+    }
+
+    fn on_accept(&mut self, wire: u64, offset: u64, link: &PeerLink, out: &Output) {
+        let Some(sending) = self.outgoing.get_mut(&wire) else {
+            return;
+        };
+        if let SendState::Sending(task) = &sending.state {
+            task.abort();
+        }
+        match sending.file.start(offset) {
+            Ok(source) => {
+                sending.progress = Progress::new(sending.file.size(), offset, Instant::now());
+                let task =
+                    tokio::spawn(pump(wire, source, link.bulk_sender(), self.updates.clone()));
+                sending.state = SendState::Sending(task);
+            }
+            Err(e) => {
+                let local = sending.local;
+                let name = sending.file.name().to_string();
+                self.outgoing.remove(&wire);
+                tell(Some(link), PeerMsg::FileCancel { id: wire });
+                stopped(out, local, "send", &name, e.to_string());
+            }
+        }
+    }
+
+    fn fail_incoming(&mut self, wire: u64, error: FileError, link: &PeerLink, out: &Output) {
+        if let Some(receiving) = self.incoming.remove(&wire) {
+            tell(Some(link), PeerMsg::FileCancel { id: wire });
+            // A broken peer's data is not worth keeping; a full disk's is.
+            let keep = matches!(
+                error,
+                FileError::DiskFull(_) | FileError::PermissionDenied(_)
+            );
+            let name = receiving.name.clone();
+            tokio::task::block_in_place(|| receiving.file.cancel(keep));
+            stopped(out, receiving.local, "receive", &name, error.to_string());
+        }
+    }
+
+    /// Handles a pump's report.
+    pub fn on_update(&mut self, update: Update, link: Option<&PeerLink>, out: &Output) {
+        match update {
+            Update::Sent { wire, bytes } => {
+                if let Some(sending) = self.outgoing.get_mut(&wire) {
+                    let done = sending.progress.bytes();
+                    sending.progress.advance(bytes.saturating_sub(done));
+                    if let Some(report) = sending.progress.poll(Instant::now()) {
+                        out.show(&report.event(sending.local, "send", sending.file.name()));
+                    }
+                }
+            }
+            Update::Finished { wire, sha256 } => {
+                if let Some(sending) = self.outgoing.get_mut(&wire) {
+                    sending.state = SendState::Sent;
+                    out.show(&sending.progress.report(Instant::now()).event(
+                        sending.local,
+                        "send",
+                        sending.file.name(),
+                    ));
+                    out.show(&Event::FileDone {
+                        id: sending.local,
+                        direction: "send".into(),
+                        name: sending.file.name().to_string(),
+                        path: None,
+                        sha256: hex::encode(sha256),
+                    });
+                }
+            }
+            Update::Failed { wire, error } => {
+                if let Some(sending) = self.outgoing.remove(&wire) {
+                    tell(link, PeerMsg::FileCancel { id: wire });
+                    stopped(out, sending.local, "send", sending.file.name(), error);
+                }
+            }
+            Update::Interrupted { wire } => {
+                if let Some(sending) = self.outgoing.get_mut(&wire) {
+                    sending.state = SendState::Offered;
+                }
+            }
+        }
+    }
+}
+
+/// Moves one file's chunks from its reader thread to the link's bulk queue.
+async fn pump(
+    wire: u64,
+    mut source: ChunkSource,
+    bulk: mpsc::Sender<PeerMsg>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    loop {
+        match source.next().await {
+            Ok(Outgoing::Chunk { offset, data }) => {
+                let end = offset + data.len() as u64;
+                let chunk = PeerMsg::FileChunk {
+                    id: wire,
+                    offset,
+                    data,
+                };
+                if bulk.send(chunk).await.is_err() {
+                    let _ = updates.send(Update::Interrupted { wire });
+                    return;
+                }
+                let _ = updates.send(Update::Sent { wire, bytes: end });
+            }
+            Ok(Outgoing::Finished { sha256 }) => {
+                if bulk
+                    .send(PeerMsg::FileDone { id: wire, sha256 })
+                    .await
+                    .is_err()
+                {
+                    let _ = updates.send(Update::Interrupted { wire });
+                } else {
+                    let _ = updates.send(Update::Finished { wire, sha256 });
+                }
+                return;
+            }
+            Err(e) => {
+                let _ = updates.send(Update::Failed {
+                    wire,
+                    error: e.to_string(),
+                });
+                return;
+            }
+        }
+    }
+}
