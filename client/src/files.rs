@@ -1,4 +1,4 @@
-//! File transfer core (issue 6, docs/protocol.md §6 `File*`): safe download names,
+//! File transfer core (issue 6, docs/protocol.md §7 `File*`): safe download names,
 //! a reader thread that reads and hashes the file being sent, a writer thread that
 //! appends, hashes and verifies the file being received, and a progress tracker.
 //!

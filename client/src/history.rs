@@ -85,7 +85,7 @@ pub struct ChatRecord {
     pub verified: bool,
     /// Times the session was re-established after a drop.
     pub reconnects: u32,
-    /// Of those, how many continued the previous keys (PROTOCOL.md §5).
+    /// Of those, how many continued the previous keys (docs/protocol.md §6).
     pub resumes: u32,
     pub started_ms: u64,
     /// `None` while the chat runs, or if the client was killed.

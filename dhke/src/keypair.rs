@@ -8,7 +8,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{jacobi, Error, Group};
 
-/// Bits in a private exponent: fixed length, top bit set (docs/protocol.md §4).
+/// Bits in a private exponent: fixed length, top bit set (docs/protocol.md §5).
 const PRIVATE_BITS: usize = 320;
 const PRIVATE_BYTES: usize = PRIVATE_BITS / 8;
 

@@ -1,4 +1,4 @@
-//! Finite-field Diffie-Hellman and the key schedule of p2pchat (docs/protocol.md §4).
+//! Finite-field Diffie-Hellman and the key schedule of p2pchat (docs/protocol.md §5).
 //!
 //! Flow: [`KeyPair::generate`] makes an ephemeral key pair in an RFC 3526 [`Group`];
 //! the peer's bytes pass [`validate_peer_public`] (length, range, reflection,

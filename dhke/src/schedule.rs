@@ -1,4 +1,4 @@
-//! The key schedule (docs/protocol.md §4–§5): room tag, transcript hash, salts,
+//! The key schedule (docs/protocol.md §5–§6): room tag, transcript hash, salts,
 //! HKDF labels, confirm MACs, commitment, SAS, resume id and keylog line.
 //!
 //! Every label string of the protocol appears in this file and nowhere else.
@@ -152,7 +152,7 @@ pub enum Direction {
     JoinerToHost,
 }
 
-/// The HKDF-Expand labels, in the order of docs/protocol.md §4.
+/// The HKDF-Expand labels, in the order of docs/protocol.md §5.
 #[derive(Debug, Clone, Copy)]
 enum Label {
     HostToJoinerEnc,

@@ -1,4 +1,4 @@
-//! Every peer public value docs/protocol.md §4 says to refuse, one test each, with
+//! Every peer public value docs/protocol.md §5 says to refuse, one test each, with
 //! the exact `dhke::Error` it must produce. Group 15 (the default) throughout.
 
 use dhke::{check_public_range, validate_peer_public, Error, Group, KeyPair};

@@ -10,7 +10,7 @@ use crate::frame::PEER_FRAME_MAX;
 /// The most bytes any decode may consume or claim: the largest frame payload.
 pub const DECODE_LIMIT: usize = PEER_FRAME_MAX;
 
-/// bincode 2 `standard()` (little-endian varints) with the limit; docs/protocol.md §1
+/// bincode 2 `standard()` (little-endian varints) with the limit; docs/protocol.md §2
 /// spells out the resulting bytes.
 fn wire_config() -> Configuration<LittleEndian, Varint, Limit<DECODE_LIMIT>> {
     config::standard().with_limit::<DECODE_LIMIT>()

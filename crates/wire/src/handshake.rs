@@ -1,4 +1,4 @@
-//! The peer handshake of docs/protocol.md §5 as two typestate machines with no I/O.
+//! The peer handshake of docs/protocol.md §6 as two typestate machines with no I/O.
 //!
 //! Host: [`HostHandshake::new`] → (for each incoming `PeerHello`)
 //! [`HostHandshake::on_peer_hello`] → [`HostConfirmSent::on_joiner_confirm`] → [`Session`].

@@ -1,4 +1,4 @@
-//! Client ↔ client messages (docs/protocol.md §5, §6). Variant and field order is
+//! Client ↔ client messages (docs/protocol.md §6, §7). Variant and field order is
 //! the wire format: append, never reorder.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The record layer (docs/protocol.md §6): AES-256-CBC then HMAC-SHA256 over
+//! The record layer (docs/protocol.md §7): AES-256-CBC then HMAC-SHA256 over
 //! `u64_be(seq) || iv || ciphertext`, with an implicit per-direction counter.
 //!
 //! `record = iv (16) || ciphertext (16·k, k ≥ 1) || tag (32)`. The receiver checks

@@ -1,4 +1,4 @@
-//! Client ↔ mediator messages (docs/protocol.md §3). Variant and field order is the
+//! Client ↔ mediator messages (docs/protocol.md §4). Variant and field order is the
 //! wire format: append, never reorder.
 
 use std::net::SocketAddr;

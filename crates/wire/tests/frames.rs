@@ -1,4 +1,4 @@
-//! Frames and message decoding (docs/protocol.md §1, §3, §5, §6): length bounds
+//! Frames and message decoding (docs/protocol.md §1, §2, §4, §6, §7): length bounds
 //! checked before allocation, the bincode bomb, trailing bytes, a round trip of
 //! every message variant, and pinned bytes so the wire format cannot drift.
 

@@ -1,4 +1,4 @@
-//! The peer handshake of docs/protocol.md §5, host and joiner paired in memory:
+//! The peer handshake of docs/protocol.md §6, host and joiner paired in memory:
 //! agreement, a man in the middle, the commitment, resumption, transcript binding,
 //! strangers, tampered confirms and refusals.
 

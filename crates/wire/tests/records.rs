@@ -1,4 +1,4 @@
-//! The record layer of docs/protocol.md §6: the format pinned against raw
+//! The record layer of docs/protocol.md §7: the format pinned against raw
 //! AES-256-CBC and HMAC-SHA256, and every way a record must be refused.
 
 mod common;
