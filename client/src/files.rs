@@ -33,7 +33,7 @@ pub use send::{ChunkSource, Outgoing, OutgoingFile};
 
 /// Chunks queued between a file thread and the engine: enough to keep the sealing
 /// task busy while the reader refills, small enough to bound memory (4 × 64 KiB).
-pub const QUEUE_CHUNKS: usize = 4;
+pub const QUEUE_CHUNKS: usize = 16;
 
 /// Where received files go when `--downloads` is not given: the XDG download
 /// directory, else the working directory.
