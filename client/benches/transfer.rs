@@ -805,8 +805,17 @@ fn end_to_end(
     let mut first_progress: Option<Instant> = None;
     let mut last_report = (0u64, 0u64);
     let mut done: [Option<Seen>; 2] = [None, None];
+    // Until the receiver has verified the file, then a moment for the sender's
+    // own `file_done`.
+    let mut grace: Option<Instant> = None;
     while done.iter().any(Option::is_none) {
         let now = Instant::now();
+        if done[RECEIVER].is_some() {
+            let until = *grace.get_or_insert(now + Duration::from_secs(5));
+            if now > until {
+                break;
+            }
+        }
         if now > deadline {
             bail!("the transfer did not finish in time (last progress {last_report:?})");
         }
