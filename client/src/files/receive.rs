@@ -267,11 +267,15 @@ impl IncomingFile {
         }
     }
 
-    /// Stops the transfer: queued chunks are dropped, the thread is joined (it
-    /// finishes at most one write or hash step, milliseconds), and the `.part` is
-    /// kept for a later resume or deleted. Returns the kept `.part`, if any.
+    /// Stops the transfer and joins the thread. With `keep_part` the chunks already
+    /// accepted are written first (at most [`QUEUE_CHUNKS`] writes, milliseconds),
+    /// so the kept `.part` holds exactly [`IncomingFile::received`] bytes for a
+    /// later resume; without, the thread stops at once and the `.part` is deleted.
+    /// Returns the kept `.part`, if any.
     pub fn cancel(mut self, keep_part: bool) -> Option<PathBuf> {
-        self.stop.store(true, Ordering::Relaxed);
+        if !keep_part {
+            self.stop.store(true, Ordering::Relaxed);
+        }
         self.tx = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

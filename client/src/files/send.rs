@@ -236,8 +236,7 @@ impl Reader {
                 .spare
                 .try_recv()
                 .unwrap_or_else(|_| Vec::with_capacity(MAX_FILE_CHUNK));
-            buf.resize(want, 0);
-            self.fill(&mut buf, pos)?;
+            self.fill_vec(&mut buf, want, pos)?;
             hasher.update(&buf);
             if self
                 .tx
@@ -252,6 +251,28 @@ impl Reader {
             pos += want as u64;
         }
         Ok(Some(hasher.finalize().into()))
+    }
+
+    /// Replaces `buf`'s contents with the next `want` bytes of the file (at
+    /// `pos`). Reads into the spare capacity, so a recycled buffer is not zeroed
+    /// first; `read_to_end` retries interrupted reads.
+    fn fill_vec(&mut self, buf: &mut Vec<u8>, want: usize, pos: u64) -> Result<(), FileError> {
+        buf.clear();
+        (&mut self.file)
+            .take(want as u64)
+            .read_to_end(buf)
+            .map_err(|source| FileError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        if buf.len() < want {
+            return Err(FileError::Changed {
+                path: self.path.clone(),
+                size: self.size,
+                got: pos + buf.len() as u64,
+            });
+        }
+        Ok(())
     }
 
     /// Fills `buf` completely from the file, which is positioned at `pos`.

@@ -299,8 +299,8 @@ fn cancel_keeps_or_deletes_the_part_as_asked() {
         if keep {
             let part = kept.unwrap();
             let on_disk = std::fs::read(&part).unwrap();
-            // Stopping drops what was still queued: a prefix of what was accepted.
-            assert!(on_disk.len() as u64 <= received);
+            // Everything accepted is on disk, ready for a resume.
+            assert_eq!(on_disk.len() as u64, received);
             assert_eq!(on_disk, data[..on_disk.len()]);
         } else {
             assert!(kept.is_none());
