@@ -187,40 +187,33 @@ impl Transfers {
         );
     }
 
-    /// `/accept N`.
-    pub fn accept(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
-        let Some(wire) = self
+    /// Removes the waiting offer people know as `local`, or says there is none.
+    fn take_offer(&mut self, local: u64, out: &Output) -> Option<(u64, Offer)> {
+        let wire = self
             .offers
             .iter()
             .find(|(_, o)| o.local == local)
-            .map(|(w, _)| *w)
-        else {
+            .map(|(w, _)| *w);
+        let taken = wire.and_then(|w| self.offers.remove(&w).map(|o| (w, o)));
+        if taken.is_none() {
             out.show(&Event::Error {
                 code: "usage".into(),
                 text: format!("no file offer {local} is waiting"),
             });
-            return;
-        };
-        if let Some(offer) = self.offers.remove(&wire) {
+        }
+        taken
+    }
+
+    /// `/accept N`.
+    pub fn accept(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+        if let Some((wire, offer)) = self.take_offer(local, out) {
             self.begin_receiving(wire, offer, link, out);
         }
     }
 
     /// `/reject N`.
     pub fn reject(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
-        let Some(wire) = self
-            .offers
-            .iter()
-            .find(|(_, o)| o.local == local)
-            .map(|(w, _)| *w)
-        else {
-            out.show(&Event::Error {
-                code: "usage".into(),
-                text: format!("no file offer {local} is waiting"),
-            });
-            return;
-        };
-        if let Some(offer) = self.offers.remove(&wire) {
+        if let Some((wire, offer)) = self.take_offer(local, out) {
             tell(link, PeerMsg::FileReject { id: wire });
             stopped(out, offer.local, "receive", &offer.name, "you declined it");
         }
@@ -253,14 +246,8 @@ impl Transfers {
                 tokio::task::block_in_place(|| receiving.file.cancel(false));
                 stopped(out, local, "receive", &name, "you cancelled it");
             }
-        } else if let Some(wire) = self
-            .offers
-            .iter()
-            .find(|(_, o)| o.local == local)
-            .map(|(w, _)| *w)
-        {
+        } else if self.offers.values().any(|o| o.local == local) {
             self.reject(local, link, out);
-            let _ = wire;
         } else {
             out.show(&Event::Error {
                 code: "usage".into(),

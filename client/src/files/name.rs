@@ -22,19 +22,6 @@ pub enum FileNameError {
     DotName(String),
 }
 
-/// Characters that print nothing but change how text around them is shown:
-/// zero-width marks, bidirectional overrides and isolates, the byte-order mark.
-/// They are dropped: what is left is what the name really says.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        '\u{200B}'..='\u{200F}'
-        | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2069}'
-        | '\u{FEFF}'
-        | '\u{061C}'
-    )
-}
-
 /// Turns a peer-offered name into a safe base name, or refuses it. The rules, in
 /// order:
 ///
@@ -50,7 +37,8 @@ pub fn safe_file_name(offered: &str) -> Result<String, FileNameError> {
     let base = offered.rsplit(['/', '\\']).next().unwrap_or(offered);
     let cleaned: String = base
         .chars()
-        .filter(|c| !is_invisible_format(*c))
+        // Invisible characters are dropped: what is left is what the name says.
+        .filter(|c| !wire::text::is_invisible_format(*c))
         .map(|c| if c.is_control() { '_' } else { c })
         .collect();
     let name = cleaned.trim();

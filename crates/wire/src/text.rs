@@ -22,7 +22,8 @@ pub enum NameError {
 
 /// Characters that print nothing but change how text around them is shown:
 /// zero-width marks, bidirectional overrides and isolates, the byte-order mark.
-fn is_invisible_format(c: char) -> bool {
+/// The one list of them: names, terminal output and file names all use it.
+pub fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{200B}'..='\u{200F}'
         | '\u{202A}'..='\u{202E}'
