@@ -185,30 +185,38 @@ impl IncomingFile {
     /// the offered size, is refused before anything is written: the peer is lying
     /// or broken, and the transfer should be cancelled. Waits while the queue is
     /// full (backpressure from the disk).
+    ///
+    /// Cancel-safe: if the future is dropped before the chunk is queued, nothing
+    /// was accepted and the same offset is expected next.
     pub async fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), FileError> {
-        let Some(tx) = self.accept(offset, data.len())? else {
+        let Some((tx, end)) = self.accept(offset, data.len())? else {
             return Ok(());
         };
-        let sent = tx.send(Command::Chunk { offset, data }).await;
-        sent.map_err(|_| self.failure())
+        tx.send(Command::Chunk { offset, data })
+            .await
+            .map_err(|_| self.failure())?;
+        self.next_offset = end;
+        Ok(())
     }
 
     /// [`IncomingFile::write`] for plain threads (tests, benchmarks).
     pub fn blocking_write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), FileError> {
-        let Some(tx) = self.accept(offset, data.len())? else {
+        let Some((tx, end)) = self.accept(offset, data.len())? else {
             return Ok(());
         };
-        let sent = tx.blocking_send(Command::Chunk { offset, data });
-        sent.map_err(|_| self.failure())
+        tx.blocking_send(Command::Chunk { offset, data })
+            .map_err(|_| self.failure())?;
+        self.next_offset = end;
+        Ok(())
     }
 
-    /// Checks a chunk's place and size; the sender to queue it on, or `None` for an
-    /// empty chunk (nothing to do).
+    /// Checks a chunk's place and size; the sender to queue it on and the offset
+    /// after it, or `None` for an empty chunk (nothing to do).
     fn accept(
-        &mut self,
+        &self,
         offset: u64,
         len: usize,
-    ) -> Result<Option<mpsc::Sender<Command>>, FileError> {
+    ) -> Result<Option<(mpsc::Sender<Command>, u64)>, FileError> {
         if offset != self.next_offset {
             return Err(FileError::OffsetMismatch {
                 expected: self.next_offset,
@@ -228,8 +236,7 @@ impl IncomingFile {
         if len == 0 {
             return Ok(None);
         }
-        self.next_offset = end;
-        Ok(Some(tx))
+        Ok(Some((tx, end)))
     }
 
     /// The sender said `FileDone`: once every queued chunk is written, checks the
