@@ -210,9 +210,21 @@ async fn a_receiver_restarted_with_its_part_file_resumes() {
             break;
         }
     }
-    bob.kill_hard().await;
+    // Kill bob once part of the file is on disk (progress counts bytes handed
+    // to the writer thread, which may not have reached the file yet).
     let part = dir.join("downloads-bob").join("restart.bin.part");
-    assert!(part.exists(), "the .part survives the crash");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing reached the .part"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    bob.kill_hard().await;
+    let on_disk = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(on_disk > 0, "the .part survives the crash");
+    assert!(on_disk < len as u64, "the crash came mid-transfer");
 
     // A new bob process: new keys, same downloads directory.
     let mut bob = Client::start("bob2", &bob_args);
