@@ -1,4 +1,4 @@
-//! The mediator's tunables: timeouts and limits, with the defaults of PROTOCOL.md §3.
+//! The mediator's tunables: timeouts and limits, with the defaults of docs/protocol.md §4.
 
 use std::time::Duration;
 

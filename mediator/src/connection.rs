@@ -163,7 +163,7 @@ async fn read_hello(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<
     Err(refuse(ErrorCode::Malformed, "too many Pings before Hello"))
 }
 
-/// PROTOCOL.md §3 checks, in the order a client can fix them. An unknown group id
+/// docs/protocol.md §4 checks, in the order a client can fix them. An unknown group id
 /// gets `BadPublic`: a public value is meaningless outside a known group.
 fn check_hello(hello: Hello, peer: SocketAddr, id: ConnId) -> Result<(RoomTag, Arrival), End> {
     if hello.version != PROTOCOL_VERSION {

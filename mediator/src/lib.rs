@@ -1,4 +1,4 @@
-//! The p2pchat mediator (rendezvous server), PROTOCOL.md §3.
+//! The p2pchat mediator (rendezvous server), docs/protocol.md §4.
 //!
 //! Flow: [`bind`] makes the listening socket (dual-stack, big backlog); [`run`]
 //! accepts connections until its shutdown future completes. Each connection must

@@ -15,7 +15,7 @@ pub use memory::InMemoryRooms;
 /// never a newer room that happens to have the same tag.
 pub type ConnId = u64;
 
-/// What one side of a match is told about the other (PROTOCOL.md §3 `Matched`).
+/// What one side of a match is told about the other (docs/protocol.md §4 `Matched`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerDetails {
     /// Checked with `wire::validate_name`; never logged.

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3 against `mediator::run` on 127.0.0.1:0: pairing, roles and
+//! docs/protocol.md §4 against `mediator::run` on 127.0.0.1:0: pairing, roles and
 //! swapped details, independent rooms, one-shot rooms, and every `Hello` check.
 
 mod common;
@@ -248,7 +248,7 @@ async fn bad_names() {
 }
 
 /// Invalid UTF-8 in the name cannot even be decoded as a `String`: `Malformed`
-/// (PROTOCOL.md allows `BadName` or `Malformed`).
+/// (docs/protocol.md §4 allows `BadName` or `Malformed`).
 #[tokio::test]
 async fn invalid_utf8_name() {
     let server = start(config()).await;
