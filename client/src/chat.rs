@@ -538,6 +538,8 @@ pub async fn run(
     let mut drain_deadline: Option<Instant> = None;
     let mut ticker = tokio::time::interval(PING_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut progress = tokio::time::interval(crate::files::PROGRESS_EVERY);
+    progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -583,6 +585,7 @@ pub async fn run(
                 None => break Ending::Lost(link_failure(LinkError::Closed, &peer)),
             },
             Some(update) = updates.recv() => convo.transfers.on_update(update, Some(&link), out),
+            _ = progress.tick(), if convo.transfers.sending() => convo.transfers.poll_progress(out),
             _ = ticker.tick() => {
                 if last_heard.elapsed() > PEER_SILENT {
                     break Ending::Lost(ClientError::ConnectionLost(format!(

@@ -31,6 +31,8 @@ const IN_QUEUE: usize = 256;
 /// keeps the cipher busy while chat messages (queued separately, and always
 /// taken first) wait behind at most this much.
 const BULK_QUEUE: usize = 4;
+/// Initial capacity of the reader's buffer (it grows if a frame needs more).
+const READ_BUFFER: usize = 256 * 1024;
 /// Most bytes one write gathers from the queues.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -67,7 +69,9 @@ impl PeerLink {
         let (sealer, opener) = conn.session.split();
         let parts = conn.framed.into_parts();
         let (read_half, write_half) = parts.io.into_split();
-        let mut framed = FramedRead::new(read_half, FrameCodec::new(Link::Peer));
+        // A large buffer lets one read take in several records during a transfer.
+        let mut framed =
+            FramedRead::with_capacity(read_half, FrameCodec::new(Link::Peer), READ_BUFFER);
         // Bytes the handshake reader already pulled in belong to the first records.
         framed.read_buffer_mut().extend_from_slice(&parts.read_buf);
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::OsRng;
@@ -22,11 +24,11 @@ use crate::files::{ChunkSource, FileError, IncomingFile, Outgoing, OutgoingFile,
 use crate::peerlink::{LinkError, PeerLink};
 use crate::ui::{human_bytes, Event, Output};
 
-/// What a pump task reports back to the conversation.
+/// What a pump task reports back to the conversation. (How far it got is not
+/// an update: the pump bumps a counter that [`Transfers::poll_progress`] reads,
+/// so a fast transfer does not wake the chat loop for every chunk.)
 #[derive(Debug)]
 pub enum Update {
-    /// `bytes` of the file are queued for the peer.
-    Sent { wire: u64, bytes: u64 },
     /// Every chunk and the `FileDone` are queued.
     Finished { wire: u64, sha256: [u8; 32] },
     /// Reading the file failed.
@@ -50,6 +52,8 @@ struct Sending {
     file: OutgoingFile,
     state: SendState,
     progress: Progress,
+    /// Bytes of the file queued for the peer, written by the pump.
+    queued: Arc<AtomicU64>,
 }
 
 struct Receiving {
@@ -183,6 +187,7 @@ impl Transfers {
                 file,
                 state: SendState::Offered,
                 progress,
+                queued: Arc::new(AtomicU64::new(0)),
             },
         );
     }
@@ -479,8 +484,14 @@ impl Transfers {
         match sending.file.start(offset) {
             Ok(source) => {
                 sending.progress = Progress::new(sending.file.size(), offset, Instant::now());
-                let task =
-                    tokio::spawn(pump(wire, source, link.bulk_sender(), self.updates.clone()));
+                sending.queued.store(offset, Ordering::Relaxed);
+                let task = tokio::spawn(pump(
+                    wire,
+                    source,
+                    link.bulk_sender(),
+                    self.updates.clone(),
+                    Arc::clone(&sending.queued),
+                ));
                 sending.state = SendState::Sending(task);
             }
             Err(e) => {
@@ -507,21 +518,38 @@ impl Transfers {
         }
     }
 
+    /// Whether any outgoing transfer is running (the chat loop then polls progress).
+    pub fn sending(&self) -> bool {
+        self.outgoing
+            .values()
+            .any(|s| matches!(s.state, SendState::Sending(_)))
+    }
+
+    /// Reports how far each running outgoing transfer is, when a report is due.
+    pub fn poll_progress(&mut self, out: &Output) {
+        let now = Instant::now();
+        for sending in self.outgoing.values_mut() {
+            if !matches!(sending.state, SendState::Sending(_)) {
+                continue;
+            }
+            let queued = sending.queued.load(Ordering::Relaxed);
+            let reported = sending.progress.bytes();
+            sending.progress.advance(queued.saturating_sub(reported));
+            if let Some(report) = sending.progress.poll(now) {
+                out.show(&report.event(sending.local, "send", sending.file.name()));
+            }
+        }
+    }
+
     /// Handles a pump's report.
     pub fn on_update(&mut self, update: Update, link: Option<&PeerLink>, out: &Output) {
         match update {
-            Update::Sent { wire, bytes } => {
-                if let Some(sending) = self.outgoing.get_mut(&wire) {
-                    let done = sending.progress.bytes();
-                    sending.progress.advance(bytes.saturating_sub(done));
-                    if let Some(report) = sending.progress.poll(Instant::now()) {
-                        out.show(&report.event(sending.local, "send", sending.file.name()));
-                    }
-                }
-            }
             Update::Finished { wire, sha256 } => {
                 if let Some(sending) = self.outgoing.get_mut(&wire) {
                     sending.state = SendState::Sent;
+                    let queued = sending.queued.load(Ordering::Relaxed);
+                    let reported = sending.progress.bytes();
+                    sending.progress.advance(queued.saturating_sub(reported));
                     out.show(&sending.progress.report(Instant::now()).event(
                         sending.local,
                         "send",
@@ -551,12 +579,14 @@ impl Transfers {
     }
 }
 
-/// Moves one file's chunks from its reader thread to the link's bulk queue.
+/// Moves one file's chunks from its reader thread to the link's bulk queue,
+/// recording in `queued` how far it got.
 async fn pump(
     wire: u64,
     mut source: ChunkSource,
     bulk: mpsc::Sender<PeerMsg>,
     updates: mpsc::UnboundedSender<Update>,
+    queued: Arc<AtomicU64>,
 ) {
     loop {
         match source.next().await {
@@ -571,7 +601,7 @@ async fn pump(
                     let _ = updates.send(Update::Interrupted { wire });
                     return;
                 }
-                let _ = updates.send(Update::Sent { wire, bytes: end });
+                queued.store(end, Ordering::Relaxed);
             }
             Ok(Outgoing::Finished { sha256 }) => {
                 if bulk
