@@ -24,6 +24,12 @@ use crate::files::{ChunkSource, FileError, IncomingFile, Outgoing, OutgoingFile,
 use crate::peerlink::{LinkError, PeerLink};
 use crate::ui::{human_bytes, Event, Output};
 
+/// Most offers waiting for `/accept` at once; more are declined, so a flood of
+/// offers costs a bounded amount of memory.
+pub const MAX_WAITING_OFFERS: usize = 32;
+/// Most downloads running at once (each has a writer thread); more are declined.
+pub const MAX_RECEIVING: usize = 8;
+
 /// What a pump task reports back to the conversation. (How far it got is not
 /// an update: the pump bumps a counter that [`Transfers::poll_progress`] reads,
 /// so a fast transfer does not wake the chat loop for every chunk.)
@@ -211,6 +217,15 @@ impl Transfers {
 
     /// `/accept N`.
     pub fn accept(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+        if self.incoming.len() >= MAX_RECEIVING {
+            out.show(&Event::Error {
+                code: "busy".into(),
+                text: format!(
+                    "{MAX_RECEIVING} downloads are already running; /accept {local} again once one ends"
+                ),
+            });
+            return;
+        }
         if let Some((wire, offer)) = self.take_offer(local, out) {
             self.begin_receiving(wire, offer, link, out);
         }
@@ -262,6 +277,17 @@ impl Transfers {
     }
 
     fn begin_receiving(&mut self, wire: u64, offer: Offer, link: Option<&PeerLink>, out: &Output) {
+        if self.incoming.len() >= MAX_RECEIVING {
+            tell(link, PeerMsg::FileReject { id: wire });
+            stopped(
+                out,
+                offer.local,
+                "receive",
+                &offer.name,
+                format!("declined: {MAX_RECEIVING} downloads are already running"),
+            );
+            return;
+        }
         let begun = tokio::task::block_in_place(|| {
             IncomingFile::begin(&self.downloads, &offer.name, offer.size)
         });
@@ -451,6 +477,23 @@ impl Transfers {
             return;
         }
         if self.offers.contains_key(&wire) {
+            return;
+        }
+        let busy = if self.auto_accept {
+            self.incoming.len() >= MAX_RECEIVING
+        } else {
+            self.offers.len() >= MAX_WAITING_OFFERS
+        };
+        if busy {
+            tell(Some(link), PeerMsg::FileReject { id: wire });
+            out.show(&Event::Error {
+                code: "busy".into(),
+                text: format!(
+                    "{} offered another file while {} are waiting or running; it was declined (ask them to send it later)",
+                    wire::sanitize_for_terminal(peer),
+                    if self.auto_accept { MAX_RECEIVING } else { MAX_WAITING_OFFERS }
+                ),
+            });
             return;
         }
         let local = self.local_id();

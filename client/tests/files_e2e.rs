@@ -385,3 +385,58 @@ async fn rejected_and_cancelled_transfers_leave_nothing_behind() {
         listing(&dir.join("downloads-bob"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_offers_is_bounded() {
+    let dir = TempDir::new("flood");
+    let med = Mediator::start(&[]).await;
+    let mut alice = Client::start(
+        "alice",
+        &client_args(&med.server_arg(), "alice", "r-flood", &dir, &[]),
+    );
+    alice.expect("waiting").await;
+    let mut mallory = RawPeer::join(med.addr, "r-flood", "mallory").await;
+    alice.expect("connected").await;
+    let waiting = client::transfer::MAX_WAITING_OFFERS;
+    let total = waiting + 8;
+    for id in 0..total as u64 {
+        mallory
+            .send(&PeerMsg::FileOffer {
+                id: 5000 + id,
+                name: format!("spam-{id}.bin"),
+                size: 1 << 30,
+            })
+            .await;
+    }
+    // Every offer past the bound is declined at once...
+    let mut declined = Vec::new();
+    while declined.len() < total - waiting {
+        match mallory.recv().await {
+            PeerMsg::FileReject { id } => declined.push(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    declined.sort_unstable();
+    let expected: Vec<u64> = (waiting as u64..total as u64).map(|i| 5000 + i).collect();
+    assert_eq!(declined, expected);
+    // ...the person sees exactly the bounded number of offers, and is told.
+    mallory
+        .send(&PeerMsg::Chat {
+            id: 1,
+            sent_at_ms: 0,
+            text: "sync".into(),
+        })
+        .await;
+    alice.expect("message").await;
+    let offers = alice
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "file_offer")
+        .count();
+    assert_eq!(offers, waiting);
+    assert!(alice
+        .seen
+        .iter()
+        .any(|e| e["event"] == "error" && e["code"] == "busy"));
+    assert!(listing(&dir.join("downloads-alice")).is_empty());
+}
