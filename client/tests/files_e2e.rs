@@ -55,18 +55,11 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 async fn pair(med: &Mediator, room: &str, dir: &TempDir, bob_extra: &[&str]) -> (Client, Client) {
-    let mut alice = Client::start(
-        "alice",
+    common::connected_pair(
         &client_args(&med.server_arg(), "alice", room, dir, &[]),
-    );
-    alice.expect("waiting").await;
-    let mut bob = Client::start(
-        "bob",
         &client_args(&med.server_arg(), "bob", room, dir, bob_extra),
-    );
-    alice.expect("connected").await;
-    bob.expect("connected").await;
-    (alice, bob)
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

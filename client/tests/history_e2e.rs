@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{base_args, Client, Mediator, TempDir};
+use common::{base_args, connected_pair, last, Mediator, TempDir};
 use serde_json::Value;
 
 fn history_json(db: &std::path::Path) -> Vec<Value> {
@@ -53,11 +53,8 @@ async fn a_finished_chat_is_listed_with_directions_and_acks() {
         a.extend(["--room".into(), "r-hist".into()]);
         a
     };
-    let mut alice = Client::start("alice", &args("alice"));
-    alice.expect("waiting").await;
-    let mut bob = Client::start("bob", &args("bob"));
-    let sas = alice.expect("connected").await["sas"].clone();
-    bob.expect("connected").await;
+    let (mut alice, mut bob) = connected_pair(&args("alice"), &args("bob")).await;
+    let sas = last(&alice, "connected")["sas"].clone();
     alice.say("/verify yes").await;
     alice.expect("verify").await;
     for text in ["one", "two"] {
@@ -119,11 +116,7 @@ async fn sigkill_mid_chat_loses_nothing_already_shown() {
         a.extend(["--room".into(), "r-kill".into()]);
         a
     };
-    let mut alice = Client::start("alice", &args("alice"));
-    alice.expect("waiting").await;
-    let mut bob = Client::start("bob", &args("bob"));
-    alice.expect("connected").await;
-    bob.expect("connected").await;
+    let (mut alice, mut bob) = connected_pair(&args("alice"), &args("bob")).await;
     let mut shown_out = Vec::new();
     let mut shown_in = Vec::new();
     for i in 0..50 {

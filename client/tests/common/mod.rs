@@ -282,6 +282,27 @@ impl Client {
     }
 }
 
+/// Starts alice, then (once she waits, so she hosts) bob, and returns both
+/// once each shows `connected` (the events stay in their `seen`).
+pub async fn connected_pair(alice_args: &[String], bob_args: &[String]) -> (Client, Client) {
+    let mut alice = Client::start("alice", alice_args);
+    alice.expect("waiting").await;
+    let mut bob = Client::start("bob", bob_args);
+    alice.expect("connected").await;
+    bob.expect("connected").await;
+    (alice, bob)
+}
+
+/// The last event named `kind` a client has shown.
+pub fn last(c: &Client, kind: &str) -> Value {
+    c.seen
+        .iter()
+        .rev()
+        .find(|e| e["event"] == kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("{}: no `{kind}` event in {:?}", c.name, c.seen))
+}
+
 /// Sets `flag` to `value` in `args`, replacing an earlier value.
 pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
     if let Some(i) = args.iter().position(|a| a == flag) {
