@@ -9,19 +9,13 @@ use std::time::Duration;
 
 use common::fake_mediator::{FakeMediator, Lie};
 use common::proxy::{FlipBit, Proxy};
-use common::{base_args, free_port, Client, Mediator, TempDir};
+use common::{client_args as args, free_port, peers_file, Client, Mediator, TempDir};
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use wire::{FrameCodec, Link, PeerHandshake};
 
-fn args(server: &str, name: &str, dir: &TempDir, extra: &[&str]) -> Vec<String> {
-    let mut a = base_args(server, name, &dir.join(&format!("peers-{name}.txt")));
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
 fn peers_lines(dir: &TempDir, name: &str) -> Vec<String> {
-    std::fs::read_to_string(dir.join(&format!("peers-{name}.txt")))
+    std::fs::read_to_string(peers_file(dir, name))
         .unwrap_or_default()
         .lines()
         .map(str::to_string)

@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 
 use common::proxy::Proxy;
 use common::raw_peer::RawPeer;
-use common::{base_args, free_port, set_flag, Client, Mediator, TempDir};
+use common::{free_port, set_flag, Client, Mediator, TempDir};
 use sha2::{Digest, Sha256};
 use wire::PeerMsg;
 
 fn client_args(server: &str, name: &str, room: &str, dir: &TempDir, extra: &[&str]) -> Vec<String> {
-    let mut a = base_args(server, name, &dir.join(&format!("peers-{name}.txt")));
-    set_flag(&mut a, "--room", room);
+    let mut a = common::client_args(server, name, dir, &["--room", room]);
     set_flag(
         &mut a,
         "--downloads",

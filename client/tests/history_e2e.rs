@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{base_args, connected_pair, last, Mediator, TempDir};
+use common::{client_args, connected_pair, last, Mediator, TempDir};
 use serde_json::Value;
 
 fn history_json(db: &std::path::Path) -> Vec<Value> {
@@ -44,15 +44,7 @@ fn messages(chat: &Value) -> Vec<(String, String, bool)> {
 async fn a_finished_chat_is_listed_with_directions_and_acks() {
     let dir = TempDir::new("hist");
     let med = Mediator::start(&[]).await;
-    let args = |name: &str| {
-        let mut a = base_args(
-            &med.server_arg(),
-            name,
-            &dir.join(&format!("peers-{name}.txt")),
-        );
-        a.extend(["--room".into(), "r-hist".into()]);
-        a
-    };
+    let args = |name: &str| client_args(&med.server_arg(), name, &dir, &["--room", "r-hist"]);
     let (mut alice, mut bob) = connected_pair(&args("alice"), &args("bob")).await;
     let sas = last(&alice, "connected")["sas"].clone();
     alice.say("/verify yes").await;
@@ -107,15 +99,7 @@ async fn a_finished_chat_is_listed_with_directions_and_acks() {
 async fn sigkill_mid_chat_loses_nothing_already_shown() {
     let dir = TempDir::new("kill");
     let med = Mediator::start(&[]).await;
-    let args = |name: &str| {
-        let mut a = base_args(
-            &med.server_arg(),
-            name,
-            &dir.join(&format!("peers-{name}.txt")),
-        );
-        a.extend(["--room".into(), "r-kill".into()]);
-        a
-    };
+    let args = |name: &str| client_args(&med.server_arg(), name, &dir, &["--room", "r-kill"]);
     let (mut alice, mut bob) = connected_pair(&args("alice"), &args("bob")).await;
     let mut shown_out = Vec::new();
     let mut shown_in = Vec::new();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::fake_mediator::{FakeMediator, Lie};
 use common::proxy::Proxy;
-use common::{base_args, free_port, set_flag, Client, Mediator, TempDir};
+use common::{client_args, free_port, set_flag, Client, Mediator, TempDir};
 
 const BURST: usize = 1000;
 
@@ -21,11 +21,14 @@ const BURST: usize = 1000;
 async fn behind_proxy(server: &str, name: &str, room: &str, dir: &TempDir) -> (Client, Proxy) {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), listen, None).await;
-    let mut args = base_args(server, name, &dir.join(&format!("peers-{name}.txt")));
+    let mut args = client_args(
+        server,
+        name,
+        dir,
+        &["--room", room, "--reconnect-for", "60s"],
+    );
     set_flag(&mut args, "--listen", &listen.to_string());
     set_flag(&mut args, "--advertise", &proxy.addr.to_string());
-    set_flag(&mut args, "--room", room);
-    set_flag(&mut args, "--reconnect-for", "60s");
     (Client::start(name, &args), proxy)
 }
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -103,7 +102,7 @@ impl Drop for Tmux {
 
 /// The shell command a pane runs: the client, then what the terminal looks
 /// like after it exits.
-fn pane_command(server: &str, name: &str, dir: &Path) -> String {
+fn pane_command(server: &str, name: &str, dir: &TempDir) -> String {
     format!(
         "unset P2PCHAT_KEYLOG P2PCHAT_JSON P2PCHAT_PLAIN P2PCHAT_ROOM P2PCHAT_NAME; \
          '{client}' --server {server} --room r-tui --name {name} --listen 127.0.0.1:0 \
@@ -112,7 +111,7 @@ fn pane_command(server: &str, name: &str, dir: &Path) -> String {
          echo STTY: $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo|isig)$' | tr '\\n' ' '); \
          sleep 60",
         client = client_bin().display(),
-        peers = dir.join(format!("peers-{name}.txt")).display(),
+        peers = common::peers_file(dir, name).display(),
     )
 }
 
@@ -176,8 +175,8 @@ async fn two_clients_chat_in_real_terminals_and_leave_them_usable() {
     let mediator = Mediator::start(&[]).await;
     let dir = TempDir::new("tui");
     let server = mediator.server_arg();
-    tmux.start("alice", &pane_command(&server, "alice", dir.path()));
-    tmux.start("bob", &pane_command(&server, "bob", dir.path()));
+    tmux.start("alice", &pane_command(&server, "alice", &dir));
+    tmux.start("bob", &pane_command(&server, "bob", &dir));
 
     let alice = tmux.wait_for("alice", "a secure session", secure).await;
     let bob = tmux.wait_for("bob", "a secure session", secure).await;

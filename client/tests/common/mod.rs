@@ -135,13 +135,17 @@ pub struct Client {
     pub seen: Vec<Value>,
 }
 
-/// What every test client gets unless a test says otherwise: loopback only,
-/// group 14 (fast), JSON, and files beside `peers_file` (never the real home).
-pub fn base_args(server: &str, name: &str, peers_file: &Path) -> Vec<String> {
-    let dir = peers_file.parent().expect("peers file in a directory");
-    vec![
+/// Where a test client named `name` keeps its `peers.txt`.
+pub fn peers_file(dir: &TempDir, name: &str) -> PathBuf {
+    dir.join(&format!("peers-{name}.txt"))
+}
+
+/// What every test client gets, then `extra`: loopback only, group 14 (fast),
+/// JSON, and its peers file and history in `dir` (never the real home).
+pub fn client_args(server: &str, name: &str, dir: &TempDir, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
         "--history".into(),
-        dir.join(format!("history-{name}.sqlite3"))
+        dir.join(&format!("history-{name}.sqlite3"))
             .display()
             .to_string(),
         "--server".into(),
@@ -151,11 +155,13 @@ pub fn base_args(server: &str, name: &str, peers_file: &Path) -> Vec<String> {
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--peers-file".into(),
-        peers_file.display().to_string(),
+        peers_file(dir, name).display().to_string(),
         "--group".into(),
         "14".into(),
         "--json".into(),
-    ]
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 impl Client {
