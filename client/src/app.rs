@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use wire::handshake::HostHandshake;
+use wire::handshake::{HostHandshake, JoinerHandshake};
 use wire::peer::MAX_CHAT_TEXT;
 use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 
@@ -361,13 +361,13 @@ async fn establish(
         peer: matched.peer_name.clone(),
         role: matched.role.to_string(),
     });
-    let input = || HandshakeInput {
+    let input = HandshakeInput {
         room: RoomName::new(setup.room.clone()),
         local_name: setup.name.clone(),
-        local: keys.clone(),
+        local: keys,
         peer_name: matched.peer_name.clone(),
         peer_public: matched.public.clone(),
-        previous: previous.clone(),
+        previous,
         keylog: setup.keylog.is_some(),
     };
     let deadline = Instant::now() + setup.args.connect_timeout;
@@ -446,17 +446,14 @@ fn advertised(
 async fn connect_peer(
     matched: &Matched,
     listener: &TcpListener,
-    mut input: impl FnMut() -> HandshakeInput,
+    input: HandshakeInput,
     deadline: Instant,
     out: &Output,
 ) -> Result<Connected, ClientError> {
+    let refused = |e| connect::handshake_failure(e, &matched.peer_name);
     match matched.role {
         Role::Host => {
-            let handshake = HostHandshake::new(input()).map_err(|e| {
-                ClientError::PeerUnreachable(format!(
-                    "the key announced for the peer is invalid ({e}); the mediator may be faulty or hostile"
-                ))
-            })?;
+            let handshake = HostHandshake::new(input).map_err(refused)?;
             connect::host(listener, handshake, matched, deadline, |addr, reason| {
                 out.show(&Event::Rejected {
                     addr: addr.to_string(),
@@ -466,8 +463,9 @@ async fn connect_peer(
             .await
         }
         Role::Joiner => {
+            let handshake = JoinerHandshake::new(input).map_err(refused)?;
             let candidates = connect::candidates(matched);
-            connect::join(&candidates, input, deadline, &matched.peer_name).await
+            connect::join(&candidates, &handshake, deadline, &matched.peer_name).await
         }
     }
 }

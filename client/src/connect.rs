@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::Framed;
-use wire::handshake::{HostHandshake, JoinerHelloSent};
-use wire::{FrameCodec, HandshakeError, HandshakeInput, Link, PeerHandshake, Session};
+use wire::handshake::{HostHandshake, JoinerHandshake, JoinerHelloSent};
+use wire::{FrameCodec, HandshakeError, Link, PeerHandshake, Session};
 
 use crate::exit::ClientError;
 use crate::rendezvous::Matched;
@@ -260,7 +260,7 @@ struct Reached {
 /// on the same connection.
 pub async fn join(
     candidates: &[Candidate],
-    mut input: impl FnMut() -> HandshakeInput,
+    handshake: &JoinerHandshake,
     deadline: Instant,
     peer_name: &str,
 ) -> Result<Connected, ClientError> {
@@ -276,8 +276,7 @@ pub async fn join(
         let round_started = Instant::now();
         let mut attempts: JoinSet<Result<Reached, String>> = JoinSet::new();
         for &candidate in candidates {
-            let (state, hello) = JoinerHelloSent::start(input(), &mut OsRng)
-                .map_err(|e| handshake_failure(e, peer_name))?;
+            let (state, hello) = handshake.hello(&mut OsRng);
             attempts.spawn(reach(candidate, state, hello, deadline));
         }
         last_errors.clear();
@@ -307,7 +306,8 @@ pub async fn join(
     }
 }
 
-fn handshake_failure(e: HandshakeError, peer_name: &str) -> ClientError {
+/// What a handshake failure means for the person, and its exit code.
+pub fn handshake_failure(e: HandshakeError, peer_name: &str) -> ClientError {
     match e {
         HandshakeError::KeysDiffer | HandshakeError::Rejected(_) | HandshakeError::WrongPeer(_) => {
             ClientError::KeysDiffer

@@ -2,7 +2,9 @@
 //!
 //! Host: [`HostHandshake::new`] → (for each incoming `PeerHello`)
 //! [`HostHandshake::on_peer_hello`] → [`HostConfirmSent::on_joiner_confirm`] → [`Session`].
-//! Joiner: [`JoinerHelloSent::start`] → [`JoinerHelloSent::on_host_confirm`] → [`Session`].
+//! Joiner: [`JoinerHandshake::new`] → (for each connection attempt)
+//! [`JoinerHandshake::hello`] → [`JoinerHelloSent::on_host_confirm`] → [`Session`];
+//! [`JoinerHelloSent::start`] does the first two in one step.
 //! A `Session` exists only once every check has passed, so nothing can be encrypted
 //! before the keys are confirmed. The caller moves the messages; nothing here does I/O.
 
@@ -58,6 +60,7 @@ pub enum HandshakeError {
 }
 
 /// Everything derived once the peer's public value is known.
+#[derive(Clone)]
 struct Agreement {
     th: TranscriptHash,
     tag: RoomTag,
@@ -246,6 +249,53 @@ impl HostConfirmSent {
     }
 }
 
+/// The joiner with its keys derived, before any connection. The agreement (a
+/// modpow and the key schedule) happens once; each connection attempt gets its
+/// own `PeerHello` with a fresh nonce and commitment.
+pub struct JoinerHandshake {
+    agreement: Agreement,
+    local_public: Vec<u8>,
+}
+
+impl std::fmt::Debug for JoinerHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinerHandshake").finish_non_exhaustive()
+    }
+}
+
+impl JoinerHandshake {
+    /// Validates the announced host value and derives the keys.
+    pub fn new(input: HandshakeInput) -> Result<JoinerHandshake, HandshakeError> {
+        let local_public = input.local.public().to_vec();
+        Ok(JoinerHandshake {
+            agreement: Agreement::new(input, Role::Joiner)?,
+            local_public,
+        })
+    }
+
+    /// Commits to a fresh `nJ` and returns the state for one connection attempt
+    /// and the `PeerHello` to send on it.
+    pub fn hello(&self, rng: &mut impl CryptoRngCore) -> (JoinerHelloSent, PeerHandshake) {
+        let agreement = self.agreement.clone();
+        let joiner_nonce = Nonce::random(rng);
+        let commit = dhke::commit(&joiner_nonce);
+        let resume = agreement.resumed.as_ref().map(|(_, id)| *id);
+        let hello = PeerHandshake::PeerHello {
+            room: agreement.tag.0,
+            public: self.local_public.clone(),
+            commit,
+            resume,
+        };
+        let state = JoinerHelloSent {
+            offered_resume: resume.is_some(),
+            agreement,
+            joiner_nonce,
+            commit,
+        };
+        (state, hello)
+    }
+}
+
 /// The joiner after sending `PeerHello`, waiting for `HostConfirm`.
 pub struct JoinerHelloSent {
     agreement: Agreement,
@@ -261,30 +311,13 @@ impl std::fmt::Debug for JoinerHelloSent {
 }
 
 impl JoinerHelloSent {
-    /// Validates the announced host value, derives the keys, commits to a fresh
-    /// `nJ` and returns the `PeerHello` to send.
+    /// [`JoinerHandshake::new`] then [`JoinerHandshake::hello`]: for a joiner
+    /// that makes a single attempt.
     pub fn start(
         input: HandshakeInput,
         rng: &mut impl CryptoRngCore,
     ) -> Result<(JoinerHelloSent, PeerHandshake), HandshakeError> {
-        let local_public = input.local.public().to_vec();
-        let agreement = Agreement::new(input, Role::Joiner)?;
-        let joiner_nonce = Nonce::random(rng);
-        let commit = dhke::commit(&joiner_nonce);
-        let resume = agreement.resumed.as_ref().map(|(_, id)| *id);
-        let hello = PeerHandshake::PeerHello {
-            room: agreement.tag.0,
-            public: local_public,
-            commit,
-            resume,
-        };
-        let state = JoinerHelloSent {
-            offered_resume: resume.is_some(),
-            agreement,
-            joiner_nonce,
-            commit,
-        };
-        Ok((state, hello))
+        Ok(JoinerHandshake::new(input)?.hello(rng))
     }
 
     /// Whether this joiner offered to resume a previous session.

@@ -783,3 +783,29 @@ fn out_of_order_messages_are_unexpected() {
     let err = s.host.on_joiner_confirm(s.hello).unwrap_err();
     assert!(matches!(err, HandshakeError::Unexpected(_)), "{err:?}");
 }
+
+#[test]
+fn one_joiner_agreement_serves_many_attempts_with_fresh_commitments() {
+    let mut rng = rng(41);
+    let (host, joiner) = pair(Group::Modp2048, &mut rng);
+    let machine =
+        wire::handshake::JoinerHandshake::new(joiner.input(ROOM, &host.name, host.keys.public()))
+            .unwrap();
+    let attempts: Vec<_> = (0..3).map(|_| machine.hello(&mut rng)).collect();
+    let commits: Vec<[u8; 32]> = attempts
+        .iter()
+        .map(|(_, hello)| match hello {
+            PeerHandshake::PeerHello { commit, .. } => *commit,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(commits[0] != commits[1] && commits[1] != commits[2] && commits[0] != commits[2]);
+    // Any attempt can be the one that reaches the host, and it completes.
+    let (state, hello) = attempts.into_iter().nth(1).unwrap();
+    let host_machine = host_machine(&host, &joiner);
+    let (host_state, confirm) = host_machine.on_peer_hello(hello, &mut rng).unwrap();
+    let (mut joiner_session, reply) = state.on_host_confirm(confirm).unwrap();
+    let mut host_session = host_state.on_joiner_confirm(reply).unwrap();
+    assert_eq!(joiner_session.sas(), host_session.sas());
+    assert_talks(&mut joiner_session, &mut host_session, b"second attempt");
+}
