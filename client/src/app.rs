@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dhke::{Group, KeyPair, ResumeSecret, RoomName};
+use dhke::{Group, KeyPair, ResumeSecret, RoomCode};
 use rand::rngs::OsRng;
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -331,11 +331,13 @@ async fn establish(
         .local_addr()
         .map_err(|e| ClientError::ListenFailed(format!("listener has no address: {e}")))?;
     let mediator = MediatorLink::connect(&setup.server).await?;
-    let keys = KeyPair::generate(setup.group, &mut OsRng);
+    let code = RoomCode::parse(&setup.room);
+    let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
+        .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
     let (listen_port, local_addrs) = advertised(&setup.args, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
-        room: dhke::room_tag(&setup.room).0,
+        room: code.tag().0,
         name: setup.name.clone(),
         group: setup.group.id(),
         public: keys.public().to_vec(),
@@ -362,7 +364,7 @@ async fn establish(
         role: matched.role.to_string(),
     });
     let input = HandshakeInput {
-        room: RoomName::new(setup.room.clone()),
+        room: code,
         local_name: setup.name.clone(),
         local: keys,
         peer_name: matched.peer_name.clone(),

@@ -16,6 +16,7 @@ mod config;
 mod connection;
 mod limits;
 pub mod metrics;
+pub mod nameplates;
 pub mod rooms;
 mod server;
 
