@@ -1,4 +1,5 @@
-//! Finite-field Diffie-Hellman and the key schedule of p2pchat (docs/protocol.md §5).
+//! Finite-field Diffie-Hellman with CPace, room tags and the key schedule of p2pchat
+//! (docs/protocol.md §3, §5, §13).
 //!
 //! Flow: [`RoomCode::parse`] splits what a person typed into the tag the mediator
 //! sees and the PAKE secret; [`KeyPair::generate_cpace`] makes an ephemeral CPace key
@@ -8,8 +9,9 @@
 //! subgroup via a Jacobi symbol); [`KeyPair::agree`] gives the shared secret `Z`,
 //! left-padded to the prime's length; [`Transcript::hash`] binds the handshake;
 //! [`SessionKeys::derive`] runs HKDF-SHA256 once and yields every per-purpose key.
-//! The confirm MACs, the commitment, the short authentication string, the room tag and
-//! the keylog line live in [`schedule`] too, so each label and formula exists once.
+//! The confirm MACs, the commitment, the short authentication string, the room tags
+//! (nameplate and Argon2id), the generator hash, the LAN key and the keylog line live
+//! in [`schedule`] too, so each label and formula exists once.
 //!
 //! Nothing here touches a socket, a clock or a terminal: bytes in, bytes or typed
 //! errors out. Randomness comes from a caller-supplied CSPRNG.

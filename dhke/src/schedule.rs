@@ -65,23 +65,23 @@ pub const ARGON2_P: u32 = 1;
 
 /// Argon2id (v1.3, m = 19 MiB, t = 2, p = 1, 32-byte output) of `secret` with a
 /// fixed salt: the one memory-hard function of the protocol.
-fn argon2id(secret: &[u8], salt: &[u8]) -> [u8; 32] {
+fn argon2id(secret: &[u8], salt: &[u8], out: &mut [u8; 32]) {
     use argon2::{Algorithm, Argon2, Params, Version};
     // Fixed, valid parameters and salts (≥ 8 bytes); a password may be any length
     // below 4 GiB, so none of argon2's errors can come from the input.
     let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
         .expect("Argon2id parameters are valid constants");
-    let mut out = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(secret, salt, &mut out)
+        .hash_password_into(secret, salt, out)
         .expect("Argon2id accepts any password below 4 GiB");
-    out
 }
 
 /// The tag of a typed room name: `Argon2id(name, salt "p2pchat/v2/room-tag")`, so a
 /// mediator (or anyone who sees the tag) pays one Argon2id per guess of the name.
 pub fn typed_room_tag(name: &str) -> RoomTag {
-    RoomTag(argon2id(name.as_bytes(), TYPED_TAG_SALT))
+    let mut tag = RoomTag([0; 32]);
+    argon2id(name.as_bytes(), TYPED_TAG_SALT, &mut tag.0);
+    tag
 }
 
 /// The key of LAN announcements for a room: `Argon2id(code, salt
@@ -89,9 +89,9 @@ pub fn typed_room_tag(name: &str) -> RoomTag {
 /// so testing a guess against a captured announcement costs one Argon2id even for
 /// a generated code whose nameplate is public (docs/protocol.md §13.5).
 pub fn lan_key(code: &RoomCode) -> Key {
-    let mut out = argon2id(code.pake_secret(), LAN_KEY_SALT);
-    let key = Key(out);
-    out.zeroize();
+    // Written in place, so no copy of the key is left behind.
+    let mut key = Key([0; 32]);
+    argon2id(code.pake_secret(), LAN_KEY_SALT, &mut key.0);
     key
 }
 

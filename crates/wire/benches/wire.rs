@@ -1,5 +1,6 @@
 //! Criterion benches for the wire crate: the whole peer handshake with CPace key
-//! pairs, CPU per side (group 15), and record seal/open throughput at 16 and 64 KiB. `cargo bench -p wire`.
+//! pairs, CPU per side (group 15), and record seal/open throughput at 16 and 64 KiB.
+//! `cargo bench -p wire`.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,8 @@ use rand_core::OsRng;
 use wire::handshake::{HostHandshake, JoinerHelloSent};
 use wire::{HandshakeInput, Opener, PeerHandshake, Sealer};
 
-/// CPU time of each side for one complete handshake, including its key
+/// CPU time of each side (the thread's CPU time on Linux, else wall time) for one
+/// complete handshake, including its key
 /// generation and the bincode encoding of what it sends and decoding of what it
 /// receives. The other side's work happens too but is not counted.
 #[derive(Default)]
@@ -19,10 +21,22 @@ struct SideTimes {
     joiner: Duration,
 }
 
+/// CPU time of this thread so far, from Linux's `/proc/thread-self/schedstat` (first
+/// field: nanoseconds on a CPU), so a busy shared machine does not inflate the
+/// figures; `None` elsewhere.
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 fn timed<T>(acc: &mut Duration, f: impl FnOnce() -> T) -> T {
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), thread_cpu());
     let out = f();
-    *acc += start.elapsed();
+    *acc += match (cpu, thread_cpu()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => start.elapsed(),
+    };
     out
 }
 
