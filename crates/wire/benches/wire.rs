@@ -12,9 +12,9 @@ use wire::handshake::{HostHandshake, JoinerHelloSent};
 use wire::{HandshakeInput, Opener, PeerHandshake, Sealer};
 
 /// CPU time of each side (the thread's CPU time on Linux, else wall time) for one
-/// complete handshake, including its key
-/// generation and the bincode encoding of what it sends and decoding of what it
-/// receives. The other side's work happens too but is not counted.
+/// complete handshake, including its key generation and the bincode encoding of what
+/// it sends and decoding of what it receives. The other side's work happens too but
+/// is not counted.
 #[derive(Default)]
 struct SideTimes {
     host: Duration,
