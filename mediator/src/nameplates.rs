@@ -74,7 +74,7 @@ impl Nameplates {
     }
 
     /// The smallest free nameplate, or `None` when `cap` are in use (answer
-    /// `Error{TooManyConnections}` as for the room cap).
+    /// `Error{NoNameplate}`).
     pub fn allocate(self: &Arc<Self>) -> Option<Nameplate> {
         let mut inner = self.lock();
         if inner.by_tag.len() >= self.cap {
