@@ -2,6 +2,7 @@
 //! then, for as long as the conversation lasts, meet the peer through the
 //! mediator, connect, confirm keys, record the session and chat; when the link
 //! drops, go back to the mediator with backoff and resume with key continuity.
+//! With no `--server` the peer is found on the local network instead ([`lan`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -20,10 +21,11 @@ use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 
 use crate::chat::{self, Conversation, Ending, PeerInfo};
 use crate::cli::{parse_listen, Args};
-use crate::connect::{self, Connected};
+use crate::connect::{self, Connected, Path};
 use crate::exit::ClientError;
 use crate::history::History;
 use crate::input::InputEvent;
+use crate::lan;
 use crate::peerlink::PeerLink;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{Matched, MediatorLink};
@@ -37,7 +39,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// What stays fixed for the whole run.
 struct Setup {
-    server: String,
+    /// The mediator; `None` is LAN mode.
+    server: Option<String>,
+    lan: lan::LanConfig,
     room: String,
     name: String,
     group: Group,
@@ -202,12 +206,8 @@ async fn converse(
 
 /// Checks the flags and settles the room and name.
 fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
-    let Some(server) = args.server.clone() else {
-        return Err(ClientError::Usage(
-            "--server is required to chat: client --server HOST[:PORT] --room ROOM (see --help)"
-                .into(),
-        ));
-    };
+    let server = args.server.clone();
+    let lan = lan::LanConfig::new(args.lan_port, args.lan_timeout, args.lan_interface.clone());
     let name = match &args.name {
         Some(name) => {
             wire::validate_name(name)
@@ -225,8 +225,12 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         }
         None => {
             let room = roomcode::generate(&mut OsRng);
+            let server_flag = server
+                .as_ref()
+                .map(|s| format!("--server {s} "))
+                .unwrap_or_default();
             out.show(&Event::Room {
-                command: format!("client --server {server} --room {room}"),
+                command: format!("client {server_flag}--room {room}"),
                 room: room.clone(),
             });
             room
@@ -248,6 +252,7 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
     }
     Ok(Setup {
         server,
+        lan,
         room,
         name,
         group,
@@ -327,10 +332,13 @@ async fn establish(
     previous: Option<ResumeSecret>,
     out: &Output,
 ) -> Result<(Connected, Matched), ClientError> {
+    let Some(server) = &setup.server else {
+        return establish_lan(setup, listener, previous, out).await;
+    };
     let listen_addr = listener
         .local_addr()
         .map_err(|e| ClientError::ListenFailed(format!("listener has no address: {e}")))?;
-    let mediator = MediatorLink::connect(&setup.server).await?;
+    let mediator = MediatorLink::connect(server).await?;
     let keys = KeyPair::generate(setup.group, &mut OsRng);
     let (listen_port, local_addrs) = advertised(&setup.args, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
@@ -372,6 +380,67 @@ async fn establish(
     };
     let deadline = Instant::now() + setup.args.connect_timeout;
     let conn = connect_peer(&matched, listener, input, deadline, out).await?;
+    Ok((conn, matched))
+}
+
+/// LAN mode: the peer found by UDP announcements ([`lan::discover`], the same
+/// `Matched` a mediator would give), then the usual connect path, labelled `lan`.
+async fn establish_lan(
+    setup: &Setup,
+    listener: &TcpListener,
+    previous: Option<ResumeSecret>,
+    out: &Output,
+) -> Result<(Connected, Matched), ClientError> {
+    let listen_addr = listener
+        .local_addr()
+        .map_err(|e| ClientError::ListenFailed(format!("listener has no address: {e}")))?;
+    let keys = KeyPair::generate(setup.group, &mut OsRng);
+    let us = lan::Us {
+        name: &setup.name,
+        group: setup.group,
+        public: keys.public(),
+        listen: listen_addr,
+        advertise: setup.args.advertise,
+    };
+    let on_waiting = || {
+        out.show(&Event::Info {
+            text: format!(
+                "No --server: looking for the other person on the local network (UDP port {}).",
+                setup.lan.port
+            ),
+        });
+        out.show(&Event::Waiting {
+            listen: listen_addr.to_string(),
+            expires_in_secs: u32::try_from(setup.lan.timeout.as_secs()).unwrap_or(u32::MAX),
+        });
+    };
+    let on_other_group = |group: u8| {
+        out.show(&Event::Info {
+            text: format!(
+                "someone in this room on the local network uses --group {group}; both sides must use the same"
+            ),
+        })
+    };
+    // `_announcing` keeps announcing until the connection stands: the peer may
+    // not have heard us yet.
+    let (matched, _announcing) =
+        lan::discover(&setup.lan, &setup.room, us, on_waiting, on_other_group).await?;
+    out.show(&Event::Matched {
+        peer: matched.peer_name.clone(),
+        role: matched.role.to_string(),
+    });
+    let input = HandshakeInput {
+        room: RoomName::new(setup.room.clone()),
+        local_name: setup.name.clone(),
+        local: keys,
+        peer_name: matched.peer_name.clone(),
+        peer_public: matched.public.clone(),
+        previous,
+        keylog: setup.keylog.is_some(),
+    };
+    let deadline = Instant::now() + setup.args.connect_timeout;
+    let mut conn = connect_peer(&matched, listener, input, deadline, out).await?;
+    conn.path = Path::Lan;
     Ok((conn, matched))
 }
 

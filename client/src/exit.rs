@@ -16,7 +16,8 @@ Exit codes:
   8   listening port unavailable (in use, or not allowed)
   9   integrity failure: a record was altered on the way
   10  connection to the peer lost
-  11  file error (peers file, keylog)";
+  11  file error (peers file, keylog)
+  14  LAN mode (no --server) found nobody in the room before --lan-timeout";
 
 /// A failure with a message for people and an exit code for scripts.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub enum ClientError {
     ConnectionLost(String),
     #[error("{0}")]
     File(String),
+    /// LAN mode found nobody in the room before `--lan-timeout`.
+    #[error("{0}")]
+    LanTimeout(String),
     #[error("{0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -62,6 +66,7 @@ impl ClientError {
             ClientError::Integrity => 9,
             ClientError::ConnectionLost(_) => 10,
             ClientError::File(_) => 11,
+            ClientError::LanTimeout(_) => 14,
         }
     }
 
@@ -79,6 +84,7 @@ impl ClientError {
             ClientError::Integrity => "integrity",
             ClientError::ConnectionLost(_) => "connection_lost",
             ClientError::File(_) => "file",
+            ClientError::LanTimeout(_) => "lan_timeout",
         }
     }
 

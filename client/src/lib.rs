@@ -6,7 +6,8 @@
 //! candidate addresses ([`connect`]), both running the `wire` handshake → the
 //! session is recorded ([`records`]: `peers.txt`, keylog) → [`chat`] over a
 //! [`peerlink::PeerLink`], shown through [`ui`]. Failures carry an exit code
-//! ([`exit`]).
+//! ([`exit`]). Without a mediator, [`lan`] finds the peer on the local network
+//! and yields the same match.
 
 pub mod app;
 pub mod chat;
@@ -16,6 +17,7 @@ pub mod exit;
 pub mod files;
 pub mod history;
 pub mod input;
+pub mod lan;
 pub mod peerlink;
 pub mod records;
 pub mod rendezvous;
