@@ -105,7 +105,7 @@ fn interfaces(only: &[String]) -> Vec<Interface> {
     };
     let mut out: Vec<Interface> = Vec::new();
     for iface in found {
-        if !only.is_empty() && !only.iter().any(|n| *n == iface.name) {
+        if !only.is_empty() && !only.contains(&iface.name) {
             continue;
         }
         // Loopback reports no oper state on some kernels; it is always usable.
@@ -541,7 +541,8 @@ impl Discovery {
         let task = tokio::spawn(async move {
             loop {
                 announcer.announce().await;
-                tokio::time::sleep_until(announcer.schedule.next.max(Instant::now() + MIN_GAP)).await;
+                tokio::time::sleep_until(announcer.schedule.next.max(Instant::now() + MIN_GAP))
+                    .await;
             }
         });
         Announcing { task }
@@ -661,10 +662,22 @@ mod tests {
             gaps.push(gap);
             at = s.next;
         }
-        assert!(gaps.iter().all(|g| *g >= FAST_EVERY.mul_f64(0.9)), "never faster than 0.45 s");
-        assert!(gaps.iter().all(|g| *g <= SLOW_CAP.mul_f64(1.1)), "never slower than 5.5 s");
-        let fast = gaps.iter().take_while(|g| **g < Duration::from_millis(700)).count();
-        assert!((9..=12).contains(&fast), "about ten rounds in the first 5 s: {gaps:?}");
+        assert!(
+            gaps.iter().all(|g| *g >= FAST_EVERY.mul_f64(0.9)),
+            "never faster than 0.45 s"
+        );
+        assert!(
+            gaps.iter().all(|g| *g <= SLOW_CAP.mul_f64(1.1)),
+            "never slower than 5.5 s"
+        );
+        let fast = gaps
+            .iter()
+            .take_while(|g| **g < Duration::from_millis(700))
+            .count();
+        assert!(
+            (9..=12).contains(&fast),
+            "about ten rounds in the first 5 s: {gaps:?}"
+        );
         assert!(gaps.last().unwrap() >= &SLOW_CAP.mul_f64(0.9), "{gaps:?}");
         // 40 s of announcing is a bounded number of rounds.
         assert!(gaps.len() < 25, "{} rounds", gaps.len());

@@ -127,12 +127,22 @@ async fn lan_a_client_in_another_room_is_never_matched_and_exits_14() {
     let quick = ["--lan-timeout", "3s", "--log", "client=debug"];
     let mut alice = Client::start_env(
         "alice",
-        &args("alice", &dir, port, &[&["--room", "room-one"][..], &quick].concat()),
+        &args(
+            "alice",
+            &dir,
+            port,
+            &[&["--room", "room-one"][..], &quick].concat(),
+        ),
         &[("NO_COLOR", "1")],
     );
     let mut carol = Client::start_env(
         "carol",
-        &args("carol", &dir, port, &[&["--room", "room-two"][..], &quick].concat()),
+        &args(
+            "carol",
+            &dir,
+            port,
+            &[&["--room", "room-two"][..], &quick].concat(),
+        ),
         &[("NO_COLOR", "1")],
     );
     assert_eq!(alice.exit_code().await, 14);
@@ -147,7 +157,13 @@ async fn lan_a_client_in_another_room_is_never_matched_and_exits_14() {
         let err = last(c, "error");
         assert_eq!(err["code"], "lan_timeout");
         let text = err["text"].as_str().unwrap();
-        for hint in ["--server", "UDP port", "firewall", "Wi-Fi", "different network"] {
+        for hint in [
+            "--server",
+            "UDP port",
+            "firewall",
+            "Wi-Fi",
+            "different network",
+        ] {
             assert!(text.contains(hint), "message names `{hint}`: {text}");
         }
         // They did hear each other: the other room's announcements fail the MAC.
@@ -254,7 +270,10 @@ async fn lan_garbage_forged_stale_and_reflected_datagrams_are_counted_and_never_
 
     assert_eq!(alice.exit_code().await, 14, "stderr: {}", alice.stderr());
     let events = alice.drain().await;
-    assert!(!events.iter().any(|e| e["event"] == "matched"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e["event"] == "matched"),
+        "{events:?}"
+    );
     assert_eq!(last(&alice, "error")["code"], "lan_timeout");
     let log = alice.stderr();
     assert!(!log.contains("panicked"), "{log}");
@@ -264,7 +283,10 @@ async fn lan_garbage_forged_stale_and_reflected_datagrams_are_counted_and_never_
         dropped(&log, "magic") + dropped(&log, "size") >= sent["junk"] + sent["short"] - 1,
         "{log}"
     );
-    assert!(dropped(&log, "mac") + dropped(&log, "magic") >= sent["flipped"] - 1, "{log}");
+    assert!(
+        dropped(&log, "mac") + dropped(&log, "magic") >= sent["flipped"] - 1,
+        "{log}"
+    );
     assert!(dropped(&log, "version") >= 1, "{log}");
     assert!(dropped(&log, "own") >= 2, "{log}");
     assert_eq!(dropped(&log, "stale"), 1, "{log}");
@@ -363,6 +385,10 @@ async fn lan_a_flood_of_room_members_is_bounded_to_a_fixed_number_of_candidates(
         .is_none());
     assert_eq!(warned, vec![14], "one warning about the other group");
     let kept = discovery.other_group();
-    assert_eq!(kept, client::lan::MAX_CANDIDATES as u64, "only this many are tracked");
+    assert_eq!(
+        kept,
+        client::lan::MAX_CANDIDATES as u64,
+        "only this many are tracked"
+    );
     assert_eq!(discovery.crowded(), u64::from(flood) - kept);
 }

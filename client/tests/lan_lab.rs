@@ -22,7 +22,9 @@ fn start_in(lab: &LanLab, host: Host, name: &str, dir: &TempDir, extra: &[&str])
         "14",
         "--json",
         "--history",
-        &dir.join(&format!("history-{name}.sqlite3")).display().to_string(),
+        &dir.join(&format!("history-{name}.sqlite3"))
+            .display()
+            .to_string(),
         "--peers-file",
         &peers_file(dir, name).display().to_string(),
     ])
@@ -48,7 +50,10 @@ async fn lan_lab_two_hosts_on_one_bridge_find_each_other_and_chat_over_path_lan(
     let mut bob = start_in(&lab, Host::Lan2, "bob", &dir, &["--room", room]);
     let a = alice.expect("connected").await;
     let b = bob.expect("connected").await;
-    eprintln!("found each other across the bridge in {:?}", started.elapsed());
+    eprintln!(
+        "found each other across the bridge in {:?}",
+        started.elapsed()
+    );
     assert_eq!(a["path"], "lan");
     assert_eq!(b["path"], "lan");
     assert_eq!(a["sas"], b["sas"]);
@@ -61,14 +66,20 @@ async fn lan_lab_two_hosts_on_one_bridge_find_each_other_and_chat_over_path_lan(
     );
 
     alice.say("hello across the bridge").await;
-    assert_eq!(bob.expect("message").await["text"], "hello across the bridge");
+    assert_eq!(
+        bob.expect("message").await["text"],
+        "hello across the bridge"
+    );
     bob.say("hello back").await;
     assert_eq!(alice.expect("message").await["text"], "hello back");
 
     // Carol, in another room on the same bridge, never matches anyone.
     assert_eq!(carol.exit_code().await, 14);
     let events = carol.drain().await;
-    assert!(!events.iter().any(|e| e["event"] == "matched"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e["event"] == "matched"),
+        "{events:?}"
+    );
     assert_eq!(last(&carol, "error")["code"], "lan_timeout");
 
     bob.say("/quit").await;
@@ -98,7 +109,11 @@ async fn lan_lab_a_host_behind_a_router_is_not_found_and_exits_14_with_the_clear
         assert_eq!(err["code"], "lan_timeout");
         let text = err["text"].as_str().unwrap();
         for hint in ["--server", "different network", "UDP port 7071", "Wi-Fi"] {
-            assert!(text.contains(hint), "{}: message names `{hint}`: {text}", c.name);
+            assert!(
+                text.contains(hint),
+                "{}: message names `{hint}`: {text}",
+                c.name
+            );
         }
     }
 }

@@ -141,7 +141,14 @@ impl LanLab {
         run(&["-n", &far, "link", "set", "eth0", "up"]);
         run(&["-n", &far, "route", "add", "default", "via", "10.71.2.1"]);
         let status = StdCommand::new("ip")
-            .args(["netns", "exec", &r, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .args([
+                "netns",
+                "exec",
+                &r,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
             .status()
             .expect("run sysctl in the router");
         assert!(status.success(), "enable forwarding in the router");

@@ -187,7 +187,8 @@ impl Client {
     /// the client with `--json`.
     pub fn spawn(name: &str, mut cmd: Command) -> Client {
         // Only what the test passes: no keylog, no mediator from the environment.
-        cmd.env_remove("P2PCHAT_KEYLOG").env_remove("P2PCHAT_SERVER");
+        cmd.env_remove("P2PCHAT_KEYLOG")
+            .env_remove("P2PCHAT_SERVER");
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -332,17 +333,15 @@ pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
 /// machine), group 14, JSON, its peers file and history in `dir`.
 pub fn lan_client_args(name: &str, dir: &TempDir, lan_port: u16, extra: &[&str]) -> Vec<String> {
     let mut args = client_args("unused", name, dir, &[]);
-    let at = args.iter().position(|a| a == "--server").expect("--server in the base args");
+    let at = args
+        .iter()
+        .position(|a| a == "--server")
+        .expect("--server in the base args");
     args.drain(at..at + 2);
     args.extend(
-        [
-            "--lan-port",
-            &lan_port.to_string(),
-            "--lan-interface",
-            "lo",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+        ["--lan-port", &lan_port.to_string(), "--lan-interface", "lo"]
+            .iter()
+            .map(|s| s.to_string()),
     );
     args.extend(extra.iter().map(|s| s.to_string()));
     args

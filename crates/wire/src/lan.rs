@@ -206,8 +206,7 @@ pub fn open(key: &LanKey, datagram: &[u8], now_ms: u64) -> Result<Opened, Droppe
     }
     let announcement: Announcement =
         crate::decode(&signed[HEADER_LEN..]).map_err(|_| Dropped::Malformed)?;
-    if announcement.addrs.len() > MAX_ADDRS || crate::validate_name(&announcement.name).is_err()
-    {
+    if announcement.addrs.len() > MAX_ADDRS || crate::validate_name(&announcement.name).is_err() {
         return Err(Dropped::Malformed);
     }
     Ok(Opened {
@@ -399,7 +398,10 @@ mod tests {
         assert!(open(&k, &sealed, NOW + MAX_AGE_MS).is_ok());
         assert_eq!(open(&k, &sealed, NOW + MAX_AGE_MS + 1), Err(Dropped::Stale));
         assert!(open(&k, &sealed, NOW - MAX_AHEAD_MS).is_ok());
-        assert_eq!(open(&k, &sealed, NOW - MAX_AHEAD_MS - 1), Err(Dropped::Future));
+        assert_eq!(
+            open(&k, &sealed, NOW - MAX_AHEAD_MS - 1),
+            Err(Dropped::Future)
+        );
     }
 
     #[test]
