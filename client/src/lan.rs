@@ -40,6 +40,8 @@ const MIN_GAP: Duration = Duration::from_millis(200);
 const MAX_INTERFACES: usize = 16;
 /// Most other members of the room we keep track of at once; more are ignored.
 pub const MAX_CANDIDATES: usize = 16;
+/// Longest wait for room in the socket's send buffer.
+const SEND_WAIT: Duration = Duration::from_millis(250);
 /// How often the drop counters go to the debug log while they change.
 const LOG_EVERY: Duration = Duration::from_secs(2);
 
@@ -180,8 +182,16 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn udp_socket(domain: Domain, port: u16) -> std::io::Result<Socket> {
+/// A socket on the LAN port. With exactly one interface named, it also hears
+/// only that interface (SO_BINDTODEVICE, best effort: it may need privileges),
+/// so `--lan-interface lo` takes nothing from the network.
+fn udp_socket(domain: Domain, port: u16, only: &[String]) -> std::io::Result<Socket> {
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if let [name] = only {
+        if let Err(e) = socket.bind_device(Some(name.as_bytes())) {
+            tracing::debug!(iface = %name, error = %e, "cannot bind the LAN socket to its interface");
+        }
+    }
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     let addr: SocketAddr = if domain == Domain::IPV6 {
@@ -198,6 +208,17 @@ fn udp_socket(domain: Domain, port: u16) -> std::io::Result<Socket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// One send, bounded in time (a full socket buffer must not stall a round).
+async fn send(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    match tokio::time::timeout(SEND_WAIT, socket.send_to(datagram, to)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "send buffer full",
+        )),
+    }
 }
 
 /// Our two sockets on the LAN port and what we send on them.
@@ -276,22 +297,18 @@ impl Announcer {
         let v4 = socket2::SockRef::from(&self.v4);
         for iface in &ifaces {
             for (_, broadcast) in &iface.v4 {
-                count(self.v4.send_to(&datagram, (*broadcast, self.port)).await);
+                count(send(&self.v4, &datagram, (*broadcast, self.port).into()).await);
             }
         }
         // The limited broadcast leaves by the default route's interface; with an
         // interface list it could leave by one not on the list.
         if self.only.is_empty() {
-            count(
-                self.v4
-                    .send_to(&datagram, (Ipv4Addr::BROADCAST, self.port))
-                    .await,
-            );
+            count(send(&self.v4, &datagram, (Ipv4Addr::BROADCAST, self.port).into()).await);
         }
         for iface in ifaces.iter().filter(|i| !i.loopback) {
             for (ip, _) in &iface.v4 {
                 if v4.set_multicast_if_v4(ip).is_ok() {
-                    count(self.v4.send_to(&datagram, (MULTICAST_V4, self.port)).await);
+                    count(send(&self.v4, &datagram, (MULTICAST_V4, self.port).into()).await);
                 }
             }
         }
@@ -301,7 +318,7 @@ impl Announcer {
                 let Some(index) = iface.index else { continue };
                 if sock.set_multicast_if_v6(index).is_ok() {
                     let to = SocketAddrV6::new(MULTICAST_V6, self.port, 0, index);
-                    count(v6.send_to(&datagram, to).await);
+                    count(send(v6, &datagram, to.into()).await);
                 }
             }
         }
@@ -377,9 +394,9 @@ impl Discovery {
                 "cannot listen on UDP port {port} for LAN discovery: {e}; pick another with --lan-port (both sides must use the same), or meet through a mediator with --server"
             ))
         };
-        let v4 = udp_socket(Domain::IPV4, port).map_err(failed)?;
+        let v4 = udp_socket(Domain::IPV4, port, &config.interfaces).map_err(failed)?;
         let v4 = UdpSocket::from_std(v4.into()).map_err(failed)?;
-        let v6 = match udp_socket(Domain::IPV6, port) {
+        let v6 = match udp_socket(Domain::IPV6, port, &config.interfaces) {
             Ok(s) => UdpSocket::from_std(s.into()).ok(),
             Err(e) => {
                 tracing::debug!(error = %e, "no IPv6 LAN socket");

@@ -34,6 +34,8 @@ fn test_socket(port: u16) -> std::net::UdpSocket {
     s.set_reuse_address(true).unwrap();
     s.set_reuse_port(true).unwrap();
     s.set_broadcast(true).unwrap();
+    // Hear loopback only, like the clients with `--lan-interface lo`.
+    s.bind_device(Some(b"lo")).unwrap();
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
         .unwrap();
     let s: std::net::UdpSocket = s.into();
