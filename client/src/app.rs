@@ -402,29 +402,9 @@ async fn establish_lan(
         listen: listen_addr,
         advertise: setup.args.advertise,
     };
-    let on_waiting = || {
-        out.show(&Event::Info {
-            text: format!(
-                "No --server: looking for the other person on the local network (UDP port {}).",
-                setup.lan.port
-            ),
-        });
-        out.show(&Event::Waiting {
-            listen: listen_addr.to_string(),
-            expires_in_secs: u32::try_from(setup.lan.timeout.as_secs()).unwrap_or(u32::MAX),
-        });
-    };
-    let on_other_group = |group: u8| {
-        out.show(&Event::Info {
-            text: format!(
-                "someone in this room on the local network uses --group {group}; both sides must use the same"
-            ),
-        })
-    };
     // `_announcing` keeps announcing until the connection stands: the peer may
     // not have heard us yet.
-    let (matched, _announcing) =
-        lan::discover(&setup.lan, &setup.room, us, on_waiting, on_other_group).await?;
+    let (matched, _announcing) = lan::find_peer(&setup.lan, &setup.room, us, out).await?;
     out.show(&Event::Matched {
         peer: matched.peer_name.clone(),
         role: matched.role.to_string(),

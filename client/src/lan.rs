@@ -21,6 +21,7 @@ use wire::Role;
 
 use crate::exit::ClientError;
 use crate::rendezvous::Matched;
+use crate::ui::{Event, Output};
 
 /// The UDP port clients announce and listen on unless `--lan-port` says otherwise.
 pub const DEFAULT_LAN_PORT: u16 = 7071;
@@ -604,6 +605,36 @@ pub async fn discover(
         Some(found) => Ok((found.matched(&config.instance), discovery.keep_announcing())),
         None => Err(timed_out(config, room)),
     }
+}
+
+/// [`discover`], telling the person what happens on `out`.
+pub async fn find_peer(
+    config: &LanConfig,
+    room: &str,
+    us: Us<'_>,
+    out: &Output,
+) -> Result<(Matched, Announcing), ClientError> {
+    let listen = us.listen.to_string();
+    let on_waiting = || {
+        out.show(&Event::Info {
+            text: format!(
+                "No --server: looking for the other person on the local network (UDP port {}).",
+                config.port
+            ),
+        });
+        out.show(&Event::Waiting {
+            listen,
+            expires_in_secs: u32::try_from(config.timeout.as_secs()).unwrap_or(u32::MAX),
+        });
+    };
+    let on_other_group = |group: u8| {
+        out.show(&Event::Info {
+            text: format!(
+                "someone in this room on the local network uses --group {group}; both sides must use the same"
+            ),
+        })
+    };
+    discover(config, room, us, on_waiting, on_other_group).await
 }
 
 /// The clear message for finding nobody, with the likely causes.

@@ -15,21 +15,23 @@ use common::{client_bin, last, peers_file, Client, TempDir};
 /// interfaces, listening on every interface.
 fn start_in(lab: &LanLab, host: Host, name: &str, dir: &TempDir, extra: &[&str]) -> Client {
     let mut cmd = lab.command(host, &client_bin());
-    cmd.args([
-        "--name",
-        name,
-        "--group",
-        "14",
-        "--json",
-        "--history",
-        &dir.join(&format!("history-{name}.sqlite3"))
-            .display()
-            .to_string(),
-        "--peers-file",
-        &peers_file(dir, name).display().to_string(),
-    ])
-    .args(extra)
-    .env("NO_COLOR", "1");
+    cmd.env_remove("P2PCHAT_KEYLOG")
+        .env_remove("P2PCHAT_SERVER")
+        .args([
+            "--name",
+            name,
+            "--group",
+            "14",
+            "--json",
+            "--history",
+            &dir.join(&format!("history-{name}.sqlite3"))
+                .display()
+                .to_string(),
+            "--peers-file",
+            &peers_file(dir, name).display().to_string(),
+        ])
+        .args(extra)
+        .env("NO_COLOR", "1");
     Client::spawn(name, cmd)
 }
 

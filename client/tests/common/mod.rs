@@ -173,7 +173,10 @@ impl Client {
 
     pub fn start_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Client {
         let mut cmd = Command::new(client_bin());
-        cmd.args(args);
+        // Only what the test passes: no keylog, no mediator from the environment.
+        cmd.env_remove("P2PCHAT_KEYLOG")
+            .env_remove("P2PCHAT_SERVER")
+            .args(args);
         if !args.iter().any(|a| a == "--json") {
             cmd.arg("--json");
         }
@@ -186,9 +189,6 @@ impl Client {
     /// Starts a prepared command (e.g. `ip netns exec NS client …`) that runs
     /// the client with `--json`.
     pub fn spawn(name: &str, mut cmd: Command) -> Client {
-        // Only what the test passes: no keylog, no mediator from the environment.
-        cmd.env_remove("P2PCHAT_KEYLOG")
-            .env_remove("P2PCHAT_SERVER");
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
