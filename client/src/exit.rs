@@ -17,6 +17,8 @@ Exit codes:
   9   integrity failure: a record was altered on the way
   10  connection to the peer lost
   11  file error (peers file, keylog)
+  12  no direct path to the peer, and the relay is refused (--no-relay, --relay off)
+  13  possible attack: someone tried many keys against our room (start again with a new code)
   14  LAN mode (no --server) found nobody in the room before --lan-timeout";
 
 /// A failure with a message for people and an exit code for scripts.
@@ -44,6 +46,12 @@ pub enum ClientError {
     ConnectionLost(String),
     #[error("{0}")]
     File(String),
+    #[error("{0}")]
+    NoPath(String),
+    #[error("possible attack: someone is trying many keys against this room ({0} key attempts in one match, or failed attempts over this run). The session was ended; agree on a new room code over another channel and start again.")]
+    PossibleAttack(u32),
+    #[error("{0}")]
+    RelayEnded(String),
     /// LAN mode found nobody in the room before `--lan-timeout`.
     #[error("{0}")]
     LanTimeout(String),
@@ -66,6 +74,9 @@ impl ClientError {
             ClientError::Integrity => 9,
             ClientError::ConnectionLost(_) => 10,
             ClientError::File(_) => 11,
+            ClientError::NoPath(_) => 12,
+            ClientError::PossibleAttack(_) => 13,
+            ClientError::RelayEnded(_) => 10,
             ClientError::LanTimeout(_) => 14,
         }
     }
@@ -84,6 +95,9 @@ impl ClientError {
             ClientError::Integrity => "integrity",
             ClientError::ConnectionLost(_) => "connection_lost",
             ClientError::File(_) => "file",
+            ClientError::NoPath(_) => "no_path",
+            ClientError::PossibleAttack(_) => "possible_attack",
+            ClientError::RelayEnded(_) => "relay_ended",
             ClientError::LanTimeout(_) => "lan_timeout",
         }
     }
@@ -104,6 +118,9 @@ impl ClientError {
             }
             ErrorCode::TooManyConnections => "the mediator is busy; try again in a minute",
             ErrorCode::ShuttingDown => "the mediator is restarting; try again in a moment",
+            ErrorCode::RelayRefused => "the mediator's relay refused us; try again",
+            ErrorCode::RelayLimit => "the mediator's relay ended the session at one of its caps",
+            ErrorCode::NoNameplate => "the mediator has no free room numbers; try again in a minute",
         };
         ClientError::MediatorRefused {
             code,

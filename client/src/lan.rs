@@ -337,8 +337,9 @@ pub struct Found {
 }
 
 impl Found {
-    /// What the mediator would have said: the smaller instance id hosts.
-    pub fn matched(&self, our_instance: &[u8; INSTANCE_LEN]) -> Matched {
+    /// What the mediator would have said: the smaller instance id hosts; no
+    /// relay. `ours` is what we announced (our address "as seen" is the first).
+    pub fn matched(&self, our_instance: &[u8; INSTANCE_LEN], ours: &[SocketAddr]) -> Matched {
         let ann = &self.announcement;
         let role = if our_instance < &ann.instance {
             Role::Host
@@ -369,6 +370,11 @@ impl Found {
             observed_addr: self.from,
             listen_port: ann.listen_port,
             local_addrs,
+            your_addr: ours
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            relay: wire::RelayOffer::Off,
         }
     }
 }
@@ -450,6 +456,11 @@ impl Discovery {
             warned_group: false,
             logged: None,
         })
+    }
+
+    /// The addresses our announcement lists.
+    pub fn our_addrs(&self) -> &[SocketAddr] {
+        &self.announcer.us.addrs
     }
 
     /// Drops so far, by reason.
@@ -589,20 +600,25 @@ impl Drop for Announcing {
     }
 }
 
-/// Finds the peer on the LAN: the same [`Matched`] a mediator would give, and
-/// the guard that keeps announcing until the connection stands.
+/// Finds the peer on the LAN: the same [`Matched`] a mediator would give, the
+/// addresses we announced, and the guard that keeps announcing until the
+/// connection stands.
 pub async fn discover(
     config: &LanConfig,
     room: &str,
     us: Us<'_>,
     on_waiting: impl FnOnce(),
     on_other_group: impl FnMut(u8),
-) -> Result<(Matched, Announcing), ClientError> {
+) -> Result<(Matched, Vec<SocketAddr>, Announcing), ClientError> {
     let mut discovery = Discovery::bind(config, room, us)?;
     on_waiting();
     let deadline = Instant::now() + config.timeout;
     match discovery.next_peer(deadline, on_other_group).await {
-        Some(found) => Ok((found.matched(&config.instance), discovery.keep_announcing())),
+        Some(found) => {
+            let ours = discovery.our_addrs().to_vec();
+            let matched = found.matched(&config.instance, &ours);
+            Ok((matched, ours, discovery.keep_announcing()))
+        }
         None => Err(timed_out(config, room)),
     }
 }
@@ -613,7 +629,7 @@ pub async fn find_peer(
     room: &str,
     us: Us<'_>,
     out: &Output,
-) -> Result<(Matched, Announcing), ClientError> {
+) -> Result<(Matched, Vec<SocketAddr>, Announcing), ClientError> {
     let listen = us.listen.to_string();
     let on_waiting = || {
         out.show(&Event::Info {
@@ -673,14 +689,14 @@ mod tests {
     #[test]
     fn the_smaller_instance_id_hosts_on_both_sides() {
         let theirs = found(5, "10.0.0.2:7071");
-        assert_eq!(theirs.matched(&[4; INSTANCE_LEN]).role, Role::Host);
-        assert_eq!(theirs.matched(&[6; INSTANCE_LEN]).role, Role::Joiner);
+        assert_eq!(theirs.matched(&[4; INSTANCE_LEN], &[]).role, Role::Host);
+        assert_eq!(theirs.matched(&[6; INSTANCE_LEN], &[]).role, Role::Joiner);
     }
 
     #[test]
     fn matched_dials_the_source_address_at_the_listen_port_first() {
-        let m = found(5, "10.0.0.9:7071").matched(&[6; INSTANCE_LEN]);
-        let c = crate::connect::candidates(&m);
+        let m = found(5, "10.0.0.9:7071").matched(&[6; INSTANCE_LEN], &[]);
+        let c = crate::connect::candidates(&m, false);
         assert_eq!(c[0].addr, "10.0.0.9:4000".parse().unwrap());
         assert_eq!(c[1].addr, "10.0.0.2:4000".parse().unwrap());
     }
@@ -688,7 +704,7 @@ mod tests {
     #[test]
     fn a_link_local_source_keeps_its_zone() {
         let f = found(5, "[fe80::1%3]:7071");
-        let m = f.matched(&[6; INSTANCE_LEN]);
+        let m = f.matched(&[6; INSTANCE_LEN], &[]);
         match m.local_addrs[0] {
             SocketAddr::V6(a) => {
                 assert_eq!(a.scope_id(), 3);

@@ -332,7 +332,7 @@ async fn lan_socket_loop_accepts_an_announcement_once_and_drops_its_replays() {
         .await
         .expect("bob's announcement is found");
     assert_eq!(found.announcement, bob);
-    let matched = found.matched(&config.instance);
+    let matched = found.matched(&config.instance, &[]);
     assert_eq!(matched.peer_name, "bob");
     assert_eq!(matched.listen_port, 5000);
 
