@@ -459,7 +459,14 @@ async fn establish_lan(
         relay_after: setup.args.relay_after,
         reveals: net.reveals,
     };
-    let mut conn = connect_peer(race, input, out).await?;
+    let mut conn = connect_peer(race, input, out).await.map_err(|e| match e {
+        // There is no relay without a mediator: say what fails on a LAN instead.
+        ClientError::NoPath(_) => ClientError::PeerUnreachable(format!(
+            "found {} on the local network, but no TCP connection between us got through              within the connect timeout: a firewall on either side may block incoming TCP.              Allow the client's port, or pass --listen PORT with an allowed port.",
+            wire::sanitize_for_terminal(&matched.peer_name)
+        )),
+        other => other,
+    })?;
     conn.path = Path::Lan;
     Ok((conn, matched))
 }
