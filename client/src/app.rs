@@ -2,6 +2,7 @@
 //! then, for as long as the conversation lasts, meet the peer through the
 //! mediator, connect, confirm keys, record the session and chat; when the link
 //! drops, go back to the mediator with backoff and resume with key continuity.
+//! With no `--server` the peer is found on the local network instead ([`lan`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -20,10 +21,11 @@ use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 
 use crate::chat::{self, Conversation, Ending, PeerInfo};
 use crate::cli::{parse_listen, Args};
-use crate::connect::{self, Connected};
+use crate::connect::{self, Connected, Path};
 use crate::exit::ClientError;
 use crate::history::History;
 use crate::input::InputEvent;
+use crate::lan;
 use crate::peerlink::PeerLink;
 use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
@@ -38,7 +40,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// What stays fixed for the whole run.
 struct Setup {
-    server: String,
+    /// The mediator; `None` is LAN mode.
+    server: Option<String>,
+    lan: lan::LanConfig,
     room: String,
     name: String,
     group: Group,
@@ -221,12 +225,8 @@ async fn converse(
 
 /// Checks the flags and settles the room and name.
 fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
-    let Some(server) = args.server.clone() else {
-        return Err(ClientError::Usage(
-            "--server is required to chat: client --server HOST[:PORT] --room ROOM (see --help)"
-                .into(),
-        ));
-    };
+    let server = args.server.clone();
+    let lan = lan::LanConfig::new(args.lan_port, args.lan_timeout, args.lan_interface.clone());
     let name = match &args.name {
         Some(name) => {
             wire::validate_name(name)
@@ -244,8 +244,12 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         }
         None => {
             let room = roomcode::generate(&mut OsRng);
+            let server_flag = server
+                .as_ref()
+                .map(|s| format!("--server {s} "))
+                .unwrap_or_default();
             out.show(&Event::Room {
-                command: format!("client --server {server} --room {room}"),
+                command: format!("client {server_flag}--room {room}"),
                 room: room.clone(),
             });
             room
@@ -267,6 +271,7 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
     }
     Ok(Setup {
         server,
+        lan,
         room,
         name,
         group,
@@ -346,8 +351,11 @@ async fn establish(
     previous: Option<ResumeSecret>,
     out: &Output,
 ) -> Result<(Connected, Matched), ClientError> {
+    let Some(server) = &setup.server else {
+        return establish_lan(setup, net, previous, out).await;
+    };
     let listen_addr = net.port.addr();
-    let mediator = MediatorLink::connect(&setup.server, &net.port).await?;
+    let mediator = MediatorLink::connect(server, &net.port).await?;
     let code = RoomCode::parse(&setup.room);
     let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
         .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
@@ -395,7 +403,7 @@ async fn establish(
         port: net.port,
         listener: net.listener,
         own_locals: &local_addrs,
-        server: &setup.server,
+        server,
         punch: (!setup.args.no_punch).then(|| link.watch_punch()),
         matched_at,
         deadline: matched_at + setup.args.connect_timeout,
@@ -403,6 +411,67 @@ async fn establish(
         reveals: net.reveals,
     };
     let conn = connect_peer(race, input, out).await?;
+    Ok((conn, matched))
+}
+
+/// LAN mode: the peer found by UDP announcements ([`lan::discover`], the same
+/// `Matched` a mediator would give), then the usual connect path, labelled `lan`.
+async fn establish_lan(
+    setup: &Setup,
+    net: &Net<'_>,
+    previous: Option<ResumeSecret>,
+    out: &Output,
+) -> Result<(Connected, Matched), ClientError> {
+    let code = RoomCode::parse(&setup.room);
+    let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
+        .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
+    let us = lan::Us {
+        name: &setup.name,
+        group: setup.group,
+        public: keys.public(),
+        listen: net.port.addr(),
+        advertise: setup.args.advertise,
+    };
+    // `_announcing` keeps announcing until the connection stands: the peer may
+    // not have heard us yet.
+    let (matched, own_locals, _announcing) =
+        lan::find_peer(&setup.lan, &setup.room, us, out).await?;
+    out.show(&Event::Matched {
+        peer: matched.peer_name.clone(),
+        role: matched.role.to_string(),
+    });
+    let input = HandshakeInput {
+        room: code,
+        local_name: setup.name.clone(),
+        local: keys,
+        peer_name: matched.peer_name.clone(),
+        peer_public: matched.public.clone(),
+        previous,
+        keylog: setup.keylog.is_some(),
+    };
+    let matched_at = Instant::now();
+    let race = connect::Race {
+        matched: &matched,
+        port: net.port,
+        listener: net.listener,
+        own_locals: &own_locals,
+        // No mediator: nothing to punch with, no relay (`matched.relay` is `Off`).
+        server: "",
+        punch: None,
+        matched_at,
+        deadline: matched_at + setup.args.connect_timeout,
+        relay_after: setup.args.relay_after,
+        reveals: net.reveals,
+    };
+    let mut conn = connect_peer(race, input, out).await.map_err(|e| match e {
+        // There is no relay without a mediator: say what fails on a LAN instead.
+        ClientError::NoPath(_) => ClientError::PeerUnreachable(format!(
+            "found {} on the local network, but no TCP connection between us got through              within the connect timeout: a firewall on either side may block incoming TCP.              Allow the client's port, or pass --listen PORT with an allowed port.",
+            wire::sanitize_for_terminal(&matched.peer_name)
+        )),
+        other => other,
+    })?;
+    conn.path = Path::Lan;
     Ok((conn, matched))
 }
 

@@ -13,10 +13,12 @@ pub const DEFAULT_PORT: u16 = 7070;
 
 /// p2pchat: end-to-end encrypted chat over a direct connection.
 ///
-/// Both people run `client --server HOST --room ROOM`; the mediator at HOST
-/// introduces them and steps aside. Without --room a fresh room code is printed,
-/// with the command the other side should run. Compare the six-digit code both
-/// screens show: if it matches, nobody is in the middle.
+/// On one local network both people run `client --room ROOM`: the clients find
+/// each other by UDP (LAN mode, no server). Across the internet both run
+/// `client --server HOST --room ROOM`; the mediator at HOST introduces them and
+/// steps aside. Without --room a fresh room code is printed, with the command
+/// the other side should run. Compare the six-digit code both screens show: if
+/// it matches, nobody is in the middle.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "client", version, after_help = EXIT_CODES_HELP, args_conflicts_with_subcommands = true)]
 pub struct Args {
@@ -24,7 +26,8 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Mediator address, HOST or HOST:PORT (default port 7070). Required to chat.
+    /// Mediator address, HOST or HOST:PORT (default port 7070). Without it the
+    /// client looks for the peer on the local network (LAN mode).
     #[arg(long, env = "P2PCHAT_SERVER", value_name = "HOST[:PORT]")]
     pub server: Option<String>,
 
@@ -110,6 +113,25 @@ pub struct Args {
     /// How long the joiner keeps trying to reach the host (and the host waits for it).
     #[arg(long, env = "P2PCHAT_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+
+    /// LAN mode (no --server): the UDP port to announce and listen on; both
+    /// sides must use the same.
+    #[arg(long, env = "P2PCHAT_LAN_PORT", default_value_t = crate::lan::DEFAULT_LAN_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub lan_port: u16,
+
+    /// LAN mode: give up (exit code 14) when nobody in the room answered for this long.
+    #[arg(long, env = "P2PCHAT_LAN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lan_timeout: Duration,
+
+    /// LAN mode: announce only on these interfaces (comma-separated names, e.g.
+    /// `lo` for two clients on one machine); default every interface that is up.
+    #[arg(
+        long,
+        env = "P2PCHAT_LAN_INTERFACE",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub lan_interface: Vec<String>,
 
     /// Output style of diagnostics on stderr.
     #[arg(long, env = "P2PCHAT_LOG", default_value = "warn", hide = true)]

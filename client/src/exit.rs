@@ -18,7 +18,8 @@ Exit codes:
   10  connection to the peer lost
   11  file error (peers file, keylog)
   12  no direct path to the peer, and the relay is refused (--no-relay, --relay off)
-  13  possible attack: someone tried many keys against our room (start again with a new code)";
+  13  possible attack: someone tried many keys against our room (start again with a new code)
+  14  LAN mode (no --server) found nobody in the room before --lan-timeout";
 
 /// A failure with a message for people and an exit code for scripts.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,9 @@ pub enum ClientError {
     PossibleAttack(u32),
     #[error("{0}")]
     RelayEnded(String),
+    /// LAN mode found nobody in the room before `--lan-timeout`.
+    #[error("{0}")]
+    LanTimeout(String),
     #[error("{0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -73,6 +77,7 @@ impl ClientError {
             ClientError::NoPath(_) => 12,
             ClientError::PossibleAttack(_) => 13,
             ClientError::RelayEnded(_) => 10,
+            ClientError::LanTimeout(_) => 14,
         }
     }
 
@@ -93,6 +98,7 @@ impl ClientError {
             ClientError::NoPath(_) => "no_path",
             ClientError::PossibleAttack(_) => "possible_attack",
             ClientError::RelayEnded(_) => "relay_ended",
+            ClientError::LanTimeout(_) => "lan_timeout",
         }
     }
 

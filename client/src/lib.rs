@@ -8,7 +8,8 @@
 //! with the roles the mediator gave for the `wire` handshake → the
 //! session is recorded ([`records`]: `peers.txt`, keylog) → [`chat`] over a
 //! [`peerlink::PeerLink`], shown through [`ui`]. Failures carry an exit code
-//! ([`exit`]).
+//! ([`exit`]). Without a mediator, [`lan`] finds the peer on the local network
+//! and yields the same match.
 
 pub mod app;
 pub mod chat;
@@ -18,6 +19,7 @@ pub mod exit;
 pub mod files;
 pub mod history;
 pub mod input;
+pub mod lan;
 pub mod peerlink;
 pub mod ports;
 pub mod records;

@@ -25,12 +25,7 @@ fn main() -> ExitCode {
         };
         return finish(client::history::run_command(history), &Output::new(mode));
     }
-    let mode = match args.output() {
-        // Only a chat gets the full screen; a run that is about to fail on a
-        // missing --server prints plain lines.
-        OutputMode::Tui if args.server.is_none() => OutputMode::Line,
-        mode => mode,
-    };
+    let mode = args.output();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_mediator;
+pub mod lan_lab;
 pub mod proxy;
 pub mod raw_peer;
 
@@ -172,13 +173,22 @@ impl Client {
 
     pub fn start_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Client {
         let mut cmd = Command::new(client_bin());
-        cmd.env_remove("P2PCHAT_KEYLOG").args(args);
+        // Only what the test passes: no keylog, no mediator from the environment.
+        cmd.env_remove("P2PCHAT_KEYLOG")
+            .env_remove("P2PCHAT_SERVER")
+            .args(args);
         if !args.iter().any(|a| a == "--json") {
             cmd.arg("--json");
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Client::spawn(name, cmd)
+    }
+
+    /// Starts a prepared command (e.g. `ip netns exec NS client …`) that runs
+    /// the client with `--json`.
+    pub fn spawn(name: &str, mut cmd: Command) -> Client {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -316,6 +326,33 @@ pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
     } else {
         args.extend([flag.to_string(), value.to_string()]);
     }
+}
+
+/// What every LAN-mode test client gets, then `extra`: no `--server`, LAN port
+/// `lan_port`, loopback only (`--lan-interface lo`, so nothing leaves this
+/// machine), group 14, JSON, its peers file and history in `dir`.
+pub fn lan_client_args(name: &str, dir: &TempDir, lan_port: u16, extra: &[&str]) -> Vec<String> {
+    let mut args = client_args("unused", name, dir, &[]);
+    let at = args
+        .iter()
+        .position(|a| a == "--server")
+        .expect("--server in the base args");
+    args.drain(at..at + 2);
+    args.extend(
+        ["--lan-port", &lan_port.to_string(), "--lan-interface", "lo"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A UDP port that is free right now on every address (bound, then released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("find a free UDP port")
 }
 
 /// A loopback port that is free right now (bound, then released).

@@ -6,12 +6,14 @@
 //! [`peer::PeerHandshake`] messages driven by the [`handshake`] state machines; a
 //! finished handshake turns into a [`Session`], whose [`record`] layer seals and
 //! opens every later frame (AES-256-CBC + HMAC-SHA256, implicit sequence numbers)
-//! around one bincode [`peer::PeerMsg`]. [`text`] holds the name check and the one
+//! around one bincode [`peer::PeerMsg`]. Without a mediator, clients find each
+//! other by [`lan`] announcements. [`text`] holds the name check and the one
 //! function that makes peer-supplied text safe to print.
 
 pub mod encoding;
 pub mod frame;
 pub mod handshake;
+pub mod lan;
 pub mod peer;
 pub mod record;
 pub mod rendezvous;
