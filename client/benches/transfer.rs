@@ -38,7 +38,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use client::files::{ChunkSource, IncomingFile, Outgoing, OutgoingFile};
+use client::files::{ChunkSource, IncomingFile, Outgoing, OutgoingFile, PartScope};
 use dhke::schedule::Key;
 use rand::RngCore;
 use serde_json::Value;
@@ -244,6 +244,11 @@ fn openssl_speed(alg: &str) -> anyhow::Result<f64> {
 // ---------------------------------------------------------------------------
 // Part 2: stages in process
 
+/// Whose downloads the in-process receivers write.
+fn bench_scope() -> PartScope {
+    PartScope::new("bench")
+}
+
 /// One row of the table.
 struct Stage {
     name: &'static str,
@@ -279,7 +284,7 @@ fn stages(
     let chunks = stage_bytes / MAX_FILE_CHUNK as u64;
     let mut rows = Vec::new();
 
-    // Reader thread: read + SHA-256 of the whole file, handed over a bounded queue.
+    // Reader thread: read + BLAKE3 of the whole file, handed over a bounded queue.
     let out = OutgoingFile::open(source)?;
     let t = Instant::now();
     let mut src = out.start(0)?;
@@ -294,23 +299,23 @@ fn stages(
         }
     }
     rows.push(Stage {
-        name: "ChunkSource: read + SHA-256",
+        name: "ChunkSource: read + BLAKE3",
         thread: "sender file thread",
         bytes: read,
         elapsed: t.elapsed(),
     });
     src.cancel();
 
-    // SHA-256 alone, for comparison with openssl.
+    // The file hash alone.
     let block = random_bytes(MAX_FILE_CHUNK);
     let t = Instant::now();
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     for _ in 0..chunks {
         h.update(&block);
     }
     std::hint::black_box(h.finalize());
     rows.push(Stage {
-        name: "  of which SHA-256 (sha2 crate)",
+        name: "  of which BLAKE3 (blake3 crate)",
         thread: "",
         bytes: chunks * MAX_FILE_CHUNK as u64,
         elapsed: t.elapsed(),
@@ -382,20 +387,20 @@ fn stages(
         elapsed: t_dec,
     });
 
-    // Writer thread: write + SHA-256, fed as the engine would (one Vec per chunk).
+    // Writer thread: write + BLAKE3, fed as the engine would (one Vec per chunk).
     let dl = work.path().join("sink");
-    let (mut sink, _) = IncomingFile::begin(&dl, "sink.bin", bytes)?;
+    let (mut sink, _) = IncomingFile::begin(&dl, "sink.bin", bytes, bench_scope(), 1)?;
     let t = Instant::now();
     for i in 0..chunks {
         sink.blocking_write(i * MAX_FILE_CHUNK as u64, block.clone())?;
     }
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     for _ in 0..chunks {
         h.update(&block);
     }
-    let written = sink.blocking_finish(h.finalize().into())?;
+    let written = sink.blocking_finish(*h.finalize().as_bytes())?;
     rows.push(Stage {
-        name: "IncomingFile: write + SHA-256",
+        name: "IncomingFile: write + BLAKE3",
         thread: "receiver file thread",
         bytes,
         elapsed: t.elapsed(),
@@ -537,7 +542,7 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
             let (s, _) = listener.accept()?;
             let mut s = BufReader::with_capacity(256 * 1024, s);
             let mut opener = Opener::new(&opener_enc, &opener_mac);
-            let (mut sink, _) = IncomingFile::begin(&dl, "payload.bin", size)?;
+            let (mut sink, _) = IncomingFile::begin(&dl, "payload.bin", size, bench_scope(), 2)?;
             let mut frame = Vec::with_capacity(80 * 1024);
             let (mut in_read, mut in_sink) = (Duration::ZERO, Duration::ZERO);
             loop {
@@ -555,13 +560,13 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
                         sink.blocking_write(offset, data)?;
                         in_sink += t2.elapsed();
                     }
-                    PeerMsg::FileDone { sha256, .. } => {
+                    PeerMsg::FileDone { blake3, .. } => {
                         println!(
                             "    opening thread: {:.2} s in socket reads, {:.2} s handing chunks to the writer thread",
                             in_read.as_secs_f64(),
                             in_sink.as_secs_f64()
                         );
-                        return Ok(sink.blocking_finish(sha256)?);
+                        return Ok(sink.blocking_finish(blake3)?);
                     }
                     other => bail!("unexpected {other:?}"),
                 }
@@ -592,7 +597,7 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
                 },
                 false,
             ),
-            Outgoing::Finished { sha256 } => (PeerMsg::FileDone { id: 1, sha256 }, true),
+            Outgoing::Finished { blake3 } => (PeerMsg::FileDone { id: 1, blake3 }, true),
         };
         plaintext.clear();
         wire::encode_into(&msg, &mut plaintext)?;
@@ -1118,8 +1123,6 @@ fn wormhole(
     let _mailbox = server(&[
         "wormhole-mailbox".into(),
         format!("--port=tcp:{mailbox_port}:interface=127.0.0.1"),
-        "--channel-db=:memory:".into(),
-        "--usage-db=".into(),
     ])?;
     let _relay = server(&[
         "transitrelay".into(),
