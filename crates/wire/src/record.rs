@@ -131,18 +131,24 @@ impl Sealer {
         if self.seq == u64::MAX {
             return Err(RecordError::Exhausted);
         }
-        let total = sealed_len(len);
-        out.resize(start + total - TAG_LEN, 0);
+        let mut iv = [0u8; IV_LEN];
+        rng.fill_bytes(&mut iv);
+        self.encrypt_and_tag(out, start, len, iv);
+        Ok(())
+    }
+
+    /// The cipher work of [`Sealer::seal_in_place`], checks done. Not generic, so
+    /// it is compiled (and optimised) in this crate whoever calls it.
+    fn encrypt_and_tag(&mut self, out: &mut Vec<u8>, start: usize, len: usize, iv: [u8; IV_LEN]) {
+        out.resize(start + sealed_len(len) - TAG_LEN, 0);
         let (head, body) = out[start..].split_at_mut(IV_LEN);
-        let iv: &mut [u8; IV_LEN] = head.try_into().expect("split at IV_LEN");
-        rng.fill_bytes(iv);
-        cbc::Encryptor::<Aes256Enc>::inner_iv_init(self.cipher.clone(), (&*iv).into())
+        head.copy_from_slice(&iv);
+        cbc::Encryptor::<Aes256Enc>::inner_iv_init(self.cipher.clone(), &iv.into())
             .encrypt_padded_mut::<Pkcs7>(body, len)
             .expect("buffer sized for the padded plaintext");
-        let tag = record_tag(&self.mac_key, self.seq, iv, body);
+        let tag = record_tag(&self.mac_key, self.seq, &iv, body);
         out.extend_from_slice(&tag);
         self.seq += 1;
-        Ok(())
     }
 
     /// Seals `plaintext` into a new record.
