@@ -7,14 +7,27 @@
 //!    encode, seal, loopback TCP, open, decode, write + hash thread), then the whole
 //!    pipeline over loopback TCP with the real threads.
 //! 3. End to end: a real `mediator` and two real `client --json` processes; one
-//!    `/send`s the file, the other runs with `--yes`; transfer rate, and chat RTT
-//!    (line typed → `ack`) p50/p99 idle and during the transfer. Skipped with a
-//!    message while the client answers `/send` with `unknown_command`.
+//!    `/send`s the file, the other runs with `--yes`; transfer rate, CPU seconds
+//!    per GB of each client process, and chat RTT (line typed → `ack`) p50/p99 idle
+//!    and during the transfer.
+//! 4. magic-wormhole on the same file over loopback (its own mailbox server and
+//!    transit relay on 127.0.0.1), for comparison. Needs a virtualenv, made once:
+//!
+//!    ```text
+//!    python3 -m venv target/wormhole-venv
+//!    target/wormhole-venv/bin/pip install magic-wormhole \
+//!        magic-wormhole-mailbox-server magic-wormhole-transit-relay
+//!    ```
+//!
+//!    (or point P2PCHAT_BENCH_WORMHOLE_VENV at another one). Without it the row is
+//!    skipped with a note.
 //!
 //! `cargo bench -p client --bench transfer`. Environment: P2PCHAT_BENCH_MIB (file
-//! size, default 1024), P2PCHAT_BENCH_E2E=0 to skip part 3, P2PCHAT_BENCH_OPENSSL=0
-//! to skip part 1. Built without `--bench` (`cargo test --benches`) it runs a small
-//! smoke pass of part 2 only.
+//! size, default 1024), P2PCHAT_BENCH_E2E=0 to skip parts 3 and 4,
+//! P2PCHAT_BENCH_OPENSSL=0 to skip part 1, P2PCHAT_BENCH_STAGES=0 to skip the
+//! per-stage table, P2PCHAT_BENCH_RUNS (in-process pipeline runs, default 3).
+//! Built without `--bench` (`cargo test --benches`) it runs a small smoke pass of
+//! part 2 only.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,7 +38,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use client::files::{ChunkSource, IncomingFile, Outgoing, OutgoingFile};
+use client::files::{ChunkSource, IncomingFile, Outgoing, OutgoingFile, PartScope};
 use dhke::schedule::Key;
 use rand::RngCore;
 use serde_json::Value;
@@ -98,14 +111,76 @@ fn main() -> anyhow::Result<()> {
         limit.as_ref(),
     )?;
 
+    let mut ours = None;
+    let mut theirs = None;
     if s.e2e {
-        if let Err(e) = end_to_end(&work, &source, s.file_bytes, source_sha, limit.as_ref()) {
-            println!("\n[3] end to end failed: {e:#}");
+        match end_to_end(&work, &source, s.file_bytes, source_sha, limit.as_ref()) {
+            Ok(r) => ours = r,
+            Err(e) => println!("\n[3] end to end failed: {e:#}"),
+        }
+        match wormhole(&work, &source, s.file_bytes, source_sha) {
+            Ok(r) => theirs = r,
+            Err(e) => println!("\n[4] magic-wormhole failed: {e:#}"),
         }
     } else {
         println!("\n[3] end to end skipped (P2PCHAT_BENCH_E2E=1 to run it)");
     }
+    summary(s.file_bytes, limit.as_ref(), ours.as_ref(), theirs.as_ref());
     Ok(())
+}
+
+/// What one end-to-end transfer cost: wall time and CPU seconds per GB (10^9
+/// bytes) of the sending and the receiving process.
+#[derive(Debug, Clone)]
+struct Run {
+    rate: f64,
+    sender_cpu_per_gb: Option<f64>,
+    receiver_cpu_per_gb: Option<f64>,
+    busy_rtt: Option<(Duration, Duration)>,
+}
+
+/// The figures of this run side by side.
+fn summary(size: u64, limit: Option<&Limit>, ours: Option<&Run>, theirs: Option<&Run>) {
+    println!("\n[summary] {} MiB file on loopback", size / MIB);
+    let cpu = |v: Option<f64>| v.map_or("?".to_string(), |c| format!("{c:.2}"));
+    let row = |name: &str, r: &Run| {
+        println!(
+            "    {:<28} {:>8.1} MB/s   CPU s/GB: sender {:>5}, receiver {:>5}{}",
+            name,
+            r.rate / 1e6,
+            cpu(r.sender_cpu_per_gb),
+            cpu(r.receiver_cpu_per_gb),
+            r.busy_rtt.map_or(String::new(), |(p50, p99)| format!(
+                "   chat RTT p50 {:.2} ms, p99 {:.2} ms",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            ))
+        );
+    };
+    match ours {
+        Some(r) => row("p2pchat (two clients)", r),
+        None => println!("    p2pchat (two clients)        not measured"),
+    }
+    match theirs {
+        Some(r) => row("magic-wormhole", r),
+        None => println!("    magic-wormhole               not measured"),
+    }
+    if let (Some(o), Some(t)) = (ours, theirs) {
+        println!(
+            "    p2pchat / magic-wormhole     {:>8.2}×  (target ≥ 1.5×)",
+            o.rate / t.rate
+        );
+    }
+    if let Some(l) = limit {
+        println!(
+            "    record layer floor (openssl) {:>8.1} MB/s on one core = {:.2} CPU s/GB per end \
+             (aes-256-cbc {:.2} + sha256 {:.2})",
+            l.etm / 1e6,
+            1e9 / l.etm,
+            1e9 / l.aes,
+            1e9 / l.sha
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -169,6 +244,11 @@ fn openssl_speed(alg: &str) -> anyhow::Result<f64> {
 // ---------------------------------------------------------------------------
 // Part 2: stages in process
 
+/// Whose downloads the in-process receivers write.
+fn bench_scope() -> PartScope {
+    PartScope::new("bench")
+}
+
 /// One row of the table.
 struct Stage {
     name: &'static str,
@@ -204,7 +284,7 @@ fn stages(
     let chunks = stage_bytes / MAX_FILE_CHUNK as u64;
     let mut rows = Vec::new();
 
-    // Reader thread: read + SHA-256 of the whole file, handed over a bounded queue.
+    // Reader thread: read + BLAKE3 of the whole file, handed over a bounded queue.
     let out = OutgoingFile::open(source)?;
     let t = Instant::now();
     let mut src = out.start(0)?;
@@ -219,23 +299,23 @@ fn stages(
         }
     }
     rows.push(Stage {
-        name: "ChunkSource: read + SHA-256",
+        name: "ChunkSource: read + BLAKE3",
         thread: "sender file thread",
         bytes: read,
         elapsed: t.elapsed(),
     });
     src.cancel();
 
-    // SHA-256 alone, for comparison with openssl.
+    // The file hash alone.
     let block = random_bytes(MAX_FILE_CHUNK);
     let t = Instant::now();
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     for _ in 0..chunks {
         h.update(&block);
     }
     std::hint::black_box(h.finalize());
     rows.push(Stage {
-        name: "  of which SHA-256 (sha2 crate)",
+        name: "  of which BLAKE3 (blake3 crate)",
         thread: "",
         bytes: chunks * MAX_FILE_CHUNK as u64,
         elapsed: t.elapsed(),
@@ -307,20 +387,20 @@ fn stages(
         elapsed: t_dec,
     });
 
-    // Writer thread: write + SHA-256, fed as the engine would (one Vec per chunk).
+    // Writer thread: write + BLAKE3, fed as the engine would (one Vec per chunk).
     let dl = work.path().join("sink");
-    let (mut sink, _) = IncomingFile::begin(&dl, "sink.bin", bytes)?;
+    let (mut sink, _) = IncomingFile::begin(&dl, "sink.bin", bytes, bench_scope(), 1)?;
     let t = Instant::now();
     for i in 0..chunks {
         sink.blocking_write(i * MAX_FILE_CHUNK as u64, block.clone())?;
     }
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     for _ in 0..chunks {
         h.update(&block);
     }
-    let written = sink.blocking_finish(h.finalize().into())?;
+    let written = sink.blocking_finish(*h.finalize().as_bytes())?;
     rows.push(Stage {
-        name: "IncomingFile: write + SHA-256",
+        name: "IncomingFile: write + BLAKE3",
         thread: "receiver file thread",
         bytes,
         elapsed: t.elapsed(),
@@ -462,7 +542,7 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
             let (s, _) = listener.accept()?;
             let mut s = BufReader::with_capacity(256 * 1024, s);
             let mut opener = Opener::new(&opener_enc, &opener_mac);
-            let (mut sink, _) = IncomingFile::begin(&dl, "payload.bin", size)?;
+            let (mut sink, _) = IncomingFile::begin(&dl, "payload.bin", size, bench_scope(), 2)?;
             let mut frame = Vec::with_capacity(80 * 1024);
             let (mut in_read, mut in_sink) = (Duration::ZERO, Duration::ZERO);
             loop {
@@ -480,13 +560,13 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
                         sink.blocking_write(offset, data)?;
                         in_sink += t2.elapsed();
                     }
-                    PeerMsg::FileDone { sha256, .. } => {
+                    PeerMsg::FileDone { blake3, .. } => {
                         println!(
                             "    opening thread: {:.2} s in socket reads, {:.2} s handing chunks to the writer thread",
                             in_read.as_secs_f64(),
                             in_sink.as_secs_f64()
                         );
-                        return Ok(sink.blocking_finish(sha256)?);
+                        return Ok(sink.blocking_finish(blake3)?);
                     }
                     other => bail!("unexpected {other:?}"),
                 }
@@ -517,7 +597,7 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
                 },
                 false,
             ),
-            Outgoing::Finished { sha256 } => (PeerMsg::FileDone { id: 1, sha256 }, true),
+            Outgoing::Finished { blake3 } => (PeerMsg::FileDone { id: 1, blake3 }, true),
         };
         plaintext.clear();
         wire::encode_into(&msg, &mut plaintext)?;
@@ -707,7 +787,7 @@ fn end_to_end(
     size: u64,
     source_sha: [u8; 32],
     limit: Option<&Limit>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Run>> {
     println!("\n[3] end to end: mediator + two `client --json` on loopback");
     let mut mediator = Command::new(mediator_bin()?)
         .args(["--listen", "127.0.0.1:0"])
@@ -761,13 +841,13 @@ fn end_to_end(
     const SENDER: usize = 0;
     const RECEIVER: usize = 1;
     let dl_arg = dl.display().to_string();
-    let (_alice, mut alice_in) = start_client(
+    let (alice, mut alice_in) = start_client(
         &args("alice", &["--downloads", &dl_arg]),
         SENDER,
         tx.clone(),
     )?;
     wait_for(&events, SENDER, "waiting", Duration::from_secs(30))?;
-    let (_bob, mut bob_in) = start_client(
+    let (bob, mut bob_in) = start_client(
         &args("bob", &["--downloads", &dl_arg, "--yes"]),
         RECEIVER,
         tx,
@@ -795,7 +875,9 @@ fn end_to_end(
     );
 
     // The transfer, with a chat line every 20 ms from the sending side.
+    let cpu_before = [proc_cpu(alice.0.id()), proc_cpu(bob.0.id())];
     let start = say(&mut alice_in, &format!("/send {}", source.display()))?;
+    let mut cpu_at_done = [None, None];
     let deadline = start + Duration::from_secs(60) + Duration::from_secs(size / (20 * MIB));
     let mut typed: HashMap<String, Instant> = HashMap::new();
     let mut ids: HashMap<u64, Instant> = HashMap::new();
@@ -836,7 +918,7 @@ fn end_to_end(
                 );
                 let _ = say(&mut alice_in, "/quit");
                 let _ = say(&mut bob_in, "/quit");
-                return Ok(());
+                return Ok(None);
             }
             (_, "error") | (_, "file_stopped") | (_, "disconnected") => {
                 bail!("client {} reported {e}", seen.who)
@@ -860,7 +942,13 @@ fn end_to_end(
                     e["rate_bps"].as_u64().unwrap_or(0),
                 );
             }
-            (who, "file_done") => done[who] = Some(seen),
+            (who, "file_done") => {
+                // Both processes at the moment the receiver has verified the file.
+                if who == RECEIVER {
+                    cpu_at_done = [proc_cpu(alice.0.id()), proc_cpu(bob.0.id())];
+                }
+                done[who] = Some(seen);
+            }
             _ => {}
         }
     }
@@ -906,13 +994,205 @@ fn end_to_end(
         busy.len(),
         percentiles(&mut busy)
     );
+    let per_gb = |i: usize| {
+        cpu_at_done[i]
+            .zip(cpu_before[i])
+            .map(|(b, a)| (b - a) * 1e9 / size as f64)
+    };
+    let run = Run {
+        rate,
+        sender_cpu_per_gb: per_gb(SENDER),
+        receiver_cpu_per_gb: per_gb(RECEIVER),
+        busy_rtt: quantiles(&busy),
+    };
+    println!(
+        "    CPU per GB: sender process {} s, receiver process {} s",
+        run.sender_cpu_per_gb
+            .map_or("?".into(), |c| format!("{c:.2}")),
+        run.receiver_cpu_per_gb
+            .map_or("?".into(), |c| format!("{c:.2}"))
+    );
     if let Some(p) = path {
         let _ = std::fs::remove_file(p);
     }
     let _ = say(&mut alice_in, "/quit");
     let _ = say(&mut bob_in, "/quit");
     std::thread::sleep(Duration::from_millis(200));
+    Ok(Some(run))
+}
+
+/// p50 and p99 of samples already sorted.
+fn quantiles(sorted: &[Duration]) -> Option<(Duration, Duration)> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.5), at(0.99)))
+}
+
+/// CPU seconds (user + system) a process has used so far (Linux `/proc`).
+fn proc_cpu(pid: u32) -> Option<f64> {
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Follows a child's CPU time until it exits (by polling `/proc`, so up to one
+/// poll interval of its last CPU use is missed) and returns the last figure and
+/// the exit status.
+fn watch_cpu(
+    mut child: Child,
+) -> std::thread::JoinHandle<(Option<f64>, Option<std::process::ExitStatus>)> {
+    std::thread::spawn(move || {
+        let pid = child.id();
+        let mut last = None;
+        loop {
+            if let Some(c) = proc_cpu(pid) {
+                last = Some(c);
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => return (last, Some(status)),
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => return (last, None),
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Part 4: magic-wormhole on the same file
+
+/// The virtualenv with `wormhole`, `twist` and the two servers, if there is one.
+fn wormhole_venv() -> Option<PathBuf> {
+    let venv = match std::env::var_os("P2PCHAT_BENCH_WORMHOLE_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => client_bin().parent()?.parent()?.join("wormhole-venv"),
+    };
+    venv.join("bin").join("wormhole").exists().then_some(venv)
+}
+
+/// Waits until something listens on `port` of 127.0.0.1.
+fn wait_listening(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wormhole(
+    work: &TempDir,
+    source: &Path,
+    size: u64,
+    source_sha: [u8; 32],
+) -> anyhow::Result<Option<Run>> {
+    let Some(venv) = wormhole_venv() else {
+        println!(
+            "\n[4] magic-wormhole skipped: no virtualenv at target/wormhole-venv \
+             (python3 -m venv target/wormhole-venv && target/wormhole-venv/bin/pip install \
+             magic-wormhole magic-wormhole-mailbox-server magic-wormhole-transit-relay; \
+             or set P2PCHAT_BENCH_WORMHOLE_VENV)"
+        );
+        return Ok(None);
+    };
+    println!(
+        "\n[4] magic-wormhole {}: own mailbox server and transit relay on loopback",
+        venv.display()
+    );
+    let bin = venv.join("bin");
+    let (mailbox_port, relay_port) = (free_port()?, free_port()?);
+    let state = work.path().join("wormhole-state");
+    std::fs::create_dir_all(&state)?;
+    let server = |args: &[String]| -> anyhow::Result<Proc> {
+        Ok(Proc(
+            Command::new(bin.join("twist"))
+                .args(args)
+                .current_dir(&state)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("start twist")?,
+        ))
+    };
+    let _mailbox = server(&[
+        "wormhole-mailbox".into(),
+        format!("--port=tcp:{mailbox_port}:interface=127.0.0.1"),
+    ])?;
+    let _relay = server(&[
+        "transitrelay".into(),
+        format!("--port=tcp:{relay_port}:interface=127.0.0.1"),
+    ])?;
+    wait_listening(mailbox_port, Duration::from_secs(30))?;
+    wait_listening(relay_port, Duration::from_secs(30))?;
+    let common = [
+        format!("--relay-url=ws://127.0.0.1:{mailbox_port}/v1"),
+        format!("--transit-helper=tcp:127.0.0.1:{relay_port}"),
+    ];
+    let code = format!("{}-bench-transfer", rand::random::<u16>() % 1000 + 1);
+    let out_dir = work.path().join("wormhole-dl");
+    std::fs::create_dir_all(&out_dir)?;
+    let received = out_dir.join(source.file_name().context("source has a name")?);
+    let quiet = |c: &mut Command| {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    };
+    let start = Instant::now();
+    let mut send = Command::new(bin.join("wormhole"));
+    send.args(&common)
+        .args(["send", "--hide-progress", "--code", &code])
+        .arg(source);
+    quiet(&mut send);
+    let sender = watch_cpu(send.spawn().context("start wormhole send")?);
+    let mut recv = Command::new(bin.join("wormhole"));
+    recv.args(&common)
+        .args(["receive", "--hide-progress", "--accept-file", "-o"])
+        .arg(&received)
+        .arg(&code);
+    quiet(&mut recv);
+    let receiver = watch_cpu(recv.spawn().context("start wormhole receive")?);
+    let (receiver_cpu, receiver_status) = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    let elapsed = start.elapsed();
+    let (sender_cpu, sender_status) = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    if !receiver_status.is_some_and(|s| s.success()) || !sender_status.is_some_and(|s| s.success())
+    {
+        bail!("wormhole exited with {receiver_status:?} (receive) and {sender_status:?} (send)");
+    }
+    let identical = sha256_file(&received)? == source_sha;
+    let rate = size as f64 / elapsed.as_secs_f64();
+    let per_gb = |c: Option<f64>| c.map(|c| c * 1e9 / size as f64);
+    println!(
+        "    transfer: {} MiB in {:.2} s (from starting both ends to the receiver's exit) = {:.1} MB/s, {}",
+        size / MIB,
+        elapsed.as_secs_f64(),
+        rate / 1e6,
+        if identical { "byte-identical" } else { "FILES DIFFER" }
+    );
+    let run = Run {
+        rate,
+        sender_cpu_per_gb: per_gb(sender_cpu),
+        receiver_cpu_per_gb: per_gb(receiver_cpu),
+        busy_rtt: None,
+    };
+    println!(
+        "    CPU per GB (whole processes, start-up included): sender {} s, receiver {} s",
+        run.sender_cpu_per_gb
+            .map_or("?".into(), |c| format!("{c:.2}")),
+        run.receiver_cpu_per_gb
+            .map_or("?".into(), |c| format!("{c:.2}"))
+    );
+    let _ = std::fs::remove_file(&received);
+    Ok(Some(run))
 }
 
 fn percentiles(samples: &mut [Duration]) -> String {

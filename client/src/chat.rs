@@ -536,7 +536,7 @@ pub async fn run(
         link.close(None).await;
         return Ending::Lost(e);
     }
-    convo.transfers.on_connected(&link);
+    convo.transfers.on_connected(&link, &peer);
     let mut ping: Option<(u64, Instant)> = None;
     let mut ping_nonce = 0u64;
     let mut last_heard = Instant::now();

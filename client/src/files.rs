@@ -11,7 +11,7 @@
 //! resume offset for `FileAccept`), [`IncomingFile::write`] for each `FileChunk`,
 //! and [`IncomingFile::finish`] on `FileDone`.
 //!
-//! Threading: reading + SHA-256 on the sending side and writing + SHA-256 on the
+//! Threading: reading + BLAKE3 on the sending side and writing + BLAKE3 on the
 //! receiving side each run on their own OS thread, so the task that seals or opens
 //! records (the bottleneck: AES-256-CBC + HMAC-SHA256) never waits for the disk or
 //! the hash. Between them and the async engine sit bounded channels a few chunks
@@ -26,7 +26,9 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use name::{part_path, safe_file_name, unique_destination, FileNameError, MAX_NAME_BYTES};
+pub use name::{
+    part_path, safe_file_name, unique_destination, FileNameError, PartScope, MAX_NAME_BYTES,
+};
 pub use progress::{Progress, ProgressReport, PROGRESS_EVERY};
 pub use receive::IncomingFile;
 pub use send::{ChunkSource, Outgoing, OutgoingFile};
@@ -88,8 +90,9 @@ pub enum FileError {
     /// Another transfer is already writing this `.part`.
     #[error("{0} is already being received")]
     Busy(PathBuf),
-    /// Something is in the way of the `.part` (a directory, a symlink...).
-    #[error("{0} exists and is not a regular file; move it away and try again")]
+    /// Something we did not create is where the `.part` goes (a directory, a
+    /// symlink, a file with other links or permissions...); it is left alone.
+    #[error("{0} exists and is not a partial download of ours; move it away and try again")]
     PartInTheWay(PathBuf),
     /// The peer sent a chunk at the wrong place: a lie or a bug; the session's
     /// transfer must stop.
@@ -101,8 +104,8 @@ pub enum FileError {
     /// The peer said done before sending everything; nothing was kept.
     #[error("the transfer ended at {got} of {size} bytes; nothing was kept")]
     Incomplete { got: u64, size: u64 },
-    /// The SHA-256 of what arrived differs from the sender's; nothing was kept.
-    #[error("the received file does not match the sender's SHA-256; nothing was kept")]
+    /// The BLAKE3 hash of what arrived differs from the sender's; nothing was kept.
+    #[error("the received file does not match the sender's BLAKE3 hash; nothing was kept")]
     HashMismatch,
     /// Renaming the verified `.part` to its final name failed.
     #[error("cannot move {part} to {dest}: {source}; the verified data stays in {part}")]

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 use wire::frame::HEADER_LEN;
+use wire::record::IV_LEN;
 use wire::{FrameCodec, Link, Opener, PeerMsg, RecordError, Sealer};
 
 use crate::connect::Connected;
@@ -154,20 +155,19 @@ async fn write_loop(
     mut rx: mpsc::Receiver<PeerMsg>,
     mut bulk: mpsc::Receiver<PeerMsg>,
 ) -> Result<(), LinkError> {
-    let mut plaintext = Vec::with_capacity(wire::peer::MAX_PLAINTEXT);
     let mut out = Vec::with_capacity(BATCH_BYTES + wire::frame::PEER_FRAME_MAX);
     while let Some(first) = next_message(&mut rx, &mut bulk).await {
         out.clear();
         let mut next = Some(first);
         // Batch whatever is already queued into one write, up to BATCH_BYTES.
         while let Some(msg) = next.take() {
-            plaintext.clear();
-            wire::encode_into(&msg, &mut plaintext)
-                .map_err(|e| LinkError::Protocol(e.to_string()))?;
+            // Frame header, room for the IV, then the message encoded right where
+            // it is encrypted: one copy of a chunk's bytes, not two.
             let start = out.len();
-            out.extend_from_slice(&[0; HEADER_LEN]);
+            out.resize(start + HEADER_LEN + IV_LEN, 0);
+            wire::encode_into(&msg, &mut out).map_err(|e| LinkError::Protocol(e.to_string()))?;
             sealer
-                .seal_into(&plaintext, &mut OsRng, &mut out)
+                .seal_in_place(&mut out, start + HEADER_LEN, &mut OsRng)
                 .map_err(|e| LinkError::Protocol(e.to_string()))?;
             let header = Link::Peer
                 .header(out.len() - start - HEADER_LEN)

@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wire::PeerMsg;
 
-use crate::files::{ChunkSource, FileError, IncomingFile, Outgoing, OutgoingFile, Progress};
+use crate::files::{
+    ChunkSource, FileError, IncomingFile, Outgoing, OutgoingFile, PartScope, Progress,
+};
 use crate::peerlink::{LinkError, PeerLink};
 use crate::ui::{human_bytes, Event, Output};
 
@@ -36,7 +38,7 @@ pub const MAX_RECEIVING: usize = 8;
 #[derive(Debug)]
 pub enum Update {
     /// Every chunk and the `FileDone` are queued.
-    Finished { wire: u64, sha256: [u8; 32] },
+    Finished { wire: u64, blake3: [u8; 32] },
     /// Reading the file failed.
     Failed { wire: u64, error: String },
     /// The link went away mid-transfer; it resumes after a reconnect.
@@ -64,6 +66,8 @@ struct Sending {
 
 struct Receiving {
     local: u64,
+    /// Who sends it: a reconnected session from someone else cannot resume it.
+    scope: PartScope,
     name: String,
     file: IncomingFile,
     progress: Progress,
@@ -71,6 +75,7 @@ struct Receiving {
 
 struct Offer {
     local: u64,
+    scope: PartScope,
     name: String,
     size: u64,
 }
@@ -84,6 +89,8 @@ pub struct Transfers {
     incoming: BTreeMap<u64, Receiving>,
     offers: BTreeMap<u64, Offer>,
     verified: HashSet<u64>,
+    /// The current session's peer, naming its downloads' `.part` files.
+    scope: PartScope,
     updates: mpsc::UnboundedSender<Update>,
 }
 
@@ -131,6 +138,7 @@ impl Transfers {
                 incoming: BTreeMap::new(),
                 offers: BTreeMap::new(),
                 verified: HashSet::new(),
+                scope: PartScope::new(""),
                 updates,
             },
             rx,
@@ -289,7 +297,7 @@ impl Transfers {
             return;
         }
         let begun = tokio::task::block_in_place(|| {
-            IncomingFile::begin(&self.downloads, &offer.name, offer.size)
+            IncomingFile::begin(&self.downloads, &offer.name, offer.size, offer.scope, wire)
         });
         match begun {
             Ok((file, offset)) => {
@@ -309,6 +317,7 @@ impl Transfers {
                     wire,
                     Receiving {
                         local: offer.local,
+                        scope: offer.scope,
                         name,
                         file,
                         progress: Progress::new(offer.size, offset, Instant::now()),
@@ -322,8 +331,10 @@ impl Transfers {
         }
     }
 
-    /// A fresh session: offer again everything not known to be received.
-    pub fn on_connected(&mut self, link: &PeerLink) {
+    /// A fresh session with `peer`: offer again everything not known to be
+    /// received.
+    pub fn on_connected(&mut self, link: &PeerLink, peer: &str) {
+        self.scope = PartScope::new(peer);
         for (&wire, sending) in &mut self.outgoing {
             if let SendState::Sending(task) = &sending.state {
                 task.abort();
@@ -379,7 +390,7 @@ impl Transfers {
                     out.show(&report.event(receiving.local, "receive", &receiving.name));
                 }
             }
-            PeerMsg::FileDone { id, sha256 } => {
+            PeerMsg::FileDone { id, blake3 } => {
                 let Some(receiving) = self.incoming.remove(&id) else {
                     return Ok(());
                 };
@@ -388,13 +399,14 @@ impl Transfers {
                     name,
                     file,
                     progress,
+                    ..
                 } = receiving;
                 out.show(
                     &progress
                         .report(Instant::now())
                         .event(local, "receive", &name),
                 );
-                match file.finish(sha256).await {
+                match file.finish(blake3).await {
                     Ok(path) => {
                         self.verified.insert(id);
                         out.show(&Event::FileDone {
@@ -402,7 +414,7 @@ impl Transfers {
                             direction: "receive".into(),
                             name,
                             path: Some(path.display().to_string()),
-                            sha256: hex::encode(sha256),
+                            blake3: hex::encode(blake3),
                         });
                     }
                     Err(e) => {
@@ -463,6 +475,11 @@ impl Transfers {
             return;
         }
         if let Some(receiving) = self.incoming.get(&wire) {
+            if receiving.scope != self.scope {
+                // Someone else offering a running download's id: not theirs.
+                tell(Some(link), PeerMsg::FileReject { id: wire });
+                return;
+            }
             // The same transfer after a reconnect: go on from what we have.
             let offset = receiving.file.received();
             tell(Some(link), PeerMsg::FileAccept { id: wire, offset });
@@ -497,7 +514,12 @@ impl Transfers {
             return;
         }
         let local = self.local_id();
-        let offer = Offer { local, name, size };
+        let offer = Offer {
+            local,
+            scope: self.scope,
+            name,
+            size,
+        };
         if self.auto_accept {
             out.show(&Event::FileOffer {
                 id: local,
@@ -587,7 +609,7 @@ impl Transfers {
     /// Handles a pump's report.
     pub fn on_update(&mut self, update: Update, link: Option<&PeerLink>, out: &Output) {
         match update {
-            Update::Finished { wire, sha256 } => {
+            Update::Finished { wire, blake3 } => {
                 if let Some(sending) = self.outgoing.get_mut(&wire) {
                     sending.state = SendState::Sent;
                     let queued = sending.queued.load(Ordering::Relaxed);
@@ -603,7 +625,7 @@ impl Transfers {
                         direction: "send".into(),
                         name: sending.file.name().to_string(),
                         path: None,
-                        sha256: hex::encode(sha256),
+                        blake3: hex::encode(blake3),
                     });
                 }
             }
@@ -646,15 +668,15 @@ async fn pump(
                 }
                 queued.store(end, Ordering::Relaxed);
             }
-            Ok(Outgoing::Finished { sha256 }) => {
+            Ok(Outgoing::Finished { blake3 }) => {
                 if bulk
-                    .send(PeerMsg::FileDone { id: wire, sha256 })
+                    .send(PeerMsg::FileDone { id: wire, blake3 })
                     .await
                     .is_err()
                 {
                     let _ = updates.send(Update::Interrupted { wire });
                 } else {
-                    let _ = updates.send(Update::Finished { wire, sha256 });
+                    let _ = updates.send(Update::Finished { wire, blake3 });
                 }
                 return;
             }

@@ -100,7 +100,8 @@ pub enum Event {
         direction: String,
         name: String,
         path: Option<String>,
-        sha256: String,
+        /// Hex of the BLAKE3 hash of the whole file.
+        blake3: String,
     },
     /// A transfer stopped: rejected, cancelled or failed.
     FileStopped {
@@ -392,7 +393,7 @@ pub fn render_line(event: &Event) -> Option<String> {
                 format!("Received {} and verified it: {}", safe(name), safe(path))
             }
             _ => format!(
-                "Sent all of {}; the peer checks it against its SHA-256.",
+                "Sent all of {}; the peer checks it against its BLAKE3 hash.",
                 safe(name)
             ),
         },

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use common::proxy::Proxy;
 use common::raw_peer::RawPeer;
 use common::{free_port, set_flag, Client, Mediator, TempDir};
-use sha2::{Digest, Sha256};
 use wire::PeerMsg;
 
 fn client_args(server: &str, name: &str, room: &str, dir: &TempDir, extra: &[&str]) -> Vec<String> {
@@ -88,10 +87,10 @@ async fn awkward_sizes_arrive_byte_identical() {
             sent == received,
             "file {i} ({len} bytes) arrived byte-identical"
         );
-        assert_eq!(done["sha256"], hex::encode(Sha256::digest(&sent)));
+        assert_eq!(done["blake3"], blake3::hash(&sent).to_hex().as_str());
         let mine = alice.expect("file_done").await;
         assert_eq!(mine["direction"], "send");
-        assert_eq!(mine["sha256"], done["sha256"]);
+        assert_eq!(mine["blake3"], done["blake3"]);
     }
     // Chat still works after the transfers, and nothing but the files is left.
     alice.say("all sent").await;
@@ -205,16 +204,30 @@ async fn a_receiver_restarted_with_its_part_file_resumes() {
         }
     }
     // Kill bob once part of the file is on disk (progress counts bytes handed
-    // to the writer thread, which may not have reached the file yet).
-    let part = dir.join("downloads-bob").join("restart.bin.part");
+    // to the writer thread, which may not have reached the file yet). The
+    // `.part` is named by sender and transfer id, not by the file's name.
+    let downloads = dir.join("downloads-bob");
+    let part_file = || {
+        let parts: Vec<String> = listing(&downloads)
+            .into_iter()
+            .filter(|n| n.starts_with(".p2pchat-") && n.ends_with(".part"))
+            .collect();
+        assert!(parts.len() <= 1, "one transfer, one .part: {parts:?}");
+        parts.first().map(|n| downloads.join(n))
+    };
     let deadline = tokio::time::Instant::now() + common::WAIT;
-    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == 0 {
+    let part = loop {
+        if let Some(p) = part_file() {
+            if std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) > 0 {
+                break p;
+            }
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "nothing reached the .part"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    };
     bob.kill_hard().await;
     let on_disk = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert!(on_disk > 0, "the .part survives the crash");
@@ -279,8 +292,8 @@ async fn hostile_names_stay_inside_the_downloads_directory() {
                         data: data.clone(),
                     })
                     .await;
-                let sha256: [u8; 32] = Sha256::digest(&data).into();
-                mallory.send(&PeerMsg::FileDone { id, sha256 }).await;
+                let blake3 = *blake3::hash(&data).as_bytes();
+                mallory.send(&PeerMsg::FileDone { id, blake3 }).await;
             }
             PeerMsg::FileReject { id: got } => assert_eq!(got, id, "{name:?} refused"),
             other => panic!("unexpected answer to {name:?}: {other:?}"),

@@ -1,5 +1,7 @@
 //! The one place that decides what a received file is called on disk: the offered
-//! name becomes a plain base name, and the final name never replaces a file.
+//! name becomes a plain base name, the final name never replaces a file, and the
+//! `.part` it grows in is named by who sends it and the transfer id, never by the
+//! offered name.
 
 use std::path::{Path, PathBuf};
 
@@ -84,11 +86,38 @@ fn truncate_name(name: &str, max: usize) -> String {
     format!("{stem}{ext}")
 }
 
-/// Where a file called `name` (already safe) is written while it arrives:
-/// `dir/name.part`. The same name gives the same `.part`, which is what lets a
-/// restarted transfer resume.
-pub fn part_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.part"))
+/// Whose downloads a `.part` belongs to: a hash of the sending peer's name
+/// (docs/protocol.md §7.1). Transfers from another peer never share a `.part`
+/// name with this one, whatever id they pick.
+///
+/// The room code is deliberately left out: it is a password (PAKE, §13), and a
+/// fast hash of it in a file name anyone who can list the downloads directory
+/// sees would let them test guesses offline. The random transfer id, which only
+/// the two ends know, is what no stranger can aim at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartScope([u8; 8]);
+
+/// The BLAKE3 key-derivation context of [`PartScope`].
+const PART_SCOPE_CONTEXT: &str = "p2pchat 2026-12 download part scope v2";
+
+impl PartScope {
+    /// The scope of transfers from `peer`.
+    pub fn new(peer: &str) -> PartScope {
+        let hash = blake3::derive_key(PART_SCOPE_CONTEXT, peer.as_bytes());
+        let mut scope = [0u8; 8];
+        scope.copy_from_slice(&hash[..8]);
+        PartScope(scope)
+    }
+}
+
+/// Where transfer `id` from `scope` is written while it arrives:
+/// `dir/.p2pchat-<scope hex>-<id hex>.part`. The offered name plays no part, so
+/// an offer cannot aim at an existing `x.part` (or `x`); the id is random and only
+/// the two ends know it, so a peer cannot aim at another transfer's `.part`. The
+/// same sender and id give the same name, which is what lets a restarted receiver
+/// resume.
+pub fn part_path(dir: &Path, scope: PartScope, id: u64) -> PathBuf {
+    dir.join(format!(".p2pchat-{}-{id:016x}.part", hex::encode(scope.0)))
 }
 
 /// A path in `dir` for `name` (already safe) that is not taken by anything, not
@@ -229,7 +258,15 @@ mod tests {
             std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("l")).unwrap();
             assert_eq!(unique_destination(&dir, "l"), dir.join("l (1)"));
         }
-        assert_eq!(part_path(&dir, "r.pdf"), dir.join("r.pdf.part"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn part_names_follow_the_protocol_vector() {
+        // docs/protocol.md §7.1.
+        assert_eq!(
+            part_path(Path::new("/d"), PartScope::new("alice"), 171),
+            Path::new("/d/.p2pchat-9ed8c1c85daa23cc-00000000000000ab.part")
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! The receiving side: a `.part` file in the downloads directory and the writer
-//! thread that appends each chunk, hashes everything (a resumed `.part` from its
-//! first byte) and, once the sender's hash matches, moves it to its final name.
+//! The receiving side: a private `.part` file in the downloads directory and the
+//! writer thread that appends each chunk, hashes everything with BLAKE3 (a resumed
+//! `.part` from its first byte) and, once the sender's hash matches, moves it to
+//! its final name.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -10,10 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{part_path, safe_file_name, unique_destination, write_error, FileError, QUEUE_CHUNKS};
+use super::{
+    part_path, safe_file_name, unique_destination, write_error, FileError, PartScope, QUEUE_CHUNKS,
+};
 
 /// Bytes of an existing `.part` hashed per step while new chunks may be waiting.
 const HASH_STEP: usize = 256 * 1024;
@@ -51,7 +53,7 @@ enum Command {
         data: Vec<u8>,
     },
     Finish {
-        sha256: [u8; 32],
+        blake3: [u8; 32],
         reply: oneshot::Sender<Result<PathBuf, FileError>>,
     },
 }
@@ -74,53 +76,51 @@ pub struct IncomingFile {
 }
 
 impl IncomingFile {
-    /// Prepares to receive `offered_name` (made safe by [`safe_file_name`]) of
-    /// `size` bytes into `downloads_dir` (created if missing). Returns the file and
-    /// the offset to put in `FileAccept`: the length of an existing `name.part` if it
-    /// is not longer than `size` (a resume), else 0 with a fresh `.part`.
+    /// Prepares to receive transfer `id` from `scope`, offered as `offered_name`
+    /// (made safe by [`safe_file_name`]) of `size` bytes, into `downloads_dir`
+    /// (created if missing). Returns the file and the offset to put in
+    /// `FileAccept`: what our `.part` for this transfer ([`part_path`]) holds when
+    /// it is not longer than `size` (a resume), else 0.
     ///
-    /// A resumed `.part` that came from a different file fails the final hash
-    /// check and is deleted; the next attempt starts from 0.
+    /// The `.part` is created with `O_EXCL` and mode 0600. An existing one is
+    /// resumed only if it is ours: a regular file (never a symlink), with one
+    /// link and no permissions for others, and still the same file once opened.
+    /// Anything else at that name is left untouched and the offer refused. No
+    /// other file is ever appended to or deleted. A resumed `.part` that came from
+    /// a different file fails the final hash check and is deleted; the next
+    /// attempt starts from 0.
     pub fn begin(
         downloads_dir: &Path,
         offered_name: &str,
         size: u64,
+        scope: PartScope,
+        id: u64,
     ) -> Result<(IncomingFile, u64), FileError> {
         let name = safe_file_name(offered_name)?;
         std::fs::create_dir_all(downloads_dir).map_err(|e| write_error(downloads_dir, e))?;
         let dir =
             std::fs::canonicalize(downloads_dir).map_err(|e| write_error(downloads_dir, e))?;
-        let part = part_path(&dir, &name);
+        let part = part_path(&dir, scope, id);
         let claim = PartClaim::take(&part)?;
-        let existing = match std::fs::symlink_metadata(&part) {
-            Ok(meta) if meta.is_file() => Some(meta.len()),
-            Ok(_) => return Err(FileError::PartInTheWay(part)),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+        let (file, start) = match std::fs::symlink_metadata(&part) {
+            Err(e) if e.kind() == ErrorKind::NotFound => (create_part(&part)?, 0),
             Err(e) => return Err(write_error(&part, e)),
-        };
-        let (file, start) = match existing {
-            Some(len) if len <= size => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&part)
-                    .map_err(|e| write_error(&part, e))?;
-                (file, len)
-            }
-            other => {
-                if other.is_some() {
-                    std::fs::remove_file(&part).map_err(|e| write_error(&part, e))?;
+            Ok(before) => {
+                let file = open_own_part(&part, &before)?;
+                let len = before.len();
+                if len <= size {
+                    (file, len)
+                } else {
+                    // Ours, but longer than the file now offered: start over in it.
+                    file.set_len(0).map_err(|e| write_error(&part, e))?;
+                    (file, 0)
                 }
-                // create_new: never follows a symlink planted meanwhile.
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&part)
-                    .map_err(|e| write_error(&part, e))?;
-                (file, 0)
             }
         };
+        // The same open file, not the path again: nothing swapped in meanwhile
+        // can be read instead.
         let readback = if start > 0 {
-            Some(File::open(&part).map_err(|e| write_error(&part, e))?)
+            Some(file.try_clone().map_err(|e| write_error(&part, e))?)
         } else {
             None
         };
@@ -131,7 +131,7 @@ impl IncomingFile {
             rx,
             file,
             readback,
-            hasher: Sha256::new(),
+            hasher: blake3::Hasher::new(),
             hashed: 0,
             written: start,
             size,
@@ -240,15 +240,15 @@ impl IncomingFile {
     }
 
     /// The sender said `FileDone`: once every queued chunk is written, checks the
-    /// size and `sha256`, and moves the `.part` to a name that replaces nothing
-    /// ([`unique_destination`]). Returns the final path. On any mismatch the
-    /// `.part` is deleted: a failed check keeps nothing.
-    pub async fn finish(mut self, sha256: [u8; 32]) -> Result<PathBuf, FileError> {
+    /// size and the BLAKE3 hash `blake3`, and moves the `.part` to a name that
+    /// replaces nothing ([`unique_destination`]). Returns the final path. On any
+    /// mismatch the `.part` is deleted: a failed check keeps nothing.
+    pub async fn finish(mut self, blake3: [u8; 32]) -> Result<PathBuf, FileError> {
         let (reply, answer) = oneshot::channel();
         let Some(tx) = self.tx.take() else {
             return Err(FileError::Stopped);
         };
-        if tx.send(Command::Finish { sha256, reply }).await.is_err() {
+        if tx.send(Command::Finish { blake3, reply }).await.is_err() {
             return Err(self.failure());
         }
         drop(tx);
@@ -259,12 +259,12 @@ impl IncomingFile {
     }
 
     /// [`IncomingFile::finish`] for plain threads (tests, benchmarks).
-    pub fn blocking_finish(mut self, sha256: [u8; 32]) -> Result<PathBuf, FileError> {
+    pub fn blocking_finish(mut self, blake3: [u8; 32]) -> Result<PathBuf, FileError> {
         let (reply, answer) = oneshot::channel();
         let Some(tx) = self.tx.take() else {
             return Err(FileError::Stopped);
         };
-        if tx.blocking_send(Command::Finish { sha256, reply }).is_err() {
+        if tx.blocking_send(Command::Finish { blake3, reply }).is_err() {
             return Err(self.failure());
         }
         drop(tx);
@@ -311,7 +311,7 @@ struct Writer {
     file: File,
     /// A second handle on the `.part` for hashing a resumed prefix.
     readback: Option<File>,
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     /// Bytes hashed so far: trails `written` only while a resumed prefix is hashed.
     hashed: u64,
     /// Bytes in the `.part`.
@@ -360,8 +360,8 @@ impl Writer {
                 // The engine went away (link lost): keep the `.part` for a resume.
                 None => return Ok(()),
                 Some(Command::Chunk { offset, data }) => self.append(offset, &data)?,
-                Some(Command::Finish { sha256, reply }) => {
-                    let result = self.verify_and_move(sha256, &mut step);
+                Some(Command::Finish { blake3, reply }) => {
+                    let result = self.verify_and_move(blake3, &mut step);
                     self.claim = None;
                     let _ = reply.send(result);
                     return Ok(());
@@ -429,7 +429,7 @@ impl Writer {
 
     fn verify_and_move(
         &mut self,
-        sha256: [u8; 32],
+        blake3: [u8; 32],
         step: &mut Vec<u8>,
     ) -> Result<PathBuf, FileError> {
         // Bounded by the backlog size over HASH_STEP.
@@ -446,14 +446,56 @@ impl Writer {
                 size: self.size,
             });
         }
-        let actual: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-        if actual != sha256 {
+        let actual: [u8; 32] = *self.hasher.finalize().as_bytes();
+        if actual != blake3 {
             let _ = std::fs::remove_file(&self.part);
             return Err(FileError::HashMismatch);
         }
         self.file.flush().map_err(|e| write_error(&self.part, e))?;
         move_without_replacing(&self.part, &self.dir, &self.name)
     }
+}
+
+/// A new `.part`: `O_CREAT | O_EXCL` (never follows or reuses anything planted at
+/// the name), readable and writable by us only.
+fn create_part(part: &Path) -> Result<File, FileError> {
+    let mut options = OpenOptions::new();
+    options.append(true).read(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(part).map_err(|e| write_error(part, e))
+}
+
+/// Opens an existing `.part` for appending, only if it is one we made: `before`
+/// (its `symlink_metadata`) says a regular file, not a symlink; on Unix it has
+/// one link and no permissions for group or others (we create it 0600), and the
+/// opened file is the same inode, so nothing was swapped in between the look and
+/// the open. Anything else is [`FileError::PartInTheWay`] and is not touched.
+fn open_own_part(part: &Path, before: &std::fs::Metadata) -> Result<File, FileError> {
+    if !before.file_type().is_file() {
+        return Err(FileError::PartInTheWay(part.to_path_buf()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if before.nlink() != 1 || before.mode() & 0o077 != 0 {
+            return Err(FileError::PartInTheWay(part.to_path_buf()));
+        }
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .read(true)
+        .open(part)
+        .map_err(|e| write_error(part, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let opened = file.metadata().map_err(|e| write_error(part, e))?;
+        if opened.dev() != before.dev() || opened.ino() != before.ino() || !opened.is_file() {
+            return Err(FileError::PartInTheWay(part.to_path_buf()));
+        }
+    }
+    Ok(file)
 }
 
 /// Gives the verified `.part` its final name without ever replacing a file: a hard

@@ -1,5 +1,6 @@
 //! The sending side: a file opened for `/send`, and the reader thread that reads
-//! it in `FileChunk`-sized pieces and hashes all of it while the engine seals.
+//! it in `FileChunk`-sized pieces and hashes all of it (BLAKE3) while the engine
+//! seals.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -8,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use wire::peer::MAX_FILE_CHUNK;
 
@@ -117,8 +117,9 @@ impl OutgoingFile {
 pub enum Outgoing {
     /// `data` (1..=[`MAX_FILE_CHUNK`] bytes) belongs at `offset`.
     Chunk { offset: u64, data: Vec<u8> },
-    /// Every chunk was handed over; the SHA-256 of the whole file, for `FileDone`.
-    Finished { sha256: [u8; 32] },
+    /// Every chunk was handed over; the BLAKE3 hash of the whole file, for
+    /// `FileDone`.
+    Finished { blake3: [u8; 32] },
 }
 
 /// The running reader thread of one transfer. Dropping it stops the thread
@@ -205,7 +206,7 @@ impl Reader {
         let result = self.read_all();
         // A closed channel means the engine is gone: nobody to tell.
         let _ = match result {
-            Ok(Some(sha256)) => self.tx.blocking_send(Ok(Outgoing::Finished { sha256 })),
+            Ok(Some(blake3)) => self.tx.blocking_send(Ok(Outgoing::Finished { blake3 })),
             Ok(None) => Ok(()),
             Err(e) => self.tx.blocking_send(Err(e)),
         };
@@ -213,7 +214,7 @@ impl Reader {
 
     /// Reads and hashes the file; `Ok(None)` when stopped early.
     fn read_all(&mut self) -> Result<Option<[u8; 32]>, FileError> {
-        let mut hasher = Sha256::new();
+        let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
         let mut scratch = vec![0u8; MAX_FILE_CHUNK];
         // Bounded: each pass moves `pos` forward or returns.
@@ -250,7 +251,7 @@ impl Reader {
             }
             pos += want as u64;
         }
-        Ok(Some(hasher.finalize().into()))
+        Ok(Some(*hasher.finalize().as_bytes()))
     }
 
     /// Replaces `buf`'s contents with the next `want` bytes of the file (at

@@ -68,9 +68,11 @@ pub enum PeerMsg {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Every chunk was sent; `blake3` is the BLAKE3 hash of the whole file, bytes
+    /// before a resume offset included.
     FileDone {
         id: u64,
-        sha256: [u8; 32],
+        blake3: [u8; 32],
     },
     FileCancel {
         id: u64,

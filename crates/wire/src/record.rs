@@ -97,25 +97,58 @@ impl Sealer {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(RecordError::TooLarge(plaintext.len()));
         }
+        let start = out.len();
+        out.reserve(sealed_len(plaintext.len()));
+        out.resize(start + IV_LEN, 0);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(out, start, rng)
+            .inspect_err(|_| out.truncate(start))
+    }
+
+    /// Seals in place a plaintext the caller has already written into `out`: the
+    /// record starts at `out[start]`, where [`IV_LEN`] bytes are reserved for the
+    /// IV, and the plaintext is everything after them up to the end of `out`. On
+    /// return `out[start..]` is `iv || ciphertext || tag`. This spares the copy of
+    /// the plaintext that [`Sealer::seal_into`] makes: a message can be encoded
+    /// straight into the output buffer and encrypted where it lies.
+    ///
+    /// On an error `out` is as it was given (the plaintext still in it). Panics if
+    /// `out` is shorter than `start + IV_LEN` (a caller's bug, not bad input).
+    pub fn seal_in_place(
+        &mut self,
+        out: &mut Vec<u8>,
+        start: usize,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(), RecordError> {
+        assert!(
+            out.len() >= start + IV_LEN,
+            "seal_in_place: room for the IV must be reserved at `start`"
+        );
+        let len = out.len() - start - IV_LEN;
+        if len > MAX_PLAINTEXT {
+            return Err(RecordError::TooLarge(len));
+        }
         if self.seq == u64::MAX {
             return Err(RecordError::Exhausted);
         }
-        let start = out.len();
-        let total = sealed_len(plaintext.len());
-        out.reserve(total);
         let mut iv = [0u8; IV_LEN];
         rng.fill_bytes(&mut iv);
-        out.extend_from_slice(&iv);
-        out.extend_from_slice(plaintext);
-        out.resize(start + total - TAG_LEN, 0);
-        let body = &mut out[start + IV_LEN..];
+        self.encrypt_and_tag(out, start, len, iv);
+        Ok(())
+    }
+
+    /// The cipher work of [`Sealer::seal_in_place`], checks done. Not generic, so
+    /// it is compiled (and optimised) in this crate whoever calls it.
+    fn encrypt_and_tag(&mut self, out: &mut Vec<u8>, start: usize, len: usize, iv: [u8; IV_LEN]) {
+        out.resize(start + sealed_len(len) - TAG_LEN, 0);
+        let (head, body) = out[start..].split_at_mut(IV_LEN);
+        head.copy_from_slice(&iv);
         cbc::Encryptor::<Aes256Enc>::inner_iv_init(self.cipher.clone(), &iv.into())
-            .encrypt_padded_mut::<Pkcs7>(body, plaintext.len())
+            .encrypt_padded_mut::<Pkcs7>(body, len)
             .expect("buffer sized for the padded plaintext");
-        let tag = record_tag(&self.mac_key, self.seq, &iv, &out[start + IV_LEN..]);
+        let tag = record_tag(&self.mac_key, self.seq, &iv, body);
         out.extend_from_slice(&tag);
         self.seq += 1;
-        Ok(())
     }
 
     /// Seals `plaintext` into a new record.
@@ -209,6 +242,51 @@ mod tests {
             sealer.seal(b"one more", &mut rng),
             Err(RecordError::Exhausted)
         );
+    }
+
+    /// Hands out the same IV every time, so two ways of sealing can be compared.
+    struct FixedIv;
+
+    impl rand_core::RngCore for FixedIv {
+        fn next_u32(&mut self) -> u32 {
+            7
+        }
+        fn next_u64(&mut self) -> u64 {
+            7
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            dest.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    impl rand_core::CryptoRng for FixedIv {}
+
+    #[test]
+    fn sealing_in_place_gives_the_same_record_as_sealing_a_copy() {
+        let (mut copying, mut opener) = pair();
+        let (mut in_place, _) = pair();
+        for len in [0, 1, 16, 1000, MAX_PLAINTEXT] {
+            let pt: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut a = b"header".to_vec();
+            copying.seal_into(&pt, &mut FixedIv, &mut a).unwrap();
+            let mut b = b"header".to_vec();
+            b.extend_from_slice(&[0xEE; IV_LEN]);
+            b.extend_from_slice(&pt);
+            in_place.seal_in_place(&mut b, 6, &mut FixedIv).unwrap();
+            assert_eq!(a, b, "{len} bytes");
+            assert_eq!(opener.open(&mut a[6..]).unwrap(), &pt[..]);
+        }
+        // Too long: refused, and the buffer is left as it was.
+        let mut big = vec![1u8; IV_LEN + MAX_PLAINTEXT + 1];
+        assert_eq!(
+            in_place.seal_in_place(&mut big, 0, &mut FixedIv),
+            Err(RecordError::TooLarge(MAX_PLAINTEXT + 1))
+        );
+        assert_eq!(big, vec![1u8; IV_LEN + MAX_PLAINTEXT + 1]);
     }
 
     #[test]

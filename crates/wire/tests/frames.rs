@@ -371,7 +371,7 @@ fn every_peer_message_round_trips() {
         },
         PeerMsg::FileDone {
             id: 2,
-            sha256: [0x5C; 32],
+            blake3: [0x5C; 32],
         },
         PeerMsg::FileCancel { id: 4 },
         PeerMsg::Bye {
@@ -614,6 +614,26 @@ fn pinned_peer_chat_and_chunk() {
     want.extend_from_slice(&70_000u32.to_le_bytes());
     want.extend_from_slice(&[2, 0xDA, 0xDA]);
     assert_eq!(encode(&chunk).unwrap(), want);
+}
+
+/// docs/protocol.md §7 vector: BLAKE3("abc"), and the `FileDone` that carries it.
+const BLAKE3_ABC: &str = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85";
+
+#[test]
+fn pinned_file_done_carries_blake3_of_the_whole_file() {
+    let hash: [u8; 32] = blake3::hash(b"abc").into();
+    assert_eq!(hex::encode(hash), BLAKE3_ABC);
+    let done = PeerMsg::FileDone {
+        id: 300, // ≥ 251 → 251 + u16 LE
+        blake3: hash,
+    };
+    let mut want = vec![8, 251, 0x2C, 0x01];
+    want.extend_from_slice(&hash);
+    assert_eq!(encode(&done).unwrap(), want);
+    assert_eq!(
+        hex::encode(encode(&done).unwrap()),
+        format!("08fb2c01{BLAKE3_ABC}")
+    );
 }
 
 /// Writes one byte, then fails: like any Serialize impl that refuses halfway.

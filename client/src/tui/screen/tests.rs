@@ -179,7 +179,7 @@ fn progress_shows_in_the_status_bar_until_done() {
             direction: "send".into(),
             name: "a.txt".into(),
             path: None,
-            sha256: String::new(),
+            blake3: String::new(),
         },
         "10:00",
     );
