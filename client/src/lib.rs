@@ -17,6 +17,7 @@ pub mod files;
 pub mod history;
 pub mod input;
 pub mod peerlink;
+pub mod private;
 pub mod records;
 pub mod rendezvous;
 pub mod roomcode;

@@ -19,7 +19,6 @@ use wire::frame::HEADER_LEN;
 use wire::rendezvous::MAX_LOCAL_ADDRS;
 use wire::{ClientMsg, ErrorCode, FrameError, Link, MediatorMsg, Role, PROTOCOL_VERSION};
 
-use crate::limits::Refused;
 use crate::metrics::Limit;
 use crate::rooms::{Arrival, ConnId, JoinOutcome, PeerDetails};
 use crate::server::Admitted;
@@ -97,12 +96,9 @@ async fn converse(
             Ok(Ok(hello)) => hello,
         },
     };
-    if let Err(Refused::Hellos) = shared.limits.hello(admitted.key) {
-        shared.metrics.rejected(Limit::PerIpHellos);
-        return refuse(
-            ErrorCode::TooManyConnections,
-            "too many Hellos from your address; wait a minute",
-        );
+    if let Err(refused) = shared.limits.hello(admitted.key) {
+        shared.metrics.rejected(refused.limit());
+        return refuse(ErrorCode::TooManyConnections, refused.message());
     }
     let (tag, arrival) = match check_hello(hello, peer, admitted.id) {
         Ok(checked) => checked,

@@ -14,7 +14,7 @@
 pub mod cli;
 mod config;
 mod connection;
-mod limits;
+pub mod limits;
 pub mod metrics;
 pub mod rooms;
 mod server;
