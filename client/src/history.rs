@@ -183,11 +183,20 @@ impl History {
         [self.path.clone(), with("-wal"), with("-shm")]
     }
 
-    /// Warns once per file about a database (or WAL file) that others may read:
-    /// one that existed before with looser modes, since we do not change those.
+    /// Warns once about a database that others may read (one that existed with
+    /// looser modes: we do not change those). Its -wal and -shm files get its
+    /// mode from SQLite, so they are named only when they are looser on their own.
     fn warn_if_shared(&self) {
-        for file in self.files() {
-            private::warn_if_loose(&file, "history database");
+        let [db, journals @ ..] = self.files();
+        if private::is_loose(&db) {
+            private::warn_if_loose(
+                &db,
+                "history database; SQLite gives its -wal and -shm files the same mode",
+            );
+            return;
+        }
+        for file in journals {
+            private::warn_if_loose(&file, "history database journal");
         }
     }
 

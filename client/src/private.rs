@@ -80,6 +80,11 @@ pub fn loose_mode(meta: &std::fs::Metadata) -> Option<u32> {
     }
 }
 
+/// Whether `path` exists and group or others may read or write it.
+pub fn is_loose(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| loose_mode(&meta).is_some())
+}
+
 /// Warns (once per path and run) that `path`, a `what`, is open to others.
 /// Missing files are not reported.
 pub fn warn_if_loose(path: &Path, what: &str) {
@@ -98,7 +103,7 @@ pub fn warn_if_loose_meta(path: &Path, meta: &std::fs::Metadata, what: &str) {
         return;
     }
     tracing::warn!(
-        "the {what} {} can be read or changed by other users (mode {mode:03o}); p2pchat \
+        "{} ({what}) can be read or changed by other users (mode {mode:03o}); p2pchat \
          leaves existing files as they are: run `chmod 600 {}` to make it private",
         path.display(),
         path.display(),
@@ -162,10 +167,7 @@ mod tests {
         drop(open_append(&file).unwrap());
         assert_eq!(mode(&file), 0o644);
         assert_eq!(std::fs::read(&file).unwrap(), b"mine");
-        assert_eq!(
-            loose_mode(&std::fs::metadata(&file).unwrap()),
-            Some(0o644)
-        );
+        assert_eq!(loose_mode(&std::fs::metadata(&file).unwrap()), Some(0o644));
         assert!(first_warning(&file));
         assert!(!first_warning(&file), "a second warning for the same file");
         std::fs::remove_dir_all(&root).unwrap();

@@ -145,7 +145,8 @@ mod tests {
     #[test]
     fn an_existing_shared_peers_file_is_appended_to_and_keeps_its_mode() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("p2pchat-records-loose-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("p2pchat-records-loose-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let peers = dir.join("peers.txt");
         std::fs::write(&peers, "old\n").unwrap();

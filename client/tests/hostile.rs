@@ -212,10 +212,8 @@ async fn a_peer_hello_dripped_one_byte_at_a_time_completes_the_handshake() {
         stream.write_all(&[byte]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut framed = tokio_util::codec::Framed::new(
-        stream,
-        wire::FrameCodec::new(wire::Link::Peer),
-    );
+    let mut framed =
+        tokio_util::codec::Framed::new(stream, wire::FrameCodec::new(wire::Link::Peer));
     let confirm: PeerHandshake = recv_msg(&mut framed).await;
     let (_session, reply) = state.on_host_confirm(confirm).expect("host confirms");
     send_msg(&mut framed, &reply).await;
@@ -477,7 +475,10 @@ async fn a_ping_flood_from_a_peer_that_never_reads_ends_the_session() {
             let record = mallory.seal(&PeerMsg::Ping { nonce });
             nonce += 1;
             let framed = &mut mallory.framed;
-            if futures::SinkExt::feed(framed, record.as_slice()).await.is_err() {
+            if futures::SinkExt::feed(framed, record.as_slice())
+                .await
+                .is_err()
+            {
                 break 'flood;
             }
         }
@@ -653,7 +654,9 @@ async fn file_chunks_and_a_done_for_no_offer_are_ignored() {
             sha256: [0; 32],
         })
         .await;
-    mallory.send(&PeerMsg::FileAccept { id: 405, offset: 3 }).await;
+    mallory
+        .send(&PeerMsg::FileAccept { id: 405, offset: 3 })
+        .await;
     mallory.send(&PeerMsg::FileCancel { id: 406 }).await;
     still_chats(&mut alice, &mut mallory, 1).await;
     assert!(listing(&scene.downloads("alice")).is_empty());
@@ -710,7 +713,11 @@ async fn a_huge_offer_name_is_shortened_to_a_file_name_the_system_takes() {
     alice.expect("file_done").await;
     let saved = listing(&scene.downloads("alice"));
     assert_eq!(saved.len(), 1);
-    assert!(saved[0].len() <= 255 && saved[0].ends_with(".txt"), "{}", saved[0].len());
+    assert!(
+        saved[0].len() <= 255 && saved[0].ends_with(".txt"),
+        "{}",
+        saved[0].len()
+    );
     no_panic(&alice);
 }
 
@@ -814,7 +821,10 @@ async fn a_host_resuming_a_session_never_offered_is_refused() {
     )
     .await;
     let error = ends_with(&mut bob, 6, "peer_unreachable").await;
-    assert!(error["text"].as_str().unwrap().contains("not offered"), "{error}");
+    assert!(
+        error["text"].as_str().unwrap().contains("not offered"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -826,7 +836,10 @@ async fn a_peer_hello_from_the_host_is_refused_as_out_of_order() {
     // Bob's own PeerHello, sent back to him where a HostConfirm belongs.
     send_msg(&mut framed, &hello).await;
     let error = ends_with(&mut bob, 6, "peer_unreachable").await;
-    assert!(error["text"].as_str().unwrap().contains("unexpected"), "{error}");
+    assert!(
+        error["text"].as_str().unwrap().contains("unexpected"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -845,7 +858,10 @@ async fn a_reject_from_the_host_ends_the_joiner_without_printing_its_escapes() {
     ends_with(&mut bob, 7, "keys_differ").await;
     for event in &bob.seen {
         let text = event.to_string();
-        assert!(!text.contains("\\u001b"), "an escape reached the output: {text}");
+        assert!(
+            !text.contains("\\u001b"),
+            "an escape reached the output: {text}"
+        );
     }
 }
 
@@ -876,7 +892,11 @@ async fn a_host_that_never_answers_lets_the_joiner_give_up_in_bounded_time() {
     ends_with(&mut bob, 6, "peer_unreachable").await;
     keep.abort();
     // --connect-timeout 5s; an attempt in flight may take its handshake step (10 s).
-    assert!(started.elapsed() < Duration::from_secs(25), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 // ─── A broken mediator ──────────────────────────────────────────────────────
@@ -911,14 +931,20 @@ fn mediator_frame(msg: &MediatorMsg) -> Vec<u8> {
 async fn a_mediator_answering_with_text_gives_exit_3_promptly() {
     let addr = broken(Broken::Answer(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec())).await;
     let error = against_broken(addr, 3, "mediator_unreachable").await;
-    assert!(error["text"].as_str().unwrap().contains("connection lost"), "{error}");
+    assert!(
+        error["text"].as_str().unwrap().contains("connection lost"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mediator_sending_an_undecodable_frame_gives_exit_3_promptly() {
     let addr = broken(Broken::Answer(frame_bytes(&[0xee; 40]))).await;
     let error = against_broken(addr, 3, "mediator_unreachable").await;
-    assert!(error["text"].as_str().unwrap().contains("unreadable"), "{error}");
+    assert!(
+        error["text"].as_str().unwrap().contains("unreadable"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -931,7 +957,10 @@ async fn a_mediator_sending_a_zero_length_frame_gives_exit_3_promptly() {
 async fn a_mediator_closing_after_the_hello_gives_exit_3_promptly() {
     let addr = broken(Broken::AnswerAndClose(Vec::new())).await;
     let error = against_broken(addr, 3, "mediator_unreachable").await;
-    assert!(error["text"].as_str().unwrap().contains("closed"), "{error}");
+    assert!(
+        error["text"].as_str().unwrap().contains("closed"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -942,7 +971,10 @@ async fn a_mediator_with_an_escape_laden_error_is_reported_sanitized() {
     })))
     .await;
     let error = against_broken(addr, 4, "bad_name").await;
-    assert!(!error["text"].as_str().unwrap().contains('\u{1b}'), "{error}");
+    assert!(
+        !error["text"].as_str().unwrap().contains('\u{1b}'),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -957,7 +989,10 @@ async fn a_mediator_matching_with_an_invalid_public_value_gives_a_clear_error() 
     })))
     .await;
     let error = against_broken(addr, 6, "peer_unreachable").await;
-    assert!(error["text"].as_str().unwrap().contains("invalid"), "{error}");
+    assert!(
+        error["text"].as_str().unwrap().contains("invalid"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -973,7 +1008,10 @@ async fn a_mediator_announcing_an_invalid_peer_name_gives_a_clear_error() {
     })))
     .await;
     let error = against_broken(addr, 6, "peer_unreachable").await;
-    assert!(error["text"].as_str().unwrap().contains("peer name"), "{error}");
+    assert!(
+        error["text"].as_str().unwrap().contains("peer name"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -991,7 +1029,10 @@ async fn a_mediator_that_stalls_after_the_hello_gives_exit_3_in_bounded_time() {
     let events = bob.drain().await;
     let error = events.iter().rev().find(|e| e["event"] == "error").unwrap();
     assert!(
-        error["text"].as_str().unwrap().contains("stopped answering"),
+        error["text"]
+            .as_str()
+            .unwrap()
+            .contains("stopped answering"),
         "{error}"
     );
     assert!(started.elapsed() < Duration::from_secs(80));

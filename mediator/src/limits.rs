@@ -73,7 +73,6 @@ impl Scope {
             Scope::Net48 => 2,
         }
     }
-
 }
 
 /// The two limits of one scope.
@@ -332,8 +331,14 @@ mod tests {
     #[test]
     fn masks() {
         let ip: Ipv6Addr = "2001:db8:abcd:12ff:1:2:3:4".parse().unwrap();
-        assert_eq!(mask(ip, 64), "2001:db8:abcd:12ff::".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(mask(ip, 56), "2001:db8:abcd:1200::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            mask(ip, 64),
+            "2001:db8:abcd:12ff::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            mask(ip, 56),
+            "2001:db8:abcd:1200::".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(mask(ip, 48), "2001:db8:abcd::".parse::<Ipv6Addr>().unwrap());
         assert_eq!(key("10.0.0.1").scopes().count(), 1);
         assert_eq!(key("2001:db8::1").scopes().count(), 3);

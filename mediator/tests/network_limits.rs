@@ -143,10 +143,26 @@ fn ipv4_addresses_have_no_network_aggregate() {
 #[test]
 fn refusals_say_which_limit_and_count_under_their_own_label() {
     let cases = [
-        (Refused::Connections(Scope::Address), "per_ip_connections", "your address"),
-        (Refused::Connections(Scope::Net56), "per_56_connections", "IPv6 /56"),
-        (Refused::Connections(Scope::Net48), "per_48_connections", "IPv6 /48"),
-        (Refused::Hellos(Scope::Address), "per_ip_hellos", "your address"),
+        (
+            Refused::Connections(Scope::Address),
+            "per_ip_connections",
+            "your address",
+        ),
+        (
+            Refused::Connections(Scope::Net56),
+            "per_56_connections",
+            "IPv6 /56",
+        ),
+        (
+            Refused::Connections(Scope::Net48),
+            "per_48_connections",
+            "IPv6 /48",
+        ),
+        (
+            Refused::Hellos(Scope::Address),
+            "per_ip_hellos",
+            "your address",
+        ),
         (Refused::Hellos(Scope::Net56), "per_56_hellos", "IPv6 /56"),
         (Refused::Hellos(Scope::Net48), "per_48_hellos", "IPv6 /48"),
     ];
@@ -231,11 +247,17 @@ async fn a_refused_hello_takes_no_token() {
     limits.hello(net64(7, 1)).unwrap();
     // Refused by its /64; had these taken tokens from the /48, it would be empty.
     for _ in 0..50 {
-        assert_eq!(limits.hello(net64(7, 1)), Err(Refused::Hellos(Scope::Address)));
+        assert_eq!(
+            limits.hello(net64(7, 1)),
+            Err(Refused::Hellos(Scope::Address))
+        );
     }
     limits.hello(net64(7, 2)).unwrap();
     limits.hello(net64(7, 3)).unwrap();
-    assert_eq!(limits.hello(net64(7, 4)), Err(Refused::Hellos(Scope::Net48)));
+    assert_eq!(
+        limits.hello(net64(7, 4)),
+        Err(Refused::Hellos(Scope::Net48))
+    );
 }
 
 /// A mediator on `[::1]`, or `None` on a host without IPv6.
@@ -290,5 +312,8 @@ async fn ipv6_hellos_past_the_48_bucket_are_refused_with_a_message_naming_it() {
     let mut c = Client::connect(server.addr).await;
     c.send(&hello(920, "host")).await;
     let message = c.expect_error(ErrorCode::TooManyConnections).await;
-    assert!(message.contains("Hellos") && message.contains("/48"), "{message}");
+    assert!(
+        message.contains("Hellos") && message.contains("/48"),
+        "{message}"
+    );
 }

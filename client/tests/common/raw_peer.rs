@@ -197,7 +197,9 @@ impl WaitingHost {
     /// Opens `room` at `mediator` and returns once the mediator says `Waiting`,
     /// so a client started now becomes the joiner.
     pub async fn start(mediator: SocketAddr, room: &str, name: &str) -> WaitingHost {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw host");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind raw host");
         let listen = listener.local_addr().expect("listener address");
         let keys = dhke::KeyPair::generate(GROUP, &mut OsRng);
         let stream = TcpStream::connect(mediator).await.expect("reach mediator");
@@ -322,7 +324,10 @@ impl RawPeer {
     /// Queues a message without flushing (for floods; `flush` sends them).
     pub async fn feed(&mut self, msg: &PeerMsg) {
         let record = self.seal(msg);
-        self.framed.feed(record.as_slice()).await.expect("queue a record");
+        self.framed
+            .feed(record.as_slice())
+            .await
+            .expect("queue a record");
     }
 
     pub async fn flush(&mut self) {
