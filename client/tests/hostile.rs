@@ -172,7 +172,6 @@ async fn an_oversized_frame_from_a_stranger_is_dropped_and_the_real_peer_still_c
     let over = (wire::frame::PEER_FRAME_MAX as u32 + 1).to_be_bytes();
     stranger.write_all(&over).await.unwrap();
     expect_closed(&mut stranger, DROP_WITHIN).await;
-    alice.expect("rejected").await;
     let mut peer = mallory.handshake().await;
     alice.expect("connected").await;
     still_chats(&mut alice, &mut peer, 1).await;
@@ -185,7 +184,6 @@ async fn a_zero_length_frame_from_a_stranger_is_dropped_and_the_real_peer_still_
     let mut stranger = mallory.dial().await;
     stranger.write_all(&[0, 0, 0, 0]).await.unwrap();
     expect_closed(&mut stranger, DROP_WITHIN).await;
-    alice.expect("rejected").await;
     mallory.handshake().await;
     alice.expect("connected").await;
     no_panic(&alice);
@@ -201,7 +199,6 @@ async fn an_undecodable_first_message_is_dropped_and_the_real_peer_still_connect
         .await
         .unwrap();
     expect_closed(&mut stranger, DROP_WITHIN).await;
-    alice.expect("rejected").await;
     mallory.handshake().await;
     alice.expect("connected").await;
     no_panic(&alice);
@@ -245,12 +242,13 @@ async fn a_stalled_stranger_does_not_hold_up_the_real_peer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_stalled_strangers_delay_the_real_peer_by_at_most_one_handshake_step() {
+async fn eight_stalled_strangers_delay_the_real_peer_by_at_most_the_first_message_deadline() {
     let scene = Scene::new("stall-eight").await;
     let (mut alice, mallory) = scene.alice_and_mallory(&["--connect-timeout", "30s"]).await;
-    // The host judges at most 8 connections at once, each for up to 10 s per
-    // message (client/src/connect.rs): 8 silent ones fill every slot, and the
-    // real peer waits in the backlog until they time out. Bounded, not blocked.
+    // The host judges a few connections at once per source and drops one that
+    // brings no first message within 3 s (client/src/connect.rs): 8 silent ones
+    // from the peer's own address fill its slots, and the real peer, retrying
+    // as a joiner does, gets in once they are dropped. Delayed, not locked out.
     let mut stalled = Vec::new();
     for _ in 0..8 {
         let mut s = mallory.dial().await;
@@ -259,13 +257,20 @@ async fn eight_stalled_strangers_delay_the_real_peer_by_at_most_one_handshake_st
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    mallory.handshake().await;
+    let mut refused = Vec::new();
+    loop {
+        match mallory.try_handshake().await {
+            Ok(_peer) => break,
+            Err(why) => refused.push(why),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "still turned away after {:?}: {refused:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     alice.expect("connected").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(25),
-        "the real peer waited {:?}",
-        started.elapsed()
-    );
     no_panic(&alice);
 }
 
@@ -919,7 +924,8 @@ async fn a_host_that_never_answers_lets_the_joiner_give_up_in_bounded_time() {
             held.push(mallory.accept().await);
         }
     });
-    ends_with(&mut bob, 6, "peer_unreachable").await;
+    // No direct path, and the relay refused (the raw host said no_relay): exit 12.
+    ends_with(&mut bob, 12, "no_path").await;
     keep.abort();
     // --connect-timeout 5s; an attempt in flight may take its handshake step (10 s).
     assert!(
@@ -1016,6 +1022,8 @@ async fn a_mediator_matching_with_an_invalid_public_value_gives_a_clear_error() 
         observed_addr: "127.0.0.1:9".parse().unwrap(),
         listen_port: 9,
         local_addrs: vec![],
+        your_addr: "127.0.0.1:9".parse().unwrap(),
+        relay: wire::rendezvous::RelayOffer::Off,
     })))
     .await;
     let error = against_broken(addr, 6, "peer_unreachable").await;
@@ -1035,6 +1043,8 @@ async fn a_mediator_announcing_an_invalid_peer_name_gives_a_clear_error() {
         observed_addr: "127.0.0.1:9".parse().unwrap(),
         listen_port: 9,
         local_addrs: vec![],
+        your_addr: "127.0.0.1:9".parse().unwrap(),
+        relay: wire::rendezvous::RelayOffer::Off,
     })))
     .await;
     let error = against_broken(addr, 6, "peer_unreachable").await;

@@ -165,13 +165,33 @@ impl MatchedJoiner {
 
     /// Runs the honest handshake on a fresh connection.
     pub async fn handshake(&self) -> RawPeer {
-        let mut framed = self.dial_framed().await;
+        self.try_handshake()
+            .await
+            .expect("the host completes the handshake")
+    }
+
+    /// [`MatchedJoiner::handshake`], or why the host turned this attempt away
+    /// (a real joiner would try again).
+    pub async fn try_handshake(&self) -> Result<RawPeer, String> {
+        let stream = TcpStream::connect(self.host)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
         let (state, hello) = self.handshake.hello(&mut OsRng);
-        send_msg(&mut framed, &hello).await;
-        let confirm: PeerHandshake = recv_msg(&mut framed).await;
-        let (session, reply) = state.on_host_confirm(confirm).expect("host confirms");
+        let payload = wire::encode(&hello).map_err(|e| e.to_string())?;
+        framed
+            .send(payload.as_slice())
+            .await
+            .map_err(|e| e.to_string())?;
+        let frame = match tokio::time::timeout(super::WAIT, framed.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            other => return Err(format!("no HostConfirm: {other:?}")),
+        };
+        let confirm: PeerHandshake = wire::decode(&frame).map_err(|e| e.to_string())?;
+        let (session, reply) = state.on_host_confirm(confirm).map_err(|e| e.to_string())?;
         send_msg(&mut framed, &reply).await;
-        RawPeer::new(framed, session)
+        Ok(RawPeer::new(framed, session))
     }
 }
 
@@ -360,4 +380,49 @@ impl RawPeer {
             }
         }
     }
+}
+
+/// What a grinding man in the middle saw at the host.
+#[derive(Debug, Default)]
+pub struct Grind {
+    /// `HostConfirm`s received: each reveals a host nonce.
+    pub confirms: usize,
+    /// How the other attempts ended.
+    pub other: Vec<String>,
+}
+
+/// A man in the middle that knows the room name: joins `room` as the joiner
+/// (so its public value is the one the host expects), then opens `attempts`
+/// connections to the host, sends a valid `PeerHello` on each, reads the
+/// answer and drops the connection, hoping for a host nonce that gives a SAS
+/// it likes (docs/protocol.md §12.4).
+pub async fn grind(mediator: SocketAddr, room: &str, name: &str, attempts: usize) -> Grind {
+    let joiner = meet_as_joiner(mediator, room, name).await;
+    let (host, handshake) = (joiner.host, &joiner.handshake);
+    let mut seen = Grind::default();
+    for _ in 0..attempts {
+        let Ok(stream) = TcpStream::connect(host).await else {
+            seen.other.push("host gone".into());
+            break;
+        };
+        let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
+        let (_state, hello) = handshake.hello(&mut OsRng);
+        if framed
+            .send(wire::encode(&hello).unwrap().as_slice())
+            .await
+            .is_err()
+        {
+            seen.other.push("send failed".into());
+            continue;
+        }
+        match tokio::time::timeout(super::WAIT, framed.next()).await {
+            Ok(Some(Ok(frame))) => match wire::decode::<PeerHandshake>(&frame) {
+                Ok(PeerHandshake::HostConfirm { .. }) => seen.confirms += 1,
+                other => seen.other.push(format!("{other:?}")),
+            },
+            other => seen.other.push(format!("closed: {other:?}")),
+        }
+        // Drop the connection after the reveal, as the grinder would.
+    }
+    seen
 }
