@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use serde::Serialize;
 
 use crate::exit::ClientError;
+use crate::private;
 use crate::ui::HistoryLine;
 
 pub use show::run_command;
@@ -117,7 +118,7 @@ impl History {
     /// refused and left as it was.
     pub fn open(path: &Path) -> Result<History, ClientError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            private::create_dir_all(dir).map_err(|e| {
                 ClientError::File(format!(
                     "cannot create the directory {} for the history database: {e}. \
                      Create it, pass --history with another file, or --no-history.",
@@ -125,6 +126,16 @@ impl History {
                 ))
             })?;
         }
+        // Created 0600 here, before SQLite sees it: SQLite would make it 0644
+        // (less the umask), and its -wal and -shm files copy the database's
+        // mode, so this one call makes all three private (crate::private).
+        private::create_file(path).map_err(|e| {
+            ClientError::File(format!(
+                "cannot create the history database {}: {e}. Check the path and its \
+                 permissions, or pass --history with another file or --no-history",
+                path.display()
+            ))
+        })?;
         let conn = Connection::open(path).map_err(|e| open_error(path, &e))?;
         let mut history = History {
             conn,
@@ -152,6 +163,7 @@ impl History {
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_error(path, &e))?;
         history.migrate()?;
+        history.warn_if_shared();
         Ok(history)
     }
 
@@ -159,6 +171,33 @@ impl History {
     /// or `None` when the system has no such directory.
     pub fn default_path() -> Option<PathBuf> {
         dirs::data_dir().map(|d| d.join("p2pchat").join("history.sqlite3"))
+    }
+
+    /// The database and its WAL files as they are on disk while open.
+    fn files(&self) -> [PathBuf; 3] {
+        let with = |suffix: &str| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        [self.path.clone(), with("-wal"), with("-shm")]
+    }
+
+    /// Warns once about a database that others may read (one that existed with
+    /// looser modes: we do not change those). Its -wal and -shm files get its
+    /// mode from SQLite, so they are named only when they are looser on their own.
+    fn warn_if_shared(&self) {
+        let [db, journals @ ..] = self.files();
+        if private::is_loose(&db) {
+            private::warn_if_loose(
+                &db,
+                "history database; SQLite gives its -wal and -shm files the same mode",
+            );
+            return;
+        }
+        for file in journals {
+            private::warn_if_loose(&file, "history database journal");
+        }
     }
 
     /// The file this history lives in.
@@ -591,6 +630,44 @@ mod tests {
             .unwrap();
         assert_eq!(fk, 1);
         assert!(h.query(None, None, 10).unwrap().is_empty());
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn database_wal_and_shm_are_0600_and_new_directories_0700() {
+        let db = TempDb::new("private");
+        let h = History::open(&db.0).unwrap();
+        // A write makes sure the WAL and the shared-memory file exist.
+        chat(&h, "room", "bob", 1);
+        for file in h.files() {
+            assert!(file.exists(), "{} missing", file.display());
+            assert_eq!(mode(&file), private::FILE_MODE, "{}", file.display());
+        }
+        let nested = db.0.parent().unwrap();
+        assert_eq!(mode(nested), private::DIR_MODE);
+        assert_eq!(mode(nested.parent().unwrap()), private::DIR_MODE);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shared_database_is_left_shared_and_its_wal_follows_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let db = TempDb::new("shared");
+        drop(History::open(&db.0).unwrap());
+        std::fs::set_permissions(&db.0, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let h = History::open(&db.0).unwrap();
+        chat(&h, "room", "bob", 1);
+        // The person chose 0640; we warn (once) but do not change it, and
+        // SQLite gives the journals the same mode, so nothing is more open.
+        for file in h.files() {
+            assert_eq!(mode(&file), 0o640, "{}", file.display());
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod input;
 pub mod lan;
 pub mod peerlink;
 pub mod ports;
+pub mod private;
 pub mod records;
 pub mod rendezvous;
 pub mod roomcode;

@@ -214,5 +214,10 @@ fn open(opener: &mut Opener, frame: &mut BytesMut) -> Result<PeerMsg, LinkError>
         RecordError::Integrity => LinkError::Integrity,
         other => LinkError::Protocol(other.to_string()),
     })?;
-    wire::decode(plaintext).map_err(|e| LinkError::Protocol(e.to_string()))
+    let msg: PeerMsg = wire::decode(plaintext).map_err(|e| LinkError::Protocol(e.to_string()))?;
+    // The receiver enforces the field limits too: a peer that breaks them is
+    // not an honest client, whatever the rest of the message says.
+    msg.check_limits()
+        .map_err(|e| LinkError::Protocol(e.to_string()))?;
+    Ok(msg)
 }

@@ -1,11 +1,11 @@
 //! The two files a session may append to: `peers.txt` (one line per established
 //! session, docs/protocol.md §8) and the `P2PCHAT_KEYLOG` file (§9).
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path as FsPath;
 
 use crate::exit::ClientError;
+use crate::private;
 
 /// One `peers.txt` line, tab-separated, ending in a newline.
 #[derive(Debug, Clone)]
@@ -37,18 +37,14 @@ impl PeerLine<'_> {
 }
 
 /// Appends `line` to `path` with one `write` on an `O_APPEND` descriptor, so
-/// concurrent writers never interleave within a line. `mode` applies on creation.
-fn append_line(path: &FsPath, line: &str, private: bool) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// concurrent writers never interleave within a line. A new file gets mode 0600
+/// (both files tell who talked to whom, the keylog even what); an existing one
+/// with looser modes is reported once and left as it is ([`crate::private`]).
+fn append_line(path: &FsPath, line: &str, what: &str) -> std::io::Result<()> {
+    let mut file = private::open_append(path)?;
+    if let Ok(meta) = file.metadata() {
+        private::warn_if_loose_meta(path, &meta, what);
     }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(path)?;
     let written = file.write(line.as_bytes())?;
     if written != line.len() {
         return Err(std::io::Error::new(
@@ -61,7 +57,7 @@ fn append_line(path: &FsPath, line: &str, private: bool) -> std::io::Result<()> 
 
 /// Appends one session line to the peers file.
 pub fn append_peer(path: &FsPath, line: &PeerLine<'_>) -> Result<(), ClientError> {
-    append_line(path, &line.render(), false).map_err(|e| {
+    append_line(path, &line.render(), "peers file").map_err(|e| {
         ClientError::File(format!(
             "cannot append to the peers file {}: {e}. Choose another with --peers-file.",
             path.display()
@@ -76,12 +72,12 @@ pub fn keylog_path() -> Option<std::path::PathBuf> {
         .map(Into::into)
 }
 
-/// Appends one keylog line (created with mode 0600).
+/// Appends one keylog line.
 pub fn append_keylog(path: &FsPath, line: &str) -> Result<(), ClientError> {
     let mut text = zeroize::Zeroizing::new(String::with_capacity(line.len() + 1));
     text.push_str(line);
     text.push('\n');
-    append_line(path, &text, true)
+    append_line(path, &text, "keylog")
         .map_err(|e| ClientError::File(format!("cannot write the keylog {}: {e}", path.display())))
 }
 
@@ -112,9 +108,53 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("peers.txt");
         let _ = std::fs::remove_file(&path);
-        append_line(&path, "one\n", false).unwrap();
-        append_line(&path, "two\n", false).unwrap();
+        append_line(&path, "one\n", "peers file").unwrap();
+        append_line(&path, "two\n", "peers file").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn peers_file_and_keylog_are_created_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("p2pchat-records-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let peers = dir.join("peers.txt");
+        let keylog = dir.join("keylog");
+        let _ = std::fs::remove_file(&peers);
+        let _ = std::fs::remove_file(&keylog);
+        let line = PeerLine {
+            at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            peer_name: "bob",
+            peer_addr: "127.0.0.1:4000".parse().unwrap(),
+            room: "7-velvet-harbor",
+            path: "direct",
+            sas: "482 093",
+        };
+        append_peer(&peers, &line).unwrap();
+        append_keylog(&keylog, "P2PCHAT_V1 00").unwrap();
+        for file in [&peers, &keylog] {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_shared_peers_file_is_appended_to_and_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("p2pchat-records-loose-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let peers = dir.join("peers.txt");
+        std::fs::write(&peers, "old\n").unwrap();
+        std::fs::set_permissions(&peers, std::fs::Permissions::from_mode(0o640)).unwrap();
+        append_line(&peers, "new\n", "peers file").unwrap();
+        assert_eq!(std::fs::read_to_string(&peers).unwrap(), "old\nnew\n");
+        let mode = std::fs::metadata(&peers).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

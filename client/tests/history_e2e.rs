@@ -139,3 +139,95 @@ async fn sigkill_mid_chat_loses_nothing_already_shown() {
         "a killed chat has no recorded end"
     );
 }
+
+/// Starts a chat against a closed mediator port, so the client opens its history
+/// (before it reaches for the mediator) and exits 3; returns stderr.
+#[cfg(unix)]
+async fn open_history_and_exit(
+    dir: &TempDir,
+    db: Option<&std::path::Path>,
+    env: &[(&str, &std::path::Path)],
+) -> String {
+    let mut cmd = tokio::process::Command::new(common::client_bin());
+    cmd.kill_on_drop(true)
+        .env_remove("P2PCHAT_HISTORY")
+        .env_remove("P2PCHAT_KEYLOG");
+    cmd.args(["--server", &format!("127.0.0.1:{}", common::free_port())]);
+    cmd.args([
+        "--room",
+        "r-private",
+        "--name",
+        "bob",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+    ]);
+    cmd.arg("--peers-file").arg(dir.join("peers.txt"));
+    if let Some(db) = db {
+        cmd.arg("--history").arg(db);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Input stays open (end of input would mean "leave" and race the refusal).
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run client");
+    let input = child.stdin.take();
+    let out = tokio::time::timeout(common::WAIT, child.wait_with_output())
+        .await
+        .expect("the client exits in time")
+        .expect("wait for client");
+    drop(input);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_default_history_is_created_in_a_private_xdg_directory() {
+    let dir = TempDir::new("xdg");
+    let data = dir.join("data");
+    let stderr = open_history_and_exit(
+        &dir,
+        None,
+        &[("XDG_DATA_HOME", &data), ("HOME", dir.path())],
+    )
+    .await;
+    assert!(!stderr.contains("chmod"), "{stderr}");
+    let db = data.join("p2pchat").join("history.sqlite3");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("p2pchat")), 0o700);
+    assert_eq!(mode(&db), 0o600);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_history_file_others_can_read_is_reported_once_and_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("loose");
+    let db = dir.join("history.sqlite3");
+    assert!(!open_history_and_exit(&dir, Some(&db), &[])
+        .await
+        .contains("chmod"));
+    assert_eq!(mode(&db), 0o600);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr = open_history_and_exit(&dir, Some(&db), &[]).await;
+    assert_eq!(stderr.matches("chmod 600").count(), 1, "{stderr}");
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
+    assert_eq!(mode(&db), 0o644, "the person's choice is kept");
+}

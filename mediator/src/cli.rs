@@ -69,6 +69,25 @@ pub struct Args {
     #[arg(long, env = "MEDIATOR_PER_IP_HELLOS_PER_MIN", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub per_ip_hellos_per_min: u32,
 
+    /// Most connections open at once from one IPv6 /56, all its /64s together
+    /// (a /56 is what a home or small office gets).
+    #[arg(long = "per-56-connections", env = "MEDIATOR_PER_56_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub per_56_connections: u32,
+
+    /// Most connections open at once from one IPv6 /48, all its /64s together
+    /// (a /48 is what a site gets).
+    #[arg(long = "per-48-connections", env = "MEDIATOR_PER_48_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub per_48_connections: u32,
+
+    /// Hellos one IPv6 /56 may send per minute, all its /64s together (a bucket
+    /// on top of each /64's, so spreading over /64s does not multiply the rate).
+    #[arg(long = "per-56-hellos-per-min", env = "MEDIATOR_PER_56_HELLOS_PER_MIN", default_value_t = 480, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub per_56_hellos_per_min: u32,
+
+    /// Hellos one IPv6 /48 may send per minute, all its /64s together.
+    #[arg(long = "per-48-hellos-per-min", env = "MEDIATOR_PER_48_HELLOS_PER_MIN", default_value_t = 1920, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub per_48_hellos_per_min: u32,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless given). Bind it
     /// to a private address: the counters are not secret, but not for everyone.
     #[arg(long, env = "MEDIATOR_METRICS", value_name = "ADDR")]
@@ -155,6 +174,10 @@ impl Args {
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             per_ip_connections: self.per_ip_connections,
             per_ip_hellos_per_min: self.per_ip_hellos_per_min,
+            per_56_connections: self.per_56_connections,
+            per_48_connections: self.per_48_connections,
+            per_56_hellos_per_min: self.per_56_hellos_per_min,
+            per_48_hellos_per_min: self.per_48_hellos_per_min,
             relay: self.relay == Switch::On,
             relay_max_bytes: self.relay_max_bytes,
             relay_rate: self.relay_rate,
@@ -173,8 +196,9 @@ impl Args {
         format!(
             "listen {}\nhello-timeout {}\nroom-ttl {}\nidle-timeout {}\nmax-rooms {}\n\
              max-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
-             relay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\nrelay-max-sessions {}\n\
-             relay-idle {}\nmetrics {metrics}\nlog-format {:?}",
+             per-56-connections {}\nper-48-connections {}\nper-56-hellos-per-min {}\n\
+             per-48-hellos-per-min {}\nrelay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\n\
+             relay-max-sessions {}\nrelay-idle {}\nmetrics {metrics}\nlog-format {:?}",
             self.listen,
             d(self.hello_timeout),
             d(self.room_ttl),
@@ -183,6 +207,10 @@ impl Args {
             self.max_connections,
             self.per_ip_connections,
             self.per_ip_hellos_per_min,
+            self.per_56_connections,
+            self.per_48_connections,
+            self.per_56_hellos_per_min,
+            self.per_48_hellos_per_min,
             self.relay,
             self.relay_max_bytes,
             self.relay_rate,
@@ -229,6 +257,10 @@ mod tests {
         assert_eq!(c.max_connections, d.max_connections);
         assert_eq!(c.per_ip_connections, d.per_ip_connections);
         assert_eq!(c.per_ip_hellos_per_min, d.per_ip_hellos_per_min);
+        assert_eq!(c.per_56_connections, d.per_56_connections);
+        assert_eq!(c.per_48_connections, d.per_48_connections);
+        assert_eq!(c.per_56_hellos_per_min, d.per_56_hellos_per_min);
+        assert_eq!(c.per_48_hellos_per_min, d.per_48_hellos_per_min);
         assert_eq!(c.relay, d.relay);
         assert_eq!(c.relay_max_bytes, d.relay_max_bytes);
         assert_eq!(c.relay_rate, d.relay_rate);

@@ -25,6 +25,15 @@ pub struct Config {
     /// `Hello`s one address may send per minute (token bucket of this size,
     /// refilled evenly over a minute).
     pub per_ip_hellos_per_min: u32,
+    /// Most connections open at once from all the /64s of one IPv6 /56 together.
+    pub per_56_connections: u32,
+    /// Most connections open at once from all the /64s of one IPv6 /48 together.
+    pub per_48_connections: u32,
+    /// `Hello`s per minute from one IPv6 /56 (a bucket of its own, on top of the
+    /// /64's), so spreading over /64s does not multiply the rate.
+    pub per_56_hellos_per_min: u32,
+    /// `Hello`s per minute from one IPv6 /48.
+    pub per_48_hellos_per_min: u32,
     /// Whether `Matched` offers a relay (docs/protocol.md §12.3).
     pub relay: bool,
     /// Bytes (both directions, frame headers included) one relay session may carry.
@@ -51,6 +60,13 @@ impl Default for Config {
             max_connections: 200_000,
             per_ip_connections: 64,
             per_ip_hellos_per_min: 120,
+            // A /56 (a home or small office) and a /48 (a site) get 4 and 16
+            // times what one /64 gets: a campus with many hosts fits, while one
+            // /48 holds at most 1024 of the 200 000 connections.
+            per_56_connections: 256,
+            per_48_connections: 1024,
+            per_56_hellos_per_min: 480,
+            per_48_hellos_per_min: 1920,
             relay: true,
             relay_max_bytes: 2 * 1024 * 1024 * 1024,
             relay_rate: 8 * 1024 * 1024,
@@ -83,6 +99,10 @@ impl Config {
             ("max-connections", self.max_connections),
             ("per-ip-connections", self.per_ip_connections as usize),
             ("per-ip-hellos-per-min", self.per_ip_hellos_per_min as usize),
+            ("per-56-connections", self.per_56_connections as usize),
+            ("per-48-connections", self.per_48_connections as usize),
+            ("per-56-hellos-per-min", self.per_56_hellos_per_min as usize),
+            ("per-48-hellos-per-min", self.per_48_hellos_per_min as usize),
             ("relay-max-sessions", self.relay_max_sessions),
             (
                 "relay-max-bytes",
@@ -99,6 +119,25 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The per-address and per-network caps these settings describe.
+    pub fn limit_caps(&self) -> crate::limits::LimitCaps {
+        use crate::limits::{Caps, LimitCaps};
+        LimitCaps {
+            address: Caps {
+                connections: self.per_ip_connections,
+                hellos_per_min: self.per_ip_hellos_per_min,
+            },
+            net56: Caps {
+                connections: self.per_56_connections,
+                hellos_per_min: self.per_56_hellos_per_min,
+            },
+            net48: Caps {
+                connections: self.per_48_connections,
+                hellos_per_min: self.per_48_hellos_per_min,
+            },
+        }
     }
 }
 

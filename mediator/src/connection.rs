@@ -24,7 +24,6 @@ use wire::{
     ClientMsg, ErrorCode, FrameError, Link, MediatorMsg, RelayOffer, Role, PROTOCOL_VERSION,
 };
 
-use crate::limits::Refused;
 use crate::metrics::Limit;
 use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails};
 use crate::server::Admitted;
@@ -121,12 +120,9 @@ async fn converse(
             Ok(Ok(first)) => first,
         },
     };
-    if let Err(Refused::Hellos) = shared.limits.hello(admitted.key) {
-        shared.metrics.rejected(Limit::PerIpHellos);
-        return refuse(
-            ErrorCode::TooManyConnections,
-            "too many Hellos from your address; wait a minute",
-        );
+    if let Err(refused) = shared.limits.hello(admitted.key) {
+        shared.metrics.rejected(refused.limit());
+        return refuse(ErrorCode::TooManyConnections, refused.message());
     }
     let hello = match first {
         First::Hello(hello) => hello,

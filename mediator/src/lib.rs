@@ -17,7 +17,7 @@
 pub mod cli;
 mod config;
 mod connection;
-mod limits;
+pub mod limits;
 pub mod metrics;
 pub mod nameplates;
 mod relay;

@@ -24,16 +24,28 @@ pub enum Limit {
     PerIpConnections,
     /// `--per-ip-hellos-per-min`.
     PerIpHellos,
+    /// `--per-56-connections`.
+    Per56Connections,
+    /// `--per-48-connections`.
+    Per48Connections,
+    /// `--per-56-hellos-per-min`.
+    Per56Hellos,
+    /// `--per-48-hellos-per-min`.
+    Per48Hellos,
     /// `--max-rooms`.
     MaxRooms,
 }
 
 impl Limit {
-    const ALL: [Limit; 5] = [
+    const ALL: [Limit; 9] = [
         Limit::MaxConnections,
         Limit::OpenFiles,
         Limit::PerIpConnections,
         Limit::PerIpHellos,
+        Limit::Per56Connections,
+        Limit::Per48Connections,
+        Limit::Per56Hellos,
+        Limit::Per48Hellos,
         Limit::MaxRooms,
     ];
 
@@ -44,6 +56,10 @@ impl Limit {
             Limit::OpenFiles => "open_files",
             Limit::PerIpConnections => "per_ip_connections",
             Limit::PerIpHellos => "per_ip_hellos",
+            Limit::Per56Connections => "per_56_connections",
+            Limit::Per48Connections => "per_48_connections",
+            Limit::Per56Hellos => "per_56_hellos",
+            Limit::Per48Hellos => "per_48_hellos",
             Limit::MaxRooms => "max_rooms",
         }
     }

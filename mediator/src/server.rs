@@ -127,7 +127,7 @@ pub async fn run_with_metrics(
     config.validate()?;
     let shared = Arc::new(Shared {
         rooms: Box::new(InMemoryRooms::new(config.max_rooms)),
-        limits: AddrLimits::new(config.per_ip_connections, config.per_ip_hellos_per_min),
+        limits: AddrLimits::new(config.limit_caps()),
         metrics: Metrics::default(),
         cancel: CancellationToken::new(),
         tokens: TokenKey::new(),
@@ -281,11 +281,11 @@ fn admit(stream: TcpStream, addr: SocketAddr, shared: &Arc<Shared>, tracker: &Ta
         return;
     }
     let key = AddrKey::of(addr.ip());
-    if shared.limits.connect(key).is_err() {
-        shared.metrics.rejected(Limit::PerIpConnections);
+    if let Err(refused) = shared.limits.connect(key) {
+        shared.metrics.rejected(refused.limit());
         shared.metrics.error(ErrorCode::TooManyConnections);
-        tracing::debug!(peer = %addr, "per-address connection limit");
-        refuse_now(stream, "too many connections from your address");
+        tracing::debug!(peer = %addr, limit = refused.limit().as_str(), "per-address connection limit");
+        refuse_now(stream, refused.message());
         return;
     }
     shared.metrics.connection_opened();

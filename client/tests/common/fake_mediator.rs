@@ -1,6 +1,7 @@
 //! A lying mediator for tests: it speaks the real rendezvous protocol but either
 //! pairs two clients whatever their rooms, or puts itself in the middle with its
-//! own Diffie-Hellman values on both legs.
+//! own Diffie-Hellman values on both legs; and a broken one ([`Broken`]) that
+//! answers a `Hello` with bytes of the test's choosing, or not at all.
 
 use std::net::SocketAddr;
 
@@ -299,4 +300,52 @@ async fn recv<T: serde::de::DeserializeOwned>(framed: &mut Framed<TcpStream, Fra
         .expect("a frame")
         .expect("frame ok");
     wire::decode(&frame).expect("decodes")
+}
+
+/// What a broken mediator does after reading one client's `Hello` frame.
+#[derive(Debug, Clone)]
+pub enum Broken {
+    /// Writes these bytes (frames or garbage) and keeps the connection open.
+    Answer(Vec<u8>),
+    /// Writes these bytes, then closes.
+    AnswerAndClose(Vec<u8>),
+    /// Reads and never writes.
+    Stall,
+}
+
+/// Serves one client with `behaviour` on 127.0.0.1 and returns the address.
+pub async fn broken(behaviour: Broken) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind broken mediator");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        // The Hello: a 4-byte length, then that many bytes.
+        let mut header = [0u8; 4];
+        if stream.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let mut hello = vec![0u8; u32::from_be_bytes(header).min(1 << 16) as usize];
+        if stream.read_exact(&mut hello).await.is_err() {
+            return;
+        }
+        match behaviour {
+            Broken::Answer(bytes) => {
+                let _ = stream.write_all(&bytes).await;
+            }
+            Broken::AnswerAndClose(bytes) => {
+                let _ = stream.write_all(&bytes).await;
+                return;
+            }
+            Broken::Stall => {}
+        }
+        // Keep reading (pings) and never answer, until the client leaves.
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    addr
 }

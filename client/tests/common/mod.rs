@@ -290,7 +290,12 @@ impl Client {
 
     /// Waits for the process to exit and returns its code.
     pub async fn exit_code(&mut self) -> i32 {
-        let status = tokio::time::timeout(WAIT, self.child.wait())
+        self.exit_code_within(WAIT).await
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its code.
+    pub async fn exit_code_within(&mut self, limit: Duration) -> i32 {
+        let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("{} did not exit in time; saw {:?}", self.name, self.seen))
             .expect("wait for client");

@@ -1,26 +1,36 @@
-//! A hand-driven peer for tests: it joins a room through the real mediator as
-//! the joiner, completes the real handshake with a real client, and then sends
-//! whatever `PeerMsg`s a test wants, including ones no honest client would.
+//! A hand-driven peer for tests: it meets a real client through the real
+//! mediator, as the joiner ([`MatchedJoiner`]) or as the host ([`WaitingHost`]),
+//! and then either completes the real handshake ([`RawPeer`]) and sends whatever
+//! records a test wants, or misbehaves on the raw TCP stream at any step.
+//!
+//! Only [`meet_as_joiner`] and [`WaitingHost::start`] speak to the mediator; the
+//! rest is the peer link (docs/protocol.md §1, §6, §7), which does not depend on
+//! how the two clients found each other.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::OsRng;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
-use wire::handshake::JoinerHelloSent;
+use wire::handshake::{HostHandshake, JoinerHandshake};
 use wire::{
     ClientMsg, FrameCodec, HandshakeInput, Link, MediatorMsg, Opener, PeerHandshake, PeerMsg,
     Sealer,
 };
 
-pub struct RawPeer {
-    framed: Framed<TcpStream, FrameCodec>,
-    sealer: Sealer,
-    opener: Opener,
-}
+/// A framed peer-link stream.
+pub type PeerFramed = Framed<TcpStream, FrameCodec>;
+/// A framed mediator-link stream.
+pub type MediatorFramed = Framed<TcpStream, FrameCodec>;
 
-async fn recv_frame(framed: &mut Framed<TcpStream, FrameCodec>) -> bytes::BytesMut {
+/// The DH group every test uses (fast, and what `client_args` passes).
+const GROUP: dhke::Group = dhke::Group::Modp2048;
+
+async fn recv_frame(framed: &mut Framed<TcpStream, FrameCodec>) -> BytesMut {
     tokio::time::timeout(super::WAIT, framed.next())
         .await
         .expect("an answer in time")
@@ -28,64 +38,279 @@ async fn recv_frame(framed: &mut Framed<TcpStream, FrameCodec>) -> bytes::BytesM
         .expect("frame ok")
 }
 
-impl RawPeer {
-    /// Joins `room` at `mediator` (a client must already be waiting there).
-    pub async fn join(mediator: SocketAddr, room: &str, name: &str) -> RawPeer {
-        let group = dhke::Group::Modp2048;
-        let code = dhke::RoomCode::parse(room);
-        let keys = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
+/// Sends one message as one frame.
+pub async fn send_msg<T: serde::Serialize>(framed: &mut Framed<TcpStream, FrameCodec>, msg: &T) {
+    framed
+        .send(wire::encode(msg).expect("encode").as_slice())
+        .await
+        .expect("send a frame");
+}
+
+/// Receives one frame and decodes it as `T`.
+pub async fn recv_msg<T: serde::de::DeserializeOwned>(
+    framed: &mut Framed<TcpStream, FrameCodec>,
+) -> T {
+    wire::decode(&recv_frame(framed).await).expect("decodes")
+}
+
+/// The frame around `payload` (header included), as raw bytes.
+pub fn frame_bytes(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Waits until the other end closes `stream` (EOF or reset), discarding
+/// whatever it sends first; panics if that takes longer than `limit`.
+pub async fn expect_closed(stream: &mut TcpStream, limit: Duration) {
+    let mut sink = [0u8; 4096];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection stayed open for {limit:?}");
+}
+
+fn hello(room: &str, name: &str, keys: &dhke::KeyPair, listen: Option<SocketAddr>) -> ClientMsg {
+    ClientMsg::Hello {
+        version: wire::PROTOCOL_VERSION,
+        room: dhke::RoomCode::parse(room).tag().0,
+        name: name.into(),
+        group: GROUP.id(),
+        public: keys.public().to_vec(),
+        listen_port: listen.map_or(0, |a| a.port()),
+        local_addrs: listen.into_iter().collect(),
+        no_relay: true,
+    }
+}
+
+/// Reads mediator messages until `Matched`, skipping anything else (`Waiting`,
+/// `Pong`, and whatever a later protocol version adds).
+async fn until_matched(med: &mut MediatorFramed) -> MediatorMsg {
+    loop {
+        let msg: MediatorMsg = recv_msg(med).await;
+        if let MediatorMsg::Matched { .. } = msg {
+            return msg;
+        }
+        if let MediatorMsg::Error { code, message } = msg {
+            panic!("mediator refused the raw peer: {code:?} {message}");
+        }
+    }
+}
+
+/// A raw joiner the mediator has matched with a waiting real client (the host).
+pub struct MatchedJoiner {
+    /// Where the host listens.
+    pub host: SocketAddr,
+    /// Agreed with the host's announced value: gives a fresh `PeerHello` per try.
+    pub handshake: JoinerHandshake,
+    /// Held open: the mediator may still talk to us after `Matched`.
+    _mediator: MediatorFramed,
+}
+
+/// Joins `room` at `mediator` as the joiner (a client must be waiting there).
+pub async fn meet_as_joiner(mediator: SocketAddr, room: &str, name: &str) -> MatchedJoiner {
+    let keys = dhke::KeyPair::generate_cpace(GROUP, &dhke::RoomCode::parse(room), &mut OsRng)
+        .expect("CPace key pair");
+    let stream = TcpStream::connect(mediator).await.expect("reach mediator");
+    let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
+    send_msg(&mut med, &hello(room, name, &keys, None)).await;
+    let MediatorMsg::Matched {
+        peer_name,
+        public,
+        observed_addr,
+        listen_port,
+        local_addrs,
+        ..
+    } = until_matched(&mut med).await
+    else {
+        unreachable!()
+    };
+    let host = local_addrs
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::new(observed_addr.ip(), listen_port));
+    let input = HandshakeInput {
+        room: dhke::RoomCode::parse(room),
+        local_name: name.into(),
+        local: keys,
+        peer_name,
+        peer_public: public,
+        previous: None,
+        keylog: false,
+    };
+    MatchedJoiner {
+        host,
+        handshake: JoinerHandshake::new(input).expect("host's public value"),
+        _mediator: med,
+    }
+}
+
+impl MatchedJoiner {
+    /// A fresh TCP connection to the host, nothing sent yet.
+    pub async fn dial(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.host).await.expect("reach host");
+        let _ = stream.set_nodelay(true);
+        stream
+    }
+
+    /// A fresh framed connection to the host.
+    pub async fn dial_framed(&self) -> PeerFramed {
+        Framed::new(self.dial().await, FrameCodec::new(Link::Peer))
+    }
+
+    /// Runs the honest handshake on a fresh connection.
+    pub async fn handshake(&self) -> RawPeer {
+        self.try_handshake()
+            .await
+            .expect("the host completes the handshake")
+    }
+
+    /// [`MatchedJoiner::handshake`], or why the host turned this attempt away
+    /// (a real joiner would try again).
+    pub async fn try_handshake(&self) -> Result<RawPeer, String> {
+        let stream = TcpStream::connect(self.host)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
+        let (state, hello) = self.handshake.hello(&mut OsRng);
+        let payload = wire::encode(&hello).map_err(|e| e.to_string())?;
+        framed
+            .send(payload.as_slice())
+            .await
+            .map_err(|e| e.to_string())?;
+        let frame = match tokio::time::timeout(super::WAIT, framed.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            other => return Err(format!("no HostConfirm: {other:?}")),
+        };
+        let confirm: PeerHandshake = wire::decode(&frame).map_err(|e| e.to_string())?;
+        let (session, reply) = state.on_host_confirm(confirm).map_err(|e| e.to_string())?;
+        send_msg(&mut framed, &reply).await;
+        Ok(RawPeer::new(framed, session))
+    }
+}
+
+/// A raw host waiting at the mediator, with its listener on loopback.
+pub struct WaitingHost {
+    listener: TcpListener,
+    mediator: MediatorFramed,
+    keys: dhke::KeyPair,
+    room: String,
+    name: String,
+}
+
+/// A raw host the mediator has matched with a real client (the joiner).
+pub struct MatchedHost {
+    /// Where the joiner will connect.
+    pub listener: TcpListener,
+    /// Judges any number of `PeerHello`s (the state is not consumed).
+    pub handshake: HostHandshake,
+    _mediator: MediatorFramed,
+}
+
+impl WaitingHost {
+    /// Opens `room` at `mediator` and returns once the mediator says `Waiting`,
+    /// so a client started now becomes the joiner.
+    pub async fn start(mediator: SocketAddr, room: &str, name: &str) -> WaitingHost {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind raw host");
+        let listen = listener.local_addr().expect("listener address");
+        let keys = dhke::KeyPair::generate_cpace(GROUP, &dhke::RoomCode::parse(room), &mut OsRng)
+            .expect("CPace key pair");
         let stream = TcpStream::connect(mediator).await.expect("reach mediator");
         let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
-        let hello = ClientMsg::Hello {
-            version: wire::PROTOCOL_VERSION,
-            room: code.tag().0,
+        send_msg(&mut med, &hello(room, name, &keys, Some(listen))).await;
+        match recv_msg::<MediatorMsg>(&mut med).await {
+            MediatorMsg::Waiting { .. } => {}
+            other => panic!("expected Waiting, got {other:?}"),
+        }
+        WaitingHost {
+            listener,
+            mediator: med,
+            keys,
+            room: room.into(),
             name: name.into(),
-            group: group.id(),
-            public: keys.public().to_vec(),
-            listen_port: 0,
-            local_addrs: vec![],
-            no_relay: false,
-        };
-        med.send(wire::encode(&hello).unwrap().as_slice())
-            .await
-            .unwrap();
+        }
+    }
+
+    /// Waits for the joiner's match.
+    pub async fn matched(mut self) -> MatchedHost {
         let MediatorMsg::Matched {
-            peer_name,
-            public,
-            observed_addr,
-            listen_port,
-            local_addrs,
-            ..
-        } = wire::decode(&recv_frame(&mut med).await).expect("Matched")
+            peer_name, public, ..
+        } = until_matched(&mut self.mediator).await
         else {
-            panic!("expected Matched");
+            unreachable!()
         };
-        let host = local_addrs
-            .first()
-            .copied()
-            .unwrap_or_else(|| SocketAddr::new(observed_addr.ip(), listen_port));
         let input = HandshakeInput {
-            room: code,
-            local_name: name.into(),
-            local: keys,
+            room: dhke::RoomCode::parse(&self.room),
+            local_name: self.name,
+            local: self.keys,
             peer_name,
             peer_public: public,
             previous: None,
             keylog: false,
         };
-        let stream = TcpStream::connect(host).await.expect("reach host");
-        let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
-        let (state, hello) = JoinerHelloSent::start(input, &mut OsRng).unwrap();
-        framed
-            .send(wire::encode(&hello).unwrap().as_slice())
+        MatchedHost {
+            listener: self.listener,
+            handshake: HostHandshake::new(input).expect("joiner's public value"),
+            _mediator: self.mediator,
+        }
+    }
+}
+
+impl MatchedHost {
+    /// The joiner's next connection, nothing read yet.
+    pub async fn accept(&self) -> TcpStream {
+        let (stream, _) = tokio::time::timeout(super::WAIT, self.listener.accept())
             .await
-            .unwrap();
-        let confirm: PeerHandshake = wire::decode(&recv_frame(&mut framed).await).unwrap();
-        let (session, reply) = state.on_host_confirm(confirm).expect("host confirms");
-        framed
-            .send(wire::encode(&reply).unwrap().as_slice())
-            .await
-            .unwrap();
+            .expect("the joiner connects in time")
+            .expect("accept");
+        let _ = stream.set_nodelay(true);
+        stream
+    }
+
+    /// The joiner's next connection, framed.
+    pub async fn accept_framed(&self) -> PeerFramed {
+        Framed::new(self.accept().await, FrameCodec::new(Link::Peer))
+    }
+
+    /// Runs the honest handshake on the joiner's next connection.
+    pub async fn handshake(&self) -> RawPeer {
+        let mut framed = self.accept_framed().await;
+        let hello: PeerHandshake = recv_msg(&mut framed).await;
+        let (state, confirm) = self
+            .handshake
+            .on_peer_hello(hello, &mut OsRng)
+            .expect("joiner's hello");
+        send_msg(&mut framed, &confirm).await;
+        let reply: PeerHandshake = recv_msg(&mut framed).await;
+        let session = state.on_joiner_confirm(reply).expect("joiner confirms");
+        RawPeer::new(framed, session)
+    }
+}
+
+/// A peer past the handshake, holding both record directions.
+pub struct RawPeer {
+    pub framed: PeerFramed,
+    pub sealer: Sealer,
+    pub opener: Opener,
+}
+
+impl RawPeer {
+    /// Joins `room` at `mediator` as the joiner and completes the handshake (a
+    /// client must already be waiting there).
+    pub async fn join(mediator: SocketAddr, room: &str, name: &str) -> RawPeer {
+        meet_as_joiner(mediator, room, name).await.handshake().await
+    }
+
+    fn new(framed: PeerFramed, session: wire::Session) -> RawPeer {
         let (sealer, opener) = session.split();
         RawPeer {
             framed,
@@ -94,19 +319,63 @@ impl RawPeer {
         }
     }
 
-    pub async fn send(&mut self, msg: &PeerMsg) {
+    /// Seals `msg` as the next record without sending it (to replay, reorder or
+    /// tamper with it).
+    pub fn seal(&mut self, msg: &PeerMsg) -> Vec<u8> {
         let plaintext = wire::encode(msg).unwrap();
-        let record = self.sealer.seal(&plaintext, &mut OsRng).unwrap();
-        self.framed.send(record.as_slice()).await.unwrap();
+        self.sealer.seal(&plaintext, &mut OsRng).unwrap()
     }
 
-    /// The next message from the client, skipping pings and acks.
+    /// Sends a record (sealed earlier, or any bytes) as one frame.
+    pub async fn send_record(&mut self, record: &[u8]) {
+        self.framed.send(record).await.expect("send a record");
+    }
+
+    /// Writes raw bytes on the stream, bypassing the frame codec.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let stream = self.framed.get_mut();
+        let _ = stream.write_all(bytes).await;
+        let _ = stream.flush().await;
+    }
+
+    pub async fn send(&mut self, msg: &PeerMsg) {
+        let record = self.seal(msg);
+        self.send_record(&record).await;
+    }
+
+    /// Queues a message without flushing (for floods; `flush` sends them).
+    pub async fn feed(&mut self, msg: &PeerMsg) {
+        let record = self.seal(msg);
+        self.framed
+            .feed(record.as_slice())
+            .await
+            .expect("queue a record");
+    }
+
+    pub async fn flush(&mut self) {
+        SinkExt::<&[u8]>::flush(&mut self.framed)
+            .await
+            .expect("flush records");
+    }
+
+    /// The next record from the client as it came (not opened), and what it says.
+    pub async fn recv_record(&mut self) -> (Vec<u8>, PeerMsg) {
+        let frame = recv_frame(&mut self.framed).await;
+        let raw = frame.to_vec();
+        let mut copy = frame;
+        let plaintext = self.opener.open(&mut copy).expect("record opens");
+        (raw, wire::decode(plaintext).unwrap())
+    }
+
+    /// The next message from the client, whatever it is.
+    pub async fn recv_any(&mut self) -> PeerMsg {
+        self.recv_record().await.1
+    }
+
+    /// The next message from the client, answering pings and skipping pongs and acks.
     pub async fn recv(&mut self) -> PeerMsg {
         loop {
-            let mut frame = recv_frame(&mut self.framed).await;
-            let plaintext = self.opener.open(&mut frame).expect("record opens");
-            let msg: PeerMsg = wire::decode(plaintext).unwrap();
-            match msg {
+            match self.recv_any().await {
                 PeerMsg::Ping { nonce } => self.send(&PeerMsg::Pong { nonce }).await,
                 PeerMsg::Pong { .. } | PeerMsg::Ack { .. } => {}
                 other => return other,
@@ -130,49 +399,8 @@ pub struct Grind {
 /// answer and drops the connection, hoping for a host nonce that gives a SAS
 /// it likes (docs/protocol.md §12.4).
 pub async fn grind(mediator: SocketAddr, room: &str, name: &str, attempts: usize) -> Grind {
-    let group = dhke::Group::Modp2048;
-    let code = dhke::RoomCode::parse(room);
-    let keys = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
-    let stream = TcpStream::connect(mediator).await.expect("reach mediator");
-    let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
-    let hello = ClientMsg::Hello {
-        version: wire::PROTOCOL_VERSION,
-        room: code.tag().0,
-        name: name.into(),
-        group: group.id(),
-        public: keys.public().to_vec(),
-        listen_port: 0,
-        local_addrs: vec![],
-        no_relay: true,
-    };
-    med.send(wire::encode(&hello).unwrap().as_slice())
-        .await
-        .unwrap();
-    let MediatorMsg::Matched {
-        peer_name,
-        public,
-        observed_addr,
-        listen_port,
-        local_addrs,
-        ..
-    } = wire::decode(&recv_frame(&mut med).await).expect("Matched")
-    else {
-        panic!("expected Matched");
-    };
-    let host = local_addrs
-        .first()
-        .copied()
-        .unwrap_or_else(|| SocketAddr::new(observed_addr.ip(), listen_port));
-    let input = HandshakeInput {
-        room: code,
-        local_name: name.into(),
-        local: keys,
-        peer_name,
-        peer_public: public,
-        previous: None,
-        keylog: false,
-    };
-    let handshake = wire::handshake::JoinerHandshake::new(input).expect("handshake");
+    let joiner = meet_as_joiner(mediator, room, name).await;
+    let (host, handshake) = (joiner.host, &joiner.handshake);
     let mut seen = Grind::default();
     for _ in 0..attempts {
         let Ok(stream) = TcpStream::connect(host).await else {

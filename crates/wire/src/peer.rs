@@ -81,3 +81,63 @@ pub enum PeerMsg {
         reason: String,
     },
 }
+
+/// A [`PeerMsg`] field over its limit (docs/protocol.md §7). Senders never
+/// produce one; a receiver treats it as a protocol violation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// `Chat.text` longer than [`MAX_CHAT_TEXT`] bytes.
+    #[error("chat text of {0} bytes, over the limit of {MAX_CHAT_TEXT}")]
+    ChatText(usize),
+    /// `FileChunk.data` longer than [`MAX_FILE_CHUNK`] bytes.
+    #[error("file chunk of {0} bytes, over the limit of {MAX_FILE_CHUNK}")]
+    FileChunk(usize),
+}
+
+impl PeerMsg {
+    /// Checks the per-field limits of docs/protocol.md §7 (the record and frame
+    /// bounds are checked where records are opened). The one place a receiver
+    /// decides them.
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        match self {
+            PeerMsg::Chat { text, .. } if text.len() > MAX_CHAT_TEXT => {
+                Err(LimitError::ChatText(text.len()))
+            }
+            PeerMsg::FileChunk { data, .. } if data.len() > MAX_FILE_CHUNK => {
+                Err(LimitError::FileChunk(data.len()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_inclusive() {
+        let chat = |n: usize| PeerMsg::Chat {
+            id: 1,
+            sent_at_ms: 0,
+            text: "a".repeat(n),
+        };
+        assert_eq!(chat(MAX_CHAT_TEXT).check_limits(), Ok(()));
+        assert_eq!(
+            chat(MAX_CHAT_TEXT + 1).check_limits(),
+            Err(LimitError::ChatText(MAX_CHAT_TEXT + 1))
+        );
+        let chunk = |n: usize| PeerMsg::FileChunk {
+            id: 1,
+            offset: 0,
+            data: vec![0; n],
+        };
+        assert_eq!(chunk(MAX_FILE_CHUNK).check_limits(), Ok(()));
+        assert_eq!(
+            chunk(MAX_FILE_CHUNK + 1).check_limits(),
+            Err(LimitError::FileChunk(MAX_FILE_CHUNK + 1))
+        );
+        assert_eq!(PeerMsg::Ping { nonce: 0 }.check_limits(), Ok(()));
+    }
+}

@@ -28,7 +28,12 @@ pub struct Server {
 
 /// Starts `mediator::run` on 127.0.0.1:0 with `config`.
 pub async fn start(config: Config) -> Server {
-    let listener = mediator::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    start_on("127.0.0.1:0".parse().unwrap(), config).await
+}
+
+/// Starts `mediator::run` on `listen` (e.g. `[::1]:0`) with `config`.
+pub async fn start_on(listen: SocketAddr, config: Config) -> Server {
+    let listener = mediator::bind(listen).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(mediator::run(listener, config, async {
