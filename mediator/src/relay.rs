@@ -27,6 +27,9 @@ use crate::server::{Admitted, Shared};
 const TOKEN_LABEL: &[u8] = b"p2pchat/v2/relay-token";
 /// A `RelayReady` or end notice must be written within this.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an ended session keeps reading (and discarding) so its close is a
+/// FIN, not a reset that would destroy the end notice in flight.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// A refusal: the code and message of the `Error` the client gets.
 pub(crate) type Refusal = (ErrorCode, String);
@@ -428,6 +431,15 @@ async fn pump(
         let _ = timeout(WRITE_TIMEOUT, dst.write_all(&relay_notice(code, &message))).await;
     }
     let _ = dst.shutdown().await;
+    // Read what `src` still sends (discarding it) until it closes or DRAIN
+    // passes: closing a socket with unread bytes sends a reset, and a reset makes
+    // the far kernel drop the end notice before its client reads it.
+    let until = Instant::now() + DRAIN;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, src.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]
