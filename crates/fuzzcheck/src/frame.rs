@@ -26,7 +26,10 @@ pub fn frame_decode(data: &[u8]) {
     for link in [Link::Mediator, Link::Peer] {
         let (frames, end) = by_the_spec(link, stream);
         let (got, got_end) = through_the_codec(link, stream, sizes);
-        assert_eq!(got_end, end, "{link:?}: codec ended differently from the spec");
+        assert_eq!(
+            got_end, end,
+            "{link:?}: codec ended differently from the spec"
+        );
         assert_eq!(got.len(), frames.len(), "{link:?}: frame count differs");
         let mut offset = 0;
         for (frame, expected) in got.iter().zip(&frames) {

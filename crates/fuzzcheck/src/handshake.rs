@@ -137,14 +137,10 @@ impl Fixture {
 pub(crate) fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let host_key = KeyPair::generate(
-            Group::Modp2048,
-            &mut StdRng::seed_from_u64(HOST_KEY_SEED),
-        );
-        let joiner_key = KeyPair::generate(
-            Group::Modp2048,
-            &mut StdRng::seed_from_u64(JOINER_KEY_SEED),
-        );
+        let host_key =
+            KeyPair::generate(Group::Modp2048, &mut StdRng::seed_from_u64(HOST_KEY_SEED));
+        let joiner_key =
+            KeyPair::generate(Group::Modp2048, &mut StdRng::seed_from_u64(JOINER_KEY_SEED));
         let fresh = Fixture::new(&host_key, &joiner_key, None);
         let previous = session_secret(&fresh);
         let resumed = Fixture::new(&host_key, &joiner_key, Some(previous));
@@ -172,7 +168,10 @@ fn check_sessions(mut host: Session, mut joiner: Session) {
     assert_eq!(host.resumed(), joiner.resumed());
     let mut rng = StdRng::seed_from_u64(3);
     let mut record = host.sealer().seal(b"to joiner", &mut rng).expect("seal");
-    assert_eq!(joiner.opener().open(&mut record).expect("open"), b"to joiner");
+    assert_eq!(
+        joiner.opener().open(&mut record).expect("open"),
+        b"to joiner"
+    );
     let mut record = joiner.sealer().seal(b"to host", &mut rng).expect("seal");
     assert_eq!(host.opener().open(&mut record).expect("open"), b"to host");
 }
@@ -185,7 +184,11 @@ pub fn handshake(data: &[u8]) {
         return;
     };
     let fx = fixtures();
-    let f = if ctrl & 1 == 0 { &fx.fresh } else { &fx.resumed };
+    let f = if ctrl & 1 == 0 {
+        &fx.fresh
+    } else {
+        &fx.resumed
+    };
     let split = usize::from(u16::from_le_bytes([*lo, *hi])).min(rest.len());
     let (first, second) = rest.split_at(split);
     if ctrl & 2 == 0 {
@@ -231,12 +234,18 @@ fn host_side(f: &Fixture, first: &[u8], second: &[u8]) {
             else {
                 unreachable!("the fixture hello is a PeerHello");
             };
-            assert_eq!(commit, genuine_commit, "the host completed a forged commitment");
+            assert_eq!(
+                commit, genuine_commit,
+                "the host completed a forged commitment"
+            );
             let (joiner_state, _) = f.joiner.hello(&mut joiner_rng());
             let (joiner_session, expected) = joiner_state
                 .on_host_confirm(reply)
                 .expect("the joiner accepts the host's answer to its own commitment");
-            assert_eq!(confirm, expected, "the host completed a forged JoinerConfirm");
+            assert_eq!(
+                confirm, expected,
+                "the host completed a forged JoinerConfirm"
+            );
             check_sessions(host_session, joiner_session);
         }
         Err(e) => assert!(!genuine, "the genuine exchange failed: {e}"),

@@ -19,6 +19,8 @@ pub mod seeds;
 pub use frame::frame_decode;
 pub use handshake::handshake;
 pub use messages::{client_msg, mediator_msg, peer_handshake_msg, peer_msg};
+/// The client's download-name sanitiser, compiled from its source (see `names`).
+pub use names::safe_file_name;
 pub use names::{file_name, terminal_text};
 pub use public::public_value;
 pub use record::record_open;

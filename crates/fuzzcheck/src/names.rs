@@ -1,10 +1,21 @@
 //! What peers may name: the terminal filter and the name check of `wire::text`,
 //! and the client's download-name sanitiser (`client::files::safe_file_name`).
+//!
+//! The sanitiser is compiled from the client's own source file rather than through
+//! a dependency on the client crate: that file needs only std, `wire`, `rand` and
+//! `thiserror`, while the client crate would pull some 200 crates (terminal UI,
+//! SQLite, tokio's full runtime) into every instrumented fuzz build. `tests/corpus.rs` checks that
+//! this copy and `client::files::safe_file_name` agree on every corpus input.
 
 use std::borrow::Cow;
 use std::path::{Component, Path};
 
-use client::files::{part_path, safe_file_name, unique_destination, FileNameError, MAX_NAME_BYTES};
+#[allow(rustdoc::broken_intra_doc_links)]
+#[path = "../../../client/src/files/name.rs"]
+mod client_name;
+
+pub use client_name::safe_file_name;
+use client_name::{part_path, unique_destination, FileNameError, MAX_NAME_BYTES};
 use wire::text::{is_invisible_format, sanitize_for_terminal, validate_name, MAX_NAME_CHARS};
 use wire::NameError;
 
@@ -33,9 +44,13 @@ pub fn terminal_text(data: &[u8]) {
     assert!(matches!(sanitize_for_terminal(&shown), Cow::Borrowed(_)));
     // The filter only removes: the result is a subsequence of the input, with tab,
     // newline and carriage return read as spaces. It never makes up text.
-    let mut input = text
-        .chars()
-        .map(|c| if matches!(c, '\t' | '\n' | '\r') { ' ' } else { c });
+    let mut input = text.chars().map(|c| {
+        if matches!(c, '\t' | '\n' | '\r') {
+            ' '
+        } else {
+            c
+        }
+    });
     for c in shown.chars() {
         assert!(
             input.any(|i| i == c),
@@ -81,10 +96,12 @@ pub fn file_name(data: &[u8]) {
             return;
         }
         Err(FileNameError::DotName(dots)) => {
-            assert!(dots == "." || dots == "..", "{offered:?} refused as {dots:?}");
+            assert!(
+                dots == "." || dots == "..",
+                "{offered:?} refused as {dots:?}"
+            );
             return;
         }
-        Err(e) => panic!("{offered:?}: unexpected error {e}"),
     };
     assert!(!name.is_empty());
     assert!(name != "." && name != "..", "{offered:?} became {name:?}");

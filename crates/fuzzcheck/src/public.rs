@@ -32,8 +32,7 @@ pub fn public_value(data: &[u8]) {
 fn as_sent(group: Group, bytes: &[u8]) {
     let p = BigUint::from_bytes_be(group.prime_bytes());
     let y = BigUint::from_bytes_be(bytes);
-    let in_range =
-        bytes.len() == group.prime_len() && y > BigUint::from(1u32) && y < &p - 1u32;
+    let in_range = bytes.len() == group.prime_len() && y > BigUint::from(1u32) && y < &p - 1u32;
     assert_eq!(check_public_range(group, bytes).is_ok(), in_range);
     // Our own value, for the reflection check: a fixed value in range.
     let own = vec![0x5a; group.prime_len()];

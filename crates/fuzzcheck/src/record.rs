@@ -52,7 +52,10 @@ pub fn record_open(data: &[u8]) {
         apply(&mut changed, edit);
     }
     if changed != sealed {
-        assert!(opener.open(&mut changed).is_err(), "a changed record opened");
+        assert!(
+            opener.open(&mut changed).is_err(),
+            "a changed record opened"
+        );
         assert_eq!(opener.sequence(), 0, "a failed open moved the counter");
     }
     // Reflected (the other direction's keys) and replayed records never open.
@@ -60,13 +63,22 @@ pub fn record_open(data: &[u8]) {
     let mut reflected = sealed.clone();
     assert!(Opener::new(&enc, &mac).open(&mut reflected).is_err());
     let mut genuine = sealed.clone();
-    assert_eq!(opener.open(&mut genuine).expect("genuine record"), plaintext);
+    assert_eq!(
+        opener.open(&mut genuine).expect("genuine record"),
+        plaintext
+    );
     let mut replayed = sealed;
-    assert!(opener.open(&mut replayed).is_err(), "a replayed record opened");
+    assert!(
+        opener.open(&mut replayed).is_err(),
+        "a replayed record opened"
+    );
     // Out of order: record 2 at position 1.
     let _skipped = sealer.seal(b"1", &mut rng).expect("seal");
     let mut second = sealer.seal(b"2", &mut rng).expect("seal");
-    assert!(opener.open(&mut second).is_err(), "a reordered record opened");
+    assert!(
+        opener.open(&mut second).is_err(),
+        "a reordered record opened"
+    );
 }
 
 /// One edit: flip bits, truncate, insert or remove a byte.

@@ -78,7 +78,13 @@ fn frames() -> Vec<Vec<u8>> {
     split.extend_from_slice(&two[1..]);
     let mut big = vec![0u8, 0, 0, 0x40, 0];
     big.extend(std::iter::repeat(0xab).take(16 * 1024));
-    vec![two, split, big, vec![0, 0, 0, 0, 0], vec![0, 0xff, 0xff, 0xff, 0xff]]
+    vec![
+        two,
+        split,
+        big,
+        vec![0, 0, 0, 0, 0],
+        vec![0, 0xff, 0xff, 0xff, 0xff],
+    ]
 }
 
 /// `ctrl | u16_le(split) | first | second`, as `handshake` reads it.

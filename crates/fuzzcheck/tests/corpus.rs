@@ -58,3 +58,21 @@ fn every_fuzz_target_has_a_harness_function() {
         );
     }
 }
+
+#[test]
+fn the_file_name_copy_is_the_clients() {
+    let dir = fuzz_dir().join("corpus/file_name");
+    let mut inputs: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fuzz/corpus/file_name")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("corpus file"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect();
+    inputs.extend(["", "..", "a/b", "x\u{1b}.txt"].map(String::from));
+    for offered in inputs {
+        assert_eq!(
+            fuzzcheck::safe_file_name(&offered).map_err(|e| e.to_string()),
+            client::files::safe_file_name(&offered).map_err(|e| e.to_string()),
+            "{offered:?}"
+        );
+    }
+}
