@@ -9,14 +9,13 @@
 
 use std::sync::OnceLock;
 
-use dhke::schedule::RoomName;
-use dhke::{Group, KeyPair, ResumeSecret, RoomTag};
+use dhke::{Group, KeyPair, ResumeSecret, RoomCode, RoomTag};
 use rand::rngs::StdRng;
 use rand::{CryptoRng, RngCore, SeedableRng};
 use wire::handshake::{HostHandshake, JoinerHandshake};
 use wire::{HandshakeInput, PeerHandshake, Session};
 
-const ROOM: &str = "fuzz-velvet-harbor";
+const ROOM: &str = "7-velvet-harbor";
 const HOST_NAME: &str = "alice";
 const JOINER_NAME: &str = "bob";
 const HOST_KEY_SEED: u64 = 14;
@@ -46,6 +45,12 @@ pub(crate) struct Fixtures {
     pub(crate) resumed: Fixture,
 }
 
+/// The room code, parsed once (its tag may cost an Argon2id).
+fn code() -> &'static RoomCode {
+    static CODE: OnceLock<RoomCode> = OnceLock::new();
+    CODE.get_or_init(|| RoomCode::parse(ROOM))
+}
+
 fn host_rng() -> StdRng {
     StdRng::seed_from_u64(HOST_NONCE_SEED)
 }
@@ -62,7 +67,7 @@ fn input(
     previous: Option<ResumeSecret>,
 ) -> HandshakeInput {
     HandshakeInput {
-        room: RoomName::new(ROOM),
+        room: code().clone(),
         local_name: local_name.into(),
         local: local.clone(),
         peer_name: peer_name.into(),
@@ -123,7 +128,7 @@ impl Fixture {
         Fixture {
             host,
             joiner,
-            tag: RoomName::new(ROOM).tag(),
+            tag: code().tag(),
             joiner_public: joiner_key.public().to_vec(),
             hello,
             host_confirm,
@@ -137,10 +142,18 @@ impl Fixture {
 pub(crate) fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let host_key =
-            KeyPair::generate(Group::Modp2048, &mut StdRng::seed_from_u64(HOST_KEY_SEED));
-        let joiner_key =
-            KeyPair::generate(Group::Modp2048, &mut StdRng::seed_from_u64(JOINER_KEY_SEED));
+        let host_key = KeyPair::generate_cpace(
+            Group::Modp2048,
+            code(),
+            &mut StdRng::seed_from_u64(HOST_KEY_SEED),
+        )
+        .expect("fixture key pair");
+        let joiner_key = KeyPair::generate_cpace(
+            Group::Modp2048,
+            code(),
+            &mut StdRng::seed_from_u64(JOINER_KEY_SEED),
+        )
+        .expect("fixture key pair");
         let fresh = Fixture::new(&host_key, &joiner_key, None);
         let previous = session_secret(&fresh);
         let resumed = Fixture::new(&host_key, &joiner_key, Some(previous));
