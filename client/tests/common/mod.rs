@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_mediator;
+pub mod lab;
 pub mod proxy;
 pub mod raw_peer;
 
@@ -48,6 +49,19 @@ pub fn mediator_bin() -> PathBuf {
     path
 }
 
+/// `program`, run in network namespace `netns` (through `ip netns exec`, which
+/// execs it in place, so the child's pid is the program's) or in ours.
+pub fn command_in(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A scratch directory removed when dropped.
 pub struct TempDir(PathBuf);
 
@@ -90,7 +104,13 @@ impl Mediator {
 
     /// Starts a mediator on a given address (to restart one on the same port).
     pub async fn start_at(listen: &str, extra: &[&str]) -> Mediator {
-        let mut child = Command::new(mediator_bin())
+        Mediator::start_in(None, listen, extra).await
+    }
+
+    /// Starts a mediator inside network namespace `netns` (a lab's public
+    /// segment), or in ours with `None`.
+    pub async fn start_in(netns: Option<&str>, listen: &str, extra: &[&str]) -> Mediator {
+        let mut child = command_in(netns, &mediator_bin())
             .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
@@ -171,7 +191,18 @@ impl Client {
     }
 
     pub fn start_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Client {
-        let mut cmd = Command::new(client_bin());
+        Client::start_in(None, name, args, env)
+    }
+
+    /// Starts a client inside network namespace `netns` (a lab host), or in ours
+    /// with `None`.
+    pub fn start_in(
+        netns: Option<&str>,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Client {
+        let mut cmd = command_in(netns, &client_bin());
         cmd.env_remove("P2PCHAT_KEYLOG").args(args);
         if !args.iter().any(|a| a == "--json") {
             cmd.arg("--json");
@@ -221,7 +252,12 @@ impl Client {
 
     /// Waits for the next event named `kind`, skipping others (kept in `seen`).
     pub async fn expect(&mut self, kind: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.expect_within(kind, WAIT).await
+    }
+
+    /// [`Client::expect`] with its own bound.
+    pub async fn expect_within(&mut self, kind: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let next = tokio::time::timeout_at(deadline, self.events.recv()).await;
             match next {
@@ -238,7 +274,7 @@ impl Client {
                     self.stderr()
                 ),
                 Err(_) => panic!(
-                    "{}: no `{kind}` event within {WAIT:?}; saw {:?}; stderr: {}",
+                    "{}: no `{kind}` event within {limit:?}; saw {:?}; stderr: {}",
                     self.name,
                     self.seen,
                     self.stderr()
@@ -280,9 +316,21 @@ impl Client {
 
     /// Waits for the process to exit and returns its code.
     pub async fn exit_code(&mut self) -> i32 {
-        let status = tokio::time::timeout(WAIT, self.child.wait())
+        self.exit_code_within(WAIT).await
+    }
+
+    /// [`Client::exit_code`] with its own bound.
+    pub async fn exit_code_within(&mut self, limit: Duration) -> i32 {
+        let status = tokio::time::timeout(limit, self.child.wait())
             .await
-            .unwrap_or_else(|_| panic!("{} did not exit in time; saw {:?}", self.name, self.seen))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not exit within {limit:?}; saw {:?}; stderr: {}",
+                    self.name,
+                    self.seen,
+                    self.stderr()
+                )
+            })
             .expect("wait for client");
         status.code().unwrap_or(-1)
     }
