@@ -34,8 +34,22 @@ pub fn mediator_bin() -> PathBuf {
     let path = dir.join(format!("mediator{}", std::env::consts::EXE_SUFFIX));
     if !path.exists() {
         let target_dir = dir.parent().expect("profile dir has a parent");
+        // A bench (target/release) needs the mediator of the same profile.
+        let profile = if dir.ends_with("release") {
+            "bench"
+        } else {
+            "dev"
+        };
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "mediator", "--bin", "mediator"])
+            .args([
+                "build",
+                "-p",
+                "mediator",
+                "--bin",
+                "mediator",
+                "--profile",
+                profile,
+            ])
             .env("CARGO_TARGET_DIR", target_dir)
             .status()
             .expect("run cargo build for the mediator");
@@ -150,7 +164,10 @@ pub struct Client {
     pub name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    events: mpsc::UnboundedReceiver<Value>,
+    /// Each event with the moment its line was read.
+    events: mpsc::UnboundedReceiver<(std::time::Instant, Value)>,
+    /// When the event [`Client::expect`] last returned was printed (timing benches).
+    pub last_at: Option<std::time::Instant>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     pub seen: Vec<Value>,
 }
@@ -225,7 +242,7 @@ impl Client {
             while let Ok(Some(line)) = lines.next_line().await {
                 let value: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("client printed non-JSON line {line:?}: {e}"));
-                if tx.send(value).is_err() {
+                if tx.send((std::time::Instant::now(), value)).is_err() {
                     break;
                 }
             }
@@ -247,6 +264,7 @@ impl Client {
             events,
             stderr: err_text,
             seen: Vec::new(),
+            last_at: None,
         }
     }
 
@@ -261,9 +279,10 @@ impl Client {
         loop {
             let next = tokio::time::timeout_at(deadline, self.events.recv()).await;
             match next {
-                Ok(Some(event)) => {
+                Ok(Some((at, event))) => {
                     self.seen.push(event.clone());
                     if event["event"] == kind {
+                        self.last_at = Some(at);
                         return event;
                     }
                 }
@@ -285,7 +304,7 @@ impl Client {
 
     /// Every event until the output ends (the process exited).
     pub async fn drain(&mut self) -> Vec<Value> {
-        while let Ok(Some(event)) = tokio::time::timeout(WAIT, self.events.recv()).await {
+        while let Ok(Some((_, event))) = tokio::time::timeout(WAIT, self.events.recv()).await {
             self.seen.push(event);
         }
         self.seen.clone()
