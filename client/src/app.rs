@@ -25,6 +25,7 @@ use crate::exit::ClientError;
 use crate::history::History;
 use crate::input::InputEvent;
 use crate::peerlink::PeerLink;
+use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{Matched, MediatorLink};
 use crate::roomcode;
@@ -52,7 +53,10 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     let setup = prepare(args, out)?;
     // The listener lives for the whole run, so an advertised port stays valid
     // across reconnects; it exists before the first Hello that advertises it.
-    let listener = bind_listener(setup.listen).await?;
+    // Its port is the run's one port (§12.1): the mediator link and every dial
+    // leave from it too.
+    let (port, listener) = bind_listener(setup.listen)?;
+    let reveals = connect::Reveals::default();
     let history = setup.history.as_deref().map(History::open).transpose()?;
     let mut input = out.input(MAX_CHAT_TEXT);
     let downloads = setup
@@ -62,7 +66,12 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         .unwrap_or_else(crate::files::default_downloads_dir);
     let (transfers, mut updates) = Transfers::new(downloads, setup.args.yes);
     let mut convo = Conversation::new(&setup.room, &setup.name, history, transfers);
-    let result = converse(&setup, &listener, &mut convo, &mut input, &mut updates, out).await;
+    let net = Net {
+        port,
+        listener: &listener,
+        reveals: &reveals,
+    };
+    let result = converse(&setup, &net, &mut convo, &mut input, &mut updates, out).await;
     let reason = match &result {
         Ok(reason) => reason.clone(),
         Err(e) => e.to_string(),
@@ -71,10 +80,17 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     result.map(|_| ())
 }
 
+/// The run's network state, kept across reconnects.
+struct Net<'a> {
+    port: LocalPort,
+    listener: &'a TcpListener,
+    reveals: &'a connect::Reveals,
+}
+
 /// Sessions, one after another, until the conversation ends; returns why.
 async fn converse(
     setup: &Setup,
-    listener: &TcpListener,
+    net: &Net<'_>,
     convo: &mut Conversation,
     input: &mut mpsc::Receiver<InputEvent>,
     updates: &mut mpsc::UnboundedReceiver<Update>,
@@ -85,7 +101,7 @@ async fn converse(
 
     loop {
         let previous = convo.previous();
-        let attempt = establish(setup, listener, previous.clone(), out);
+        let attempt = establish(setup, net, previous.clone(), out);
         let established = match offline(
             attempt,
             convo,
@@ -180,6 +196,9 @@ async fn converse(
             }
             Ending::PeerLeft(reason) => return Ok(reason),
             Ending::Lost(ClientError::Integrity) => return Err(ClientError::Integrity),
+            // A relay cap is the operator's word: reconnecting would only be
+            // relayed again.
+            Ending::Lost(e @ ClientError::RelayEnded(_)) => return Err(e),
             Ending::Lost(e) => {
                 let delay = backoff(0);
                 out.show(&Event::Reconnecting {
@@ -323,14 +342,12 @@ async fn offline<T>(
 /// One pass through the mediator to a confirmed peer connection.
 async fn establish(
     setup: &Setup,
-    listener: &TcpListener,
+    net: &Net<'_>,
     previous: Option<ResumeSecret>,
     out: &Output,
 ) -> Result<(Connected, Matched), ClientError> {
-    let listen_addr = listener
-        .local_addr()
-        .map_err(|e| ClientError::ListenFailed(format!("listener has no address: {e}")))?;
-    let mediator = MediatorLink::connect(&setup.server).await?;
+    let listen_addr = net.port.addr();
+    let mediator = MediatorLink::connect(&setup.server, &net.port).await?;
     let keys = KeyPair::generate(setup.group, &mut OsRng);
     let (listen_port, local_addrs) = advertised(&setup.args, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
@@ -340,11 +357,11 @@ async fn establish(
         group: setup.group.id(),
         public: keys.public().to_vec(),
         listen_port,
-        local_addrs,
+        local_addrs: local_addrs.clone(),
         no_relay: setup.args.no_relay,
     };
     let listen_text = listen_addr.to_string();
-    let matched = mediator
+    let (matched, link) = mediator
         .rendezvous(hello, &setup.room, |expires_in_secs| {
             out.show(&Event::Waiting {
                 listen: listen_text.clone(),
@@ -370,8 +387,20 @@ async fn establish(
         previous,
         keylog: setup.keylog.is_some(),
     };
-    let deadline = Instant::now() + setup.args.connect_timeout;
-    let conn = connect_peer(&matched, listener, input, deadline, out).await?;
+    let matched_at = Instant::now();
+    let race = connect::Race {
+        matched: &matched,
+        port: net.port,
+        listener: net.listener,
+        own_locals: &local_addrs,
+        server: &setup.server,
+        punch: (!setup.args.no_punch).then(|| link.watch_punch()),
+        matched_at,
+        deadline: matched_at + setup.args.connect_timeout,
+        relay_after: setup.args.relay_after,
+        reveals: net.reveals,
+    };
+    let conn = connect_peer(race, input, out).await?;
     Ok((conn, matched))
 }
 
@@ -393,8 +422,8 @@ fn record_session(setup: &Setup, conn: &Connected, info: &PeerInfo) -> Result<()
     )
 }
 
-async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ClientError> {
-    let failed = |e: std::io::Error| {
+fn bind_listener(addr: SocketAddr) -> Result<(LocalPort, TcpListener), ClientError> {
+    LocalPort::listen(addr).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 "another program uses that port: pick another with --listen, or 0 for any free port"
@@ -405,19 +434,7 @@ async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ClientError> {
             _ => "check the --listen address",
         };
         ClientError::ListenFailed(format!("cannot listen on {addr}: {e}; {hint}"))
-    };
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-    }
-    .map_err(failed)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        // Accept IPv4 peers on the same port too.
-        let sock = socket2::SockRef::from(&socket);
-        let _ = sock.set_only_v6(false);
-    }
-    socket.bind(addr).map_err(failed)?;
-    socket.listen(64).map_err(failed)
+    })
 }
 
 /// The listen port and local addresses our `Hello` advertises: `--advertise` if
@@ -444,30 +461,23 @@ fn advertised(
 }
 
 async fn connect_peer(
-    matched: &Matched,
-    listener: &TcpListener,
+    race: connect::Race<'_>,
     input: HandshakeInput,
-    deadline: Instant,
     out: &Output,
 ) -> Result<Connected, ClientError> {
-    let refused = |e| connect::handshake_failure(e, &matched.peer_name);
-    match matched.role {
-        Role::Host => {
-            let handshake = HostHandshake::new(input).map_err(refused)?;
-            connect::host(listener, handshake, matched, deadline, |addr, reason| {
-                out.show(&Event::Rejected {
-                    addr: addr.to_string(),
-                    reason: reason.to_string(),
-                })
-            })
-            .await
-        }
-        Role::Joiner => {
-            let handshake = JoinerHandshake::new(input).map_err(refused)?;
-            let candidates = connect::candidates(matched);
-            connect::join(&candidates, &handshake, deadline, &matched.peer_name).await
-        }
-    }
+    let peer_name = race.matched.peer_name.clone();
+    let refused = |e| connect::handshake_failure(e, &peer_name);
+    let side = match race.matched.role {
+        Role::Host => connect::Side::Host(HostHandshake::new(input).map_err(refused)?),
+        Role::Joiner => connect::Side::Joiner(JoinerHandshake::new(input).map_err(refused)?),
+    };
+    connect::connect(race, side, |addr, reason| {
+        out.show(&Event::Rejected {
+            addr: addr.to_string(),
+            reason: reason.to_string(),
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -108,6 +108,11 @@ fn link_failure(e: LinkError, peer: &str) -> ClientError {
         LinkError::Io(why) => {
             ClientError::ConnectionLost(format!("lost the connection to {name}: {why}"))
         }
+        LinkError::RelayEnded(why) => ClientError::RelayEnded(format!(
+            "the mediator's relay ended the session with {name}: {why}. There is no direct path \
+             between you; ask the mediator's operator about its relay caps, or forward a port \
+             (--listen PORT --advertise IP:PORT)."
+        )),
     }
 }
 

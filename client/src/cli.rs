@@ -97,6 +97,16 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_YES")]
     pub yes: bool,
 
+    /// Do not dial the peer's observed address (no hole punching): only its
+    /// announced addresses and the relay. For tests and diagnosis.
+    #[arg(long, env = "P2PCHAT_NO_PUNCH", hide = true)]
+    pub no_punch: bool,
+
+    /// How long to try direct and punched paths before falling back to the
+    /// mediator's relay (when neither side passed --no-relay).
+    #[arg(long, env = "P2PCHAT_RELAY_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub relay_after: Duration,
+
     /// How long the joiner keeps trying to reach the host (and the host waits for it).
     #[arg(long, env = "P2PCHAT_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,

@@ -1,43 +1,79 @@
-//! Reaching the peer: the host accepts and judges incoming connections, the joiner
-//! races every candidate address with backoff; both end with a confirmed
-//! [`wire::Session`] on one TCP stream.
+//! Reaching the peer (docs/protocol.md §6, §12): every way to reach it feeds one
+//! race — the joiner's dials to the host's announced addresses, both sides'
+//! punch dials to the other's observed address from the run's one port at the
+//! mediator's `PunchNow`, both listeners, and the mediator's relay after a short
+//! delay. Handshake roles stay the ones the mediator assigned, whichever side's
+//! SYN won; the first connection to finish the handshake wins.
 //!
-//! Every way to reach the peer is a [`Candidate`] with a [`Path`]; hole punching
-//! and relaying will arrive as more candidates feeding the same race.
+//! Against a lying mediator the host reveals its nonce (`HostConfirm`) at most
+//! [`MAX_REVEALS`] times per match and the joiner sends `PeerHello` on one
+//! connection at a time; strangers at the host's port get a short deadline and a
+//! per-address cap, and connections from the announced addresses go first.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rand::rngs::OsRng;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::codec::Framed;
-use wire::handshake::{HostHandshake, JoinerHandshake, JoinerHelloSent};
-use wire::{FrameCodec, HandshakeError, Link, PeerHandshake, Session};
+use wire::handshake::{HostHandshake, JoinerHandshake};
+use wire::{FrameCodec, HandshakeError, Link, PeerHandshake, RelayOffer, Session};
 
 use crate::exit::ClientError;
-use crate::rendezvous::Matched;
+use crate::ports::{self, LocalPort};
+use crate::rendezvous::{self, Matched, PunchWatch, RelayFailure};
 
 /// A TCP stream framed for the peer link.
 pub type PeerFramed = Framed<TcpStream, FrameCodec>;
 
-/// How long one TCP connect attempt may take.
+/// How long one TCP connect attempt to an announced address may take.
 const CONNECT_ATTEMPT: Duration = Duration::from_secs(3);
+/// How long one punch dial may take (a dropped SYN is sent again at 1 s).
+const PUNCH_ATTEMPT: Duration = Duration::from_millis(1500);
+/// Pause after a punch dial was refused (a router answering with RST before the
+/// peer's own SYN has opened its side).
+const PUNCH_RETRY: Duration = Duration::from_millis(25);
+/// Most punch dials per match.
+const MAX_PUNCH_DIALS: u32 = 400;
+/// Punch anyway this long after `Matched` if the mediator never says `PunchNow`.
+const PUNCH_FALLBACK: Duration = Duration::from_secs(2);
 /// How long one side may take to answer a handshake message.
 const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
-/// Most handshakes the host judges at once; later connections wait in the backlog.
-const MAX_PENDING_HANDSHAKES: usize = 8;
-/// Backoff between joiner rounds: starts here, doubles, stops growing at the cap.
+/// A connection to the host must bring its first message within this.
+const FIRST_MESSAGE: Duration = Duration::from_secs(3);
+/// Handshakes the host judges at once from unannounced addresses, and from any
+/// one such address.
+const MAX_STRANGERS: usize = 6;
+const MAX_PER_SOURCE: usize = 2;
+/// Handshakes the host judges at once from the announced addresses (and the relay).
+const MAX_ANNOUNCED: usize = 6;
+/// Connections the joiner keeps waiting while one handshake runs.
+const MAX_QUEUED: usize = 8;
+/// Backoff between joiner rounds over the announced addresses.
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// With no relay on offer, give up this long after `Matched`.
+const NO_RELAY_GIVE_UP: Duration = Duration::from_secs(10);
+/// How long the relay may take to pair us with the peer.
+const RELAY_WAIT: Duration = Duration::from_secs(30);
+/// `HostConfirm`s (nonce reveals) the host sends per match (docs/protocol.md §12.4).
+pub const MAX_REVEALS: u32 = 2;
+/// Reveals not followed by a session that the host accepts over a whole run,
+/// across reconnect rounds.
+pub const MAX_FAILED_REVEALS: u32 = 3;
 
 /// How the two clients reach each other; shown in the status and `peers.txt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// To the address the mediator observed: no NAT in between, or a forwarded port.
+    /// To the address the mediator observed, with no NAT on either side (or a
+    /// forwarded port).
     Direct,
     /// To an address on the peer's own network interface.
     Lan,
@@ -72,44 +108,88 @@ pub struct Candidate {
     pub path: Path,
 }
 
-/// The host's candidates, from what the mediator announced: its observed address
-/// with its listen port, then each advertised local address (at most 8, no repeats).
-pub fn candidates(matched: &Matched) -> Vec<Candidate> {
+/// What both sides know about the two ends, from which each labels a connection
+/// the same way (docs/protocol.md §12.5).
+#[derive(Debug, Clone)]
+pub struct Ends {
+    /// The peer's address as the mediator saw it.
+    pub peer_observed: SocketAddr,
+    /// The peer's own interface addresses.
+    pub peer_locals: Vec<SocketAddr>,
+    /// Whether either side is behind a NAT (observed address not its own).
+    pub behind_nat: bool,
+}
+
+impl Ends {
+    /// From the match and our own advertised addresses.
+    pub fn new(matched: &Matched, own_locals: &[SocketAddr]) -> Ends {
+        let natted = |observed: SocketAddr, locals: &[SocketAddr]| {
+            !locals
+                .iter()
+                .any(|l| canonical(l.ip()) == canonical(observed.ip()))
+        };
+        Ends {
+            peer_observed: matched.observed_addr,
+            peer_locals: matched.local_addrs.clone(),
+            behind_nat: natted(matched.your_addr, own_locals)
+                || natted(matched.observed_addr, &matched.local_addrs),
+        }
+    }
+
+    /// The path of a connection whose far end is `remote`.
+    pub fn classify(&self, remote: SocketAddr) -> Path {
+        let ip = canonical(remote.ip());
+        if ip == canonical(self.peer_observed.ip()) {
+            if self.behind_nat {
+                Path::Punched
+            } else {
+                Path::Direct
+            }
+        } else if self.peer_locals.iter().any(|a| canonical(a.ip()) == ip) {
+            Path::Lan
+        } else {
+            Path::Direct
+        }
+    }
+
+    /// Whether a connection from `remote` comes from an address the mediator announced.
+    fn announced(&self, remote: SocketAddr) -> bool {
+        let ip = canonical(remote.ip());
+        ip == canonical(self.peer_observed.ip())
+            || self.peer_locals.iter().any(|a| canonical(a.ip()) == ip)
+    }
+}
+
+/// The host's announced addresses the joiner dials at once: its observed IP with
+/// its listen port, then each advertised local address (at most 8, no repeats).
+/// When `punching`, the observed address itself is left to the punch dialer (§12.2).
+pub fn candidates(matched: &Matched, punching: bool) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = Vec::new();
+    let punched = punching.then_some(matched.observed_addr);
+    let mut push = |addr: SocketAddr, path: Path| {
+        let addr = ports::unmap(addr);
+        if addr.port() != 0
+            && !addr.ip().is_unspecified()
+            && Some(addr) != punched
+            && !out.iter().any(|c| c.addr == addr)
+        {
+            out.push(Candidate { addr, path });
+        }
+    };
     if matched.listen_port != 0 {
-        out.push(Candidate {
-            addr: SocketAddr::new(matched.observed_addr.ip(), matched.listen_port),
-            path: Path::Direct,
-        });
+        push(
+            SocketAddr::new(matched.observed_addr.ip(), matched.listen_port),
+            Path::Direct,
+        );
     }
     for addr in matched
         .local_addrs
         .iter()
         .take(wire::rendezvous::MAX_LOCAL_ADDRS)
     {
-        if addr.port() != 0 && !addr.ip().is_unspecified() && !out.iter().any(|c| c.addr == *addr) {
-            out.push(Candidate {
-                addr: *addr,
-                path: Path::Lan,
-            });
-        }
+        push(*addr, Path::Lan);
     }
     out
-}
-
-/// How the host labels a joiner that connected from `from`.
-pub fn path_of_incoming(from: IpAddr, matched: &Matched) -> Path {
-    if canonical(from) == canonical(matched.observed_addr.ip()) {
-        Path::Direct
-    } else if matched
-        .local_addrs
-        .iter()
-        .any(|a| canonical(a.ip()) == canonical(from))
-    {
-        Path::Lan
-    } else {
-        Path::Direct
-    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -128,6 +208,53 @@ pub struct Connected {
     pub session: Session,
 }
 
+/// The run's count of host nonce reveals that were not followed by a session.
+#[derive(Debug, Default)]
+pub struct Reveals {
+    failed: AtomicU32,
+}
+
+/// Which side of the handshake we play, with its state machine.
+#[derive(Debug)]
+pub enum Side {
+    Host(HostHandshake),
+    Joiner(JoinerHandshake),
+}
+
+/// Everything one race needs.
+#[derive(Debug)]
+pub struct Race<'a> {
+    pub matched: &'a Matched,
+    pub port: LocalPort,
+    pub listener: &'a TcpListener,
+    /// Our advertised interface addresses (from our `Hello`).
+    pub own_locals: &'a [SocketAddr],
+    /// The mediator we met through (where an `Offered { server: "" }` relay is).
+    pub server: &'a str,
+    /// The mediator link, timing our punch; `None`: do not punch (`--no-punch`).
+    pub punch: Option<PunchWatch>,
+    pub matched_at: Instant,
+    /// The connect timeout.
+    pub deadline: Instant,
+    /// When to fall back to the relay if nothing else has finished.
+    pub relay_after: Duration,
+    pub reveals: &'a Reveals,
+}
+
+/// A connection that reached us or that we opened, not yet judged.
+struct PendingConn {
+    framed: PeerFramed,
+    addr: SocketAddr,
+    path: Path,
+}
+
+/// What the background sources report.
+enum Found {
+    Stream(PendingConn),
+    Failed(String),
+    RelayRefused(String),
+}
+
 async fn send_hs(framed: &mut PeerFramed, msg: &PeerHandshake) -> Result<(), String> {
     let payload = wire::encode(msg).map_err(|e| e.to_string())?;
     timeout(HANDSHAKE_STEP, framed.send(payload.as_slice()))
@@ -136,173 +263,12 @@ async fn send_hs(framed: &mut PeerFramed, msg: &PeerHandshake) -> Result<(), Str
         .map_err(|e| e.to_string())
 }
 
-async fn recv_hs(framed: &mut PeerFramed) -> Result<PeerHandshake, String> {
-    match timeout(HANDSHAKE_STEP, framed.next()).await {
+async fn recv_hs(framed: &mut PeerFramed, within: Duration) -> Result<PeerHandshake, String> {
+    match timeout(within, framed.next()).await {
         Err(_) => Err("no handshake message in time".into()),
         Ok(None) => Err("connection closed during the handshake".into()),
         Ok(Some(Err(e))) => Err(e.to_string()),
         Ok(Some(Ok(frame))) => wire::decode(&frame).map_err(|e| e.to_string()),
-    }
-}
-
-/// What became of one incoming connection at the host.
-enum HostAttempt {
-    Done(Box<Connected>),
-    Stranger(SocketAddr, String),
-    Failed(SocketAddr, String),
-    KeysDiffer,
-}
-
-/// Accepts connections until one completes the handshake with the announced peer.
-/// Strangers are sent `Reject` and dropped; `on_stranger` hears about each.
-pub async fn host(
-    listener: &TcpListener,
-    handshake: HostHandshake,
-    matched: &Matched,
-    deadline: Instant,
-    mut on_stranger: impl FnMut(SocketAddr, &str),
-) -> Result<Connected, ClientError> {
-    let handshake = Arc::new(handshake);
-    let mut attempts: JoinSet<HostAttempt> = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept(), if attempts.len() < MAX_PENDING_HANDSHAKES => {
-                let (stream, from) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let handshake = Arc::clone(&handshake);
-                let path = path_of_incoming(from.ip(), matched);
-                attempts.spawn(judge_incoming(stream, from, path, handshake));
-            }
-            Some(joined) = attempts.join_next() => match joined {
-                Ok(HostAttempt::Done(conn)) => return Ok(*conn),
-                Ok(HostAttempt::Stranger(from, why)) => on_stranger(from, &why),
-                Ok(HostAttempt::Failed(from, why)) => {
-                    tracing::debug!(peer = %from, reason = %why, "incoming handshake failed");
-                }
-                Ok(HostAttempt::KeysDiffer) => return Err(ClientError::KeysDiffer),
-                Err(e) => tracing::warn!(error = %e, "handshake task failed"),
-            },
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(ClientError::PeerUnreachable(format!(
-                    "{} did not connect within the connect timeout. They may be behind a firewall \
-                     that blocks outgoing connections, or our listening port ({}) is not reachable \
-                     from their network: try --listen with a forwarded port and --advertise.",
-                    wire::sanitize_for_terminal(&matched.peer_name),
-                    listener.local_addr().map(|a| a.port()).unwrap_or(0),
-                )));
-            }
-        }
-    }
-}
-
-async fn judge_incoming(
-    stream: TcpStream,
-    from: SocketAddr,
-    path: Path,
-    handshake: Arc<HostHandshake>,
-) -> HostAttempt {
-    let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
-    let hello = match recv_hs(&mut framed).await {
-        Ok(msg) => msg,
-        Err(why) => return HostAttempt::Stranger(from, why),
-    };
-    let (state, confirm) = match handshake.on_peer_hello(hello, &mut OsRng) {
-        Ok(pair) => pair,
-        Err(e) => {
-            let reason = e.to_string();
-            let _ = send_hs(
-                &mut framed,
-                &PeerHandshake::Reject {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return HostAttempt::Stranger(from, reason);
-        }
-    };
-    if let Err(why) = send_hs(&mut framed, &confirm).await {
-        return HostAttempt::Failed(from, why);
-    }
-    let reply = match recv_hs(&mut framed).await {
-        Ok(msg) => msg,
-        Err(why) => return HostAttempt::Failed(from, why),
-    };
-    match state.on_joiner_confirm(reply) {
-        Ok(session) => HostAttempt::Done(Box::new(Connected {
-            framed,
-            addr: from,
-            path,
-            session,
-        })),
-        Err(HandshakeError::KeysDiffer) => HostAttempt::KeysDiffer,
-        Err(e) => HostAttempt::Failed(from, e.to_string()),
-    }
-}
-
-/// A joiner attempt that got as far as a `HostConfirm`.
-struct Reached {
-    framed: PeerFramed,
-    candidate: Candidate,
-    state: JoinerHelloSent,
-    confirm: PeerHandshake,
-}
-
-/// Tries every candidate in parallel, in rounds with backoff, until one answers
-/// our `PeerHello` with a `HostConfirm` or `deadline` passes. The first to answer
-/// wins; the rest are dropped before we confirm, so host and joiner always settle
-/// on the same connection.
-pub async fn join(
-    candidates: &[Candidate],
-    handshake: &JoinerHandshake,
-    deadline: Instant,
-    peer_name: &str,
-) -> Result<Connected, ClientError> {
-    if candidates.is_empty() {
-        return Err(ClientError::PeerUnreachable(format!(
-            "{} announced no address to connect to",
-            wire::sanitize_for_terminal(peer_name)
-        )));
-    }
-    let mut backoff = BACKOFF_START;
-    let mut last_errors: Vec<String> = Vec::new();
-    loop {
-        let round_started = Instant::now();
-        let mut attempts: JoinSet<Result<Reached, String>> = JoinSet::new();
-        for &candidate in candidates {
-            let (state, hello) = handshake.hello(&mut OsRng);
-            attempts.spawn(reach(candidate, state, hello, deadline));
-        }
-        last_errors.clear();
-        while let Some(joined) = attempts.join_next().await {
-            match joined {
-                Ok(Ok(reached)) => {
-                    attempts.abort_all();
-                    return confirm(reached, peer_name).await;
-                }
-                Ok(Err(why)) => last_errors.push(why),
-                Err(e) => last_errors.push(e.to_string()),
-            }
-        }
-        let next = (round_started + backoff).max(Instant::now());
-        if next >= deadline {
-            let tried: Vec<String> = candidates.iter().map(|c| c.addr.to_string()).collect();
-            return Err(ClientError::PeerUnreachable(format!(
-                "could not reach {} at any of {} ({}). Their firewall may block incoming \
-                 connections: they can forward a port and pass --listen PORT --advertise IP:PORT.",
-                wire::sanitize_for_terminal(peer_name),
-                tried.join(", "),
-                last_errors.join("; "),
-            )));
-        }
-        tokio::time::sleep_until(next).await;
-        backoff = (backoff * 2).min(BACKOFF_CAP);
     }
 }
 
@@ -320,57 +286,490 @@ pub fn handshake_failure(e: HandshakeError, peer_name: &str) -> ClientError {
     }
 }
 
-async fn reach(
-    candidate: Candidate,
-    state: JoinerHelloSent,
-    hello: PeerHandshake,
-    deadline: Instant,
-) -> Result<Reached, String> {
-    let stream = match timeout_at(
-        deadline.min(Instant::now() + CONNECT_ATTEMPT),
-        TcpStream::connect(candidate.addr),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(format!("{}: {e}", candidate.addr)),
-        Err(_) => return Err(format!("{}: no answer", candidate.addr)),
+/// Runs the race to a confirmed connection. Strangers turned away at the host
+/// are reported to `on_stranger`.
+pub async fn connect(
+    race: Race<'_>,
+    side: Side,
+    mut on_stranger: impl FnMut(SocketAddr, &str),
+) -> Result<Connected, ClientError> {
+    let ends = Ends::new(race.matched, race.own_locals);
+    let peer_name = wire::sanitize_for_terminal(&race.matched.peer_name).into_owned();
+    let (tx, mut found) = mpsc::channel::<Found>(16);
+    let mut sources = JoinSet::new();
+    let relay_token = match &race.matched.relay {
+        RelayOffer::Offered { token, server } => {
+            let server = if server.is_empty() {
+                race.server.to_owned()
+            } else {
+                server.clone()
+            };
+            Some((*token, server))
+        }
+        _ => None,
     };
-    let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
-    send_hs(&mut framed, &hello)
-        .await
-        .map_err(|e| format!("{}: {e}", candidate.addr))?;
-    let confirm = recv_hs(&mut framed)
-        .await
-        .map_err(|e| format!("{}: {e}", candidate.addr))?;
-    Ok(Reached {
-        framed,
-        candidate,
-        state,
-        confirm,
-    })
+    let mut give_up = if relay_token.is_some() {
+        race.deadline
+    } else {
+        race.deadline.min(race.matched_at + NO_RELAY_GIVE_UP)
+    };
+    let mut relay_refusal: Option<String> = match &race.matched.relay {
+        RelayOffer::Offered { .. } => None,
+        RelayOffer::RefusedByYou => Some("you passed --no-relay".into()),
+        RelayOffer::RefusedByPeer => Some(format!("{peer_name} passed --no-relay")),
+        RelayOffer::Off => Some("the mediator runs with --relay off".into()),
+    };
+
+    let punching = race.punch.is_some();
+    if let Some(punch) = race.punch {
+        sources.spawn(punch_dials(
+            race.port,
+            race.matched.observed_addr,
+            ends.classify(race.matched.observed_addr),
+            punch,
+            race.deadline,
+            tx.clone(),
+        ));
+    }
+    if matches!(side, Side::Joiner(_)) {
+        sources.spawn(dial_rounds(
+            race.port,
+            candidates(race.matched, punching),
+            race.deadline,
+            tx.clone(),
+        ));
+    }
+    if let Some((token, server)) = relay_token {
+        sources.spawn(relay_source(
+            server,
+            token,
+            race.matched_at + race.relay_after,
+            race.matched.observed_addr,
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+
+    let mut errors: Vec<String> = Vec::new();
+    match side {
+        Side::Host(handshake) => {
+            let handshake = Arc::new(handshake);
+            let reveals_this_match = Arc::new(AtomicU32::new(0));
+            let mut judging: JoinSet<(Judged, IpAddr, bool)> = JoinSet::new();
+            let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
+            let (mut announced_n, mut strangers_n) = (0usize, 0usize);
+            loop {
+                let incoming = tokio::select! {
+                    accepted = race.listener.accept() => match accepted {
+                        Ok((stream, from)) => {
+                            let from = ports::unmap(from);
+                            Some(PendingConn { framed: Framed::new(stream, FrameCodec::new(Link::Peer)), addr: from, path: ends.classify(from) })
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            sleep(Duration::from_millis(50)).await;
+                            None
+                        }
+                    },
+                    Some(got) = found.recv() => match got {
+                        Found::Stream(link) => Some(link),
+                        Found::Failed(why) => { note(&mut errors, why); None }
+                        Found::RelayRefused(why) => {
+                            give_up = give_up.min((race.matched_at + NO_RELAY_GIVE_UP).max(Instant::now()));
+                            relay_refusal = Some(why);
+                            None
+                        }
+                    },
+                    Some(joined) = judging.join_next() => {
+                        let Ok((judged, ip, announced)) = joined else { continue };
+                        if announced { announced_n -= 1 } else {
+                            strangers_n -= 1;
+                            if let Some(n) = per_source.get_mut(&ip) { *n -= 1; if *n == 0 { per_source.remove(&ip); } }
+                        }
+                        match judged {
+                            Judged::Done(conn) => return Ok(*conn),
+                            Judged::Stranger(from, why) => on_stranger(from, &why),
+                            Judged::Silent(why) => tracing::debug!(reason = %why, "incoming connection dropped"),
+                            Judged::FailedAfterReveal(why) => {
+                                let failed = race.reveals.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                                tracing::debug!(reason = %why, failed, "a handshake failed after our reveal");
+                                if failed >= MAX_FAILED_REVEALS {
+                                    return Err(ClientError::PossibleAttack(failed));
+                                }
+                                note(&mut errors, why);
+                            }
+                            Judged::TooManyReveals => {
+                                return Err(ClientError::PossibleAttack(MAX_REVEALS + 1));
+                            }
+                            Judged::KeysDiffer => return Err(ClientError::KeysDiffer),
+                        }
+                        None
+                    }
+                    () = sleep_until(give_up) => {
+                        return Err(give_up_error(&peer_name, relay_refusal.as_deref(), &errors, race.port));
+                    }
+                };
+                let Some(link) = incoming else { continue };
+                let announced = link.path == Path::Relay || ends.announced(link.addr);
+                let ip = canonical(link.addr.ip());
+                if announced {
+                    if announced_n >= MAX_ANNOUNCED {
+                        continue;
+                    }
+                    announced_n += 1;
+                } else {
+                    let n = per_source.entry(ip).or_default();
+                    if strangers_n >= MAX_STRANGERS || *n >= MAX_PER_SOURCE {
+                        tracing::debug!(peer = %link.addr, "stranger over the cap dropped");
+                        continue;
+                    }
+                    *n += 1;
+                    strangers_n += 1;
+                }
+                let handshake = Arc::clone(&handshake);
+                let reveals = Arc::clone(&reveals_this_match);
+                judging
+                    .spawn(async move { (judge(link, handshake, reveals).await, ip, announced) });
+            }
+        }
+        Side::Joiner(handshake) => {
+            // Whether a host refused our PeerHello: at the end, that is the
+            // likeliest reason (a room code that differs), though anyone could
+            // have sent the refusal.
+            let mut rejected = false;
+            let mut queue: VecDeque<PendingConn> = VecDeque::new();
+            let mut active: JoinSet<Result<Connected, Attempt>> = JoinSet::new();
+            loop {
+                let incoming = tokio::select! {
+                    accepted = race.listener.accept() => match accepted {
+                        Ok((stream, from)) => {
+                            let from = ports::unmap(from);
+                            Some(PendingConn { framed: Framed::new(stream, FrameCodec::new(Link::Peer)), addr: from, path: ends.classify(from) })
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            sleep(Duration::from_millis(50)).await;
+                            None
+                        }
+                    },
+                    Some(got) = found.recv() => match got {
+                        Found::Stream(link) => Some(link),
+                        Found::Failed(why) => { note(&mut errors, why); None }
+                        Found::RelayRefused(why) => {
+                            give_up = give_up.min((race.matched_at + NO_RELAY_GIVE_UP).max(Instant::now()));
+                            relay_refusal = Some(why);
+                            None
+                        }
+                    },
+                    Some(done) = active.join_next() => {
+                        match done {
+                            Ok(Ok(conn)) => return Ok(conn),
+                            Ok(Err(Attempt::Fatal(e))) => return Err(e),
+                            Ok(Err(Attempt::Next(why))) => note(&mut errors, why),
+                            Ok(Err(Attempt::Rejected(why))) => {
+                                rejected = true;
+                                note(&mut errors, why);
+                            }
+                            Err(e) => note(&mut errors, e.to_string()),
+                        }
+                        None
+                    }
+                    () = sleep_until(give_up) => {
+                        if rejected {
+                            return Err(ClientError::KeysDiffer);
+                        }
+                        return Err(give_up_error(&peer_name, relay_refusal.as_deref(), &errors, race.port));
+                    }
+                };
+                if let Some(link) = incoming {
+                    if queue.len() < MAX_QUEUED {
+                        queue.push_back(link);
+                    }
+                }
+                // One PeerHello at a time: the host reveals a nonce per PeerHello.
+                if active.is_empty() {
+                    if let Some(link) = queue.pop_front() {
+                        let (state, hello) = handshake.hello(&mut OsRng);
+                        let peer_name = race.matched.peer_name.clone();
+                        active.spawn(async move {
+                            let PendingConn {
+                                mut framed,
+                                addr,
+                                path,
+                            } = link;
+                            send_hs(&mut framed, &hello)
+                                .await
+                                .map_err(|e| Attempt::Next(format!("{addr}: {e}")))?;
+                            let confirm = recv_hs(&mut framed, HANDSHAKE_STEP)
+                                .await
+                                .map_err(|e| Attempt::Next(format!("{addr}: {e}")))?;
+                            let (session, reply) = match state.on_host_confirm(confirm) {
+                                Ok(pair) => pair,
+                                // An unauthenticated Reject (§12.4): anyone can send
+                                // one, so it only ends this connection.
+                                Err(HandshakeError::Rejected(why)) => {
+                                    return Err(Attempt::Rejected(format!(
+                                        "{addr} refused us: {}",
+                                        wire::sanitize_for_terminal(&why)
+                                    )))
+                                }
+                                Err(e) => {
+                                    return Err(Attempt::Fatal(handshake_failure(e, &peer_name)))
+                                }
+                            };
+                            send_hs(&mut framed, &reply).await.map_err(|why| {
+                                Attempt::Fatal(ClientError::ConnectionLost(format!(
+                                    "lost the peer while confirming keys: {why}"
+                                )))
+                            })?;
+                            Ok(Connected {
+                                framed,
+                                addr,
+                                path,
+                                session,
+                            })
+                        });
+                    }
+                }
+            }
+        }
+    }
 }
 
-async fn confirm(reached: Reached, peer_name: &str) -> Result<Connected, ClientError> {
-    let Reached {
+/// Keeps a few distinct reasons for the final error message.
+fn note(errors: &mut Vec<String>, why: String) {
+    if errors.len() < 8 && !errors.contains(&why) {
+        errors.push(why);
+    }
+}
+
+/// How one joiner attempt ended without a session.
+enum Attempt {
+    /// Try the next connection.
+    Next(String),
+    /// The far end sent `Reject`: try the next connection.
+    Rejected(String),
+    /// End the race.
+    Fatal(ClientError),
+}
+
+/// What became of one connection at the host.
+enum Judged {
+    Done(Box<Connected>),
+    /// A `PeerHello` that is not the announced peer: rejected.
+    Stranger(SocketAddr, String),
+    /// Nothing useful arrived in time (a backup connection of the joiner's, or idle).
+    Silent(String),
+    /// We revealed our nonce and the connection then failed.
+    FailedAfterReveal(String),
+    /// A `PeerHello` past this match's reveal bound.
+    TooManyReveals,
+    KeysDiffer,
+}
+
+async fn judge(
+    link: PendingConn,
+    handshake: Arc<HostHandshake>,
+    reveals: Arc<AtomicU32>,
+) -> Judged {
+    let PendingConn {
         mut framed,
-        candidate,
-        state,
-        confirm,
-    } = reached;
-    let (session, reply) = state
-        .on_host_confirm(confirm)
-        .map_err(|e| handshake_failure(e, peer_name))?;
-    send_hs(&mut framed, &reply).await.map_err(|why| {
-        ClientError::ConnectionLost(format!("lost the peer while confirming keys: {why}"))
-    })?;
-    Ok(Connected {
-        framed,
-        addr: candidate.addr,
-        path: candidate.path,
-        session,
-    })
+        addr,
+        path,
+    } = link;
+    let hello = match recv_hs(&mut framed, FIRST_MESSAGE).await {
+        Ok(msg) => msg,
+        Err(why) => return Judged::Silent(format!("{addr}: {why}")),
+    };
+    let (state, confirm) = match handshake.on_peer_hello(hello, &mut OsRng) {
+        Ok(pair) => pair,
+        Err(e) => {
+            let reason = e.to_string();
+            let reject = PeerHandshake::Reject {
+                reason: reason.clone(),
+            };
+            let _ = send_hs(&mut framed, &reject).await;
+            return Judged::Stranger(addr, reason);
+        }
+    };
+    if reveals.fetch_add(1, Ordering::AcqRel) >= MAX_REVEALS {
+        return Judged::TooManyReveals;
+    }
+    if let Err(why) = send_hs(&mut framed, &confirm).await {
+        return Judged::FailedAfterReveal(format!("{addr}: {why}"));
+    }
+    let reply = match recv_hs(&mut framed, HANDSHAKE_STEP).await {
+        Ok(msg) => msg,
+        Err(why) => return Judged::FailedAfterReveal(format!("{addr}: {why}")),
+    };
+    match state.on_joiner_confirm(reply) {
+        Ok(session) => Judged::Done(Box::new(Connected {
+            framed,
+            addr,
+            path,
+            session,
+        })),
+        Err(HandshakeError::KeysDiffer) => Judged::KeysDiffer,
+        Err(e) => Judged::FailedAfterReveal(format!("{addr}: {e}")),
+    }
+}
+
+fn give_up_error(
+    peer_name: &str,
+    relay_refusal: Option<&str>,
+    errors: &[String],
+    port: LocalPort,
+) -> ClientError {
+    let tried = if errors.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", errors.join("; "))
+    };
+    match relay_refusal {
+        Some(why) => ClientError::NoPath(format!(
+            "no direct path to {peer_name}: the networks on both sides block every direct \
+             connection we tried{tried}, and the relay is refused: {why}. Without --no-relay on \
+             both sides (and a mediator with its relay on) the chat would be relayed; or one \
+             side can forward a port and pass --listen PORT --advertise IP:PORT."
+        )),
+        None => ClientError::PeerUnreachable(format!(
+            "could not reach {peer_name} directly or through the relay within the connect \
+             timeout{tried}. Their firewall may block outgoing connections, or our port ({}) is \
+             not reachable: try --listen with a forwarded port and --advertise.",
+            port.addr().port()
+        )),
+    }
+}
+
+/// Dials the host's announced addresses in rounds with backoff until `deadline`.
+async fn dial_rounds(
+    port: LocalPort,
+    candidates: Vec<Candidate>,
+    deadline: Instant,
+    tx: mpsc::Sender<Found>,
+) {
+    if candidates.is_empty() {
+        return;
+    }
+    let mut backoff = BACKOFF_START;
+    loop {
+        let round = Instant::now();
+        let mut dials = JoinSet::new();
+        for candidate in candidates.clone() {
+            let within = CONNECT_ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
+            dials.spawn(async move { (candidate, port.connect(candidate.addr, within).await) });
+        }
+        while let Some(Ok((candidate, result))) = dials.join_next().await {
+            let found = match result {
+                Ok(stream) => Found::Stream(PendingConn {
+                    framed: Framed::new(stream, FrameCodec::new(Link::Peer)),
+                    addr: candidate.addr,
+                    path: candidate.path,
+                }),
+                Err(e) => Found::Failed(format!("{}: {e}", candidate.addr)),
+            };
+            if tx.send(found).await.is_err() {
+                return;
+            }
+        }
+        let next = (round + backoff).max(Instant::now());
+        if next >= deadline {
+            return;
+        }
+        sleep_until(next).await;
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    }
+}
+
+/// At `PunchNow` (or after a fallback delay), dials the peer's observed address
+/// from our port, again at once when a router answers with RST, until the race
+/// ends or `deadline` (docs/protocol.md §12.2).
+async fn punch_dials(
+    port: LocalPort,
+    dest: SocketAddr,
+    path: Path,
+    mut punch: PunchWatch,
+    deadline: Instant,
+    tx: mpsc::Sender<Found>,
+) {
+    punch.punch_now(PUNCH_FALLBACK).await;
+    let dest = ports::unmap(dest);
+    let mut told: Vec<std::io::ErrorKind> = Vec::new();
+    for _ in 0..MAX_PUNCH_DIALS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match port.connect(dest, PUNCH_ATTEMPT.min(left)).await {
+            Ok(stream) => {
+                let link = PendingConn {
+                    framed: Framed::new(stream, FrameCodec::new(Link::Peer)),
+                    addr: dest,
+                    path,
+                };
+                if tx.send(Found::Stream(link)).await.is_err() {
+                    return;
+                }
+                // That connection is in the race now; another one to the same
+                // 4-tuple cannot exist while it lives.
+                sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => match e.kind() {
+                kind if !told.contains(&kind) && kind != std::io::ErrorKind::AddrNotAvailable => {
+                    told.push(kind);
+                    let _ = tx.try_send(Found::Failed(format!("{dest}: {e}")));
+                    sleep(PUNCH_RETRY).await;
+                }
+                std::io::ErrorKind::ConnectionRefused => sleep(PUNCH_RETRY).await,
+                std::io::ErrorKind::TimedOut => {}
+                // Our listener holds this 4-tuple already, or a dial of ours is
+                // still on its way: the race has it.
+                std::io::ErrorKind::AddrNotAvailable => sleep(Duration::from_millis(200)).await,
+                _ => sleep(Duration::from_millis(200)).await,
+            },
+        }
+    }
+    // Keep the mediator link until the race ends (this task is aborted then).
+    std::future::pending::<()>().await;
+}
+
+/// At `at`, opens a relay connection with the pair's token (docs/protocol.md §12.3).
+async fn relay_source(
+    server: String,
+    token: [u8; 32],
+    at: Instant,
+    peer: SocketAddr,
+    tx: mpsc::Sender<Found>,
+) {
+    sleep_until(at).await;
+    for attempt in 0..2 {
+        match rendezvous::relay_join(&server, token, RELAY_WAIT).await {
+            Ok(framed) => {
+                let link = PendingConn {
+                    framed,
+                    addr: ports::unmap(peer),
+                    path: Path::Relay,
+                };
+                let _ = tx.send(Found::Stream(link)).await;
+                return;
+            }
+            Err(RelayFailure::Refused(code, why)) => {
+                let _ = tx
+                    .send(Found::RelayRefused(format!(
+                        "the mediator's relay said no ({}: {why})",
+                        code.as_str()
+                    )))
+                    .await;
+                return;
+            }
+            Err(RelayFailure::Unreachable(why)) => {
+                let _ = tx.send(Found::Failed(format!("relay: {why}"))).await;
+                if attempt == 0 {
+                    sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -378,7 +777,7 @@ mod tests {
     use super::*;
     use wire::Role;
 
-    fn matched(observed: &str, port: u16, locals: &[&str]) -> Matched {
+    fn matched(observed: &str, port: u16, locals: &[&str], you: &str) -> Matched {
         Matched {
             role: Role::Host,
             peer_name: "bob".into(),
@@ -386,37 +785,80 @@ mod tests {
             observed_addr: observed.parse().unwrap(),
             listen_port: port,
             local_addrs: locals.iter().map(|a| a.parse().unwrap()).collect(),
+            your_addr: you.parse().unwrap(),
+            relay: RelayOffer::Off,
         }
     }
 
     #[test]
-    fn candidates_put_observed_first_and_skip_repeats() {
+    fn candidates_skip_the_punched_address_and_repeats() {
         let m = matched(
             "203.0.113.5:40000",
             5000,
             &["192.168.1.9:5000", "203.0.113.5:5000", "0.0.0.0:5000"],
+            "198.51.100.1:6000",
         );
-        let c = candidates(&m);
+        let c = candidates(&m, true);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].addr, "203.0.113.5:5000".parse().unwrap());
         assert_eq!(c[0].path, Path::Direct);
         assert_eq!(c[1].path, Path::Lan);
+        // No NAT: the observed address is the listener, and the punch dials it.
+        let m = matched(
+            "127.0.0.1:5000",
+            5000,
+            &["127.0.0.1:5000"],
+            "127.0.0.1:6000",
+        );
+        assert!(candidates(&m, true).is_empty());
+        assert_eq!(candidates(&m, false).len(), 1);
     }
 
     #[test]
-    fn incoming_path() {
-        let m = matched("203.0.113.5:1", 0, &["192.168.1.9:5000"]);
+    fn both_sides_label_a_connection_alike() {
+        // Two homes behind NATs: the far end is the peer's observed address.
+        let alice = matched(
+            "203.0.113.5:40000",
+            40000,
+            &["192.168.1.9:40000"],
+            "198.51.100.7:50000",
+        );
+        let ends = Ends::new(&alice, &["192.168.2.3:50000".parse().unwrap()]);
         assert_eq!(
-            path_of_incoming("203.0.113.5".parse().unwrap(), &m),
-            Path::Direct
+            ends.classify("203.0.113.5:40000".parse().unwrap()),
+            Path::Punched
         );
         assert_eq!(
-            path_of_incoming("192.168.1.9".parse().unwrap(), &m),
+            ends.classify("192.168.1.9:40000".parse().unwrap()),
             Path::Lan
         );
+        // No NAT anywhere (loopback, or a mediator on the LAN): direct.
+        let plain = matched(
+            "127.0.0.1:5000",
+            5000,
+            &["127.0.0.1:5000"],
+            "127.0.0.1:6000",
+        );
+        let ends = Ends::new(&plain, &["127.0.0.1:6000".parse().unwrap()]);
         assert_eq!(
-            path_of_incoming("::ffff:203.0.113.5".parse().unwrap(), &m),
+            ends.classify("127.0.0.1:5000".parse().unwrap()),
             Path::Direct
+        );
+        assert_eq!(
+            ends.classify("[::ffff:127.0.0.1]:5000".parse().unwrap()),
+            Path::Direct
+        );
+        // Two behind one router: the mediator sees one public address for both.
+        let lan = matched(
+            "203.0.113.9:1000",
+            4000,
+            &["192.168.1.4:4000"],
+            "203.0.113.9:1001",
+        );
+        let ends = Ends::new(&lan, &["192.168.1.5:4001".parse().unwrap()]);
+        assert_eq!(
+            ends.classify("192.168.1.4:4000".parse().unwrap()),
+            Path::Lan
         );
     }
 }

@@ -16,7 +16,9 @@ Exit codes:
   8   listening port unavailable (in use, or not allowed)
   9   integrity failure: a record was altered on the way
   10  connection to the peer lost
-  11  file error (peers file, keylog)";
+  11  file error (peers file, keylog)
+  12  no direct path to the peer, and the relay is refused (--no-relay, --relay off)
+  13  possible attack: someone tried many keys against our room (start again with a new code)";
 
 /// A failure with a message for people and an exit code for scripts.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,12 @@ pub enum ClientError {
     ConnectionLost(String),
     #[error("{0}")]
     File(String),
+    #[error("{0}")]
+    NoPath(String),
+    #[error("possible attack: someone is trying many keys against this room ({0} key attempts in one match, or failed attempts over this run). The session was ended; agree on a new room code over another channel and start again.")]
+    PossibleAttack(u32),
+    #[error("{0}")]
+    RelayEnded(String),
     #[error("{0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -62,6 +70,9 @@ impl ClientError {
             ClientError::Integrity => 9,
             ClientError::ConnectionLost(_) => 10,
             ClientError::File(_) => 11,
+            ClientError::NoPath(_) => 12,
+            ClientError::PossibleAttack(_) => 13,
+            ClientError::RelayEnded(_) => 10,
         }
     }
 
@@ -79,6 +90,9 @@ impl ClientError {
             ClientError::Integrity => "integrity",
             ClientError::ConnectionLost(_) => "connection_lost",
             ClientError::File(_) => "file",
+            ClientError::NoPath(_) => "no_path",
+            ClientError::PossibleAttack(_) => "possible_attack",
+            ClientError::RelayEnded(_) => "relay_ended",
         }
     }
 
@@ -98,6 +112,9 @@ impl ClientError {
             }
             ErrorCode::TooManyConnections => "the mediator is busy; try again in a minute",
             ErrorCode::ShuttingDown => "the mediator is restarting; try again in a moment",
+            ErrorCode::RelayRefused => "the mediator's relay refused us; try again",
+            ErrorCode::RelayLimit => "the mediator's relay ended the session at one of its caps",
+            ErrorCode::NoNameplate => "the mediator has no free room numbers; try again in a minute",
         };
         ClientError::MediatorRefused {
             code,

@@ -1,9 +1,11 @@
 //! The p2pchat client: meets a peer through a mediator, connects directly,
 //! confirms keys and chats end-to-end encrypted.
 //!
-//! Flow ([`app::run`]): flags ([`cli`]) → listener bound → mediator link and
-//! `Hello` ([`rendezvous`]) → match → the host accepts and the joiner races the
-//! candidate addresses ([`connect`]), both running the `wire` handshake → the
+//! Flow ([`app::run`]): flags ([`cli`]) → listener bound on the run's one port
+//! ([`ports`]) → mediator link and `Hello` from that port ([`rendezvous`]) →
+//! match → both sides race every path ([`connect`]: the joiner's dials, punch
+//! dials at the mediator's `PunchNow`, the listeners, the relay after a delay),
+//! with the roles the mediator gave for the `wire` handshake → the
 //! session is recorded ([`records`]: `peers.txt`, keylog) → [`chat`] over a
 //! [`peerlink::PeerLink`], shown through [`ui`]. Failures carry an exit code
 //! ([`exit`]).
@@ -17,6 +19,7 @@ pub mod files;
 pub mod history;
 pub mod input;
 pub mod peerlink;
+pub mod ports;
 pub mod records;
 pub mod rendezvous;
 pub mod roomcode;

@@ -51,6 +51,9 @@ pub enum LinkError {
     /// A transport error.
     #[error("{0}")]
     Io(String),
+    /// The mediator's relay ended the session at one of its caps (its words).
+    #[error("{0}")]
+    RelayEnded(String),
 }
 
 /// The running link.
@@ -70,8 +73,8 @@ impl PeerLink {
         let parts = conn.framed.into_parts();
         let (read_half, write_half) = parts.io.into_split();
         // A large buffer lets one read take in several records during a transfer.
-        let mut framed =
-            FramedRead::with_capacity(read_half, FrameCodec::new(Link::Peer), READ_BUFFER);
+        // The codec stays the handshake's: a relayed one also reads the relay's end notice.
+        let mut framed = FramedRead::with_capacity(read_half, parts.codec, READ_BUFFER);
         // Bytes the handshake reader already pulled in belong to the first records.
         framed.read_buffer_mut().extend_from_slice(&parts.read_buf);
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
@@ -193,6 +196,9 @@ async fn read_loop(
         let result = match framed.next().await {
             None => Err(LinkError::Closed),
             Some(Err(wire::FrameError::Io(e))) => Err(LinkError::Io(e.to_string())),
+            Some(Err(wire::FrameError::RelayEnded { message, .. })) => Err(LinkError::RelayEnded(
+                wire::sanitize_for_terminal(&message).into_owned(),
+            )),
             Some(Err(e)) => Err(LinkError::Protocol(e.to_string())),
             Some(Ok(mut frame)) => open(&mut opener, &mut frame),
         };

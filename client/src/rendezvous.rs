@@ -1,17 +1,22 @@
-//! The client's side of the mediator link (docs/protocol.md §4): connect, send
-//! `Hello`, keep the link alive with `Ping` while waiting, and return the match.
+//! The client's side of the mediator link (docs/protocol.md §4, §12): connect from
+//! the run's one port, send `Hello`, keep the link alive with `Ping` while
+//! waiting, return the match; then answer the punch probe and pass on `PunchNow`;
+//! and open relay connections.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
-use tokio_util::codec::Framed;
-use wire::{ClientMsg, FrameCodec, Link, MediatorMsg, Role};
+use tokio_util::codec::{Framed, FramedParts};
+use wire::{ClientMsg, ErrorCode, FrameCodec, Link, MediatorMsg, RelayOffer, Role};
 
 use crate::cli::split_server;
 use crate::exit::ClientError;
+use crate::ports::{self, LocalPort};
 
 /// How long to try to open the mediator connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +35,9 @@ pub struct Matched {
     pub observed_addr: SocketAddr,
     pub listen_port: u16,
     pub local_addrs: Vec<SocketAddr>,
+    /// Our own address as the mediator saw it.
+    pub your_addr: SocketAddr,
+    pub relay: RelayOffer,
 }
 
 /// An open connection to the mediator.
@@ -39,24 +47,67 @@ pub struct MediatorLink {
     server: String,
 }
 
+/// Resolves `HOST[:PORT]`, bounded in time.
+async fn resolve(server: &str) -> Result<(String, Vec<SocketAddr>), ClientError> {
+    let (host, port) = split_server(server).map_err(ClientError::Usage)?;
+    let name = format!("{host}:{port}");
+    let unreachable = |reason: String| ClientError::MediatorUnreachable {
+        addr: name.clone(),
+        reason,
+    };
+    let looked_up = timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::lookup_host((host.as_str(), port)),
+    )
+    .await;
+    match looked_up {
+        Ok(Ok(addrs)) => Ok((name, addrs.collect())),
+        Ok(Err(e)) => Err(unreachable(format!("cannot resolve `{host}` ({e})"))),
+        Err(_) => Err(unreachable(format!("resolving `{host}` timed out"))),
+    }
+}
+
 impl MediatorLink {
-    /// Resolves `server` (HOST[:PORT]) and connects to the first address that answers.
-    pub async fn connect(server: &str) -> Result<MediatorLink, ClientError> {
-        let (host, port) = split_server(server).map_err(ClientError::Usage)?;
-        let unreachable = |reason: String| ClientError::MediatorUnreachable {
-            addr: format!("{host}:{port}"),
-            reason,
-        };
-        let addrs: Vec<SocketAddr> = match timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::lookup_host((host.as_str(), port)),
-        )
-        .await
-        {
-            Ok(Ok(addrs)) => addrs.collect(),
-            Ok(Err(e)) => return Err(unreachable(format!("cannot resolve `{host}` ({e})"))),
-            Err(_) => return Err(unreachable(format!("resolving `{host}` timed out"))),
-        };
+    /// Resolves `server` (HOST[:PORT]) and connects to the first address that
+    /// answers, from the run's port when it can reach that address (so the
+    /// mediator observes the mapping the peer will dial), else from any port.
+    pub async fn connect(server: &str, port: &LocalPort) -> Result<MediatorLink, ClientError> {
+        let (name, addrs) = resolve(server).await?;
+        let mut last = String::from("no address found");
+        for addr in addrs {
+            let attempt = match port.connect(addr, CONNECT_TIMEOUT).await {
+                // Our port to this address is still taken (a previous link's
+                // TIME_WAIT, which `close` avoids): any port beats none.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                }
+                other => other,
+            };
+            match attempt {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(MediatorLink {
+                        framed: Framed::new(stream, FrameCodec::new(Link::Mediator)),
+                        server: name,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    last = format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(ClientError::MediatorUnreachable {
+            addr: name,
+            reason: last,
+        })
+    }
+
+    /// Like [`MediatorLink::connect`], from any port (relay connections).
+    async fn connect_any(server: &str) -> Result<MediatorLink, ClientError> {
+        let (name, addrs) = resolve(server).await?;
         let mut last = String::from("no address found");
         for addr in addrs {
             match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -64,14 +115,17 @@ impl MediatorLink {
                     let _ = stream.set_nodelay(true);
                     return Ok(MediatorLink {
                         framed: Framed::new(stream, FrameCodec::new(Link::Mediator)),
-                        server: format!("{host}:{port}"),
+                        server: name,
                     });
                 }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
             }
         }
-        Err(unreachable(last))
+        Err(ClientError::MediatorUnreachable {
+            addr: name,
+            reason: last,
+        })
     }
 
     /// Our address on this connection: the interface that reaches the mediator.
@@ -96,12 +150,13 @@ impl MediatorLink {
 
     /// Sends `hello` and waits for the match, pinging while the room is open.
     /// `on_waiting` is called once with the room's lifetime when we are first.
+    /// The link comes back with the match: it times the punch (§12.2).
     pub async fn rendezvous(
         mut self,
         hello: ClientMsg,
         room: &str,
         mut on_waiting: impl FnMut(u32),
-    ) -> Result<Matched, ClientError> {
+    ) -> Result<(Matched, MediatorLink), ClientError> {
         self.send(&hello).await?;
         let mut next_ping = Instant::now() + PING_EVERY;
         let mut last_heard = Instant::now();
@@ -133,21 +188,162 @@ impl MediatorLink {
                     observed_addr,
                     listen_port,
                     local_addrs,
+                    your_addr,
+                    relay,
                 } => {
-                    return Ok(Matched {
+                    let matched = Matched {
                         role,
                         peer_name,
                         public,
-                        observed_addr,
+                        observed_addr: ports::unmap(observed_addr),
                         listen_port,
                         local_addrs,
-                    })
+                        your_addr: ports::unmap(your_addr),
+                        relay,
+                    };
+                    return Ok((matched, self));
                 }
                 MediatorMsg::Error { code, message } => {
                     let message = wire::sanitize_for_terminal(&message).into_owned();
                     return Err(ClientError::from_mediator(code, &message, room));
                 }
+                other => {
+                    return Err(self.lost(&format!("unexpected {} before Matched", kind(&other))))
+                }
             }
         }
+    }
+
+    /// Hands the link to a task that answers the punch probe and reports
+    /// `PunchNow` on the returned channel, then holds the link (so the mediator
+    /// sees us) until the [`PunchWatch`] is dropped.
+    pub fn watch_punch(self) -> PunchWatch {
+        // However the link ends (the race won, the task aborted), it closes with
+        // a reset, keeping our port's 4-tuple to the mediator out of TIME_WAIT for
+        // the next reconnect.
+        let _ = socket2::SockRef::from(self.framed.get_ref()).set_linger(Some(Duration::ZERO));
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(self.punch_loop(tx));
+        PunchWatch {
+            now: Some(rx),
+            task,
+        }
+    }
+
+    async fn punch_loop(mut self, tx: oneshot::Sender<()>) {
+        let mut tx = Some(tx);
+        // PunchPing, PunchNow and the odd Pong: a handful, never a stream.
+        for _ in 0..MAX_MESSAGES_AFTER_MATCH {
+            let frame = match timeout(PUNCH_HOLD, self.framed.next()).await {
+                Ok(Some(Ok(frame))) => frame,
+                _ => break,
+            };
+            match wire::decode::<MediatorMsg>(&frame) {
+                Ok(MediatorMsg::PunchPing { nonce }) => {
+                    if self.send(&ClientMsg::PunchPong { nonce }).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(MediatorMsg::PunchNow) => {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(MediatorMsg::Pong) => {}
+                _ => break,
+            }
+        }
+        // Returning drops the sender (no PunchNow will come) and closes the link.
+    }
+}
+
+/// Most mediator messages read after `Matched`.
+const MAX_MESSAGES_AFTER_MATCH: usize = 16;
+/// How long the link is kept after `Matched` at most (the mediator's `punch_hold`).
+const PUNCH_HOLD: Duration = Duration::from_secs(60);
+
+/// The mediator link after `Matched`, held by a task while we connect.
+#[derive(Debug)]
+pub struct PunchWatch {
+    now: Option<oneshot::Receiver<()>>,
+    task: JoinHandle<()>,
+}
+
+impl PunchWatch {
+    /// Resolves when the mediator says `PunchNow`, or after `fallback` if it never
+    /// does (a mediator that does not time punches, or a lost link).
+    pub async fn punch_now(&mut self, fallback: Duration) {
+        let Some(rx) = self.now.take() else { return };
+        let _ = timeout(fallback, rx).await;
+    }
+}
+
+impl Drop for PunchWatch {
+    fn drop(&mut self) {
+        // The link's socket is closed with the task; a reset is fine here.
+        self.task.abort();
+    }
+}
+
+fn kind(msg: &MediatorMsg) -> &'static str {
+    match msg {
+        MediatorMsg::Waiting { .. } => "Waiting",
+        MediatorMsg::Matched { .. } => "Matched",
+        MediatorMsg::Pong => "Pong",
+        MediatorMsg::Error { .. } => "Error",
+        MediatorMsg::PunchPing { .. } => "PunchPing",
+        MediatorMsg::PunchNow => "PunchNow",
+        MediatorMsg::RelayReady => "RelayReady",
+        MediatorMsg::Allocated { .. } => "Allocated",
+    }
+}
+
+/// Why a relay connection did not come up.
+#[derive(Debug)]
+pub enum RelayFailure {
+    /// The mediator said no (token, relay off or full, the peer never came).
+    Refused(ErrorCode, String),
+    /// The network failed.
+    Unreachable(String),
+}
+
+/// Opens a relay connection (§12.3) to `server` with `token` and waits, up to
+/// `within`, for `RelayReady`. The returned stream carries peer frames with the
+/// relay's end notice understood.
+pub async fn relay_join(
+    server: &str,
+    token: [u8; 32],
+    within: Duration,
+) -> Result<Framed<TcpStream, FrameCodec>, RelayFailure> {
+    let mut link = MediatorLink::connect_any(server)
+        .await
+        .map_err(|e| RelayFailure::Unreachable(e.to_string()))?;
+    link.send(&ClientMsg::RelayJoin { token })
+        .await
+        .map_err(|e| RelayFailure::Unreachable(e.to_string()))?;
+    let frame = match timeout(within, link.framed.next()).await {
+        Err(_) => return Err(RelayFailure::Unreachable("the relay did not answer".into())),
+        Ok(None) => return Err(RelayFailure::Unreachable("the relay closed".into())),
+        Ok(Some(Err(e))) => return Err(RelayFailure::Unreachable(e.to_string())),
+        Ok(Some(Ok(frame))) => frame,
+    };
+    match wire::decode::<MediatorMsg>(&frame) {
+        Ok(MediatorMsg::RelayReady) => {
+            let parts = link.framed.into_parts();
+            let mut relayed = FramedParts::new::<&[u8]>(parts.io, FrameCodec::relayed());
+            relayed.read_buf = parts.read_buf;
+            Ok(Framed::from_parts(relayed))
+        }
+        Ok(MediatorMsg::Error { code, message }) => Err(RelayFailure::Refused(
+            code,
+            wire::sanitize_for_terminal(&message).into_owned(),
+        )),
+        Ok(other) => Err(RelayFailure::Unreachable(format!(
+            "the relay sent {} instead of RelayReady",
+            kind(&other)
+        ))),
+        Err(e) => Err(RelayFailure::Unreachable(format!(
+            "unreadable relay answer: {e}"
+        ))),
     }
 }

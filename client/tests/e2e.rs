@@ -184,14 +184,24 @@ async fn stranger_at_the_host_port_is_rejected_and_the_joiner_gets_through() {
     let alice_port = free_port();
     let listen: SocketAddr = format!("127.0.0.1:{alice_port}").parse().unwrap();
     let late: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut alice_args = args(&med.server_arg(), "alice", &dir, &["--room", "r-str"]);
+    let mut alice_args = args(
+        &med.server_arg(),
+        "alice",
+        &dir,
+        &["--room", "r-str", "--no-punch", "--no-relay"],
+    );
     common::set_flag(&mut alice_args, "--listen", &listen.to_string());
     common::set_flag(&mut alice_args, "--advertise", &late.to_string());
     let mut alice = Client::start("alice", &alice_args);
     alice.expect("waiting").await;
     let mut bob = Client::start(
         "bob",
-        &args(&med.server_arg(), "bob", &dir, &["--room", "r-str"]),
+        &args(
+            &med.server_arg(),
+            "bob",
+            &dir,
+            &["--room", "r-str", "--no-punch", "--no-relay"],
+        ),
     );
     alice.expect("matched").await;
     bob.expect("matched").await;
@@ -292,7 +302,12 @@ async fn a_flipped_bit_on_the_direct_link_ends_the_session_with_an_integrity_err
         Some(FlipBit { frame_index: 2 }),
     )
     .await;
-    let mut alice_args = args(&med.server_arg(), "alice", &dir, &["--room", "r-flip"]);
+    let mut alice_args = args(
+        &med.server_arg(),
+        "alice",
+        &dir,
+        &["--room", "r-flip", "--no-punch", "--no-relay"],
+    );
     common::set_flag(&mut alice_args, "--listen", &alice_listen);
     common::set_flag(&mut alice_args, "--advertise", &proxy.addr.to_string());
     let mut alice = Client::start("alice", &alice_args);
@@ -305,7 +320,14 @@ async fn a_flipped_bit_on_the_direct_link_ends_the_session_with_an_integrity_err
             &med.server_arg(),
             "bob",
             &dir,
-            &["--room", "r-flip", "--reconnect-for", "2s"],
+            &[
+                "--room",
+                "r-flip",
+                "--reconnect-for",
+                "2s",
+                "--no-punch",
+                "--no-relay",
+            ],
         ),
     );
     bob.expect("connected").await;
@@ -341,12 +363,25 @@ async fn eavesdroppers_see_no_text_and_the_mediator_no_chat_byte() {
     )
     .await;
     let server = med_tap.addr.to_string();
-    let mut alice_args = args(&server, "alice", &dir, &["--room", "r-tap"]);
+    let mut alice_args = args(
+        &server,
+        "alice",
+        &dir,
+        &["--room", "r-tap", "--no-punch", "--no-relay"],
+    );
     common::set_flag(&mut alice_args, "--listen", &alice_listen);
     common::set_flag(&mut alice_args, "--advertise", &link_tap.addr.to_string());
     let mut alice = Client::start("alice", &alice_args);
     alice.expect("waiting").await;
-    let mut bob = Client::start("bob", &args(&server, "bob", &dir, &["--room", "r-tap"]));
+    let mut bob = Client::start(
+        "bob",
+        &args(
+            &server,
+            "bob",
+            &dir,
+            &["--room", "r-tap", "--no-punch", "--no-relay"],
+        ),
+    );
     alice.expect("connected").await;
     bob.expect("connected").await;
     let secrets = ["purple-zebra-says-4711", "the vault code is 31337"];
@@ -386,14 +421,24 @@ async fn joiner_keeps_retrying_until_the_host_is_reachable() {
     // Alice advertises a port where nothing listens for the first 2 s.
     let late_port = free_port();
     let late: SocketAddr = format!("127.0.0.1:{late_port}").parse().unwrap();
-    let mut alice_args = args(&med.server_arg(), "alice", &dir, &["--room", "r-late"]);
+    let mut alice_args = args(
+        &med.server_arg(),
+        "alice",
+        &dir,
+        &["--room", "r-late", "--no-punch", "--no-relay"],
+    );
     common::set_flag(&mut alice_args, "--listen", &alice_listen);
     common::set_flag(&mut alice_args, "--advertise", &late.to_string());
     let mut alice = Client::start("alice", &alice_args);
     alice.expect("waiting").await;
     let mut bob = Client::start(
         "bob",
-        &args(&med.server_arg(), "bob", &dir, &["--room", "r-late"]),
+        &args(
+            &med.server_arg(),
+            "bob",
+            &dir,
+            &["--room", "r-late", "--no-punch", "--no-relay"],
+        ),
     );
     bob.expect("matched").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -475,38 +520,54 @@ async fn room_code_typo_waits_then_times_out_with_exit_5() {
 async fn unreachable_host_exits_6_and_bad_flags_exit_2_or_8() {
     let dir = TempDir::new("unreach");
     let med = Mediator::start(&[]).await;
-    let dead = format!("127.0.0.1:{}", free_port());
-    let mut alice = Client::start(
-        "alice",
-        &args(
-            &med.server_arg(),
+    // Every announced address is dead, and so is the offered relay: exit 6.
+    let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    for (relay, code, exit) in [(true, "peer_unreachable", 6), (false, "no_path", 12)] {
+        let fake = FakeMediator::start(Lie::DeadEnds { dead, relay }).await;
+        let server = fake.addr.to_string();
+        let mut alice = Client::start(
             "alice",
-            &dir,
-            &[
-                "--room",
-                "r-dead",
-                "--advertise",
-                &dead,
-                "--connect-timeout",
-                "3s",
-            ],
-        ),
-    );
-    alice.expect("waiting").await;
-    let mut bob = Client::start(
-        "bob",
-        &args(
-            &med.server_arg(),
+            &args(
+                &server,
+                "alice",
+                &dir,
+                &[
+                    "--room",
+                    "r-dead",
+                    "--connect-timeout",
+                    "3s",
+                    "--relay-after",
+                    "1s",
+                ],
+            ),
+        );
+        alice.expect("waiting").await;
+        let mut bob = Client::start(
             "bob",
-            &dir,
-            &["--room", "r-dead", "--connect-timeout", "2s"],
-        ),
-    );
-    let err = bob.expect("error").await;
-    assert_eq!(err["code"], "peer_unreachable");
-    assert!(err["text"].as_str().unwrap().contains(&dead), "{err}");
-    assert_eq!(bob.exit_code().await, 6);
-    assert_eq!(alice.exit_code().await, 6, "the host gives up too");
+            &args(
+                &server,
+                "bob",
+                &dir,
+                &[
+                    "--room",
+                    "r-dead",
+                    "--connect-timeout",
+                    "2s",
+                    "--relay-after",
+                    "1s",
+                ],
+            ),
+        );
+        let err = bob.expect("error").await;
+        assert_eq!(err["code"], code);
+        let text = err["text"].as_str().unwrap();
+        assert!(text.contains(&dead.to_string()), "{err}");
+        if !relay {
+            assert!(text.contains("--relay off"), "{err}");
+        }
+        assert_eq!(bob.exit_code().await, exit);
+        assert_eq!(alice.exit_code().await, exit, "the host gives up too");
+    }
 
     // A port that is already taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -124,6 +124,8 @@ async fn a_transfer_cut_mid_way_resumes_from_the_part_file() {
         let mut args = client_args(&med.server_arg(), name, "r-resume", &dir, &extra);
         set_flag(&mut args, "--listen", &listen.to_string());
         set_flag(&mut args, "--advertise", &proxy.addr.to_string());
+        // The path must be the proxy: no punch past it, no relay around it.
+        args.extend(["--no-punch".to_string(), "--no-relay".to_string()]);
         let mut c = Client::start(name, &args);
         if name == "alice" {
             c.expect("waiting").await;

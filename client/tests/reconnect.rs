@@ -29,6 +29,8 @@ async fn behind_proxy(server: &str, name: &str, room: &str, dir: &TempDir) -> (C
     );
     set_flag(&mut args, "--listen", &listen.to_string());
     set_flag(&mut args, "--advertise", &proxy.addr.to_string());
+    // The path must be the proxy: no punch past it, no relay around it.
+    args.extend(["--no-punch".to_string(), "--no-relay".to_string()]);
     (Client::start(name, &args), proxy)
 }
 

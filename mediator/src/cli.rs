@@ -78,10 +78,62 @@ pub struct Args {
     #[arg(long, env = "MEDIATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
 
+    /// Relay chat between two clients that cannot reach each other directly
+    /// (ciphertext only): on or off.
+    #[arg(long, env = "MEDIATOR_RELAY", value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub relay: Switch,
+
+    /// Bytes one relay session may carry (both directions); suffixes K, M, G (binary).
+    #[arg(long, env = "MEDIATOR_RELAY_MAX_BYTES", default_value = "2G", value_parser = parse_bytes, value_name = "BYTES")]
+    pub relay_max_bytes: u64,
+
+    /// Bytes per second one relay session may carry; suffixes K, M, G (binary).
+    #[arg(long, env = "MEDIATOR_RELAY_RATE", default_value = "8M", value_parser = parse_bytes, value_name = "BYTES")]
+    pub relay_rate: u64,
+
+    /// Relay sessions at once; more are refused (the clients say so).
+    #[arg(long, env = "MEDIATOR_RELAY_MAX_SESSIONS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub relay_max_sessions: u64,
+
+    /// A relay session silent this long in both directions is ended.
+    #[arg(long, env = "MEDIATOR_RELAY_IDLE", default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
+    pub relay_idle: Duration,
+
     /// Check the configuration (flags and MEDIATOR_* variables), print it, and
     /// exit without listening.
     #[arg(long, env = "MEDIATOR_CHECK_CONFIG")]
     pub check_config: bool,
+}
+
+/// A yes/no setting spelled `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// Parses `1048576`, `64K`, `8M`, `2G` (binary multiples); zero is refused.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number of bytes like 1048576, 64K, 8M or 2G"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        other => return Err(format!("`{other}`: unknown unit; use K, M or G")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) => Err("must be greater than zero".to_owned()),
+        Some(v) => Ok(v),
+        None => Err(format!("`{text}` is too large")),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -103,6 +155,12 @@ impl Args {
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             per_ip_connections: self.per_ip_connections,
             per_ip_hellos_per_min: self.per_ip_hellos_per_min,
+            relay: self.relay == Switch::On,
+            relay_max_bytes: self.relay_max_bytes,
+            relay_rate: self.relay_rate,
+            relay_max_sessions: usize::try_from(self.relay_max_sessions).unwrap_or(usize::MAX),
+            relay_idle: self.relay_idle,
+            ..Config::default()
         }
     }
 
@@ -115,7 +173,8 @@ impl Args {
         format!(
             "listen {}\nhello-timeout {}\nroom-ttl {}\nidle-timeout {}\nmax-rooms {}\n\
              max-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
-             metrics {metrics}\nlog-format {:?}",
+             relay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\nrelay-max-sessions {}\n\
+             relay-idle {}\nmetrics {metrics}\nlog-format {:?}",
             self.listen,
             d(self.hello_timeout),
             d(self.room_ttl),
@@ -124,6 +183,11 @@ impl Args {
             self.max_connections,
             self.per_ip_connections,
             self.per_ip_hellos_per_min,
+            self.relay,
+            self.relay_max_bytes,
+            self.relay_rate,
+            self.relay_max_sessions,
+            d(self.relay_idle),
             self.log_format,
         )
     }
@@ -165,6 +229,11 @@ mod tests {
         assert_eq!(c.max_connections, d.max_connections);
         assert_eq!(c.per_ip_connections, d.per_ip_connections);
         assert_eq!(c.per_ip_hellos_per_min, d.per_ip_hellos_per_min);
+        assert_eq!(c.relay, d.relay);
+        assert_eq!(c.relay_max_bytes, d.relay_max_bytes);
+        assert_eq!(c.relay_rate, d.relay_rate);
+        assert_eq!(c.relay_max_sessions, d.relay_max_sessions);
+        assert_eq!(c.relay_idle, d.relay_idle);
         assert_eq!(args.listen, "[::]:7070".parse().unwrap());
     }
 
@@ -177,5 +246,29 @@ mod tests {
         assert!(Args::try_parse_from(["mediator", "--idle-timeout", "0s"]).is_err());
         assert!(Args::try_parse_from(["mediator", "--max-rooms", "0"]).is_err());
         assert!(Args::try_parse_from(["mediator", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn relay_flags() {
+        let args = Args::try_parse_from([
+            "mediator",
+            "--relay",
+            "off",
+            "--relay-max-bytes",
+            "64K",
+            "--relay-rate",
+            "1M",
+        ])
+        .unwrap();
+        let c = args.config();
+        assert!(!c.relay);
+        assert_eq!(c.relay_max_bytes, 64 * 1024);
+        assert_eq!(c.relay_rate, 1024 * 1024);
+        assert_eq!(parse_bytes("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("5T").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(Args::try_parse_from(["mediator", "--relay", "maybe"]).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! The mediator's tunables: timeouts and limits, with the defaults of docs/protocol.md §4.
+//! The mediator's tunables: timeouts, limits and relay caps, with the defaults of
+//! docs/protocol.md §4 and §12.
 
 use std::time::Duration;
 
@@ -24,6 +25,20 @@ pub struct Config {
     /// `Hello`s one address may send per minute (token bucket of this size,
     /// refilled evenly over a minute).
     pub per_ip_hellos_per_min: u32,
+    /// Whether `Matched` offers a relay (docs/protocol.md §12.3).
+    pub relay: bool,
+    /// Bytes (both directions, frame headers included) one relay session may carry.
+    pub relay_max_bytes: u64,
+    /// Bytes per second one relay session may carry, both directions together.
+    pub relay_rate: u64,
+    /// Relay sessions open (or waiting for their second side) at once.
+    pub relay_max_sessions: usize,
+    /// A relay session with no byte in either direction for this long is ended.
+    pub relay_idle: Duration,
+    /// How long after `Matched` a relay token is good for.
+    pub relay_token_ttl: Duration,
+    /// How long a matched client may keep its mediator connection for the punch.
+    pub punch_hold: Duration,
 }
 
 impl Default for Config {
@@ -36,6 +51,13 @@ impl Default for Config {
             max_connections: 200_000,
             per_ip_connections: 64,
             per_ip_hellos_per_min: 120,
+            relay: true,
+            relay_max_bytes: 2 * 1024 * 1024 * 1024,
+            relay_rate: 8 * 1024 * 1024,
+            relay_max_sessions: 1000,
+            relay_idle: Duration::from_secs(120),
+            relay_token_ttl: Duration::from_secs(60),
+            punch_hold: Duration::from_secs(60),
         }
     }
 }
@@ -47,6 +69,9 @@ impl Config {
             ("hello-timeout", self.hello_timeout),
             ("room-ttl", self.room_ttl),
             ("idle-timeout", self.idle_timeout),
+            ("relay-idle", self.relay_idle),
+            ("relay-token-ttl", self.relay_token_ttl),
+            ("punch-hold", self.punch_hold),
         ];
         for (name, value) in durations {
             if value.is_zero() {
@@ -58,6 +83,15 @@ impl Config {
             ("max-connections", self.max_connections),
             ("per-ip-connections", self.per_ip_connections as usize),
             ("per-ip-hellos-per-min", self.per_ip_hellos_per_min as usize),
+            ("relay-max-sessions", self.relay_max_sessions),
+            (
+                "relay-max-bytes",
+                usize::try_from(self.relay_max_bytes).unwrap_or(usize::MAX),
+            ),
+            (
+                "relay-rate",
+                usize::try_from(self.relay_rate).unwrap_or(usize::MAX),
+            ),
         ];
         for (name, value) in counts {
             if value == 0 {

@@ -1,7 +1,10 @@
 //! One client connection, start to end: read the `Hello` by its deadline, check
 //! it, join the room table, then either answer as the joiner or wait as the host
 //! (answering `Ping`s) until the joiner, a timeout, the client leaving, or
-//! shutdown. Every error is one `Error{code, message}` frame and then close.
+//! shutdown. After `Matched`, time the pair's hole punch (§12.2) and hold the
+//! connection until the client leaves. A connection that opens with `RelayJoin`
+//! goes to [`crate::relay`]. Every error is one `Error{code, message}` frame and
+//! then close.
 //!
 //! Frames are read by a small [`FrameReader`] rather than a `Framed` codec, whose
 //! 8 KiB read buffer per waiting client would blow the memory budget.
@@ -17,11 +20,13 @@ use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use wire::frame::HEADER_LEN;
 use wire::rendezvous::MAX_LOCAL_ADDRS;
-use wire::{ClientMsg, ErrorCode, FrameError, Link, MediatorMsg, Role, PROTOCOL_VERSION};
+use wire::{
+    ClientMsg, ErrorCode, FrameError, Link, MediatorMsg, RelayOffer, Role, PROTOCOL_VERSION,
+};
 
 use crate::limits::Refused;
 use crate::metrics::Limit;
-use crate::rooms::{Arrival, ConnId, JoinOutcome, PeerDetails};
+use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails};
 use crate::server::Admitted;
 
 /// A write (of at most one small frame) must finish within this.
@@ -31,6 +36,13 @@ const MAX_PINGS_BEFORE_HELLO: u32 = 8;
 /// `Ping`s answered while waiting: one a second for the whole default room TTL,
 /// ten times what an honest client sends.
 const MAX_PINGS_WHILE_WAITING: u32 = 600;
+/// How long the RTT probe after `Matched` waits for its `PunchPong`, and for the
+/// other side's task to report its RTT.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest the nearer side's `PunchNow` is held back.
+const MAX_PUNCH_DELAY: Duration = Duration::from_secs(1);
+/// `Ping`s answered while a matched client holds its connection.
+const MAX_PINGS_AFTER_MATCH: u32 = 32;
 
 /// How a conversation ends.
 #[derive(Debug)]
@@ -39,6 +51,8 @@ enum End {
     Done,
     /// Send `Error{code, message}`, then close.
     Refuse(ErrorCode, Cow<'static, str>),
+    /// The connection opened with `RelayJoin`: hand it to the relay.
+    Relay([u8; 32]),
 }
 
 fn refuse(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> End {
@@ -53,6 +67,9 @@ pub(crate) async fn serve(
     accepted: Instant,
 ) {
     let end = converse(&admitted, &mut stream, peer, accepted).await;
+    if let End::Relay(token) = end {
+        return crate::relay::serve(admitted, stream, token).await;
+    }
     if let End::Refuse(code, message) = end {
         admitted.shared.metrics.error(code);
         tracing::debug!(code = code.as_str(), %peer, "refusing client");
@@ -66,7 +83,7 @@ pub(crate) async fn serve(
     // Dropping the stream closes it: the kernel sends what is queued, then FIN.
 }
 
-/// The `Hello` fields the mediator uses (`no_relay` matters only to a relay).
+/// The `Hello` fields the mediator uses.
 struct Hello {
     version: u16,
     room: [u8; 32],
@@ -75,6 +92,13 @@ struct Hello {
     public: Vec<u8>,
     listen_port: u16,
     local_addrs: Vec<SocketAddr>,
+    no_relay: bool,
+}
+
+/// What a connection opened with.
+enum First {
+    Hello(Hello),
+    RelayJoin([u8; 32]),
 }
 
 async fn converse(
@@ -86,15 +110,15 @@ async fn converse(
     let shared = &admitted.shared;
     let deadline = accepted + shared.config.hello_timeout;
     let mut reader = FrameReader::default();
-    let hello = tokio::select! {
+    let first = tokio::select! {
         biased;
         _ = shared.cancel.cancelled() => {
             return refuse(ErrorCode::ShuttingDown, "the mediator is shutting down");
         }
-        read = timeout_at(deadline, read_hello(&mut reader, stream)) => match read {
+        read = timeout_at(deadline, read_first(&mut reader, stream)) => match read {
             Err(_) => return refuse(ErrorCode::Timeout, "no Hello within the hello timeout"),
             Ok(Err(end)) => return end,
-            Ok(Ok(hello)) => hello,
+            Ok(Ok(first)) => first,
         },
     };
     if let Err(Refused::Hellos) = shared.limits.hello(admitted.key) {
@@ -104,7 +128,22 @@ async fn converse(
             "too many Hellos from your address; wait a minute",
         );
     }
-    let (tag, arrival) = match check_hello(hello, peer, admitted.id) {
+    let hello = match first {
+        First::Hello(hello) => hello,
+        First::RelayJoin(_) if !reader.is_empty() => {
+            return refuse(
+                ErrorCode::Malformed,
+                "send nothing after RelayJoin before RelayReady",
+            )
+        }
+        First::RelayJoin(token) => return End::Relay(token),
+    };
+    let no_relay = hello.no_relay;
+    let (host_end, joiner_end) = Pairing::pair(
+        rand::random(),
+        shared.tokens.expiry(shared.config.relay_token_ttl),
+    );
+    let (tag, arrival) = match check_hello(hello, peer, admitted.id, host_end) {
         Ok(checked) => checked,
         Err(end) => return end,
     };
@@ -113,11 +152,15 @@ async fn converse(
         JoinOutcome::Matched(host) => {
             shared.metrics.matched();
             tracing::debug!(%room, "matched");
-            send_matched(stream, Role::Joiner, host).await
+            let relay = relay_offer(admitted, no_relay, host.no_relay, &joiner_end);
+            match send_matched(stream, Role::Joiner, host, peer, relay).await {
+                End::Done => punch(admitted, &mut reader, stream, joiner_end).await,
+                end => end,
+            }
         }
         JoinOutcome::Waiting(handoff) => {
             tracing::debug!(%room, "waiting");
-            wait_as_host(admitted, &mut reader, stream, &tag, handoff).await
+            wait_as_host(admitted, &mut reader, stream, &tag, handoff, peer, no_relay).await
         }
         JoinOutcome::GroupMismatch => refuse(
             ErrorCode::GroupMismatch,
@@ -133,8 +176,8 @@ async fn converse(
     }
 }
 
-/// Reads frames until a `Hello`, answering the odd `Ping`.
-async fn read_hello(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<Hello, End> {
+/// Reads frames until a `Hello` or a `RelayJoin`, answering the odd `Ping`.
+async fn read_first(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<First, End> {
     for _ in 0..=MAX_PINGS_BEFORE_HELLO {
         match reader.next(stream).await? {
             ClientMsg::Ping => write_msg(stream, &MediatorMsg::Pong).await?,
@@ -146,9 +189,9 @@ async fn read_hello(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<
                 public,
                 listen_port,
                 local_addrs,
-                no_relay: _,
+                no_relay,
             } => {
-                return Ok(Hello {
+                return Ok(First::Hello(Hello {
                     version,
                     room,
                     name,
@@ -156,7 +199,18 @@ async fn read_hello(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<
                     public,
                     listen_port,
                     local_addrs,
-                })
+                    no_relay,
+                }))
+            }
+            ClientMsg::RelayJoin { token } => return Ok(First::RelayJoin(token)),
+            ClientMsg::PunchPong { .. } => {
+                return Err(refuse(ErrorCode::Malformed, "PunchPong before Matched"))
+            }
+            ClientMsg::Allocate => {
+                return Err(refuse(
+                    ErrorCode::Malformed,
+                    "this mediator does not allocate nameplates",
+                ))
             }
         }
     }
@@ -165,12 +219,18 @@ async fn read_hello(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<
 
 /// docs/protocol.md §4 checks, in the order a client can fix them. An unknown group id
 /// gets `BadPublic`: a public value is meaningless outside a known group.
-fn check_hello(hello: Hello, peer: SocketAddr, id: ConnId) -> Result<(RoomTag, Arrival), End> {
+fn check_hello(
+    hello: Hello,
+    peer: SocketAddr,
+    id: ConnId,
+    host_end: Pairing,
+) -> Result<(RoomTag, Arrival), End> {
     if hello.version != PROTOCOL_VERSION {
         return Err(refuse(
             ErrorCode::BadVersion,
             format!(
-                "protocol version {} is not supported; this mediator speaks {PROTOCOL_VERSION}",
+                "protocol version {} is not supported; this mediator speaks {PROTOCOL_VERSION}: \
+                 update the client (or the mediator)",
                 hello.version
             ),
         ));
@@ -197,14 +257,38 @@ fn check_hello(hello: Hello, peer: SocketAddr, id: ConnId) -> Result<(RoomTag, A
             observed_addr: peer,
             listen_port: hello.listen_port,
             local_addrs: hello.local_addrs,
+            no_relay: hello.no_relay,
         },
+        host_end,
     };
     Ok((RoomTag(hello.room), arrival))
 }
 
+/// What `Matched` says about the relay to a client that sent `own_no_relay`.
+fn relay_offer(
+    admitted: &Admitted,
+    own_no_relay: bool,
+    peer_no_relay: bool,
+    pairing: &Pairing,
+) -> RelayOffer {
+    let shared = &admitted.shared;
+    if !shared.config.relay {
+        RelayOffer::Off
+    } else if own_no_relay {
+        RelayOffer::RefusedByYou
+    } else if peer_no_relay {
+        RelayOffer::RefusedByPeer
+    } else {
+        RelayOffer::Offered {
+            token: shared.tokens.mint(&pairing.pair_id, pairing.token_expires),
+            server: String::new(),
+        }
+    }
+}
+
 /// What woke a waiting host.
 enum Event {
-    Joined(Result<PeerDetails, oneshot::error::RecvError>),
+    Joined(Result<Joined, oneshot::error::RecvError>),
     ShuttingDown,
     Deadline,
     Message(Result<ClientMsg, End>),
@@ -216,7 +300,9 @@ async fn wait_as_host(
     reader: &mut FrameReader,
     stream: &mut TcpStream,
     tag: &RoomTag,
-    mut handoff: oneshot::Receiver<PeerDetails>,
+    mut handoff: oneshot::Receiver<Joined>,
+    peer: SocketAddr,
+    no_relay: bool,
 ) -> End {
     let shared = &admitted.shared;
     let config = &shared.config;
@@ -237,7 +323,9 @@ async fn wait_as_host(
                 msg = reader.next(stream) => Event::Message(msg),
             };
             match event {
-                Event::Joined(Ok(joiner)) => return send_matched(stream, Role::Host, joiner).await,
+                Event::Joined(Ok(joined)) => {
+                    return host_matched(admitted, reader, stream, joined, peer, no_relay).await
+                }
                 // The table dropped the room without a joiner: only a table
                 // being torn down does that.
                 Event::Joined(Err(_)) => return End::Done,
@@ -254,6 +342,9 @@ async fn wait_as_host(
                 Event::Message(Ok(ClientMsg::Hello { .. })) => {
                     break refuse(ErrorCode::Malformed, "already waiting in a room")
                 }
+                Event::Message(Ok(
+                    ClientMsg::PunchPong { .. } | ClientMsg::RelayJoin { .. } | ClientMsg::Allocate,
+                )) => break refuse(ErrorCode::Malformed, "unexpected message while waiting"),
                 Event::Message(Ok(ClientMsg::Ping)) => {
                     pings += 1;
                     if pings > MAX_PINGS_WHILE_WAITING {
@@ -273,12 +364,34 @@ async fn wait_as_host(
     // A joiner took the room while this host was on its way out: the joiner has
     // its details already, so the host gets the match rather than the error.
     match handoff.try_recv() {
-        Ok(joiner) => send_matched(stream, Role::Host, joiner).await,
+        Ok(joined) => host_matched(admitted, reader, stream, joined, peer, no_relay).await,
         Err(_) => reason,
     }
 }
 
-async fn send_matched(stream: &mut TcpStream, role: Role, peer: PeerDetails) -> End {
+async fn host_matched(
+    admitted: &Admitted,
+    reader: &mut FrameReader,
+    stream: &mut TcpStream,
+    joined: Joined,
+    peer: SocketAddr,
+    no_relay: bool,
+) -> End {
+    let Joined { details, pairing } = joined;
+    let relay = relay_offer(admitted, no_relay, details.no_relay, &pairing);
+    match send_matched(stream, Role::Host, details, peer, relay).await {
+        End::Done => punch(admitted, reader, stream, pairing).await,
+        end => end,
+    }
+}
+
+async fn send_matched(
+    stream: &mut TcpStream,
+    role: Role,
+    peer: PeerDetails,
+    your_addr: SocketAddr,
+    relay: RelayOffer,
+) -> End {
     let msg = MediatorMsg::Matched {
         role,
         peer_name: peer.name,
@@ -286,10 +399,89 @@ async fn send_matched(stream: &mut TcpStream, role: Role, peer: PeerDetails) -> 
         observed_addr: peer.observed_addr,
         listen_port: peer.listen_port,
         local_addrs: peer.local_addrs,
+        your_addr,
+        relay,
     };
     match write_msg(stream, &msg).await {
         Ok(()) | Err(End::Done) => End::Done,
         Err(end) => end,
+    }
+}
+
+/// After `Matched` (docs/protocol.md §12.2): measure our client's round trip with
+/// `PunchPing`, swap it with the other side's task, hold the nearer side's
+/// `PunchNow` back by half the difference so both arrive together, then keep the
+/// connection (answering `Ping`s) until the client closes it or `punch_hold`.
+async fn punch(
+    admitted: &Admitted,
+    reader: &mut FrameReader,
+    stream: &mut TcpStream,
+    pairing: Pairing,
+) -> End {
+    let shared = &admitted.shared;
+    let hold_until = Instant::now() + shared.config.punch_hold;
+    let nonce: u64 = rand::random();
+    let sent = Instant::now();
+    if let Err(end) = write_msg(stream, &MediatorMsg::PunchPing { nonce }).await {
+        return end;
+    }
+    let probe_deadline = sent + PROBE_TIMEOUT;
+    let mut pings = 0u32;
+    let rtt = loop {
+        let msg = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => return End::Done,
+            read = timeout_at(probe_deadline, reader.next(stream)) => read,
+        };
+        match msg {
+            Err(_) => break PROBE_TIMEOUT,
+            Ok(Err(end)) => return end,
+            Ok(Ok(ClientMsg::PunchPong { nonce: n })) if n == nonce => break sent.elapsed(),
+            Ok(Ok(ClientMsg::Ping)) if pings < MAX_PINGS_AFTER_MATCH => {
+                pings += 1;
+                if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
+                    return end;
+                }
+            }
+            Ok(Ok(_)) => return refuse(ErrorCode::Malformed, "unexpected message after Matched"),
+        }
+    };
+    let Pairing {
+        rtt_out, rtt_in, ..
+    } = pairing;
+    let _ = rtt_out.send(rtt);
+    // A peer task that is gone or slow gives no figure: then send at once.
+    let peer_rtt = match timeout(PROBE_TIMEOUT, rtt_in).await {
+        Ok(Ok(peer_rtt)) => peer_rtt,
+        _ => rtt,
+    };
+    let delay = (peer_rtt.saturating_sub(rtt) / 2).min(MAX_PUNCH_DELAY);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Err(end) = write_msg(stream, &MediatorMsg::PunchNow).await {
+        return end;
+    }
+    shared.metrics.punch_timed();
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => return End::Done,
+            () = sleep_until(hold_until) => return End::Done,
+            msg = reader.next(stream) => msg,
+        };
+        match msg {
+            Err(end) => return end,
+            Ok(ClientMsg::Ping) if pings < MAX_PINGS_AFTER_MATCH => {
+                pings += 1;
+                if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
+                    return end;
+                }
+            }
+            // A late answer to the probe is harmless.
+            Ok(ClientMsg::PunchPong { .. }) => {}
+            Ok(_) => return refuse(ErrorCode::Malformed, "unexpected message after Matched"),
+        }
     }
 }
 
@@ -306,6 +498,11 @@ struct FrameReader {
 }
 
 impl FrameReader {
+    /// Whether bytes past the last frame are buffered.
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Reads and decodes the next message. The length is checked by
     /// `wire::Link::Mediator` as soon as the 4-byte header is in, before any
     /// buffer is sized for it. A clean end of stream between frames is `Done`.

@@ -6,6 +6,9 @@
 //! public value range, address count) and offered to the [`rooms::RoomTable`]. The
 //! first client of a room waits (answering `Ping`s) as the host; the second is the
 //! joiner: both get `Matched` with the other's details and the room is forgotten.
+//! Both then stay connected while the mediator times their hole punch (`PunchPing`
+//! for the round trip, `PunchNow` to both at once, §12); if no direct path works,
+//! they come back with the relay token from `Matched` and [`relay`] splices them.
 //! Any refusal is one `Error{code, message}` and then close. Per-address and global
 //! limits, timeouts and metrics sit around that. Logs carry at most an 8-hex prefix
 //! of a room tag, never a name or a public value, and client addresses only at
@@ -16,6 +19,7 @@ mod config;
 mod connection;
 mod limits;
 pub mod metrics;
+mod relay;
 pub mod rooms;
 mod server;
 

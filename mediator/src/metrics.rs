@@ -57,6 +57,11 @@ pub struct Metrics {
     matches_total: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     rejected: [AtomicU64; Limit::ALL.len()],
+    relay_sessions_open: AtomicI64,
+    relay_sessions_total: AtomicU64,
+    relay_refused_total: AtomicU64,
+    relay_bytes_total: AtomicU64,
+    punch_timed_total: AtomicU64,
 }
 
 impl Metrics {
@@ -79,6 +84,37 @@ impl Metrics {
     /// Two clients were paired.
     pub fn matched(&self) {
         self.matches_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Two relay connections were spliced.
+    pub fn relay_opened(&self) {
+        self.relay_sessions_open.fetch_add(1, Ordering::Relaxed);
+        self.relay_sessions_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A spliced relay session ended.
+    pub fn relay_closed(&self) {
+        self.relay_sessions_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A `RelayJoin` was refused (bad or expired token, relay off or full, no peer).
+    pub fn relay_refused(&self) {
+        self.relay_refused_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes forwarded by the relay.
+    pub fn relayed(&self, bytes: u64) {
+        self.relay_bytes_total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A `PunchNow` was sent.
+    pub fn punch_timed(&self) {
+        self.punch_timed_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Relay sessions open now.
+    pub fn relay_sessions_open(&self) -> usize {
+        usize::try_from(self.relay_sessions_open.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// An `Error{code}` was sent (or attempted).
@@ -127,7 +163,45 @@ impl Metrics {
             "counter",
             "Clients turned away by a limit, by limit.",
         );
+        metric(
+            "mediator_relay_sessions",
+            "gauge",
+            "Relay sessions spliced now.",
+        );
+        metric(
+            "mediator_relay_sessions_total",
+            "counter",
+            "Relay sessions spliced.",
+        );
+        metric(
+            "mediator_relay_refused_total",
+            "counter",
+            "Relay joins refused (token, relay off or full, peer never came).",
+        );
+        metric(
+            "mediator_relay_bytes_total",
+            "counter",
+            "Bytes forwarded by the relay, both directions, frame headers included.",
+        );
+        metric(
+            "mediator_punch_timed_total",
+            "counter",
+            "PunchNow messages sent to matched clients.",
+        );
         let _ = writeln!(out, "mediator_connections {}", self.connections_open());
+        let _ = writeln!(
+            out,
+            "mediator_relay_sessions {}",
+            self.relay_sessions_open()
+        );
+        for (name, value) in [
+            ("mediator_relay_sessions_total", &self.relay_sessions_total),
+            ("mediator_relay_refused_total", &self.relay_refused_total),
+            ("mediator_relay_bytes_total", &self.relay_bytes_total),
+            ("mediator_punch_timed_total", &self.punch_timed_total),
+        ] {
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         let _ = writeln!(
             out,
             "mediator_connections_total {}",

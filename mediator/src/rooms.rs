@@ -5,6 +5,7 @@
 mod memory;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use dhke::RoomTag;
 use tokio::sync::oneshot;
@@ -28,6 +29,53 @@ pub struct PeerDetails {
     pub listen_port: u16,
     /// The client's own interface addresses (at most `wire::rendezvous::MAX_LOCAL_ADDRS`).
     pub local_addrs: Vec<SocketAddr>,
+    /// The client refuses to be relayed.
+    pub no_relay: bool,
+}
+
+/// One side's end of a match: what its connection task needs to time the punch
+/// with the other side's task and to hand out the pair's relay token.
+#[derive(Debug)]
+pub struct Pairing {
+    /// Names the pair in its relay token; the same on both sides.
+    pub pair_id: [u8; 12],
+    /// When the pair's relay token expires, in seconds since the mediator started.
+    pub token_expires: u32,
+    /// Our client's round-trip time, for the other side's task.
+    pub rtt_out: oneshot::Sender<Duration>,
+    /// The other client's round-trip time, from the other side's task.
+    pub rtt_in: oneshot::Receiver<Duration>,
+}
+
+impl Pairing {
+    /// Both ends of one pair.
+    pub fn pair(pair_id: [u8; 12], token_expires: u32) -> (Pairing, Pairing) {
+        let (a_out, b_in) = oneshot::channel();
+        let (b_out, a_in) = oneshot::channel();
+        (
+            Pairing {
+                pair_id,
+                token_expires,
+                rtt_out: a_out,
+                rtt_in: a_in,
+            },
+            Pairing {
+                pair_id,
+                token_expires,
+                rtt_out: b_out,
+                rtt_in: b_in,
+            },
+        )
+    }
+}
+
+/// What a waiting host receives when its joiner arrives.
+#[derive(Debug)]
+pub struct Joined {
+    /// The joiner's details, for the host's `Matched`.
+    pub details: PeerDetails,
+    /// The host's end of the pair.
+    pub pairing: Pairing,
 }
 
 /// A client asking for a room.
@@ -39,6 +87,9 @@ pub struct Arrival {
     pub group: u8,
     /// Its details, handed to the other side on a match.
     pub details: PeerDetails,
+    /// The host's end of the pair, handed over with `details` if this arrival
+    /// matches a waiting host (dropped if it opens the room instead).
+    pub host_end: Pairing,
 }
 
 /// What [`RoomTable::join`] decided.
@@ -46,7 +97,7 @@ pub struct Arrival {
 pub enum JoinOutcome {
     /// The room was empty: the caller is now the waiting host. The joiner's
     /// details arrive on this channel; its sender lives in the table.
-    Waiting(oneshot::Receiver<PeerDetails>),
+    Waiting(oneshot::Receiver<Joined>),
     /// A host was waiting: the caller is the joiner. The host has been handed the
     /// caller's details already and the room is forgotten; these are the host's.
     Matched(PeerDetails),

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::limits::{AddrKey, AddrLimits};
 use crate::metrics::{self, Limit, Metrics};
+use crate::relay::{RelayTable, TokenKey};
 use crate::rooms::{ConnId, InMemoryRooms, RoomTable};
 
 /// Listen backlog: a burst of thousands of connects must queue, not have SYNs
@@ -46,6 +47,10 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Fires at shutdown; every connection task watches it.
     pub(crate) cancel: CancellationToken,
+    /// Mints and checks the relay tokens handed out in `Matched`.
+    pub(crate) tokens: TokenKey,
+    /// Relay connections waiting for their second side.
+    pub(crate) relay: RelayTable,
     next_id: AtomicU64,
 }
 
@@ -125,6 +130,8 @@ pub async fn run_with_metrics(
         limits: AddrLimits::new(config.per_ip_connections, config.per_ip_hellos_per_min),
         metrics: Metrics::default(),
         cancel: CancellationToken::new(),
+        tokens: TokenKey::new(),
+        relay: RelayTable::default(),
         next_id: AtomicU64::new(0),
         config,
     });

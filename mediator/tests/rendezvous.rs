@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{config, edit, hello, hello_with, public, start, Client};
 use dhke::Group;
-use wire::{ClientMsg, ErrorCode, MediatorMsg, Role};
+use wire::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role};
 
 #[tokio::test]
 async fn two_clients_pair_with_roles_and_swapped_details() {
@@ -32,10 +32,19 @@ async fn two_clients_pair_with_roles_and_swapped_details() {
         observed_addr,
         listen_port,
         local_addrs,
+        your_addr,
+        relay,
         ..
     } = bob.expect_matched(Role::Joiner).await
     else {
         unreachable!()
+    };
+    assert_eq!(your_addr, bob.local_addr());
+    let RelayOffer::Offered {
+        token: bob_token, ..
+    } = relay
+    else {
+        panic!("relay offered by default, got {relay:?}");
     };
     assert_eq!(peer_name, "alice");
     assert_eq!(public[0], 0x11);
@@ -50,20 +59,33 @@ async fn two_clients_pair_with_roles_and_swapped_details() {
         observed_addr,
         listen_port,
         local_addrs,
+        your_addr,
+        relay,
         ..
     } = alice.expect_matched(Role::Host).await
     else {
         unreachable!()
     };
+    assert_eq!(your_addr, alice.local_addr());
+    assert_eq!(
+        relay,
+        RelayOffer::Offered {
+            token: bob_token,
+            server: String::new()
+        },
+        "both sides get the same relay token"
+    );
     assert_eq!(peer_name, "bob");
     assert_eq!(public[0], 0x22);
     assert_eq!(observed_addr, bob.local_addr());
     assert_eq!(listen_port, 4003);
     assert_eq!(local_addrs, vec!["192.168.1.3:4000".parse().unwrap()]);
 
-    // Both connections end after the match.
-    assert!(alice.recv().await.is_none());
-    assert!(bob.recv().await.is_none());
+    // Both stay for the punch: PunchPing, then PunchNow; leaving ends them.
+    alice.answer_punch().await;
+    bob.answer_punch().await;
+    drop(alice);
+    drop(bob);
     server.shutdown().await.unwrap();
 }
 
@@ -146,7 +168,7 @@ async fn group_mismatch() {
 #[tokio::test]
 async fn bad_version() {
     let server = start(config()).await;
-    for version in [0, 2, u16::MAX] {
+    for version in [0, 1, 3, u16::MAX] {
         let mut c = Client::connect(server.addr).await;
         let mut msg = hello(40, "v");
         edit(&mut msg, |v, _, _, _| *v = version);

@@ -10,7 +10,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 use wire::handshake::{HostHandshake, JoinerHelloSent};
-use wire::{ClientMsg, FrameCodec, HandshakeInput, Link, MediatorMsg, PeerHandshake, Role};
+use wire::{
+    ClientMsg, FrameCodec, HandshakeInput, Link, MediatorMsg, PeerHandshake, RelayOffer, Role,
+};
 
 /// How the fake mediator lies.
 #[derive(Debug, Clone)]
@@ -23,6 +25,9 @@ pub enum Lie {
     /// Pair the first meeting honestly, then sit in the middle of the next one
     /// (after the clients lost their link and came back to reconnect).
     MitmAtReconnect { room: String },
+    /// Pair honestly but announce addresses where nobody listens, and offer a
+    /// relay at a dead address (`relay: true`) or say the relay is off.
+    DeadEnds { dead: SocketAddr, relay: bool },
 }
 
 /// The SAS values the man in the middle ended up with on each leg.
@@ -64,6 +69,10 @@ impl FakeMediator {
             let joiner = arrive(&listener, false).await;
             match lie {
                 Lie::PairAnyRooms => pair_honestly(host, joiner).await,
+                Lie::DeadEnds { dead, relay } => {
+                    pair_at_dead_ends(host, joiner, dead, relay).await;
+                    std::future::pending::<()>().await;
+                }
                 Lie::ManInTheMiddle { room } => {
                     let result = man_in_the_middle(host, joiner, room).await;
                     let _ = tx.send(result);
@@ -133,6 +142,8 @@ async fn pair_honestly(mut host: Arrival, mut joiner: Arrival) {
         observed_addr: joiner.observed,
         listen_port: joiner.listen_port,
         local_addrs: joiner.local_addrs.clone(),
+        your_addr: host.observed,
+        relay: RelayOffer::Off,
     };
     let to_joiner = MediatorMsg::Matched {
         role: Role::Joiner,
@@ -141,9 +152,45 @@ async fn pair_honestly(mut host: Arrival, mut joiner: Arrival) {
         observed_addr: host.observed,
         listen_port: host.listen_port,
         local_addrs: host.local_addrs.clone(),
+        your_addr: joiner.observed,
+        relay: RelayOffer::Off,
     };
     send(&mut host.framed, &to_host).await;
     send(&mut joiner.framed, &to_joiner).await;
+    send(&mut host.framed, &MediatorMsg::PunchNow).await;
+    send(&mut joiner.framed, &MediatorMsg::PunchNow).await;
+}
+
+async fn pair_at_dead_ends(mut host: Arrival, mut joiner: Arrival, dead: SocketAddr, relay: bool) {
+    let relay = if relay {
+        RelayOffer::Offered {
+            token: [0; 32],
+            server: dead.to_string(),
+        }
+    } else {
+        RelayOffer::Off
+    };
+    let told = |role: Role, other: &Arrival, me: &Arrival| MediatorMsg::Matched {
+        role,
+        peer_name: other.name.clone(),
+        public: other.public.clone(),
+        observed_addr: dead,
+        listen_port: dead.port(),
+        local_addrs: vec![dead],
+        your_addr: me.observed,
+        relay: relay.clone(),
+    };
+    let to_host = told(Role::Host, &joiner, &host);
+    let to_joiner = told(Role::Joiner, &host, &joiner);
+    for (arrival, msg) in [(&mut host, to_host), (&mut joiner, to_joiner)] {
+        send(&mut arrival.framed, &msg).await;
+        send(&mut arrival.framed, &MediatorMsg::PunchNow).await;
+    }
+    // Hold both links like a real mediator does.
+    tokio::spawn(async move {
+        let _keep = (host, joiner);
+        std::future::pending::<()>().await;
+    });
 }
 
 async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String) -> MitmResult {
@@ -162,9 +209,12 @@ async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String)
             observed_addr: "127.0.0.1:9".parse().unwrap(),
             listen_port: 0,
             local_addrs: vec![],
+            your_addr: host.observed,
+            relay: RelayOffer::Off,
         },
     )
     .await;
+    send(&mut host.framed, &MediatorMsg::PunchNow).await;
     send(
         &mut joiner.framed,
         &MediatorMsg::Matched {
@@ -174,9 +224,12 @@ async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String)
             observed_addr: trap_addr,
             listen_port: trap_addr.port(),
             local_addrs: vec![trap_addr],
+            your_addr: joiner.observed,
+            relay: RelayOffer::Off,
         },
     )
     .await;
+    send(&mut joiner.framed, &MediatorMsg::PunchNow).await;
 
     // Leg 1: we play the host toward the real joiner.
     let joiner_leg = {

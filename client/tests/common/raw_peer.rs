@@ -113,3 +113,88 @@ impl RawPeer {
         }
     }
 }
+
+/// What a grinding man in the middle saw at the host.
+#[derive(Debug, Default)]
+pub struct Grind {
+    /// `HostConfirm`s received: each reveals a host nonce.
+    pub confirms: usize,
+    /// How the other attempts ended.
+    pub other: Vec<String>,
+}
+
+/// A man in the middle that knows the room name: joins `room` as the joiner
+/// (so its public value is the one the host expects), then opens `attempts`
+/// connections to the host, sends a valid `PeerHello` on each, reads the
+/// answer and drops the connection, hoping for a host nonce that gives a SAS
+/// it likes (docs/protocol.md §12.4).
+pub async fn grind(mediator: SocketAddr, room: &str, name: &str, attempts: usize) -> Grind {
+    let group = dhke::Group::Modp2048;
+    let keys = dhke::KeyPair::generate(group, &mut OsRng);
+    let stream = TcpStream::connect(mediator).await.expect("reach mediator");
+    let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
+    let hello = ClientMsg::Hello {
+        version: wire::PROTOCOL_VERSION,
+        room: dhke::room_tag(room).0,
+        name: name.into(),
+        group: group.id(),
+        public: keys.public().to_vec(),
+        listen_port: 0,
+        local_addrs: vec![],
+        no_relay: true,
+    };
+    med.send(wire::encode(&hello).unwrap().as_slice())
+        .await
+        .unwrap();
+    let MediatorMsg::Matched {
+        peer_name,
+        public,
+        observed_addr,
+        listen_port,
+        local_addrs,
+        ..
+    } = wire::decode(&recv_frame(&mut med).await).expect("Matched")
+    else {
+        panic!("expected Matched");
+    };
+    let host = local_addrs
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::new(observed_addr.ip(), listen_port));
+    let input = HandshakeInput {
+        room: dhke::RoomName::new(room),
+        local_name: name.into(),
+        local: keys,
+        peer_name,
+        peer_public: public,
+        previous: None,
+        keylog: false,
+    };
+    let handshake = wire::handshake::JoinerHandshake::new(input).expect("handshake");
+    let mut seen = Grind::default();
+    for _ in 0..attempts {
+        let Ok(stream) = TcpStream::connect(host).await else {
+            seen.other.push("host gone".into());
+            break;
+        };
+        let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
+        let (_state, hello) = handshake.hello(&mut OsRng);
+        if framed
+            .send(wire::encode(&hello).unwrap().as_slice())
+            .await
+            .is_err()
+        {
+            seen.other.push("send failed".into());
+            continue;
+        }
+        match tokio::time::timeout(super::WAIT, framed.next()).await {
+            Ok(Some(Ok(frame))) => match wire::decode::<PeerHandshake>(&frame) {
+                Ok(PeerHandshake::HostConfirm { .. }) => seen.confirms += 1,
+                other => seen.other.push(format!("{other:?}")),
+            },
+            other => seen.other.push(format!("closed: {other:?}")),
+        }
+        // Drop the connection after the reveal, as the grinder would.
+    }
+    seen
+}

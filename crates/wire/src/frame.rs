@@ -68,21 +68,91 @@ pub enum FrameError {
     /// A length over the link's bound.
     #[error("frame of {len} bytes exceeds the {max}-byte limit")]
     TooLarge { len: usize, max: usize },
+    /// On a relayed connection: the mediator ended the relay session
+    /// (docs/protocol.md §12.3). `message` is the mediator's, unsanitized.
+    #[error("the mediator ended the relay session ({}): {message}", code.as_str())]
+    RelayEnded {
+        code: crate::rendezvous::ErrorCode,
+        message: String,
+    },
     /// The underlying transport failed (only from the tokio codec).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// The header that announces a relay's end notice in place of a peer frame: a
+/// zero length, which no peer frame can have.
+pub const RELAY_NOTICE: [u8; HEADER_LEN] = [0; HEADER_LEN];
+
+/// Encodes the relay's end notice: [`RELAY_NOTICE`], then one mediator frame with
+/// `MediatorMsg::Error { code, message }`.
+pub fn relay_notice(code: crate::rendezvous::ErrorCode, message: &str) -> Vec<u8> {
+    let msg = crate::rendezvous::MediatorMsg::Error {
+        code,
+        message: message.to_owned(),
+    };
+    let mut out = RELAY_NOTICE.to_vec();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    // A short error always encodes and fits a mediator frame; if a caller passed
+    // a huge message, the notice degrades to a bare close.
+    match crate::encode_into(&msg, &mut out)
+        .ok()
+        .and_then(|()| Link::Mediator.header(out.len() - 2 * HEADER_LEN).ok())
+    {
+        Some(header) => {
+            out[HEADER_LEN..2 * HEADER_LEN].copy_from_slice(&header);
+            out
+        }
+        None => RELAY_NOTICE.to_vec(),
+    }
 }
 
 /// A `tokio_util` codec for one link's frames. Decoding yields the payload bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
     link: Link,
+    relayed: bool,
 }
 
 impl FrameCodec {
     /// A codec enforcing `link`'s bound.
     pub fn new(link: Link) -> FrameCodec {
-        FrameCodec { link }
+        FrameCodec {
+            link,
+            relayed: false,
+        }
+    }
+
+    /// A peer-link codec for a connection spliced through the mediator's relay:
+    /// it also understands the relay's end notice (docs/protocol.md §12.3).
+    pub fn relayed() -> FrameCodec {
+        FrameCodec {
+            link: Link::Peer,
+            relayed: true,
+        }
+    }
+
+    /// Parses the relay's end notice at the front of `src` (which starts with
+    /// [`RELAY_NOTICE`]): `None` while incomplete.
+    fn relay_end(src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        let Some(header) = src.get(HEADER_LEN..2 * HEADER_LEN) else {
+            return Ok(None);
+        };
+        let header: [u8; HEADER_LEN] = header.try_into().expect("slice of HEADER_LEN");
+        let len = Link::Mediator.parse_header(header)?;
+        if src.len() < 2 * HEADER_LEN + len {
+            src.reserve(2 * HEADER_LEN + len - src.len());
+            return Ok(None);
+        }
+        let payload = &src[2 * HEADER_LEN..2 * HEADER_LEN + len];
+        let err = match crate::decode::<crate::rendezvous::MediatorMsg>(payload) {
+            Ok(crate::rendezvous::MediatorMsg::Error { code, message }) => {
+                FrameError::RelayEnded { code, message }
+            }
+            _ => FrameError::Empty,
+        };
+        src.clear();
+        Err(err)
     }
 }
 
@@ -95,6 +165,9 @@ impl Decoder for FrameCodec {
             return Ok(None);
         };
         let header: [u8; HEADER_LEN] = header.try_into().expect("slice of HEADER_LEN");
+        if self.relayed && header == RELAY_NOTICE {
+            return FrameCodec::relay_end(src);
+        }
         let len = self.link.parse_header(header)?;
         if src.len() < HEADER_LEN + len {
             src.reserve(HEADER_LEN + len - src.len());
@@ -147,6 +220,35 @@ mod tests {
         assert!(codec.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(b"lo");
         assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"hello");
+    }
+
+    #[test]
+    fn relayed_codec_reads_the_end_notice() {
+        use crate::rendezvous::ErrorCode;
+        let notice = relay_notice(ErrorCode::RelayLimit, "byte cap");
+        // Worked bytes of docs/protocol.md §12.3.
+        assert_eq!(hex(&notice), "000000000000000b030a086279746520636170");
+        let mut codec = FrameCodec::relayed();
+        let mut buf = BytesMut::from(&b"\0\0\0\x02hi"[..]);
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"hi");
+        buf.extend_from_slice(&notice[..6]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(&notice[6..]);
+        match codec.decode(&mut buf) {
+            Err(FrameError::RelayEnded { code, message }) => {
+                assert_eq!(code, ErrorCode::RelayLimit);
+                assert_eq!(message, "byte cap");
+            }
+            other => panic!("expected the end notice, got {other:?}"),
+        }
+        // A plain peer codec still refuses a zero length.
+        let mut plain = FrameCodec::new(Link::Peer);
+        let mut buf = BytesMut::from(&notice[..]);
+        assert!(matches!(plain.decode(&mut buf), Err(FrameError::Empty)));
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[test]

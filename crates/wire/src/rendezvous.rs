@@ -1,12 +1,12 @@
-//! Client ↔ mediator messages (docs/protocol.md §4). Variant and field order is the
+//! Client ↔ mediator messages (docs/protocol.md §4, §12). Variant and field order is the
 //! wire format: append, never reorder.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version a `Hello` carries.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version a `Hello` carries (v2: punch timing, relay, nameplates).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Most interface addresses a client may advertise.
 pub const MAX_LOCAL_ADDRS: usize = 8;
 
@@ -27,6 +27,12 @@ pub enum ClientMsg {
     },
     /// Keep-alive while waiting.
     Ping,
+    /// After `Matched`: the answer to `PunchPing`, so the mediator learns our RTT.
+    PunchPong { nonce: u64 },
+    /// The first message on a relay connection: the token both sides got in `Matched`.
+    RelayJoin { token: [u8; 32] },
+    /// Before `Hello`: reserve a nameplate for a generated room code.
+    Allocate,
 }
 
 /// What the mediator sends to a client.
@@ -43,11 +49,39 @@ pub enum MediatorMsg {
         observed_addr: SocketAddr,
         listen_port: u16,
         local_addrs: Vec<SocketAddr>,
+        /// Our own source address as the mediator saw it (tells us whether we are
+        /// behind a NAT).
+        your_addr: SocketAddr,
+        /// Whether a relay is on offer if no direct path works.
+        relay: RelayOffer,
     },
     /// Answer to `Ping`.
     Pong,
     /// A refusal; the mediator closes the connection after sending it.
     Error { code: ErrorCode, message: String },
+    /// After `Matched`: answer with `PunchPong { nonce }` at once (RTT probe).
+    PunchPing { nonce: u64 },
+    /// Dial the peer's observed address now; the peer is told at the same moment.
+    PunchNow,
+    /// On a relay connection: the peer is here; from the next byte on, this
+    /// connection carries peer frames (`Link::Peer`) spliced to the peer.
+    RelayReady,
+    /// The nameplate reserved for us by `Allocate`, for our next `Hello`.
+    Allocated { nameplate: u32 },
+}
+
+/// What `Matched` says about the relay. Variant order is the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayOffer {
+    /// Present `token` in `RelayJoin` on a new connection to `server`
+    /// (`HOST:PORT`; empty: the mediator this `Matched` came from).
+    Offered { token: [u8; 32], server: String },
+    /// We sent `no_relay`.
+    RefusedByYou,
+    /// The peer sent `no_relay`.
+    RefusedByPeer,
+    /// The mediator runs with its relay off.
+    Off,
 }
 
 /// Which side of the peer connection a client plays.
@@ -80,11 +114,17 @@ pub enum ErrorCode {
     Timeout,
     TooManyConnections,
     ShuttingDown,
+    /// A `RelayJoin` with an unknown, expired or forged token, or the relay is full.
+    RelayRefused,
+    /// A relay session passed one of its caps (bytes, idle) and was ended.
+    RelayLimit,
+    /// `Allocate` found no free nameplate.
+    NoNameplate,
 }
 
 impl ErrorCode {
     /// Every code, in wire order (metrics, tests).
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadVersion,
         ErrorCode::Malformed,
         ErrorCode::RoomFull,
@@ -94,6 +134,9 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::TooManyConnections,
         ErrorCode::ShuttingDown,
+        ErrorCode::RelayRefused,
+        ErrorCode::RelayLimit,
+        ErrorCode::NoNameplate,
     ];
 
     /// A stable snake_case name for logs, metrics and `--json` output.
@@ -108,6 +151,9 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::RelayRefused => "relay_refused",
+            ErrorCode::RelayLimit => "relay_limit",
+            ErrorCode::NoNameplate => "no_nameplate",
         }
     }
 }

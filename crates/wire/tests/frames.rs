@@ -11,7 +11,7 @@ use wire::encoding::DECODE_LIMIT;
 use wire::frame::{MEDIATOR_FRAME_MAX, PEER_FRAME_MAX};
 use wire::{
     decode, encode, ClientMsg, DecodeError, ErrorCode, FrameCodec, FrameError, Link, MediatorMsg,
-    PeerHandshake, PeerMsg, Role,
+    PeerHandshake, PeerMsg, RelayOffer, Role,
 };
 
 // ---------------------------------------------------------------------------
@@ -264,6 +264,9 @@ fn every_client_message_round_trips() {
         local_addrs: vec![v4(), v6(), "[fe80::1]:1".parse().unwrap()],
         no_relay: true,
     });
+    round_trip(&ClientMsg::PunchPong { nonce: 7 });
+    round_trip(&ClientMsg::RelayJoin { token: [9; 32] });
+    round_trip(&ClientMsg::Allocate);
 }
 
 #[test]
@@ -279,9 +282,34 @@ fn every_mediator_message_round_trips() {
             observed_addr: v6(),
             listen_port: 0,
             local_addrs: vec![],
+            your_addr: v4(),
+            relay: RelayOffer::Offered {
+                token: [5; 32],
+                server: "relay.example.org:7070".into(),
+            },
+        });
+    }
+    for relay in [
+        RelayOffer::RefusedByYou,
+        RelayOffer::RefusedByPeer,
+        RelayOffer::Off,
+    ] {
+        round_trip(&MediatorMsg::Matched {
+            role: Role::Host,
+            peer_name: "a".into(),
+            public: vec![1],
+            observed_addr: v4(),
+            listen_port: 1,
+            local_addrs: vec![v4()],
+            your_addr: v6(),
+            relay,
         });
     }
     round_trip(&MediatorMsg::Pong);
+    round_trip(&MediatorMsg::PunchPing { nonce: u64::MAX });
+    round_trip(&MediatorMsg::PunchNow);
+    round_trip(&MediatorMsg::RelayReady);
+    round_trip(&MediatorMsg::Allocated { nameplate: 999_999 });
     for code in ErrorCode::ALL {
         round_trip(&MediatorMsg::Error {
             code,
@@ -392,7 +420,7 @@ fn pinned_peer_ack_300() {
 #[test]
 fn pinned_client_hello() {
     let msg = ClientMsg::Hello {
-        version: 1,
+        version: 2,
         room: [0xAA; 32],
         name: "al".into(),
         group: 15,
@@ -401,7 +429,7 @@ fn pinned_client_hello() {
         local_addrs: vec!["192.168.1.2:4000".parse().unwrap()],
         no_relay: true,
     };
-    let mut want = vec![0, 1]; // Hello, version 1
+    let mut want = vec![0, 2]; // Hello, version 2
     want.extend_from_slice(&[0xAA; 32]); // room, raw
     want.extend_from_slice(&[2, b'a', b'l']); // name
     want.push(15); // group (u8)
@@ -422,6 +450,11 @@ fn pinned_mediator_matched_with_v4_and_v6() {
         observed_addr: v4(),
         listen_port: 0,
         local_addrs: vec![v6()],
+        your_addr: "198.51.100.2:7071".parse().unwrap(),
+        relay: RelayOffer::Offered {
+            token: [0x11; 32],
+            server: String::new(),
+        },
     };
     let mut want = vec![1, 1]; // Matched, Joiner
     want.extend_from_slice(&[3, b'b', b'o', b'b']);
@@ -431,8 +464,46 @@ fn pinned_mediator_matched_with_v4_and_v6() {
     want.extend_from_slice(&[1, 1]); // one address, V6
     want.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
     want.extend_from_slice(&[251, 0xBB, 0x01]); // port 443 = 0x01BB
+    want.extend_from_slice(&[0, 198, 51, 100, 2, 251, 0x9F, 0x1B]); // your_addr, port 7071
+    want.push(0); // relay: Offered
+    want.extend_from_slice(&[0x11; 32]); // token, raw
+    want.push(0); // server: "" (same mediator)
     assert_eq!(encode(&msg).unwrap(), want);
     assert_eq!(decode::<MediatorMsg>(&want).unwrap(), msg);
+}
+
+#[test]
+fn pinned_v2_punch_and_relay_messages() {
+    // docs/protocol.md §12 vectors.
+    assert_eq!(
+        encode(&ClientMsg::PunchPong { nonce: 300 }).unwrap(),
+        [2, 251, 0x2C, 0x01]
+    );
+    let mut join = vec![3];
+    join.extend_from_slice(&[0xAB; 32]);
+    assert_eq!(
+        encode(&ClientMsg::RelayJoin { token: [0xAB; 32] }).unwrap(),
+        join
+    );
+    assert_eq!(encode(&ClientMsg::Allocate).unwrap(), [4]);
+    assert_eq!(
+        encode(&MediatorMsg::PunchPing { nonce: 300 }).unwrap(),
+        [4, 251, 0x2C, 0x01]
+    );
+    assert_eq!(encode(&MediatorMsg::PunchNow).unwrap(), [5]);
+    assert_eq!(encode(&MediatorMsg::RelayReady).unwrap(), [6]);
+    assert_eq!(
+        encode(&MediatorMsg::Allocated { nameplate: 7 }).unwrap(),
+        [7, 7]
+    );
+    for (relay, byte) in [
+        (RelayOffer::RefusedByYou, 1u8),
+        (RelayOffer::RefusedByPeer, 2),
+        (RelayOffer::Off, 3),
+    ] {
+        let bytes = encode(&relay).unwrap();
+        assert_eq!(bytes, [byte]);
+    }
 }
 
 #[test]

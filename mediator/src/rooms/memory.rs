@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use dhke::RoomTag;
 use tokio::sync::oneshot;
 
-use super::{Arrival, ConnId, JoinOutcome, PeerDetails, RoomTable};
+use super::{Arrival, ConnId, JoinOutcome, Joined, PeerDetails, RoomTable};
 
 /// A host waiting in its room.
 #[derive(Debug)]
@@ -16,7 +16,7 @@ struct WaitingHost {
     group: u8,
     details: PeerDetails,
     /// Hands the joiner's details to the host's connection task.
-    handoff: oneshot::Sender<PeerDetails>,
+    handoff: oneshot::Sender<Joined>,
 }
 
 /// Rooms of this process, at most `max_rooms` waiting at once.
@@ -53,11 +53,15 @@ impl RoomTable for InMemoryRooms {
                 return JoinOutcome::GroupMismatch;
             }
             if let Some(host) = rooms.remove(&tag) {
-                match host.handoff.send(details) {
+                let joined = Joined {
+                    details,
+                    pairing: arrival.host_end,
+                };
+                match host.handoff.send(joined) {
                     Ok(()) => return JoinOutcome::Matched(host.details),
                     // The host's task is gone (it disconnected and has not called
                     // leave yet): the room is free, and this arrival opens it.
-                    Err(back) => details = back,
+                    Err(back) => details = back.details,
                 }
             }
         }
@@ -106,7 +110,9 @@ mod tests {
                 observed_addr: "127.0.0.1:1000".parse().unwrap(),
                 listen_port: 7,
                 local_addrs: Vec::new(),
+                no_relay: false,
             },
+            host_end: super::super::Pairing::pair([0; 12], 0).0,
         }
     }
 
@@ -121,7 +127,7 @@ mod tests {
             panic!("second arrival matches");
         };
         assert_eq!(host.name, "a");
-        assert_eq!(rx.try_recv().unwrap().name, "b");
+        assert_eq!(rx.try_recv().unwrap().details.name, "b");
         assert_eq!(rooms.waiting(), 0);
         assert!(!rooms.leave(&tag, 1));
         assert!(matches!(

@@ -111,7 +111,7 @@ pub fn edit(msg: &mut ClientMsg, f: impl FnOnce(&mut u16, &mut String, &mut u8, 
             public,
             ..
         } => f(version, name, group, public),
-        ClientMsg::Ping => panic!("not a Hello"),
+        other => panic!("not a Hello: {other:?}"),
     }
 }
 
@@ -203,6 +203,20 @@ impl Client {
         match self.recv().await {
             Some(MediatorMsg::Waiting { .. }) => {}
             other => panic!("expected Waiting, got {other:?}"),
+        }
+    }
+
+    /// Answers the `PunchPing` after `Matched` and waits for `PunchNow`.
+    pub async fn answer_punch(&mut self) {
+        match self.recv().await {
+            Some(MediatorMsg::PunchPing { nonce }) => {
+                self.send(&ClientMsg::PunchPong { nonce }).await
+            }
+            other => panic!("expected PunchPing, got {other:?}"),
+        }
+        match self.recv().await {
+            Some(MediatorMsg::PunchNow) => {}
+            other => panic!("expected PunchNow, got {other:?}"),
         }
     }
 
