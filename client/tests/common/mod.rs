@@ -322,6 +322,15 @@ impl Client {
         stdin.flush().await.expect("flush stdin");
     }
 
+    /// Types one line, reporting (not panicking on) a client that already exited.
+    pub async fn try_say(&mut self, line: &str) -> std::io::Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        };
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await
+    }
+
     /// Closes stdin (end of input).
     pub fn close_input(&mut self) {
         self.stdin = None;
