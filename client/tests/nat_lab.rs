@@ -43,6 +43,11 @@ async fn connect_pair(
             "{side} connected over `{path}`, expected one of {allowed:?}: {event}"
         );
     }
+    println!(
+        "{room}: host over `{}`, joiner over `{}`",
+        a["path"].as_str().unwrap_or("?"),
+        b["path"].as_str().unwrap_or("?")
+    );
     Pair { host, joiner }
 }
 
