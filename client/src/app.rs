@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dhke::{Group, KeyPair, ResumeSecret, RoomName};
+use dhke::{Group, KeyPair, ResumeSecret, RoomCode};
 use rand::rngs::OsRng;
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -348,11 +348,13 @@ async fn establish(
 ) -> Result<(Connected, Matched), ClientError> {
     let listen_addr = net.port.addr();
     let mediator = MediatorLink::connect(&setup.server, &net.port).await?;
-    let keys = KeyPair::generate(setup.group, &mut OsRng);
+    let code = RoomCode::parse(&setup.room);
+    let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
+        .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
     let (listen_port, local_addrs) = advertised(&setup.args, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
-        room: dhke::room_tag(&setup.room).0,
+        room: code.tag().0,
         name: setup.name.clone(),
         group: setup.group.id(),
         public: keys.public().to_vec(),
@@ -379,7 +381,7 @@ async fn establish(
         role: matched.role.to_string(),
     });
     let input = HandshakeInput {
-        room: RoomName::new(setup.room.clone()),
+        room: code,
         local_name: setup.name.clone(),
         local: keys,
         peer_name: matched.peer_name.clone(),

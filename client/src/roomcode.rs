@@ -1,5 +1,6 @@
-//! Room codes people can read aloud (`482-velvet-harbor-maple-otter`), friendly
-//! default names, and the one check of what a typed room name may contain.
+//! Room codes people can read aloud (`482-velvet-harbor-maple-otter`: a nameplate
+//! and four words, docs/protocol.md §13.2), friendly default names, and the one
+//! check of what a typed room name may contain.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -14,11 +15,13 @@ fn words() -> Vec<&'static str> {
     WORDS_TEXT.lines().filter(|w| !w.is_empty()).collect()
 }
 
-/// A fresh room code: a number below 1000 and four words from a 256-word list,
-/// about 42 bits of entropy from the OS RNG.
-pub fn generate(rng: &mut impl Rng) -> String {
+/// The room code for a nameplate the mediator allocated: `N-w-w-w-w` with four
+/// words from the 256-word list (32 bits from `rng`). It parses as
+/// [`dhke::RoomKind::Nameplate`]`(N)`: the mediator matches on N alone and the
+/// words enter only the PAKE.
+pub fn code_for_nameplate(nameplate: u32, rng: &mut impl Rng) -> String {
     let list = words();
-    let mut code = rng.gen_range(0..1000u32).to_string();
+    let mut code = nameplate.to_string();
     for _ in 0..WORDS_IN_CODE {
         code.push('-');
         code.push_str(list.choose(rng).copied().unwrap_or("room"));
@@ -26,9 +29,18 @@ pub fn generate(rng: &mut impl Rng) -> String {
     code
 }
 
-/// Bits of entropy in a generated code.
+/// A fresh room code without asking the mediator: a random nameplate below 1000
+/// (which another room may hold at the same time) and four words. Prefer
+/// [`code_for_nameplate`] with a nameplate from `Allocate`.
+pub fn generate(rng: &mut impl Rng) -> String {
+    let nameplate = rng.gen_range(1..1000u32);
+    code_for_nameplate(nameplate, rng)
+}
+
+/// Bits of entropy in the secret part of a generated code (the words: the
+/// nameplate is public). With the PAKE a guess costs an online attempt (§13).
 pub fn entropy_bits() -> f64 {
-    (1000f64).log2() + WORDS_IN_CODE as f64 * (words().len() as f64).log2()
+    WORDS_IN_CODE as f64 * (words().len() as f64).log2()
 }
 
 /// A random friendly name such as `amber-otter`.
@@ -76,13 +88,26 @@ mod tests {
 
     #[test]
     fn codes_have_enough_entropy_and_are_valid_rooms() {
-        assert!(entropy_bits() >= 40.0, "{}", entropy_bits());
+        assert!(entropy_bits() >= 32.0, "{}", entropy_bits());
         let mut rng = rand::thread_rng();
         for _ in 0..100 {
             let code = generate(&mut rng);
             assert_eq!(code.split('-').count(), 1 + WORDS_IN_CODE);
             check_room(&code).unwrap();
+            assert!(dhke::RoomCode::parse(&code).nameplate().is_some(), "{code}");
             wire::validate_name(&friendly_name(&mut rng)).unwrap();
+        }
+    }
+
+    #[test]
+    fn codes_for_nameplates_parse_as_nameplate_codes() {
+        let mut rng = rand::thread_rng();
+        for n in [1, 7, 482, 65_536, dhke::room::NAMEPLATE_MAX] {
+            let code = code_for_nameplate(n, &mut rng);
+            check_room(&code).unwrap();
+            let parsed = dhke::RoomCode::parse(&code);
+            assert_eq!(parsed.kind(), dhke::RoomKind::Nameplate(n), "{code}");
+            assert_eq!(parsed.tag(), dhke::nameplate_tag(n));
         }
     }
 

@@ -3,8 +3,11 @@
 //! secret and the key schedule. `cargo bench -p dhke`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use dhke::schedule::{RoomName, SessionKeys};
-use dhke::{jacobi, validate_peer_public, Group, KeyPair, PeerPublic, Transcript};
+use dhke::schedule::SessionKeys;
+use dhke::{
+    cpace_generator, jacobi, typed_room_tag, validate_peer_public, Group, KeyPair, PeerPublic,
+    RoomCode, Transcript,
+};
 use num_bigint::BigUint;
 use rand_core::OsRng;
 
@@ -60,7 +63,7 @@ fn key_schedule(c: &mut Criterion) {
     let joiner = KeyPair::generate(group, &mut OsRng);
     let peer = validate_peer_public(group, joiner.public(), host.public()).unwrap();
     let z = host.agree(&peer).unwrap();
-    let room = RoomName::new("7-velvet-harbor");
+    let room = RoomCode::parse("7-velvet-harbor-maple-otter");
     let tag = room.tag();
     c.bench_function("key_schedule/transcript+derive", |b| {
         b.iter(|| {
@@ -78,5 +81,40 @@ fn key_schedule(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, keygen, validation, shared_secret, key_schedule);
+/// The PAKE's extra cost: the generator (HKDF + one squaring) and a CPace key pair,
+/// next to the plain key pair above.
+fn cpace(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpace");
+    let code = RoomCode::parse("7-velvet-harbor-maple-otter");
+    for group in GROUPS {
+        let id = group.id();
+        g.bench_function(format!("generator/group{id}"), |b| {
+            b.iter(|| cpace_generator(group, black_box(&code)).unwrap())
+        });
+        g.bench_function(format!("keygen/group{id}"), |b| {
+            b.iter(|| KeyPair::generate_cpace(group, black_box(&code), &mut OsRng).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// One Argon2id tag of a typed room name (m = 19 MiB, t = 2, p = 1).
+fn room_tag(c: &mut Criterion) {
+    let mut g = c.benchmark_group("room_tag");
+    g.sample_size(10);
+    g.bench_function("argon2id", |b| {
+        b.iter(|| typed_room_tag(black_box("7-velvet-harbor")))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    keygen,
+    validation,
+    shared_secret,
+    key_schedule,
+    cpace,
+    room_tag
+);
 criterion_main!(benches);

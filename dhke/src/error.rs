@@ -20,6 +20,9 @@ pub enum Error {
     /// The value is not in the prime-order subgroup (a quadratic non-residue).
     #[error("public value is not in the prime-order subgroup")]
     NotInSubgroup,
+    /// The CPace generator came out as 0, 1 or p-1 (never seen: ~2^-2040).
+    #[error("the room code hashed to a degenerate generator; choose another room code")]
+    WeakGenerator,
     /// The shared secret came out as 1 or p-1.
     #[error("shared secret is degenerate (1 or p-1)")]
     WeakSharedSecret,

@@ -6,7 +6,7 @@ use num_bigint::BigUint;
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::{jacobi, Error, Group};
+use crate::{cpace_generator, jacobi, Error, Group, RoomCode};
 
 /// Bits in a private exponent: fixed length, top bit set (docs/protocol.md §5).
 const PRIVATE_BITS: usize = 320;
@@ -25,6 +25,15 @@ impl fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
+    /// A private exponent from fixed bytes (known-answer tests); the top bit is set
+    /// as for a generated one.
+    pub fn from_bytes(mut bytes: [u8; PRIVATE_BYTES]) -> PrivateKey {
+        bytes[0] |= 0x80;
+        let key = PrivateKey { bytes };
+        bytes.zeroize();
+        key
+    }
+
     /// 320 bits from `rng` with the top bit set, so every exponent has the same length.
     pub fn generate(rng: &mut impl CryptoRngCore) -> PrivateKey {
         let mut bytes = [0u8; PRIVATE_BYTES];
@@ -45,7 +54,7 @@ impl PrivateKey {
 /// Overwrites a big integer's limbs with zeros in place. num-bigint has no zeroize
 /// support; `assign_from_slice` clears and refills the same allocation, so writing
 /// as many zero words as the value had overwrites it before it is normalised away.
-fn wipe(x: &mut BigUint) {
+pub(crate) fn wipe(x: &mut BigUint) {
     let words = usize::try_from(x.bits().div_ceil(32)).unwrap_or(0);
     x.assign_from_slice(&vec![0u32; words.max(1)]);
 }
@@ -93,6 +102,8 @@ pub struct KeyPair {
     group: Group,
     private: PrivateKey,
     public: Vec<u8>,
+    /// The room code whose CPace generator made `public`; `None` for g = 2.
+    room: Option<RoomCode>,
 }
 
 impl fmt::Debug for KeyPair {
@@ -105,19 +116,55 @@ impl fmt::Debug for KeyPair {
 }
 
 impl KeyPair {
-    /// A fresh key pair: x from [`PrivateKey::generate`], y = g^x mod p.
+    /// A fresh plain key pair on g = 2: x from [`PrivateKey::generate`], y = g^x mod p.
+    /// Not for sessions (the peer handshake refuses it): use [`KeyPair::generate_cpace`].
     pub fn generate(group: Group, rng: &mut impl CryptoRngCore) -> KeyPair {
         KeyPair::from_private(group, PrivateKey::generate(rng))
     }
 
-    /// The key pair for a given private exponent (known-answer tests, benches).
+    /// The plain key pair for a given private exponent (known-answer tests, benches).
     pub fn from_private(group: Group, private: PrivateKey) -> KeyPair {
         let y = private.pow_mod(&group.params().g, group);
         KeyPair {
             group,
             public: pad(&y, group),
             private,
+            room: None,
         }
+    }
+
+    /// A fresh CPace key pair for `code`: x from [`PrivateKey::generate`],
+    /// Y = G^x mod p with G = [`cpace_generator`]`(group, code)` (docs/protocol.md
+    /// §13.1). This is the key pair a session's `Hello` announces. For a typed name
+    /// the first call costs one Argon2id (the tag, kept in `code`'s clones made after).
+    pub fn generate_cpace(
+        group: Group,
+        code: &RoomCode,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<KeyPair, Error> {
+        KeyPair::from_private_cpace(group, code, PrivateKey::generate(rng))
+    }
+
+    /// The CPace key pair for a given private exponent (known-answer tests).
+    pub fn from_private_cpace(
+        group: Group,
+        code: &RoomCode,
+        private: PrivateKey,
+    ) -> Result<KeyPair, Error> {
+        let generator = cpace_generator(group, code)?;
+        let y = private.pow_mod(generator.value(), group);
+        Ok(KeyPair {
+            group,
+            public: pad(&y, group),
+            private,
+            room: Some(code.clone()),
+        })
+    }
+
+    /// Whether this is a CPace key pair made for exactly `code` (constant-time on
+    /// the code's bytes).
+    pub fn made_for(&self, code: &RoomCode) -> bool {
+        self.room.as_ref().is_some_and(|own| own.same_as(code))
     }
 
     /// The group of this key pair.
@@ -147,7 +194,7 @@ impl KeyPair {
 
 /// Encodes `value` big-endian, left-padded with zeros to the group's prime length.
 /// num-bigint strips leading zeros; a secret that starts with 0x00 must keep them.
-fn pad(value: &BigUint, group: Group) -> Vec<u8> {
+pub(crate) fn pad(value: &BigUint, group: Group) -> Vec<u8> {
     let len = group.prime_len();
     let mut raw = value.to_bytes_be();
     let mut out = vec![0u8; len];

@@ -1,5 +1,6 @@
-//! The key schedule (docs/protocol.md §5–§6): room tag, transcript hash, salts,
-//! HKDF labels, confirm MACs, commitment, SAS, resume id and keylog line.
+//! The key schedule (docs/protocol.md §5–§6, §13): room tags, the CPace generator
+//! hash, the LAN key, transcript hash, salts, HKDF labels, confirm MACs,
+//! commitment, SAS, resume id and keylog line.
 //!
 //! Every label string of the protocol appears in this file and nowhere else.
 
@@ -12,46 +13,22 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::{Group, SharedSecret};
+use crate::{Group, RoomCode, SharedSecret};
 
 type HmacSha256 = Hmac<Sha256>;
 
-const ROOM_TAG_LABEL: &[u8] = b"p2pchat/v1/room";
+const NAMEPLATE_TAG_LABEL: &[u8] = b"p2pchat/v2/nameplate";
+const TYPED_TAG_SALT: &[u8] = b"p2pchat/v2/room-tag";
+const LAN_KEY_SALT: &[u8] = b"p2pchat/v2/lan-key";
+const CPACE_GENERATOR_LABEL: &[u8] = b"p2pchat/v2/cpace-generator";
 const TRANSCRIPT_LABEL: &[u8] = b"p2pchat/v1/transcript";
 const COMMIT_LABEL: &[u8] = b"p2pchat/v1/commit";
 const RESUME_ID_LABEL: &[u8] = b"p2pchat/v1/resume-id";
 const KEY_LABEL_PREFIX: &str = "p2pchat/v1/";
 const KEYLOG_PREFIX: &str = "P2PCHAT_V1";
 
-/// A room name as people type it. It never leaves the client, so it is treated
-/// like a secret: zeroized on drop and redacted in `Debug`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct RoomName(String);
-
-impl RoomName {
-    /// Wraps a room name. Validation of what people may type lives in the client.
-    pub fn new(name: impl Into<String>) -> RoomName {
-        RoomName(name.into())
-    }
-
-    /// The name as typed.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The tag the mediator sees instead of the name.
-    pub fn tag(&self) -> RoomTag {
-        room_tag(&self.0)
-    }
-}
-
-impl fmt::Debug for RoomName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RoomName(<redacted>)")
-    }
-}
-
-/// `room_tag = SHA-256("p2pchat/v1/room" || room_name_utf8)`.
+/// What the mediator matches on instead of the room code: [`nameplate_tag`] for a
+/// generated code, [`typed_room_tag`] for a typed name (docs/protocol.md §3, §13.2).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RoomTag(pub [u8; 32]);
 
@@ -68,12 +45,81 @@ impl fmt::Debug for RoomTag {
     }
 }
 
-/// The room tag of a room name.
-pub fn room_tag(room_name: &str) -> RoomTag {
+/// The tag of a generated code: a function of the nameplate `n` alone, so the words
+/// of the code never reach the mediator and enter only the PAKE.
+/// `n` is the decimal number the mediator allocated (1..=999 999); the formula
+/// takes any `u32` and writes it in decimal without leading zeros.
+pub fn nameplate_tag(n: u32) -> RoomTag {
     let mut h = Sha256::new();
-    h.update(ROOM_TAG_LABEL);
-    h.update(room_name.as_bytes());
+    h.update(NAMEPLATE_TAG_LABEL);
+    h.update(n.to_string().as_bytes());
     RoomTag(h.finalize().into())
+}
+
+/// Argon2id memory cost in KiB (19 MiB), the OWASP baseline (docs/protocol.md §13.2).
+pub const ARGON2_M_KIB: u32 = 19 * 1024;
+/// Argon2id passes.
+pub const ARGON2_T: u32 = 2;
+/// Argon2id lanes.
+pub const ARGON2_P: u32 = 1;
+
+/// Argon2id (v1.3, m = 19 MiB, t = 2, p = 1, 32-byte output) of `secret` with a
+/// fixed salt: the one memory-hard function of the protocol.
+fn argon2id(secret: &[u8], salt: &[u8], out: &mut [u8; 32]) {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    // Fixed, valid parameters and salts (≥ 8 bytes); a password may be any length
+    // below 4 GiB, so none of argon2's errors can come from the input.
+    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
+        .expect("Argon2id parameters are valid constants");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(secret, salt, out)
+        .expect("Argon2id accepts any password below 4 GiB");
+}
+
+/// The tag of a typed room name: `Argon2id(name, salt "p2pchat/v2/room-tag")`, so a
+/// mediator (or anyone who sees the tag) pays one Argon2id per guess of the name.
+pub fn typed_room_tag(name: &str) -> RoomTag {
+    let mut tag = RoomTag([0; 32]);
+    argon2id(name.as_bytes(), TYPED_TAG_SALT, &mut tag.0);
+    tag
+}
+
+/// The key of LAN announcements for a room: `Argon2id(code, salt
+/// "p2pchat/v2/lan-key")` over the whole code as typed (nameplate and words alike),
+/// so testing a guess against a captured announcement costs one Argon2id even for
+/// a generated code whose nameplate is public (docs/protocol.md §13.5).
+pub fn lan_key(code: &RoomCode) -> Key {
+    // Written in place, so no copy of the key is left behind.
+    let mut key = Key([0; 32]);
+    argon2id(code.pake_secret(), LAN_KEY_SALT, &mut key.0);
+    key
+}
+
+/// The CPace generator string hashed to `len(p) + 16` bytes (docs/protocol.md §13.1):
+/// `HKDF-SHA256(salt = "p2pchat/v2/cpace-generator",
+///              IKM = lp(code) || lp(room_tag) || u8(group id), info = "", L)`.
+/// Only [`crate::cpace_generator`] calls this; it reduces and squares the result.
+pub(crate) fn generator_hash(code: &RoomCode, tag: &RoomTag, group: Group) -> Zeroizing<Vec<u8>> {
+    let mut ikm = Zeroizing::new(Vec::with_capacity(code.pake_secret().len() + 41));
+    lp_into(&mut ikm, code.pake_secret());
+    lp_into(&mut ikm, &tag.0);
+    ikm.push(group.id());
+    let hk = Hkdf::<Sha256>::new(Some(CPACE_GENERATOR_LABEL), &ikm);
+    let mut okm = Zeroizing::new(vec![0u8; group.prime_len() + GENERATOR_EXTRA_BYTES]);
+    // 400 bytes at most, far below HKDF-SHA256's 8160-byte limit.
+    hk.expand(&[], &mut okm)
+        .expect("generator hash length is within HKDF's limit");
+    okm
+}
+
+/// Bytes hashed beyond len(p), so that the reduction mod p is within 2^-128 of uniform.
+pub const GENERATOR_EXTRA_BYTES: usize = 16;
+
+fn lp_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Every input is bounded far below 4 GiB (room codes are ≤ 64 characters).
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// Everything the transcript hash `th` binds, in wire order.
@@ -200,17 +246,17 @@ impl fmt::Debug for SessionKeys {
 }
 
 impl SessionKeys {
-    /// `salt = SHA-256(th || room_name [|| prev_k("resume")])`, `PRK = HKDF-Extract(salt, Z)`,
+    /// `salt = SHA-256(th || room_code [|| prev_k("resume")])`, `PRK = HKDF-Extract(salt, Z)`,
     /// `k(L) = HKDF-Expand(PRK, "p2pchat/v1/" || L, 32)` for every label.
     pub fn derive(
         th: &TranscriptHash,
-        room: &RoomName,
+        room: &RoomCode,
         z: &SharedSecret,
         previous: Option<&ResumeSecret>,
     ) -> SessionKeys {
         let mut salt = Sha256::new();
         salt.update(th.0);
-        salt.update(room.as_str().as_bytes());
+        salt.update(room.pake_secret());
         if let Some(prev) = previous {
             salt.update(prev.0.expose());
         }
@@ -390,7 +436,7 @@ mod tests {
     fn key_debug_is_redacted() {
         let k = Key([0x42; 32]);
         assert_eq!(format!("{k:?}"), "Key(<redacted>)");
-        let room = RoomName::new("7-velvet-harbor");
+        let room = RoomCode::parse("7-velvet-harbor");
         assert!(!format!("{room:?}").contains("velvet"));
     }
 }

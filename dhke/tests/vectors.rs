@@ -529,3 +529,228 @@ fn jacobi_known_residues_and_non_residues() {
         assert_eq!(jacobi(&(&r * &r % &p), &p), 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// §13: room tags, the LAN key, the CPace generator and a whole CPace session.
+// Every value below was computed independently by dhke/tests/pake_vectors.py
+// (Python hashlib/hmac, argon2-cffi 25.1), not by this crate.
+// ---------------------------------------------------------------------------
+
+mod pake {
+    use dhke::schedule::{Nonce, SessionKeys};
+    use dhke::{
+        commit, cpace_generator, host_confirm_mac, joiner_confirm_mac, keylog_line, lan_key,
+        nameplate_tag, typed_room_tag, validate_peer_public, Group, KeyPair, PrivateKey, RoomCode,
+        RoomKind, Transcript,
+    };
+    use sha2::{Digest, Sha256};
+
+    const CODE: &str = "7-velvet-harbor-maple-otter";
+    const TYPED: &str = "7-velvet-harbor";
+
+    fn sha(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn nameplate_tags() {
+        assert_eq!(
+            hex::encode(nameplate_tag(7).0),
+            "1791e31102b9c29d2a62b1a4bc2f23ebc166c311cd9d738ede7f97ed67b661eb"
+        );
+        assert_eq!(
+            hex::encode(nameplate_tag(482).0),
+            "99504a8f942c01fde77a109ba6710df89ec4bb66609fadd83262daecbfe2df50"
+        );
+        assert_eq!(RoomCode::parse(CODE).tag(), nameplate_tag(7));
+    }
+
+    #[test]
+    fn argon2id_tag_of_a_typed_name() {
+        let code = RoomCode::parse(TYPED);
+        assert_eq!(code.kind(), RoomKind::Typed);
+        let want = "cacb6145d2869c96eef8ab044ea31991bf814809b60e32a02b0fe11f32d74302";
+        assert_eq!(hex::encode(code.tag().0), want);
+        assert_eq!(hex::encode(typed_room_tag(TYPED).0), want);
+    }
+
+    #[test]
+    fn argon2id_parameters_are_the_spec_s() {
+        // m = 19 MiB, t = 2, p = 1 (docs/protocol.md §13.2): a change here changes
+        // every typed tag and LAN key, so it must be a protocol change.
+        assert_eq!(dhke::schedule::ARGON2_M_KIB, 19_456);
+        assert_eq!(dhke::schedule::ARGON2_T, 2);
+        assert_eq!(dhke::schedule::ARGON2_P, 1);
+        assert_eq!(dhke::schedule::GENERATOR_EXTRA_BYTES, 16);
+    }
+
+    #[test]
+    fn lan_keys_cover_the_whole_code() {
+        assert_eq!(
+            hex::encode(lan_key(&RoomCode::parse(CODE)).expose()),
+            "bbbafa32784a2fd975e1ca2c817836612471ee519ca55a959609eebd3fa470e0"
+        );
+        assert_eq!(
+            hex::encode(RoomCode::parse(TYPED).lan_key().expose()),
+            "9cd7f421e117cfb669c1b73288e342c41a2d22c0c88e210d38092aa8053e428c"
+        );
+        // Same nameplate, other words: same tag, another LAN key.
+        let other = RoomCode::parse("7-amber-quiet-river-stone");
+        assert_eq!(other.tag(), RoomCode::parse(CODE).tag());
+        assert_ne!(
+            other.lan_key().expose(),
+            RoomCode::parse(CODE).lan_key().expose()
+        );
+    }
+
+    #[test]
+    fn cpace_generators() {
+        let cases = [
+            (
+                CODE,
+                Group::Modp2048,
+                "9df7ae8746e528bf",
+                "859e16ff94250c836b15f12d5affefab701a0f1c18ac3424d8b123959092c6f6",
+            ),
+            (
+                CODE,
+                Group::Modp3072,
+                "c5050519f1bf8023",
+                "19c200c3c8adaf3a7e89b92e26587be9957687c7ccff8122b128441b9a44fbce",
+            ),
+            (
+                TYPED,
+                Group::Modp2048,
+                "d131f4fe88322df2",
+                "e7f0a1da3fb7bc74ea9d82c77fde5fcaf2c4cc5ee375d96d70f1bfdaa33557ee",
+            ),
+            (
+                TYPED,
+                Group::Modp3072,
+                "2d51e2f6a3da4463",
+                "04a25ac803eacafbfa4843f667e1e7230e7d3003e1388d4706a791fa54372f86",
+            ),
+        ];
+        for (code, group, head, digest) in cases {
+            let g = cpace_generator(group, &RoomCode::parse(code)).unwrap();
+            let bytes = g.to_bytes();
+            assert_eq!(bytes.len(), group.prime_len());
+            assert_eq!(
+                hex::encode(&bytes[..8]),
+                head,
+                "{code} group {}",
+                group.id()
+            );
+            assert_eq!(sha(&bytes), digest, "{code} group {}", group.id());
+            // G is a square, so it is in the order-q subgroup.
+            assert!(dhke::PeerPublic::in_subgroup_by_modpow(group, &bytes));
+        }
+    }
+
+    #[test]
+    fn generator_depends_on_every_input() {
+        let g = |code: &str, group| {
+            cpace_generator(group, &RoomCode::parse(code))
+                .unwrap()
+                .to_bytes()
+                .to_vec()
+        };
+        let base = g(CODE, Group::Modp2048);
+        assert_ne!(base, g("7-velvet-harbor-maple-ottex", Group::Modp2048));
+        assert_ne!(base, g("8-velvet-harbor-maple-otter", Group::Modp2048));
+        assert_ne!(
+            base,
+            g(CODE, Group::Modp3072)[..256].to_vec(),
+            "group id is in the hash"
+        );
+    }
+
+    /// A whole group-14 CPace session with fixed exponents (40 × 11 and 40 × 22 with
+    /// the top bit set) and nonces (32 × A0, 32 × B0).
+    #[test]
+    fn whole_session() {
+        let group = Group::Modp2048;
+        let code = RoomCode::parse(CODE);
+        let host =
+            KeyPair::from_private_cpace(group, &code, PrivateKey::from_bytes([0x11; 40])).unwrap();
+        let joiner =
+            KeyPair::from_private_cpace(group, &code, PrivateKey::from_bytes([0x22; 40])).unwrap();
+        assert_eq!(
+            sha(host.public()),
+            "57bf3ba14728f0f237e72dc922397cc0049d4a1bfbe69832db46d16376a38740"
+        );
+        assert_eq!(
+            sha(joiner.public()),
+            "16ca73819e0dbcaf79fde7f11cf3a6b4da4132ca6a98ab66ee9559b172e4b73a"
+        );
+        let z = host
+            .agree(&validate_peer_public(group, joiner.public(), host.public()).unwrap())
+            .unwrap();
+        let z_joiner = joiner
+            .agree(&validate_peer_public(group, host.public(), joiner.public()).unwrap())
+            .unwrap();
+        assert_eq!(z.as_bytes(), z_joiner.as_bytes());
+        assert_eq!(
+            sha(z.as_bytes()),
+            "62013c9cf2c5f9ed2c99e585bc4e254885440101ad65f1a4ad11e9dba7f9bb36"
+        );
+        let tag = code.tag();
+        let th = Transcript {
+            room_tag: &tag,
+            group,
+            host_name: "alice",
+            host_public: host.public(),
+            joiner_name: "bob",
+            joiner_public: joiner.public(),
+        }
+        .hash();
+        assert_eq!(
+            hex::encode(th.0),
+            "920674f6c8bf93ccc9e8710d1e5b26e6cc2eb78c555f041661489d343cb58d21"
+        );
+        let keys = SessionKeys::derive(&th, &code, &z, None);
+        let line = keylog_line(&th, &z, &keys);
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(
+            &fields[3..],
+            [
+                "da51185555816feed75a2c2f7de05df16c601a6fa532b1fb23159daa7973c4c7",
+                "28fa3e79da9062240fe9de83a68569bb91b07c7edcc17c94cc080d6dfcf38c1a",
+                "9fae96e0edb57aeb9927047bad4057105bdb81f27dc6d6f42c5df04a38ccfe63",
+                "5e652c05f8652ac7973cf6c3634c339740068fb069ddb21bb3df0c29fba185b5",
+            ]
+        );
+        let (nh, nj) = (Nonce([0xA0; 32]), Nonce([0xB0; 32]));
+        let c = commit(&nj);
+        assert_eq!(
+            hex::encode(host_confirm_mac(&keys, &th, &c, &nh, false)),
+            "56b7fb81a6f48fa65e5a98959bc4fae0d9cfa5f5493c7181651de0b8336b39ab"
+        );
+        assert_eq!(
+            hex::encode(joiner_confirm_mac(&keys, &th, &c, &nh, false, &nj)),
+            "e529082f58a764a37c9528d8b7c6d1aea1ead5bd3be88e06d6d53d45b7dc361d"
+        );
+        assert_eq!(keys.sas(&nh, &nj).to_string(), "490 376");
+    }
+
+    #[test]
+    fn cpace_key_pairs_agree_only_on_the_same_code() {
+        let group = Group::Modp2048;
+        let mut rng = rand_core::OsRng;
+        let a = RoomCode::parse(CODE);
+        let b = RoomCode::parse("7-velvet-harbor-maple-ottex");
+        let host = KeyPair::generate_cpace(group, &a, &mut rng).unwrap();
+        let same = KeyPair::generate_cpace(group, &a, &mut rng).unwrap();
+        let wrong = KeyPair::generate_cpace(group, &b, &mut rng).unwrap();
+        let z = |x: &KeyPair, y: &KeyPair| {
+            x.agree(&validate_peer_public(group, y.public(), x.public()).unwrap())
+                .unwrap()
+                .as_bytes()
+                .to_vec()
+        };
+        assert_eq!(z(&host, &same), z(&same, &host));
+        assert_ne!(z(&host, &wrong), z(&wrong, &host));
+        assert!(host.made_for(&a) && !host.made_for(&b));
+        assert!(!KeyPair::generate(group, &mut rng).made_for(&a));
+    }
+}

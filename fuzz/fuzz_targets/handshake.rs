@@ -4,8 +4,7 @@
 
 use std::sync::OnceLock;
 
-use dhke::schedule::RoomName;
-use dhke::{Group, KeyPair};
+use dhke::{Group, KeyPair, RoomCode};
 use libfuzzer_sys::fuzz_target;
 use wire::handshake::{HostHandshake, JoinerHelloSent};
 use wire::{HandshakeInput, PeerHandshake};
@@ -16,9 +15,14 @@ struct Fixture {
     host_machine: HostHandshake,
 }
 
+/// A nameplate code: its tag needs no Argon2id, so the fixture stays fast.
+fn code() -> RoomCode {
+    RoomCode::parse("1-fuzz-target-room-code")
+}
+
 fn input(local: &KeyPair, name: &str, peer: &KeyPair, peer_name: &str) -> HandshakeInput {
     HandshakeInput {
-        room: RoomName::new("fuzz-room"),
+        room: code(),
         local_name: name.into(),
         local: local.clone(),
         peer_name: peer_name.into(),
@@ -32,8 +36,8 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let mut rng = rand_core::OsRng;
-        let host = KeyPair::generate(Group::Modp2048, &mut rng);
-        let joiner = KeyPair::generate(Group::Modp2048, &mut rng);
+        let host = KeyPair::generate_cpace(Group::Modp2048, &code(), &mut rng).unwrap();
+        let joiner = KeyPair::generate_cpace(Group::Modp2048, &code(), &mut rng).unwrap();
         let host_machine = HostHandshake::new(input(&host, "alice", &joiner, "bob")).unwrap();
         Fixture {
             host,

@@ -19,6 +19,7 @@ mod config;
 mod connection;
 mod limits;
 pub mod metrics;
+pub mod nameplates;
 mod relay;
 pub mod rooms;
 mod server;

@@ -195,8 +195,11 @@ async fn pair_at_dead_ends(mut host: Arrival, mut joiner: Arrival, dead: SocketA
 
 async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String) -> MitmResult {
     let group = dhke::Group::from_id(host.group).expect("group");
-    let toward_host = dhke::KeyPair::generate(group, &mut OsRng);
-    let toward_joiner = dhke::KeyPair::generate(group, &mut OsRng);
+    // This mediator knows the room code (the attack the SAS is for): it runs CPace
+    // with it on both legs.
+    let code = dhke::RoomCode::parse(&room);
+    let toward_host = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
+    let toward_joiner = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
     let trap = TcpListener::bind("127.0.0.1:0").await.expect("bind trap");
     let trap_addr = trap.local_addr().expect("trap address");
 
@@ -234,7 +237,7 @@ async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String)
     // Leg 1: we play the host toward the real joiner.
     let joiner_leg = {
         let input = HandshakeInput {
-            room: dhke::RoomName::new(room.clone()),
+            room: code.clone(),
             local_name: host.name.clone(),
             local: toward_joiner,
             peer_name: joiner.name.clone(),
@@ -261,7 +264,7 @@ async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String)
         .copied()
         .unwrap_or_else(|| SocketAddr::new(host.observed.ip(), host.listen_port));
     let input = HandshakeInput {
-        room: dhke::RoomName::new(room),
+        room: code,
         local_name: joiner.name.clone(),
         local: toward_host,
         peer_name: host.name.clone(),

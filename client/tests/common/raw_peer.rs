@@ -32,12 +32,13 @@ impl RawPeer {
     /// Joins `room` at `mediator` (a client must already be waiting there).
     pub async fn join(mediator: SocketAddr, room: &str, name: &str) -> RawPeer {
         let group = dhke::Group::Modp2048;
-        let keys = dhke::KeyPair::generate(group, &mut OsRng);
+        let code = dhke::RoomCode::parse(room);
+        let keys = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
         let stream = TcpStream::connect(mediator).await.expect("reach mediator");
         let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
         let hello = ClientMsg::Hello {
             version: wire::PROTOCOL_VERSION,
-            room: dhke::room_tag(room).0,
+            room: code.tag().0,
             name: name.into(),
             group: group.id(),
             public: keys.public().to_vec(),
@@ -64,7 +65,7 @@ impl RawPeer {
             .copied()
             .unwrap_or_else(|| SocketAddr::new(observed_addr.ip(), listen_port));
         let input = HandshakeInput {
-            room: dhke::RoomName::new(room),
+            room: code,
             local_name: name.into(),
             local: keys,
             peer_name,
@@ -130,12 +131,13 @@ pub struct Grind {
 /// it likes (docs/protocol.md §12.4).
 pub async fn grind(mediator: SocketAddr, room: &str, name: &str, attempts: usize) -> Grind {
     let group = dhke::Group::Modp2048;
-    let keys = dhke::KeyPair::generate(group, &mut OsRng);
+    let code = dhke::RoomCode::parse(room);
+    let keys = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
     let stream = TcpStream::connect(mediator).await.expect("reach mediator");
     let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
     let hello = ClientMsg::Hello {
         version: wire::PROTOCOL_VERSION,
-        room: dhke::room_tag(room).0,
+        room: code.tag().0,
         name: name.into(),
         group: group.id(),
         public: keys.public().to_vec(),
@@ -162,7 +164,7 @@ pub async fn grind(mediator: SocketAddr, room: &str, name: &str, attempts: usize
         .copied()
         .unwrap_or_else(|| SocketAddr::new(observed_addr.ip(), listen_port));
     let input = HandshakeInput {
-        room: dhke::RoomName::new(room),
+        room: code,
         local_name: name.into(),
         local: keys,
         peer_name,

@@ -8,8 +8,8 @@
 //! A `Session` exists only once every check has passed, so nothing can be encrypted
 //! before the keys are confirmed. The caller moves the messages; nothing here does I/O.
 
-use dhke::schedule::{Direction, Nonce, ResumeSecret, RoomName, RoomTag, Sas, SessionKeys};
-use dhke::{KeyPair, Transcript, TranscriptHash};
+use dhke::schedule::{Direction, Nonce, ResumeSecret, RoomTag, Sas, SessionKeys};
+use dhke::{KeyPair, RoomCode, Transcript, TranscriptHash};
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
@@ -20,11 +20,12 @@ use crate::rendezvous::Role;
 /// What both sides know when the mediator has matched them.
 #[derive(Debug)]
 pub struct HandshakeInput {
-    /// The room name as typed (never sent; mixed into the salt).
-    pub room: RoomName,
+    /// The room code as typed (never sent): the CPace secret, mixed into the salt.
+    pub room: RoomCode,
     /// Our name, as sent in our `Hello`.
     pub local_name: String,
-    /// Our ephemeral key pair.
+    /// Our ephemeral key pair: [`KeyPair::generate_cpace`] for `room` and the group
+    /// of our `Hello` (docs/protocol.md §13.1); any other pair is refused.
     pub local: KeyPair,
     /// The peer's name, as the mediator announced it.
     pub peer_name: String,
@@ -43,6 +44,10 @@ pub enum HandshakeError {
     /// The announced public value failed validation.
     #[error("peer public value refused: {0}")]
     BadPeerPublic(#[from] dhke::Error),
+    /// `HandshakeInput::local` was not made by `KeyPair::generate_cpace` for
+    /// `HandshakeInput::room`: a bug in the caller, never the peer's doing.
+    #[error("our key pair was not made for this room code (KeyPair::generate_cpace)")]
+    NotCpaceKeyPair,
     /// A `PeerHello` for another room or with another public value than the
     /// mediator announced: a stranger. The host rejects it and keeps waiting.
     #[error("connection is not the announced peer ({0})")]
@@ -74,6 +79,9 @@ struct Agreement {
 
 impl Agreement {
     fn new(input: HandshakeInput, role: Role) -> Result<Agreement, HandshakeError> {
+        if !input.local.made_for(&input.room) {
+            return Err(HandshakeError::NotCpaceKeyPair);
+        }
         let group = input.local.group();
         let peer = dhke::validate_peer_public(group, &input.peer_public, input.local.public())?;
         let z = input.local.agree(&peer)?;

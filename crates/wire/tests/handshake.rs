@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
-use dhke::schedule::{Nonce, RoomName, SessionKeys};
+use dhke::schedule::{Nonce, SessionKeys};
 use dhke::{
-    commit, host_confirm_mac, joiner_confirm_mac, keylog_line, resume_id, room_tag,
-    validate_peer_public, Group, SharedSecret, Transcript,
+    commit, host_confirm_mac, joiner_confirm_mac, keylog_line, resume_id, validate_peer_public,
+    Group, SharedSecret, Transcript,
 };
 use wire::{HandshakeError, PeerHandshake, RecordError, Role};
 
@@ -18,7 +18,7 @@ const G14: Group = Group::Modp2048;
 /// primitives, as a keylog line.
 fn expected_keylog(host: &Side, joiner: &Side, resumed_from: Option<&Side>) -> String {
     let group = host.keys.group();
-    let tag = room_tag(ROOM);
+    let tag = code(ROOM).tag();
     let th = Transcript {
         room_tag: &tag,
         group,
@@ -31,7 +31,7 @@ fn expected_keylog(host: &Side, joiner: &Side, resumed_from: Option<&Side>) -> S
     let peer = validate_peer_public(group, joiner.keys.public(), host.keys.public()).unwrap();
     let z = host.keys.agree(&peer).unwrap();
     let previous = resumed_from.and_then(|s| s.previous.as_ref());
-    let keys = SessionKeys::derive(&th, &RoomName::new(ROOM), &z, previous);
+    let keys = SessionKeys::derive(&th, &code(ROOM), &z, previous);
     keylog_line(&th, &z, &keys).to_string()
 }
 
@@ -138,7 +138,7 @@ struct HandJoiner {
 impl HandJoiner {
     fn new(host: &Side, joiner: &Side, rng: &mut rand::rngs::StdRng) -> HandJoiner {
         let group = joiner.keys.group();
-        let tag = room_tag(ROOM);
+        let tag = code(ROOM).tag();
         let th = Transcript {
             room_tag: &tag,
             group,
@@ -150,7 +150,7 @@ impl HandJoiner {
         .hash();
         let peer = validate_peer_public(group, host.keys.public(), joiner.keys.public()).unwrap();
         let z = joiner.keys.agree(&peer).unwrap();
-        let keys = SessionKeys::derive(&th, &RoomName::new(ROOM), &z, None);
+        let keys = SessionKeys::derive(&th, &code(ROOM), &z, None);
         let nonce = Nonce::random(rng);
         HandJoiner {
             th,
@@ -162,7 +162,7 @@ impl HandJoiner {
 
     fn hello(&self, joiner: &Side) -> PeerHandshake {
         PeerHandshake::PeerHello {
-            room: room_tag(ROOM).0,
+            room: code(ROOM).tag().0,
             public: joiner.keys.public().to_vec(),
             commit: self.commit,
             resume: None,
@@ -439,7 +439,7 @@ fn outputs(i: &Inputs, z: &SharedSecret) -> Vec<(&'static str, Vec<u8>)> {
         joiner_public: &i.joiner_public,
     }
     .hash();
-    let keys = SessionKeys::derive(&th, &RoomName::new(i.room.as_str()), z, None);
+    let keys = SessionKeys::derive(&th, &code(&i.room), z, None);
     let line = keylog_line(&th, z, &keys);
     let fields: Vec<&str> = line.split(' ').collect();
     let fixed_th = dhke::TranscriptHash([9; 32]);
@@ -474,7 +474,7 @@ fn any_changed_transcript_byte_changes_every_key_and_the_sas() {
     };
     let base = Inputs {
         room: ROOM.to_owned(),
-        tag: room_tag(ROOM).0,
+        tag: code(ROOM).tag().0,
         group: Group::Modp3072,
         host_name: "alice".to_owned(),
         host_public: public(384),
@@ -589,7 +589,7 @@ fn stranger_is_refused_and_the_real_joiner_still_gets_in() {
         unreachable!()
     };
     let wrong_room = PeerHandshake::PeerHello {
-        room: room_tag("8-other-room").0,
+        room: code("8-other-room").tag().0,
         public,
         commit,
         resume,
@@ -722,7 +722,8 @@ fn joiner_in_another_room_fails_confirmation() {
     // carry the host's tag gets past the host's room check; its keys (transcript
     // and salt both depend on the room) differ, so the host's MAC does not verify.
     let mut rng = rng(50);
-    let (host, joiner) = pair(G14, &mut rng);
+    let (host, _) = pair(G14, &mut rng);
+    let joiner = Side::in_room(JOINER_NAME, G14, "7-velvet-harbour", &mut rng);
     let host_hs = host_machine(&host, &joiner);
     let (joiner_hs, hello) = joiner_start_in_room(&joiner, &host, "7-velvet-harbour", &mut rng);
     let PeerHandshake::PeerHello {
@@ -735,7 +736,7 @@ fn joiner_in_another_room_fails_confirmation() {
         unreachable!()
     };
     let hello = PeerHandshake::PeerHello {
-        room: room_tag(ROOM).0,
+        room: code(ROOM).tag().0,
         public,
         commit,
         resume,

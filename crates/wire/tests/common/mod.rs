@@ -3,8 +3,11 @@
 
 #![allow(dead_code)] // each test crate uses a different subset
 
-use dhke::schedule::{ResumeSecret, RoomName};
-use dhke::{Group, KeyPair};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use dhke::schedule::ResumeSecret;
+use dhke::{Group, KeyPair, RoomCode};
 use rand::{rngs::StdRng, SeedableRng};
 use wire::handshake::{HostConfirmSent, HostHandshake, JoinerHelloSent};
 use wire::{HandshakeInput, PeerHandshake, Session};
@@ -12,6 +15,18 @@ use wire::{HandshakeInput, PeerHandshake, Session};
 pub const ROOM: &str = "7-velvet-harbor";
 pub const HOST_NAME: &str = "alice";
 pub const JOINER_NAME: &str = "bob";
+
+/// `RoomCode::parse(room)`, with the tag (an Argon2id for a typed name) computed once
+/// per test process.
+pub fn code(room: &str) -> RoomCode {
+    static CODES: OnceLock<Mutex<HashMap<String, RoomCode>>> = OnceLock::new();
+    let mut codes = CODES.get_or_init(Default::default).lock().unwrap();
+    let code = codes
+        .entry(room.to_owned())
+        .or_insert_with(|| RoomCode::parse(room));
+    code.tag();
+    code.clone()
+}
 
 /// A seeded RNG, so every run of a test sees the same values.
 pub fn rng(seed: u64) -> StdRng {
@@ -27,10 +42,16 @@ pub struct Side {
 }
 
 impl Side {
+    /// A side in `ROOM`.
     pub fn new(name: &str, group: Group, rng: &mut StdRng) -> Side {
+        Side::in_room(name, group, ROOM, rng)
+    }
+
+    /// A side whose CPace key pair is made for `room`.
+    pub fn in_room(name: &str, group: Group, room: &str, rng: &mut StdRng) -> Side {
         Side {
             name: name.to_owned(),
-            keys: KeyPair::generate(group, rng),
+            keys: KeyPair::generate_cpace(group, &code(room), rng).unwrap(),
             previous: None,
         }
     }
@@ -38,7 +59,7 @@ impl Side {
     /// The handshake input for talking to `peer` as the mediator announced it.
     pub fn input(&self, room: &str, peer_name: &str, peer_public: &[u8]) -> HandshakeInput {
         HandshakeInput {
-            room: RoomName::new(room),
+            room: code(room),
             local_name: self.name.clone(),
             local: self.keys.clone(),
             peer_name: peer_name.to_owned(),

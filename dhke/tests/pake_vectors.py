@@ -1,0 +1,161 @@
+"""Independent computation of the §13 known-answer vectors (docs/protocol.md) that
+dhke/tests/vectors.rs pins: Python's hashlib/hmac and argon2-cffi, no Rust code.
+
+Run: pip install argon2-cffi && python3 dhke/tests/pake_vectors.py
+"""
+
+import hashlib
+import hmac
+
+from argon2.low_level import Type, hash_secret_raw
+
+MODP = {
+    14: """
+    FFFFFFFF FFFFFFFF C90FDAA2 2168C234 C4C6628B 80DC1CD1
+    29024E08 8A67CC74 020BBEA6 3B139B22 514A0879 8E3404DD
+    EF9519B3 CD3A431B 302B0A6D F25F1437 4FE1356D 6D51C245
+    E485B576 625E7EC6 F44C42E9 A637ED6B 0BFF5CB6 F406B7ED
+    EE386BFB 5A899FA5 AE9F2411 7C4B1FE6 49286651 ECE45B3D
+    C2007CB8 A163BF05 98DA4836 1C55D39A 69163FA8 FD24CF5F
+    83655D23 DCA3AD96 1C62F356 208552BB 9ED52907 7096966D
+    670C354E 4ABC9804 F1746C08 CA18217C 32905E46 2E36CE3B
+    E39E772C 180E8603 9B2783A2 EC07A28F B5C55DF0 6F4C52C9
+    DE2BCBF6 95581718 3995497C EA956AE5 15D22618 98FA0510
+    15728E5A 8AACAA68 FFFFFFFF FFFFFFFF""",
+    15: """
+    FFFFFFFF FFFFFFFF C90FDAA2 2168C234 C4C6628B 80DC1CD1
+    29024E08 8A67CC74 020BBEA6 3B139B22 514A0879 8E3404DD
+    EF9519B3 CD3A431B 302B0A6D F25F1437 4FE1356D 6D51C245
+    E485B576 625E7EC6 F44C42E9 A637ED6B 0BFF5CB6 F406B7ED
+    EE386BFB 5A899FA5 AE9F2411 7C4B1FE6 49286651 ECE45B3D
+    C2007CB8 A163BF05 98DA4836 1C55D39A 69163FA8 FD24CF5F
+    83655D23 DCA3AD96 1C62F356 208552BB 9ED52907 7096966D
+    670C354E 4ABC9804 F1746C08 CA18217C 32905E46 2E36CE3B
+    E39E772C 180E8603 9B2783A2 EC07A28F B5C55DF0 6F4C52C9
+    DE2BCBF6 95581718 3995497C EA956AE5 15D22618 98FA0510
+    15728E5A 8AAAC42D AD33170D 04507A33 A85521AB DF1CBA64
+    ECFB8504 58DBEF0A 8AEA7157 5D060C7D B3970F85 A6E1E4C7
+    ABF5AE8C DB0933D7 1E8C94E0 4A25619D CEE3D226 1AD2EE6B
+    F12FFA06 D98A0864 D8760273 3EC86A64 521F2B18 177B200C
+    BBE11757 7A615D6C 770988C0 BAD946E2 08E24FA0 74E5AB31
+    43DB5BFC E0FD108E 4B82D120 A93AD2CA FFFFFFFF FFFFFFFF""",
+}
+P = {g: int("".join(t.split()), 16) for g, t in MODP.items()}
+PLEN = {14: 256, 15: 384}
+
+
+def sha256(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def hmac256(key, *parts):
+    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
+def hkdf(salt, ikm, info, length):
+    prk = hmac256(salt, ikm)
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac256(prk, block, info, bytes([i]))
+        out += block
+        i += 1
+    return prk, out[:length]
+
+
+def lp(b):
+    return len(b).to_bytes(4, "big") + b
+
+
+def argon2id(secret, salt):
+    return hash_secret_raw(secret, salt, time_cost=2, memory_cost=19 * 1024,
+                           parallelism=1, hash_len=32, type=Type.ID, version=19)
+
+
+def nameplate_tag(n):
+    return sha256(b"p2pchat/v2/nameplate", str(n).encode())
+
+
+def is_nameplate_code(code):
+    parts = code.split("-")
+    n = parts[0]
+    return (len(parts) == 5 and 1 <= len(n) <= 6 and n.isdigit() and n.isascii()
+            and n[0] != "0" and all(w and w.isascii() and w.isalpha() and w.islower()
+                                    for w in parts[1:]))
+
+
+def tag_of(code):
+    if is_nameplate_code(code):
+        return nameplate_tag(int(code.split("-")[0]))
+    return argon2id(code.encode(), b"p2pchat/v2/room-tag")
+
+
+def generator(code, group):
+    p = P[group]
+    ikm = lp(code.encode()) + lp(tag_of(code)) + bytes([group])
+    _, okm = hkdf(b"p2pchat/v2/cpace-generator", ikm, b"", PLEN[group] + 16)
+    h = int.from_bytes(okm, "big") % p
+    g = h * h % p
+    assert g not in (0, 1, p - 1)
+    return g
+
+
+def be(x, group):
+    return x.to_bytes(PLEN[group], "big")
+
+
+def private(fill):
+    b = bytearray([fill] * 40)
+    b[0] |= 0x80
+    return int.from_bytes(bytes(b), "big")
+
+
+def main():
+    print("nameplate_tag(7)   ", nameplate_tag(7).hex())
+    print("nameplate_tag(482) ", nameplate_tag(482).hex())
+    print("typed tag 7-velvet-harbor", tag_of("7-velvet-harbor").hex())
+    print("lan_key 7-velvet-harbor-maple-otter",
+          argon2id(b"7-velvet-harbor-maple-otter", b"p2pchat/v2/lan-key").hex())
+    print("lan_key 7-velvet-harbor",
+          argon2id(b"7-velvet-harbor", b"p2pchat/v2/lan-key").hex())
+    for code in ["7-velvet-harbor-maple-otter", "7-velvet-harbor"]:
+        for group in (14, 15):
+            g = be(generator(code, group), group)
+            print(f"G {code} group{group} head {g[:8].hex()} sha256 {sha256(g).hex()}")
+
+    # A whole session, group 14, fixed exponents and nonces.
+    code, group = "7-velvet-harbor-maple-otter", 14
+    p, g = P[group], generator(code, group)
+    xh, xj = private(0x11), private(0x22)
+    yh, yj = be(pow(g, xh, p), group), be(pow(g, xj, p), group)
+    z = be(pow(int.from_bytes(yj, "big"), xh, p), group)
+    assert z == be(pow(int.from_bytes(yh, "big"), xj, p), group)
+    tag = tag_of(code)
+    th = sha256(b"p2pchat/v1/transcript", lp(tag), bytes([group]), lp(b"alice"), lp(yh),
+                lp(b"bob"), lp(yj))
+    salt = sha256(th, code.encode())
+    keys = {}
+    for label in ["host->joiner enc", "host->joiner mac", "joiner->host enc",
+                  "joiner->host mac", "confirm host", "confirm joiner", "sas", "resume"]:
+        prk = hmac256(salt, z)
+        keys[label] = hmac256(prk, b"p2pchat/v1/" + label.encode(), b"\x01")
+    nh, nj = bytes([0xA0] * 32), bytes([0xB0] * 32)
+    commit = sha256(b"p2pchat/v1/commit", nj)
+    mac_h = hmac256(keys["confirm host"], th, commit, nh, b"\x00")
+    mac_j = hmac256(keys["confirm joiner"], th, commit, nh, b"\x00", nj)
+    sas = int.from_bytes(hmac256(keys["sas"], nh, nj)[:4], "big") % 10**6
+    print("session Y_host sha256", sha256(yh).hex())
+    print("session Y_joiner sha256", sha256(yj).hex())
+    print("session Z sha256", sha256(z).hex())
+    print("session th", th.hex())
+    for label in ["host->joiner enc", "host->joiner mac", "joiner->host enc", "joiner->host mac"]:
+        print(f"session k({label})", keys[label].hex())
+    print("session macH", mac_h.hex())
+    print("session macJ", mac_j.hex())
+    print(f"session SAS {sas // 1000:03} {sas % 1000:03}")
+
+
+if __name__ == "__main__":
+    main()
