@@ -125,11 +125,12 @@ async fn bench(settings: Settings) {
                 t.note.as_deref().unwrap_or("")
             );
         }
+        let total = t.failed + t.by_path.values().map(Vec::len).sum::<usize>();
         for (path, times) in &t.by_path {
             let ok = times.len();
             println!(
                 "{label:<26} {path:<8} {:>6} {:>11.1} {:>9.1}{}",
-                format!("{ok}/{}", ok + t.failed),
+                format!("{ok}/{total}"),
                 ms(percentile(times, 50)),
                 ms(percentile(times, 95)),
                 if t.failed > 0 {
