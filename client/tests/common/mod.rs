@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_mediator;
+pub mod lab;
 pub mod lan_lab;
 pub mod proxy;
 pub mod raw_peer;
@@ -34,8 +35,22 @@ pub fn mediator_bin() -> PathBuf {
     let path = dir.join(format!("mediator{}", std::env::consts::EXE_SUFFIX));
     if !path.exists() {
         let target_dir = dir.parent().expect("profile dir has a parent");
+        // A bench (target/release) needs the mediator of the same profile.
+        let profile = if dir.ends_with("release") {
+            "bench"
+        } else {
+            "dev"
+        };
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "mediator", "--bin", "mediator"])
+            .args([
+                "build",
+                "-p",
+                "mediator",
+                "--bin",
+                "mediator",
+                "--profile",
+                profile,
+            ])
             .env("CARGO_TARGET_DIR", target_dir)
             .status()
             .expect("run cargo build for the mediator");
@@ -47,6 +62,19 @@ pub fn mediator_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `program`, run in network namespace `netns` (through `ip netns exec`, which
+/// execs it in place, so the child's pid is the program's) or in ours.
+pub fn command_in(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 /// A scratch directory removed when dropped.
@@ -91,7 +119,13 @@ impl Mediator {
 
     /// Starts a mediator on a given address (to restart one on the same port).
     pub async fn start_at(listen: &str, extra: &[&str]) -> Mediator {
-        let mut child = Command::new(mediator_bin())
+        Mediator::start_in(None, listen, extra).await
+    }
+
+    /// Starts a mediator inside network namespace `netns` (a lab's public
+    /// segment), or in ours with `None`.
+    pub async fn start_in(netns: Option<&str>, listen: &str, extra: &[&str]) -> Mediator {
+        let mut child = command_in(netns, &mediator_bin())
             .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
@@ -131,7 +165,10 @@ pub struct Client {
     pub name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    events: mpsc::UnboundedReceiver<Value>,
+    /// Each event with the moment its line was read.
+    events: mpsc::UnboundedReceiver<(std::time::Instant, Value)>,
+    /// When the event [`Client::expect`] last returned was printed (timing benches).
+    pub last_at: Option<std::time::Instant>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     pub seen: Vec<Value>,
 }
@@ -172,7 +209,18 @@ impl Client {
     }
 
     pub fn start_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Client {
-        let mut cmd = Command::new(client_bin());
+        Client::start_in(None, name, args, env)
+    }
+
+    /// Starts a client inside network namespace `netns` (a lab host), or in ours
+    /// with `None`.
+    pub fn start_in(
+        netns: Option<&str>,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Client {
+        let mut cmd = command_in(netns, &client_bin());
         // Only what the test passes: no keylog, no mediator from the environment.
         cmd.env_remove("P2PCHAT_KEYLOG")
             .env_remove("P2PCHAT_SERVER")
@@ -204,7 +252,7 @@ impl Client {
             while let Ok(Some(line)) = lines.next_line().await {
                 let value: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("client printed non-JSON line {line:?}: {e}"));
-                if tx.send(value).is_err() {
+                if tx.send((std::time::Instant::now(), value)).is_err() {
                     break;
                 }
             }
@@ -226,18 +274,25 @@ impl Client {
             events,
             stderr: err_text,
             seen: Vec::new(),
+            last_at: None,
         }
     }
 
     /// Waits for the next event named `kind`, skipping others (kept in `seen`).
     pub async fn expect(&mut self, kind: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.expect_within(kind, WAIT).await
+    }
+
+    /// [`Client::expect`] with its own bound.
+    pub async fn expect_within(&mut self, kind: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let next = tokio::time::timeout_at(deadline, self.events.recv()).await;
             match next {
-                Ok(Some(event)) => {
+                Ok(Some((at, event))) => {
                     self.seen.push(event.clone());
                     if event["event"] == kind {
+                        self.last_at = Some(at);
                         return event;
                     }
                 }
@@ -248,7 +303,7 @@ impl Client {
                     self.stderr()
                 ),
                 Err(_) => panic!(
-                    "{}: no `{kind}` event within {WAIT:?}; saw {:?}; stderr: {}",
+                    "{}: no `{kind}` event within {limit:?}; saw {:?}; stderr: {}",
                     self.name,
                     self.seen,
                     self.stderr()
@@ -259,7 +314,7 @@ impl Client {
 
     /// Every event until the output ends (the process exited).
     pub async fn drain(&mut self) -> Vec<Value> {
-        while let Ok(Some(event)) = tokio::time::timeout(WAIT, self.events.recv()).await {
+        while let Ok(Some((_, event))) = tokio::time::timeout(WAIT, self.events.recv()).await {
             self.seen.push(event);
         }
         self.seen.clone()
@@ -275,6 +330,15 @@ impl Client {
         stdin.write_all(line.as_bytes()).await.expect("write stdin");
         stdin.write_all(b"\n").await.expect("write stdin");
         stdin.flush().await.expect("flush stdin");
+    }
+
+    /// Types one line, reporting (not panicking on) a client that already exited.
+    pub async fn try_say(&mut self, line: &str) -> std::io::Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        };
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await
     }
 
     /// Closes stdin (end of input).
@@ -297,7 +361,14 @@ impl Client {
     pub async fn exit_code_within(&mut self, limit: Duration) -> i32 {
         let status = tokio::time::timeout(limit, self.child.wait())
             .await
-            .unwrap_or_else(|_| panic!("{} did not exit in time; saw {:?}", self.name, self.seen))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not exit within {limit:?}; saw {:?}; stderr: {}",
+                    self.name,
+                    self.seen,
+                    self.stderr()
+                )
+            })
             .expect("wait for client");
         status.code().unwrap_or(-1)
     }

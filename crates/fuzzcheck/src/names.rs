@@ -15,7 +15,7 @@ use std::path::{Component, Path};
 mod client_name;
 
 pub use client_name::safe_file_name;
-use client_name::{part_path, unique_destination, FileNameError, MAX_NAME_BYTES};
+use client_name::{part_path, unique_destination, FileNameError, PartScope, MAX_NAME_BYTES};
 use wire::text::{is_invisible_format, sanitize_for_terminal, validate_name, MAX_NAME_CHARS};
 use wire::NameError;
 
@@ -125,11 +125,17 @@ pub fn file_name(data: &[u8]) {
     );
     let dir = Path::new("/nonexistent-p2pchat-fuzz/downloads");
     assert_eq!(dir.join(&name).parent(), Some(dir));
-    let part = part_path(dir, &name);
+    // The part file is named by the sender and the transfer id, never by the
+    // offered name: no offer can aim at a file that is not ours.
+    let part = part_path(dir, PartScope::new(&name), 7);
     assert_eq!(part.parent(), Some(dir));
-    assert_eq!(
-        part.file_name().and_then(|n| n.to_str()),
-        Some(format!("{name}.part").as_str())
+    let part_name = part
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    assert!(
+        part_name.starts_with(".p2pchat-") && part_name.ends_with("-0000000000000007.part"),
+        "{part_name}"
     );
     // In a directory that does not exist every name is free: the first choice is
     // the name itself, inside the directory.

@@ -1,0 +1,377 @@
+//! The NAT lab tests: real `mediator` and `client` binaries in network namespaces
+//! behind real nftables NATs (see tests/common/lab.rs), one test per pairing of
+//! router kinds, plus relay refusal, the relay byte cap, and a tap on the public
+//! segment that must never see chat text or the room name. Needs root, iproute2
+//! and nftables (and tcpdump for the tap); without them these tests fail, saying so.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::lab::{Lab, RouterKind, Spot, Topology, MEDIATOR_PORT};
+use common::Client;
+use RouterKind::{FullCone, HomeRouter, PortRange, RstRouter, Symmetric};
+
+/// Both ends of a connected pair, the host (first to arrive) first.
+struct Pair {
+    host: Client,
+    joiner: Client,
+}
+
+/// Starts `alice` on host 0 and, once she waits (so she hosts), `bob` on host 1;
+/// waits for `connected` on both and checks the SAS agree and the path is allowed.
+async fn connect_pair(
+    lab: &Lab,
+    room: &str,
+    dir: &common::TempDir,
+    extra: [&[&str]; 2],
+    allowed: &[&str],
+) -> Pair {
+    let mut host = lab.start_client(0, "alice", &lab.client_args("alice", room, dir, extra[0]));
+    host.expect("waiting").await;
+    let mut joiner = lab.start_client(1, "bob", &lab.client_args("bob", room, dir, extra[1]));
+    let a = host.expect("connected").await;
+    let b = joiner.expect("connected").await;
+    assert_eq!(a["sas"], b["sas"], "both screens show the same SAS");
+    assert!(!a["sas"].as_str().unwrap_or("").is_empty(), "a SAS: {a}");
+    assert_eq!(a["peer"], "bob");
+    assert_eq!(b["peer"], "alice");
+    for (side, event) in [("host", &a), ("joiner", &b)] {
+        let path = event["path"].as_str().unwrap_or("");
+        assert!(
+            allowed.contains(&path),
+            "{side} connected over `{path}`, expected one of {allowed:?}: {event}"
+        );
+    }
+    println!(
+        "{room}: host over `{}`, joiner over `{}`",
+        a["path"].as_str().unwrap_or("?"),
+        b["path"].as_str().unwrap_or("?")
+    );
+    Pair { host, joiner }
+}
+
+/// One line each way arrives intact.
+async fn chat_both_ways(pair: &mut Pair) {
+    pair.host.say("hello from behind the first router").await;
+    let m = pair.joiner.expect("message").await;
+    assert_eq!(m["text"], "hello from behind the first router");
+    assert_eq!(m["from"], "alice");
+    pair.joiner.say("and back from the second").await;
+    let m = pair.host.expect("message").await;
+    assert_eq!(m["text"], "and back from the second");
+    assert_eq!(m["from"], "bob");
+}
+
+/// The whole pairing test: host at `host`, joiner at `joiner`, path in `allowed`.
+async fn pairing(host: Spot, joiner: Spot, allowed: &[&str]) {
+    let lab = Lab::build(&Topology::pair(host, joiner));
+    run_pairing(
+        &lab,
+        allowed,
+        &format!("lab-{}-{}", host.label(), joiner.label()),
+    )
+    .await;
+}
+
+async fn run_pairing(lab: &Lab, allowed: &[&str], room: &str) {
+    let dir = common::TempDir::new("natlab");
+    let _mediator = lab.start_mediator(&[]).await;
+    let mut pair = connect_pair(lab, room, &dir, [&[], &[]], allowed).await;
+    chat_both_ways(&mut pair).await;
+}
+
+const PUNCHED_OR_DIRECT: &[&str] = &["punched", "direct"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_hosts_without_nat_connect_direct() {
+    pairing(Spot::Public, Spot::Public, &["direct"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_home_routers_punch_through() {
+    pairing(
+        Spot::Behind(HomeRouter),
+        Spot::Behind(HomeRouter),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_router_and_port_changing_router_punch_through() {
+    pairing(
+        Spot::Behind(HomeRouter),
+        Spot::Behind(PortRange),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cone_host_is_reached_from_behind_a_home_router() {
+    pairing(
+        Spot::Behind(FullCone),
+        Spot::Behind(HomeRouter),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_router_host_is_reached_from_behind_a_full_cone() {
+    pairing(
+        Spot::Behind(HomeRouter),
+        Spot::Behind(FullCone),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_port_changing_routers_punch_through() {
+    pairing(
+        Spot::Behind(PortRange),
+        Spot::Behind(PortRange),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cone_host_is_reached_from_behind_a_port_changing_router() {
+    pairing(
+        Spot::Behind(FullCone),
+        Spot::Behind(PortRange),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_full_cones_reach_each_other() {
+    pairing(
+        Spot::Behind(FullCone),
+        Spot::Behind(FullCone),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rst_answering_router_and_home_router_punch_through() {
+    pairing(
+        Spot::Behind(RstRouter),
+        Spot::Behind(HomeRouter),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rst_answering_router_and_port_changing_router_punch_through() {
+    pairing(
+        Spot::Behind(RstRouter),
+        Spot::Behind(PortRange),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rst_answering_host_is_reached_from_behind_a_full_cone() {
+    pairing(
+        Spot::Behind(RstRouter),
+        Spot::Behind(FullCone),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rst_answering_routers_punch_or_relay() {
+    pairing(
+        Spot::Behind(RstRouter),
+        Spot::Behind(RstRouter),
+        &["punched", "relay"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_nat_and_home_router_fall_back_to_the_relay() {
+    pairing(
+        Spot::Behind(Symmetric),
+        Spot::Behind(HomeRouter),
+        &["relay"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_nat_and_port_changing_router_fall_back_to_the_relay() {
+    pairing(Spot::Behind(Symmetric), Spot::Behind(PortRange), &["relay"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_symmetric_nats_fall_back_to_the_relay() {
+    pairing(Spot::Behind(Symmetric), Spot::Behind(Symmetric), &["relay"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cone_host_is_reached_from_behind_a_symmetric_nat() {
+    pairing(
+        Spot::Behind(FullCone),
+        Spot::Behind(Symmetric),
+        PUNCHED_OR_DIRECT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_behind_one_router_meet_on_the_lan() {
+    let lab = Lab::build(&Topology::shared(HomeRouter, 2));
+    run_pairing(&lab, &["lan"], "lab-one-router").await;
+}
+
+/// Symmetric against symmetric with the relay refused: both sides give up with
+/// exit code 12 within 15 s, and each error contains one of `blame[side]`.
+async fn relay_refused(mediator_flags: &[&str], bob_flags: &[&str], blame: [&[&str]; 2]) {
+    let lab = Lab::build(&Topology::pair(
+        Spot::Behind(Symmetric),
+        Spot::Behind(Symmetric),
+    ));
+    let dir = common::TempDir::new("natlab-norelay");
+    let _mediator = lab.start_mediator(mediator_flags).await;
+    let mut alice = lab.start_client(
+        0,
+        "alice",
+        &lab.client_args("alice", "lab-no-relay", &dir, &[]),
+    );
+    alice.expect("waiting").await;
+    let mut bob = lab.start_client(
+        1,
+        "bob",
+        &lab.client_args("bob", "lab-no-relay", &dir, bob_flags),
+    );
+    alice.expect("matched").await;
+    bob.expect("matched").await;
+    let since_match = Instant::now();
+    let limit = Duration::from_secs(15);
+    for (side, client) in [(0, &mut alice), (1, &mut bob)] {
+        let left = limit.saturating_sub(since_match.elapsed());
+        let code = client.exit_code_within(left).await;
+        let events = client.drain().await;
+        assert_eq!(code, 12, "{}: exit code; saw {events:?}", client.name);
+        let error = events
+            .iter()
+            .find(|e| e["event"] == "error")
+            .unwrap_or_else(|| panic!("{}: no error event in {events:?}", client.name));
+        assert_eq!(error["code"], "no_path", "{}: {error}", client.name);
+        let text = error["text"].as_str().unwrap_or("").to_lowercase();
+        assert!(
+            blame[side].iter().any(|word| text.contains(word)),
+            "{}: the error should say who refused the relay (one of {:?}): {text}",
+            client.name,
+            blame[side]
+        );
+        assert!(
+            !events.iter().any(|e| e["event"] == "connected"),
+            "{}: connected although no path exists: {events:?}",
+            client.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_nats_with_the_relay_refused_by_one_client_give_up_naming_it() {
+    relay_refused(
+        &[],
+        &["--no-relay"],
+        [&["bob", "peer", "other side"], &["--no-relay", "you"]],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_nats_with_the_relay_off_at_the_mediator_give_up_naming_it() {
+    relay_refused(&["--relay", "off"], &[], [&["mediator"], &["mediator"]]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_session_past_its_byte_cap_ends_and_the_mediator_still_matches() {
+    let lab = Lab::build(&Topology::pair(
+        Spot::Behind(Symmetric),
+        Spot::Behind(Symmetric),
+    ));
+    let dir = common::TempDir::new("natlab-cap");
+    let cap = 48 * 1024;
+    let _mediator = lab
+        .start_mediator(&["--relay-max-bytes", &cap.to_string()])
+        .await;
+    let mut pair = connect_pair(&lab, "lab-cap-1", &dir, [&[], &[]], &["relay"]).await;
+    // Past the cap in both directions together, one 4000-character line at a time.
+    let line = "c".repeat(4000);
+    for _ in 0..(2 * cap / line.len() + 2) {
+        // The client may already have stopped reading: the cap ended the session.
+        if pair.host.try_say(&line).await.is_err() {
+            break;
+        }
+    }
+    for client in [&mut pair.host, &mut pair.joiner] {
+        let error = client.expect("error").await;
+        assert_eq!(error["code"], "relay_ended", "{}: {error}", client.name);
+        assert!(
+            !error["text"].as_str().unwrap_or("").is_empty(),
+            "{}: the relay end says why: {error}",
+            client.name
+        );
+        assert_eq!(client.exit_code().await, 10, "{}", client.name);
+    }
+    // The mediator itself carries on: a new pair on the same hosts still matches.
+    let again = connect_pair(&lab, "lab-cap-2", &dir, [&[], &[]], &["relay"]).await;
+    drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_on_the_public_segment_never_sees_chat_text_or_the_room_name() {
+    let lab = Lab::build(&Topology::pair(
+        Spot::Behind(Symmetric),
+        Spot::Behind(Symmetric),
+    ));
+    let tap = common::lab::Tap::start(&lab).await;
+    let dir = common::TempDir::new("natlab-tap");
+    let _mediator = lab.start_mediator(&[]).await;
+    let room = format!("tap-room-{:08x}", rand::random::<u32>());
+    let secret = format!("tap-secret-{:08x}", rand::random::<u32>());
+    // Long enough that its ciphertext must show in the capture (the positive control).
+    let long: String = (0..6000u32)
+        .map(|i| char::from(b'a' + ((i * 7 + i / 26) % 26) as u8))
+        .collect();
+    let mut pair = connect_pair(&lab, &room, &dir, [&[], &[]], &["relay"]).await;
+    pair.host.say(&secret).await;
+    assert_eq!(pair.joiner.expect("message").await["text"], secret);
+    pair.joiner.say(&long).await;
+    assert_eq!(pair.host.expect("message").await["text"], long);
+    // A few more round trips, so every earlier packet has left the capture buffer.
+    for i in 0..3 {
+        pair.host.say(&format!("tick {i}")).await;
+        pair.joiner.expect("message").await;
+    }
+    let capture = tap.stop().await;
+    let relayed = capture.tcp_payload_bytes(MEDIATOR_PORT);
+    assert!(
+        relayed >= 2 * long.len() as u64,
+        "the tap saw only {relayed} payload bytes to or from the mediator: it is not seeing the relay"
+    );
+    for (what, needle) in [
+        ("the room name", room.as_str()),
+        ("a chat line", secret.as_str()),
+        ("the long chat line", &long[..64]),
+    ] {
+        assert!(
+            !capture.contains(needle.as_bytes()),
+            "the tap saw {what} in clear"
+        );
+    }
+}
