@@ -52,14 +52,35 @@ struct Setup {
     args: Args,
 }
 
+/// Shows a generated room code and the command the other side should run.
+fn show_room(server: Option<&str>, room: &str, out: &Output) {
+    let server_flag = server.map(|s| format!("--server {s} ")).unwrap_or_default();
+    out.show(&Event::Room {
+        command: format!("client {server_flag}--room {room}"),
+        room: room.to_owned(),
+    });
+}
+
 /// Runs the client with parsed flags, showing events on `out`.
 pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
-    let setup = prepare(args, out)?;
+    let mut setup = prepare(args, out)?;
     // The listener lives for the whole run, so an advertised port stays valid
     // across reconnects; it exists before the first Hello that advertises it.
     // Its port is the run's one port (§12.1): the mediator link and every dial
     // leave from it too.
     let (port, listener) = bind_listener(setup.listen)?;
+    // No room given and a mediator: it allocates the nameplate of a fresh code,
+    // and that link carries our first Hello.
+    let mut first_link = None;
+    if setup.room.is_empty() {
+        if let Some(server) = setup.server.clone() {
+            let mut link = MediatorLink::connect(&server, &port).await?;
+            let nameplate = link.allocate().await?;
+            setup.room = roomcode::code_for_nameplate(nameplate, &mut OsRng);
+            show_room(Some(&server), &setup.room, out);
+            first_link = Some(link);
+        }
+    }
     let reveals = connect::Reveals::default();
     let history = setup.history.as_deref().map(History::open).transpose()?;
     let mut input = out.input(MAX_CHAT_TEXT);
@@ -74,6 +95,7 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         port,
         listener: &listener,
         reveals: &reveals,
+        first_link: std::sync::Mutex::new(first_link),
     };
     let result = converse(&setup, &net, &mut convo, &mut input, &mut updates, out).await;
     let reason = match &result {
@@ -89,6 +111,8 @@ struct Net<'a> {
     port: LocalPort,
     listener: &'a TcpListener,
     reveals: &'a connect::Reveals,
+    /// The link that allocated our nameplate, for the first `Hello`.
+    first_link: std::sync::Mutex<Option<MediatorLink>>,
 }
 
 /// Sessions, one after another, until the conversation ends; returns why.
@@ -242,16 +266,12 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
             roomcode::check_room(room).map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
             room.clone()
         }
+        // With a mediator, `run` asks it for a nameplate first (§13.2) and
+        // fills the room in then.
+        None if server.is_some() => String::new(),
         None => {
             let room = roomcode::generate(&mut OsRng);
-            let server_flag = server
-                .as_ref()
-                .map(|s| format!("--server {s} "))
-                .unwrap_or_default();
-            out.show(&Event::Room {
-                command: format!("client {server_flag}--room {room}"),
-                room: room.clone(),
-            });
+            show_room(None, &room, out);
             room
         }
     };
@@ -355,7 +375,15 @@ async fn establish(
         return establish_lan(setup, net, previous, out).await;
     };
     let listen_addr = net.port.addr();
-    let mediator = MediatorLink::connect(server, &net.port).await?;
+    let first = net
+        .first_link
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let mediator = match first {
+        Some(link) => link,
+        None => MediatorLink::connect(server, &net.port).await?,
+    };
     let code = RoomCode::parse(&setup.room);
     let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
         .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;

@@ -128,6 +128,32 @@ impl MediatorLink {
         })
     }
 
+    /// Asks for a nameplate for a fresh room code (`Allocate`, §13.2).
+    pub async fn allocate(&mut self) -> Result<u32, ClientError> {
+        self.send(&ClientMsg::Allocate).await?;
+        for _ in 0..MAX_MESSAGES_AFTER_MATCH {
+            let frame = match timeout(CONNECT_TIMEOUT * 2, self.framed.next()).await {
+                Err(_) => return Err(self.lost("no answer to Allocate")),
+                Ok(None) => return Err(self.lost("closed by the mediator")),
+                Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match wire::decode::<MediatorMsg>(&frame) {
+                Ok(MediatorMsg::Allocated { nameplate }) => return Ok(nameplate),
+                Ok(MediatorMsg::Pong) => {}
+                Ok(MediatorMsg::Error { code, message }) => {
+                    let message = wire::sanitize_for_terminal(&message).into_owned();
+                    return Err(ClientError::from_mediator(code, &message, ""));
+                }
+                Ok(other) => {
+                    return Err(self.lost(&format!("unexpected {} after Allocate", kind(&other))))
+                }
+                Err(e) => return Err(self.lost(&format!("unreadable message: {e}"))),
+            }
+        }
+        Err(self.lost("no Allocated"))
+    }
+
     /// Our address on this connection: the interface that reaches the mediator.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.framed.get_ref().local_addr().ok()

@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dhke::{check_public_range, Group, RoomTag};
@@ -25,6 +26,7 @@ use wire::{
 };
 
 use crate::metrics::Limit;
+use crate::nameplates::{Nameplate, Nameplates};
 use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails};
 use crate::server::Admitted;
 
@@ -96,7 +98,8 @@ struct Hello {
 
 /// What a connection opened with.
 enum First {
-    Hello(Hello),
+    /// A `Hello`, perhaps after `Allocate` reserved the nameplate it names.
+    Hello(Hello, Option<Nameplate>),
     RelayJoin([u8; 32]),
 }
 
@@ -114,7 +117,7 @@ async fn converse(
         _ = shared.cancel.cancelled() => {
             return refuse(ErrorCode::ShuttingDown, "the mediator is shutting down");
         }
-        read = timeout_at(deadline, read_first(&mut reader, stream)) => match read {
+        read = timeout_at(deadline, read_first(&mut reader, stream, &shared.nameplates)) => match read {
             Err(_) => return refuse(ErrorCode::Timeout, "no Hello within the hello timeout"),
             Ok(Err(end)) => return end,
             Ok(Ok(first)) => first,
@@ -124,8 +127,10 @@ async fn converse(
         shared.metrics.rejected(refused.limit());
         return refuse(ErrorCode::TooManyConnections, refused.message());
     }
-    let hello = match first {
-        First::Hello(hello) => hello,
+    // A reserved nameplate stays taken while this connection lives (waiting,
+    // matched, punching): it is released when the task ends.
+    let (hello, _nameplate) = match first {
+        First::Hello(hello, plate) => (hello, plate),
         First::RelayJoin(_) if !reader.is_empty() => {
             return refuse(
                 ErrorCode::Malformed,
@@ -172,8 +177,14 @@ async fn converse(
     }
 }
 
-/// Reads frames until a `Hello` or a `RelayJoin`, answering the odd `Ping`.
-async fn read_first(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<First, End> {
+/// Reads frames until a `Hello` or a `RelayJoin`, answering the odd `Ping` and
+/// at most one `Allocate` (docs/protocol.md §13.2).
+async fn read_first(
+    reader: &mut FrameReader,
+    stream: &mut TcpStream,
+    nameplates: &Arc<Nameplates>,
+) -> Result<First, End> {
+    let mut plate: Option<Nameplate> = None;
     for _ in 0..=MAX_PINGS_BEFORE_HELLO {
         match reader.next(stream).await? {
             ClientMsg::Ping => write_msg(stream, &MediatorMsg::Pong).await?,
@@ -187,7 +198,7 @@ async fn read_first(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<
                 local_addrs,
                 no_relay,
             } => {
-                return Ok(First::Hello(Hello {
+                let hello = Hello {
                     version,
                     room,
                     name,
@@ -196,17 +207,31 @@ async fn read_first(reader: &mut FrameReader, stream: &mut TcpStream) -> Result<
                     listen_port,
                     local_addrs,
                     no_relay,
-                }))
+                };
+                return Ok(First::Hello(hello, plate));
             }
             ClientMsg::RelayJoin { token } => return Ok(First::RelayJoin(token)),
             ClientMsg::PunchPong { .. } => {
                 return Err(refuse(ErrorCode::Malformed, "PunchPong before Matched"))
             }
+            ClientMsg::Allocate if plate.is_some() => {
+                return Err(refuse(ErrorCode::Malformed, "one Allocate per connection"))
+            }
             ClientMsg::Allocate => {
-                return Err(refuse(
-                    ErrorCode::Malformed,
-                    "this mediator does not allocate nameplates",
-                ))
+                let Some(got) = nameplates.allocate() else {
+                    return Err(refuse(
+                        ErrorCode::NoNameplate,
+                        "no free room numbers; try again in a minute",
+                    ));
+                };
+                write_msg(
+                    stream,
+                    &MediatorMsg::Allocated {
+                        nameplate: got.number(),
+                    },
+                )
+                .await?;
+                plate = Some(got);
             }
         }
     }

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::limits::{AddrKey, AddrLimits};
 use crate::metrics::{self, Limit, Metrics};
+use crate::nameplates::Nameplates;
 use crate::relay::{RelayTable, TokenKey};
 use crate::rooms::{ConnId, InMemoryRooms, RoomTable};
 
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) tokens: TokenKey,
     /// Relay connections waiting for their second side.
     pub(crate) relay: RelayTable,
+    /// Nameplates reserved by `Allocate` for generated room codes.
+    pub(crate) nameplates: Arc<Nameplates>,
     next_id: AtomicU64,
 }
 
@@ -132,6 +135,7 @@ pub async fn run_with_metrics(
         cancel: CancellationToken::new(),
         tokens: TokenKey::new(),
         relay: RelayTable::default(),
+        nameplates: Nameplates::new(config.max_rooms),
         next_id: AtomicU64::new(0),
         config,
     });

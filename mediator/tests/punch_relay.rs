@@ -287,3 +287,29 @@ async fn an_oversized_frame_through_the_relay_closes_both_sides() {
     let (code, _) = read_until_notice(&mut b).await;
     assert_eq!(code, ErrorCode::Malformed);
 }
+
+#[tokio::test]
+async fn allocate_reserves_the_smallest_free_nameplate_until_the_connection_ends() {
+    let server = start(config()).await;
+    let allocated = |msg: Option<MediatorMsg>| match msg {
+        Some(MediatorMsg::Allocated { nameplate }) => nameplate,
+        other => panic!("expected Allocated, got {other:?}"),
+    };
+    let mut a = Client::connect(server.addr).await;
+    a.send(&ClientMsg::Allocate).await;
+    assert_eq!(allocated(a.recv().await), 1);
+    let mut b = Client::connect(server.addr).await;
+    b.send(&ClientMsg::Allocate).await;
+    assert_eq!(allocated(b.recv().await), 2);
+    // One per connection.
+    b.send(&ClientMsg::Allocate).await;
+    b.expect_error(ErrorCode::Malformed).await;
+    // The host waits under its nameplate; when it leaves, the number is free.
+    a.send(&hello(12, "host")).await;
+    a.expect_waiting().await;
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = Client::connect(server.addr).await;
+    c.send(&ClientMsg::Allocate).await;
+    assert_eq!(allocated(c.recv().await), 1);
+}
