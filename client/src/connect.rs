@@ -308,16 +308,19 @@ pub async fn connect(
         }
         _ => None,
     };
-    let mut give_up = if relay_token.is_some() {
-        race.deadline
-    } else {
-        race.deadline.min(race.matched_at + NO_RELAY_GIVE_UP)
-    };
-    let mut relay_refusal: Option<String> = match &race.matched.relay {
-        RelayOffer::Offered { .. } => None,
-        RelayOffer::RefusedByYou => Some("you passed --no-relay".into()),
-        RelayOffer::RefusedByPeer => Some(format!("{peer_name} passed --no-relay")),
-        RelayOffer::Off => Some("the mediator runs with --relay off".into()),
+    let mut state = RaceState {
+        errors: Vec::new(),
+        give_up: if relay_token.is_some() {
+            race.deadline
+        } else {
+            race.deadline.min(race.matched_at + NO_RELAY_GIVE_UP)
+        },
+        relay_refusal: match &race.matched.relay {
+            RelayOffer::Offered { .. } => None,
+            RelayOffer::RefusedByYou => Some("you passed --no-relay".into()),
+            RelayOffer::RefusedByPeer => Some(format!("{peer_name} passed --no-relay")),
+            RelayOffer::Off => Some("the mediator runs with --relay off".into()),
+        },
     };
 
     let punching = race.punch.is_some();
@@ -350,7 +353,6 @@ pub async fn connect(
     }
     drop(tx);
 
-    let mut errors: Vec<String> = Vec::new();
     match side {
         Side::Host(handshake) => {
             let handshake = Arc::new(handshake);
@@ -360,26 +362,8 @@ pub async fn connect(
             let (mut announced_n, mut strangers_n) = (0usize, 0usize);
             loop {
                 let incoming = tokio::select! {
-                    accepted = race.listener.accept() => match accepted {
-                        Ok((stream, from)) => {
-                            let from = ports::unmap(from);
-                            Some(PendingConn { framed: Framed::new(stream, FrameCodec::new(Link::Peer)), addr: from, path: ends.classify(from) })
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            sleep(Duration::from_millis(50)).await;
-                            None
-                        }
-                    },
-                    Some(got) = found.recv() => match got {
-                        Found::Stream(link) => Some(link),
-                        Found::Failed(why) => { note(&mut errors, why); None }
-                        Found::RelayRefused(why) => {
-                            give_up = give_up.min((race.matched_at + NO_RELAY_GIVE_UP).max(Instant::now()));
-                            relay_refusal = Some(why);
-                            None
-                        }
-                    },
+                    accepted = race.listener.accept() => accepted_conn(accepted, &ends).await,
+                    Some(got) = found.recv() => state.on_found(got, race.matched_at),
                     Some(joined) = judging.join_next() => {
                         let Ok((judged, ip, announced)) = joined else { continue };
                         if announced { announced_n -= 1 } else {
@@ -396,7 +380,7 @@ pub async fn connect(
                                 if failed >= MAX_FAILED_REVEALS {
                                     return Err(ClientError::PossibleAttack(failed));
                                 }
-                                note(&mut errors, why);
+                                note(&mut state.errors, why);
                             }
                             Judged::TooManyReveals => {
                                 return Err(ClientError::PossibleAttack(MAX_REVEALS + 1));
@@ -405,8 +389,8 @@ pub async fn connect(
                         }
                         None
                     }
-                    () = sleep_until(give_up) => {
-                        return Err(give_up_error(&peer_name, relay_refusal.as_deref(), &errors, race.port));
+                    () = sleep_until(state.give_up) => {
+                        return Err(state.give_up_error(&peer_name, race.port));
                     }
                 };
                 let Some(link) = incoming else { continue };
@@ -441,44 +425,26 @@ pub async fn connect(
             let mut active: JoinSet<Result<Connected, Attempt>> = JoinSet::new();
             loop {
                 let incoming = tokio::select! {
-                    accepted = race.listener.accept() => match accepted {
-                        Ok((stream, from)) => {
-                            let from = ports::unmap(from);
-                            Some(PendingConn { framed: Framed::new(stream, FrameCodec::new(Link::Peer)), addr: from, path: ends.classify(from) })
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            sleep(Duration::from_millis(50)).await;
-                            None
-                        }
-                    },
-                    Some(got) = found.recv() => match got {
-                        Found::Stream(link) => Some(link),
-                        Found::Failed(why) => { note(&mut errors, why); None }
-                        Found::RelayRefused(why) => {
-                            give_up = give_up.min((race.matched_at + NO_RELAY_GIVE_UP).max(Instant::now()));
-                            relay_refusal = Some(why);
-                            None
-                        }
-                    },
+                    accepted = race.listener.accept() => accepted_conn(accepted, &ends).await,
+                    Some(got) = found.recv() => state.on_found(got, race.matched_at),
                     Some(done) = active.join_next() => {
                         match done {
                             Ok(Ok(conn)) => return Ok(conn),
                             Ok(Err(Attempt::Fatal(e))) => return Err(e),
-                            Ok(Err(Attempt::Next(why))) => note(&mut errors, why),
+                            Ok(Err(Attempt::Next(why))) => note(&mut state.errors, why),
                             Ok(Err(Attempt::Rejected(why))) => {
                                 rejected = true;
-                                note(&mut errors, why);
+                                note(&mut state.errors, why);
                             }
-                            Err(e) => note(&mut errors, e.to_string()),
+                            Err(e) => note(&mut state.errors, e.to_string()),
                         }
                         None
                     }
-                    () = sleep_until(give_up) => {
+                    () = sleep_until(state.give_up) => {
                         if rejected {
                             return Err(ClientError::KeysDiffer);
                         }
-                        return Err(give_up_error(&peer_name, relay_refusal.as_deref(), &errors, race.port));
+                        return Err(state.give_up_error(&peer_name, race.port));
                     }
                 };
                 if let Some(link) = incoming {
@@ -532,6 +498,61 @@ pub async fn connect(
                     }
                 }
             }
+        }
+    }
+}
+
+/// What the race loop keeps between events, for its give-up moment and message.
+struct RaceState {
+    /// A few distinct reasons, for the final message.
+    errors: Vec<String>,
+    give_up: Instant,
+    /// Why no relay can help, once that is known.
+    relay_refusal: Option<String>,
+}
+
+impl RaceState {
+    /// Takes in what a background source found; a connection goes to the race.
+    fn on_found(&mut self, got: Found, matched_at: Instant) -> Option<PendingConn> {
+        match got {
+            Found::Stream(link) => Some(link),
+            Found::Failed(why) => {
+                note(&mut self.errors, why);
+                None
+            }
+            Found::RelayRefused(why) => {
+                self.give_up = self
+                    .give_up
+                    .min((matched_at + NO_RELAY_GIVE_UP).max(Instant::now()));
+                self.relay_refusal = Some(why);
+                None
+            }
+        }
+    }
+
+    fn give_up_error(&self, peer_name: &str, port: LocalPort) -> ClientError {
+        give_up_error(peer_name, self.relay_refusal.as_deref(), &self.errors, port)
+    }
+}
+
+/// A connection our listener accepted, labelled; `None` after an accept error.
+async fn accepted_conn(
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+    ends: &Ends,
+) -> Option<PendingConn> {
+    match accepted {
+        Ok((stream, from)) => {
+            let from = ports::unmap(from);
+            Some(PendingConn {
+                framed: Framed::new(stream, FrameCodec::new(Link::Peer)),
+                addr: from,
+                path: ends.classify(from),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            sleep(Duration::from_millis(50)).await;
+            None
         }
     }
 }
