@@ -384,9 +384,7 @@ async fn establish(
         Some(link) => link,
         None => MediatorLink::connect(server, &net.port).await?,
     };
-    let code = RoomCode::parse(&setup.room);
-    let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
-        .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
+    let (code, keys) = room_keys(setup)?;
     let (listen_port, local_addrs) = advertised(&setup.args, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
@@ -412,11 +410,35 @@ async fn establish(
             "the mediator announced an invalid peer name ({e}); it may be faulty or hostile"
         ))
     })?;
+    let input = matched_input(setup, code, keys, &matched, previous, out);
+    let punch = (!setup.args.no_punch).then(|| link.watch_punch());
+    let race = new_race(setup, net, &matched, &local_addrs, server, punch);
+    let conn = connect_peer(race, input, out).await?;
+    Ok((conn, matched))
+}
+
+/// The room code as typed and our CPace key pair for it (§13).
+fn room_keys(setup: &Setup) -> Result<(RoomCode, KeyPair), ClientError> {
+    let code = RoomCode::parse(&setup.room);
+    let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
+        .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
+    Ok((code, keys))
+}
+
+/// Shows the match and builds the handshake's input from it.
+fn matched_input(
+    setup: &Setup,
+    code: RoomCode,
+    keys: KeyPair,
+    matched: &Matched,
+    previous: Option<ResumeSecret>,
+    out: &Output,
+) -> HandshakeInput {
     out.show(&Event::Matched {
         peer: matched.peer_name.clone(),
         role: matched.role.to_string(),
     });
-    let input = HandshakeInput {
+    HandshakeInput {
         room: code,
         local_name: setup.name.clone(),
         local: keys,
@@ -424,22 +446,31 @@ async fn establish(
         peer_public: matched.public.clone(),
         previous,
         keylog: setup.keylog.is_some(),
-    };
+    }
+}
+
+/// The connection race for `matched`, its clock started now.
+fn new_race<'a>(
+    setup: &Setup,
+    net: &Net<'a>,
+    matched: &'a Matched,
+    own_locals: &'a [SocketAddr],
+    server: &'a str,
+    punch: Option<crate::rendezvous::PunchWatch>,
+) -> connect::Race<'a> {
     let matched_at = Instant::now();
-    let race = connect::Race {
-        matched: &matched,
+    connect::Race {
+        matched,
         port: net.port,
         listener: net.listener,
-        own_locals: &local_addrs,
+        own_locals,
         server,
-        punch: (!setup.args.no_punch).then(|| link.watch_punch()),
+        punch,
         matched_at,
         deadline: matched_at + setup.args.connect_timeout,
         relay_after: setup.args.relay_after,
         reveals: net.reveals,
-    };
-    let conn = connect_peer(race, input, out).await?;
-    Ok((conn, matched))
+    }
 }
 
 /// LAN mode: the peer found by UDP announcements ([`lan::discover`], the same
@@ -450,9 +481,7 @@ async fn establish_lan(
     previous: Option<ResumeSecret>,
     out: &Output,
 ) -> Result<(Connected, Matched), ClientError> {
-    let code = RoomCode::parse(&setup.room);
-    let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
-        .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
+    let (code, keys) = room_keys(setup)?;
     let us = lan::Us {
         name: &setup.name,
         group: setup.group,
@@ -464,37 +493,15 @@ async fn establish_lan(
     // not have heard us yet.
     let (matched, own_locals, _announcing) =
         lan::find_peer(&setup.lan, &setup.room, us, out).await?;
-    out.show(&Event::Matched {
-        peer: matched.peer_name.clone(),
-        role: matched.role.to_string(),
-    });
-    let input = HandshakeInput {
-        room: code,
-        local_name: setup.name.clone(),
-        local: keys,
-        peer_name: matched.peer_name.clone(),
-        peer_public: matched.public.clone(),
-        previous,
-        keylog: setup.keylog.is_some(),
-    };
-    let matched_at = Instant::now();
-    let race = connect::Race {
-        matched: &matched,
-        port: net.port,
-        listener: net.listener,
-        own_locals: &own_locals,
-        // No mediator: nothing to punch with, no relay (`matched.relay` is `Off`).
-        server: "",
-        punch: None,
-        matched_at,
-        deadline: matched_at + setup.args.connect_timeout,
-        relay_after: setup.args.relay_after,
-        reveals: net.reveals,
-    };
+    let input = matched_input(setup, code, keys, &matched, previous, out);
+    // No mediator: nothing to punch with, no relay (`matched.relay` is `Off`).
+    let race = new_race(setup, net, &matched, &own_locals, "", None);
     let mut conn = connect_peer(race, input, out).await.map_err(|e| match e {
         // There is no relay without a mediator: say what fails on a LAN instead.
         ClientError::NoPath(_) => ClientError::PeerUnreachable(format!(
-            "found {} on the local network, but no TCP connection between us got through              within the connect timeout: a firewall on either side may block incoming TCP.              Allow the client's port, or pass --listen PORT with an allowed port.",
+            "found {} on the local network, but no TCP connection between us got through \
+             within the connect timeout: a firewall on either side may block incoming TCP. \
+             Allow the client's port, or pass --listen PORT with an allowed port.",
             wire::sanitize_for_terminal(&matched.peer_name)
         )),
         other => other,
