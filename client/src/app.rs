@@ -44,6 +44,9 @@ struct Setup {
     server: Option<String>,
     lan: lan::LanConfig,
     room: String,
+    /// `room` parsed once: its tag (an Argon2id for a typed name) is kept for
+    /// every reconnect round.
+    code: RoomCode,
     name: String,
     group: Group,
     listen: SocketAddr,
@@ -77,6 +80,7 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
             let mut link = MediatorLink::connect(&server, &port).await?;
             let nameplate = link.allocate().await?;
             setup.room = roomcode::code_for_nameplate(nameplate, &mut OsRng);
+            setup.code = RoomCode::parse(&setup.room);
             show_room(Some(&server), &setup.room, out);
             first_link = Some(link);
         }
@@ -290,6 +294,7 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         });
     }
     Ok(Setup {
+        code: RoomCode::parse(&room),
         server,
         lan,
         room,
@@ -419,7 +424,9 @@ async fn establish(
 
 /// The room code as typed and our CPace key pair for it (§13).
 fn room_keys(setup: &Setup) -> Result<(RoomCode, KeyPair), ClientError> {
-    let code = RoomCode::parse(&setup.room);
+    // Computed on `setup.code` so the clone (and every later round) carries it.
+    setup.code.tag();
+    let code = setup.code.clone();
     let keys = KeyPair::generate_cpace(setup.group, &code, &mut OsRng)
         .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
     Ok((code, keys))
