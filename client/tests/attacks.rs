@@ -115,3 +115,36 @@ async fn idle_strangers_beyond_two_per_address_are_closed_at_once_and_the_rest_a
         "the judged strangers are dropped at their deadline"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reveal_bound_holds_across_reconnect_rounds_one_grind_a_round_ends_in_possible_attack()
+{
+    let dir = TempDir::new("grind-rounds");
+    let med = Mediator::start(&[]).await;
+    let room = ["--room", "r-rounds"];
+    let mut alice_args = args(&med.server_arg(), "alice", &dir, &room);
+    common::set_flag(&mut alice_args, "--connect-timeout", "3s");
+    common::set_flag(&mut alice_args, "--reconnect-for", "2m");
+    let bob_args = args(&med.server_arg(), "bob", &dir, &room);
+    let (mut alice, mut bob) = common::connected_pair(&alice_args, &bob_args).await;
+    // Bob vanishes; each of Alice's reconnect rounds now meets the grinder,
+    // which takes one nonce and drops the connection, so no round alone
+    // reaches the per-match bound of two.
+    bob.kill_hard().await;
+    let mut confirms = 0;
+    for round in 1..=3 {
+        alice.expect("waiting").await;
+        let mallory =
+            common::raw_peer::meet_as_joiner_relay(med.addr, "r-rounds", "mallory", false).await;
+        let seen = common::raw_peer::grind_with(mallory, 1).await;
+        assert_eq!(seen.confirms, 1, "round {round}: {seen:?}");
+        confirms += seen.confirms;
+    }
+    let err = alice.expect("error").await;
+    assert_eq!(err["code"], "possible_attack", "{err}");
+    assert_eq!(alice.exit_code().await, 13);
+    assert_eq!(
+        confirms, 3,
+        "three failed reveals in a run end it, whichever rounds they fall in"
+    );
+}

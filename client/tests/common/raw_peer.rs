@@ -76,7 +76,13 @@ pub async fn expect_closed(stream: &mut TcpStream, limit: Duration) {
     assert!(closed.is_ok(), "the connection stayed open for {limit:?}");
 }
 
-fn hello(room: &str, name: &str, keys: &dhke::KeyPair, listen: Option<SocketAddr>) -> ClientMsg {
+fn hello(
+    room: &str,
+    name: &str,
+    keys: &dhke::KeyPair,
+    listen: Option<SocketAddr>,
+    no_relay: bool,
+) -> ClientMsg {
     ClientMsg::Hello {
         version: wire::PROTOCOL_VERSION,
         room: dhke::RoomCode::parse(room).tag().0,
@@ -85,7 +91,7 @@ fn hello(room: &str, name: &str, keys: &dhke::KeyPair, listen: Option<SocketAddr
         public: keys.public().to_vec(),
         listen_port: listen.map_or(0, |a| a.port()),
         local_addrs: listen.into_iter().collect(),
-        no_relay: true,
+        no_relay,
     }
 }
 
@@ -115,11 +121,23 @@ pub struct MatchedJoiner {
 
 /// Joins `room` at `mediator` as the joiner (a client must be waiting there).
 pub async fn meet_as_joiner(mediator: SocketAddr, room: &str, name: &str) -> MatchedJoiner {
+    meet_as_joiner_relay(mediator, room, name, true).await
+}
+
+/// [`meet_as_joiner`], saying in `Hello` whether we refuse the relay: a grinder
+/// that accepts it keeps the host's round alive until its connect timeout
+/// (a refusal ends the round, and the run, with `no_path`).
+pub async fn meet_as_joiner_relay(
+    mediator: SocketAddr,
+    room: &str,
+    name: &str,
+    no_relay: bool,
+) -> MatchedJoiner {
     let keys = dhke::KeyPair::generate_cpace(GROUP, &dhke::RoomCode::parse(room), &mut OsRng)
         .expect("CPace key pair");
     let stream = TcpStream::connect(mediator).await.expect("reach mediator");
     let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
-    send_msg(&mut med, &hello(room, name, &keys, None)).await;
+    send_msg(&mut med, &hello(room, name, &keys, None, no_relay)).await;
     let MediatorMsg::Matched {
         peer_name,
         public,
@@ -226,7 +244,7 @@ impl WaitingHost {
             .expect("CPace key pair");
         let stream = TcpStream::connect(mediator).await.expect("reach mediator");
         let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
-        send_msg(&mut med, &hello(room, name, &keys, Some(listen))).await;
+        send_msg(&mut med, &hello(room, name, &keys, Some(listen), true)).await;
         match recv_msg::<MediatorMsg>(&mut med).await {
             MediatorMsg::Waiting { .. } => {}
             other => panic!("expected Waiting, got {other:?}"),
@@ -399,7 +417,11 @@ pub struct Grind {
 /// answer and drops the connection, hoping for a host nonce that gives a SAS
 /// it likes (docs/protocol.md §12.4).
 pub async fn grind(mediator: SocketAddr, room: &str, name: &str, attempts: usize) -> Grind {
-    let joiner = meet_as_joiner(mediator, room, name).await;
+    grind_with(meet_as_joiner(mediator, room, name).await, attempts).await
+}
+
+/// [`grind`] from a joiner already matched.
+pub async fn grind_with(joiner: MatchedJoiner, attempts: usize) -> Grind {
     let (host, handshake) = (joiner.host, &joiner.handshake);
     let mut seen = Grind::default();
     for _ in 0..attempts {
