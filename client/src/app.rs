@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dhke::{Group, KeyPair, ResumeSecret, RoomCode};
+use dhke::{Group, Identity, IdentityKey, KeyPair, ResumeSecret, RoomCode};
 use rand::rngs::OsRng;
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -52,6 +52,10 @@ struct Setup {
     listen: SocketAddr,
     keylog: Option<PathBuf>,
     history: Option<PathBuf>,
+    /// Our long-term identity (§15), from the profile.
+    identity: Identity,
+    /// The identity the peer must prove: the contact of `--to`.
+    expect_peer: Option<IdentityKey>,
     args: Args,
 }
 
@@ -74,6 +78,10 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     let (port, listener) = bind_listener(setup.listen)?;
     // No room given and a mediator: it allocates the nameplate of a fresh code,
     // and that link carries our first Hello.
+    let history = setup.history.as_deref().map(History::open).transpose()?;
+    if let Some(to) = setup.args.to.clone() {
+        meet_contact(&mut setup, history.as_ref(), &to)?;
+    }
     let mut first_link = None;
     if setup.room.is_empty() {
         if let Some(server) = setup.server.clone() {
@@ -86,7 +94,6 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         }
     }
     let reveals = connect::Reveals::default();
-    let history = setup.history.as_deref().map(History::open).transpose()?;
     let mut input = out.input(MAX_CHAT_TEXT);
     let downloads = setup
         .args
@@ -108,6 +115,46 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     };
     convo.finish(&reason, out);
     result.map(|_| ())
+}
+
+/// `--to NAME`: the room of us and that contact (§15.3), and its identity as the
+/// one the peer must prove.
+fn meet_contact(setup: &mut Setup, history: Option<&History>, to: &str) -> Result<(), ClientError> {
+    let Some(history) = history else {
+        return Err(ClientError::Usage(
+            "--to needs the contacts, which live in the history database: drop --no-history".into(),
+        ));
+    };
+    let contact = match history.find_contact(to)? {
+        crate::history::ContactMatch::One(c) => c,
+        crate::history::ContactMatch::None => {
+            return Err(ClientError::Usage(format!(
+                "--to {}: no contact by that name or fingerprint; `client contacts` lists them. \
+                 Meet once with a room code (or a token) first.",
+                wire::sanitize_for_terminal(to)
+            )))
+        }
+        crate::history::ContactMatch::Many(all) => {
+            let fps: Vec<String> = all.iter().map(|c| c.fingerprint.clone()).collect();
+            return Err(ClientError::Usage(format!(
+                "--to {}: several contacts use that name; pass a fingerprint instead: {}",
+                wire::sanitize_for_terminal(to),
+                fps.join(", ")
+            )));
+        }
+    };
+    let key = contact.key().ok_or_else(|| {
+        ClientError::File("a contact's identity key is damaged in the history database".into())
+    })?;
+    let secret = setup
+        .identity
+        .contact_secret(&key)
+        .map_err(|e| ClientError::Usage(format!("--to: {e}")))?;
+    let label = format!("contact {}", contact.name);
+    setup.code = RoomCode::from_secret(&label, &secret);
+    setup.room = label;
+    setup.expect_peer = Some(key);
+    Ok(())
 }
 
 /// The run's network state, kept across reconnects.
@@ -190,6 +237,7 @@ async fn converse(
             addr: conn.addr,
             path: conn.path.as_str().to_string(),
             sas: conn.session.sas().to_string(),
+            identity: conn.session.peer_identity(),
         };
         let resumed = conn.session.resumed();
         let verified = convo.begin_session(
@@ -206,6 +254,7 @@ async fn converse(
             role: matched.role.to_string(),
             resumed,
             verified,
+            fingerprint: info.identity.fingerprint().to_string(),
         });
         if previous.is_some() && !resumed {
             out.show(&Event::Info {
@@ -279,10 +328,23 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
             room
         }
     };
+    let profile = crate::identity::profile_dir(args.profile.as_deref())?;
+    let (identity, created) = crate::identity::load_or_create(&profile)?;
+    if created {
+        out.show(&Event::Info {
+            text: format!(
+                "Created your identity in {} (fingerprint {}). Keep that directory private.",
+                profile.display(),
+                identity.public().fingerprint()
+            ),
+        });
+    }
     let history = if args.no_history {
         None
     } else {
-        args.history.clone().or_else(History::default_path)
+        args.history
+            .clone()
+            .or_else(|| Some(profile.join("history.sqlite3")))
     };
     let keylog = records::keylog_path();
     if let Some(path) = &keylog {
@@ -303,6 +365,8 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         listen,
         keylog,
         history,
+        identity,
+        expect_peer: None,
         args,
     })
 }
@@ -453,6 +517,8 @@ fn matched_input(
         peer_public: matched.public.clone(),
         previous,
         keylog: setup.keylog.is_some(),
+        identity: setup.identity.clone(),
+        expect_peer: setup.expect_peer,
     }
 }
 

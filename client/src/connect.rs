@@ -278,6 +278,13 @@ pub fn handshake_failure(e: HandshakeError, peer_name: &str) -> ClientError {
         HandshakeError::KeysDiffer | HandshakeError::Rejected(_) | HandshakeError::WrongPeer(_) => {
             ClientError::KeysDiffer
         }
+        e @ (HandshakeError::BadSignature | HandshakeError::WrongIdentity { .. }) => {
+            ClientError::WrongIdentity(format!(
+                "{}: {e}. If you expected someone new, meet with a room code and compare the \
+                 security code.",
+                wire::sanitize_for_terminal(peer_name)
+            ))
+        }
         HandshakeError::BadPeerPublic(why) => ClientError::PeerUnreachable(format!(
             "the key announced for {} is invalid ({why}); the mediator may be faulty or hostile",
             wire::sanitize_for_terminal(peer_name)
@@ -631,6 +638,8 @@ async fn judge(
             session,
         })),
         Err(HandshakeError::KeysDiffer) => Judged::KeysDiffer,
+        // It had the keys (it knows the code) but not the identity it claimed.
+        Err(HandshakeError::BadSignature) => Judged::KeysDiffer,
         Err(e) => Judged::FailedAfterReveal(format!("{addr}: {e}")),
     }
 }

@@ -18,6 +18,7 @@ pub mod connect;
 pub mod exit;
 pub mod files;
 pub mod history;
+pub mod identity;
 pub mod input;
 pub mod lan;
 pub mod peerlink;

@@ -37,7 +37,12 @@ pub enum Event {
         role: String,
         resumed: bool,
         verified: bool,
+        /// The peer's identity fingerprint (§15), proven by its signature.
+        fingerprint: String,
     },
+    /// Something the person must not miss: `code` `impersonation` is a peer using
+    /// the name of a verified contact under another identity key.
+    Warning { code: String, text: String },
     /// A message from the peer.
     Message {
         from: String,
@@ -210,7 +215,7 @@ impl Output {
             OutputMode::Line | OutputMode::Tui => {
                 self.update_bars(event);
                 if let Some(text) = render_line(event) {
-                    if matches!(event, Event::Error { .. }) {
+                    if matches!(event, Event::Error { .. } | Event::Warning { .. }) {
                         let mut err = std::io::stderr().lock();
                         let _ = writeln!(err, "{text}");
                     } else {
@@ -290,6 +295,20 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Rejected { addr, reason } => {
             format!("Turned away a connection from {addr} that is not your peer ({reason}).")
         }
+        Event::Connected {
+            peer,
+            addr,
+            path,
+            sas,
+            verified: true,
+            fingerprint,
+            ..
+        } => format!(
+            "Connected to {} at {addr} ({path}), end-to-end encrypted.\n\
+             Verified contact (identity {fingerprint}): you compared the security code with \
+             this identity before. Code this time: {sas}. /help lists commands.",
+            safe(peer)
+        ),
         Event::Connected {
             peer,
             addr,
@@ -415,6 +434,7 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Info { text } => text.clone(),
         Event::Disconnected { reason } => format!("Session ended: {}", safe(reason)),
         Event::Error { text, .. } => format!("error: {text}"),
+        Event::Warning { text, .. } => format!("WARNING: {text}"),
     })
 }
 

@@ -307,6 +307,10 @@ impl Screen {
                 self.push_text(now, Speaker::Error, &format!("error: {text}"));
                 return;
             }
+            Event::Warning { text, .. } => {
+                self.push_text(now, Speaker::Error, &format!("WARNING: {text}"));
+                return;
+            }
             Event::Room { .. }
             | Event::Rejected { .. }
             | Event::History { .. }
