@@ -303,6 +303,13 @@ impl Conversation {
         }
     }
 
+    /// Whether `key` is one of our contacts (we completed a session with it before).
+    pub fn knows(&self, key: &dhke::IdentityKey) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| matches!(s.db.contact_by_key(key), Ok(Some(_))))
+    }
+
     /// Records how the conversation ended.
     pub fn finish(&mut self, reason: &str, out: &Output) {
         self.persist(out, |db, chat| db.end_chat(chat, now_ms(), reason));
@@ -545,7 +552,9 @@ impl Conversation {
                 link.send(PeerMsg::Pong { nonce })
                     .map_err(|e| link_failure(e, peer))?;
             }
-            PeerMsg::Pong { .. } => {}
+            // Admission is settled before the chat starts (token runs); a late
+            // one changes nothing.
+            PeerMsg::Pong { .. } | PeerMsg::Admitted | PeerMsg::Denied { .. } => {}
             PeerMsg::Bye { reason } => {
                 let reason = format!(
                     "{peer} left ({})",

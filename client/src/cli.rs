@@ -120,7 +120,8 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_DOWNLOADS", value_name = "DIR")]
     pub downloads: Option<PathBuf>,
 
-    /// Accept every file the peer offers without asking.
+    /// Accept every file the peer offers, and (with `client token`) everyone who
+    /// dials the token, without asking.
     #[arg(long, env = "P2PCHAT_YES")]
     pub yes: bool,
 

@@ -27,6 +27,7 @@ pub mod private;
 pub mod records;
 pub mod rendezvous;
 pub mod roomcode;
+pub mod token;
 pub mod transfer;
 pub mod tui;
 pub mod ui;

@@ -18,6 +18,18 @@ use crate::tui::Tui;
 pub enum Event {
     /// A generated room code and the command the other side should run.
     Room { room: String, command: String },
+    /// `client token`: the token to give out, and the command that dials it.
+    Token {
+        token: String,
+        command: String,
+        expires_in_secs: u64,
+    },
+    /// Someone we do not know dialed our token: `/accept` or `/deny`.
+    Admission {
+        peer: String,
+        fingerprint: String,
+        sas: String,
+    },
     /// Registered with the mediator; waiting for the other person.
     Waiting {
         listen: String,
@@ -282,6 +294,23 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Room { room, command } => {
             format!("Room code: {room}\nOn the other side, run:\n    {command}")
         }
+        Event::Token {
+            command,
+            expires_in_secs,
+            ..
+        } => format!(
+            "Your connection token, valid for {}. Give it to the other person; they run:\n    {command}",
+            humantime::format_duration(std::time::Duration::from_secs(*expires_in_secs))
+        ),
+        Event::Admission {
+            peer,
+            fingerprint,
+            sas,
+        } => format!(
+            "{} (identity {fingerprint}, not a contact yet) dialed your token. Security code: \
+             {sas}. Type /accept to chat, or /deny to turn them away.",
+            safe(peer)
+        ),
         Event::Waiting {
             listen,
             expires_in_secs,

@@ -31,6 +31,7 @@ const FINGERPRINT_LABEL: &[u8] = b"p2pchat/v2/fingerprint";
 const CONTACT_SALT: &[u8] = b"p2pchat/v2/contact";
 const SECRET_ROOM_LABEL: &[u8] = b"p2pchat/v2/secret-room";
 const TOKEN_CHECK_LABEL: &[u8] = b"p2pchat/v2/token-check";
+const TOKEN_ROOM_LABEL: &[u8] = b"p2pchat/v2/token-room";
 const KEY_LABEL_PREFIX: &str = "p2pchat/v1/";
 const KEYLOG_PREFIX: &str = "P2PCHAT_V1";
 
@@ -485,6 +486,16 @@ pub fn token_checksum(body: &[u8]) -> [u8; 4] {
     h.update(body);
     let full: [u8; 32] = h.finalize().into();
     [full[0], full[1], full[2], full[3]]
+}
+
+/// The room secret of a connection token: `SHA-256("p2pchat/v2/token-room" ||
+/// token secret)`, the code of the token's CPace handshake and, through
+/// [`secret_room_tag`], its tag.
+pub fn token_room_secret(secret: &[u8; 16]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(TOKEN_ROOM_LABEL);
+    h.update(secret);
+    h.finalize().into()
 }
 
 /// Compares two MACs (or any secret-derived 32-byte values) in constant time.

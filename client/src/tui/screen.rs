@@ -312,6 +312,8 @@ impl Screen {
                 return;
             }
             Event::Room { .. }
+            | Event::Token { .. }
+            | Event::Admission { .. }
             | Event::Rejected { .. }
             | Event::History { .. }
             | Event::FileOffer { .. }

@@ -18,6 +18,7 @@ pub mod peer;
 pub mod record;
 pub mod rendezvous;
 pub mod text;
+pub mod token;
 
 pub use encoding::{decode, encode, encode_into, DecodeError};
 pub use frame::{FrameCodec, FrameError, Link};

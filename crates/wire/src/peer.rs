@@ -43,6 +43,22 @@ pub enum PeerHandshake {
     },
     /// Either side: the connection is refused.
     Reject { reason: String },
+    /// Dialer → token holder, first on a connection dialed from a token (§16.2):
+    /// the token's room tag, and what `Hello` would carry.
+    TokenHello {
+        tag: [u8; 32],
+        name: String,
+        group: u8,
+        #[serde(with = "serde_bytes")]
+        public: Vec<u8>,
+    },
+    /// Token holder → dialer: its name and a fresh public value for this
+    /// connection; §6 follows with the dialer as the joiner.
+    TokenWelcome {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        public: Vec<u8>,
+    },
 }
 
 /// A 64-byte Ed25519 signature, encoded as 64 raw bytes (serde's arrays stop at
@@ -137,6 +153,13 @@ pub enum PeerMsg {
         id: u64,
     },
     Bye {
+        reason: String,
+    },
+    /// Token holder → dialer, the first record after a token handshake: the
+    /// holder let us in (§16.3).
+    Admitted,
+    /// ... or did not; the connection closes after it.
+    Denied {
         reason: String,
     },
 }
