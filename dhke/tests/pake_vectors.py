@@ -5,6 +5,7 @@ argon2-cffi and cryptography (Ed25519, X25519), no Rust code.
 Run: pip install argon2-cffi cryptography && python3 dhke/tests/pake_vectors.py
 """
 
+import base64
 import hashlib
 import hmac
 
@@ -183,6 +184,16 @@ def main():
     print("contact secret", contact.hex())
     print("contact room tag", sha256(b"p2pchat/v2/secret-room", contact).hex())
     print("token checksum of 'p2pchat'", sha256(b"p2pchat/v2/token-check", b"p2pchat")[:4].hex())
+
+    # A connection token (§16): identity A, secret 16 x 22, expiry 1800000000,
+    # one address 192.0.2.7:4000.
+    body = (id_h + bytes([0x22] * 16) + (1800000000).to_bytes(8, "big") + bytes([1, 4, 192, 0, 2, 7])
+            + (4000).to_bytes(2, "big"))
+    check = sha256(b"p2pchat/v2/token-check", body)[:4]
+    print("token", "p2pchat:1:" + base64.b32encode(body + check).decode().lower().rstrip("="))
+    room = sha256(b"p2pchat/v2/token-room", bytes([0x22] * 16))
+    print("token room secret", room.hex())
+    print("token room tag", sha256(b"p2pchat/v2/secret-room", room).hex())
 
 
 def raw_public(sk):
