@@ -356,15 +356,6 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
     };
     let profile = crate::identity::profile_dir(args.profile.as_deref())?;
     let (identity, created) = crate::identity::load_or_create(&profile)?;
-    if created {
-        out.show(&Event::Info {
-            text: format!(
-                "Created your identity in {} (fingerprint {}). Keep that directory private.",
-                profile.display(),
-                identity.public().fingerprint()
-            ),
-        });
-    }
     let history = if args.no_history {
         None
     } else {
@@ -378,6 +369,16 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
             text: format!(
                 "warning: P2PCHAT_KEYLOG is set; session keys will be written to {}. Anyone with that file can read this chat.",
                 path.display()
+            ),
+        });
+    }
+    // After the keylog warning: that one matters more.
+    if created {
+        out.show(&Event::Info {
+            text: format!(
+                "Created your identity in {} (fingerprint {}). Keep that directory private.",
+                profile.display(),
+                identity.public().fingerprint()
             ),
         });
     }

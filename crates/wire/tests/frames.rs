@@ -208,8 +208,9 @@ fn garbage_is_malformed_not_a_panic() {
     assert_malformed::<ClientMsg>(&[]);
     assert_malformed::<ClientMsg>(&[9]); // no such variant
     assert_malformed::<MediatorMsg>(&[0xFF; 3]);
-    assert_malformed::<PeerMsg>(&[11]); // one past Bye
+    assert_malformed::<PeerMsg>(&[13]); // one past Denied
     assert_malformed::<PeerHandshake>(&[1, 0, 0]); // truncated HostConfirm
+    assert_malformed::<PeerHandshake>(&[6]); // one past TokenWelcome
     assert_malformed::<String>(&[2, 0xC3, 0x28]); // invalid UTF-8
     assert_malformed::<PeerHandshake>(&{
         // HostConfirm with resumed = 2: not a bool.
