@@ -12,6 +12,7 @@
 
 pub mod encoding;
 pub mod frame;
+pub mod group;
 pub mod handshake;
 pub mod lan;
 pub mod peer;
