@@ -193,6 +193,22 @@ impl History {
             .map(|d| d.join("history.sqlite3"))
     }
 
+    /// The database a command reads: `--history`, else [`History::default_path`].
+    pub fn path_for(
+        history: Option<&Path>,
+        profile: Option<&Path>,
+    ) -> Result<PathBuf, ClientError> {
+        history
+            .map(Path::to_path_buf)
+            .or_else(|| History::default_path(profile))
+            .ok_or_else(|| {
+                ClientError::Usage(
+                    "there is no data directory (is HOME set?); pass --profile DIR or --history PATH"
+                        .into(),
+                )
+            })
+    }
+
     /// The database and its WAL files as they are on disk while open.
     fn files(&self) -> [PathBuf; 3] {
         let with = |suffix: &str| {

@@ -80,8 +80,23 @@ pub struct Ends<'a> {
     pub keylog: bool,
 }
 
-fn matched(role: Role, peer_name: String, public: Vec<u8>, addr: SocketAddr) -> Matched {
-    Matched {
+/// A confirmed token connection, and the `Matched` a mediator would have sent
+/// for it (so the rest of the run treats both paths alike).
+fn confirmed(
+    role: Role,
+    framed: connect::PeerFramed,
+    addr: SocketAddr,
+    session: wire::Session,
+    peer_name: String,
+    public: Vec<u8>,
+) -> (Connected, Matched) {
+    let conn = Connected {
+        framed,
+        addr,
+        path: Path::Direct,
+        session,
+    };
+    let matched = Matched {
         role,
         peer_name,
         public,
@@ -90,7 +105,8 @@ fn matched(role: Role, peer_name: String, public: Vec<u8>, addr: SocketAddr) -> 
         local_addrs: Vec::new(),
         your_addr: addr,
         relay: RelayOffer::Off,
-    }
+    };
+    (conn, matched)
 }
 
 /// The holder: waits for a dialer that knows the token and completes the
@@ -213,15 +229,7 @@ async fn judge(
     let session = state
         .on_joiner_confirm(reply)
         .map_err(|e| fail(e.to_string()))?;
-    Ok((
-        Connected {
-            framed,
-            addr,
-            path: Path::Direct,
-            session,
-        },
-        matched(Role::Host, name, public, addr),
-    ))
+    Ok(confirmed(Role::Host, framed, addr, session, name, public))
 }
 
 /// The dialer: tries the token's addresses in order; the host must prove the
@@ -316,15 +324,7 @@ async fn dial_one(
         .map_err(Dialed::Next)?;
     let (session, reply) = state.on_host_confirm(confirm).map_err(fatal)?;
     send_hs(&mut framed, &reply).await.map_err(Dialed::Next)?;
-    Ok((
-        Connected {
-            framed,
-            addr,
-            path: Path::Direct,
-            session,
-        },
-        matched(Role::Joiner, name, public, addr),
-    ))
+    Ok(confirmed(Role::Joiner, framed, addr, session, name, public))
 }
 
 /// The holder's answer, as the first record of the session.

@@ -217,16 +217,7 @@ impl History {
 
 /// `client contacts [remove NAME] [--json]`.
 pub fn run_contacts(args: &crate::cli::ContactsArgs) -> Result<(), ClientError> {
-    let Some(path) = args
-        .history
-        .clone()
-        .or_else(|| History::default_path(args.profile.as_deref()))
-    else {
-        return Err(ClientError::Usage(
-            "there is no data directory (is HOME set?); pass --profile DIR or --history PATH"
-                .into(),
-        ));
-    };
+    let path = History::path_for(args.history.as_deref(), args.profile.as_deref())?;
     if matches!(std::fs::metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
         if !args.json {
             println!("no contacts yet (no history at {})", path.display());

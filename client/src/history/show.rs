@@ -12,17 +12,7 @@ use crate::exit::ClientError;
 
 /// Runs `client history [--room R] [--peer NAME] [--limit N] [--json]`.
 pub fn run_command(args: &HistoryArgs) -> Result<(), ClientError> {
-    let Some(path) = args
-        .history
-        .clone()
-        .or_else(|| History::default_path(args.profile.as_deref()))
-    else {
-        return Err(ClientError::Usage(
-            "there is no data directory for the default history file (is HOME set?); pass \
-             --history PATH"
-                .into(),
-        ));
-    };
+    let path = History::path_for(args.history.as_deref(), args.profile.as_deref())?;
     // Reading must not create a database where there was none.
     if matches!(std::fs::metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
         let note = format!("no history yet at {}", path.display());
