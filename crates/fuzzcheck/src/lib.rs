@@ -9,14 +9,17 @@
 //! Everything is deterministic (fixed keys, seeded RNGs), so a crash reproduces.
 
 mod frame;
+mod group;
 mod handshake;
 mod messages;
 mod names;
 mod public;
 mod record;
 pub mod seeds;
+mod token;
 
 pub use frame::frame_decode;
+pub use group::group_log;
 pub use handshake::handshake;
 pub use messages::{client_msg, mediator_msg, peer_handshake_msg, peer_msg};
 /// The client's download-name sanitiser, compiled from its source (see `names`).
@@ -24,6 +27,7 @@ pub use names::safe_file_name;
 pub use names::{file_name, terminal_text};
 pub use public::public_value;
 pub use record::record_open;
+pub use token::token;
 
 /// One fuzz target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the
 /// corpus directory `fuzz/corpus/<name>/`) and its checking function.
@@ -41,4 +45,6 @@ pub const TARGETS: &[Target] = &[
     ("file_name", file_name),
     ("terminal_text", terminal_text),
     ("public_value", public_value),
+    ("token", token),
+    ("group_log", group_log),
 ];
