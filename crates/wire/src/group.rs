@@ -81,6 +81,20 @@ pub enum GroupError {
     Encoding,
 }
 
+/// SHA-256 of the signed bytes and the signature: one message, exactly.
+fn digest(msg: &GroupMsg) -> Result<[u8; 32], GroupError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(signed_bytes(&msg.body)?);
+    h.update(msg.signature.0);
+    Ok(h.finalize().into())
+}
+
+/// [`digest`] of a message already verified (its body encodes).
+fn digest_of_held(msg: &GroupMsg) -> Option<[u8; 32]> {
+    digest(msg).ok()
+}
+
 /// `"p2pchat/v2/group-msg" || encode(body)`: the bytes an author signs.
 pub fn signed_bytes(body: &GroupBody) -> Result<Vec<u8>, GroupError> {
     let mut out = b"p2pchat/v2/group-msg".to_vec();
@@ -144,8 +158,9 @@ pub struct GroupLog {
     have: HashMap<[u8; 32], u64>,
     /// Delivered messages, kept for others (the last [`BACKLOG`] by order).
     kept: BTreeMap<(u64, [u8; 32], u64), GroupMsg>,
-    /// Signature bytes of every delivered (author, seq), to spot equivocation.
-    seen: HashMap<([u8; 32], u64), Signature64>,
+    /// The digest of every delivered (author, seq), to spot equivocation and to
+    /// drop a repeat without verifying its signature again.
+    seen: HashMap<([u8; 32], u64), [u8; 32]>,
     /// Verified messages waiting for their dependencies.
     pending: HashMap<([u8; 32], u64), GroupMsg>,
     /// Per author, the highest seq pruned from `kept`.
@@ -197,27 +212,28 @@ impl GroupLog {
 
     /// Takes in a message from the network. Returns the messages that became
     /// deliverable, in causal order (empty for a duplicate or one still waiting).
+    /// An exact repeat of a message we hold is dropped before its signature is
+    /// checked again (repeats are common: every peer forwards what others lack).
     pub fn receive(&mut self, msg: GroupMsg) -> Result<Vec<GroupMsg>, GroupError> {
-        msg.verify(&self.room)?;
         let id = (msg.body.author, msg.body.seq);
-        let had = self.have.get(&id.0).copied().unwrap_or(0);
-        if id.1 <= had && !self.seen.contains_key(&id) {
-            // Below a catch-up floor we accepted: it is history we skipped.
+        let digest = digest(&msg)?;
+        let held = self
+            .seen
+            .get(&id)
+            .copied()
+            .or_else(|| self.pending.get(&id).and_then(digest_of_held));
+        if held == Some(digest) {
             return Ok(Vec::new());
         }
-        if let Some(sig) = self.seen.get(&id) {
-            return if *sig == msg.signature {
-                Ok(Vec::new())
-            } else {
-                Err(GroupError::Equivocation)
-            };
+        msg.verify(&self.room)?;
+        if held.is_some() {
+            // Same author and seq, another valid signature: the author signed two.
+            return Err(GroupError::Equivocation);
         }
-        if let Some(waiting) = self.pending.get(&id) {
-            return if waiting.signature == msg.signature {
-                Ok(Vec::new())
-            } else {
-                Err(GroupError::Equivocation)
-            };
+        let had = self.have.get(&id.0).copied().unwrap_or(0);
+        if id.1 <= had {
+            // Below a catch-up floor we accepted: it is history we skipped.
+            return Ok(Vec::new());
         }
         if self.pending.len() >= MAX_PENDING {
             return Err(GroupError::TooManyPending);
@@ -265,7 +281,9 @@ impl GroupLog {
     fn deliver(&mut self, msg: GroupMsg) {
         let b = &msg.body;
         self.have.insert(b.author, b.seq);
-        self.seen.insert((b.author, b.seq), msg.signature);
+        if let Some(d) = digest_of_held(&msg) {
+            self.seen.insert((b.author, b.seq), d);
+        }
         self.kept.insert(msg.order_key(), msg);
         while self.kept.len() > BACKLOG {
             if let Some((_, old)) = self.kept.pop_first() {
