@@ -140,16 +140,19 @@ async fn converse(
         First::RelayJoin(token) => return End::Relay(token),
     };
     let no_relay = hello.no_relay;
+    // The mediator that completes a match hosts the pair's relay: this one if
+    // this arrival turns out to be the joiner.
     let (host_end, joiner_end) = Pairing::pair(
         rand::random(),
         shared.tokens.expiry(shared.config.relay_token_ttl),
+        shared.config.public_addr.clone().unwrap_or_default(),
     );
     let (tag, arrival) = match check_hello(hello, peer, admitted.id, host_end) {
         Ok(checked) => checked,
         Err(end) => return end,
     };
     let room = tag.short_hex();
-    match shared.rooms.join(tag, arrival) {
+    match shared.rooms.join(tag, arrival).await {
         JoinOutcome::Matched(host) => {
             shared.metrics.matched();
             tracing::debug!(%room, "matched");
@@ -173,6 +176,12 @@ async fn converse(
                 ErrorCode::TooManyConnections,
                 "the mediator holds its maximum of waiting rooms; try again later",
             )
+        }
+        // TooManyConnections: the code clients already retry on, with a message
+        // that says what is wrong (docs/protocol.md §15.6).
+        JoinOutcome::Unavailable(message) => {
+            shared.metrics.rejected(Limit::RoomStore);
+            refuse(ErrorCode::TooManyConnections, message)
         }
     }
 }
@@ -302,7 +311,7 @@ fn relay_offer(
     } else {
         RelayOffer::Offered {
             token: shared.tokens.mint(&pairing.pair_id, pairing.token_expires),
-            server: String::new(),
+            server: pairing.relay_server.clone(),
         }
     }
 }
@@ -347,9 +356,14 @@ async fn wait_as_host(
                 Event::Joined(Ok(joined)) => {
                     return host_matched(admitted, reader, stream, joined, peer, no_relay).await
                 }
-                // The table dropped the room without a joiner: only a table
-                // being torn down does that.
-                Event::Joined(Err(_)) => return End::Done,
+                // The table dropped the room without a joiner: the shared
+                // store lost it and another host holds the tag now (§15.4).
+                Event::Joined(Err(_)) => {
+                    return refuse(
+                        ErrorCode::TooManyConnections,
+                        "the mediators lost this room (their room store restarted); connect again",
+                    )
+                }
                 Event::ShuttingDown => {
                     break refuse(ErrorCode::ShuttingDown, "the mediator is shutting down")
                 }
@@ -379,7 +393,7 @@ async fn wait_as_host(
             }
         },
     };
-    if shared.rooms.leave(tag, admitted.id) {
+    if shared.rooms.leave(tag, admitted.id).await {
         return reason;
     }
     // A joiner took the room while this host was on its way out: the joiner has

@@ -24,5 +24,5 @@ mod relay;
 pub mod rooms;
 mod server;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, RelaySecret};
 pub use server::{bind, run, run_with_metrics, LISTEN_BACKLOG};

@@ -25,7 +25,7 @@ use crate::limits::{AddrKey, AddrLimits};
 use crate::metrics::{self, Limit, Metrics};
 use crate::nameplates::Nameplates;
 use crate::relay::{RelayTable, TokenKey};
-use crate::rooms::{ConnId, InMemoryRooms, RoomTable};
+use crate::rooms::{ConnId, InMemoryRooms, RedisRooms, RoomTable};
 
 /// Listen backlog: a burst of thousands of connects must queue, not have SYNs
 /// dropped (a dropped SYN stalls the client a full second). The kernel caps it
@@ -128,12 +128,25 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let cancel = CancellationToken::new();
+    let secret = config.relay_secret.as_ref().map(|s| s.0);
+    let (rooms, tokens): (Box<dyn RoomTable>, TokenKey) = match &config.redis {
+        None => (
+            Box::new(InMemoryRooms::new(config.max_rooms)),
+            secret.map_or_else(TokenKey::new, TokenKey::from_secret),
+        ),
+        Some(url) => {
+            let (rooms, agreed) =
+                RedisRooms::connect(url, config.max_rooms, secret, cancel.clone()).await?;
+            (Box::new(rooms), TokenKey::from_secret(agreed))
+        }
+    };
     let shared = Arc::new(Shared {
-        rooms: Box::new(InMemoryRooms::new(config.max_rooms)),
+        rooms,
         limits: AddrLimits::new(config.limit_caps()),
         metrics: Metrics::default(),
-        cancel: CancellationToken::new(),
-        tokens: TokenKey::new(),
+        cancel,
+        tokens,
         relay: RelayTable::default(),
         nameplates: Nameplates::new(config.max_rooms),
         next_id: AtomicU64::new(0),
@@ -141,10 +154,9 @@ pub async fn run_with_metrics(
     });
     let tracker = TaskTracker::new();
     if let Some(metrics_listener) = metrics {
-        let for_render = shared.clone();
         tracker.spawn(metrics::serve(
             metrics_listener,
-            move || for_render.metrics.render(for_render.rooms.waiting()),
+            Status(shared.clone()),
             shared.cancel.clone(),
         ));
     }
@@ -167,6 +179,20 @@ pub async fn run_with_metrics(
     }
     tracing::info!("mediator stopped");
     Ok(())
+}
+
+/// What `/metrics` and `/health` report.
+struct Status(Arc<Shared>);
+
+impl metrics::Status for Status {
+    fn metrics(&self) -> String {
+        let rooms = &self.0.rooms;
+        self.0.metrics.render(rooms.waiting(), rooms.trouble().is_none())
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.0.rooms.trouble()
+    }
 }
 
 /// A file descriptor held in reserve: when `accept` fails for lack of
