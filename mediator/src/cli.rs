@@ -125,15 +125,20 @@ pub struct Args {
     pub redis: Option<String>,
 
     /// HOST:PORT at which clients reach this very instance (not the load balancer):
-    /// Matched names it as the relay for pairs this instance completes. Required
-    /// with --redis unless --relay off.
+    /// Matched names it as the relay for pairs this instance completes. Needed with
+    /// --redis (unless --relay off); default there: --listen, if it names one address.
     #[arg(long, env = "MEDIATOR_PUBLIC_ADDR", value_name = "HOST:PORT")]
     pub public_addr: Option<String>,
 
     /// Relay token key, 64 hex digits (openssl rand -hex 32); every instance sharing
     /// a Redis must have the same. Default: with --redis, the key agreed in Redis;
     /// without, a random one per start.
-    #[arg(long, env = "MEDIATOR_RELAY_SECRET", value_name = "HEX", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MEDIATOR_RELAY_SECRET",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
     pub relay_secret: Option<RelaySecret>,
 
     /// Check the configuration (flags and MEDIATOR_* variables), print it, and
@@ -208,6 +213,21 @@ impl Args {
         }
     }
 
+    /// [`Args::config`] for a server listening on `local`: with `--redis` and no
+    /// `--public-addr`, a specific listen address (not `[::]` or `0.0.0.0`) is
+    /// taken as this instance's public address.
+    pub fn config_listening_on(&self, local: SocketAddr) -> Config {
+        let mut config = self.config();
+        if config.redis.is_some()
+            && config.public_addr.is_none()
+            && !local.ip().is_unspecified()
+            && local.port() != 0
+        {
+            config.public_addr = Some(local.to_string());
+        }
+        config
+    }
+
     /// A human-readable summary for `--check-config`.
     pub fn summary(&self) -> String {
         let d = |d: Duration| humantime::format_duration(d).to_string();
@@ -216,7 +236,11 @@ impl Args {
             |url| format!("{} (shared rooms)", crate::rooms::redis_place(url)),
         );
         let public = self.public_addr.as_deref().unwrap_or("-");
-        let secret = if self.relay_secret.is_some() { "set" } else { "-" };
+        let secret = if self.relay_secret.is_some() {
+            "set"
+        } else {
+            "-"
+        };
         let metrics = self
             .metrics
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));

@@ -76,8 +76,9 @@ impl std::str::FromStr for RelaySecret {
     /// 64 hex digits, as `openssl rand -hex 32` prints them.
     fn from_str(text: &str) -> Result<RelaySecret, String> {
         let mut secret = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut secret)
-            .map_err(|_| "expected 64 hex digits (make one with `openssl rand -hex 32`)".to_owned())?;
+        hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| {
+            "expected 64 hex digits (make one with `openssl rand -hex 32`)".to_owned()
+        })?;
         Ok(RelaySecret(secret))
     }
 }
@@ -155,7 +156,8 @@ impl Config {
         }
         if let Some(addr) = &self.public_addr {
             let port = addr.rsplit_once(':').and_then(|(host, port)| {
-                (!host.is_empty() && addr.len() <= MAX_PUBLIC_ADDR).then(|| port.parse::<u16>().ok())?
+                (!host.is_empty() && addr.len() <= MAX_PUBLIC_ADDR)
+                    .then(|| port.parse::<u16>().ok())?
             });
             if !matches!(port, Some(p) if p != 0) {
                 return Err(ConfigError::PublicAddr(addr.clone()));

@@ -187,7 +187,9 @@ struct Status(Arc<Shared>);
 impl metrics::Status for Status {
     fn metrics(&self) -> String {
         let rooms = &self.0.rooms;
-        self.0.metrics.render(rooms.waiting(), rooms.trouble().is_none())
+        self.0
+            .metrics
+            .render(rooms.waiting(), rooms.trouble().is_none())
     }
 
     fn trouble(&self) -> Option<String> {

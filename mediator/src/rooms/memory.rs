@@ -91,7 +91,6 @@ impl InMemoryRooms {
             false
         }
     }
-
 }
 
 impl RoomTable for InMemoryRooms {

@@ -45,9 +45,6 @@ const RTT_WINDOW: Duration = Duration::from_secs(6);
 const MAX_NOTICE: usize = 8192;
 /// Rooms refreshed by one heartbeat script call.
 const HEARTBEAT_BATCH: usize = 512;
-/// Consecutive heartbeats that find a room missing before it is put back: one miss
-/// may be a match whose message is still on its way.
-const MISSES_BEFORE_REOPEN: u8 = 2;
 /// The relay token key agreed by the instances (when no `--relay-secret`).
 const RELAY_KEY: &str = "p2pchat:v2:relay-key";
 
@@ -184,8 +181,6 @@ struct Host {
     group: u8,
     details: PeerDetails,
     handoff: oneshot::Sender<Joined>,
-    /// Consecutive heartbeats that did not find its room.
-    misses: u8,
 }
 
 /// What the claim script decided.
@@ -465,7 +460,6 @@ impl Inner {
                     group,
                     details: details.clone(),
                     handoff,
-                    misses: 0,
                 };
                 hosts.insert(id, host);
             }
@@ -538,7 +532,13 @@ impl Inner {
     /// Sends `match` to the host's instance and waits for its `ack`. False when
     /// the instance is gone (nobody subscribed: its room was stale) or its host
     /// left meanwhile.
-    async fn hand_over(&self, inst: &str, conn: ConnId, joiner: &PeerDetails, end: &Pairing) -> bool {
+    async fn hand_over(
+        &self,
+        inst: &str,
+        conn: ConnId,
+        joiner: &PeerDetails,
+        end: &Pairing,
+    ) -> bool {
         let mid = self.next_mid.fetch_add(1, Ordering::Relaxed);
         let (ack_tx, ack_rx) = oneshot::channel();
         lock(&self.acks).insert(mid, ack_tx);
@@ -655,19 +655,16 @@ impl Inner {
         }
         for batch in snapshot.chunks(HEARTBEAT_BATCH) {
             let mut call = self.refresh.prepare_invoke();
-            call.arg(&self.instance).arg(ROOM_LIVENESS.as_millis() as u64);
+            call.arg(&self.instance)
+                .arg(ROOM_LIVENESS.as_millis() as u64);
             for (id, tag) in batch {
                 call.key(room_key(tag)).arg(*id);
             }
             let states: Vec<i64> = bounded(call.invoke_async(&mut redis)).await?;
             for ((id, _), state) in batch.iter().zip(states) {
-                if state == 1 {
-                    if let Some(host) = lock(&self.hosts).get_mut(id) {
-                        host.misses = 0;
-                    }
-                    continue;
+                if state != 1 {
+                    self.missed(*id).await?;
                 }
-                self.missed(*id).await?;
             }
         }
         if let Some(key) = &self.relay_key {
@@ -683,22 +680,18 @@ impl Inner {
         Ok(())
     }
 
-    /// A heartbeat did not find host `id`'s room.
+    /// A heartbeat did not find host `id`'s room (Redis restarted empty, or a
+    /// match for it is on its way): put it back. If a match was on its way, the
+    /// host takes it and the room put back is stale; whoever claims that one gets
+    /// no `ack` and claims again, so putting back at once is safe.
     async fn missed(self: &Arc<Self>, id: ConnId) -> Result<(), String> {
-        let reopen = {
-            let mut hosts = lock(&self.hosts);
-            let Some(host) = hosts.get_mut(&id) else {
-                return Ok(());
-            };
-            host.misses = host.misses.saturating_add(1);
-            (host.misses >= MISSES_BEFORE_REOPEN).then(|| {
-                (
-                    room_key(&host.tag),
-                    host.group,
-                    serde_json::to_string(&WirePeer::of(&host.details)),
-                )
-            })
-        };
+        let reopen = lock(&self.hosts).get(&id).map(|host| {
+            (
+                room_key(&host.tag),
+                host.group,
+                serde_json::to_string(&WirePeer::of(&host.details)),
+            )
+        });
         let Some((key, group, Ok(peer))) = reopen else {
             return Ok(());
         };
@@ -712,9 +705,6 @@ impl Inner {
         let put_back: i64 = bounded(call.invoke_async(&mut redis)).await?;
         if put_back == 1 {
             tracing::info!("put a lost room back into Redis");
-            if let Some(host) = lock(&self.hosts).get_mut(&id) {
-                host.misses = 0;
-            }
         } else {
             // Another host holds the tag now: ours cannot be found any more.
             // Dropping its handoff ends its wait with a retryable refusal.
@@ -816,8 +806,12 @@ impl RoomTable for RedisRooms {
     }
 
     fn trouble(&self) -> Option<String> {
-        (!self.inner.up.load(Ordering::Relaxed))
-            .then(|| format!("the room store (Redis at {}) is unreachable", self.inner.place))
+        (!self.inner.up.load(Ordering::Relaxed)).then(|| {
+            format!(
+                "the room store (Redis at {}) is unreachable",
+                self.inner.place
+            )
+        })
     }
 }
 
@@ -827,7 +821,10 @@ mod tests {
 
     #[test]
     fn places_never_show_a_password() {
-        assert_eq!(place_of("redis://:hunter2@10.0.0.5:6379/0"), "10.0.0.5:6379");
+        assert_eq!(
+            place_of("redis://:hunter2@10.0.0.5:6379/0"),
+            "10.0.0.5:6379"
+        );
         assert_eq!(place_of("redis://127.0.0.1:6379"), "127.0.0.1:6379");
         assert_eq!(place_of("rediss://u:p@h:1/?protocol=resp3"), "h:1");
     }

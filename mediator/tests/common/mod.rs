@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wire::{ClientMsg, ErrorCode, Link, MediatorMsg, Role};
 
+pub mod redis_server;
+
 /// Longest a test waits for one message before it fails (virtual time in paused tests).
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(60);
 
