@@ -26,7 +26,7 @@ use wire::{
 };
 
 use crate::metrics::Limit;
-use crate::nameplates::{Nameplate, Nameplates};
+use crate::nameplates::{Nameplate, NameplateTable, NoNameplate};
 use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails};
 use crate::server::Admitted;
 
@@ -191,7 +191,7 @@ async fn converse(
 async fn read_first(
     reader: &mut FrameReader,
     stream: &mut TcpStream,
-    nameplates: &Arc<Nameplates>,
+    nameplates: &Arc<dyn NameplateTable>,
 ) -> Result<First, End> {
     let mut plate: Option<Nameplate> = None;
     for _ in 0..=MAX_PINGS_BEFORE_HELLO {
@@ -227,11 +227,17 @@ async fn read_first(
                 return Err(refuse(ErrorCode::Malformed, "one Allocate per connection"))
             }
             ClientMsg::Allocate => {
-                let Some(got) = nameplates.allocate() else {
-                    return Err(refuse(
-                        ErrorCode::NoNameplate,
-                        "no free room numbers; try again in a minute",
-                    ));
+                let got = match nameplates.allocate().await {
+                    Ok(got) => got,
+                    Err(NoNameplate::Exhausted) => {
+                        return Err(refuse(
+                            ErrorCode::NoNameplate,
+                            "no free room numbers; try again in a minute",
+                        ))
+                    }
+                    Err(NoNameplate::Unavailable(message)) => {
+                        return Err(refuse(ErrorCode::TooManyConnections, message))
+                    }
                 };
                 write_msg(
                     stream,

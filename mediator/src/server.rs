@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::limits::{AddrKey, AddrLimits};
 use crate::metrics::{self, Limit, Metrics};
-use crate::nameplates::Nameplates;
+use crate::nameplates::{NameplateTable, Nameplates};
 use crate::relay::{RelayTable, TokenKey};
 use crate::rooms::{ConnId, InMemoryRooms, RedisRooms, RoomTable};
 
@@ -53,7 +53,7 @@ pub(crate) struct Shared {
     /// Relay connections waiting for their second side.
     pub(crate) relay: RelayTable,
     /// Nameplates reserved by `Allocate` for generated room codes.
-    pub(crate) nameplates: Arc<Nameplates>,
+    pub(crate) nameplates: Arc<dyn NameplateTable>,
     next_id: AtomicU64,
 }
 
@@ -130,15 +130,18 @@ pub async fn run_with_metrics(
     config.validate()?;
     let cancel = CancellationToken::new();
     let secret = config.relay_secret.as_ref().map(|s| s.0);
-    let (rooms, tokens): (Box<dyn RoomTable>, TokenKey) = match &config.redis {
+    type Tables = (Box<dyn RoomTable>, Arc<dyn NameplateTable>, TokenKey);
+    let (rooms, nameplates, tokens): Tables = match &config.redis {
         None => (
             Box::new(InMemoryRooms::new(config.max_rooms)),
+            Arc::new(Nameplates::new(config.max_rooms)),
             secret.map_or_else(TokenKey::new, TokenKey::from_secret),
         ),
         Some(url) => {
             let (rooms, agreed) =
                 RedisRooms::connect(url, config.max_rooms, secret, cancel.clone()).await?;
-            (Box::new(rooms), TokenKey::from_secret(agreed))
+            let plates = Arc::new(rooms.clone());
+            (Box::new(rooms), plates, TokenKey::from_secret(agreed))
         }
     };
     let shared = Arc::new(Shared {
@@ -148,7 +151,7 @@ pub async fn run_with_metrics(
         cancel,
         tokens,
         relay: RelayTable::default(),
-        nameplates: Nameplates::new(config.max_rooms),
+        nameplates,
         next_id: AtomicU64::new(0),
         config,
     });

@@ -238,6 +238,37 @@ async fn a_pair_split_over_two_instances_relays_through_the_one_that_matched() {
     assert!(metrics.contains("mediator_relay_sessions 1"), "{metrics}");
 }
 
+/// Sends `Allocate` on a fresh connection to `at`; returns the number and the
+/// connection (which holds it).
+async fn allocate(at: SocketAddr) -> (u32, Client) {
+    let mut c = Client::connect(at).await;
+    c.send(&ClientMsg::Allocate).await;
+    match c.recv().await {
+        Some(MediatorMsg::Allocated { nameplate }) => (nameplate, c),
+        other => panic!("expected Allocated, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nameplates_are_unique_across_instances_and_come_back_when_freed() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let (first, on_a) = allocate(a.addr()).await;
+    let (second, _on_b) = allocate(b.addr()).await;
+    assert_eq!((first, second), (1, 2), "one sequence for all instances");
+    drop(on_a);
+    // Released asynchronously: poll, each look's own number released at once.
+    let start = Instant::now();
+    while allocate(b.addr()).await.0 != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "nameplate 1 never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_leaves_no_room_behind() {
     let redis = RedisServer::start();
@@ -246,6 +277,8 @@ async fn a_killed_instance_leaves_no_room_behind() {
     let mut host = Client::connect(a.addr()).await;
     host.send(&hello(20, "alice")).await;
     host.expect_waiting().await;
+    let (plate, _held) = allocate(a.addr()).await;
+    assert_eq!(plate, 1);
     let mut con = redis.connection();
     let ttl: i64 = redis::cmd("PTTL")
         .arg(room_key(20))
@@ -271,6 +304,9 @@ async fn a_killed_instance_leaves_no_room_behind() {
         killed.elapsed() > Duration::from_secs(3),
         "the room lived on until its TTL, not removed by anything else"
     );
+    // The dead instance's nameplate lease ran out too: B hands the number out again.
+    let (plate, _held) = allocate(b.addr()).await;
+    assert_eq!(plate, 1, "the dead instance's nameplate is reclaimed");
     // The host comes back through B and meets its joiner.
     meet(b.addr(), b.addr(), 20).await;
 }

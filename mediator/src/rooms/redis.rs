@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use wire::rendezvous::MAX_LOCAL_ADDRS;
 
 use super::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails, RoomTable};
+use crate::nameplates::{Nameplate, NameplateTable, NoNameplate, Release};
+use dhke::room::NAMEPLATE_MAX;
 
 /// Every key and channel starts with this.
 const PREFIX: &str = "p2pchat:v2:";
@@ -98,6 +100,79 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'group', ARGV[1], 'inst', ARGV[2], 'conn', ARGV[3], 'peer', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
+";
+
+/// Keys of the shared nameplate table (§15.3): held numbers by expiry (ms), released
+/// numbers, the highest number ever handed out, and each held number's owner.
+const PLATES_HELD: &str = "p2pchat:v2:plates:held";
+const PLATES_FREE: &str = "p2pchat:v2:plates:free";
+const PLATES_NEXT: &str = "p2pchat:v2:plates:next";
+const PLATES_OWNER: &str = "p2pchat:v2:plates:owner";
+
+/// Allocates the smallest released nameplate, else the next never used; first
+/// frees up to 64 whose lease expired (their instance died). KEYS held, free, next,
+/// owner; ARGV owner, liveness ms, cap, max. 0: none free.
+const ALLOCATE: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)
+for _, n in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], n)
+  redis.call('HDEL', KEYS[4], n)
+  redis.call('ZADD', KEYS[2], n, n)
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+for _ = 1, 64 do
+  local n
+  local free = redis.call('ZPOPMIN', KEYS[2])
+  if free[1] then
+    n = tonumber(free[1])
+  else
+    n = redis.call('INCR', KEYS[3])
+    if n > tonumber(ARGV[4]) then
+      redis.call('DECR', KEYS[3])
+      return 0
+    end
+  end
+  if redis.call('HEXISTS', KEYS[4], n) == 0 then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), n)
+    redis.call('HSET', KEYS[4], n, ARGV[1])
+    return n
+  end
+end
+return 0
+";
+
+/// Gives a nameplate back if this lease still holds it. KEYS held, free, owner;
+/// ARGV number, owner.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Extends this instance's leases, and takes back those Redis forgot (it
+/// restarted empty). KEYS held, free, owner; ARGV liveness ms, then number, owner
+/// pairs. Returns how many are held by someone else now.
+const RENEW: &str = r"
+local t = redis.call('TIME')
+local expires = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
+local lost = 0
+for i = 2, #ARGV, 2 do
+  local owner = redis.call('HGET', KEYS[3], ARGV[i])
+  if owner == ARGV[i + 1] or not owner then
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], expires, ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+  else
+    lost = lost + 1
+  end
+end
+return lost
 ";
 
 /// Why the shared room table could not start.
@@ -195,8 +270,9 @@ enum Claim {
     },
 }
 
-/// The shared room table. Cheap to share: everything lives behind one `Arc`.
-#[derive(Debug)]
+/// The shared room table and nameplate table. Cheap to clone: everything lives
+/// behind one `Arc`.
+#[derive(Debug, Clone)]
 pub struct RedisRooms {
     inner: Arc<Inner>,
 }
@@ -212,6 +288,14 @@ struct Inner {
     leave: Script,
     refresh: Script,
     reopen: Script,
+    allocate: Script,
+    release: Script,
+    renew: Script,
+    /// Most nameplates held at once across all instances (the room cap).
+    plate_cap: usize,
+    /// Nameplates leased by this instance's connections, with their owner string.
+    plates: Mutex<HashMap<u32, String>>,
+    next_lease: AtomicU64,
     hosts: Mutex<HashMap<ConnId, Host>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
     rtts: Mutex<HashMap<[u8; 12], oneshot::Sender<Duration>>>,
@@ -328,6 +412,12 @@ impl RedisRooms {
             leave: Script::new(LEAVE),
             refresh: Script::new(REFRESH),
             reopen: Script::new(REOPEN),
+            allocate: Script::new(ALLOCATE),
+            release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
+            plate_cap: max_rooms.min(NAMEPLATE_MAX as usize),
+            plates: Mutex::new(HashMap::new()),
+            next_lease: AtomicU64::new(0),
             hosts: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             rtts: Mutex::new(HashMap::new()),
@@ -667,6 +757,7 @@ impl Inner {
                 }
             }
         }
+        self.renew_plates(&mut redis).await?;
         if let Some(key) = &self.relay_key {
             let _: Value = bounded(
                 ::redis::cmd("SET")
@@ -709,6 +800,59 @@ impl Inner {
             // Another host holds the tag now: ours cannot be found any more.
             // Dropping its handoff ends its wait with a retryable refusal.
             self.take_host(id);
+        }
+        Ok(())
+    }
+
+    async fn allocate(self: &Arc<Self>) -> Result<Nameplate, NoNameplate> {
+        let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        let owner = format!("{}:{lease}", self.instance);
+        let mut redis = self.redis.clone();
+        let mut call = self.allocate.key(PLATES_HELD);
+        call.key(PLATES_FREE)
+            .key(PLATES_NEXT)
+            .key(PLATES_OWNER)
+            .arg(&owner)
+            .arg(ROOM_LIVENESS.as_millis() as u64)
+            .arg(self.plate_cap)
+            .arg(NAMEPLATE_MAX);
+        let number: u32 = match bounded(call.invoke_async(&mut redis)).await {
+            Ok(0) => return Err(NoNameplate::Exhausted),
+            Ok(n) => n,
+            Err(why) => {
+                let JoinOutcome::Unavailable(message) = self.unavailable(&why) else {
+                    unreachable!("unavailable() is always Unavailable")
+                };
+                return Err(NoNameplate::Unavailable(message));
+            }
+        };
+        lock(&self.plates).insert(number, owner);
+        Ok(Nameplate::leased(
+            number,
+            Arc::new(PlateLease(self.clone())),
+        ))
+    }
+
+    async fn renew_plates(&self, redis: &mut ConnectionManager) -> Result<(), String> {
+        let held: Vec<(u32, String)> = lock(&self.plates)
+            .iter()
+            .map(|(n, owner)| (*n, owner.clone()))
+            .collect();
+        for batch in held.chunks(HEARTBEAT_BATCH) {
+            let mut call = self.renew.key(PLATES_HELD);
+            call.key(PLATES_FREE)
+                .key(PLATES_OWNER)
+                .arg(ROOM_LIVENESS.as_millis() as u64);
+            for (n, owner) in batch {
+                call.arg(*n).arg(owner);
+            }
+            let lost: i64 = bounded(call.invoke_async(redis)).await?;
+            if lost > 0 {
+                tracing::warn!(
+                    lost,
+                    "nameplates taken by another instance while Redis was away"
+                );
+            }
         }
         Ok(())
     }
@@ -789,6 +933,38 @@ async fn heartbeat(inner: Arc<Inner>, cancel: CancellationToken) {
             Ok(()) => inner.set_up(true, ""),
             Err(why) => inner.set_up(false, &why),
         }
+    }
+}
+
+/// Gives a shared nameplate back when its lease is dropped.
+#[derive(Debug)]
+struct PlateLease(Arc<Inner>);
+
+impl Release for PlateLease {
+    fn release(&self, number: u32, _tag: &RoomTag) {
+        let Some(owner) = lock(&self.0.plates).remove(&number) else {
+            return;
+        };
+        // Outside a runtime (shutdown) the lease simply runs out in Redis.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = self.0.clone();
+        runtime.spawn(async move {
+            let mut redis = inner.redis.clone();
+            let mut call = inner.release.key(PLATES_HELD);
+            call.key(PLATES_FREE)
+                .key(PLATES_OWNER)
+                .arg(number)
+                .arg(owner);
+            let _ = bounded(call.invoke_async::<i64>(&mut redis)).await;
+        });
+    }
+}
+
+impl NameplateTable for RedisRooms {
+    fn allocate(&self) -> BoxFuture<'_, Result<Nameplate, NoNameplate>> {
+        self.inner.allocate().boxed()
     }
 }
 

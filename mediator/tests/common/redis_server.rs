@@ -35,6 +35,11 @@ impl RedisServer {
         server
     }
 
+    /// Its process id while it runs (the load generator counts its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `redis://127.0.0.1:PORT/`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
