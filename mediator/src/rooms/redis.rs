@@ -51,13 +51,21 @@ const HEARTBEAT_BATCH: usize = 512;
 const RELAY_KEY: &str = "p2pchat:v2:relay-key";
 
 /// Opens the room or takes the host waiting in it. KEYS[1] room; ARGV group, inst,
-/// conn, peer, liveness ms, may_open.
+/// conn, peer, liveness ms, may_open, match message. A host of another instance is
+/// sent the match message (its `conn` filled in) on that instance's channel in the
+/// same step; if nobody hears that channel, the instance is dead, its room was
+/// stale, and the arrival opens the room instead.
 const CLAIM: &str = r"
 local room = redis.call('HMGET', KEYS[1], 'group', 'inst', 'conn', 'peer')
 if room[1] then
   if room[1] ~= ARGV[1] then return {'mismatch'} end
   redis.call('DEL', KEYS[1])
-  return {'matched', room[2], room[3], room[4]}
+  if room[2] == ARGV[2] then return {'matched', room[2], room[3], room[4]} end
+  local notice = cjson.decode(ARGV[7])
+  notice['conn'] = tonumber(room[3])
+  if redis.call('PUBLISH', 'p2pchat:v2:inst:' .. room[2], cjson.encode(notice)) > 0 then
+    return {'matched', room[2], room[3], room[4]}
+  end
 end
 if ARGV[6] ~= '1' then return {'full'} end
 redis.call('HSET', KEYS[1], 'group', ARGV[1], 'inst', ARGV[2], 'conn', ARGV[3], 'peer', ARGV[4])
@@ -487,6 +495,7 @@ impl Inner {
         conn: ConnId,
         peer: &str,
         may_open: bool,
+        notice: &str,
     ) -> Result<Claim, String> {
         let mut redis = self.redis.clone();
         let mut call = self.claim.key(key);
@@ -495,7 +504,8 @@ impl Inner {
             .arg(conn)
             .arg(peer)
             .arg(ROOM_LIVENESS.as_millis() as u64)
-            .arg(if may_open { "1" } else { "0" });
+            .arg(if may_open { "1" } else { "0" })
+            .arg(notice);
         let reply: Vec<String> = bounded(call.invoke_async(&mut redis)).await?;
         match reply.as_slice() {
             [w] if w == "waiting" => Ok(Claim::Waiting),
@@ -558,14 +568,37 @@ impl Inner {
         let mut details = Some(details);
         let mut host_end = Some(host_end);
         for _ in 0..MAX_CLAIMS {
-            let claim = match self.claim(&key, group, id, &peer, may_open).await {
+            let (Some(joiner), Some(end)) = (details.as_ref(), host_end.as_ref()) else {
+                break;
+            };
+            // The match message goes out inside the claim, so its ack may come
+            // back before the claim's answer: wait for it from the start.
+            let (mid, ack) = self.expect_ack();
+            let notice = serde_json::to_string(&Notice::Match {
+                mid,
+                from: self.instance.clone(),
+                conn: 0,
+                pair: hex::encode(end.pair_id),
+                expires: end.token_expires,
+                relay: end.relay_server.clone(),
+                peer: WirePeer::of(joiner),
+            });
+            let claim = match notice {
+                Ok(notice) => self.claim(&key, group, id, &peer, may_open, &notice).await,
+                Err(e) => Err(e.to_string()),
+            };
+            let claim = match claim {
                 Ok(claim) => claim,
                 Err(why) => {
+                    lock(&self.acks).remove(&mid);
                     self.take_host(id);
                     return self.unavailable(&why);
                 }
             };
             self.set_up(true, "");
+            if !matches!(&claim, Claim::Matched { inst, .. } if *inst != self.instance) {
+                lock(&self.acks).remove(&mid);
+            }
             let (inst, conn, host_peer) = match claim {
                 Claim::Waiting => return JoinOutcome::Waiting(receiver),
                 Claim::Full => return JoinOutcome::Full,
@@ -602,14 +635,17 @@ impl Inner {
             let host_details = serde_json::from_str::<WirePeer>(&host_peer)
                 .ok()
                 .and_then(WirePeer::into_details);
+            // The host's instance took the match, or its host had just left (then
+            // the room is gone and the next claim opens it).
+            let took = matches!(timeout(ACK_TIMEOUT, ack).await, Ok(Ok(true)));
+            lock(&self.acks).remove(&mid);
             match (host_details, is_instance_id(&inst)) {
-                (Some(host), true) => {
-                    if self.hand_over(&inst, conn, &joiner, &end).await {
-                        self.take_host(id);
-                        self.bridge(end, inst);
-                        return JoinOutcome::Matched(host);
-                    }
+                (Some(host), true) if took => {
+                    self.take_host(id);
+                    self.bridge(end, inst);
+                    return JoinOutcome::Matched(host);
                 }
+                (Some(_), true) => {}
                 // Garbage in the room (not ours to read): the claim removed it.
                 _ => tracing::warn!(redis = %self.place, "removed an unreadable room"),
             }
@@ -619,34 +655,12 @@ impl Inner {
         self.unavailable("stale rooms on every claim")
     }
 
-    /// Sends `match` to the host's instance and waits for its `ack`. False when
-    /// the instance is gone (nobody subscribed: its room was stale) or its host
-    /// left meanwhile.
-    async fn hand_over(
-        &self,
-        inst: &str,
-        conn: ConnId,
-        joiner: &PeerDetails,
-        end: &Pairing,
-    ) -> bool {
+    /// A fresh match id and the receiver its `ack` will arrive on.
+    fn expect_ack(&self) -> (u64, oneshot::Receiver<bool>) {
         let mid = self.next_mid.fetch_add(1, Ordering::Relaxed);
-        let (ack_tx, ack_rx) = oneshot::channel();
-        lock(&self.acks).insert(mid, ack_tx);
-        let notice = Notice::Match {
-            mid,
-            from: self.instance.clone(),
-            conn,
-            pair: hex::encode(end.pair_id),
-            expires: end.token_expires,
-            relay: end.relay_server.clone(),
-            peer: WirePeer::of(joiner),
-        };
-        let ok = match self.publish(inst, &notice).await {
-            Ok(0) | Err(_) => false,
-            Ok(_) => matches!(timeout(ACK_TIMEOUT, ack_rx).await, Ok(Ok(true))),
-        };
-        lock(&self.acks).remove(&mid);
-        ok
+        let (tx, rx) = oneshot::channel();
+        lock(&self.acks).insert(mid, tx);
+        (mid, rx)
     }
 
     /// Carries a cross-instance pair's round-trip figures: our task's goes to the
