@@ -141,6 +141,12 @@ pub struct Args {
     )]
     pub relay_secret: Option<RelaySecret>,
 
+    /// Expect a PROXY protocol header (v1 or v2, e.g. HAProxy's send-proxy-v2) at
+    /// the start of every connection, and take the client's address from it. Only
+    /// for a port that nothing but the load balancer can reach.
+    #[arg(long, env = "MEDIATOR_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// Check the configuration (flags and MEDIATOR_* variables), print it, and
     /// exit without listening.
     #[arg(long, env = "MEDIATOR_CHECK_CONFIG")]
@@ -209,6 +215,7 @@ impl Args {
             public_addr: self.public_addr.clone(),
             redis: self.redis.clone(),
             relay_secret: self.relay_secret.clone(),
+            proxy_protocol: self.proxy_protocol,
             ..Config::default()
         }
     }
@@ -250,7 +257,7 @@ impl Args {
              per-56-connections {}\nper-48-connections {}\nper-56-hellos-per-min {}\n\
              per-48-hellos-per-min {}\nrelay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\n\
              relay-max-sessions {}\nrelay-idle {}\nmetrics {metrics}\nlog-format {:?}\n\
-             redis {redis}\npublic-addr {public}\nrelay-secret {secret}",
+             redis {redis}\npublic-addr {public}\nrelay-secret {secret}\nproxy-protocol {}",
             self.listen,
             d(self.hello_timeout),
             d(self.room_ttl),
@@ -269,6 +276,7 @@ impl Args {
             self.relay_max_sessions,
             d(self.relay_idle),
             self.log_format,
+            self.proxy_protocol,
         )
     }
 }

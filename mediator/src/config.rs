@@ -58,6 +58,10 @@ pub struct Config {
     /// The relay token key. Mediators sharing a Redis must share it; `None`: a
     /// random one, or with `redis` the one agreed in Redis.
     pub relay_secret: Option<RelaySecret>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a
+    /// load balancer, giving the client's own address. Only the balancer may
+    /// reach the port then: anyone else could claim any address.
+    pub proxy_protocol: bool,
 }
 
 /// A 32-byte relay token key (`--relay-secret`). `Debug` never shows it.
@@ -110,6 +114,7 @@ impl Default for Config {
             public_addr: None,
             redis: None,
             relay_secret: None,
+            proxy_protocol: false,
         }
     }
 }

@@ -20,6 +20,7 @@ mod connection;
 pub mod limits;
 pub mod metrics;
 pub mod nameplates;
+pub mod proxy;
 mod relay;
 pub mod rooms;
 mod server;

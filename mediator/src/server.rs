@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) relay: RelayTable,
     /// Nameplates reserved by `Allocate` for generated room codes.
     pub(crate) nameplates: Arc<dyn NameplateTable>,
+    /// Connections still reading their PROXY header (not yet admitted).
+    unproxied: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -152,6 +154,7 @@ pub async fn run_with_metrics(
         tokens,
         relay: RelayTable::default(),
         nameplates,
+        unproxied: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
         config,
     });
@@ -269,6 +272,9 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
+            Ok((stream, addr)) if shared.config.proxy_protocol => {
+                admit_proxied(stream, unmap(addr), shared, tracker)
+            }
             Ok((stream, addr)) => admit(stream, unmap(addr), shared, tracker),
             Err(e) if is_fd_exhaustion(&e) => {
                 warn_now(
@@ -304,6 +310,44 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// With `--proxy-protocol`: reads the header (within the hello timeout) on a task
+/// of its own, then admits the connection under the client's address from it. A
+/// connection without a valid header is closed without a word: it is not a client
+/// coming through the balancer. Headers being read count against
+/// `--max-connections` too.
+fn admit_proxied(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) {
+    let pending = shared.unproxied.load(Ordering::Relaxed);
+    if shared.metrics.connections_open() + pending >= shared.config.max_connections {
+        shared.metrics.rejected(Limit::MaxConnections);
+        shared.metrics.error(ErrorCode::TooManyConnections);
+        refuse_now(stream, "the mediator is full; try again later");
+        return;
+    }
+    shared.unproxied.fetch_add(1, Ordering::Relaxed);
+    let (shared, spawner) = (shared.clone(), tracker.clone());
+    tracker.spawn(async move {
+        let header = timeout(
+            shared.config.hello_timeout,
+            crate::proxy::read_header(&mut stream),
+        )
+        .await;
+        shared.unproxied.fetch_sub(1, Ordering::Relaxed);
+        match header {
+            Ok(Ok(crate::proxy::Source::Client(client))) => {
+                admit(stream, unmap(client), &shared, &spawner)
+            }
+            Ok(Ok(crate::proxy::Source::Local)) => admit(stream, addr, &shared, &spawner),
+            Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "closing"),
+            Err(_) => tracing::debug!(peer = %addr, "no PROXY header in time; closing"),
+        }
+    });
 }
 
 /// Checks the limits and spawns the connection's task, or refuses it.
