@@ -23,6 +23,14 @@ fn v2_header(src: SocketAddr) -> Vec<u8> {
     out
 }
 
+/// The test config, behind a balancer.
+fn proxied() -> Config {
+    Config {
+        proxy_protocol: true,
+        ..config()
+    }
+}
+
 fn observed(msg: &MediatorMsg) -> (SocketAddr, SocketAddr) {
     match msg {
         MediatorMsg::Matched {
@@ -36,11 +44,7 @@ fn observed(msg: &MediatorMsg) -> (SocketAddr, SocketAddr) {
 
 #[tokio::test]
 async fn matched_carries_the_addresses_from_the_proxy_headers() {
-    let server = start(Config {
-        proxy_protocol: true,
-        ..config()
-    })
-    .await;
+    let server = start(proxied()).await;
     let alice: SocketAddr = "203.0.113.9:5555".parse().unwrap();
     let bob: SocketAddr = "198.51.100.4:6000".parse().unwrap();
     let mut host = Client::connect(server.addr).await;
@@ -61,11 +65,7 @@ async fn matched_carries_the_addresses_from_the_proxy_headers() {
 
 #[tokio::test]
 async fn a_connection_without_the_header_is_closed() {
-    let server = start(Config {
-        proxy_protocol: true,
-        ..config()
-    })
-    .await;
+    let server = start(proxied()).await;
     let mut c = Client::connect(server.addr).await;
     c.send(&hello(2, "mallory")).await;
     assert!(c.recv().await.is_none(), "closed without an answer");

@@ -58,26 +58,6 @@ async fn relay_join(addr: std::net::SocketAddr, token: [u8; 32]) -> Client {
     c
 }
 
-async fn expect_ready(c: &mut Client) {
-    match c.recv().await {
-        Some(MediatorMsg::RelayReady) => {}
-        other => panic!("expected RelayReady, got {other:?}"),
-    }
-}
-
-/// Reads one peer frame's payload.
-async fn read_peer_frame(c: &mut Client) -> Vec<u8> {
-    let mut header = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(10), c.stream.read_exact(&mut header))
-        .await
-        .expect("frame in time")
-        .expect("read header");
-    let len = Link::Peer.parse_header(header).expect("peer frame length");
-    let mut payload = vec![0u8; len];
-    c.stream.read_exact(&mut payload).await.expect("payload");
-    payload
-}
-
 /// Reads peer frames until the relay's end notice; returns its code and message.
 async fn read_until_notice(c: &mut Client) -> (ErrorCode, String) {
     for _ in 0..10_000 {
@@ -163,14 +143,14 @@ async fn relay_splices_the_two_sides_and_forwards_frames_unchanged() {
     assert_eq!(token, token_of(&joiner_offer));
     let mut a = relay_join(server.addr, token).await;
     let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
     for i in 0..50u32 {
         let payload: Vec<u8> = (0..(1 + i * 1000)).map(|x| x as u8).collect();
         a.send_raw(&frame(&payload)).await.unwrap();
-        assert_eq!(read_peer_frame(&mut b).await, payload);
+        assert_eq!(b.read_peer_frame().await, payload);
         b.send_raw(&frame(&payload[..1])).await.unwrap();
-        assert_eq!(read_peer_frame(&mut a).await, payload[..1]);
+        assert_eq!(a.read_peer_frame().await, payload[..1]);
     }
     // One side leaving ends the other.
     drop(a);
@@ -225,8 +205,8 @@ async fn a_relay_session_past_its_byte_cap_ends_with_a_notice_to_both_and_pairin
     let token = token_of(&offer);
     let mut a = relay_join(server.addr, token).await;
     let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
     let chunk = vec![0x42u8; 8 * 1024];
     // 64 KiB of cap: the ninth 8 KiB frame passes it.
     for _ in 0..12 {
@@ -254,8 +234,8 @@ async fn an_idle_relay_session_is_ended_with_a_notice() {
     let token = token_of(&offer);
     let mut a = relay_join(server.addr, token).await;
     let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
     let (code, message) = read_until_notice(&mut a).await;
     assert_eq!(code, ErrorCode::RelayLimit);
     assert!(message.contains("without traffic"), "{message}");
@@ -281,8 +261,8 @@ async fn an_oversized_frame_through_the_relay_closes_both_sides() {
     let token = token_of(&offer);
     let mut a = relay_join(server.addr, token).await;
     let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
     let _ = a.stream.write_all(&u32::MAX.to_be_bytes()).await;
     let (code, _) = read_until_notice(&mut b).await;
     assert_eq!(code, ErrorCode::Malformed);

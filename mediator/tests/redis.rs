@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::redis_server::{free_port, RedisServer};
 use common::{frame, hello, Binary, Client};
-use tokio::io::AsyncReadExt;
-use wire::{ClientMsg, ErrorCode, Link, MediatorMsg, RelayOffer, Role};
+use wire::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role};
 
 /// A mediator instance using `redis`, with its metrics/health port.
 struct Instance {
@@ -60,6 +59,12 @@ impl Instance {
 
 fn room_key(n: u64) -> String {
     format!("p2pchat:v2:room:{}", hex::encode(common::room(n)))
+}
+
+/// Whether room `n`'s key is in Redis now.
+fn room_exists(con: &mut redis::Connection, n: u64) -> bool {
+    let exists: i64 = redis::cmd("EXISTS").arg(room_key(n)).query(con).unwrap();
+    exists == 1
 }
 
 /// Polls `check` every 100 ms until it holds or `limit` passes.
@@ -133,11 +138,7 @@ async fn clients_on_two_instances_meet_and_time_their_punch_together() {
     );
     // The room is gone from Redis once matched.
     let mut con = redis.connection();
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(room_key(1))
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(exists, 0);
+    assert!(!room_exists(&mut con, 1));
 
     // Same instance in Redis mode, and the other way round.
     meet(b.addr(), b.addr(), 2).await;
@@ -167,19 +168,6 @@ async fn clients_on_two_instances_meet_and_time_their_punch_together() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (_, metrics) = a.get("/metrics");
     assert!(metrics.contains("mediator_room_store_up 1"), "{metrics}");
-}
-
-/// Reads one peer frame's payload.
-async fn read_peer_frame(c: &mut Client) -> Vec<u8> {
-    let mut header = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(10), c.stream.read_exact(&mut header))
-        .await
-        .expect("frame in time")
-        .expect("read header");
-    let len = Link::Peer.parse_header(header).expect("peer frame length");
-    let mut payload = vec![0u8; len];
-    c.stream.read_exact(&mut payload).await.expect("payload");
-    payload
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,23 +200,16 @@ async fn a_pair_split_over_two_instances_relays_through_the_one_that_matched() {
     x.send(&ClientMsg::RelayJoin { token }).await;
     let mut y = Client::connect(relay).await;
     y.send(&ClientMsg::RelayJoin { token }).await;
-    for c in [&mut x, &mut y] {
-        match c.recv().await {
-            Some(MediatorMsg::RelayReady) => {}
-            other => panic!("expected RelayReady, got {other:?}"),
-        }
-    }
+    x.expect_relay_ready().await;
+    y.expect_relay_ready().await;
     for i in 0..20u32 {
         let payload: Vec<u8> = (0..(1 + i * 997)).map(|v| v as u8).collect();
         x.send_raw(&frame(&payload)).await.unwrap();
-        assert_eq!(read_peer_frame(&mut y).await, payload);
+        assert_eq!(y.read_peer_frame().await, payload);
         y.send_raw(&frame(&payload[..3.min(payload.len())]))
             .await
             .unwrap();
-        assert_eq!(
-            read_peer_frame(&mut x).await,
-            payload[..3.min(payload.len())]
-        );
+        assert_eq!(x.read_peer_frame().await, payload[..3.min(payload.len())]);
     }
     // The same token at the instance that did not complete the match finds no
     // peer there: it is not where the pair meets.
@@ -291,13 +272,7 @@ async fn a_killed_instance_leaves_no_room_behind() {
     eventually(
         Duration::from_secs(20),
         "the dead instance's room expires",
-        || {
-            let exists: i64 = redis::cmd("EXISTS")
-                .arg(room_key(20))
-                .query(&mut con)
-                .unwrap();
-            exists == 0
-        },
+        || !room_exists(&mut con, 20),
     )
     .await;
     assert!(
@@ -325,11 +300,7 @@ async fn a_host_back_at_once_after_its_instance_died_meets_its_joiner_not_its_gh
     // Its room is still in Redis (TTL not passed), but nobody hears A's channel:
     // the reconnecting host opens the room again instead of meeting itself.
     let mut con = redis.connection();
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(room_key(30))
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(exists, 1, "the stale room is still there");
+    assert!(room_exists(&mut con, 30), "the stale room is still there");
     let mut host = Client::connect(b.addr()).await;
     host.send(&hello(30, "alice")).await;
     host.expect_waiting().await;
@@ -387,13 +358,7 @@ async fn redis_down_refuses_new_rooms_clearly_and_service_returns_with_it() {
     eventually(
         Duration::from_secs(15),
         "the waiting host's room is back",
-        || {
-            let exists: i64 = redis::cmd("EXISTS")
-                .arg(room_key(41))
-                .query(&mut con)
-                .unwrap();
-            exists == 1
-        },
+        || room_exists(&mut con, 41),
     )
     .await;
     let mut joiner = Client::connect(b.addr()).await;

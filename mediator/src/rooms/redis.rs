@@ -264,6 +264,9 @@ struct Host {
     group: u8,
     details: PeerDetails,
     handoff: oneshot::Sender<Joined>,
+    /// Its claim opened the room. Until then the heartbeat leaves it alone: putting
+    /// back a room that was never opened could match the arrival with itself.
+    opened: bool,
 }
 
 /// What the claim script decided.
@@ -499,11 +502,7 @@ impl Inner {
     ) -> Result<Claim, String> {
         let mut redis = self.redis.clone();
         let mut call = self.claim.key(key);
-        call.arg(group)
-            .arg(&self.instance)
-            .arg(conn)
-            .arg(peer)
-            .arg(ROOM_LIVENESS.as_millis() as u64)
+        self.room_args(&mut call, group, conn, peer)
             .arg(if may_open { "1" } else { "0" })
             .arg(notice);
         let reply: Vec<String> = bounded(call.invoke_async(&mut redis)).await?;
@@ -518,6 +517,22 @@ impl Inner {
             }),
             other => Err(format!("unexpected claim reply {other:?}")),
         }
+    }
+
+    /// The first five arguments of CLAIM and REOPEN: what a room hash holds, and
+    /// its liveness.
+    fn room_args<'c, 'a>(
+        &self,
+        call: &'c mut ::redis::ScriptInvocation<'a>,
+        group: u8,
+        conn: ConnId,
+        peer: &str,
+    ) -> &'c mut ::redis::ScriptInvocation<'a> {
+        call.arg(group)
+            .arg(&self.instance)
+            .arg(conn)
+            .arg(peer)
+            .arg(ROOM_LIVENESS.as_millis() as u64)
     }
 
     async fn publish(&self, instance: &str, notice: &Notice) -> Result<i64, String> {
@@ -560,6 +575,7 @@ impl Inner {
                     group,
                     details: details.clone(),
                     handoff,
+                    opened: false,
                 };
                 hosts.insert(id, host);
             }
@@ -600,7 +616,12 @@ impl Inner {
                 lock(&self.acks).remove(&mid);
             }
             let (inst, conn, host_peer) = match claim {
-                Claim::Waiting => return JoinOutcome::Waiting(receiver),
+                Claim::Waiting => {
+                    if let Some(host) = lock(&self.hosts).get_mut(&id) {
+                        host.opened = true;
+                    }
+                    return JoinOutcome::Waiting(receiver);
+                }
                 Claim::Full => return JoinOutcome::Full,
                 Claim::Mismatch => {
                     self.take_host(id);
@@ -652,7 +673,8 @@ impl Inner {
             (details, host_end) = (Some(joiner), Some(end));
         }
         self.take_host(id);
-        self.unavailable("stale rooms on every claim")
+        // Redis answered; every claim met a room whose host had just gone.
+        JoinOutcome::Unavailable("the room changed hands too often; try again in a moment".into())
     }
 
     /// A fresh match id and the receiver its `ack` will arrive on.
@@ -751,6 +773,7 @@ impl Inner {
     async fn beat(self: &Arc<Self>) -> Result<(), String> {
         let snapshot: Vec<(ConnId, RoomTag)> = lock(&self.hosts)
             .iter()
+            .filter(|(_, host)| host.opened)
             .map(|(id, host)| (*id, host.tag))
             .collect();
         let mut redis = self.redis.clone();
@@ -802,11 +825,7 @@ impl Inner {
         };
         let mut redis = self.redis.clone();
         let mut call = self.reopen.key(key);
-        call.arg(group)
-            .arg(&self.instance)
-            .arg(id)
-            .arg(peer)
-            .arg(ROOM_LIVENESS.as_millis() as u64);
+        self.room_args(&mut call, group, id, &peer);
         let put_back: i64 = bounded(call.invoke_async(&mut redis)).await?;
         if put_back == 1 {
             tracing::info!("put a lost room back into Redis");

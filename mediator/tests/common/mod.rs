@@ -227,6 +227,27 @@ impl Client {
         }
     }
 
+    /// Expects `RelayReady` (§12.3).
+    pub async fn expect_relay_ready(&mut self) {
+        match self.recv().await {
+            Some(MediatorMsg::RelayReady) => {}
+            other => panic!("expected RelayReady, got {other:?}"),
+        }
+    }
+
+    /// Reads one peer frame's payload (through a relay).
+    pub async fn read_peer_frame(&mut self) -> Vec<u8> {
+        let mut header = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), self.stream.read_exact(&mut header))
+            .await
+            .expect("frame in time")
+            .expect("read header");
+        let len = Link::Peer.parse_header(header).expect("peer frame length");
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).await.expect("payload");
+        payload
+    }
+
     /// Expects `Matched` with this role; returns the peer's details.
     pub async fn expect_matched(&mut self, role: Role) -> MediatorMsg {
         match self.recv().await {
