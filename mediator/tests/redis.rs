@@ -261,11 +261,21 @@ async fn a_killed_instance_leaves_no_room_behind() {
     let (plate, _held) = allocate(a.addr()).await;
     assert_eq!(plate, 1);
     let mut con = redis.connection();
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(room_key(20))
-        .query(&mut con)
-        .unwrap();
-    assert!((1..=15_000).contains(&ttl), "room key TTL {ttl} ms");
+    let mut pttl = || -> i64 {
+        redis::cmd("PTTL")
+            .arg(room_key(20))
+            .query(&mut con)
+            .unwrap()
+    };
+    let first = pttl();
+    assert!((1..=15_000).contains(&first), "room key TTL {first} ms");
+    // A live instance's heartbeat (every 5 s) keeps pushing the expiry out.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let later = pttl();
+    assert!(
+        later > first - 5000,
+        "TTL refreshed: {first} ms, then {later} ms"
+    );
     a.binary.child.kill().unwrap();
     let _ = a.binary.child.wait();
     let killed = Instant::now();
