@@ -145,7 +145,10 @@ async fn converse(
     let (host_end, joiner_end) = Pairing::pair(
         rand::random(),
         shared.tokens.expiry(shared.config.relay_token_ttl),
-        shared.config.public_addr.clone().unwrap_or_default(),
+        shared
+            .config
+            .relay
+            .then(|| shared.config.public_addr.clone().unwrap_or_default()),
     );
     let (tag, arrival) = match check_hello(hello, peer, admitted.id, host_end) {
         Ok(checked) => checked,
@@ -300,7 +303,9 @@ fn check_hello(
     Ok((RoomTag(hello.room), arrival))
 }
 
-/// What `Matched` says about the relay to a client that sent `own_no_relay`.
+/// What `Matched` says about the relay to a client that sent `own_no_relay`: `Off`
+/// if this mediator, or the one that completed the match and would relay, runs with
+/// `--relay off`.
 fn relay_offer(
     admitted: &Admitted,
     own_no_relay: bool,
@@ -308,16 +313,21 @@ fn relay_offer(
     pairing: &Pairing,
 ) -> RelayOffer {
     let shared = &admitted.shared;
-    if !shared.config.relay {
-        RelayOffer::Off
-    } else if own_no_relay {
+    let Some(server) = pairing
+        .relay_server
+        .as_ref()
+        .filter(|_| shared.config.relay)
+    else {
+        return RelayOffer::Off;
+    };
+    if own_no_relay {
         RelayOffer::RefusedByYou
     } else if peer_no_relay {
         RelayOffer::RefusedByPeer
     } else {
         RelayOffer::Offered {
             token: shared.tokens.mint(&pairing.pair_id, pairing.token_expires),
-            server: pairing.relay_server.clone(),
+            server: server.clone(),
         }
     }
 }

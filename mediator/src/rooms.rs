@@ -47,7 +47,8 @@ pub struct Pairing {
     pub token_expires: u32,
     /// `HOST:PORT` of the relay that serves this pair: the mediator that completed
     /// the match (empty: "the one you are talking to", `RelayOffer::Offered.server`).
-    pub relay_server: String,
+    /// `None`: that mediator runs with its relay off.
+    pub relay_server: Option<String>,
     /// Our client's round-trip time, for the other side's task.
     pub rtt_out: oneshot::Sender<Duration>,
     /// The other client's round-trip time, from the other side's task.
@@ -56,7 +57,11 @@ pub struct Pairing {
 
 impl Pairing {
     /// Both ends of one pair.
-    pub fn pair(pair_id: [u8; 12], token_expires: u32, relay_server: String) -> (Pairing, Pairing) {
+    pub fn pair(
+        pair_id: [u8; 12],
+        token_expires: u32,
+        relay_server: Option<String>,
+    ) -> (Pairing, Pairing) {
         let (a_out, b_in) = oneshot::channel();
         let (b_out, a_in) = oneshot::channel();
         (

@@ -22,9 +22,13 @@ struct Instance {
 
 impl Instance {
     fn start(redis: &RedisServer) -> Instance {
+        Instance::start_with(redis, "")
+    }
+
+    fn start_with(redis: &RedisServer, flags: &str) -> Instance {
         let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let binary = Binary::spawn(&format!(
-            "--redis {} --metrics {health} --per-ip-connections 1000 --per-ip-hellos-per-min 100000",
+            "--redis {} --metrics {health} --per-ip-connections 1000 --per-ip-hellos-per-min 100000 {flags}",
             redis.url()
         ));
         Instance { binary, health }
@@ -248,6 +252,27 @@ async fn nameplates_are_unique_across_instances_and_come_back_when_freed() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_the_relay_off_completing_a_match_means_off_for_both() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start_with(&redis, "--relay off");
+    let (_host, hosted, _joiner, joined) = meet(a.addr(), b.addr(), 50).await;
+    assert_eq!(relay_of(&hosted), RelayOffer::Off);
+    assert_eq!(relay_of(&joined), RelayOffer::Off);
+    // The other way round A relays, and says so to both.
+    let (_host, hosted, _joiner, joined) = meet(b.addr(), a.addr(), 51).await;
+    assert_eq!(
+        relay_of(&hosted),
+        RelayOffer::Off,
+        "B itself runs with the relay off"
+    );
+    let RelayOffer::Offered { server, .. } = relay_of(&joined) else {
+        panic!("A offers its relay to its own client");
+    };
+    assert_eq!(server, a.addr().to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

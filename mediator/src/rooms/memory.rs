@@ -123,7 +123,7 @@ mod tests {
                 local_addrs: Vec::new(),
                 no_relay: false,
             },
-            host_end: super::super::Pairing::pair([0; 12], 0, String::new()).0,
+            host_end: super::super::Pairing::pair([0; 12], 0, Some(String::new())).0,
         }
     }
 

@@ -248,7 +248,8 @@ enum Notice {
         conn: ConnId,
         pair: String,
         expires: u32,
-        relay: String,
+        /// `None` (JSON null): the claimer's relay is off.
+        relay: Option<String>,
         peer: WirePeer,
     },
     /// To the claiming instance: whether the host took match `mid`.
@@ -728,7 +729,7 @@ impl Inner {
                 }
                 let mut pair_id = [0u8; 12];
                 let ok = hex::decode_to_slice(&pair, &mut pair_id).is_ok()
-                    && relay.len() <= 253
+                    && relay.as_ref().map_or(true, |r| r.len() <= 253)
                     && match (peer.into_details(), self.take_host(conn)) {
                         (Some(details), Some(host)) => {
                             let (local, far) = Pairing::pair(pair_id, expires, relay);
