@@ -77,30 +77,30 @@ pub fn parse_v2(head: &[u8; 16], body: &[u8]) -> Result<Source, ProxyError> {
     if command == 0 {
         return Ok(Source::Local);
     }
-    let take = |at: usize, n: usize| body.get(at..at + n).ok_or(ProxyError::Malformed);
-    match head[13] {
+    let client = match head[13] {
         // TCP over IPv4, TCP over IPv6.
-        0x11 => {
-            let ip: [u8; 4] = take(0, 4)?.try_into().map_err(|_| ProxyError::Malformed)?;
-            let port = take(8, 2)?;
-            let port = u16::from_be_bytes([port[0], port[1]]);
-            Ok(Source::Client(SocketAddr::new(
-                Ipv4Addr::from(ip).into(),
-                port,
-            )))
-        }
-        0x21 => {
-            let ip: [u8; 16] = take(0, 16)?.try_into().map_err(|_| ProxyError::Malformed)?;
-            let port = take(32, 2)?;
-            let port = u16::from_be_bytes([port[0], port[1]]);
-            Ok(Source::Client(SocketAddr::new(
-                Ipv6Addr::from(ip).into(),
-                port,
-            )))
-        }
+        0x11 => source_of(body, 4)?,
+        0x21 => source_of(body, 16)?,
         // UNSPEC or a family we do not serve (UDP, UNIX): no usable address.
-        _ => Ok(Source::Local),
-    }
+        _ => return Ok(Source::Local),
+    };
+    Ok(Source::Client(client))
+}
+
+/// The source address of a v2 address block: source IP, destination IP (both
+/// `ip_len` bytes), source port, destination port.
+fn source_of(body: &[u8], ip_len: usize) -> Result<SocketAddr, ProxyError> {
+    let ip = body.get(..ip_len).ok_or(ProxyError::Malformed)?;
+    let port = body
+        .get(2 * ip_len..2 * ip_len + 2)
+        .ok_or(ProxyError::Malformed)?;
+    let ip: IpAddr = match <[u8; 4]>::try_from(ip) {
+        Ok(v4) => Ipv4Addr::from(v4).into(),
+        Err(_) => {
+            Ipv6Addr::from(<[u8; 16]>::try_from(ip).map_err(|_| ProxyError::Malformed)?).into()
+        }
+    };
+    Ok(SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]])))
 }
 
 /// Reads one header (v1 or v2) and not a byte more. The caller bounds the time.

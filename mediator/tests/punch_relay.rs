@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, frame, hello, start, Client};
+use common::{config, frame, hello, relay_pair, relay_round_trips, start, Client};
 use mediator::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wire::frame::RELAY_NOTICE;
@@ -141,17 +141,8 @@ async fn relay_splices_the_two_sides_and_forwards_frames_unchanged() {
         matched_pair(server.addr, 3, false, false).await;
     let token = token_of(&host_offer);
     assert_eq!(token, token_of(&joiner_offer));
-    let mut a = relay_join(server.addr, token).await;
-    let mut b = relay_join(server.addr, token).await;
-    a.expect_relay_ready().await;
-    b.expect_relay_ready().await;
-    for i in 0..50u32 {
-        let payload: Vec<u8> = (0..(1 + i * 1000)).map(|x| x as u8).collect();
-        a.send_raw(&frame(&payload)).await.unwrap();
-        assert_eq!(b.read_peer_frame().await, payload);
-        b.send_raw(&frame(&payload[..1])).await.unwrap();
-        assert_eq!(a.read_peer_frame().await, payload[..1]);
-    }
+    let (mut a, mut b) = relay_pair(server.addr, token).await;
+    relay_round_trips(&mut a, &mut b, 50).await;
     // One side leaving ends the other.
     drop(a);
     let mut rest = Vec::new();

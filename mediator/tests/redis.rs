@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::redis_server::{free_port, RedisServer};
-use common::{frame, hello, Binary, Client};
+use common::{hello, Binary, Client};
 use wire::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role};
 
 /// A mediator instance using `redis`, with its metrics/health port.
@@ -200,23 +200,9 @@ async fn a_pair_split_over_two_instances_relays_through_the_one_that_matched() {
     // Both go to the relay named in Matched; the host's token was minted on A
     // with the key agreed in Redis, and B accepts it.
     let relay: SocketAddr = server.parse().unwrap();
-    let mut x = Client::connect(relay).await;
-    x.send(&ClientMsg::RelayJoin { token }).await;
-    let mut y = Client::connect(relay).await;
-    y.send(&ClientMsg::RelayJoin { token }).await;
-    x.expect_relay_ready().await;
-    y.expect_relay_ready().await;
-    for i in 0..20u32 {
-        let payload: Vec<u8> = (0..(1 + i * 997)).map(|v| v as u8).collect();
-        x.send_raw(&frame(&payload)).await.unwrap();
-        assert_eq!(y.read_peer_frame().await, payload);
-        y.send_raw(&frame(&payload[..3.min(payload.len())]))
-            .await
-            .unwrap();
-        assert_eq!(x.read_peer_frame().await, payload[..3.min(payload.len())]);
-    }
-    // The same token at the instance that did not complete the match finds no
-    // peer there: it is not where the pair meets.
+    let (mut x, mut y) = common::relay_pair(relay, token).await;
+    common::relay_round_trips(&mut x, &mut y, 20).await;
+    // The session is on B alone.
     let (_, metrics) = a.get("/metrics");
     assert!(metrics.contains("mediator_relay_sessions 0"), "{metrics}");
     let (_, metrics) = b.get("/metrics");

@@ -257,6 +257,29 @@ impl Client {
     }
 }
 
+/// Two relay connections to `addr` presenting `token`, both past `RelayReady`.
+pub async fn relay_pair(addr: SocketAddr, token: [u8; 32]) -> (Client, Client) {
+    let mut a = Client::connect(addr).await;
+    a.send(&ClientMsg::RelayJoin { token }).await;
+    let mut b = Client::connect(addr).await;
+    b.send(&ClientMsg::RelayJoin { token }).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
+    (a, b)
+}
+
+/// `rounds` frames of growing size from `a` to `b`, each answered by a one-byte
+/// frame back; every frame must arrive unchanged.
+pub async fn relay_round_trips(a: &mut Client, b: &mut Client, rounds: u32) {
+    for i in 0..rounds {
+        let payload: Vec<u8> = (0..(1 + i * 1000)).map(|x| x as u8).collect();
+        a.send_raw(&frame(&payload)).await.unwrap();
+        assert_eq!(b.read_peer_frame().await, payload);
+        b.send_raw(&frame(&payload[..1])).await.unwrap();
+        assert_eq!(a.read_peer_frame().await, payload[..1]);
+    }
+}
+
 /// Two fresh clients pair in room `n`; panics if they do not.
 pub async fn pair(addr: SocketAddr, n: u64) {
     pair_from(Ipv4Addr::LOCALHOST, addr, n).await
