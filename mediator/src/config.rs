@@ -53,7 +53,7 @@ pub struct Config {
     /// offer names no server, meaning "the mediator you are talking to".
     pub public_addr: Option<String>,
     /// A Redis URL: share the room table with every mediator using the same Redis
-    /// (docs/protocol.md §15). `None`: rooms live in this process only.
+    /// (docs/protocol.md §17). `None`: rooms live in this process only.
     pub redis: Option<String>,
     /// The relay token key. Mediators sharing a Redis must share it; `None`: a
     /// random one, or with `redis` the one agreed in Redis.

@@ -181,7 +181,7 @@ async fn converse(
             )
         }
         // TooManyConnections: the code clients already retry on, with a message
-        // that says what is wrong (docs/protocol.md §15.6).
+        // that says what is wrong (docs/protocol.md §17.6).
         JoinOutcome::Unavailable(message) => {
             shared.metrics.rejected(Limit::RoomStore);
             refuse(ErrorCode::TooManyConnections, message)
@@ -373,7 +373,7 @@ async fn wait_as_host(
                     return host_matched(admitted, reader, stream, joined, peer, no_relay).await
                 }
                 // The table dropped the room without a joiner: the shared
-                // store lost it and another host holds the tag now (§15.4).
+                // store lost it and another host holds the tag now (§17.4).
                 Event::Joined(Err(_)) => {
                     return refuse(
                         ErrorCode::TooManyConnections,

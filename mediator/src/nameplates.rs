@@ -2,7 +2,7 @@
 //! §13.2): the smallest free number first, held until the room is matched or its host
 //! leaves, at most as many at once as there may be waiting rooms. One small async
 //! trait, [`NameplateTable`]: [`Nameplates`] here for one process, and
-//! `rooms::RedisRooms` for mediators sharing a Redis (§15.3), so two instances never
+//! `rooms::RedisRooms` for mediators sharing a Redis (§17.3), so two instances never
 //! hand out the same number.
 
 use std::collections::{BTreeSet, HashMap};

@@ -37,7 +37,7 @@ pub(crate) type Refusal = (ErrorCode, String);
 /// Mints and checks relay tokens: `pair_id (12) || expires (u32 BE, Unix seconds)
 /// || HMAC-SHA256(secret, label || pair_id || expires)[..16]`. Stateless until a
 /// client presents one, so a match costs the relay nothing. Mediators sharing a
-/// Redis share the secret (docs/protocol.md §15.5): the host's mediator mints the
+/// Redis share the secret (docs/protocol.md §17.5): the host's mediator mints the
 /// same token for its client that the relay's mediator minted for the joiner.
 pub(crate) struct TokenKey {
     secret: [u8; 32],

@@ -1,7 +1,7 @@
 //! The room table: where a waiting host sits until its joiner arrives. One small
 //! async trait with two implementations: [`InMemoryRooms`] (the default, one
 //! process) and [`RedisRooms`] (several mediators sharing rooms through Redis,
-//! docs/protocol.md §15), so the connection code never knows which it talks to.
+//! docs/protocol.md §17), so the connection code never knows which it talks to.
 
 mod memory;
 mod redis;

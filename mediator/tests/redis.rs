@@ -1,5 +1,5 @@
 //! Several real `mediator` binaries sharing rooms through a real `redis-server`
-//! on loopback (docs/protocol.md §15): pairing and punch timing across instances,
+//! on loopback (docs/protocol.md §17): pairing and punch timing across instances,
 //! the relay on the instance that completed the match, an instance killed with a
 //! host waiting, and Redis going away and coming back under running mediators.
 //! Needs `redis-server` on PATH (.ci/run installs it); without it every test fails.

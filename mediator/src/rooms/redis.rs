@@ -1,5 +1,5 @@
 //! The room table shared by several mediators through one Redis (docs/protocol.md
-//! §15): a room is a Redis hash claimed by one Lua script, kept alive by the
+//! §17): a room is a Redis hash claimed by one Lua script, kept alive by the
 //! heartbeat of the instance holding its host, and a match is handed to that
 //! instance over its pub/sub channel, which confirms it. Every Redis call has a
 //! deadline; while Redis is unreachable new rooms are refused, waiting hosts keep
@@ -110,7 +110,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 ";
 
-/// Keys of the shared nameplate table (§15.3): held numbers by expiry (ms), released
+/// Keys of the shared nameplate table (§17.3): held numbers by expiry (ms), released
 /// numbers, the highest number ever handed out, and each held number's owner.
 const PLATES_HELD: &str = "p2pchat:v2:plates:held";
 const PLATES_FREE: &str = "p2pchat:v2:plates:free";
