@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dhke::{Group, KeyPair, ResumeSecret, RoomCode};
+use dhke::{Group, Identity, IdentityKey, KeyPair, ResumeSecret, RoomCode};
 use rand::rngs::OsRng;
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -52,7 +52,20 @@ struct Setup {
     listen: SocketAddr,
     keylog: Option<PathBuf>,
     history: Option<PathBuf>,
+    /// Our long-term identity (§15), from the profile.
+    identity: Identity,
+    /// The identity the peer must prove: the contact of `--to`.
+    expect_peer: Option<IdentityKey>,
+    /// A token run: `client token` (filled in once the port is bound) or
+    /// `--connect`.
+    token: Option<TokenRun>,
     args: Args,
+}
+
+/// The two sides of a token run (§16).
+enum TokenRun {
+    Hold(wire::token::Token),
+    Dial(wire::token::Token),
 }
 
 /// Shows a generated room code and the command the other side should run.
@@ -72,8 +85,23 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     // Its port is the run's one port (§12.1): the mediator link and every dial
     // leave from it too.
     let (port, listener) = bind_listener(setup.listen)?;
+    if let Some(ttl) = setup.args.token_ttl {
+        let addrs = token_addrs(setup.args.advertise, port.addr());
+        let token = crate::token::issue(&setup.identity, addrs, ttl);
+        let text = token.encode();
+        out.show(&Event::Token {
+            command: format!("client --connect {text}"),
+            token: text,
+            expires_in_secs: ttl.as_secs(),
+        });
+        setup.token = Some(TokenRun::Hold(token));
+    }
     // No room given and a mediator: it allocates the nameplate of a fresh code,
     // and that link carries our first Hello.
+    let history = setup.history.as_deref().map(History::open).transpose()?;
+    if let Some(to) = setup.args.to.clone() {
+        meet_contact(&mut setup, history.as_ref(), &to)?;
+    }
     let mut first_link = None;
     if setup.room.is_empty() {
         if let Some(server) = setup.server.clone() {
@@ -86,7 +114,6 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         }
     }
     let reveals = connect::Reveals::default();
-    let history = setup.history.as_deref().map(History::open).transpose()?;
     let mut input = out.input(MAX_CHAT_TEXT);
     let downloads = setup
         .args
@@ -108,6 +135,46 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
     };
     convo.finish(&reason, out);
     result.map(|_| ())
+}
+
+/// `--to NAME`: the room of us and that contact (§15.3), and its identity as the
+/// one the peer must prove.
+fn meet_contact(setup: &mut Setup, history: Option<&History>, to: &str) -> Result<(), ClientError> {
+    let Some(history) = history else {
+        return Err(ClientError::Usage(
+            "--to needs the contacts, which live in the history database: drop --no-history".into(),
+        ));
+    };
+    let contact = match history.find_contact(to)? {
+        crate::history::ContactMatch::One(c) => c,
+        crate::history::ContactMatch::None => {
+            return Err(ClientError::Usage(format!(
+                "--to {}: no contact by that name or fingerprint; `client contacts` lists them. \
+                 Meet once with a room code (or a token) first.",
+                wire::sanitize_for_terminal(to)
+            )))
+        }
+        crate::history::ContactMatch::Many(all) => {
+            let fps: Vec<String> = all.iter().map(|c| c.fingerprint.clone()).collect();
+            return Err(ClientError::Usage(format!(
+                "--to {}: several contacts use that name; pass a fingerprint instead: {}",
+                wire::sanitize_for_terminal(to),
+                fps.join(", ")
+            )));
+        }
+    };
+    let key = contact.key().ok_or_else(|| {
+        ClientError::File("a contact's identity key is damaged in the history database".into())
+    })?;
+    let secret = setup
+        .identity
+        .contact_secret(&key)
+        .map_err(|e| ClientError::Usage(format!("--to: {e}")))?;
+    let label = format!("contact {}", contact.name);
+    setup.code = RoomCode::from_secret(&label, &secret);
+    setup.room = label;
+    setup.expect_peer = Some(key);
+    Ok(())
 }
 
 /// The run's network state, kept across reconnects.
@@ -157,7 +224,7 @@ async fn converse(
             }
             Offline::Done(result) => result,
         };
-        let (conn, matched) = match established {
+        let (mut conn, matched) = match established {
             Ok(pair) => pair,
             Err(e) => match lost {
                 Some((since, attempts)) if retryable(&e) => {
@@ -185,11 +252,17 @@ async fn converse(
             },
         };
 
+        if matches!(setup.token, Some(TokenRun::Hold(_)))
+            && !admit(setup, &mut conn, &matched, convo, input, out).await?
+        {
+            continue;
+        }
         let info = PeerInfo {
             name: matched.peer_name.clone(),
             addr: conn.addr,
             path: conn.path.as_str().to_string(),
             sas: conn.session.sas().to_string(),
+            identity: conn.session.peer_identity(),
         };
         let resumed = conn.session.resumed();
         let verified = convo.begin_session(
@@ -206,6 +279,7 @@ async fn converse(
             role: matched.role.to_string(),
             resumed,
             verified,
+            fingerprint: info.identity.fingerprint().to_string(),
         });
         if previous.is_some() && !resumed {
             out.show(&Event::Info {
@@ -272,6 +346,7 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         }
         // With a mediator, `run` asks it for a nameplate first (§13.2) and
         // fills the room in then.
+        None if args.connect.is_some() || args.token_ttl.is_some() => "token".to_string(),
         None if server.is_some() => String::new(),
         None => {
             let room = roomcode::generate(&mut OsRng);
@@ -279,10 +354,14 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
             room
         }
     };
+    let profile = crate::identity::profile_dir(args.profile.as_deref())?;
+    let (identity, created) = crate::identity::load_or_create(&profile)?;
     let history = if args.no_history {
         None
     } else {
-        args.history.clone().or_else(History::default_path)
+        args.history
+            .clone()
+            .or_else(|| Some(profile.join("history.sqlite3")))
     };
     let keylog = records::keylog_path();
     if let Some(path) = &keylog {
@@ -290,6 +369,16 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
             text: format!(
                 "warning: P2PCHAT_KEYLOG is set; session keys will be written to {}. Anyone with that file can read this chat.",
                 path.display()
+            ),
+        });
+    }
+    // After the keylog warning: that one matters more.
+    if created {
+        out.show(&Event::Info {
+            text: format!(
+                "Created your identity in {} (fingerprint {}). Keep that directory private.",
+                profile.display(),
+                identity.public().fingerprint()
             ),
         });
     }
@@ -303,6 +392,12 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         listen,
         keylog,
         history,
+        identity,
+        expect_peer: None,
+        token: match &args.connect {
+            Some(text) => Some(TokenRun::Dial(crate::token::parse(text)?)),
+            None => None,
+        },
         args,
     })
 }
@@ -376,6 +471,9 @@ async fn establish(
     previous: Option<ResumeSecret>,
     out: &Output,
 ) -> Result<(Connected, Matched), ClientError> {
+    if let Some(run) = &setup.token {
+        return establish_token(setup, net, run, previous, out).await;
+    }
     let Some(server) = &setup.server else {
         return establish_lan(setup, net, previous, out).await;
     };
@@ -453,6 +551,8 @@ fn matched_input(
         peer_public: matched.public.clone(),
         previous,
         keylog: setup.keylog.is_some(),
+        identity: setup.identity.clone(),
+        expect_peer: setup.expect_peer,
     }
 }
 
@@ -515,6 +615,131 @@ async fn establish_lan(
     })?;
     conn.path = Path::Lan;
     Ok((conn, matched))
+}
+
+/// A token run: the holder waits for a dialer, the dialer dials the token's
+/// addresses; no mediator either way.
+async fn establish_token(
+    setup: &Setup,
+    net: &Net<'_>,
+    run: &TokenRun,
+    previous: Option<ResumeSecret>,
+    out: &Output,
+) -> Result<(Connected, Matched), ClientError> {
+    let ends = crate::token::Ends {
+        name: &setup.name,
+        group: setup.group,
+        identity: &setup.identity,
+        previous,
+        keylog: setup.keylog.is_some(),
+    };
+    match run {
+        TokenRun::Hold(token) => {
+            out.show(&Event::Waiting {
+                listen: net.port.addr().to_string(),
+                expires_in_secs: u32::try_from(
+                    token.expires_unix.saturating_sub(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    ),
+                )
+                .unwrap_or(u32::MAX),
+            });
+            crate::token::host(net.listener, token, ends, |addr, reason| {
+                out.show(&Event::Rejected {
+                    addr: addr.to_string(),
+                    reason: reason.to_string(),
+                })
+            })
+            .await
+        }
+        TokenRun::Dial(token) => {
+            let (mut conn, matched) = crate::token::dial(net.port, token, ends).await?;
+            out.show(&Event::Info {
+                text: format!(
+                    "Reached {}; waiting for them to let us in…",
+                    wire::sanitize_for_terminal(&matched.peer_name)
+                ),
+            });
+            crate::token::await_admission(&mut conn, &matched.peer_name).await?;
+            Ok((conn, matched))
+        }
+    }
+}
+
+/// The token holder's decision about a dialer: a contact or `--yes` is let in;
+/// anyone else waits for `/accept` or `/deny` (or end of input: deny).
+async fn admit(
+    setup: &Setup,
+    conn: &mut Connected,
+    matched: &Matched,
+    convo: &Conversation,
+    input: &mut mpsc::Receiver<InputEvent>,
+    out: &Output,
+) -> Result<bool, ClientError> {
+    let key = conn.session.peer_identity();
+    let decision = if setup.args.yes || convo.knows(&key) {
+        Ok(())
+    } else {
+        out.show(&Event::Admission {
+            peer: matched.peer_name.clone(),
+            fingerprint: key.fingerprint().to_string(),
+            sas: conn.session.sas().to_string(),
+        });
+        let until = Instant::now() + crate::token::ADMISSION_WAIT;
+        loop {
+            match tokio::time::timeout_at(until, input.recv()).await {
+                Ok(Some(InputEvent::Line(line))) => match line.trim() {
+                    "/accept" => break Ok(()),
+                    "/deny" => break Err("the token's holder said no".to_string()),
+                    _ => out.show(&Event::Info {
+                        text: "Answer /accept or /deny first.".into(),
+                    }),
+                },
+                Ok(Some(InputEvent::TooLong { .. })) => {}
+                Ok(Some(InputEvent::Eof) | None) => break Err("the holder left".to_string()),
+                Err(_) => break Err("no answer in time".to_string()),
+            }
+        }
+    };
+    let admitted = decision.is_ok();
+    crate::token::send_admission(conn, decision).await?;
+    if !admitted {
+        out.show(&Event::Info {
+            text: format!(
+                "Turned {} away; still waiting for others with the token.",
+                wire::sanitize_for_terminal(&matched.peer_name)
+            ),
+        });
+    }
+    Ok(admitted)
+}
+
+/// The addresses a token names: `--advertise`, or the listener's own address,
+/// or for a wildcard listener every address of every interface that is up.
+fn token_addrs(advertise: Option<SocketAddr>, listen: SocketAddr) -> Vec<SocketAddr> {
+    if let Some(addr) = advertise {
+        return vec![addr];
+    }
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    let mut addrs: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_loopback(),
+            IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .map(|ip| SocketAddr::new(ip, listen.port()))
+        .collect();
+    addrs.truncate(wire::token::MAX_ADDRS);
+    if addrs.is_empty() {
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], listen.port())));
+    }
+    addrs
 }
 
 /// Appends the session to `peers.txt` and, when asked, the keylog.

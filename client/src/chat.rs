@@ -39,6 +39,8 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     pub path: String,
     pub sas: String,
+    /// The identity key the peer proved in the handshake (§15).
+    pub identity: dhke::IdentityKey,
 }
 
 /// How a session ended.
@@ -183,10 +185,13 @@ impl Conversation {
         }
     }
 
-    /// Starts a session: records its keys' lineage and returns whether the
-    /// verified mark carries over. A session that did not resume starts a new
-    /// lineage: the mark is cleared, the peer's ids are counted afresh, and the
-    /// history gets a new chat (holding our still-unacked messages).
+    /// Starts a session: records its keys' lineage and the peer as a contact,
+    /// and returns whether it counts as verified: the keys resumed a verified
+    /// session, or the peer's identity is a verified contact. A session that did
+    /// not resume starts a new lineage: the mark is cleared, the peer's ids are
+    /// counted afresh, and the history gets a new chat (holding our still-unacked
+    /// messages). A peer using the name of a verified contact under another
+    /// identity key is a loud warning, and not verified.
     pub fn begin_session(
         &mut self,
         peer: PeerInfo,
@@ -200,6 +205,9 @@ impl Conversation {
         }
         self.previous = Some(resume);
         self.rtt = None;
+        if self.known_contact(&peer, out) {
+            self.verified = true;
+        }
         let verified = self.verified;
         let continues = resumed && self.store.as_ref().is_some_and(|s| s.chat.is_some());
         if continues {
@@ -223,6 +231,7 @@ impl Conversation {
                 let chat = store.db.start_chat(
                     &self.room,
                     &peer.name,
+                    &peer.identity.to_hex(),
                     &peer.addr.to_string(),
                     &peer.path,
                     &peer.sas,
@@ -246,6 +255,59 @@ impl Conversation {
         }
         self.peer = Some(peer);
         verified
+    }
+
+    /// Records `peer` as a contact; true if it is a verified one. Warns when a
+    /// verified contact used this name under another key.
+    fn known_contact(&mut self, peer: &PeerInfo, out: &Output) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let checked = (|| {
+            let others = store.db.verified_others_named(&peer.name, &peer.identity)?;
+            let contact = store.db.contact_seen(
+                &peer.identity,
+                &peer.name,
+                &peer.addr.to_string(),
+                now_ms(),
+            )?;
+            Ok::<_, ClientError>((others, contact))
+        })();
+        match checked {
+            Ok((others, contact)) => {
+                if let Some(other) = others.first() {
+                    out.show(&Event::Warning {
+                        code: "impersonation".into(),
+                        text: format!(
+                            "{} uses the name of your verified contact, but with another identity \
+                             ({} instead of {}). It may be someone else. Do not trust it until \
+                             you compare the security code {} over another channel.",
+                            wire::sanitize_for_terminal(&peer.name),
+                            peer.identity.fingerprint(),
+                            other.fingerprint,
+                            peer.sas
+                        ),
+                    });
+                    return false;
+                }
+                contact.verified
+            }
+            Err(e) => {
+                out.show(&Event::Error {
+                    code: "history".into(),
+                    text: format!("{e}; contacts and history are off for the rest of this chat"),
+                });
+                self.store = None;
+                false
+            }
+        }
+    }
+
+    /// Whether `key` is one of our contacts (we completed a session with it before).
+    pub fn knows(&self, key: &dhke::IdentityKey) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| matches!(s.db.contact_by_key(key), Ok(Some(_))))
     }
 
     /// Records how the conversation ended.
@@ -405,6 +467,8 @@ impl Conversation {
                     if matches!(arg, Some("yes" | "ok" | "y")) {
                         self.verified = true;
                         self.persist(out, |db, chat| db.set_verified(chat, true));
+                        let key = peer.identity;
+                        self.persist(out, |db, _| db.set_contact_verified(&key, true));
                     }
                     out.show(&Event::Verify {
                         sas: peer.sas,
@@ -488,7 +552,9 @@ impl Conversation {
                 link.send(PeerMsg::Pong { nonce })
                     .map_err(|e| link_failure(e, peer))?;
             }
-            PeerMsg::Pong { .. } => {}
+            // Admission is settled before the chat starts (token runs); a late
+            // one changes nothing.
+            PeerMsg::Pong { .. } | PeerMsg::Admitted | PeerMsg::Denied { .. } => {}
             PeerMsg::Bye { reason } => {
                 let reason = format!(
                     "{peer} left ({})",

@@ -32,8 +32,32 @@ pub struct Args {
     pub server: Option<String>,
 
     /// Room code shared with the other person; omit it to get a fresh one.
-    #[arg(long, env = "P2PCHAT_ROOM")]
+    #[arg(long, env = "P2PCHAT_ROOM", conflicts_with_all = ["to", "connect"])]
     pub room: Option<String>,
+
+    /// Meet a contact (its name or fingerprint, see `client contacts`) at the
+    /// mediator with no room code: the room comes from both identity keys.
+    #[arg(
+        long,
+        env = "P2PCHAT_TO",
+        value_name = "NAME|FINGERPRINT",
+        requires = "server"
+    )]
+    pub to: Option<String>,
+
+    /// Dial a connection token from `client token` directly (no mediator).
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["server", "to"])]
+    pub connect: Option<String>,
+
+    /// The profile directory: identity key, and the default history and contacts
+    /// database. Default: p2pchat in the XDG data directory (~/.local/share).
+    #[arg(long, env = "P2PCHAT_PROFILE", value_name = "DIR")]
+    pub profile: Option<PathBuf>,
+
+    /// Set by `client token`: print a connection token valid this long and wait
+    /// for people who dial it.
+    #[arg(skip)]
+    pub token_ttl: Option<Duration>,
 
     /// Your name as the other side sees it (1-32 characters); random if omitted.
     #[arg(long, env = "P2PCHAT_NAME")]
@@ -73,8 +97,8 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_PLAIN")]
     pub plain: bool,
 
-    /// Chat history database (SQLite). Default: p2pchat/history.sqlite3 in the
-    /// XDG data directory (~/.local/share).
+    /// Chat history and contacts database (SQLite). Default: history.sqlite3 in
+    /// the profile directory.
     #[arg(
         long,
         env = "P2PCHAT_HISTORY",
@@ -96,7 +120,8 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_DOWNLOADS", value_name = "DIR")]
     pub downloads: Option<PathBuf>,
 
-    /// Accept every file the peer offers without asking.
+    /// Accept every file the peer offers, and (with `client token`) everyone who
+    /// dials the token, without asking.
     #[arg(long, env = "P2PCHAT_YES")]
     pub yes: bool,
 
@@ -143,6 +168,58 @@ pub struct Args {
 pub enum Command {
     /// Show past conversations from the history database.
     History(HistoryArgs),
+    /// Print this profile's identity fingerprint (created on first use).
+    Id(IdArgs),
+    /// List the contacts met so far, or remove one.
+    Contacts(ContactsArgs),
+    /// Print a connection token and wait for people who dial it with `--connect`.
+    /// Chat flags (--name, --listen, --json, --yes, …) may follow.
+    Token(TokenArgs),
+}
+
+/// `client id [--profile DIR] [--json]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdArgs {
+    #[arg(long, env = "P2PCHAT_PROFILE", value_name = "DIR")]
+    pub profile: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `client contacts [remove NAME] [--json]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ContactsArgs {
+    #[command(subcommand)]
+    pub action: Option<ContactsAction>,
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[arg(long, env = "P2PCHAT_PROFILE", value_name = "DIR", global = true)]
+    pub profile: Option<PathBuf>,
+    /// History database holding the contacts (default: in the profile).
+    #[arg(long, env = "P2PCHAT_HISTORY", value_name = "PATH", global = true)]
+    pub history: Option<PathBuf>,
+}
+
+/// What `client contacts` does besides listing.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ContactsAction {
+    /// Forget a contact (by name or fingerprint); its chats stay in the history.
+    Remove { name: String },
+}
+
+/// `client token [--ttl 24h] [chat flags…]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// How long the token stays valid.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Chat flags, as for a normal run.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FLAGS"
+    )]
+    pub rest: Vec<String>,
 }
 
 /// `client history [--room R] [--peer NAME] [--limit N] [--json]`.
@@ -163,6 +240,9 @@ pub struct HistoryArgs {
     /// History database to read (default as for chatting).
     #[arg(long, env = "P2PCHAT_HISTORY", value_name = "PATH")]
     pub history: Option<PathBuf>,
+    /// The profile whose history to read.
+    #[arg(long, env = "P2PCHAT_PROFILE", value_name = "DIR")]
+    pub profile: Option<PathBuf>,
 }
 
 /// How events are shown.

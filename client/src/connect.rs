@@ -45,9 +45,9 @@ const MAX_PUNCH_DIALS: u32 = 400;
 /// Punch anyway this long after `Matched` if the mediator never says `PunchNow`.
 const PUNCH_FALLBACK: Duration = Duration::from_secs(2);
 /// How long one side may take to answer a handshake message.
-const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_STEP: Duration = Duration::from_secs(10);
 /// A connection to the host must bring its first message within this.
-const FIRST_MESSAGE: Duration = Duration::from_secs(3);
+pub(crate) const FIRST_MESSAGE: Duration = Duration::from_secs(3);
 /// Handshakes the host judges at once from unannounced addresses, and from any
 /// one such address.
 const MAX_STRANGERS: usize = 6;
@@ -255,7 +255,7 @@ enum Found {
     RelayRefused(String),
 }
 
-async fn send_hs(framed: &mut PeerFramed, msg: &PeerHandshake) -> Result<(), String> {
+pub(crate) async fn send_hs(framed: &mut PeerFramed, msg: &PeerHandshake) -> Result<(), String> {
     let payload = wire::encode(msg).map_err(|e| e.to_string())?;
     timeout(HANDSHAKE_STEP, framed.send(payload.as_slice()))
         .await
@@ -263,7 +263,10 @@ async fn send_hs(framed: &mut PeerFramed, msg: &PeerHandshake) -> Result<(), Str
         .map_err(|e| e.to_string())
 }
 
-async fn recv_hs(framed: &mut PeerFramed, within: Duration) -> Result<PeerHandshake, String> {
+pub(crate) async fn recv_hs(
+    framed: &mut PeerFramed,
+    within: Duration,
+) -> Result<PeerHandshake, String> {
     match timeout(within, framed.next()).await {
         Err(_) => Err("no handshake message in time".into()),
         Ok(None) => Err("connection closed during the handshake".into()),
@@ -277,6 +280,13 @@ pub fn handshake_failure(e: HandshakeError, peer_name: &str) -> ClientError {
     match e {
         HandshakeError::KeysDiffer | HandshakeError::Rejected(_) | HandshakeError::WrongPeer(_) => {
             ClientError::KeysDiffer
+        }
+        e @ (HandshakeError::BadSignature | HandshakeError::WrongIdentity { .. }) => {
+            ClientError::WrongIdentity(format!(
+                "{}: {e}. If you expected someone new, meet with a room code and compare the \
+                 security code.",
+                wire::sanitize_for_terminal(peer_name)
+            ))
         }
         HandshakeError::BadPeerPublic(why) => ClientError::PeerUnreachable(format!(
             "the key announced for {} is invalid ({why}); the mediator may be faulty or hostile",
@@ -631,6 +641,8 @@ async fn judge(
             session,
         })),
         Err(HandshakeError::KeysDiffer) => Judged::KeysDiffer,
+        // It had the keys (it knows the code) but not the identity it claimed.
+        Err(HandshakeError::BadSignature) => Judged::KeysDiffer,
         Err(e) => Judged::FailedAfterReveal(format!("{addr}: {e}")),
     }
 }

@@ -19,7 +19,10 @@ Exit codes:
   11  file error (peers file, keylog)
   12  no direct path to the peer, and the relay is refused (--no-relay, --relay off)
   13  possible attack: someone tried many keys against our room (start again with a new code)
-  14  LAN mode (no --server) found nobody in the room before --lan-timeout";
+  14  LAN mode (no --server) found nobody in the room before --lan-timeout
+  15  the peer is not the identity expected (--to contact, --connect token host)
+  16  the connection token has expired (ask for a new one)
+  17  the token's holder denied the connection";
 
 /// A failure with a message for people and an exit code for scripts.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,15 @@ pub enum ClientError {
     /// LAN mode found nobody in the room before `--lan-timeout`.
     #[error("{0}")]
     LanTimeout(String),
+    /// The peer proved another identity than the one expected, or none.
+    #[error("{0}")]
+    WrongIdentity(String),
+    /// A connection token past its expiry.
+    #[error("{0}")]
+    TokenExpired(String),
+    /// The token's holder said no.
+    #[error("{0}")]
+    Denied(String),
     #[error("{0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -78,6 +90,9 @@ impl ClientError {
             ClientError::PossibleAttack(_) => 13,
             ClientError::RelayEnded(_) => 10,
             ClientError::LanTimeout(_) => 14,
+            ClientError::WrongIdentity(_) => 15,
+            ClientError::TokenExpired(_) => 16,
+            ClientError::Denied(_) => 17,
         }
     }
 
@@ -99,6 +114,9 @@ impl ClientError {
             ClientError::PossibleAttack(_) => "possible_attack",
             ClientError::RelayEnded(_) => "relay_ended",
             ClientError::LanTimeout(_) => "lan_timeout",
+            ClientError::WrongIdentity(_) => "wrong_identity",
+            ClientError::TokenExpired(_) => "token_expired",
+            ClientError::Denied(_) => "denied",
         }
     }
 

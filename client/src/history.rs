@@ -7,6 +7,7 @@
 //! `synchronous=NORMAL` can lose the last commits only on power loss).
 //! Everything that comes from the network is a bound parameter, never SQL text.
 
+mod contacts;
 mod show;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::exit::ClientError;
 use crate::private;
 use crate::ui::HistoryLine;
 
+pub use contacts::{run_contacts, Contact, ContactMatch};
 pub use show::run_command;
 
 /// Schema migrations in order: entry `i` takes `PRAGMA user_version` from `i` to
@@ -56,6 +58,22 @@ const MIGRATIONS: &[&str] = &[
     );
     -- A chat's messages in arrival order (the rowid rides along in the index).
     CREATE INDEX messages_by_chat ON messages (chat_id);",
+    // 2: contacts (docs/protocol.md §15), and the identity each chat was with.
+    "CREATE TABLE contacts (
+        id            INTEGER PRIMARY KEY,
+        identity      TEXT    NOT NULL UNIQUE,  -- 64 hex digits
+        name          TEXT    NOT NULL,         -- the name last seen
+        verified      INTEGER NOT NULL DEFAULT 0 CHECK (verified IN (0, 1)),
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms  INTEGER NOT NULL,
+        last_addr     TEXT    NOT NULL DEFAULT ''
+    );
+    CREATE TABLE contact_names (
+        contact_id    INTEGER NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+        name          TEXT    NOT NULL,
+        UNIQUE (contact_id, name)
+    );
+    ALTER TABLE chats ADD COLUMN peer_identity TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -167,10 +185,12 @@ impl History {
         Ok(history)
     }
 
-    /// `p2pchat/history.sqlite3` in the XDG data directory (`~/.local/share`),
-    /// or `None` when the system has no such directory.
-    pub fn default_path() -> Option<PathBuf> {
-        dirs::data_dir().map(|d| d.join("p2pchat").join("history.sqlite3"))
+    /// `history.sqlite3` in the profile directory (`--profile`, else `p2pchat` in
+    /// the XDG data directory), or `None` when the system has no such directory.
+    pub fn default_path(profile: Option<&Path>) -> Option<PathBuf> {
+        crate::identity::profile_dir(profile)
+            .ok()
+            .map(|d| d.join("history.sqlite3"))
     }
 
     /// The database and its WAL files as they are on disk while open.
@@ -256,11 +276,14 @@ impl History {
         ))
     }
 
-    /// Records the start of a conversation.
+    /// Records the start of a conversation with the peer whose identity key is
+    /// `identity` (64 hex digits).
+    #[allow(clippy::too_many_arguments)]
     pub fn start_chat(
         &self,
         room: &str,
         peer: &str,
+        identity: &str,
         addr: &str,
         path: &str,
         sas: &str,
@@ -268,9 +291,9 @@ impl History {
     ) -> Result<ChatId, ClientError> {
         self.conn
             .execute(
-                "INSERT INTO chats (room, peer, addr, path, sas, started_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![room, peer, addr, path, sas, to_db(started_ms)],
+                "INSERT INTO chats (room, peer, peer_identity, addr, path, sas, started_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![room, peer, identity, addr, path, sas, to_db(started_ms)],
             )
             .map_err(|e| self.fail("record the chat", &e))?;
         Ok(ChatId(self.conn.last_insert_rowid()))
@@ -466,16 +489,25 @@ impl History {
             (None, Some(_)) => {
                 "SELECT id, room, peer, addr, path, sas, verified, reconnects, resumes,
                         started_ms, ended_ms, end_reason
-                 FROM chats WHERE peer = ?2 ORDER BY started_ms DESC, id DESC LIMIT ?3"
+                 FROM chats WHERE peer = ?2 OR peer_identity IN (SELECT identity FROM contacts_named)
+                 ORDER BY started_ms DESC, id DESC LIMIT ?3"
             }
             (Some(_), Some(_)) => {
                 "SELECT id, room, peer, addr, path, sas, verified, reconnects, resumes,
                         started_ms, ended_ms, end_reason
-                 FROM chats WHERE room = ?1 AND peer = ?2
+                 FROM chats WHERE room = ?1
+                   AND (peer = ?2 OR peer_identity IN (SELECT identity FROM contacts_named))
                  ORDER BY started_ms DESC, id DESC LIMIT ?3"
             }
         };
-        let mut chats_stmt = tx.prepare(sql)?;
+        // `--peer NAME` follows the identity of every contact that used NAME,
+        // so chats where that person went by another name are listed too.
+        let named = "WITH contacts_named AS (
+                SELECT c.identity FROM contacts c WHERE c.name = ?2
+                UNION SELECT c.identity FROM contacts c
+                      JOIN contact_names n ON n.contact_id = c.id WHERE n.name = ?2) ";
+        let sql = format!("{named}{sql}");
+        let mut chats_stmt = tx.prepare(&sql)?;
         // Every statement ends with `?3`, so all three positions exist and the
         // filters a statement does not use are bound and ignored.
         let mut rows = chats_stmt.query(params![room, peer, limit])?;
@@ -606,6 +638,7 @@ mod tests {
         h.start_chat(
             room,
             peer,
+            "",
             "192.0.2.7:4000",
             "direct",
             "482 093",

@@ -17,14 +17,32 @@ fn main() -> ExitCode {
         // Log lines wait while the full-screen interface owns the terminal.
         .with_writer(|| client::tui::LogWriter)
         .init();
-    if let Some(Command::History(history)) = &args.command {
-        let mode = if history.json {
+    let plain = |json: bool| {
+        Output::new(if json {
             OutputMode::Json
         } else {
             OutputMode::Line
-        };
-        return finish(client::history::run_command(history), &Output::new(mode));
-    }
+        })
+    };
+    let args = match args.command.clone() {
+        Some(Command::History(history)) => {
+            return finish(client::history::run_command(&history), &plain(history.json));
+        }
+        Some(Command::Id(id)) => {
+            return finish(client::identity::run_command(&id), &plain(id.json))
+        }
+        Some(Command::Contacts(c)) => {
+            return finish(client::history::run_contacts(&c), &plain(c.json));
+        }
+        // `client token [--ttl D] FLAGS…`: a chat run with FLAGS that hosts a token.
+        Some(Command::Token(token)) => {
+            let argv = std::iter::once("client".to_string()).chain(token.rest.iter().cloned());
+            let mut chat = Args::parse_from(argv);
+            chat.token_ttl = Some(token.ttl);
+            chat
+        }
+        None => args,
+    };
     let mode = args.output();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

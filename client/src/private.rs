@@ -60,6 +60,13 @@ pub fn create_file(path: &Path) -> io::Result<()> {
     private_options().write(true).open(path).map(drop)
 }
 
+/// Creates `path` with mode 0600 for writing; fails if it exists.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    let mut options = private_options();
+    options.create_new(true).write(true);
+    options.open(path)
+}
+
 /// Opens `path` for appending, creating it with mode 0600 if missing.
 pub fn open_append(path: &Path) -> io::Result<File> {
     private_options().append(true).open(path)

@@ -18,6 +18,18 @@ use crate::tui::Tui;
 pub enum Event {
     /// A generated room code and the command the other side should run.
     Room { room: String, command: String },
+    /// `client token`: the token to give out, and the command that dials it.
+    Token {
+        token: String,
+        command: String,
+        expires_in_secs: u64,
+    },
+    /// Someone we do not know dialed our token: `/accept` or `/deny`.
+    Admission {
+        peer: String,
+        fingerprint: String,
+        sas: String,
+    },
     /// Registered with the mediator; waiting for the other person.
     Waiting {
         listen: String,
@@ -37,7 +49,12 @@ pub enum Event {
         role: String,
         resumed: bool,
         verified: bool,
+        /// The peer's identity fingerprint (§15), proven by its signature.
+        fingerprint: String,
     },
+    /// Something the person must not miss: `code` `impersonation` is a peer using
+    /// the name of a verified contact under another identity key.
+    Warning { code: String, text: String },
     /// A message from the peer.
     Message {
         from: String,
@@ -210,7 +227,7 @@ impl Output {
             OutputMode::Line | OutputMode::Tui => {
                 self.update_bars(event);
                 if let Some(text) = render_line(event) {
-                    if matches!(event, Event::Error { .. }) {
+                    if matches!(event, Event::Error { .. } | Event::Warning { .. }) {
                         let mut err = std::io::stderr().lock();
                         let _ = writeln!(err, "{text}");
                     } else {
@@ -277,6 +294,23 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Room { room, command } => {
             format!("Room code: {room}\nOn the other side, run:\n    {command}")
         }
+        Event::Token {
+            command,
+            expires_in_secs,
+            ..
+        } => format!(
+            "Your connection token, valid for {}. Give it to the other person; they run:\n    {command}",
+            humantime::format_duration(std::time::Duration::from_secs(*expires_in_secs))
+        ),
+        Event::Admission {
+            peer,
+            fingerprint,
+            sas,
+        } => format!(
+            "{} (identity {fingerprint}, not a contact yet) dialed your token. Security code: \
+             {sas}. Type /accept to chat, or /deny to turn them away.",
+            safe(peer)
+        ),
         Event::Waiting {
             listen,
             expires_in_secs,
@@ -290,6 +324,20 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Rejected { addr, reason } => {
             format!("Turned away a connection from {addr} that is not your peer ({reason}).")
         }
+        Event::Connected {
+            peer,
+            addr,
+            path,
+            sas,
+            verified: true,
+            fingerprint,
+            ..
+        } => format!(
+            "Connected to {} at {addr} ({path}), end-to-end encrypted.\n\
+             Verified contact (identity {fingerprint}): you compared the security code with \
+             this identity before. Code this time: {sas}. /help lists commands.",
+            safe(peer)
+        ),
         Event::Connected {
             peer,
             addr,
@@ -415,6 +463,7 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Info { text } => text.clone(),
         Event::Disconnected { reason } => format!("Session ended: {}", safe(reason)),
         Event::Error { text, .. } => format!("error: {text}"),
+        Event::Warning { text, .. } => format!("WARNING: {text}"),
     })
 }
 

@@ -213,6 +213,7 @@ async fn stranger_at_the_host_port_is_rejected_and_the_joiner_gets_through() {
         public: vec![5; 256],
         commit: [0; 32],
         resume: None,
+        identity: [9; 32],
     };
     framed
         .send(wire::encode(&hello).unwrap().as_slice())

@@ -69,6 +69,7 @@ fn fill(db: &Path) {
         .start_chat(
             "7-velvet-harbor",
             "alice",
+            "",
             "192.0.2.7:4000",
             "direct",
             "482 093",
@@ -100,6 +101,7 @@ fn fill(db: &Path) {
         .start_chat(
             "7-velvet-harbor",
             "alice",
+            "",
             "192.0.2.7:4001",
             "lan",
             "111 222",
@@ -116,6 +118,7 @@ fn fill(db: &Path) {
         .start_chat(
             "3-amber-lake",
             "carol",
+            "",
             "203.0.113.5:7000",
             "punched",
             "999 000",

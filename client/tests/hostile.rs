@@ -283,6 +283,7 @@ async fn a_joiner_confirm_before_the_peer_hello_is_rejected_and_the_host_keeps_w
         &PeerHandshake::JoinerConfirm {
             nonce: [1; 32],
             mac: [2; 32],
+            signature: wire::Signature64([3; 64]),
         },
     )
     .await;
@@ -320,7 +321,7 @@ async fn a_joiner_confirm_that_does_not_open_the_commitment_ends_with_keys_diffe
     send_msg(&mut framed, &hello).await;
     let confirm: PeerHandshake = recv_msg(&mut framed).await;
     let (_session, reply) = state.on_host_confirm(confirm).expect("host confirms");
-    let PeerHandshake::JoinerConfirm { mac, .. } = reply else {
+    let PeerHandshake::JoinerConfirm { mac, signature, .. } = reply else {
         panic!("{reply:?}")
     };
     // A nonce other than the one committed to in the PeerHello.
@@ -329,6 +330,7 @@ async fn a_joiner_confirm_that_does_not_open_the_commitment_ends_with_keys_diffe
         &PeerHandshake::JoinerConfirm {
             nonce: [0x5a; 32],
             mac,
+            signature,
         },
     )
     .await;
@@ -818,6 +820,8 @@ async fn a_host_confirm_with_a_wrong_mac_ends_the_joiner_with_keys_differ() {
         nonce,
         mut mac,
         resumed,
+        identity,
+        signature,
     } = confirm
     else {
         panic!("{confirm:?}")
@@ -829,6 +833,8 @@ async fn a_host_confirm_with_a_wrong_mac_ends_the_joiner_with_keys_differ() {
             nonce,
             mac,
             resumed,
+            identity,
+            signature,
         },
     )
     .await;
@@ -842,7 +848,14 @@ async fn a_host_resuming_a_session_never_offered_is_refused() {
     let mut framed = mallory.accept_framed().await;
     let hello: PeerHandshake = recv_msg(&mut framed).await;
     let (_state, confirm) = mallory.handshake.on_peer_hello(hello, &mut OsRng).unwrap();
-    let PeerHandshake::HostConfirm { nonce, mac, .. } = confirm else {
+    let PeerHandshake::HostConfirm {
+        nonce,
+        mac,
+        identity,
+        signature,
+        ..
+    } = confirm
+    else {
         panic!("{confirm:?}")
     };
     send_msg(
@@ -851,6 +864,8 @@ async fn a_host_resuming_a_session_never_offered_is_refused() {
             nonce,
             mac,
             resumed: true,
+            identity,
+            signature,
         },
     )
     .await;

@@ -23,6 +23,13 @@ pub enum Error {
     /// The CPace generator came out as 0, 1 or p-1 (never seen: ~2^-2040).
     #[error("the room code hashed to a degenerate generator; choose another room code")]
     WeakGenerator,
+    /// 32 bytes that are not a usable Ed25519 public key (not a point, or of
+    /// small order).
+    #[error("not a valid identity key")]
+    BadIdentityKey,
+    /// An Ed25519 signature that does not verify.
+    #[error("the identity signature does not verify")]
+    BadSignature,
     /// The shared secret came out as 1 or p-1.
     #[error("shared secret is degenerate (1 or p-1)")]
     WeakSharedSecret,

@@ -19,6 +19,7 @@
 mod cpace;
 mod error;
 mod group;
+pub mod identity;
 mod jacobi;
 mod keypair;
 pub mod room;
@@ -27,13 +28,15 @@ pub mod schedule;
 pub use cpace::{cpace_generator, Generator};
 pub use error::Error;
 pub use group::Group;
+pub use identity::{Fingerprint, Identity, IdentityKey};
 pub use jacobi::jacobi;
 pub use keypair::{
     check_public_range, validate_peer_public, KeyPair, PeerPublic, PrivateKey, SharedSecret,
 };
 pub use room::{RoomCode, RoomKind};
 pub use schedule::{
-    commit, host_confirm_mac, joiner_confirm_mac, keylog_line, lan_key, nameplate_tag, resume_id,
-    typed_room_tag, verify_mac, Direction, Key, Nonce, ResumeSecret, RoomTag, Sas, SessionKeys,
-    Transcript, TranscriptHash,
+    commit, contact_secret, fingerprint, host_confirm_mac, host_signed_bytes, identity_transcript,
+    joiner_confirm_mac, joiner_signed_bytes, keylog_line, lan_key, nameplate_tag, resume_id,
+    secret_room_tag, token_checksum, token_room_secret, typed_room_tag, verify_mac, Direction, Key,
+    Nonce, ResumeSecret, RoomTag, Sas, SessionKeys, Transcript, TranscriptHash,
 };

@@ -24,6 +24,10 @@ pub enum RoomKind {
     /// Anything else: a name people chose. The tag is Argon2id of the name and the
     /// name is the PAKE secret.
     Typed,
+    /// Not typed: a 32-byte secret (two contacts' [`crate::schedule::contact_secret`],
+    /// a connection token's secret). The tag is [`schedule::secret_room_tag`] and
+    /// the secret is the PAKE secret.
+    Secret,
 }
 
 /// A room code as typed. It never leaves the client: zeroized on drop, redacted in
@@ -31,8 +35,11 @@ pub enum RoomKind {
 /// (an Argon2id evaluation for a typed name) is computed once and kept.
 #[derive(Clone)]
 pub struct RoomCode {
+    /// What was typed, or for [`RoomKind::Secret`] a label to show.
     text: Zeroizing<String>,
     kind: RoomKind,
+    /// The secret of a [`RoomKind::Secret`] code.
+    secret: Zeroizing<[u8; 32]>,
     tag: OnceLock<RoomTag>,
 }
 
@@ -46,6 +53,18 @@ impl RoomCode {
                 None => RoomKind::Typed,
             },
             text: Zeroizing::new(text.to_owned()),
+            secret: Zeroizing::new([0; 32]),
+            tag: OnceLock::new(),
+        }
+    }
+
+    /// A room whose code is `secret` (docs/protocol.md §15); `label` is what the
+    /// screen and `peers.txt` show in its place (e.g. `contact alice`).
+    pub fn from_secret(label: &str, secret: &[u8; 32]) -> RoomCode {
+        RoomCode {
+            kind: RoomKind::Secret,
+            text: Zeroizing::new(label.to_owned()),
+            secret: Zeroizing::new(*secret),
             tag: OnceLock::new(),
         }
     }
@@ -59,18 +78,23 @@ impl RoomCode {
     pub fn nameplate(&self) -> Option<u32> {
         match self.kind {
             RoomKind::Nameplate(n) => Some(n),
-            RoomKind::Typed => None,
+            RoomKind::Typed | RoomKind::Secret => None,
         }
     }
 
-    /// The code exactly as typed (for `peers.txt` and the screen; never a log).
+    /// The code exactly as typed, or a secret room's label (for `peers.txt` and
+    /// the screen; never a log).
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
-    /// The PAKE secret: the whole code as typed, UTF-8 (docs/protocol.md §13.1).
+    /// The PAKE secret: the whole code as typed, UTF-8 (docs/protocol.md §13.1),
+    /// or the 32 bytes of a secret room.
     pub fn pake_secret(&self) -> &[u8] {
-        self.text.as_bytes()
+        match self.kind {
+            RoomKind::Secret => self.secret.as_slice(),
+            _ => self.text.as_bytes(),
+        }
     }
 
     /// What the mediator matches on: [`schedule::nameplate_tag`] of the nameplate,
@@ -79,6 +103,7 @@ impl RoomCode {
         *self.tag.get_or_init(|| match self.kind {
             RoomKind::Nameplate(n) => schedule::nameplate_tag(n),
             RoomKind::Typed => schedule::typed_room_tag(&self.text),
+            RoomKind::Secret => schedule::secret_room_tag(&self.secret),
         })
     }
 
@@ -100,6 +125,7 @@ impl fmt::Debug for RoomCode {
             // The nameplate is public: the mediator allocated it.
             RoomKind::Nameplate(n) => write!(f, "RoomCode(nameplate {n}, <redacted>)"),
             RoomKind::Typed => f.write_str("RoomCode(typed, <redacted>)"),
+            RoomKind::Secret => write!(f, "RoomCode(secret, {:?})", self.text.as_str()),
         }
     }
 }

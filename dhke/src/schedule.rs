@@ -24,6 +24,14 @@ const CPACE_GENERATOR_LABEL: &[u8] = b"p2pchat/v2/cpace-generator";
 const TRANSCRIPT_LABEL: &[u8] = b"p2pchat/v1/transcript";
 const COMMIT_LABEL: &[u8] = b"p2pchat/v1/commit";
 const RESUME_ID_LABEL: &[u8] = b"p2pchat/v1/resume-id";
+const IDENTITIES_LABEL: &[u8] = b"p2pchat/v2/identities";
+const SIGN_HOST_LABEL: &[u8] = b"p2pchat/v2/sign host";
+const SIGN_JOINER_LABEL: &[u8] = b"p2pchat/v2/sign joiner";
+const FINGERPRINT_LABEL: &[u8] = b"p2pchat/v2/fingerprint";
+const CONTACT_SALT: &[u8] = b"p2pchat/v2/contact";
+const SECRET_ROOM_LABEL: &[u8] = b"p2pchat/v2/secret-room";
+const TOKEN_CHECK_LABEL: &[u8] = b"p2pchat/v2/token-check";
+const TOKEN_ROOM_LABEL: &[u8] = b"p2pchat/v2/token-room";
 const KEY_LABEL_PREFIX: &str = "p2pchat/v1/";
 const KEYLOG_PREFIX: &str = "P2PCHAT_V1";
 
@@ -307,9 +315,10 @@ impl SessionKeys {
         ResumeSecret(self.resume.clone())
     }
 
-    /// `sas = u32_be(HMAC(k("sas"), nH || nJ)[..4]) mod 10^6`.
-    pub fn sas(&self, host_nonce: &Nonce, joiner_nonce: &Nonce) -> Sas {
-        let tag = hmac(&self.sas, &[&host_nonce.0, &joiner_nonce.0]);
+    /// `sas = u32_be(HMAC(k("sas"), thi || nH || nJ)[..4]) mod 10^6`, with `thi`
+    /// the [`identity_transcript`], so equal codes mean equal identity keys too.
+    pub fn sas(&self, thi: &TranscriptHash, host_nonce: &Nonce, joiner_nonce: &Nonce) -> Sas {
+        let tag = hmac(&self.sas, &[&thi.0, &host_nonce.0, &joiner_nonce.0]);
         let value = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]) % 1_000_000;
         Sas(value)
     }
@@ -377,6 +386,116 @@ pub fn joiner_confirm_mac(
             &joiner_nonce.0,
         ],
     )
+}
+
+/// `thi = SHA-256("p2pchat/v2/identities" || th || idH || idJ)`: the transcript with
+/// both identity keys (32 bytes each) bound in. The confirm MACs, the signatures
+/// and the SAS use `thi`; the keys come from `th` (the joiner learns `idH` only in
+/// `HostConfirm`).
+pub fn identity_transcript(
+    th: &TranscriptHash,
+    host_identity: &[u8; 32],
+    joiner_identity: &[u8; 32],
+) -> TranscriptHash {
+    let mut h = Sha256::new();
+    h.update(IDENTITIES_LABEL);
+    h.update(th.0);
+    h.update(host_identity);
+    h.update(joiner_identity);
+    TranscriptHash(h.finalize().into())
+}
+
+/// What the host signs in `HostConfirm`:
+/// `"p2pchat/v2/sign host" || thi || commit || nH || u8(resumed)`.
+pub fn host_signed_bytes(
+    thi: &TranscriptHash,
+    commit: &[u8; 32],
+    host_nonce: &Nonce,
+    resumed: bool,
+) -> Vec<u8> {
+    [
+        SIGN_HOST_LABEL,
+        &thi.0,
+        commit,
+        &host_nonce.0,
+        &[u8::from(resumed)],
+    ]
+    .concat()
+}
+
+/// What the joiner signs in `JoinerConfirm`:
+/// `"p2pchat/v2/sign joiner" || thi || commit || nH || u8(resumed) || nJ`.
+pub fn joiner_signed_bytes(
+    thi: &TranscriptHash,
+    commit: &[u8; 32],
+    host_nonce: &Nonce,
+    resumed: bool,
+    joiner_nonce: &Nonce,
+) -> Vec<u8> {
+    [
+        SIGN_JOINER_LABEL,
+        &thi.0,
+        commit,
+        &host_nonce.0,
+        &[u8::from(resumed)],
+        &joiner_nonce.0,
+    ]
+    .concat()
+}
+
+/// `SHA-256("p2pchat/v2/fingerprint" || identity key)[..16]`: what people read
+/// out and type to name an identity.
+pub fn fingerprint(identity: &[u8; 32]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(FINGERPRINT_LABEL);
+    h.update(identity);
+    let full: [u8; 32] = h.finalize().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The secret two contacts share without meeting:
+/// `HKDF-SHA256(salt = "p2pchat/v2/contact", IKM = X25519 shared value,
+/// info = min(idA, idB) || max(idA, idB), L = 32)`. Order-independent.
+pub fn contact_secret(shared: &[u8; 32], a: &[u8; 32], b: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let info = [lo.as_slice(), hi.as_slice()].concat();
+    let mut out = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(CONTACT_SALT), shared)
+        .expand(&info, out.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    out
+}
+
+/// The tag of a room whose code is a 32-byte secret (two contacts, a connection
+/// token): `SHA-256("p2pchat/v2/secret-room" || secret)`. The secret has full
+/// entropy, so no memory-hard KDF is needed.
+pub fn secret_room_tag(secret: &[u8; 32]) -> RoomTag {
+    let mut h = Sha256::new();
+    h.update(SECRET_ROOM_LABEL);
+    h.update(secret);
+    RoomTag(h.finalize().into())
+}
+
+/// The typo check of a connection token: `SHA-256("p2pchat/v2/token-check" ||
+/// body)[..4]`.
+pub fn token_checksum(body: &[u8]) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(TOKEN_CHECK_LABEL);
+    h.update(body);
+    let full: [u8; 32] = h.finalize().into();
+    [full[0], full[1], full[2], full[3]]
+}
+
+/// The room secret of a connection token: `SHA-256("p2pchat/v2/token-room" ||
+/// token secret)`, the code of the token's CPace handshake and, through
+/// [`secret_room_tag`], its tag.
+pub fn token_room_secret(secret: &[u8; 16]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(TOKEN_ROOM_LABEL);
+    h.update(secret);
+    h.finalize().into()
 }
 
 /// Compares two MACs (or any secret-derived 32-byte values) in constant time.

@@ -1,13 +1,18 @@
 """Independent computation of the §13 known-answer vectors (docs/protocol.md) that
-dhke/tests/vectors.rs pins: Python's hashlib/hmac and argon2-cffi, no Rust code.
+dhke/tests/vectors.rs pins, and the §15 identity vectors: Python's hashlib/hmac,
+argon2-cffi and cryptography (Ed25519, X25519), no Rust code.
 
-Run: pip install argon2-cffi && python3 dhke/tests/pake_vectors.py
+Run: pip install argon2-cffi cryptography && python3 dhke/tests/pake_vectors.py
 """
 
+import base64
 import hashlib
 import hmac
 
 from argon2.low_level import Type, hash_secret_raw
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 MODP = {
     14: """
@@ -143,18 +148,68 @@ def main():
         keys[label] = hmac256(prk, b"p2pchat/v1/" + label.encode(), b"\x01")
     nh, nj = bytes([0xA0] * 32), bytes([0xB0] * 32)
     commit = sha256(b"p2pchat/v1/commit", nj)
-    mac_h = hmac256(keys["confirm host"], th, commit, nh, b"\x00")
-    mac_j = hmac256(keys["confirm joiner"], th, commit, nh, b"\x00", nj)
-    sas = int.from_bytes(hmac256(keys["sas"], nh, nj)[:4], "big") % 10**6
+    # Identities (§15): Ed25519 seeds 32 x 01 (host) and 32 x 02 (joiner).
+    sk_h = Ed25519PrivateKey.from_private_bytes(bytes([1] * 32))
+    sk_j = Ed25519PrivateKey.from_private_bytes(bytes([2] * 32))
+    id_h, id_j = raw_public(sk_h), raw_public(sk_j)
+    thi = sha256(b"p2pchat/v2/identities", th, id_h, id_j)
+    mac_h = hmac256(keys["confirm host"], thi, commit, nh, b"\x00")
+    mac_j = hmac256(keys["confirm joiner"], thi, commit, nh, b"\x00", nj)
+    sig_h = sk_h.sign(b"p2pchat/v2/sign host" + thi + commit + nh + b"\x00")
+    sig_j = sk_j.sign(b"p2pchat/v2/sign joiner" + thi + commit + nh + b"\x00" + nj)
+    sas = int.from_bytes(hmac256(keys["sas"], thi, nh, nj)[:4], "big") % 10**6
     print("session Y_host sha256", sha256(yh).hex())
     print("session Y_joiner sha256", sha256(yj).hex())
     print("session Z sha256", sha256(z).hex())
     print("session th", th.hex())
     for label in ["host->joiner enc", "host->joiner mac", "joiner->host enc", "joiner->host mac"]:
         print(f"session k({label})", keys[label].hex())
+    print("session id_host", id_h.hex())
+    print("session id_joiner", id_j.hex())
+    print("session thi", thi.hex())
+    print("session sigH", sig_h.hex())
+    print("session sigJ", sig_j.hex())
     print("session macH", mac_h.hex())
     print("session macJ", mac_j.hex())
     print(f"session SAS {sas // 1000:03} {sas % 1000:03}")
+
+    # Fingerprint, contact secret (X25519 of the Ed25519 keys), its room tag and
+    # the token checksum.
+    fp = sha256(b"p2pchat/v2/fingerprint", id_h)[:16].hex()
+    print("fingerprint", " ".join(fp[i:i + 4] for i in range(0, 32, 4)))
+    shared = x25519_of(bytes([1] * 32)).exchange(X25519PublicKey.from_public_bytes(montgomery_u(id_j)))
+    assert shared == x25519_of(bytes([2] * 32)).exchange(X25519PublicKey.from_public_bytes(montgomery_u(id_h)))
+    lo, hi = sorted([id_h, id_j])
+    _, contact = hkdf(b"p2pchat/v2/contact", shared, lo + hi, 32)
+    print("contact secret", contact.hex())
+    print("contact room tag", sha256(b"p2pchat/v2/secret-room", contact).hex())
+    print("token checksum of 'p2pchat'", sha256(b"p2pchat/v2/token-check", b"p2pchat")[:4].hex())
+
+    # A connection token (§16): identity A, secret 16 x 22, expiry 1800000000,
+    # one address 192.0.2.7:4000.
+    body = (id_h + bytes([0x22] * 16) + (1800000000).to_bytes(8, "big") + bytes([1, 4, 192, 0, 2, 7])
+            + (4000).to_bytes(2, "big"))
+    check = sha256(b"p2pchat/v2/token-check", body)[:4]
+    print("token", "p2pchat:1:" + base64.b32encode(body + check).decode().lower().rstrip("="))
+    room = sha256(b"p2pchat/v2/token-room", bytes([0x22] * 16))
+    print("token room secret", room.hex())
+    print("token room tag", sha256(b"p2pchat/v2/secret-room", room).hex())
+
+
+def raw_public(sk):
+    return sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def x25519_of(seed):
+    """The X25519 key of an Ed25519 seed: the first half of SHA-512(seed) (X25519 clamps)."""
+    return X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32])
+
+
+def montgomery_u(ed_public):
+    """The Montgomery u of an Edwards point: u = (1 + y) / (1 - y) mod 2^255 - 19."""
+    q = 2**255 - 19
+    y = int.from_bytes(ed_public, "little") & ((1 << 255) - 1)
+    return ((1 + y) * pow(1 - y, q - 2, q) % q).to_bytes(32, "little")
 
 
 if __name__ == "__main__":

@@ -720,17 +720,66 @@ mod pake {
                 "5e652c05f8652ac7973cf6c3634c339740068fb069ddb21bb3df0c29fba185b5",
             ]
         );
+        // Identities (§15): seeds 32 × 01 (alice, host) and 32 × 02 (bob, joiner).
+        let (id_h, id_j) = (
+            dhke::Identity::from_seed(&[1; 32]),
+            dhke::Identity::from_seed(&[2; 32]),
+        );
+        assert_eq!(
+            id_h.public().to_hex(),
+            "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+        );
+        assert_eq!(
+            id_j.public().to_hex(),
+            "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394"
+        );
+        let thi = dhke::identity_transcript(&th, &id_h.public().0, &id_j.public().0);
+        assert_eq!(
+            hex::encode(thi.0),
+            "755eebab9d07ad9cc907191b7b339139f645502cbb69a488b18d4e2e1b72e6e0"
+        );
         let (nh, nj) = (Nonce([0xA0; 32]), Nonce([0xB0; 32]));
         let c = commit(&nj);
         assert_eq!(
-            hex::encode(host_confirm_mac(&keys, &th, &c, &nh, false)),
-            "56b7fb81a6f48fa65e5a98959bc4fae0d9cfa5f5493c7181651de0b8336b39ab"
+            hex::encode(host_confirm_mac(&keys, &thi, &c, &nh, false)),
+            "878db44ac8baa4099720a46dbb2c3be42a19a71520d3cd329906df4de365b5ca"
         );
         assert_eq!(
-            hex::encode(joiner_confirm_mac(&keys, &th, &c, &nh, false, &nj)),
-            "e529082f58a764a37c9528d8b7c6d1aea1ead5bd3be88e06d6d53d45b7dc361d"
+            hex::encode(joiner_confirm_mac(&keys, &thi, &c, &nh, false, &nj)),
+            "a2d2be9f4e9735a7787330dc3920849bd72a1c075836b39cf464bd5ab1e0304c"
         );
-        assert_eq!(keys.sas(&nh, &nj).to_string(), "490 376");
+        let sig_h = id_h.sign(&dhke::host_signed_bytes(&thi, &c, &nh, false));
+        let sig_j = id_j.sign(&dhke::joiner_signed_bytes(&thi, &c, &nh, false, &nj));
+        assert_eq!(hex::encode(sig_h), "5aebe401ae7cc19aa2436f16a4b2a94c9e4e603af85bcad1ae7cbb07c65217033b7be8701e5d94bc393e9ea4084f9c71cb42bb1c68e70bf722e27faf4ead3301");
+        assert_eq!(hex::encode(sig_j), "43e131ebf4ffecfe91384df09e9084220c07b0c6685a6538a579ec4e22369ff4723a72a960a11fbdd1ba67e6d422783f5f107060d3fe484873eb30c85a367305");
+        assert_eq!(keys.sas(&thi, &nh, &nj).to_string(), "576 207");
+    }
+
+    #[test]
+    fn identity_vectors() {
+        let (a, b) = (
+            dhke::Identity::from_seed(&[1; 32]),
+            dhke::Identity::from_seed(&[2; 32]),
+        );
+        assert_eq!(
+            a.public().fingerprint().to_string(),
+            "ea10 695a f766 1f0e 1345 7f35 4cff 16ec"
+        );
+        let secret = a.contact_secret(&b.public()).unwrap();
+        assert_eq!(*secret, *b.contact_secret(&a.public()).unwrap());
+        assert_eq!(
+            hex::encode(*secret),
+            "a5fb7549e30d9767de78f11c471a8351cfdcab2f8d34a2332f67a0e931a264d6"
+        );
+        assert_eq!(
+            RoomCode::from_secret("contact", &secret).tag().short_hex(),
+            hex::encode(&dhke::secret_room_tag(&secret).0[..4])
+        );
+        assert_eq!(
+            hex::encode(dhke::secret_room_tag(&secret).0),
+            "098fe3101a53d2e2f076210f1a22fd157bea45b5bb735143e8aecf45a5c045a2"
+        );
+        assert_eq!(hex::encode(dhke::token_checksum(b"p2pchat")), "c173adf0");
     }
 
     #[test]

@@ -12,7 +12,11 @@ use crate::exit::ClientError;
 
 /// Runs `client history [--room R] [--peer NAME] [--limit N] [--json]`.
 pub fn run_command(args: &HistoryArgs) -> Result<(), ClientError> {
-    let Some(path) = args.history.clone().or_else(History::default_path) else {
+    let Some(path) = args
+        .history
+        .clone()
+        .or_else(|| History::default_path(args.profile.as_deref()))
+    else {
         return Err(ClientError::Usage(
             "there is no data directory for the default history file (is HOME set?); pass \
              --history PATH"

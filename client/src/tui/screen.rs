@@ -307,7 +307,13 @@ impl Screen {
                 self.push_text(now, Speaker::Error, &format!("error: {text}"));
                 return;
             }
+            Event::Warning { text, .. } => {
+                self.push_text(now, Speaker::Error, &format!("WARNING: {text}"));
+                return;
+            }
             Event::Room { .. }
+            | Event::Token { .. }
+            | Event::Admission { .. }
             | Event::Rejected { .. }
             | Event::History { .. }
             | Event::FileOffer { .. }

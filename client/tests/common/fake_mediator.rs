@@ -245,6 +245,9 @@ async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String)
             peer_public: joiner.public.clone(),
             previous: None,
             keylog: false,
+            // A man in the middle has no one's identity but its own.
+            identity: dhke::Identity::from_seed(&[0x4d; 32]),
+            expect_peer: None,
         };
         tokio::spawn(async move {
             let hs = HostHandshake::new(input).expect("host handshake");
@@ -272,6 +275,9 @@ async fn man_in_the_middle(mut host: Arrival, mut joiner: Arrival, room: String)
         peer_public: host.public.clone(),
         previous: None,
         keylog: false,
+        // A man in the middle has no one's identity but its own.
+        identity: dhke::Identity::from_seed(&[0x4d; 32]),
+        expect_peer: None,
     };
     let stream = TcpStream::connect(host_addr).await.expect("reach the host");
     let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));

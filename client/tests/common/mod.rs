@@ -125,12 +125,29 @@ impl Mediator {
     /// Starts a mediator inside network namespace `netns` (a lab's public
     /// segment), or in ours with `None`.
     pub async fn start_in(netns: Option<&str>, listen: &str, extra: &[&str]) -> Mediator {
+        Mediator::spawn(netns, listen, extra, Stdio::null(), "info").await
+    }
+
+    /// Starts a mediator on 127.0.0.1 logging at debug level into `log`.
+    pub async fn start_logged(extra: &[&str], log: &Path) -> Mediator {
+        let file = std::fs::File::create(log).expect("create the mediator log");
+        Mediator::spawn(None, "127.0.0.1:0", extra, Stdio::from(file), "debug").await
+    }
+
+    async fn spawn(
+        netns: Option<&str>,
+        listen: &str,
+        extra: &[&str],
+        stderr: Stdio,
+        log_level: &str,
+    ) -> Mediator {
         let mut child = command_in(netns, &mediator_bin())
+            .env("RUST_LOG", log_level)
             .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("start mediator");
@@ -186,6 +203,8 @@ pub fn client_args(server: &str, name: &str, dir: &TempDir, extra: &[&str]) -> V
         dir.join(&format!("history-{name}.sqlite3"))
             .display()
             .to_string(),
+        "--profile".into(),
+        dir.join(&format!("profile-{name}")).display().to_string(),
         "--server".into(),
         server.into(),
         "--name".into(),

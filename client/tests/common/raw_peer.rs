@@ -161,6 +161,9 @@ pub async fn meet_as_joiner_relay(
         peer_public: public,
         previous: None,
         keylog: false,
+        // A man in the middle has no one's identity but its own.
+        identity: dhke::Identity::from_seed(&[0x4d; 32]),
+        expect_peer: None,
     };
     MatchedJoiner {
         host,
@@ -274,6 +277,9 @@ impl WaitingHost {
             peer_public: public,
             previous: None,
             keylog: false,
+            // A man in the middle has no one's identity but its own.
+            identity: dhke::Identity::from_seed(&[0x4d; 32]),
+            expect_peer: None,
         };
         MatchedHost {
             listener: self.listener,

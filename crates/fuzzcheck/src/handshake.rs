@@ -74,6 +74,9 @@ fn input(
         peer_public: peer.public().to_vec(),
         previous,
         keylog: false,
+        // Fixed identities, so replays repeat: seed = first byte of the name.
+        identity: dhke::Identity::from_seed(&[local_name.as_bytes()[0]; 32]),
+        expect_peer: None,
     }
 }
 
@@ -112,6 +115,7 @@ impl Fixture {
             public,
             commit,
             resume: Some(_),
+            identity,
         } = hello.clone()
         {
             let plain = PeerHandshake::PeerHello {
@@ -119,6 +123,7 @@ impl Fixture {
                 public,
                 commit,
                 resume: None,
+                identity,
             };
             let (_, reply) = host
                 .on_peer_hello(plain, &mut host_rng())
@@ -303,12 +308,14 @@ fn strip_resume(hello: &PeerHandshake) -> PeerHandshake {
             room,
             public,
             commit,
+            identity,
             ..
         } => PeerHandshake::PeerHello {
             room,
             public,
             commit,
             resume: None,
+            identity,
         },
         other => other,
     }

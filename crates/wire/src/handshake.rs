@@ -9,11 +9,11 @@
 //! before the keys are confirmed. The caller moves the messages; nothing here does I/O.
 
 use dhke::schedule::{Direction, Nonce, ResumeSecret, RoomTag, Sas, SessionKeys};
-use dhke::{KeyPair, RoomCode, Transcript, TranscriptHash};
+use dhke::{Identity, IdentityKey, KeyPair, RoomCode, Transcript, TranscriptHash};
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
-use crate::peer::PeerHandshake;
+use crate::peer::{PeerHandshake, Signature64};
 use crate::record::{Opener, Sealer};
 use crate::rendezvous::Role;
 
@@ -35,6 +35,11 @@ pub struct HandshakeInput {
     pub previous: Option<ResumeSecret>,
     /// Whether to produce the `P2PCHAT_KEYLOG` line.
     pub keylog: bool,
+    /// Our long-term identity, which signs the transcript (§15).
+    pub identity: Identity,
+    /// The identity the peer must hold (a contact met with `--to`, a token's
+    /// host); `None`: anyone, judged by the caller afterwards.
+    pub expect_peer: Option<IdentityKey>,
 }
 
 /// Why a handshake stopped.
@@ -62,6 +67,16 @@ pub enum HandshakeError {
     /// The peer refused us with a reason.
     #[error("peer refused the connection: {0}")]
     Rejected(String),
+    /// The peer's identity signature failed: it does not hold the identity key it
+    /// sent, or someone changed the messages.
+    #[error("the peer's identity signature is wrong: someone in the middle, or a broken client")]
+    BadSignature,
+    /// The peer holds another identity than the one we were told to expect.
+    #[error("the peer is not who we expected: its identity is {got}, expected {expected}")]
+    WrongIdentity {
+        expected: dhke::Fingerprint,
+        got: dhke::Fingerprint,
+    },
 }
 
 /// Everything derived once the peer's public value is known.
@@ -75,6 +90,27 @@ struct Agreement {
     resumed: Option<(SessionKeys, [u8; 32])>,
     keylog: Option<Zeroizing<String>>,
     resumed_keylog: Option<Zeroizing<String>>,
+    identity: Identity,
+    expect_peer: Option<IdentityKey>,
+}
+
+/// The peer's identity key from the wire, checked to be a usable key and, when
+/// one is expected, that one.
+fn peer_identity(
+    bytes: [u8; 32],
+    expect: Option<IdentityKey>,
+) -> Result<IdentityKey, HandshakeError> {
+    let key = IdentityKey(bytes);
+    if key.check().is_err() {
+        return Err(HandshakeError::WrongPeer("not a valid identity key"));
+    }
+    match expect {
+        Some(expected) if expected != key => Err(HandshakeError::WrongIdentity {
+            expected: expected.fingerprint(),
+            got: key.fingerprint(),
+        }),
+        _ => Ok(key),
+    }
 }
 
 impl Agreement {
@@ -129,6 +165,8 @@ impl Agreement {
             resumed,
             keylog,
             resumed_keylog,
+            identity: input.identity,
+            expect_peer: input.expect_peer,
         })
     }
 
@@ -173,6 +211,7 @@ impl HostHandshake {
             public,
             commit,
             resume,
+            identity,
         } = msg
         else {
             return Err(HandshakeError::WrongPeer("first message is not PeerHello"));
@@ -184,25 +223,37 @@ impl HostHandshake {
         if public != a.peer_public {
             return Err(HandshakeError::WrongPeer("different public value"));
         }
+        let joiner_identity = peer_identity(identity, a.expect_peer)?;
+        let own_identity = a.identity.public();
+        let thi = dhke::identity_transcript(&a.th, &own_identity.0, &joiner_identity.0);
         let resumed = match (&a.resumed, resume) {
             (Some((_, id)), Some(offered)) => dhke::verify_mac(id, &offered),
             _ => false,
         };
         let (keys, keylog) = a.keys(resumed);
         let host_nonce = Nonce::random(rng);
-        let mac = dhke::host_confirm_mac(keys, &a.th, &commit, &host_nonce, resumed);
+        let mac = dhke::host_confirm_mac(keys, &thi, &commit, &host_nonce, resumed);
+        let signature = a.identity.sign(&dhke::host_signed_bytes(
+            &thi,
+            &commit,
+            &host_nonce,
+            resumed,
+        ));
         let next = HostConfirmSent {
             keys: keys.clone(),
-            th: a.th,
+            thi,
             commit,
             host_nonce,
             resumed,
             keylog: keylog.cloned(),
+            joiner_identity,
         };
         let reply = PeerHandshake::HostConfirm {
             nonce: host_nonce.0,
             mac,
             resumed,
+            identity: own_identity.0,
+            signature: Signature64(signature),
         };
         Ok((next, reply))
     }
@@ -211,11 +262,13 @@ impl HostHandshake {
 /// The host after sending `HostConfirm`, waiting for `JoinerConfirm`.
 pub struct HostConfirmSent {
     keys: SessionKeys,
-    th: TranscriptHash,
+    /// The identity transcript `thi` (§15.2).
+    thi: TranscriptHash,
     commit: [u8; 32],
     host_nonce: Nonce,
     resumed: bool,
     keylog: Option<Zeroizing<String>>,
+    joiner_identity: IdentityKey,
 }
 
 impl std::fmt::Debug for HostConfirmSent {
@@ -225,16 +278,26 @@ impl std::fmt::Debug for HostConfirmSent {
 }
 
 impl HostConfirmSent {
-    /// Checks the revealed `nJ` against the commitment and the joiner's MAC.
+    /// The joiner's identity key, from its `PeerHello` (not yet proven).
+    pub fn joiner_identity(&self) -> IdentityKey {
+        self.joiner_identity
+    }
+
+    /// Checks the revealed `nJ` against the commitment, the joiner's MAC and its
+    /// signature.
     pub fn on_joiner_confirm(self, msg: PeerHandshake) -> Result<Session, HandshakeError> {
-        let (nonce, mac) = match msg {
-            PeerHandshake::JoinerConfirm { nonce, mac } => (Nonce(nonce), mac),
+        let (nonce, mac, signature) = match msg {
+            PeerHandshake::JoinerConfirm {
+                nonce,
+                mac,
+                signature,
+            } => (Nonce(nonce), mac, signature),
             PeerHandshake::Reject { reason } => return Err(HandshakeError::Rejected(reason)),
             _ => return Err(HandshakeError::Unexpected("expected JoinerConfirm")),
         };
         let expected = dhke::joiner_confirm_mac(
             &self.keys,
-            &self.th,
+            &self.thi,
             &self.commit,
             &self.host_nonce,
             self.resumed,
@@ -245,14 +308,25 @@ impl HostConfirmSent {
         if !(commit_ok && mac_ok) {
             return Err(HandshakeError::KeysDiffer);
         }
+        let signed = dhke::joiner_signed_bytes(
+            &self.thi,
+            &self.commit,
+            &self.host_nonce,
+            self.resumed,
+            &nonce,
+        );
+        self.joiner_identity
+            .verify(&signed, &signature.0)
+            .map_err(|_| HandshakeError::BadSignature)?;
         Ok(Session::new(
             Role::Host,
             &self.keys,
             &self.host_nonce,
             &nonce,
             self.resumed,
-            self.th,
+            self.thi,
             self.keylog,
+            self.joiner_identity,
         ))
     }
 }
@@ -293,6 +367,7 @@ impl JoinerHandshake {
             public: self.local_public.clone(),
             commit,
             resume,
+            identity: agreement.identity.public().0,
         };
         let state = JoinerHelloSent {
             offered_resume: resume.is_some(),
@@ -338,12 +413,14 @@ impl JoinerHelloSent {
         self,
         msg: PeerHandshake,
     ) -> Result<(Session, PeerHandshake), HandshakeError> {
-        let (host_nonce, mac, resumed) = match msg {
+        let (host_nonce, mac, resumed, identity, signature) = match msg {
             PeerHandshake::HostConfirm {
                 nonce,
                 mac,
                 resumed,
-            } => (Nonce(nonce), mac, resumed),
+                identity,
+                signature,
+            } => (Nonce(nonce), mac, resumed, identity, signature),
             PeerHandshake::Reject { reason } => return Err(HandshakeError::Rejected(reason)),
             _ => return Err(HandshakeError::Unexpected("expected HostConfirm")),
         };
@@ -353,31 +430,53 @@ impl JoinerHelloSent {
             ));
         }
         let a = &self.agreement;
+        let host_identity = match peer_identity(identity, a.expect_peer) {
+            Ok(key) => key,
+            Err(HandshakeError::WrongPeer(_)) => return Err(HandshakeError::BadSignature),
+            Err(e) => return Err(e),
+        };
+        let own_identity = a.identity.public();
+        let thi = dhke::identity_transcript(&a.th, &host_identity.0, &own_identity.0);
         let (keys, keylog) = a.keys(resumed);
-        let expected = dhke::host_confirm_mac(keys, &a.th, &self.commit, &host_nonce, resumed);
+        let expected = dhke::host_confirm_mac(keys, &thi, &self.commit, &host_nonce, resumed);
         if !dhke::verify_mac(&expected, &mac) {
             return Err(HandshakeError::KeysDiffer);
         }
+        host_identity
+            .verify(
+                &dhke::host_signed_bytes(&thi, &self.commit, &host_nonce, resumed),
+                &signature.0,
+            )
+            .map_err(|_| HandshakeError::BadSignature)?;
         let reply_mac = dhke::joiner_confirm_mac(
             keys,
-            &a.th,
+            &thi,
             &self.commit,
             &host_nonce,
             resumed,
             &self.joiner_nonce,
         );
+        let signature = a.identity.sign(&dhke::joiner_signed_bytes(
+            &thi,
+            &self.commit,
+            &host_nonce,
+            resumed,
+            &self.joiner_nonce,
+        ));
         let session = Session::new(
             Role::Joiner,
             keys,
             &host_nonce,
             &self.joiner_nonce,
             resumed,
-            a.th,
+            thi,
             keylog.cloned(),
+            host_identity,
         );
         let reply = PeerHandshake::JoinerConfirm {
             nonce: self.joiner_nonce.0,
             mac: reply_mac,
+            signature: Signature64(signature),
         };
         Ok((session, reply))
     }
@@ -394,6 +493,7 @@ pub struct Session {
     resume_secret: ResumeSecret,
     transcript: TranscriptHash,
     keylog: Option<Zeroizing<String>>,
+    peer_identity: IdentityKey,
 }
 
 impl std::fmt::Debug for Session {
@@ -407,6 +507,7 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         role: Role,
         keys: &SessionKeys,
@@ -415,6 +516,7 @@ impl Session {
         resumed: bool,
         transcript: TranscriptHash,
         keylog: Option<Zeroizing<String>>,
+        peer_identity: IdentityKey,
     ) -> Session {
         let (send, recv) = match role {
             Role::Host => (Direction::HostToJoiner, Direction::JoinerToHost),
@@ -424,11 +526,12 @@ impl Session {
             role,
             sealer: Sealer::new(keys.enc(send), keys.mac(send)),
             opener: Opener::new(keys.enc(recv), keys.mac(recv)),
-            sas: keys.sas(host_nonce, joiner_nonce),
+            sas: keys.sas(&transcript, host_nonce, joiner_nonce),
             resumed,
             resume_secret: keys.resume_secret(),
             transcript,
             keylog,
+            peer_identity,
         }
     }
 
@@ -452,7 +555,12 @@ impl Session {
         &self.resume_secret
     }
 
-    /// The transcript hash this session is bound to.
+    /// The peer's identity key, proven by its signature of this session.
+    pub fn peer_identity(&self) -> IdentityKey {
+        self.peer_identity
+    }
+
+    /// The identity transcript hash `thi` this session is bound to.
     pub fn transcript(&self) -> &TranscriptHash {
         &self.transcript
     }

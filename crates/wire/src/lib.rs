@@ -18,11 +18,12 @@ pub mod peer;
 pub mod record;
 pub mod rendezvous;
 pub mod text;
+pub mod token;
 
 pub use encoding::{decode, encode, encode_into, DecodeError};
 pub use frame::{FrameCodec, FrameError, Link};
 pub use handshake::{HandshakeError, HandshakeInput, Session};
-pub use peer::{PeerHandshake, PeerMsg};
+pub use peer::{PeerHandshake, PeerMsg, Signature64};
 pub use record::{Opener, RecordError, Sealer};
 pub use rendezvous::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role, PROTOCOL_VERSION};
 pub use text::{sanitize_for_terminal, validate_name, NameError};

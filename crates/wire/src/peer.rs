@@ -20,17 +20,92 @@ pub enum PeerHandshake {
         public: Vec<u8>,
         commit: [u8; 32],
         resume: Option<[u8; 32]>,
+        /// The joiner's Ed25519 identity key (v2, §15).
+        identity: [u8; 32],
     },
-    /// Host → joiner: `nH` and proof of the host's keys.
+    /// Host → joiner: `nH` and proof of the host's keys and identity.
     HostConfirm {
         nonce: [u8; 32],
         mac: [u8; 32],
         resumed: bool,
+        /// The host's Ed25519 identity key (v2, §15).
+        identity: [u8; 32],
+        /// The host's signature of `host_signed_bytes` (§15.2).
+        signature: Signature64,
     },
-    /// Joiner → host: `nJ` (opening the commitment) and proof of the joiner's keys.
-    JoinerConfirm { nonce: [u8; 32], mac: [u8; 32] },
+    /// Joiner → host: `nJ` (opening the commitment) and proof of the joiner's keys
+    /// and identity.
+    JoinerConfirm {
+        nonce: [u8; 32],
+        mac: [u8; 32],
+        /// The joiner's signature of `joiner_signed_bytes` (§15.2).
+        signature: Signature64,
+    },
     /// Either side: the connection is refused.
     Reject { reason: String },
+    /// Dialer → token holder, first on a connection dialed from a token (§16.2):
+    /// the token's room tag, and what `Hello` would carry.
+    TokenHello {
+        tag: [u8; 32],
+        name: String,
+        group: u8,
+        #[serde(with = "serde_bytes")]
+        public: Vec<u8>,
+    },
+    /// Token holder → dialer: its name and a fresh public value for this
+    /// connection; §6 follows with the dialer as the joiner.
+    TokenWelcome {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        public: Vec<u8>,
+    },
+}
+
+/// A 64-byte Ed25519 signature, encoded as 64 raw bytes (serde's arrays stop at
+/// 32, so this is a tuple of 64 `u8` by hand: the same bytes bincode gives an array).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature64(pub [u8; 64]);
+
+impl std::fmt::Debug for Signature64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signature64({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+impl Serialize for Signature64 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(64)?;
+        for byte in &self.0 {
+            tuple.serialize_element(byte)?;
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes64;
+        impl<'de> serde::de::Visitor<'de> for Bytes64 {
+            type Value = Signature64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Signature64, A::Error> {
+                let mut out = [0u8; 64];
+                for (i, byte) in out.iter_mut().enumerate() {
+                    *byte = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Signature64(out))
+            }
+        }
+        deserializer.deserialize_tuple(64, Bytes64)
+    }
 }
 
 /// What travels inside records once the handshake is done.
@@ -78,6 +153,13 @@ pub enum PeerMsg {
         id: u64,
     },
     Bye {
+        reason: String,
+    },
+    /// Token holder → dialer, the first record after a token handshake: the
+    /// holder let us in (§16.3).
+    Admitted,
+    /// ... or did not; the connection closes after it.
+    Denied {
         reason: String,
     },
 }

@@ -208,8 +208,9 @@ fn garbage_is_malformed_not_a_panic() {
     assert_malformed::<ClientMsg>(&[]);
     assert_malformed::<ClientMsg>(&[9]); // no such variant
     assert_malformed::<MediatorMsg>(&[0xFF; 3]);
-    assert_malformed::<PeerMsg>(&[11]); // one past Bye
+    assert_malformed::<PeerMsg>(&[13]); // one past Denied
     assert_malformed::<PeerHandshake>(&[1, 0, 0]); // truncated HostConfirm
+    assert_malformed::<PeerHandshake>(&[6]); // one past TokenWelcome
     assert_malformed::<String>(&[2, 0xC3, 0x28]); // invalid UTF-8
     assert_malformed::<PeerHandshake>(&{
         // HostConfirm with resumed = 2: not a bool.
@@ -325,21 +326,26 @@ fn every_peer_handshake_message_round_trips() {
         public: vec![2; 384],
         commit: [3; 32],
         resume: Some([4; 32]),
+        identity: [9; 32],
     });
     round_trip(&PeerHandshake::PeerHello {
         room: [1; 32],
         public: vec![2; 256],
         commit: [3; 32],
         resume: None,
+        identity: [9; 32],
     });
     round_trip(&PeerHandshake::HostConfirm {
         nonce: [5; 32],
         mac: [6; 32],
         resumed: true,
+        identity: [9; 32],
+        signature: wire::Signature64([10; 64]),
     });
     round_trip(&PeerHandshake::JoinerConfirm {
         nonce: [7; 32],
         mac: [8; 32],
+        signature: wire::Signature64([11; 64]),
     });
     round_trip(&PeerHandshake::Reject {
         reason: "wrong room".into(),
@@ -542,12 +548,14 @@ fn pinned_peer_handshake_messages() {
         public: vec![0xA1, 0xA2, 0xA3],
         commit: [0x22; 32],
         resume: None,
+        identity: [0x99; 32],
     };
     let mut want = vec![0];
     want.extend_from_slice(&[0x11; 32]);
     want.extend_from_slice(&[3, 0xA1, 0xA2, 0xA3]);
     want.extend_from_slice(&[0x22; 32]);
     want.push(0); // None
+    want.extend_from_slice(&[0x99; 32]);
     assert_eq!(encode(&hello).unwrap(), want);
 
     // A full-size public value: 384 = 0x0180 → 251, 0x80, 0x01; resume Some.
@@ -556,9 +564,10 @@ fn pinned_peer_handshake_messages() {
         public: vec![0xEE; 384],
         commit: [0x22; 32],
         resume: Some([0x33; 32]),
+        identity: [0x99; 32],
     };
     let bytes = encode(&hello).unwrap();
-    assert_eq!(bytes.len(), 1 + 32 + 3 + 384 + 32 + 1 + 32);
+    assert_eq!(bytes.len(), 1 + 32 + 3 + 384 + 32 + 1 + 32 + 32);
     assert_eq!(&bytes[33..36], [251, 0x80, 0x01]);
     assert_eq!(bytes[36 + 384 + 32], 1);
 
@@ -566,20 +575,26 @@ fn pinned_peer_handshake_messages() {
         nonce: [0x44; 32],
         mac: [0x55; 32],
         resumed: true,
+        identity: [0x99; 32],
+        signature: wire::Signature64([0xAB; 64]),
     };
     let mut want = vec![1];
     want.extend_from_slice(&[0x44; 32]);
     want.extend_from_slice(&[0x55; 32]);
     want.push(1);
+    want.extend_from_slice(&[0x99; 32]);
+    want.extend_from_slice(&[0xAB; 64]); // 64 raw bytes, no length
     assert_eq!(encode(&confirm).unwrap(), want);
 
     let mut want = vec![2];
     want.extend_from_slice(&[0x66; 32]);
     want.extend_from_slice(&[0x77; 32]);
+    want.extend_from_slice(&[0xCD; 64]);
     assert_eq!(
         encode(&PeerHandshake::JoinerConfirm {
             nonce: [0x66; 32],
-            mac: [0x77; 32]
+            mac: [0x77; 32],
+            signature: wire::Signature64([0xCD; 64]),
         })
         .unwrap(),
         want

@@ -129,8 +129,10 @@ fn man_in_the_middle_gets_differing_sas() {
 /// A joiner driven by hand with dhke's primitives: it knows every key, as a man in
 /// the middle playing the joiner would.
 struct HandJoiner {
+    /// The identity transcript `thi` (both identities bound in).
     th: dhke::TranscriptHash,
     keys: SessionKeys,
+    identity: dhke::Identity,
     nonce: Nonce,
     commit: [u8; 32],
 }
@@ -152,9 +154,12 @@ impl HandJoiner {
         let z = joiner.keys.agree(&peer).unwrap();
         let keys = SessionKeys::derive(&th, &code(ROOM), &z, None);
         let nonce = Nonce::random(rng);
+        let th =
+            dhke::identity_transcript(&th, &host.identity.public().0, &joiner.identity.public().0);
         HandJoiner {
             th,
             keys,
+            identity: joiner.identity.clone(),
             commit: commit(&nonce),
             nonce,
         }
@@ -166,6 +171,7 @@ impl HandJoiner {
             public: joiner.keys.public().to_vec(),
             commit: self.commit,
             resume: None,
+            identity: joiner.identity.public().0,
         }
     }
 
@@ -175,6 +181,7 @@ impl HandJoiner {
             nonce,
             mac,
             resumed,
+            ..
         } = host_confirm
         else {
             panic!("expected HostConfirm, got {host_confirm:?}");
@@ -195,6 +202,13 @@ impl HandJoiner {
                 *resumed,
                 &revealed,
             ),
+            signature: wire::Signature64(self.identity.sign(&dhke::joiner_signed_bytes(
+                &self.th,
+                &self.commit,
+                &host_nonce,
+                *resumed,
+                &revealed,
+            ))),
         }
     }
 }
@@ -216,6 +230,7 @@ fn revealed_nonce_must_match_commitment() {
     assert_eq!(
         session.sas(),
         hand.keys.sas(
+            &hand.th,
             &match confirm {
                 PeerHandshake::HostConfirm { nonce, .. } => Nonce(nonce),
                 _ => unreachable!(),
@@ -369,13 +384,22 @@ fn host_cannot_claim_resumption_that_was_not_offered() {
     let mut rng = rng(10);
     let (host, joiner) = pair(G14, &mut rng);
     let s = steps_until_host_confirm(&host, &joiner, &mut rng);
-    let PeerHandshake::HostConfirm { nonce, mac, .. } = s.host_confirm else {
+    let PeerHandshake::HostConfirm {
+        nonce,
+        mac,
+        identity,
+        signature,
+        ..
+    } = s.host_confirm
+    else {
         unreachable!()
     };
     let forged = PeerHandshake::HostConfirm {
         nonce,
         mac,
         resumed: true,
+        identity,
+        signature,
     };
     let err = s.joiner.on_host_confirm(forged).unwrap_err();
     assert!(matches!(err, HandshakeError::Unexpected(_)), "{err:?}");
@@ -396,6 +420,8 @@ fn downgrading_resumed_to_false_is_detected() {
         nonce,
         mac,
         resumed: true,
+        identity,
+        signature,
     } = s.host_confirm
     else {
         panic!("expected a resumed HostConfirm")
@@ -404,6 +430,8 @@ fn downgrading_resumed_to_false_is_detected() {
         nonce,
         mac,
         resumed: false,
+        identity,
+        signature,
     };
     let err = s.joiner.on_host_confirm(forged).unwrap_err();
     assert!(matches!(err, HandshakeError::KeysDiffer), "{err:?}");
@@ -459,7 +487,13 @@ fn outputs(i: &Inputs, z: &SharedSecret) -> Vec<(&'static str, Vec<u8>)> {
             "k(confirm joiner)",
             joiner_confirm_mac(&keys, &fixed_th, &c, &n_h, false, &n_j).to_vec(),
         ),
-        ("sas", keys.sas(&n_h, &n_j).value().to_be_bytes().to_vec()),
+        (
+            "sas",
+            keys.sas(&fixed_th, &n_h, &n_j)
+                .value()
+                .to_be_bytes()
+                .to_vec(),
+        ),
         ("k(resume)", resume_id(&keys.resume_secret()).to_vec()),
     ]
 }
@@ -583,6 +617,7 @@ fn stranger_is_refused_and_the_real_joiner_still_gets_in() {
         public,
         commit,
         resume,
+        identity,
         ..
     } = hello
     else {
@@ -593,6 +628,7 @@ fn stranger_is_refused_and_the_real_joiner_still_gets_in() {
         public,
         commit,
         resume,
+        identity,
     };
     let err = host_hs.on_peer_hello(wrong_room, &mut rng).unwrap_err();
     assert!(
@@ -606,6 +642,7 @@ fn stranger_is_refused_and_the_real_joiner_still_gets_in() {
             PeerHandshake::JoinerConfirm {
                 nonce: [0; 32],
                 mac: [0; 32],
+                signature: wire::Signature64([0; 64]),
             },
             &mut rng,
         )
@@ -646,17 +683,29 @@ fn flip_mac(msg: PeerHandshake, byte: usize) -> PeerHandshake {
             nonce,
             mut mac,
             resumed,
+            identity,
+            signature,
         } => {
             mac[byte] ^= 0x01;
             PeerHandshake::HostConfirm {
                 nonce,
                 mac,
                 resumed,
+                identity,
+                signature,
             }
         }
-        PeerHandshake::JoinerConfirm { nonce, mut mac } => {
+        PeerHandshake::JoinerConfirm {
+            nonce,
+            mut mac,
+            signature,
+        } => {
             mac[byte] ^= 0x01;
-            PeerHandshake::JoinerConfirm { nonce, mac }
+            PeerHandshake::JoinerConfirm {
+                nonce,
+                mac,
+                signature,
+            }
         }
         other => panic!("no MAC in {other:?}"),
     }
@@ -685,6 +734,8 @@ fn flipped_nonce_in_host_confirm_is_keys_differ() {
         mut nonce,
         mac,
         resumed,
+        identity,
+        signature,
     } = s.host_confirm
     else {
         unreachable!()
@@ -696,6 +747,8 @@ fn flipped_nonce_in_host_confirm_is_keys_differ() {
             nonce,
             mac,
             resumed,
+            identity,
+            signature,
         })
         .unwrap_err();
     assert!(matches!(err, HandshakeError::KeysDiffer), "{err:?}");
@@ -730,6 +783,7 @@ fn joiner_in_another_room_fails_confirmation() {
         public,
         commit,
         resume,
+        identity,
         ..
     } = hello
     else {
@@ -740,6 +794,7 @@ fn joiner_in_another_room_fails_confirmation() {
         public,
         commit,
         resume,
+        identity,
     };
     let (_, confirm) = host_hs.on_peer_hello(hello, &mut rng).unwrap();
     let err = joiner_hs.on_host_confirm(confirm).unwrap_err();

@@ -30,6 +30,8 @@ fn input(
         peer_public: peer.to_vec(),
         previous: None,
         keylog: false,
+        identity: dhke::Identity::from_seed(&[local_name.len() as u8; 32]),
+        expect_peer: None,
     }
 }
 
@@ -83,24 +85,38 @@ fn lying_mediator(real: &RoomCode, guess: &RoomCode, rng: &mut StdRng) -> Outcom
     let keys = SessionKeys::derive(&th, guess, &to_host.agree(&peer).unwrap(), None);
     let n_j = Nonce::random(rng);
     let commit = dhke::commit(&n_j);
+    // The mediator plays the joiner under an identity of its own.
+    let mallory = dhke::Identity::from_seed(&[0x4d; 32]);
     let hello = PeerHandshake::PeerHello {
         room: tag.0,
         public: to_host.public().to_vec(),
         commit,
         resume: None,
+        identity: mallory.public().0,
     };
     let host_result = match host.on_peer_hello(hello, rng) {
         Err(e) => Err(e),
-        Ok((sent, PeerHandshake::HostConfirm { nonce, mac, .. })) => {
+        Ok((
+            sent,
+            PeerHandshake::HostConfirm {
+                nonce,
+                mac,
+                identity,
+                ..
+            },
+        )) => {
             // With the right guess this MAC would verify: the mediator's one test.
             let n_h = Nonce(nonce);
+            let thi = dhke::identity_transcript(&th, &identity, &mallory.public().0);
             let guessed = dhke::verify_mac(
-                &dhke::host_confirm_mac(&keys, &th, &commit, &n_h, false),
+                &dhke::host_confirm_mac(&keys, &thi, &commit, &n_h, false),
                 &mac,
             );
+            let signed = dhke::joiner_signed_bytes(&thi, &commit, &n_h, false, &n_j);
             let reply = PeerHandshake::JoinerConfirm {
                 nonce: n_j.0,
-                mac: dhke::joiner_confirm_mac(&keys, &th, &commit, &n_h, false, &n_j),
+                mac: dhke::joiner_confirm_mac(&keys, &thi, &commit, &n_h, false, &n_j),
+                signature: wire::Signature64(mallory.sign(&signed)),
             };
             let result = sent.on_joiner_confirm(reply).map(drop);
             assert_eq!(guessed, result.is_ok());
@@ -218,8 +234,8 @@ proptest! {
         let joiner_keys = KeyPair::generate_cpace(G14, &b, &mut rng).unwrap();
         let host = HostHandshake::new(input(&a, host_keys.clone(), HOST_NAME, JOINER_NAME, joiner_keys.public())).unwrap();
         let (joiner, hello) = JoinerHelloSent::start(input(&b, joiner_keys, JOINER_NAME, HOST_NAME, host_keys.public()), &mut rng).unwrap();
-        let PeerHandshake::PeerHello { public, commit, resume, .. } = hello else { unreachable!() };
-        let hello = PeerHandshake::PeerHello { room: a.tag().0, public, commit, resume };
+        let PeerHandshake::PeerHello { public, commit, resume, identity, .. } = hello else { unreachable!() };
+        let hello = PeerHandshake::PeerHello { room: a.tag().0, public, commit, resume, identity };
         let (_, confirm) = host.on_peer_hello(hello, &mut rng).unwrap();
         let err = joiner.on_host_confirm(confirm).unwrap_err();
         prop_assert!(matches!(err, HandshakeError::KeysDiffer), "{:?}", err);

@@ -49,6 +49,7 @@ fn connected(verified: bool, resumed: bool) -> Event {
         role: "host".into(),
         resumed,
         verified,
+        fingerprint: "ea10 695a f766 1f0e 1345 7f35 4cff 16ec".into(),
     }
 }
 

@@ -39,6 +39,17 @@ pub struct Side {
     pub name: String,
     pub keys: KeyPair,
     pub previous: Option<ResumeSecret>,
+    pub identity: dhke::Identity,
+}
+
+/// A fixed identity per name, so runs repeat: the seed is the name's bytes,
+/// zero-padded to 32.
+pub fn identity_of(name: &str) -> dhke::Identity {
+    let mut seed = [0u8; 32];
+    for (s, b) in seed.iter_mut().zip(name.bytes()) {
+        *s = b;
+    }
+    dhke::Identity::from_seed(&seed)
 }
 
 impl Side {
@@ -53,6 +64,7 @@ impl Side {
             name: name.to_owned(),
             keys: KeyPair::generate_cpace(group, &code(room), rng).unwrap(),
             previous: None,
+            identity: identity_of(name),
         }
     }
 
@@ -66,6 +78,8 @@ impl Side {
             peer_public: peer_public.to_vec(),
             previous: self.previous.clone(),
             keylog: true,
+            identity: self.identity.clone(),
+            expect_peer: None,
         }
     }
 }

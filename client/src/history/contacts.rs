@@ -1,0 +1,346 @@
+//! Contacts in the history database (docs/protocol.md §15): the identity keys we
+//! have met, the names each used, when, from where, and whether the person
+//! compared the security code with them.
+
+use dhke::IdentityKey;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::{from_db, to_db, History};
+use crate::exit::ClientError;
+
+/// At most this many names are remembered per contact (a peer may rename itself
+/// every session; the oldest names stay).
+const MAX_NAMES: i64 = 32;
+
+/// One contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contact {
+    /// The name it used last.
+    pub name: String,
+    /// Every name it used, in the order first seen.
+    pub names: Vec<String>,
+    /// 64 hex digits of the Ed25519 key.
+    pub identity: String,
+    /// The fingerprint people compare (`client id` on their side).
+    pub fingerprint: String,
+    pub verified: bool,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub last_addr: String,
+}
+
+impl Contact {
+    /// The identity key (always valid: only keys from a verified handshake are stored).
+    pub fn key(&self) -> Option<IdentityKey> {
+        IdentityKey::from_hex(&self.identity)
+    }
+}
+
+/// What a name or fingerprint typed by the person matches.
+#[derive(Debug)]
+pub enum ContactMatch {
+    None,
+    One(Contact),
+    /// Several contacts answer to it (names are not unique).
+    Many(Vec<Contact>),
+}
+
+impl History {
+    fn contact_fail(&self, what: &str, e: &rusqlite::Error) -> ClientError {
+        self.fail(what, e)
+    }
+
+    /// Records a session with `key` under `name` from `addr`: a new contact, or
+    /// the existing one with its last name, time and address updated.
+    pub fn contact_seen(
+        &self,
+        key: &IdentityKey,
+        name: &str,
+        addr: &str,
+        now_ms: u64,
+    ) -> Result<Contact, ClientError> {
+        let identity = key.to_hex();
+        let write = || -> rusqlite::Result<()> {
+            let tx = self.conn.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO contacts (identity, name, first_seen_ms, last_seen_ms, last_addr)
+                 VALUES (?1, ?2, ?3, ?3, ?4)
+                 ON CONFLICT (identity) DO UPDATE
+                 SET name = ?2, last_seen_ms = ?3, last_addr = ?4",
+                params![identity, name, to_db(now_ms), addr],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO contact_names (contact_id, name)
+                 SELECT id, ?2 FROM contacts WHERE identity = ?1
+                   AND (SELECT count(*) FROM contact_names n WHERE n.contact_id = contacts.id) < ?3",
+                params![identity, name, MAX_NAMES],
+            )?;
+            tx.commit()
+        };
+        write().map_err(|e| self.contact_fail("record the contact", &e))?;
+        self.contact_by_key(key)?
+            .ok_or_else(|| ClientError::Internal(anyhow::anyhow!("contact vanished after insert")))
+    }
+
+    /// The contact with this identity key, if any.
+    pub fn contact_by_key(&self, key: &IdentityKey) -> Result<Option<Contact>, ClientError> {
+        let found = self
+            .conn
+            .query_row(
+                "SELECT id FROM contacts WHERE identity = ?1",
+                params![key.to_hex()],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(|e| self.contact_fail("read the contacts", &e))?;
+        match found {
+            Some(id) => Ok(self.load_contacts(Some(id))?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks the contact with `key` verified (the person compared the code).
+    pub fn set_contact_verified(
+        &self,
+        key: &IdentityKey,
+        verified: bool,
+    ) -> Result<(), ClientError> {
+        self.conn
+            .execute(
+                "UPDATE contacts SET verified = ?2 WHERE identity = ?1",
+                params![key.to_hex(), verified],
+            )
+            .map_err(|e| self.contact_fail("record the verification", &e))?;
+        Ok(())
+    }
+
+    /// Every contact, most recently seen first.
+    pub fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
+        self.load_contacts(None)
+    }
+
+    fn load_contacts(&self, only: Option<i64>) -> Result<Vec<Contact>, ClientError> {
+        let read = || -> rusqlite::Result<Vec<Contact>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, identity, name, verified, first_seen_ms, last_seen_ms, last_addr
+                 FROM contacts WHERE ?1 IS NULL OR id = ?1
+                 ORDER BY last_seen_ms DESC, id DESC",
+            )?;
+            let rows = stmt
+                .query_map(params![only], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, bool>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, i64>(5)?,
+                        row.get::<_, String>(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut names = self
+                .conn
+                .prepare("SELECT name FROM contact_names WHERE contact_id = ?1 ORDER BY rowid")?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (id, identity, name, verified, first, last, addr) in rows {
+                let seen = names
+                    .query_map(params![id], |row| row.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let fingerprint = IdentityKey::from_hex(&identity)
+                    .map(|k| k.fingerprint().to_string())
+                    .unwrap_or_default();
+                out.push(Contact {
+                    name,
+                    names: seen,
+                    identity,
+                    fingerprint,
+                    verified,
+                    first_seen_ms: from_db(first),
+                    last_seen_ms: from_db(last),
+                    last_addr: addr,
+                });
+            }
+            Ok(out)
+        };
+        read().map_err(|e| self.contact_fail("read the contacts", &e))
+    }
+
+    /// Verified contacts other than `key` that used `name`: a peer now using it
+    /// under another key may be impersonating them.
+    pub fn verified_others_named(
+        &self,
+        name: &str,
+        key: &IdentityKey,
+    ) -> Result<Vec<Contact>, ClientError> {
+        Ok(self
+            .contacts()?
+            .into_iter()
+            .filter(|c| c.verified && c.identity != key.to_hex())
+            .filter(|c| c.name == name || c.names.iter().any(|n| n == name))
+            .collect())
+    }
+
+    /// The contacts `typed` names: its last name, or its fingerprint (or a prefix
+    /// of at least 8 hex digits of it).
+    pub fn find_contact(&self, typed: &str) -> Result<ContactMatch, ClientError> {
+        let all = self.contacts()?;
+        let by_fp: Vec<Contact> = all
+            .iter()
+            .filter(|c| c.key().is_some_and(|k| k.fingerprint().matches(typed)))
+            .cloned()
+            .collect();
+        let found = if by_fp.is_empty() {
+            all.into_iter().filter(|c| c.name == typed).collect()
+        } else {
+            by_fp
+        };
+        Ok(match found.len() {
+            0 => ContactMatch::None,
+            1 => ContactMatch::One(found.into_iter().next().expect("one")),
+            _ => ContactMatch::Many(found),
+        })
+    }
+
+    /// Forgets a contact (its chats stay in the history).
+    pub fn remove_contact(&self, contact: &Contact) -> Result<(), ClientError> {
+        self.conn
+            .execute(
+                "DELETE FROM contacts WHERE identity = ?1",
+                params![contact.identity],
+            )
+            .map_err(|e| self.contact_fail("remove the contact", &e))?;
+        Ok(())
+    }
+}
+
+/// `client contacts [remove NAME] [--json]`.
+pub fn run_contacts(args: &crate::cli::ContactsArgs) -> Result<(), ClientError> {
+    let Some(path) = args
+        .history
+        .clone()
+        .or_else(|| History::default_path(args.profile.as_deref()))
+    else {
+        return Err(ClientError::Usage(
+            "there is no data directory (is HOME set?); pass --profile DIR or --history PATH"
+                .into(),
+        ));
+    };
+    if matches!(std::fs::metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+        if !args.json {
+            println!("no contacts yet (no history at {})", path.display());
+        }
+        return Ok(());
+    }
+    let db = History::open(&path)?;
+    if let Some(crate::cli::ContactsAction::Remove { name }) = &args.action {
+        return match db.find_contact(name)? {
+            ContactMatch::One(c) => {
+                db.remove_contact(&c)?;
+                println!(
+                    "removed {} ({})",
+                    wire::sanitize_for_terminal(&c.name),
+                    c.fingerprint
+                );
+                Ok(())
+            }
+            ContactMatch::None => Err(ClientError::Usage(format!(
+                "no contact named {}; `client contacts` lists them",
+                wire::sanitize_for_terminal(name)
+            ))),
+            ContactMatch::Many(_) => Err(ClientError::Usage(format!(
+                "several contacts are named {}; remove one by its fingerprint",
+                wire::sanitize_for_terminal(name)
+            ))),
+        };
+    }
+    for c in db.contacts()? {
+        if args.json {
+            if let Ok(line) = serde_json::to_string(&c) {
+                println!("{line}");
+            }
+        } else {
+            println!(
+                "{}  {}  {}  last seen {} from {}",
+                wire::sanitize_for_terminal(&c.name),
+                c.fingerprint,
+                if c.verified {
+                    "verified"
+                } else {
+                    "not verified"
+                },
+                chrono::DateTime::from_timestamp_millis(i64::try_from(c.last_seen_ms).unwrap_or(0))
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default(),
+                c.last_addr
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhke::Identity;
+
+    fn db(tag: &str) -> (History, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "p2pchat-contacts-{tag}-{}.sqlite3",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        (History::open(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn contacts_remember_names_verification_and_are_found_by_name_or_fingerprint() {
+        let (h, path) = db("basic");
+        let bob = Identity::from_seed(&[2; 32]).public();
+        let eve = Identity::from_seed(&[5; 32]).public();
+        let c = h.contact_seen(&bob, "bob", "127.0.0.1:1", 10).unwrap();
+        assert!(!c.verified);
+        h.set_contact_verified(&bob, true).unwrap();
+        let c = h.contact_seen(&bob, "robert", "127.0.0.1:2", 20).unwrap();
+        assert!(c.verified);
+        assert_eq!(c.names, ["bob", "robert"]);
+        assert_eq!((c.first_seen_ms, c.last_seen_ms), (10, 20));
+        assert_eq!(c.last_addr, "127.0.0.1:2");
+        // Eve now says she is bob: bob (verified, used that name) is named.
+        let others = h.verified_others_named("bob", &eve).unwrap();
+        assert_eq!(others.len(), 1);
+        assert!(h.verified_others_named("bob", &bob).unwrap().is_empty());
+        assert!(matches!(
+            h.find_contact("robert").unwrap(),
+            ContactMatch::One(_)
+        ));
+        let fp = bob.fingerprint().to_string();
+        assert!(matches!(
+            h.find_contact(&fp[..9]).unwrap(),
+            ContactMatch::One(_)
+        ));
+        assert!(matches!(
+            h.find_contact("nobody").unwrap(),
+            ContactMatch::None
+        ));
+        h.remove_contact(&c).unwrap();
+        assert!(h.contacts().unwrap().is_empty());
+        drop(h);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn names_per_contact_are_bounded() {
+        let (h, path) = db("bound");
+        let bob = Identity::from_seed(&[2; 32]).public();
+        for i in 0..100 {
+            h.contact_seen(&bob, &format!("name{i}"), "", i).unwrap();
+        }
+        let c = h.contact_by_key(&bob).unwrap().unwrap();
+        assert_eq!(c.names.len(), MAX_NAMES as usize);
+        assert_eq!(c.name, "name99");
+        drop(h);
+        let _ = std::fs::remove_file(&path);
+    }
+}
