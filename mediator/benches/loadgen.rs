@@ -1,14 +1,20 @@
 //! Load generator for the mediator: starts the real `mediator` binary, then
 //! measures (1) memory per waiting client at W waiting clients, (2) pairings per
 //! second and time to `Matched` with N concurrent pairs, (3) a burst of B
-//! simultaneous connects. Client sockets are spread over 127.0.0.0/8 so neither
-//! side runs out of ports. It stops by itself.
+//! simultaneous connects, (4) scale-out: the same pairing load on one in-memory
+//! instance and on two instances sharing a real `redis-server`, every pair split
+//! over both (host on one, joiner on the other). Client sockets are spread over
+//! 127.0.0.0/8 so neither side runs out of ports. It stops by itself.
 //!
 //! `cargo bench -p mediator --bench loadgen [-- --pairs N --duration SECS --waiting W --burst B]`
 //! (or LOADGEN_PAIRS, LOADGEN_DURATION, LOADGEN_WAITING, LOADGEN_BURST; `--only PHASE`
-//! or LOADGEN_ONLY runs one of memory, throughput, burst; LOADGEN_THREADS sets the
-//! generator's worker threads). Built
+//! or LOADGEN_ONLY runs one of memory, throughput, burst, redis; LOADGEN_THREADS sets
+//! the generator's worker threads). Built
 //! without `--bench` (e.g. `cargo test --benches`) it runs a tiny smoke pass.
+
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)] // the tests use more of it
+mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -91,6 +97,11 @@ struct Mediator {
 
 impl Mediator {
     fn start() -> anyhow::Result<Mediator> {
+        Mediator::start_with(&[])
+    }
+
+    /// With extra flags (e.g. `--redis URL`).
+    fn start_with(extra: &[&str]) -> anyhow::Result<Mediator> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mediator"))
             .args([
                 "--listen",
@@ -105,6 +116,7 @@ impl Mediator {
                 "--hello-timeout",
                 "60s",
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -350,19 +362,62 @@ async fn memory(w: usize, sources: &Sources) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pairs` workers pair clients back to back for `duration`.
-async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> anyhow::Result<()> {
-    let mediator = Mediator::start()?;
-    let addr = mediator.addr;
+/// What a pairing run measured.
+struct Figures {
+    pairings: usize,
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    errors: u64,
+    elapsed: Duration,
+    /// CPU seconds of the mediators (and Redis) and of this generator.
+    cpu_servers: f64,
+    cpu_self: f64,
+}
+
+impl Figures {
+    fn line(&self, what: &str, pairs: usize) -> String {
+        format!(
+            "{what}: {pairs} concurrent pairs for {:.1} s: {} pairings, {:.0} pairings/s; \
+             time to Matched (joiner connect -> both Matched) p50 {}, p99 {}, max {}; {} errors; \
+             CPU: servers {:.0}% ({:.0} us per pairing), generator {:.0}%",
+            self.elapsed.as_secs_f64(),
+            self.pairings,
+            self.per_sec,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            self.errors,
+            100.0 * self.cpu_servers / self.elapsed.as_secs_f64(),
+            1e6 * self.cpu_servers / self.pairings.max(1) as f64,
+            100.0 * self.cpu_self / self.elapsed.as_secs_f64(),
+        )
+    }
+}
+
+/// `pairs` workers pair clients back to back for `duration`; worker `i` puts its
+/// hosts on `hosts_at[i % len]` and its joiners on `joiners_at[i % len]`. `pids`
+/// are the server processes whose CPU time is counted.
+async fn pair_for(
+    pairs: usize,
+    duration: Duration,
+    sources: Arc<Sources>,
+    hosts_at: &[SocketAddr],
+    joiners_at: &[SocketAddr],
+    pids: &[String],
+) -> anyhow::Result<Figures> {
     let rooms = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let pid = mediator.child.id().to_string();
-    let (cpu_mediator, cpu_self) = (cpu_secs(&pid), cpu_secs("self"));
+    let servers_cpu = || pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
+    let (cpu_servers, cpu_self) = (servers_cpu(), cpu_secs("self"));
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..pairs {
+    for i in 0..pairs {
         let (rooms, errors, sources) = (rooms.clone(), errors.clone(), sources.clone());
+        let host_at = hosts_at[i % hosts_at.len()];
+        let joiner_at = joiners_at[i % joiners_at.len()];
         let mut host_hello = HelloFrame::new("host")?;
         let mut joiner_hello = HelloFrame::new("joiner")?;
         workers.spawn(async move {
@@ -370,11 +425,11 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
             while Instant::now() < deadline {
                 let room = rooms.fetch_add(1, Ordering::Relaxed);
                 let one = async {
-                    let mut host = connect(sources.next(), addr).await?;
+                    let mut host = connect(sources.next(), host_at).await?;
                     host.send(host_hello.for_room(room)).await?;
                     host.expect_waiting().await?;
                     let t0 = Instant::now();
-                    let mut joiner = connect(sources.next(), addr).await?;
+                    let mut joiner = connect(sources.next(), joiner_at).await?;
                     joiner.send(joiner_hello.for_room(room)).await?;
                     joiner.expect_matched().await?;
                     host.expect_matched().await?;
@@ -386,6 +441,8 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
                         if errors.fetch_add(1, Ordering::Relaxed) < 5 {
                             eprintln!("pairing failed: {e:#}");
                         }
+                        // Out of file descriptors or ports: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
             }
@@ -397,23 +454,71 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
         latencies.extend(done?);
     }
     let elapsed = started.elapsed();
-    let cpu_mediator = cpu_secs(&pid) - cpu_mediator;
-    let cpu_self = cpu_secs("self") - cpu_self;
     latencies.sort_unstable();
+    Ok(Figures {
+        pairings: latencies.len(),
+        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+        cpu_servers: servers_cpu() - cpu_servers,
+        cpu_self: cpu_secs("self") - cpu_self,
+    })
+}
+
+/// `pairs` workers pair clients back to back for `duration` on one mediator.
+async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> anyhow::Result<()> {
+    let mediator = Mediator::start()?;
+    let addr = [mediator.addr];
+    let pid = [mediator.child.id().to_string()];
+    let figures = pair_for(pairs, duration, sources, &addr, &addr, &pid).await?;
+    println!("{}", figures.line("throughput", pairs));
+    Ok(())
+}
+
+/// The same load on one in-memory instance, then on two instances sharing a
+/// `redis-server` with every pair split over both; prints both and the ratio.
+async fn scale_out(pairs: usize, duration: Duration, sources: Arc<Sources>) -> anyhow::Result<()> {
+    let alone = {
+        let mediator = Mediator::start()?;
+        let addr = [mediator.addr];
+        let pid = [mediator.child.id().to_string()];
+        pair_for(pairs, duration, sources.clone(), &addr, &addr, &pid).await?
+    };
+    println!("{}", alone.line("scale-out, 1 instance in memory", pairs));
+    let redis = redis_server::RedisServer::start();
+    let url = redis.url();
+    let a = Mediator::start_with(&["--redis", &url])?;
+    let b = Mediator::start_with(&["--redis", &url])?;
+    let mut pids = vec![a.child.id().to_string(), b.child.id().to_string()];
+    pids.extend(redis.pid().map(|p| p.to_string()));
+    let shared = pair_for(
+        pairs,
+        duration,
+        sources,
+        &[a.addr, b.addr],
+        &[b.addr, a.addr],
+        &pids,
+    )
+    .await?;
     println!(
-        "throughput: {pairs} concurrent pairs for {:.1} s: {} pairings, {:.0} pairings/s; \
-         time to Matched (joiner connect -> both Matched) p50 {}, p99 {}, max {}; {} errors; \
-         CPU: mediator {:.0}% ({:.0} us per pairing), generator {:.0}%",
-        elapsed.as_secs_f64(),
-        latencies.len(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.99)),
-        ms(latencies.last().copied().unwrap_or_default()),
-        errors.load(Ordering::Relaxed),
-        100.0 * cpu_mediator / elapsed.as_secs_f64(),
-        1e6 * cpu_mediator / latencies.len().max(1) as f64,
-        100.0 * cpu_self / elapsed.as_secs_f64(),
+        "{}",
+        shared.line("scale-out, 2 instances + Redis, every pair split", pairs)
+    );
+    let ratio = shared.per_sec / alone.per_sec.max(1e-9);
+    println!(
+        "scale-out: 2 instances + Redis reach {:.2} x the pairings/s of 1 in-memory instance \
+         (target >= 0.5: {}); p99 to Matched {} (target <= 50 ms: {})",
+        ratio,
+        if ratio >= 0.5 { "met" } else { "MISSED" },
+        ms(shared.p99),
+        if shared.p99 <= Duration::from_millis(50) {
+            "met"
+        } else {
+            "MISSED"
+        },
     );
     Ok(())
 }
@@ -537,6 +642,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("burst") {
             burst(s.burst, &sources).await?;
+        }
+        if run("redis") {
+            scale_out(s.pairs, s.duration, sources.clone()).await?;
         }
         anyhow::Ok(())
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::config::Config;
+use crate::config::{Config, RelaySecret};
 
 /// How log lines look on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +118,35 @@ pub struct Args {
     #[arg(long, env = "MEDIATOR_RELAY_IDLE", default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
     pub relay_idle: Duration,
 
+    /// Share rooms with every mediator using this Redis (redis://[:PASSWORD@]HOST:PORT/[DB]),
+    /// so two clients that reach different instances still meet. Needs Redis 6 or
+    /// later (RESP3). Without it, rooms live in this process only.
+    #[arg(long, env = "MEDIATOR_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// HOST:PORT at which clients reach this very instance (not the load balancer):
+    /// Matched names it as the relay for pairs this instance completes. Needed with
+    /// --redis (unless --relay off); default there: --listen, if it names one address.
+    #[arg(long, env = "MEDIATOR_PUBLIC_ADDR", value_name = "HOST:PORT")]
+    pub public_addr: Option<String>,
+
+    /// Relay token key, 64 hex digits (openssl rand -hex 32); every instance sharing
+    /// a Redis must have the same. Default: with --redis, the key agreed in Redis;
+    /// without, a random one per start.
+    #[arg(
+        long,
+        env = "MEDIATOR_RELAY_SECRET",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    pub relay_secret: Option<RelaySecret>,
+
+    /// Expect a PROXY protocol header (v1 or v2, e.g. HAProxy's send-proxy-v2) at
+    /// the start of every connection, and take the client's address from it. Only
+    /// for a port that nothing but the load balancer can reach.
+    #[arg(long, env = "MEDIATOR_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// Check the configuration (flags and MEDIATOR_* variables), print it, and
     /// exit without listening.
     #[arg(long, env = "MEDIATOR_CHECK_CONFIG")]
@@ -183,13 +212,42 @@ impl Args {
             relay_rate: self.relay_rate,
             relay_max_sessions: usize::try_from(self.relay_max_sessions).unwrap_or(usize::MAX),
             relay_idle: self.relay_idle,
+            public_addr: self.public_addr.clone(),
+            redis: self.redis.clone(),
+            relay_secret: self.relay_secret.clone(),
+            proxy_protocol: self.proxy_protocol,
             ..Config::default()
         }
+    }
+
+    /// [`Args::config`] for a server listening on `local`: with `--redis` and no
+    /// `--public-addr`, a specific listen address (not `[::]` or `0.0.0.0`) is
+    /// taken as this instance's public address.
+    pub fn config_listening_on(&self, local: SocketAddr) -> Config {
+        let mut config = self.config();
+        if config.redis.is_some()
+            && config.public_addr.is_none()
+            && !local.ip().is_unspecified()
+            && local.port() != 0
+        {
+            config.public_addr = Some(local.to_string());
+        }
+        config
     }
 
     /// A human-readable summary for `--check-config`.
     pub fn summary(&self) -> String {
         let d = |d: Duration| humantime::format_duration(d).to_string();
+        let redis = self.redis.as_deref().map_or_else(
+            || "off (rooms in this process)".to_owned(),
+            |url| format!("{} (shared rooms)", crate::rooms::redis_place(url)),
+        );
+        let public = self.public_addr.as_deref().unwrap_or("-");
+        let secret = if self.relay_secret.is_some() {
+            "set"
+        } else {
+            "-"
+        };
         let metrics = self
             .metrics
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
@@ -198,7 +256,8 @@ impl Args {
              max-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
              per-56-connections {}\nper-48-connections {}\nper-56-hellos-per-min {}\n\
              per-48-hellos-per-min {}\nrelay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\n\
-             relay-max-sessions {}\nrelay-idle {}\nmetrics {metrics}\nlog-format {:?}",
+             relay-max-sessions {}\nrelay-idle {}\nmetrics {metrics}\nlog-format {:?}\n\
+             redis {redis}\npublic-addr {public}\nrelay-secret {secret}\nproxy-protocol {}",
             self.listen,
             d(self.hello_timeout),
             d(self.room_ttl),
@@ -217,6 +276,7 @@ impl Args {
             self.relay_max_sessions,
             d(self.relay_idle),
             self.log_format,
+            self.proxy_protocol,
         )
     }
 }

@@ -48,6 +48,43 @@ pub struct Config {
     pub relay_token_ttl: Duration,
     /// How long a matched client may keep its mediator connection for the punch.
     pub punch_hold: Duration,
+    /// `HOST:PORT` at which clients reach this very instance (not a load balancer
+    /// in front of several), sent as the relay server in `Matched`. `None`: the
+    /// offer names no server, meaning "the mediator you are talking to".
+    pub public_addr: Option<String>,
+    /// A Redis URL: share the room table with every mediator using the same Redis
+    /// (docs/protocol.md §18). `None`: rooms live in this process only.
+    pub redis: Option<String>,
+    /// The relay token key. Mediators sharing a Redis must share it; `None`: a
+    /// random one, or with `redis` the one agreed in Redis.
+    pub relay_secret: Option<RelaySecret>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a
+    /// load balancer, giving the client's own address. Only the balancer may
+    /// reach the port then: anyone else could claim any address.
+    pub proxy_protocol: bool,
+}
+
+/// A 32-byte relay token key (`--relay-secret`). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelaySecret(pub [u8; 32]);
+
+impl std::fmt::Debug for RelaySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelaySecret(..)")
+    }
+}
+
+impl std::str::FromStr for RelaySecret {
+    type Err = String;
+
+    /// 64 hex digits, as `openssl rand -hex 32` prints them.
+    fn from_str(text: &str) -> Result<RelaySecret, String> {
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| {
+            "expected 64 hex digits (make one with `openssl rand -hex 32`)".to_owned()
+        })?;
+        Ok(RelaySecret(secret))
+    }
 }
 
 impl Default for Config {
@@ -74,6 +111,10 @@ impl Default for Config {
             relay_idle: Duration::from_secs(120),
             relay_token_ttl: Duration::from_secs(60),
             punch_hold: Duration::from_secs(60),
+            public_addr: None,
+            redis: None,
+            relay_secret: None,
+            proxy_protocol: false,
         }
     }
 }
@@ -118,6 +159,18 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        if let Some(addr) = &self.public_addr {
+            let port = addr.rsplit_once(':').and_then(|(host, port)| {
+                (!host.is_empty() && addr.len() <= MAX_PUBLIC_ADDR)
+                    .then(|| port.parse::<u16>().ok())?
+            });
+            if !matches!(port, Some(p) if p != 0) {
+                return Err(ConfigError::PublicAddr(addr.clone()));
+            }
+        }
+        if self.redis.is_some() && self.relay && self.public_addr.is_none() {
+            return Err(ConfigError::RedisNeedsPublicAddr);
+        }
         Ok(())
     }
 
@@ -148,4 +201,17 @@ pub enum ConfigError {
     /// A timeout or limit of zero.
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    /// `--public-addr` is not `HOST:PORT`.
+    #[error("--public-addr `{0}` must be HOST:PORT (at most 253 characters, port 1-65535)")]
+    PublicAddr(String),
+    /// Shared rooms with a relay need each instance's own address.
+    #[error(
+        "--redis with the relay on needs --public-addr HOST:PORT: the address of this \
+         instance itself (not of the load balancer), so a client matched through another \
+         instance can reach the relay that serves its pair (or pass --relay off)"
+    )]
+    RedisNeedsPublicAddr,
 }
+
+/// Longest `--public-addr`: a DNS name (253) is the most it needs.
+const MAX_PUBLIC_ADDR: usize = 253;

@@ -26,7 +26,7 @@ use wire::{
 };
 
 use crate::metrics::Limit;
-use crate::nameplates::{Nameplate, Nameplates};
+use crate::nameplates::{Nameplate, NameplateTable, NoNameplate};
 use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails};
 use crate::server::Admitted;
 
@@ -140,16 +140,22 @@ async fn converse(
         First::RelayJoin(token) => return End::Relay(token),
     };
     let no_relay = hello.no_relay;
+    // The mediator that completes a match hosts the pair's relay: this one if
+    // this arrival turns out to be the joiner.
     let (host_end, joiner_end) = Pairing::pair(
         rand::random(),
         shared.tokens.expiry(shared.config.relay_token_ttl),
+        shared
+            .config
+            .relay
+            .then(|| shared.config.public_addr.clone().unwrap_or_default()),
     );
     let (tag, arrival) = match check_hello(hello, peer, admitted.id, host_end) {
         Ok(checked) => checked,
         Err(end) => return end,
     };
     let room = tag.short_hex();
-    match shared.rooms.join(tag, arrival) {
+    match shared.rooms.join(tag, arrival).await {
         JoinOutcome::Matched(host) => {
             shared.metrics.matched();
             tracing::debug!(%room, "matched");
@@ -174,6 +180,12 @@ async fn converse(
                 "the mediator holds its maximum of waiting rooms; try again later",
             )
         }
+        // TooManyConnections: the code clients already retry on, with a message
+        // that says what is wrong (docs/protocol.md §18.6).
+        JoinOutcome::Unavailable(message) => {
+            shared.metrics.rejected(Limit::RoomStore);
+            refuse(ErrorCode::TooManyConnections, message)
+        }
     }
 }
 
@@ -182,7 +194,7 @@ async fn converse(
 async fn read_first(
     reader: &mut FrameReader,
     stream: &mut TcpStream,
-    nameplates: &Arc<Nameplates>,
+    nameplates: &Arc<dyn NameplateTable>,
 ) -> Result<First, End> {
     let mut plate: Option<Nameplate> = None;
     for _ in 0..=MAX_PINGS_BEFORE_HELLO {
@@ -218,11 +230,17 @@ async fn read_first(
                 return Err(refuse(ErrorCode::Malformed, "one Allocate per connection"))
             }
             ClientMsg::Allocate => {
-                let Some(got) = nameplates.allocate() else {
-                    return Err(refuse(
-                        ErrorCode::NoNameplate,
-                        "no free room numbers; try again in a minute",
-                    ));
+                let got = match nameplates.allocate().await {
+                    Ok(got) => got,
+                    Err(NoNameplate::Exhausted) => {
+                        return Err(refuse(
+                            ErrorCode::NoNameplate,
+                            "no free room numbers; try again in a minute",
+                        ))
+                    }
+                    Err(NoNameplate::Unavailable(message)) => {
+                        return Err(refuse(ErrorCode::TooManyConnections, message))
+                    }
                 };
                 write_msg(
                     stream,
@@ -285,7 +303,9 @@ fn check_hello(
     Ok((RoomTag(hello.room), arrival))
 }
 
-/// What `Matched` says about the relay to a client that sent `own_no_relay`.
+/// What `Matched` says about the relay to a client that sent `own_no_relay`: `Off`
+/// if this mediator, or the one that completed the match and would relay, runs with
+/// `--relay off`.
 fn relay_offer(
     admitted: &Admitted,
     own_no_relay: bool,
@@ -293,16 +313,21 @@ fn relay_offer(
     pairing: &Pairing,
 ) -> RelayOffer {
     let shared = &admitted.shared;
-    if !shared.config.relay {
-        RelayOffer::Off
-    } else if own_no_relay {
+    let Some(server) = pairing
+        .relay_server
+        .as_ref()
+        .filter(|_| shared.config.relay)
+    else {
+        return RelayOffer::Off;
+    };
+    if own_no_relay {
         RelayOffer::RefusedByYou
     } else if peer_no_relay {
         RelayOffer::RefusedByPeer
     } else {
         RelayOffer::Offered {
             token: shared.tokens.mint(&pairing.pair_id, pairing.token_expires),
-            server: String::new(),
+            server: server.clone(),
         }
     }
 }
@@ -347,9 +372,14 @@ async fn wait_as_host(
                 Event::Joined(Ok(joined)) => {
                     return host_matched(admitted, reader, stream, joined, peer, no_relay).await
                 }
-                // The table dropped the room without a joiner: only a table
-                // being torn down does that.
-                Event::Joined(Err(_)) => return End::Done,
+                // The table dropped the room without a joiner: the shared
+                // store lost it and another host holds the tag now (§18.4).
+                Event::Joined(Err(_)) => {
+                    return refuse(
+                        ErrorCode::TooManyConnections,
+                        "the mediators lost this room (their room store restarted); connect again",
+                    )
+                }
                 Event::ShuttingDown => {
                     break refuse(ErrorCode::ShuttingDown, "the mediator is shutting down")
                 }
@@ -379,7 +409,7 @@ async fn wait_as_host(
             }
         },
     };
-    if shared.rooms.leave(tag, admitted.id) {
+    if shared.rooms.leave(tag, admitted.id).await {
         return reason;
     }
     // A joiner took the room while this host was on its way out: the joiner has

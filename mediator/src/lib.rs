@@ -20,9 +20,10 @@ mod connection;
 pub mod limits;
 pub mod metrics;
 pub mod nameplates;
+pub mod proxy;
 mod relay;
 pub mod rooms;
 mod server;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, RelaySecret};
 pub use server::{bind, run, run_with_metrics, LISTEN_BACKLOG};

@@ -11,7 +11,7 @@ use mediator::cli::{init_logging, Args};
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.check_config {
-        return match args.config().validate() {
+        return match args.config_listening_on(args.listen).validate() {
             Ok(()) => {
                 println!("configuration ok\n{}", args.summary());
                 ExitCode::SUCCESS
@@ -69,7 +69,7 @@ fn serve(args: &Args) -> anyhow::Result<()> {
         let server = tokio::spawn(mediator::run_with_metrics(
             listener,
             metrics,
-            args.config(),
+            args.config_listening_on(local),
             shutdown,
         ));
         server.await.context("the server task failed")?

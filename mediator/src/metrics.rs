@@ -1,6 +1,7 @@
 //! Counters and gauges, and a tiny HTTP responder that serves them as Prometheus
-//! text at `GET /metrics`. Hand-written on purpose: one read with a size bound
-//! and a deadline, one write, close.
+//! text at `GET /metrics` and says at `GET /health` whether new rooms can open
+//! (200, or 503 with the reason: e.g. Redis unreachable). Hand-written on purpose:
+//! one read with a size bound and a deadline, one write, close.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -34,10 +35,12 @@ pub enum Limit {
     Per48Hellos,
     /// `--max-rooms`.
     MaxRooms,
+    /// The shared room store (Redis) was unreachable.
+    RoomStore,
 }
 
 impl Limit {
-    const ALL: [Limit; 9] = [
+    const ALL: [Limit; 10] = [
         Limit::MaxConnections,
         Limit::OpenFiles,
         Limit::PerIpConnections,
@@ -47,6 +50,7 @@ impl Limit {
         Limit::Per56Hellos,
         Limit::Per48Hellos,
         Limit::MaxRooms,
+        Limit::RoomStore,
     ];
 
     /// The metric label.
@@ -61,6 +65,7 @@ impl Limit {
             Limit::Per56Hellos => "per_56_hellos",
             Limit::Per48Hellos => "per_48_hellos",
             Limit::MaxRooms => "max_rooms",
+            Limit::RoomStore => "room_store",
         }
     }
 }
@@ -147,8 +152,9 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition format, version 0.0.4.
-    pub fn render(&self, waiting_rooms: usize) -> String {
+    /// Prometheus text exposition format, version 0.0.4. `store_up`: whether the
+    /// room table can open rooms now (always, in memory).
+    pub fn render(&self, waiting_rooms: usize, store_up: bool) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -169,6 +175,11 @@ impl Metrics {
             "Rooms with a host waiting for its peer.",
         );
         metric("mediator_matches_total", "counter", "Pairs matched.");
+        metric(
+            "mediator_room_store_up",
+            "gauge",
+            "1 if the room table can open rooms (Redis reachable, or in memory), else 0.",
+        );
         metric(
             "mediator_errors_total",
             "counter",
@@ -224,6 +235,7 @@ impl Metrics {
             self.connections_total.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "mediator_waiting_rooms {waiting_rooms}");
+        let _ = writeln!(out, "mediator_room_store_up {}", u8::from(store_up));
         let _ = writeln!(
             out,
             "mediator_matches_total {}",
@@ -256,12 +268,17 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Scrapes served at once; more wait in the accept queue.
 const MAX_SCRAPES: usize = 16;
 
-/// Serves `GET /metrics` on `listener` until `cancel` fires. `render` produces the body.
-pub async fn serve<F>(listener: TcpListener, render: F, cancel: CancellationToken)
-where
-    F: Fn() -> String + Send + Sync + 'static,
-{
-    let render = Arc::new(render);
+/// What the responder asks the server for.
+pub trait Status: Send + Sync + 'static {
+    /// The `/metrics` body.
+    fn metrics(&self) -> String;
+    /// Why the mediator cannot open rooms now, if it cannot (`/health` answers 503).
+    fn trouble(&self) -> Option<String>;
+}
+
+/// Serves `GET /metrics` and `GET /health` on `listener` until `cancel` fires.
+pub async fn serve(listener: TcpListener, status: impl Status, cancel: CancellationToken) {
+    let render: Arc<dyn Status> = Arc::new(status);
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -288,7 +305,7 @@ where
 }
 
 /// Reads one request head (bounded) and writes one response.
-async fn answer(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) {
+async fn answer(mut stream: TcpStream, status: &dyn Status) {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut used = 0;
     let complete = loop {
@@ -307,9 +324,14 @@ async fn answer(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Syn
     let (status, body) = if !complete {
         ("431 Request Header Fields Too Large", String::new())
     } else if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-        ("200 OK", render())
+        ("200 OK", status.metrics())
+    } else if head.starts_with(b"GET /health ") || head.starts_with(b"GET /health?") {
+        match status.trouble() {
+            None => ("200 OK", "ok\n".to_owned()),
+            Some(why) => ("503 Service Unavailable", format!("{why}\n")),
+        }
     } else if head.starts_with(b"GET ") {
-        ("404 Not Found", "try /metrics\n".to_owned())
+        ("404 Not Found", "try /metrics or /health\n".to_owned())
     } else {
         ("405 Method Not Allowed", String::new())
     };

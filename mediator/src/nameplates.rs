@@ -1,12 +1,37 @@
 //! The nameplates the mediator allocates for generated room codes (docs/protocol.md
 //! §13.2): the smallest free number first, held until the room is matched or its host
-//! leaves, at most as many at once as there may be waiting rooms.
+//! leaves, at most as many at once as there may be waiting rooms. One small async
+//! trait, [`NameplateTable`]: [`Nameplates`] here for one process, and
+//! `rooms::RedisRooms` for mediators sharing a Redis (§18.3), so two instances never
+//! hand out the same number.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dhke::room::NAMEPLATE_MAX;
 use dhke::{nameplate_tag, RoomTag};
+use futures::future::{self, BoxFuture, FutureExt};
+
+/// Why `Allocate` got no nameplate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoNameplate {
+    /// Every number the table may hand out is taken (`Error{NoNameplate}`).
+    Exhausted,
+    /// The shared store cannot be reached; the message says so (`Error{TooManyConnections}`).
+    Unavailable(String),
+}
+
+/// Where nameplates are allocated.
+pub trait NameplateTable: Send + Sync + std::fmt::Debug + 'static {
+    /// The smallest free nameplate, leased until the returned value is dropped.
+    fn allocate(&self) -> BoxFuture<'_, Result<Nameplate, NoNameplate>>;
+}
+
+/// Gives a leased number back; called once, when its [`Nameplate`] is dropped.
+pub trait Release: Send + Sync + std::fmt::Debug + 'static {
+    /// Frees `number` (whose tag is `tag`).
+    fn release(&self, number: u32, tag: &RoomTag);
+}
 
 /// The allocation table. Share it as `Arc<Nameplates>`; every method takes the one
 /// short lock.
@@ -33,7 +58,7 @@ struct Inner {
 pub struct Nameplate {
     number: u32,
     tag: RoomTag,
-    table: Arc<Nameplates>,
+    table: Arc<dyn Release>,
 }
 
 impl Nameplate {
@@ -48,9 +73,32 @@ impl Nameplate {
     }
 }
 
+impl Nameplate {
+    /// A lease on `number`, given back to `table` on drop.
+    pub fn leased(number: u32, table: Arc<dyn Release>) -> Nameplate {
+        Nameplate {
+            number,
+            tag: nameplate_tag(number),
+            table,
+        }
+    }
+}
+
 impl Drop for Nameplate {
     fn drop(&mut self) {
-        self.table.release(&self.tag);
+        self.table.release(self.number, &self.tag);
+    }
+}
+
+impl Release for Nameplates {
+    fn release(&self, _number: u32, tag: &RoomTag) {
+        self.release_tag(tag);
+    }
+}
+
+impl NameplateTable for Arc<Nameplates> {
+    fn allocate(&self) -> BoxFuture<'_, Result<Nameplate, NoNameplate>> {
+        future::ready(Nameplates::allocate(self).ok_or(NoNameplate::Exhausted)).boxed()
     }
 }
 
@@ -93,7 +141,7 @@ impl Nameplates {
         Some(Nameplate {
             number,
             tag,
-            table: Arc::clone(self),
+            table: Arc::clone(self) as Arc<dyn Release>,
         })
     }
 
@@ -108,7 +156,7 @@ impl Nameplates {
         self.lock().by_tag.len()
     }
 
-    fn release(&self, tag: &RoomTag) {
+    fn release_tag(&self, tag: &RoomTag) {
         let mut inner = self.lock();
         let Some(number) = inner.by_tag.remove(tag) else {
             return;

@@ -34,12 +34,13 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// A refusal: the code and message of the `Error` the client gets.
 pub(crate) type Refusal = (ErrorCode, String);
 
-/// Mints and checks relay tokens: `pair_id (12) || expires (u32 BE, seconds since
-/// this mediator started) || HMAC-SHA256(secret, label || pair_id || expires)[..16]`.
-/// Stateless until a client presents one, so a match costs the relay nothing.
+/// Mints and checks relay tokens: `pair_id (12) || expires (u32 BE, Unix seconds)
+/// || HMAC-SHA256(secret, label || pair_id || expires)[..16]`. Stateless until a
+/// client presents one, so a match costs the relay nothing. Mediators sharing a
+/// Redis share the secret (docs/protocol.md §18.5): the host's mediator mints the
+/// same token for its client that the relay's mediator minted for the joiner.
 pub(crate) struct TokenKey {
     secret: [u8; 32],
-    epoch: Instant,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -48,19 +49,27 @@ impl std::fmt::Debug for TokenKey {
     }
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl TokenKey {
     /// A fresh random key; tokens die with the process.
     pub(crate) fn new() -> TokenKey {
-        TokenKey {
-            secret: rand::random(),
-            epoch: Instant::now(),
-        }
+        TokenKey::from_secret(rand::random())
+    }
+
+    /// A key given by the operator or agreed through Redis.
+    pub(crate) fn from_secret(secret: [u8; 32]) -> TokenKey {
+        TokenKey { secret }
     }
 
     /// The expiry stamp for a token minted now and good for `ttl`.
     pub(crate) fn expiry(&self, ttl: Duration) -> u32 {
-        let at = self.epoch.elapsed() + ttl;
-        u32::try_from(at.as_secs()).unwrap_or(u32::MAX)
+        u32::try_from(unix_now().saturating_add(ttl.as_secs())).unwrap_or(u32::MAX)
     }
 
     fn mac(&self, pair_id: &[u8; 12], expires: u32) -> [u8; 16] {
@@ -91,12 +100,13 @@ impl TokenKey {
         if !bool::from(self.mac(&pair_id, expires).ct_eq(&token[16..])) {
             return Err((
                 ErrorCode::RelayRefused,
-                "this relay token was not issued here (or the mediator restarted); \
+                "this relay token was not issued here (or the mediator restarted, or \
+                 the mediators behind this address do not share --relay-secret); \
                  reconnect through the mediator"
                     .into(),
             ));
         }
-        if self.epoch.elapsed().as_secs() > u64::from(expires) {
+        if unix_now() > u64::from(expires) {
             return Err((
                 ErrorCode::RelayRefused,
                 "this relay token has expired; reconnect through the mediator".into(),

@@ -1,15 +1,19 @@
 //! The room table: where a waiting host sits until its joiner arrives. One small
-//! trait, so a table shared between mediators (e.g. in Redis) can replace the
-//! in-memory one without touching the connection code.
+//! async trait with two implementations: [`InMemoryRooms`] (the default, one
+//! process) and [`RedisRooms`] (several mediators sharing rooms through Redis,
+//! docs/protocol.md §18), so the connection code never knows which it talks to.
 
 mod memory;
+mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use dhke::RoomTag;
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
+pub use self::redis::{place_of as redis_place, RedisRooms, RoomStoreError};
 pub use memory::InMemoryRooms;
 
 /// Identifies one client connection, so a leaving host removes its own room and
@@ -39,8 +43,12 @@ pub struct PeerDetails {
 pub struct Pairing {
     /// Names the pair in its relay token; the same on both sides.
     pub pair_id: [u8; 12],
-    /// When the pair's relay token expires, in seconds since the mediator started.
+    /// When the pair's relay token expires, in Unix seconds.
     pub token_expires: u32,
+    /// `HOST:PORT` of the relay that serves this pair: the mediator that completed
+    /// the match (empty: "the one you are talking to", `RelayOffer::Offered.server`).
+    /// `None`: that mediator runs with its relay off.
+    pub relay_server: Option<String>,
     /// Our client's round-trip time, for the other side's task.
     pub rtt_out: oneshot::Sender<Duration>,
     /// The other client's round-trip time, from the other side's task.
@@ -49,19 +57,25 @@ pub struct Pairing {
 
 impl Pairing {
     /// Both ends of one pair.
-    pub fn pair(pair_id: [u8; 12], token_expires: u32) -> (Pairing, Pairing) {
+    pub fn pair(
+        pair_id: [u8; 12],
+        token_expires: u32,
+        relay_server: Option<String>,
+    ) -> (Pairing, Pairing) {
         let (a_out, b_in) = oneshot::channel();
         let (b_out, a_in) = oneshot::channel();
         (
             Pairing {
                 pair_id,
                 token_expires,
+                relay_server: relay_server.clone(),
                 rtt_out: a_out,
                 rtt_in: a_in,
             },
             Pairing {
                 pair_id,
                 token_expires,
+                relay_server,
                 rtt_out: b_out,
                 rtt_in: b_in,
             },
@@ -105,15 +119,22 @@ pub enum JoinOutcome {
     GroupMismatch,
     /// The room was empty but the table holds its maximum of waiting rooms.
     Full,
+    /// The shared room store cannot be reached: no room can be opened or joined
+    /// now (the message says why; clients retry).
+    Unavailable(String),
 }
 
 /// Waiting rooms keyed by room tag. Rooms are one-shot: a match removes the room.
 pub trait RoomTable: Send + Sync + std::fmt::Debug + 'static {
     /// Opens the room for `arrival` or matches it with the host waiting there.
-    fn join(&self, tag: RoomTag, arrival: Arrival) -> JoinOutcome;
+    fn join(&self, tag: RoomTag, arrival: Arrival) -> BoxFuture<'_, JoinOutcome>;
     /// Removes the room `tag` if connection `id` is its waiting host. Returns
     /// false when it was not (already matched, or never there).
-    fn leave(&self, tag: &RoomTag, id: ConnId) -> bool;
-    /// How many rooms are waiting now (metrics).
+    fn leave<'a>(&'a self, tag: &'a RoomTag, id: ConnId) -> BoxFuture<'a, bool>;
+    /// How many rooms this mediator's hosts hold now (metrics).
     fn waiting(&self) -> usize;
+    /// Why new rooms are refused now, if they are (`GET /health`, metrics).
+    fn trouble(&self) -> Option<String> {
+        None
+    }
 }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +23,9 @@ use crate::config::Config;
 use crate::connection;
 use crate::limits::{AddrKey, AddrLimits};
 use crate::metrics::{self, Limit, Metrics};
-use crate::nameplates::Nameplates;
+use crate::nameplates::{NameplateTable, Nameplates};
 use crate::relay::{RelayTable, TokenKey};
-use crate::rooms::{ConnId, InMemoryRooms, RoomTable};
+use crate::rooms::{ConnId, InMemoryRooms, RedisRooms, RoomTable};
 
 /// Listen backlog: a burst of thousands of connects must queue, not have SYNs
 /// dropped (a dropped SYN stalls the client a full second). The kernel caps it
@@ -53,7 +53,9 @@ pub(crate) struct Shared {
     /// Relay connections waiting for their second side.
     pub(crate) relay: RelayTable,
     /// Nameplates reserved by `Allocate` for generated room codes.
-    pub(crate) nameplates: Arc<Nameplates>,
+    pub(crate) nameplates: Arc<dyn NameplateTable>,
+    /// Connections still reading their PROXY header (not yet admitted).
+    unproxied: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -128,23 +130,39 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let cancel = CancellationToken::new();
+    let secret = config.relay_secret.as_ref().map(|s| s.0);
+    type Tables = (Box<dyn RoomTable>, Arc<dyn NameplateTable>, TokenKey);
+    let (rooms, nameplates, tokens): Tables = match &config.redis {
+        None => (
+            Box::new(InMemoryRooms::new(config.max_rooms)),
+            Arc::new(Nameplates::new(config.max_rooms)),
+            secret.map_or_else(TokenKey::new, TokenKey::from_secret),
+        ),
+        Some(url) => {
+            let (rooms, agreed) =
+                RedisRooms::connect(url, config.max_rooms, secret, cancel.clone()).await?;
+            let plates = Arc::new(rooms.clone());
+            (Box::new(rooms), plates, TokenKey::from_secret(agreed))
+        }
+    };
     let shared = Arc::new(Shared {
-        rooms: Box::new(InMemoryRooms::new(config.max_rooms)),
+        rooms,
         limits: AddrLimits::new(config.limit_caps()),
         metrics: Metrics::default(),
-        cancel: CancellationToken::new(),
-        tokens: TokenKey::new(),
+        cancel,
+        tokens,
         relay: RelayTable::default(),
-        nameplates: Nameplates::new(config.max_rooms),
+        nameplates,
+        unproxied: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
         config,
     });
     let tracker = TaskTracker::new();
     if let Some(metrics_listener) = metrics {
-        let for_render = shared.clone();
         tracker.spawn(metrics::serve(
             metrics_listener,
-            move || for_render.metrics.render(for_render.rooms.waiting()),
+            Status(shared.clone()),
             shared.cancel.clone(),
         ));
     }
@@ -167,6 +185,22 @@ pub async fn run_with_metrics(
     }
     tracing::info!("mediator stopped");
     Ok(())
+}
+
+/// What `/metrics` and `/health` report.
+struct Status(Arc<Shared>);
+
+impl metrics::Status for Status {
+    fn metrics(&self) -> String {
+        let rooms = &self.0.rooms;
+        self.0
+            .metrics
+            .render(rooms.waiting(), rooms.trouble().is_none())
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.0.rooms.trouble()
+    }
 }
 
 /// A file descriptor held in reserve: when `accept` fails for lack of
@@ -238,6 +272,9 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
+            Ok((stream, addr)) if shared.config.proxy_protocol => {
+                admit_proxied(stream, unmap(addr), shared, tracker)
+            }
             Ok((stream, addr)) => admit(stream, unmap(addr), shared, tracker),
             Err(e) if is_fd_exhaustion(&e) => {
                 warn_now(
@@ -273,6 +310,44 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// With `--proxy-protocol`: reads the header (within the hello timeout) on a task
+/// of its own, then admits the connection under the client's address from it. A
+/// connection without a valid header is closed without a word: it is not a client
+/// coming through the balancer. Headers being read count against
+/// `--max-connections` too.
+fn admit_proxied(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) {
+    let pending = shared.unproxied.load(Ordering::Relaxed);
+    if shared.metrics.connections_open() + pending >= shared.config.max_connections {
+        shared.metrics.rejected(Limit::MaxConnections);
+        shared.metrics.error(ErrorCode::TooManyConnections);
+        refuse_now(stream, "the mediator is full; try again later");
+        return;
+    }
+    shared.unproxied.fetch_add(1, Ordering::Relaxed);
+    let (shared, spawner) = (shared.clone(), tracker.clone());
+    tracker.spawn(async move {
+        let header = timeout(
+            shared.config.hello_timeout,
+            crate::proxy::read_header(&mut stream),
+        )
+        .await;
+        shared.unproxied.fetch_sub(1, Ordering::Relaxed);
+        match header {
+            Ok(Ok(crate::proxy::Source::Client(client))) => {
+                admit(stream, unmap(client), &shared, &spawner)
+            }
+            Ok(Ok(crate::proxy::Source::Local)) => admit(stream, addr, &shared, &spawner),
+            Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "closing"),
+            Err(_) => tracing::debug!(peer = %addr, "no PROXY header in time; closing"),
+        }
+    });
 }
 
 /// Checks the limits and spawns the connection's task, or refuses it.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, frame, hello, start, Client};
+use common::{config, frame, hello, relay_pair, relay_round_trips, start, Client};
 use mediator::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wire::frame::RELAY_NOTICE;
@@ -56,26 +56,6 @@ async fn relay_join(addr: std::net::SocketAddr, token: [u8; 32]) -> Client {
     let mut c = Client::connect(addr).await;
     c.send(&ClientMsg::RelayJoin { token }).await;
     c
-}
-
-async fn expect_ready(c: &mut Client) {
-    match c.recv().await {
-        Some(MediatorMsg::RelayReady) => {}
-        other => panic!("expected RelayReady, got {other:?}"),
-    }
-}
-
-/// Reads one peer frame's payload.
-async fn read_peer_frame(c: &mut Client) -> Vec<u8> {
-    let mut header = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(10), c.stream.read_exact(&mut header))
-        .await
-        .expect("frame in time")
-        .expect("read header");
-    let len = Link::Peer.parse_header(header).expect("peer frame length");
-    let mut payload = vec![0u8; len];
-    c.stream.read_exact(&mut payload).await.expect("payload");
-    payload
 }
 
 /// Reads peer frames until the relay's end notice; returns its code and message.
@@ -161,17 +141,8 @@ async fn relay_splices_the_two_sides_and_forwards_frames_unchanged() {
         matched_pair(server.addr, 3, false, false).await;
     let token = token_of(&host_offer);
     assert_eq!(token, token_of(&joiner_offer));
-    let mut a = relay_join(server.addr, token).await;
-    let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
-    for i in 0..50u32 {
-        let payload: Vec<u8> = (0..(1 + i * 1000)).map(|x| x as u8).collect();
-        a.send_raw(&frame(&payload)).await.unwrap();
-        assert_eq!(read_peer_frame(&mut b).await, payload);
-        b.send_raw(&frame(&payload[..1])).await.unwrap();
-        assert_eq!(read_peer_frame(&mut a).await, payload[..1]);
-    }
+    let (mut a, mut b) = relay_pair(server.addr, token).await;
+    relay_round_trips(&mut a, &mut b, 50).await;
     // One side leaving ends the other.
     drop(a);
     let mut rest = Vec::new();
@@ -225,8 +196,8 @@ async fn a_relay_session_past_its_byte_cap_ends_with_a_notice_to_both_and_pairin
     let token = token_of(&offer);
     let mut a = relay_join(server.addr, token).await;
     let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
     let chunk = vec![0x42u8; 8 * 1024];
     // 64 KiB of cap: the ninth 8 KiB frame passes it.
     for _ in 0..12 {
@@ -254,8 +225,8 @@ async fn an_idle_relay_session_is_ended_with_a_notice() {
     let token = token_of(&offer);
     let mut a = relay_join(server.addr, token).await;
     let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
     let (code, message) = read_until_notice(&mut a).await;
     assert_eq!(code, ErrorCode::RelayLimit);
     assert!(message.contains("without traffic"), "{message}");
@@ -281,8 +252,8 @@ async fn an_oversized_frame_through_the_relay_closes_both_sides() {
     let token = token_of(&offer);
     let mut a = relay_join(server.addr, token).await;
     let mut b = relay_join(server.addr, token).await;
-    expect_ready(&mut a).await;
-    expect_ready(&mut b).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
     let _ = a.stream.write_all(&u32::MAX.to_be_bytes()).await;
     let (code, _) = read_until_notice(&mut b).await;
     assert_eq!(code, ErrorCode::Malformed);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use dhke::RoomTag;
+use futures::future::{self, BoxFuture, FutureExt};
 use tokio::sync::oneshot;
 
 use super::{Arrival, ConnId, JoinOutcome, Joined, PeerDetails, RoomTable};
@@ -44,8 +45,8 @@ impl InMemoryRooms {
     }
 }
 
-impl RoomTable for InMemoryRooms {
-    fn join(&self, tag: RoomTag, arrival: Arrival) -> JoinOutcome {
+impl InMemoryRooms {
+    fn join_now(&self, tag: RoomTag, arrival: Arrival) -> JoinOutcome {
         let mut rooms = self.lock();
         let mut details = arrival.details;
         if let Some(host) = rooms.get(&tag) {
@@ -81,7 +82,7 @@ impl RoomTable for InMemoryRooms {
         JoinOutcome::Waiting(receiver)
     }
 
-    fn leave(&self, tag: &RoomTag, id: ConnId) -> bool {
+    fn leave_now(&self, tag: &RoomTag, id: ConnId) -> bool {
         let mut rooms = self.lock();
         if rooms.get(tag).is_some_and(|host| host.id == id) {
             rooms.remove(tag);
@@ -89,6 +90,16 @@ impl RoomTable for InMemoryRooms {
         } else {
             false
         }
+    }
+}
+
+impl RoomTable for InMemoryRooms {
+    fn join(&self, tag: RoomTag, arrival: Arrival) -> BoxFuture<'_, JoinOutcome> {
+        future::ready(self.join_now(tag, arrival)).boxed()
+    }
+
+    fn leave<'a>(&'a self, tag: &'a RoomTag, id: ConnId) -> BoxFuture<'a, bool> {
+        future::ready(self.leave_now(tag, id)).boxed()
     }
 
     fn waiting(&self) -> usize {
@@ -112,7 +123,7 @@ mod tests {
                 local_addrs: Vec::new(),
                 no_relay: false,
             },
-            host_end: super::super::Pairing::pair([0; 12], 0).0,
+            host_end: super::super::Pairing::pair([0; 12], 0, Some(String::new())).0,
         }
     }
 
@@ -120,18 +131,18 @@ mod tests {
     fn second_arrival_matches_and_room_is_forgotten() {
         let rooms = InMemoryRooms::new(10);
         let tag = RoomTag([1; 32]);
-        let JoinOutcome::Waiting(mut rx) = rooms.join(tag, arrival(1, 15, "a")) else {
+        let JoinOutcome::Waiting(mut rx) = rooms.join_now(tag, arrival(1, 15, "a")) else {
             panic!("first arrival waits");
         };
-        let JoinOutcome::Matched(host) = rooms.join(tag, arrival(2, 15, "b")) else {
+        let JoinOutcome::Matched(host) = rooms.join_now(tag, arrival(2, 15, "b")) else {
             panic!("second arrival matches");
         };
         assert_eq!(host.name, "a");
         assert_eq!(rx.try_recv().unwrap().details.name, "b");
         assert_eq!(rooms.waiting(), 0);
-        assert!(!rooms.leave(&tag, 1));
+        assert!(!rooms.leave_now(&tag, 1));
         assert!(matches!(
-            rooms.join(tag, arrival(3, 15, "c")),
+            rooms.join_now(tag, arrival(3, 15, "c")),
             JoinOutcome::Waiting(_)
         ));
     }
@@ -140,9 +151,9 @@ mod tests {
     fn group_mismatch_keeps_the_host() {
         let rooms = InMemoryRooms::new(10);
         let tag = RoomTag([1; 32]);
-        let _rx = rooms.join(tag, arrival(1, 15, "a"));
+        let _rx = rooms.join_now(tag, arrival(1, 15, "a"));
         assert!(matches!(
-            rooms.join(tag, arrival(2, 14, "b")),
+            rooms.join_now(tag, arrival(2, 14, "b")),
             JoinOutcome::GroupMismatch
         ));
         assert_eq!(rooms.waiting(), 1);
@@ -152,26 +163,26 @@ mod tests {
     fn a_gone_host_frees_its_room() {
         let rooms = InMemoryRooms::new(10);
         let tag = RoomTag([1; 32]);
-        drop(rooms.join(tag, arrival(1, 15, "a")));
+        drop(rooms.join_now(tag, arrival(1, 15, "a")));
         assert!(matches!(
-            rooms.join(tag, arrival(2, 15, "b")),
+            rooms.join_now(tag, arrival(2, 15, "b")),
             JoinOutcome::Waiting(_)
         ));
         // The old host's leave must not remove the new room.
-        assert!(!rooms.leave(&tag, 1));
-        assert!(rooms.leave(&tag, 2));
+        assert!(!rooms.leave_now(&tag, 1));
+        assert!(rooms.leave_now(&tag, 2));
     }
 
     #[test]
     fn full_table_refuses_new_rooms_but_still_matches() {
         let rooms = InMemoryRooms::new(1);
-        let _rx = rooms.join(RoomTag([1; 32]), arrival(1, 15, "a"));
+        let _rx = rooms.join_now(RoomTag([1; 32]), arrival(1, 15, "a"));
         assert!(matches!(
-            rooms.join(RoomTag([2; 32]), arrival(2, 15, "b")),
+            rooms.join_now(RoomTag([2; 32]), arrival(2, 15, "b")),
             JoinOutcome::Full
         ));
         assert!(matches!(
-            rooms.join(RoomTag([1; 32]), arrival(3, 15, "c")),
+            rooms.join_now(RoomTag([1; 32]), arrival(3, 15, "c")),
             JoinOutcome::Matched(_)
         ));
     }

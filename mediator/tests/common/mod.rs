@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wire::{ClientMsg, ErrorCode, Link, MediatorMsg, Role};
 
+pub mod redis_server;
+
 /// Longest a test waits for one message before it fails (virtual time in paused tests).
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -225,12 +227,56 @@ impl Client {
         }
     }
 
+    /// Expects `RelayReady` (§12.3).
+    pub async fn expect_relay_ready(&mut self) {
+        match self.recv().await {
+            Some(MediatorMsg::RelayReady) => {}
+            other => panic!("expected RelayReady, got {other:?}"),
+        }
+    }
+
+    /// Reads one peer frame's payload (through a relay).
+    pub async fn read_peer_frame(&mut self) -> Vec<u8> {
+        let mut header = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), self.stream.read_exact(&mut header))
+            .await
+            .expect("frame in time")
+            .expect("read header");
+        let len = Link::Peer.parse_header(header).expect("peer frame length");
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).await.expect("payload");
+        payload
+    }
+
     /// Expects `Matched` with this role; returns the peer's details.
     pub async fn expect_matched(&mut self, role: Role) -> MediatorMsg {
         match self.recv().await {
             Some(msg @ MediatorMsg::Matched { role: got, .. }) if got == role => msg,
             other => panic!("expected Matched{{{role:?}}}, got {other:?}"),
         }
+    }
+}
+
+/// Two relay connections to `addr` presenting `token`, both past `RelayReady`.
+pub async fn relay_pair(addr: SocketAddr, token: [u8; 32]) -> (Client, Client) {
+    let mut a = Client::connect(addr).await;
+    a.send(&ClientMsg::RelayJoin { token }).await;
+    let mut b = Client::connect(addr).await;
+    b.send(&ClientMsg::RelayJoin { token }).await;
+    a.expect_relay_ready().await;
+    b.expect_relay_ready().await;
+    (a, b)
+}
+
+/// `rounds` frames of growing size from `a` to `b`, each answered by a one-byte
+/// frame back; every frame must arrive unchanged.
+pub async fn relay_round_trips(a: &mut Client, b: &mut Client, rounds: u32) {
+    for i in 0..rounds {
+        let payload: Vec<u8> = (0..(1 + i * 1000)).map(|x| x as u8).collect();
+        a.send_raw(&frame(&payload)).await.unwrap();
+        assert_eq!(b.read_peer_frame().await, payload);
+        b.send_raw(&frame(&payload[..1])).await.unwrap();
+        assert_eq!(a.read_peer_frame().await, payload[..1]);
     }
 }
 

@@ -1,0 +1,424 @@
+//! Several real `mediator` binaries sharing rooms through a real `redis-server`
+//! on loopback (docs/protocol.md §18): pairing and punch timing across instances,
+//! the relay on the instance that completed the match, an instance killed with a
+//! host waiting, and Redis going away and coming back under running mediators.
+//! Needs `redis-server` on PATH (.ci/run installs it); without it every test fails.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::redis_server::{free_port, RedisServer};
+use common::{hello, Binary, Client};
+use wire::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role};
+
+/// A mediator instance using `redis`, with its metrics/health port.
+struct Instance {
+    binary: Binary,
+    health: SocketAddr,
+}
+
+impl Instance {
+    fn start(redis: &RedisServer) -> Instance {
+        Instance::start_with(redis, "")
+    }
+
+    fn start_with(redis: &RedisServer, flags: &str) -> Instance {
+        let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let binary = Binary::spawn(&format!(
+            "--redis {} --metrics {health} --per-ip-connections 1000 --per-ip-hellos-per-min 100000 {flags}",
+            redis.url()
+        ));
+        Instance { binary, health }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.binary.addr
+    }
+
+    /// `GET path` on the metrics port: (status code, body).
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect_timeout(&self.health, Duration::from_secs(2))
+            .expect("metrics port answers");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (status, body)
+    }
+}
+
+fn room_key(n: u64) -> String {
+    format!("p2pchat:v2:room:{}", hex::encode(common::room(n)))
+}
+
+/// Whether room `n`'s key is in Redis now.
+fn room_exists(con: &mut redis::Connection, n: u64) -> bool {
+    let exists: i64 = redis::cmd("EXISTS").arg(room_key(n)).query(con).unwrap();
+    exists == 1
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn relay_of(msg: &MediatorMsg) -> RelayOffer {
+    match msg {
+        MediatorMsg::Matched { relay, .. } => relay.clone(),
+        other => panic!("not Matched: {other:?}"),
+    }
+}
+
+fn peer_name(msg: &MediatorMsg) -> String {
+    match msg {
+        MediatorMsg::Matched { peer_name, .. } => peer_name.clone(),
+        other => panic!("not Matched: {other:?}"),
+    }
+}
+
+/// A host waiting on `host_at`, then a joiner on `joiner_at`: both `Matched`.
+async fn meet(
+    host_at: SocketAddr,
+    joiner_at: SocketAddr,
+    n: u64,
+) -> (Client, MediatorMsg, Client, MediatorMsg) {
+    let mut host = Client::connect(host_at).await;
+    host.send(&hello(n, "alice")).await;
+    host.expect_waiting().await;
+    let mut joiner = Client::connect(joiner_at).await;
+    joiner.send(&hello(n, "bob")).await;
+    let joined = joiner.expect_matched(Role::Joiner).await;
+    let hosted = host.expect_matched(Role::Host).await;
+    (host, hosted, joiner, joined)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_two_instances_meet_and_time_their_punch_together() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let (mut host, hosted, mut joiner, joined) = meet(a.addr(), b.addr(), 1).await;
+    assert_eq!(peer_name(&hosted), "bob");
+    assert_eq!(peer_name(&joined), "alice");
+    let MediatorMsg::Matched {
+        public,
+        listen_port,
+        ..
+    } = &joined
+    else {
+        unreachable!()
+    };
+    assert_eq!(public, &common::public(dhke::Group::Modp3072));
+    assert_eq!(
+        *listen_port, 4005,
+        "the host's details crossed byte for byte"
+    );
+    // The round-trip figures cross instances: without them each side would wait
+    // the full 2 s for the other's before PunchNow.
+    let started = Instant::now();
+    tokio::join!(host.answer_punch(), joiner.answer_punch());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "PunchNow took {:?}",
+        started.elapsed()
+    );
+    // The room is gone from Redis once matched.
+    let mut con = redis.connection();
+    assert!(!room_exists(&mut con, 1));
+
+    // Same instance in Redis mode, and the other way round.
+    meet(b.addr(), b.addr(), 2).await;
+    meet(b.addr(), a.addr(), 3).await;
+
+    // A group mismatch is told across instances, and the host keeps its room.
+    let mut host = Client::connect(a.addr()).await;
+    host.send(&hello(4, "alice")).await;
+    host.expect_waiting().await;
+    let mut other = Client::connect(b.addr()).await;
+    let group14 = dhke::Group::Modp2048;
+    other
+        .send(&common::hello_with(
+            4,
+            "carol",
+            group14,
+            common::public(group14),
+        ))
+        .await;
+    other.expect_error(ErrorCode::GroupMismatch).await;
+    let mut joiner = Client::connect(b.addr()).await;
+    joiner.send(&hello(4, "bob")).await;
+    joiner.expect_matched(Role::Joiner).await;
+    host.expect_matched(Role::Host).await;
+
+    let (status, body) = a.get("/health");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (_, metrics) = a.get("/metrics");
+    assert!(metrics.contains("mediator_room_store_up 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_split_over_two_instances_relays_through_the_one_that_matched() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let (_host, hosted, _joiner, joined) = meet(a.addr(), b.addr(), 10).await;
+    let (
+        RelayOffer::Offered { token, server },
+        RelayOffer::Offered {
+            token: t2,
+            server: s2,
+        },
+    ) = (relay_of(&hosted), relay_of(&joined))
+    else {
+        panic!("both sides are offered the relay");
+    };
+    assert_eq!(token, t2, "one token for the pair");
+    assert_eq!(
+        server,
+        b.addr().to_string(),
+        "B completed the match: B relays"
+    );
+    assert_eq!(s2, server);
+    // Both go to the relay named in Matched; the host's token was minted on A
+    // with the key agreed in Redis, and B accepts it.
+    let relay: SocketAddr = server.parse().unwrap();
+    let (mut x, mut y) = common::relay_pair(relay, token).await;
+    common::relay_round_trips(&mut x, &mut y, 20).await;
+    // The session is on B alone.
+    let (_, metrics) = a.get("/metrics");
+    assert!(metrics.contains("mediator_relay_sessions 0"), "{metrics}");
+    let (_, metrics) = b.get("/metrics");
+    assert!(metrics.contains("mediator_relay_sessions 1"), "{metrics}");
+}
+
+/// Sends `Allocate` on a fresh connection to `at`; returns the number and the
+/// connection (which holds it).
+async fn allocate(at: SocketAddr) -> (u32, Client) {
+    let mut c = Client::connect(at).await;
+    c.send(&ClientMsg::Allocate).await;
+    match c.recv().await {
+        Some(MediatorMsg::Allocated { nameplate }) => (nameplate, c),
+        other => panic!("expected Allocated, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nameplates_are_unique_across_instances_and_come_back_when_freed() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let (first, on_a) = allocate(a.addr()).await;
+    let (second, _on_b) = allocate(b.addr()).await;
+    assert_eq!((first, second), (1, 2), "one sequence for all instances");
+    drop(on_a);
+    // Released asynchronously: poll, each look's own number released at once.
+    let start = Instant::now();
+    while allocate(b.addr()).await.0 != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "nameplate 1 never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_the_relay_off_completing_a_match_means_off_for_both() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start_with(&redis, "--relay off");
+    let (_host, hosted, _joiner, joined) = meet(a.addr(), b.addr(), 50).await;
+    assert_eq!(relay_of(&hosted), RelayOffer::Off);
+    assert_eq!(relay_of(&joined), RelayOffer::Off);
+    // The other way round A relays, and says so to both.
+    let (_host, hosted, _joiner, joined) = meet(b.addr(), a.addr(), 51).await;
+    assert_eq!(
+        relay_of(&hosted),
+        RelayOffer::Off,
+        "B itself runs with the relay off"
+    );
+    let RelayOffer::Offered { server, .. } = relay_of(&joined) else {
+        panic!("A offers its relay to its own client");
+    };
+    assert_eq!(server, a.addr().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_leaves_no_room_behind() {
+    let redis = RedisServer::start();
+    let mut a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let mut host = Client::connect(a.addr()).await;
+    host.send(&hello(20, "alice")).await;
+    host.expect_waiting().await;
+    let (plate, _held) = allocate(a.addr()).await;
+    assert_eq!(plate, 1);
+    let mut con = redis.connection();
+    let mut pttl = || -> i64 {
+        redis::cmd("PTTL")
+            .arg(room_key(20))
+            .query(&mut con)
+            .unwrap()
+    };
+    let first = pttl();
+    assert!((1..=15_000).contains(&first), "room key TTL {first} ms");
+    // A live instance's heartbeat (every 5 s) keeps pushing the expiry out.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let later = pttl();
+    assert!(
+        later > first - 5000,
+        "TTL refreshed: {first} ms, then {later} ms"
+    );
+    a.binary.child.kill().unwrap();
+    let _ = a.binary.child.wait();
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(20),
+        "the dead instance's room expires",
+        || !room_exists(&mut con, 20),
+    )
+    .await;
+    assert!(
+        killed.elapsed() > Duration::from_secs(3),
+        "the room lived on until its TTL, not removed by anything else"
+    );
+    // The dead instance's nameplate lease ran out too: B hands the number out again.
+    let (plate, _held) = allocate(b.addr()).await;
+    assert_eq!(plate, 1, "the dead instance's nameplate is reclaimed");
+    // The host comes back through B and meets its joiner.
+    meet(b.addr(), b.addr(), 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_back_at_once_after_its_instance_died_meets_its_joiner_not_its_ghost() {
+    let redis = RedisServer::start();
+    let mut a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let c = Instance::start(&redis);
+    let mut host = Client::connect(a.addr()).await;
+    host.send(&hello(30, "alice")).await;
+    host.expect_waiting().await;
+    a.binary.child.kill().unwrap();
+    let _ = a.binary.child.wait();
+    // Its room is still in Redis (TTL not passed), but nobody hears A's channel:
+    // the reconnecting host opens the room again instead of meeting itself.
+    let mut con = redis.connection();
+    assert!(room_exists(&mut con, 30), "the stale room is still there");
+    let mut host = Client::connect(b.addr()).await;
+    host.send(&hello(30, "alice")).await;
+    host.expect_waiting().await;
+    let mut joiner = Client::connect(c.addr()).await;
+    joiner.send(&hello(30, "bob")).await;
+    let joined = joiner.expect_matched(Role::Joiner).await;
+    assert_eq!(peer_name(&joined), "alice");
+    let hosted = host.expect_matched(Role::Host).await;
+    assert_eq!(peer_name(&hosted), "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_refuses_new_rooms_clearly_and_service_returns_with_it() {
+    let mut redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    meet(a.addr(), b.addr(), 40).await;
+    // A host waiting through the outage.
+    let mut patient = Client::connect(a.addr()).await;
+    patient.send(&hello(41, "alice")).await;
+    patient.expect_waiting().await;
+
+    redis.stop();
+    let mut refused = Client::connect(b.addr()).await;
+    refused.send(&hello(42, "bob")).await;
+    let message = refused.expect_error(ErrorCode::TooManyConnections).await;
+    assert!(message.contains("Redis"), "{message}");
+    assert!(message.contains("try again"), "{message}");
+    let health = || b.get("/health");
+    eventually(
+        Duration::from_secs(10),
+        "/health reports Redis down",
+        || {
+            let (status, body) = health();
+            status == 503 && body.contains("Redis")
+        },
+    )
+    .await;
+    let (_, metrics) = b.get("/metrics");
+    assert!(metrics.contains("mediator_room_store_up 0"), "{metrics}");
+    assert!(
+        metrics.contains("mediator_rejected_total{limit=\"room_store\"} 1"),
+        "{metrics}"
+    );
+
+    redis.restart();
+    eventually(Duration::from_secs(15), "/health recovers on both", || {
+        a.get("/health").0 == 200 && b.get("/health").0 == 200
+    })
+    .await;
+    meet(a.addr(), b.addr(), 43).await;
+    meet(b.addr(), a.addr(), 44).await;
+    // The waiting host's room is put back by A's heartbeat, and a joiner meets it.
+    let mut con = redis.connection();
+    eventually(
+        Duration::from_secs(15),
+        "the waiting host's room is back",
+        || room_exists(&mut con, 41),
+    )
+    .await;
+    let mut joiner = Client::connect(b.addr()).await;
+    joiner.send(&hello(41, "bob")).await;
+    joiner.expect_matched(Role::Joiner).await;
+    patient.expect_matched(Role::Host).await;
+}
+
+#[test]
+fn redis_without_a_public_address_is_refused_with_what_to_do() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediator"))
+        .args([
+            "--listen",
+            "[::]:7070",
+            "--redis",
+            "redis://127.0.0.1:1/",
+            "--check-config",
+        ])
+        .env_remove("MEDIATOR_PUBLIC_ADDR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--public-addr"), "{err}");
+}
+
+#[test]
+fn an_unreachable_redis_at_startup_is_a_clear_exit() {
+    let port = free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mediator"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &format!("redis://127.0.0.1:{port}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach Redis"), "{err}");
+}
