@@ -10,6 +10,7 @@
 
 mod frame;
 mod handshake;
+mod lan;
 mod messages;
 mod names;
 mod public;
@@ -18,6 +19,7 @@ pub mod seeds;
 
 pub use frame::frame_decode;
 pub use handshake::handshake;
+pub use lan::lan_datagram;
 pub use messages::{client_msg, mediator_msg, peer_handshake_msg, peer_msg};
 /// The client's download-name sanitiser, compiled from its source (see `names`).
 pub use names::safe_file_name;
@@ -41,4 +43,5 @@ pub const TARGETS: &[Target] = &[
     ("file_name", file_name),
     ("terminal_text", terminal_text),
     ("public_value", public_value),
+    ("lan_datagram", lan_datagram),
 ];
