@@ -92,9 +92,9 @@ impl Model {
         })
     }
 
-    /// Rows 8–10 on top, and the count of the reason.
-    fn accept(&mut self, d: &[u8], now: u64) -> Result<Opened, Dropped> {
-        let result = Model::open(d, now).and_then(|opened| {
+    /// Rows 8–10 on top of what [`Model::open`] said, and the count of the reason.
+    fn accept(&mut self, opened: Result<Opened, Dropped>, now: u64) -> Result<Opened, Dropped> {
+        let result = opened.and_then(|opened| {
             if opened.announcement.instance == self.own {
                 return Err(Dropped::Own);
             }
@@ -204,11 +204,9 @@ fn run(data: &[u8]) -> (DropCounts, usize) {
                 continue;
             }
         };
-        let expected = model.accept(&datagram, now);
-        assert_eq!(
-            wire::lan::open(key, &datagram, now),
-            Model::open(&datagram, now)
-        );
+        let opened = Model::open(&datagram, now);
+        assert_eq!(wire::lan::open(key, &datagram, now), opened);
+        let expected = model.accept(opened, now);
         let got = sieve.accept(&datagram, now);
         assert_eq!(got, expected, "the sieve departs from §14.2");
         assert_eq!(sieve.counts(), model.counts, "drop counts differ");
