@@ -1,0 +1,62 @@
+//! The long soak (issue 15): tests/common/soak.rs for P2PCHAT_SOAK_SECS of chaos
+//! (default 600), printing messages each way, lost and duplicated, files verified,
+//! reconnects, and each client's RSS at start, end and peak. P2PCHAT_SOAK_SEED
+//! repeats a run's schedule; P2PCHAT_SOAK_FILE_MIB sets the file size (default 8).
+//!
+//! `cargo bench -p client --bench soak`. Built without `--bench`
+//! (`cargo test --benches`) it only says how to run it.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::soak::{run, Soak};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "soak: run with `cargo bench -p client --bench soak` (P2PCHAT_SOAK_SECS, default 600)"
+        );
+        return;
+    }
+    let mut soak = Soak::new(Duration::from_secs(env_num("P2PCHAT_SOAK_SECS", 600)));
+    soak.file_bytes =
+        usize::try_from(env_num("P2PCHAT_SOAK_FILE_MIB", 8) * 1024 * 1024).expect("file size fits");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let report = runtime.block_on(run(&soak));
+    println!("{}", report.summary());
+    let failed = [&report.alice_to_bob, &report.bob_to_alice]
+        .iter()
+        .any(|d| {
+            !d.lost().is_empty()
+                || !d.duplicated().is_empty()
+                || !d.forged().is_empty()
+                || d.out_of_order() > 0
+        })
+        || !report.file_failures.is_empty()
+        || !report.settled;
+    for d in [&report.alice_to_bob, &report.bob_to_alice] {
+        for (text, n) in d.duplicated().iter().take(10) {
+            println!("  duplicated x{n}: {text:.40}");
+        }
+        for (id, text) in d.lost().iter().take(10) {
+            println!("  lost: id {id} {text:.40}");
+        }
+    }
+    if failed {
+        println!("soak FAILED (seed {})", report.seed);
+        std::process::exit(1);
+    }
+}

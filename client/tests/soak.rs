@@ -1,0 +1,75 @@
+//! The soak in `cargo test` (issue 15): 90 s of two real clients chatting both ways
+//! and sending files through proxies that cut, delay and stall the link; then every
+//! message has arrived exactly once, every file byte-identical, and neither
+//! client's RSS grew past a generous bound. The long run is
+//! `cargo bench -p client --bench soak` (tests/common/soak.rs has the machinery).
+
+mod common;
+
+use std::time::Duration;
+
+use common::soak::{run, Soak};
+
+/// RSS growth allowed per client over the run. A client holds at most a few
+/// transfer buffers and its bounded outbox; steady growth beyond this is a leak.
+const RSS_GROWTH_KIB: i64 = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_and_files_survive_a_link_that_cuts_delays_and_stalls() {
+    let mut soak = Soak::new(Duration::from_secs(90));
+    soak.settle = Duration::from_secs(40);
+    let r = run(&soak).await;
+    println!("{}", r.summary());
+    for (label, d) in [
+        ("alice->bob", &r.alice_to_bob),
+        ("bob->alice", &r.bob_to_alice),
+    ] {
+        assert!(d.sent.len() > 100, "{label}: only {} typed", d.sent.len());
+        assert_eq!(d.lost(), vec![], "{label}: lost (seed {})", r.seed);
+        assert_eq!(
+            d.duplicated(),
+            vec![],
+            "{label}: duplicated (seed {})",
+            r.seed
+        );
+        assert_eq!(
+            d.forged(),
+            vec![],
+            "{label}: shown but not sent so (seed {})",
+            r.seed
+        );
+        assert_eq!(
+            d.out_of_order(),
+            0,
+            "{label}: out of order (seed {})",
+            r.seed
+        );
+        assert_eq!(
+            d.acked.len(),
+            d.sent.len(),
+            "{label}: unacked (seed {})",
+            r.seed
+        );
+    }
+    assert!(
+        r.settled,
+        "not everything was delivered in time (seed {})",
+        r.seed
+    );
+    assert!(
+        r.cuts > 0 && r.alice.reconnecting + r.bob.reconnecting > 0,
+        "the link was never cut"
+    );
+    assert!(r.files_verified >= 1, "no file arrived (seed {})", r.seed);
+    assert_eq!(r.file_failures, Vec::<String>::new(), "seed {}", r.seed);
+    for side in [&r.alice, &r.bob] {
+        let growth = side.rss_end_kib as i64 - side.rss_start_kib as i64;
+        assert!(side.rss_start_kib > 0, "{}: no RSS reading", side.name);
+        assert!(
+            growth <= RSS_GROWTH_KIB,
+            "{}: RSS grew by {growth} KiB (seed {})",
+            side.name,
+            r.seed
+        );
+    }
+}
