@@ -1,5 +1,6 @@
 //! A loopback TCP proxy that misbehaves on a seeded schedule, for the soak: it
-//! cuts every connection at once, delays what it forwards (each chunk, in two
+//! cuts every connection at once, or the next one after a few hundred bytes (in
+//! the middle of its handshake), delays what it forwards (each chunk, in two
 //! writes split at a random point) and stalls the link for seconds, until told to
 //! calm down.
 
@@ -43,6 +44,8 @@ impl Default for Mischief {
 pub struct ChaosCounts {
     pub connections: AtomicU64,
     pub cuts: AtomicU64,
+    /// Connections cut after their first few hundred bytes.
+    pub ambushes: AtomicU64,
     pub stalls: AtomicU64,
     pub delay_changes: AtomicU64,
     pub bytes: AtomicU64,
@@ -52,6 +55,8 @@ pub struct ChaosCounts {
 struct Shared {
     live: Mutex<Vec<AbortHandle>>,
     stalled_until: Mutex<Option<Instant>>,
+    /// Bytes the next connection may carry (both ways) before it is cut.
+    ambush: Mutex<Option<u64>>,
     max_delay_ms: AtomicU64,
     calm: AtomicBool,
     counts: ChaosCounts,
@@ -91,8 +96,11 @@ impl ChaosProxy {
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
                 let rng = |dir: u64| StdRng::seed_from_u64(seed ^ (index << 1 | dir));
-                let up = tokio::spawn(pump(ri, wo, state.clone(), rng(0)));
-                let down = tokio::spawn(pump(ro, wi, state.clone(), rng(1)));
+                let budget = Arc::new(AtomicU64::new(
+                    state.ambush.lock().unwrap().take().unwrap_or(u64::MAX),
+                ));
+                let up = tokio::spawn(pump(ri, wo, state.clone(), rng(0), budget.clone()));
+                let down = tokio::spawn(pump(ro, wi, state.clone(), rng(1), budget));
                 index += 1;
                 let mut live = state.live.lock().unwrap();
                 // Finished pumps leave their handles behind until the next cut.
@@ -116,7 +124,13 @@ impl ChaosProxy {
                     return;
                 }
                 match rng.gen_range(0..10) {
-                    0..=3 => {
+                    0..=2 => {
+                        shared.counts.cuts.fetch_add(1, Ordering::Relaxed);
+                        shared.cut();
+                    }
+                    3 => {
+                        // Then cut the current one, so the next comes soon.
+                        *shared.ambush.lock().unwrap() = Some(rng.gen_range(1..1500));
                         shared.counts.cuts.fetch_add(1, Ordering::Relaxed);
                         shared.cut();
                     }
@@ -153,12 +167,14 @@ impl ChaosProxy {
     }
 }
 
-/// Forwards one direction, waiting out stalls and delays before each write.
+/// Forwards one direction, waiting out stalls and delays before each write; once
+/// the connection's `budget` (both directions) is spent, cuts it mid-chunk.
 async fn pump(
     mut from: impl AsyncReadExt + Unpin,
     mut to: impl AsyncWriteExt + Unpin,
     shared: Arc<Shared>,
     mut rng: StdRng,
+    budget: Arc<AtomicU64>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -176,6 +192,13 @@ async fn pump(
         let max = shared.max_delay_ms.load(Ordering::Relaxed);
         if max > 0 {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=max))).await;
+        }
+        let left = budget.fetch_sub(n as u64, Ordering::Relaxed);
+        if left <= n as u64 {
+            let _ = to.write_all(&buf[..left as usize]).await;
+            shared.counts.ambushes.fetch_add(1, Ordering::Relaxed);
+            shared.cut();
+            return;
         }
         let split = rng.gen_range(0..=n);
         if to.write_all(&buf[..split]).await.is_err() || to.write_all(&buf[split..n]).await.is_err()

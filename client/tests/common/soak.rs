@@ -139,6 +139,8 @@ pub struct Report {
     /// Files that arrived different from what was sent, or stopped.
     pub file_failures: Vec<String>,
     pub cuts: u64,
+    /// Of the cuts: connections cut within their first 1 500 bytes.
+    pub ambushes: u64,
     pub stalls: u64,
     pub delay_changes: u64,
     pub proxied_connections: u64,
@@ -176,10 +178,11 @@ impl Report {
             )
         };
         format!(
-            "soak seed {} ({:.0?}): proxies made {} cuts, {} stalls, {} delay changes over {} connections, {} MiB forwarded\n  alice->bob: {}\n  bob->alice: {}\n  files: {} sent, {} verified, failures {:?}\n  {}\n  {}\n  settled: {}",
+            "soak seed {} ({:.0?}): proxies made {} cuts ({} within a connection's first bytes), {} stalls, {} delay changes over {} connections, {} MiB forwarded\n  alice->bob: {}\n  bob->alice: {}\n  files: {} sent, {} verified, failures {:?}\n  {}\n  {}\n  settled: {}",
             self.seed,
             self.elapsed,
-            self.cuts,
+            self.cuts + self.ambushes,
+            self.ambushes,
             self.stalls,
             self.delay_changes,
             self.proxied_connections,
@@ -391,6 +394,7 @@ pub async fn run(soak: &Soak) -> Report {
         let c = p.counts();
         use std::sync::atomic::Ordering::Relaxed;
         report.cuts += c.cuts.load(Relaxed);
+        report.ambushes += c.ambushes.load(Relaxed);
         report.stalls += c.stalls.load(Relaxed);
         report.delay_changes += c.delay_changes.load(Relaxed);
         report.proxied_connections += c.connections.load(Relaxed);
