@@ -11,14 +11,8 @@ mod common;
 
 use std::time::Duration;
 
+use common::env_num;
 use common::soak::{run, Soak};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

@@ -444,6 +444,14 @@ pub fn lan_client_args(name: &str, dir: &TempDir, lan_port: u16, extra: &[&str])
     args
 }
 
+/// A number from the environment variable `name`, else `default` (bench settings).
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A UDP port that is free right now on every address (bound, then released).
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("0.0.0.0:0")
