@@ -1,7 +1,8 @@
 //! The long soak (issue 15): tests/common/soak.rs for P2PCHAT_SOAK_SECS of chaos
 //! (default 600), printing messages each way, lost and duplicated, files verified,
-//! reconnects, and each client's RSS at start, end and peak. P2PCHAT_SOAK_SEED
-//! repeats a run's schedule; P2PCHAT_SOAK_FILE_MIB sets the file size (default 8).
+//! reconnects, and each client's RSS at start, end and peak. Each run draws a
+//! fresh seed (printed first); P2PCHAT_SOAK_SEED repeats a run's schedule;
+//! P2PCHAT_SOAK_FILE_MIB sets the file size (default 8).
 //!
 //! `cargo bench -p client --bench soak`. Built without `--bench`
 //! (`cargo test --benches`) it only says how to run it.
@@ -21,7 +22,7 @@ fn main() {
         );
         return;
     }
-    let mut soak = Soak::new(Duration::from_secs(env_num("P2PCHAT_SOAK_SECS", 600)));
+    let mut soak = Soak::new(Duration::from_secs(env_num("P2PCHAT_SOAK_SECS", 600)), None);
     soak.file_bytes =
         usize::try_from(env_num("P2PCHAT_SOAK_FILE_MIB", 8) * 1024 * 1024).expect("file size fits");
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -16,7 +16,9 @@ const RSS_GROWTH_KIB: i64 = 64 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_and_files_survive_a_link_that_cuts_delays_and_stalls() {
-    let mut soak = Soak::new(Duration::from_secs(90));
+    // A fixed schedule in CI (P2PCHAT_SOAK_SEED tries another); the timing of the
+    // processes still varies from run to run.
+    let mut soak = Soak::new(Duration::from_secs(90), Some(0x15_50AC));
     soak.settle = Duration::from_secs(40);
     let r = run(&soak).await;
     println!("{}", r.summary());

@@ -36,11 +36,13 @@ pub struct Soak {
 }
 
 impl Soak {
-    /// A soak of `chaos` with the seed from `P2PCHAT_SOAK_SEED`, else a fresh one.
-    pub fn new(chaos: Duration) -> Soak {
+    /// A soak of `chaos` with the seed from `P2PCHAT_SOAK_SEED`, else `seed`, else
+    /// a fresh one.
+    pub fn new(chaos: Duration, seed: Option<u64>) -> Soak {
         let seed = std::env::var("P2PCHAT_SOAK_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
+            .or(seed)
             .unwrap_or_else(rand::random);
         Soak {
             chaos,
@@ -119,6 +121,8 @@ pub struct Side {
     /// Sessions that did not continue the previous keys (the first one included).
     pub fresh_sessions: usize,
     pub reconnecting: usize,
+    /// Transfers this side resumed from a `.part` after a cut.
+    pub resumed_transfers: usize,
     pub errors: Vec<String>,
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
@@ -165,11 +169,12 @@ impl Report {
         };
         let side = |s: &Side| {
             format!(
-                "{}: {} sessions ({} not resumed), {} reconnects, RSS {} -> {} KiB (peak {}, growth {:+} KiB), errors {:?}",
+                "{}: {} sessions ({} not resumed), {} reconnects, {} transfers resumed, RSS {} -> {} KiB (peak {}, growth {:+} KiB), errors {:?}",
                 s.name,
                 s.connects,
                 s.fresh_sessions,
                 s.reconnecting,
+                s.resumed_transfers,
                 s.rss_start_kib,
                 s.rss_end_kib,
                 s.rss_peak_kib,
@@ -264,6 +269,7 @@ fn record(event: &Value, side: &mut Side, outgoing: &mut Direction, incoming: &m
             }
         }
         "reconnecting" => side.reconnecting += 1,
+        "info" if text().starts_with("Resuming") => side.resumed_transfers += 1,
         "error" => side.errors.push(event.to_string()),
         _ => {}
     }
