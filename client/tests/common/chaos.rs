@@ -25,6 +25,9 @@ pub struct Mischief {
     pub stall: (Duration, Duration),
     /// Per-chunk delays to switch between (each misdeed may pick one).
     pub delays_ms: &'static [u64],
+    /// Relative odds of each misdeed: cut all, cut and ambush the next
+    /// connection, stall, change the delay.
+    pub weights: [u32; 4],
 }
 
 impl Default for Mischief {
@@ -35,6 +38,7 @@ impl Default for Mischief {
             // not a dead one.
             stall: (Duration::from_millis(300), Duration::from_secs(6)),
             delays_ms: &[0, 0, 2, 10, 40],
+            weights: [3, 1, 3, 3],
         }
     }
 }
@@ -123,18 +127,20 @@ impl ChaosProxy {
                 if shared.calm.load(Ordering::Relaxed) {
                     return;
                 }
-                match rng.gen_range(0..10) {
-                    0..=2 => {
+                let [cut, ambush, stall, _] = mischief.weights;
+                let roll = rng.gen_range(0..mischief.weights.iter().sum::<u32>().max(1));
+                match roll {
+                    r if r < cut => {
                         shared.counts.cuts.fetch_add(1, Ordering::Relaxed);
                         shared.cut();
                     }
-                    3 => {
+                    r if r < cut + ambush => {
                         // Then cut the current one, so the next comes soon.
                         *shared.ambush.lock().unwrap() = Some(rng.gen_range(1..1500));
                         shared.counts.cuts.fetch_add(1, Ordering::Relaxed);
                         shared.cut();
                     }
-                    4..=6 => {
+                    r if r < cut + ambush + stall => {
                         let len = rng.gen_range(mischief.stall.0..=mischief.stall.1);
                         shared.counts.stalls.fetch_add(1, Ordering::Relaxed);
                         *shared.stalled_until.lock().unwrap() = Some(Instant::now() + len);

@@ -124,6 +124,10 @@ pub struct Side {
     /// Transfers this side resumed from a `.part` after a cut.
     pub resumed_transfers: usize,
     pub errors: Vec<String>,
+    /// The last events seen (for a failure's story).
+    pub recent: std::collections::VecDeque<Value>,
+    /// Set if the client exited during the soak: its exit code.
+    pub exited: Option<i32>,
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
     pub rss_peak_kib: u64,
@@ -169,8 +173,14 @@ impl Report {
         };
         let side = |s: &Side| {
             format!(
-                "{}: {} sessions ({} not resumed), {} reconnects, {} transfers resumed, RSS {} -> {} KiB (peak {}, growth {:+} KiB), errors {:?}",
+                "{}: {}{} sessions ({} not resumed), {} reconnects, {} transfers resumed, RSS {} -> {} KiB (peak {}, growth {:+} KiB), errors {:?}",
                 s.name,
+                s.exited
+                    .map(|code| {
+                        let story: Vec<String> = s.recent.iter().map(|e| e.to_string()).collect();
+                        format!("EXITED with {code}; its last events:\n    {}\n  ", story.join("\n    "))
+                    })
+                    .unwrap_or_default(),
                 s.connects,
                 s.fresh_sessions,
                 s.reconnecting,
@@ -248,6 +258,10 @@ async fn behind_chaos(
 
 /// Reacts to one event of `side`'s client: what it sent, showed, had acked.
 fn record(event: &Value, side: &mut Side, outgoing: &mut Direction, incoming: &mut Direction) {
+    if side.recent.len() == 40 {
+        side.recent.pop_front();
+    }
+    side.recent.push_back(event.clone());
     let id = event["id"].as_u64();
     let text = || event["text"].as_str().unwrap_or_default().to_string();
     match event["event"].as_str().unwrap_or_default() {
@@ -349,7 +363,10 @@ pub async fn run(soak: &Soak) -> Report {
                 Some(e) => {
                     record(&e, &mut report.alice, &mut report.alice_to_bob, &mut report.bob_to_alice);
                 }
-                None if alice.has_exited() => panic!("alice exited: {}", alice.stderr()),
+                None if alice.has_exited() => {
+                    report.alice.exited = Some(alice.exit_code().await);
+                    break;
+                }
                 None => {}
             },
             event = bob.next_event(Duration::from_millis(200)) => match event {
@@ -372,7 +389,10 @@ pub async fn run(soak: &Soak) -> Report {
                         report.file_failures.push(format!("stopped: {e}"));
                     }
                 }
-                None if bob.has_exited() => panic!("bob exited: {}", bob.stderr()),
+                None if bob.has_exited() => {
+                    report.bob.exited = Some(bob.exit_code().await);
+                    break;
+                }
                 None => {}
             },
             () = tokio::time::sleep_until(next_line), if !calm => {
