@@ -162,6 +162,11 @@ impl ChaosProxy {
         *self.shared.stalled_until.lock().unwrap() = None;
     }
 
+    /// Cuts the next connection once it has carried `bytes` (both ways together).
+    pub fn ambush_next(&self, bytes: u64) {
+        *self.shared.ambush.lock().unwrap() = Some(bytes);
+    }
+
     /// Cuts every connection in flight now.
     pub fn cut(&self) {
         self.shared.counts.cuts.fetch_add(1, Ordering::Relaxed);

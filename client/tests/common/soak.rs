@@ -231,7 +231,7 @@ fn write_file(path: &Path, len: usize, rng: &mut StdRng) {
 
 /// A client whose listener sits behind its own chaos proxy, which is the only
 /// path to it: no punch past it, no relay around it.
-async fn behind_chaos(
+pub async fn behind_chaos(
     server: &str,
     name: &str,
     dir: &TempDir,
