@@ -131,6 +131,8 @@ pub struct Side {
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
     pub rss_peak_kib: u64,
+    /// RSS once a minute (KiB), to tell a plateau from steady growth.
+    pub rss_by_minute: Vec<u64>,
 }
 
 /// Everything a soak measured.
@@ -173,7 +175,7 @@ impl Report {
         };
         let side = |s: &Side| {
             format!(
-                "{}: {}{} sessions ({} not resumed), {} reconnects, {} transfers resumed, RSS {} -> {} KiB (peak {}, growth {:+} KiB), errors {:?}",
+                "{}: {}{} sessions ({} not resumed), {} reconnects, {} transfers resumed, RSS {} -> {} KiB (peak {}, growth {:+} KiB; by minute {:?}), errors {:?}",
                 s.name,
                 s.exited
                     .map(|code| {
@@ -189,6 +191,7 @@ impl Report {
                 s.rss_end_kib,
                 s.rss_peak_kib,
                 s.rss_end_kib as i64 - s.rss_start_kib as i64,
+                s.rss_by_minute,
                 s.errors
             )
         };
@@ -353,9 +356,13 @@ pub async fn run(soak: &Soak) -> Report {
         }
         if now >= sampled + Duration::from_secs(1) {
             sampled = now;
+            let minute = (now - started).as_secs() / 60;
             for (c, side) in [(&alice, &mut report.alice), (&bob, &mut report.bob)] {
                 let rss = c.pid().and_then(rss_kib).unwrap_or(0);
                 side.rss_peak_kib = side.rss_peak_kib.max(rss);
+                if side.rss_by_minute.len() as u64 <= minute {
+                    side.rss_by_minute.push(rss);
+                }
             }
         }
         tokio::select! {
