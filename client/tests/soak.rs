@@ -81,9 +81,13 @@ async fn chat_and_files_survive_a_link_that_cuts_delays_and_stalls() {
 }
 
 /// The case the soak found (seed 5462767641137904345, `P2PCHAT_SOAK_WEIGHTS=1,6,1,1`):
-/// after a drop, the reconnect round's one dial is cut in the middle of the peer
-/// handshake, and the joiner ends the whole conversation with `no_path` (exit 12)
-/// instead of trying another round within `--reconnect-for` (docs/protocol.md §7.1).
+/// after a drop, the connections of the next round are cut in the middle of the
+/// peer handshake, and the host (alice here) ends the whole conversation with
+/// `no_path` (exit 12, "no direct path to bob … bytes remaining on stream … you
+/// passed --no-relay") about 10 s later, instead of trying another round within
+/// `--reconnect-for` (docs/protocol.md §7.1). `NoPath` is final on the first
+/// meeting (§12.3) but `retryable` in app.rs does not make it retryable once a
+/// conversation exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "client bug: a reconnect round cut mid-handshake ends the run with no_path (exit 12); app.rs `retryable` does not retry NoPath"]
 async fn a_reconnect_cut_mid_handshake_is_retried() {
