@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::lab::{Lab, RouterKind, Site, Spot, Topology};
-use common::TempDir;
+use common::{env_num, TempDir};
 use RouterKind::{FullCone, HomeRouter, PortRange, RstRouter, Symmetric};
 
 const PAIRINGS: &[(Spot, Spot)] = &[
@@ -48,13 +48,6 @@ struct Settings {
     transfers: usize,
     only: Option<String>,
     mediator_flags: Vec<String>,
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -403,12 +403,15 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
 }
 
 /// Errors a later attempt may not repeat: the network, the mediator's
-/// availability, the peer's reachability.
+/// availability, the peer's reachability. Asked only while reconnecting: on the
+/// first meeting every error ends the run. `NoPath` is here because a path worked
+/// before: a round whose connections were cut mid-handshake is tried again.
 fn retryable(e: &ClientError) -> bool {
     match e {
         ClientError::MediatorUnreachable { .. }
         | ClientError::WaitTimeout(_)
         | ClientError::PeerUnreachable(_)
+        | ClientError::NoPath(_)
         | ClientError::ConnectionLost(_) => true,
         ClientError::MediatorRefused { code, .. } => {
             matches!(

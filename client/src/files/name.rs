@@ -33,8 +33,9 @@ pub enum FileNameError {
 /// 2. Control characters (NUL, newline, ESC, DEL, C1) become `_`; bidi and
 ///    zero-width characters are dropped.
 /// 3. Surrounding whitespace is trimmed.
-/// 4. Empty, `.` and `..` are refused.
-/// 5. Over [`MAX_NAME_BYTES`], the stem is shortened and the extension kept.
+/// 4. Over [`MAX_NAME_BYTES`], the stem is shortened and the extension kept.
+/// 5. Empty, `.` and `..` are refused, after shortening too (`.` followed by 300
+///    spaces and an `x` shortens to `.`).
 pub fn safe_file_name(offered: &str) -> Result<String, FileNameError> {
     let base = offered.rsplit(['/', '\\']).next().unwrap_or(offered);
     let cleaned: String = base
@@ -43,11 +44,11 @@ pub fn safe_file_name(offered: &str) -> Result<String, FileNameError> {
         .filter(|c| !wire::text::is_invisible_format(*c))
         .map(|c| if c.is_control() { '_' } else { c })
         .collect();
-    let name = cleaned.trim();
-    match name {
+    let name = truncate_name(cleaned.trim(), MAX_NAME_BYTES);
+    match name.as_str() {
         "" => Err(FileNameError::Empty),
-        "." | ".." => Err(FileNameError::DotName(name.to_string())),
-        _ => Ok(truncate_name(name, MAX_NAME_BYTES)),
+        "." | ".." => Err(FileNameError::DotName(name)),
+        _ => Ok(name),
     }
 }
 
@@ -183,6 +184,14 @@ mod tests {
             Err(FileNameError::DotName("..".into()))
         );
         assert_eq!(safe_file_name(""), Err(FileNameError::Empty));
+        // Found by the file_name fuzz target: shortening must not leave a dot name.
+        for dots in [".", ".."] {
+            let long = format!("{dots}{}x", " ".repeat(300));
+            assert_eq!(
+                safe_file_name(&long),
+                Err(FileNameError::DotName(dots.into()))
+            );
+        }
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! proxies or a lying mediator between them.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod fake_mediator;
 pub mod lab;
 pub mod lan_lab;
 pub mod proxy;
 pub mod raw_peer;
+pub mod soak;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -339,6 +341,25 @@ impl Client {
         self.seen.clone()
     }
 
+    /// The next event of any kind within `limit`, not kept in `seen` (a soak reads
+    /// tens of thousands); `None` on timeout or once the output ended.
+    pub async fn next_event(&mut self, limit: Duration) -> Option<Value> {
+        match tokio::time::timeout(limit, self.events.recv()).await {
+            Ok(Some((_, event))) => Some(event),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -440,6 +461,14 @@ pub fn lan_client_args(name: &str, dir: &TempDir, lan_port: u16, extra: &[&str])
     );
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// A number from the environment variable `name`, else `default` (bench settings).
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A UDP port that is free right now on every address (bound, then released).

@@ -1,20 +1,47 @@
-//! The frame codec of both links, fed one byte stream in arbitrary splits: it must
-//! yield exactly the frames (and stop at exactly the error) that a direct reading of
-//! docs/protocol.md §1 gives, re-encode each frame to the bytes it came from, and
-//! never let a length header grow the buffer past the link's bound.
+//! The frame codec of both links, and of a relayed peer link, fed one byte stream
+//! in arbitrary splits: it must yield exactly the frames (and stop at exactly the
+//! error, or the relay's end notice) that a direct reading of docs/protocol.md §1
+//! and §12.3 gives, re-encode each frame to the bytes it came from, and never let a
+//! length header grow the buffer past the link's bound.
 
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
-use wire::frame::HEADER_LEN;
-use wire::{FrameCodec, Link};
+use wire::frame::{FrameError, HEADER_LEN, MEDIATOR_FRAME_MAX, RELAY_NOTICE};
+use wire::{ErrorCode, FrameCodec, Link, MediatorMsg};
 
 /// How a stream of frames ends.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
     /// A header broke the rules: the connection closes.
     Error,
+    /// On a relayed link: the mediator's end notice, with its reason.
+    RelayEnded(ErrorCode, String),
     /// The stream ran out with this many bytes of an unfinished frame buffered.
     Pending(usize),
+}
+
+/// The three ways a client reads frames.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    Plain(Link),
+    /// A peer link through the mediator's relay (`FrameCodec::relayed`).
+    Relayed,
+}
+
+impl Reader {
+    fn link(self) -> Link {
+        match self {
+            Reader::Plain(link) => link,
+            Reader::Relayed => Link::Peer,
+        }
+    }
+
+    fn codec(self) -> FrameCodec {
+        match self {
+            Reader::Plain(link) => FrameCodec::new(link),
+            Reader::Relayed => FrameCodec::relayed(),
+        }
+    }
 }
 
 /// `data[0] & 7` chunk sizes follow (cycled; none = one write), then the stream.
@@ -23,17 +50,22 @@ pub fn frame_decode(data: &[u8]) {
         return;
     };
     let (sizes, stream) = rest.split_at(usize::from(ctrl & 7).min(rest.len()));
-    for link in [Link::Mediator, Link::Peer] {
-        let (frames, end) = by_the_spec(link, stream);
-        let (got, got_end) = through_the_codec(link, stream, sizes);
+    for reader in [
+        Reader::Plain(Link::Mediator),
+        Reader::Plain(Link::Peer),
+        Reader::Relayed,
+    ] {
+        let link = reader.link();
+        let (frames, end) = by_the_spec(reader, stream);
+        let (got, got_end) = through_the_codec(reader, stream, sizes);
         assert_eq!(
             got_end, end,
-            "{link:?}: codec ended differently from the spec"
+            "{reader:?}: codec ended differently from the spec"
         );
-        assert_eq!(got.len(), frames.len(), "{link:?}: frame count differs");
+        assert_eq!(got.len(), frames.len(), "{reader:?}: frame count differs");
         let mut offset = 0;
         for (frame, expected) in got.iter().zip(&frames) {
-            assert_eq!(&frame[..], *expected, "{link:?}: frame payload differs");
+            assert_eq!(&frame[..], *expected, "{reader:?}: frame payload differs");
             // Re-encoding gives back exactly the bytes the frame was read from.
             let mut out = BytesMut::new();
             FrameCodec::new(link)
@@ -45,13 +77,19 @@ pub fn frame_decode(data: &[u8]) {
     }
 }
 
-/// §1 read literally: `u32_be(N) | N bytes`, 1 ≤ N ≤ the link's bound.
-fn by_the_spec(link: Link, mut stream: &[u8]) -> (Vec<&[u8]>, End) {
+/// §1 read literally: `u32_be(N) | N bytes`, 1 ≤ N ≤ the link's bound; on a relayed
+/// link, §12.3: `00 00 00 00`, then one mediator frame that ends the stream, with
+/// the mediator's reason when it is an `Error`, as a broken frame otherwise.
+fn by_the_spec(reader: Reader, mut stream: &[u8]) -> (Vec<&[u8]>, End) {
+    let link = reader.link();
     let mut frames = Vec::new();
     loop {
         let Some(header) = stream.get(..HEADER_LEN) else {
             return (frames, End::Pending(stream.len()));
         };
+        if matches!(reader, Reader::Relayed) && header == RELAY_NOTICE {
+            return (frames, relay_end_by_the_spec(&stream[HEADER_LEN..]));
+        }
         let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
         if len == 0 || len > link.max_payload() {
             return (frames, End::Error);
@@ -64,10 +102,29 @@ fn by_the_spec(link: Link, mut stream: &[u8]) -> (Vec<&[u8]>, End) {
     }
 }
 
+/// What follows the notice header: a mediator frame (`1 ≤ N ≤ 16 KiB`).
+fn relay_end_by_the_spec(after: &[u8]) -> End {
+    let Some(header) = after.get(..HEADER_LEN) else {
+        return End::Pending(HEADER_LEN + after.len());
+    };
+    let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
+    if len == 0 || len > MEDIATOR_FRAME_MAX {
+        return End::Error;
+    }
+    match after.get(HEADER_LEN..HEADER_LEN + len) {
+        None => End::Pending(HEADER_LEN + after.len()),
+        Some(payload) => match wire::decode::<MediatorMsg>(payload) {
+            Ok(MediatorMsg::Error { code, message }) => End::RelayEnded(code, message),
+            _ => End::Error,
+        },
+    }
+}
+
 /// The codec as a connection drives it: append what arrived, decode until it asks
 /// for more, repeat; at the end of the stream, `decode_eof`.
-fn through_the_codec(link: Link, stream: &[u8], sizes: &[u8]) -> (Vec<BytesMut>, End) {
-    let mut codec = FrameCodec::new(link);
+fn through_the_codec(reader: Reader, stream: &[u8], sizes: &[u8]) -> (Vec<BytesMut>, End) {
+    let link = reader.link();
+    let mut codec = reader.codec();
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
     let mut rest = stream;
@@ -92,6 +149,13 @@ fn through_the_codec(link: Link, stream: &[u8], sizes: &[u8]) -> (Vec<BytesMut>,
                     frames.push(frame);
                 }
                 Ok(None) => break,
+                Err(FrameError::RelayEnded { code, message }) => {
+                    assert!(
+                        matches!(reader, Reader::Relayed),
+                        "{reader:?}: a relay notice"
+                    );
+                    return (frames, End::RelayEnded(code, message));
+                }
                 Err(_) => return (frames, End::Error),
             }
             assert!(buf.capacity() <= bound, "buffer grew to {}", buf.capacity());

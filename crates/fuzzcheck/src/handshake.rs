@@ -46,7 +46,7 @@ pub(crate) struct Fixtures {
 }
 
 /// The room code, parsed once (its tag may cost an Argon2id).
-fn code() -> &'static RoomCode {
+pub(crate) fn code() -> &'static RoomCode {
     static CODE: OnceLock<RoomCode> = OnceLock::new();
     CODE.get_or_init(|| RoomCode::parse(ROOM))
 }

@@ -11,6 +11,7 @@
 mod frame;
 mod group;
 mod handshake;
+mod lan;
 mod messages;
 mod names;
 mod public;
@@ -21,6 +22,7 @@ mod token;
 pub use frame::frame_decode;
 pub use group::group_log;
 pub use handshake::handshake;
+pub use lan::lan_datagram;
 pub use messages::{client_msg, mediator_msg, peer_handshake_msg, peer_msg};
 /// The client's download-name sanitiser, compiled from its source (see `names`).
 pub use names::safe_file_name;
@@ -45,6 +47,7 @@ pub const TARGETS: &[Target] = &[
     ("file_name", file_name),
     ("terminal_text", terminal_text),
     ("public_value", public_value),
+    ("lan_datagram", lan_datagram),
     ("token", token),
     ("group_log", group_log),
 ];

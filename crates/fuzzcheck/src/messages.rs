@@ -47,7 +47,15 @@ pub fn peer_handshake_msg(data: &[u8]) {
     round_trip::<PeerHandshake>(data);
 }
 
-/// What a record carries once it opened.
+/// What a record carries once it opened; its field limits are docs/protocol.md §7's.
 pub fn peer_msg(data: &[u8]) {
-    round_trip::<PeerMsg>(data);
+    let Some(msg) = round_trip::<PeerMsg>(data) else {
+        return;
+    };
+    let over = match &msg {
+        PeerMsg::Chat { text, .. } => text.len() > 16_384,
+        PeerMsg::FileChunk { data, .. } => data.len() > 65_472,
+        _ => false,
+    };
+    assert_eq!(msg.check_limits().is_err(), over, "{msg:?}");
 }

@@ -61,6 +61,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             "text",
         ),
         "public_value" => named(publics(), "public"),
+        "lan_datagram" => named(lan_datagrams(), "lan"),
         _ => Vec::new(),
     }
 }
@@ -78,12 +79,24 @@ fn frames() -> Vec<Vec<u8>> {
     split.extend_from_slice(&two[1..]);
     let mut big = vec![0u8, 0, 0, 0x40, 0];
     big.extend(std::iter::repeat(0xab).take(16 * 1024));
+    // A frame, then the relay's end notice of docs/protocol.md §12.3 in 5-byte
+    // pieces; and a notice that carries something other than an `Error`.
+    let mut notice = vec![1u8, 5];
+    notice.extend_from_slice(b"\0\0\0\x02hi");
+    notice.extend(wire::frame::relay_notice(
+        wire::ErrorCode::RelayLimit,
+        "byte cap",
+    ));
+    let mut odd_notice = vec![0u8, 0, 0, 0, 0, 0, 0, 0, 1];
+    odd_notice.extend(wire::encode(&wire::MediatorMsg::RelayReady).expect("encode"));
     vec![
         two,
         split,
         big,
         vec![0, 0, 0, 0, 0],
         vec![0, 0xff, 0xff, 0xff, 0xff],
+        notice,
+        odd_notice,
     ]
 }
 
@@ -137,4 +150,67 @@ fn publics() -> Vec<Vec<u8>> {
     }
     out.push(vec![2, 5, 0, 0, 0, 7]);
     out
+}
+
+/// The docs/protocol.md §14.3 vector, whole.
+const LAN_VECTOR: &str = "5032504c01222222222222222222222222222222220000018bcfe56800111111\
+    1111111111111111111111111105616c6963650e02aabbfb409c0100c0a80114\
+    fb409cc69790cfde585255fa04d58f9965c4655e97825a0c96808122c97da7b5\
+    76e978";
+
+/// `own | event*`, as `lan_datagram` reads it: the spec's vector as received, and a
+/// key holder's announcements that hit each row of §14.2.
+fn lan_datagrams() -> Vec<Vec<u8>> {
+    let vector = hex::decode(LAN_VECTOR.replace(' ', "")).expect("hex");
+    let ann = |instance: u8, name: &str, addrs: usize| {
+        wire::encode(&wire::lan::Announcement {
+            instance: [instance; wire::lan::INSTANCE_LEN],
+            name: name.into(),
+            group: 14,
+            public: vec![0xAA, 0xBB],
+            listen_port: 40000,
+            addrs: vec!["192.168.1.20:40000".parse().expect("addr"); addrs],
+        })
+        .expect("encode")
+    };
+    let raw = |bytes: &[u8]| {
+        let mut e = vec![0u8];
+        e.extend_from_slice(&u16::try_from(bytes.len()).expect("small").to_le_bytes());
+        e.extend_from_slice(bytes);
+        e
+    };
+    let held = |nonce: u8, age_ms: i32, body: &[u8]| {
+        let mut e = vec![1u8, nonce];
+        e.extend_from_slice(&i16::try_from(age_ms / 4).expect("small").to_le_bytes());
+        e.extend_from_slice(&u16::try_from(body.len()).expect("small").to_le_bytes());
+        e.extend_from_slice(body);
+        e
+    };
+    let mut vector_then_replay = vec![0x99];
+    vector_then_replay.extend(raw(&vector));
+    vector_then_replay.extend([2, 0]);
+    let mut rows = vec![0x99];
+    for event in [
+        held(1, 0, &ann(0x11, "alice", 1)),
+        vec![2, 0],
+        held(2, 0, &ann(0x99, "me", 1)),
+        held(3, 30_004, &ann(0x11, "alice", 1)),
+        held(4, -10_004, &ann(0x11, "alice", 1)),
+        held(5, 0, &ann(0x11, "alice", 9)),
+        held(6, 0, &ann(0x11, "bad\u{1b}name", 1)),
+        held(7, 0, &[0xFF; 8]),
+        raw(b"P2PL\x02 not this version, but long enough to pass the size check.."),
+        raw(b"garbage"),
+        raw(&[b'X'; 70]),
+        raw(&{
+            let mut forged = vector.clone();
+            *forged.last_mut().expect("non-empty") ^= 1;
+            forged
+        }),
+        // 63 s later the first announcement is stale even replayed.
+        vec![(63 << 2) | 2, 0],
+    ] {
+        rows.extend(event);
+    }
+    vec![vector_then_replay, rows]
 }
