@@ -47,6 +47,10 @@ use wire::frame::HEADER_LEN;
 use wire::peer::MAX_FILE_CHUNK;
 use wire::{Link, Opener, PeerMsg, Sealer};
 
+// The binaries under test, and the mediator built on demand, as the tests find them.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const MIB: u64 = 1024 * 1024;
 /// Chunk-level stages run over this much data (or the file size, if smaller).
 const STAGE_BYTES: u64 = 256 * MIB;
@@ -666,43 +670,6 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
 // ---------------------------------------------------------------------------
 // Part 3: end to end with real binaries
 
-fn client_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_client"))
-}
-
-/// The `mediator` beside `client`, built with cargo when missing.
-fn mediator_bin() -> anyhow::Result<PathBuf> {
-    let client = client_bin();
-    let dir = client.parent().context("client binary has a directory")?;
-    let path = dir.join(format!("mediator{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let target_dir = dir.parent().context("profile dir has a parent")?;
-        let profile = if dir.ends_with("release") {
-            "bench"
-        } else {
-            "dev"
-        };
-        println!("    building the mediator ({profile} profile)…");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "mediator",
-                "--bin",
-                "mediator",
-                "--profile",
-                profile,
-            ])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .status()
-            .context("run cargo build for the mediator")?;
-        if !status.success() || !path.exists() {
-            bail!("building the mediator failed");
-        }
-    }
-    Ok(path)
-}
-
 /// A child process killed when dropped.
 struct Proc(Child);
 
@@ -726,7 +693,7 @@ fn start_client(
     who: usize,
     events: mpsc::Sender<Seen>,
 ) -> anyhow::Result<(Proc, ChildStdin)> {
-    let mut child = Command::new(client_bin())
+    let mut child = Command::new(common::client_bin())
         .args(args)
         .env_remove("P2PCHAT_KEYLOG")
         .stdin(Stdio::piped())
@@ -789,7 +756,7 @@ fn end_to_end(
     limit: Option<&Limit>,
 ) -> anyhow::Result<Option<Run>> {
     println!("\n[3] end to end: mediator + two `client --json` on loopback");
-    let mut mediator = Command::new(mediator_bin()?)
+    let mut mediator = Command::new(common::mediator_bin())
         .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1064,7 +1031,10 @@ fn watch_cpu(
 fn wormhole_venv() -> Option<PathBuf> {
     let venv = match std::env::var_os("P2PCHAT_BENCH_WORMHOLE_VENV") {
         Some(v) => PathBuf::from(v),
-        None => client_bin().parent()?.parent()?.join("wormhole-venv"),
+        None => common::client_bin()
+            .parent()?
+            .parent()?
+            .join("wormhole-venv"),
     };
     venv.join("bin").join("wormhole").exists().then_some(venv)
 }

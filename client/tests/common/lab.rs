@@ -398,22 +398,8 @@ fn preflight() {
         "the NAT lab tests need root (network namespaces, veth, nftables): run them as root, \
          e.g. through .ci/run"
     );
-    for (tool, args, package) in [
-        ("ip", &["-V"][..], "iproute2"),
-        ("nft", &["--version"][..], "nftables"),
-    ] {
-        let found = Command::new(tool)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "the NAT lab tests need `{tool}`: apt-get install {package} (.ci/run installs it)"
-        );
-    }
+    require_tool("the NAT lab tests", "ip", &["-V"], "iproute2");
+    require_tool("the NAT lab tests", "nft", &["--version"], "nftables");
 }
 
 /// Removes lab namespaces left by test processes that are gone (killed mid-test).
@@ -527,21 +513,26 @@ pub struct Tap {
     pcap: tokio::task::JoinHandle<Vec<u8>>,
 }
 
+/// Fails loudly, naming the Debian package, when `tool` does not run.
+fn require_tool(who: &str, tool: &str, args: &[&str], package: &str) {
+    let found = Command::new(tool)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{who} cannot run without `{tool}`: apt-get install {package} (.ci/run installs it)"
+    );
+}
+
 impl Tap {
     /// Starts capturing and returns once tcpdump says it listens.
     pub async fn start(lab: &Lab) -> Tap {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-        let found = Command::new("tcpdump")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "the NAT lab's tap needs `tcpdump`: apt-get install tcpdump (.ci/run installs it)"
-        );
+        require_tool("the NAT lab's tap", "tcpdump", &["--version"], "tcpdump");
         let mut child = super::command_in(Some(&lab.public_ns), Path::new("tcpdump"))
             .args([
                 "-i",

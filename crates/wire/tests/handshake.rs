@@ -384,23 +384,11 @@ fn host_cannot_claim_resumption_that_was_not_offered() {
     let mut rng = rng(10);
     let (host, joiner) = pair(G14, &mut rng);
     let s = steps_until_host_confirm(&host, &joiner, &mut rng);
-    let PeerHandshake::HostConfirm {
-        nonce,
-        mac,
-        identity,
-        signature,
-        ..
-    } = s.host_confirm
-    else {
+    let mut forged = s.host_confirm;
+    let PeerHandshake::HostConfirm { resumed, .. } = &mut forged else {
         unreachable!()
     };
-    let forged = PeerHandshake::HostConfirm {
-        nonce,
-        mac,
-        resumed: true,
-        identity,
-        signature,
-    };
+    *resumed = true;
     let err = s.joiner.on_host_confirm(forged).unwrap_err();
     assert!(matches!(err, HandshakeError::Unexpected(_)), "{err:?}");
 }
@@ -416,23 +404,12 @@ fn downgrading_resumed_to_false_is_detected() {
     host.previous = Some(h1.resume_secret().clone());
     joiner.previous = Some(j1.resume_secret().clone());
     let s = steps_until_host_confirm(&host, &joiner, &mut rng);
-    let PeerHandshake::HostConfirm {
-        nonce,
-        mac,
-        resumed: true,
-        identity,
-        signature,
-    } = s.host_confirm
-    else {
-        panic!("expected a resumed HostConfirm")
+    let mut forged = s.host_confirm;
+    let PeerHandshake::HostConfirm { resumed, .. } = &mut forged else {
+        unreachable!()
     };
-    let forged = PeerHandshake::HostConfirm {
-        nonce,
-        mac,
-        resumed: false,
-        identity,
-        signature,
-    };
+    assert!(*resumed, "expected a resumed HostConfirm");
+    *resumed = false;
     let err = s.joiner.on_host_confirm(forged).unwrap_err();
     assert!(matches!(err, HandshakeError::KeysDiffer), "{err:?}");
 }
@@ -677,38 +654,14 @@ fn bad_announced_public_is_refused_up_front() {
     );
 }
 
-fn flip_mac(msg: PeerHandshake, byte: usize) -> PeerHandshake {
-    match msg {
-        PeerHandshake::HostConfirm {
-            nonce,
-            mut mac,
-            resumed,
-            identity,
-            signature,
-        } => {
+fn flip_mac(mut msg: PeerHandshake, byte: usize) -> PeerHandshake {
+    match &mut msg {
+        PeerHandshake::HostConfirm { mac, .. } | PeerHandshake::JoinerConfirm { mac, .. } => {
             mac[byte] ^= 0x01;
-            PeerHandshake::HostConfirm {
-                nonce,
-                mac,
-                resumed,
-                identity,
-                signature,
-            }
-        }
-        PeerHandshake::JoinerConfirm {
-            nonce,
-            mut mac,
-            signature,
-        } => {
-            mac[byte] ^= 0x01;
-            PeerHandshake::JoinerConfirm {
-                nonce,
-                mac,
-                signature,
-            }
         }
         other => panic!("no MAC in {other:?}"),
     }
+    msg
 }
 
 #[test]
@@ -730,27 +683,12 @@ fn flipped_nonce_in_host_confirm_is_keys_differ() {
     let mut rng = rng(30);
     let (host, joiner) = pair(G14, &mut rng);
     let s = steps_until_host_confirm(&host, &joiner, &mut rng);
-    let PeerHandshake::HostConfirm {
-        mut nonce,
-        mac,
-        resumed,
-        identity,
-        signature,
-    } = s.host_confirm
-    else {
+    let mut confirm = s.host_confirm;
+    let PeerHandshake::HostConfirm { nonce, .. } = &mut confirm else {
         unreachable!()
     };
     nonce[5] ^= 0x40;
-    let err = s
-        .joiner
-        .on_host_confirm(PeerHandshake::HostConfirm {
-            nonce,
-            mac,
-            resumed,
-            identity,
-            signature,
-        })
-        .unwrap_err();
+    let err = s.joiner.on_host_confirm(confirm).unwrap_err();
     assert!(matches!(err, HandshakeError::KeysDiffer), "{err:?}");
 }
 

@@ -126,50 +126,21 @@ fn a_flipped_signature_bit_ends_the_handshake_on_either_side() {
     let mut rng = rng(103);
     let (host, joiner) = pair(G14, &mut rng);
     let s = steps_until_host_confirm(&host, &joiner, &mut rng);
-    let PeerHandshake::HostConfirm {
-        nonce,
-        mac,
-        resumed,
-        identity,
-        signature,
-    } = s.host_confirm
-    else {
+    let mut confirm = s.host_confirm;
+    let PeerHandshake::HostConfirm { signature, .. } = &mut confirm else {
         unreachable!()
     };
-    let mut bad = signature.0;
-    bad[10] ^= 0x01;
-    let err = s
-        .joiner
-        .on_host_confirm(PeerHandshake::HostConfirm {
-            nonce,
-            mac,
-            resumed,
-            identity,
-            signature: Signature64(bad),
-        })
-        .unwrap_err();
+    signature.0[10] ^= 0x01;
+    let err = s.joiner.on_host_confirm(confirm).unwrap_err();
     assert!(matches!(err, HandshakeError::BadSignature), "{err:?}");
 
     let s = steps_until_host_confirm(&host, &joiner, &mut rng);
-    let (_, reply) = s.joiner.on_host_confirm(s.host_confirm).unwrap();
-    let PeerHandshake::JoinerConfirm {
-        nonce,
-        mac,
-        signature,
-    } = reply
-    else {
+    let (_, mut reply) = s.joiner.on_host_confirm(s.host_confirm).unwrap();
+    let PeerHandshake::JoinerConfirm { signature, .. } = &mut reply else {
         unreachable!()
     };
-    let mut bad = signature.0;
-    bad[63] ^= 0x10;
-    let err = s
-        .host
-        .on_joiner_confirm(PeerHandshake::JoinerConfirm {
-            nonce,
-            mac,
-            signature: Signature64(bad),
-        })
-        .unwrap_err();
+    signature.0[63] ^= 0x10;
+    let err = s.host.on_joiner_confirm(reply).unwrap_err();
     assert!(matches!(err, HandshakeError::BadSignature), "{err:?}");
 }
 
