@@ -786,7 +786,7 @@ fn end_to_end(
             name,
             "--listen",
             "127.0.0.1:0",
-            "--group",
+            "--dh-group",
             "14",
             "--json",
             "--no-history",

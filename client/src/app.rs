@@ -337,7 +337,7 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         }
         None => roomcode::friendly_name(&mut OsRng),
     };
-    let group = Group::from_id(args.group).map_err(|e| ClientError::Usage(e.to_string()))?;
+    let group = Group::from_id(args.dh_group).map_err(|e| ClientError::Usage(e.to_string()))?;
     let listen = parse_listen(&args.listen).map_err(ClientError::Usage)?;
     let room = match &args.room {
         Some(room) => {
@@ -572,7 +572,7 @@ fn new_race<'a>(
     connect::Race {
         matched,
         port: net.port,
-        listener: net.listener,
+        incoming: connect::Incoming::Listener(net.listener),
         own_locals,
         server,
         punch,

@@ -555,6 +555,17 @@ impl Conversation {
             // Admission is settled before the chat starts (token runs); a late
             // one changes nothing.
             PeerMsg::Pong { .. } | PeerMsg::Admitted | PeerMsg::Denied { .. } => {}
+            // Group traffic on a two-party link: the peer broke the protocol.
+            PeerMsg::Group(_)
+            | PeerMsg::GroupSummary(_)
+            | PeerMsg::GroupCatchup(_)
+            | PeerMsg::Roster(_)
+            | PeerMsg::Expelled { .. } => {
+                return Err(link_failure(
+                    LinkError::Protocol("a group message in a two-party room".into()),
+                    peer,
+                ));
+            }
             PeerMsg::Bye { reason } => {
                 let reason = format!(
                     "{peer} left ({})",

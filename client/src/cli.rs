@@ -82,8 +82,18 @@ pub struct Args {
     pub peers_file: PathBuf,
 
     /// Diffie-Hellman group: 15 (3072-bit, default) or 14 (2048-bit, for slow devices).
-    #[arg(long, env = "P2PCHAT_GROUP", default_value = "15", value_parser = clap::value_parser!(u8).range(14..=15))]
-    pub group: u8,
+    #[arg(long, env = "P2PCHAT_DH_GROUP", default_value = "15", value_parser = clap::value_parser!(u8).range(14..=15))]
+    pub dh_group: u8,
+
+    /// A group room: everyone who joins with the same code (up to the mediator's
+    /// member cap, 16 by default) chats together; each pair links directly.
+    #[arg(
+        long = "group",
+        env = "P2PCHAT_GROUP_ROOM",
+        requires = "server",
+        conflicts_with_all = ["to", "connect"]
+    )]
+    pub group_room: bool,
 
     /// Refuse to have chat relayed through the mediator.
     #[arg(long, env = "P2PCHAT_NO_RELAY")]

@@ -221,12 +221,31 @@ pub enum Side {
     Joiner(JoinerHandshake),
 }
 
+/// Where connections to our port come from.
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    /// Our listener: every connection to the port is for this race.
+    Listener(&'a TcpListener),
+    /// A group member's port serves several races at once: its acceptor reads
+    /// each connection's first message and hands it to the race whose peer it
+    /// names ([`crate::group`]).
+    Routed(mpsc::Receiver<RoutedConn>),
+}
+
+/// A connection whose first message the acceptor already read.
+#[derive(Debug)]
+pub struct RoutedConn {
+    pub framed: PeerFramed,
+    pub addr: SocketAddr,
+    pub first: PeerHandshake,
+}
+
 /// Everything one race needs.
 #[derive(Debug)]
 pub struct Race<'a> {
     pub matched: &'a Matched,
     pub port: LocalPort,
-    pub listener: &'a TcpListener,
+    pub incoming: Incoming<'a>,
     /// Our advertised interface addresses (from our `Hello`).
     pub own_locals: &'a [SocketAddr],
     /// The mediator we met through (where an `Offered { server: "" }` relay is).
@@ -246,6 +265,8 @@ struct PendingConn {
     framed: PeerFramed,
     addr: SocketAddr,
     path: Path,
+    /// The first message, if the acceptor already read it.
+    first: Option<PeerHandshake>,
 }
 
 /// What the background sources report.
@@ -303,6 +324,7 @@ pub async fn connect(
     side: Side,
     mut on_stranger: impl FnMut(SocketAddr, &str),
 ) -> Result<Connected, ClientError> {
+    let mut incoming = race.incoming;
     let ends = Ends::new(race.matched, race.own_locals);
     let peer_name = wire::sanitize_for_terminal(&race.matched.peer_name).into_owned();
     let (tx, mut found) = mpsc::channel::<Found>(16);
@@ -372,7 +394,7 @@ pub async fn connect(
             let (mut announced_n, mut strangers_n) = (0usize, 0usize);
             loop {
                 let incoming = tokio::select! {
-                    accepted = race.listener.accept() => accepted_conn(accepted, &ends).await,
+                    link = next_incoming(&mut incoming, &ends) => link,
                     Some(got) = found.recv() => state.on_found(got, race.matched_at),
                     Some(joined) = judging.join_next() => {
                         let Ok((judged, ip, announced)) = joined else { continue };
@@ -435,7 +457,7 @@ pub async fn connect(
             let mut active: JoinSet<Result<Connected, Attempt>> = JoinSet::new();
             loop {
                 let incoming = tokio::select! {
-                    accepted = race.listener.accept() => accepted_conn(accepted, &ends).await,
+                    link = next_incoming(&mut incoming, &ends) => link,
                     Some(got) = found.recv() => state.on_found(got, race.matched_at),
                     Some(done) = active.join_next() => {
                         match done {
@@ -472,6 +494,7 @@ pub async fn connect(
                                 mut framed,
                                 addr,
                                 path,
+                                ..
                             } = link;
                             send_hs(&mut framed, &hello)
                                 .await
@@ -545,6 +568,23 @@ impl RaceState {
     }
 }
 
+/// The next connection to our port, labelled; `None` after an accept error.
+/// A closed routed source never yields again.
+async fn next_incoming(incoming: &mut Incoming<'_>, ends: &Ends) -> Option<PendingConn> {
+    match incoming {
+        Incoming::Listener(listener) => accepted_conn(listener.accept().await, ends).await,
+        Incoming::Routed(rx) => match rx.recv().await {
+            Some(conn) => Some(PendingConn {
+                path: ends.classify(conn.addr),
+                framed: conn.framed,
+                addr: conn.addr,
+                first: Some(conn.first),
+            }),
+            None => std::future::pending().await,
+        },
+    }
+}
+
 /// A connection our listener accepted, labelled; `None` after an accept error.
 async fn accepted_conn(
     accepted: std::io::Result<(TcpStream, SocketAddr)>,
@@ -557,6 +597,7 @@ async fn accepted_conn(
                 framed: Framed::new(stream, FrameCodec::new(Link::Peer)),
                 addr: from,
                 path: ends.classify(from),
+                first: None,
             })
         }
         Err(e) => {
@@ -607,10 +648,14 @@ async fn judge(
         mut framed,
         addr,
         path,
+        first,
     } = link;
-    let hello = match recv_hs(&mut framed, FIRST_MESSAGE).await {
-        Ok(msg) => msg,
-        Err(why) => return Judged::Silent(format!("{addr}: {why}")),
+    let hello = match first {
+        Some(msg) => msg,
+        None => match recv_hs(&mut framed, FIRST_MESSAGE).await {
+            Ok(msg) => msg,
+            Err(why) => return Judged::Silent(format!("{addr}: {why}")),
+        },
     };
     let (state, confirm) = match handshake.on_peer_hello(hello, &mut OsRng) {
         Ok(pair) => pair,
@@ -698,6 +743,7 @@ async fn dial_rounds(
                     framed: Framed::new(stream, FrameCodec::new(Link::Peer)),
                     addr: candidate.addr,
                     path: candidate.path,
+                    first: None,
                 }),
                 Err(e) => Found::Failed(format!("{}: {e}", candidate.addr)),
             };
@@ -739,6 +785,7 @@ async fn punch_dials(
                     framed: Framed::new(stream, FrameCodec::new(Link::Peer)),
                     addr: dest,
                     path,
+                    first: None,
                 };
                 if tx.send(Found::Stream(link)).await.is_err() {
                     return;
@@ -782,6 +829,7 @@ async fn relay_source(
                     framed,
                     addr: ports::unmap(peer),
                     path: Path::Relay,
+                    first: None,
                 };
                 let _ = tx.send(Found::Stream(link)).await;
                 return;

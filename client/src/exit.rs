@@ -125,8 +125,8 @@ impl ClientError {
         let advice = match code {
             ErrorCode::BadVersion => "the mediator speaks another protocol version; update the client or the mediator",
             ErrorCode::Malformed => "the mediator could not read our request; update the client or the mediator",
-            ErrorCode::RoomFull => "that room already has two people; pick a new room code",
-            ErrorCode::GroupMismatch => "the other person uses another --group; both must use the same (default 15)",
+            ErrorCode::RoomFull => "that group room is full; ask its members, or pick a new room code",
+            ErrorCode::GroupMismatch => "the other person uses another --dh-group; both must use the same (default 15)",
             ErrorCode::BadName => "choose a --name of 1-32 printable characters",
             ErrorCode::BadPublic => "the mediator refused our key; update the client",
             ErrorCode::Timeout => {
@@ -139,6 +139,7 @@ impl ClientError {
             ErrorCode::RelayRefused => "the mediator's relay refused us; try again",
             ErrorCode::RelayLimit => "the mediator's relay ended the session at one of its caps",
             ErrorCode::NoNameplate => "the mediator has no free room numbers; try again in a minute",
+            ErrorCode::RoomKind => "a group room needs --group on every member, a two-party room on neither; or use another mediator",
         };
         ClientError::MediatorRefused {
             code,

@@ -646,7 +646,7 @@ pub async fn find_peer(
     let on_other_group = |group: u8| {
         out.show(&Event::Info {
             text: format!(
-                "someone in this room on the local network uses --group {group}; both sides must use the same"
+                "someone in this room on the local network uses --dh-group {group}; both sides must use the same"
             ),
         })
     };

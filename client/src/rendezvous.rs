@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::{Framed, FramedParts};
@@ -321,6 +321,147 @@ fn kind(msg: &MediatorMsg) -> &'static str {
         MediatorMsg::PunchNow => "PunchNow",
         MediatorMsg::RelayReady => "RelayReady",
         MediatorMsg::Allocated { .. } => "Allocated",
+        MediatorMsg::GroupJoined { .. } => "GroupJoined",
+        MediatorMsg::Member { .. } => "Member",
+        MediatorMsg::MemberLeft { .. } => "MemberLeft",
+    }
+}
+
+/// Our place in a group room, from `GroupJoined` (§19.1).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupPlace {
+    pub member: u32,
+    pub present: u32,
+    pub max_members: u32,
+}
+
+/// What the mediator tells a group member after `GroupJoined`.
+#[derive(Debug)]
+pub enum RoomNotice {
+    /// Another member to link with, in `matched.role`.
+    Member {
+        member: u32,
+        matched: Matched,
+    },
+    Left {
+        member: u32,
+    },
+    /// The mediator link ended (the room goes on over the peer links).
+    Lost(ClientError),
+}
+
+/// Most notices queued towards the mesh; the watcher waits when it is full.
+const NOTICE_QUEUE: usize = 64;
+
+impl MediatorLink {
+    /// Sends `GroupHello` and waits for `GroupJoined`; then a task keeps the link
+    /// alive with `Ping`s and passes the room's notices on until it ends.
+    pub async fn join_group(
+        mut self,
+        hello: ClientMsg,
+        room: &str,
+    ) -> Result<(GroupPlace, mpsc::Receiver<RoomNotice>, JoinHandle<()>), ClientError> {
+        self.send(&hello).await?;
+        let place = loop {
+            let frame = match timeout(CONNECT_TIMEOUT * 2, self.framed.next()).await {
+                Err(_) => return Err(self.lost("no answer to GroupHello")),
+                Ok(None) => return Err(self.lost("closed by the mediator")),
+                Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match wire::decode::<MediatorMsg>(&frame) {
+                Ok(MediatorMsg::GroupJoined {
+                    member,
+                    present,
+                    max_members,
+                }) => {
+                    break GroupPlace {
+                        member,
+                        present,
+                        max_members,
+                    }
+                }
+                Ok(MediatorMsg::Pong) => {}
+                Ok(MediatorMsg::Error { code, message }) => {
+                    let message = wire::sanitize_for_terminal(&message).into_owned();
+                    return Err(ClientError::from_mediator(code, &message, room));
+                }
+                Ok(other) => {
+                    return Err(self.lost(&format!("unexpected {} after GroupHello", kind(&other))))
+                }
+                Err(e) => return Err(self.lost(&format!("unreadable message: {e}"))),
+            }
+        };
+        let (tx, rx) = mpsc::channel(NOTICE_QUEUE);
+        let room = room.to_owned();
+        let task = tokio::spawn(async move {
+            let end = self.watch_group(&tx, &room).await;
+            let _ = tx.send(RoomNotice::Lost(end)).await;
+        });
+        Ok((place, rx, task))
+    }
+
+    /// The group watcher's loop; returns why the link ended.
+    async fn watch_group(&mut self, tx: &mpsc::Sender<RoomNotice>, room: &str) -> ClientError {
+        let mut next_ping = Instant::now() + PING_EVERY;
+        let mut last_heard = Instant::now();
+        loop {
+            let deadline = next_ping.min(last_heard + PING_EVERY + PONG_GRACE);
+            let frame = match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) if Instant::now() >= last_heard + PING_EVERY + PONG_GRACE => {
+                    return self.lost("the mediator stopped answering");
+                }
+                Err(_) => {
+                    if let Err(e) = self.send(&ClientMsg::Ping).await {
+                        return e;
+                    }
+                    next_ping = Instant::now() + PING_EVERY;
+                    continue;
+                }
+                Ok(None) => return self.lost("closed by the mediator"),
+                Ok(Some(Err(e))) => return self.lost(&e.to_string()),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            last_heard = Instant::now();
+            let notice = match wire::decode::<MediatorMsg>(&frame) {
+                Err(e) => return self.lost(&format!("unreadable message: {e}")),
+                Ok(MediatorMsg::Pong) => continue,
+                Ok(MediatorMsg::Member {
+                    member,
+                    role,
+                    peer_name,
+                    public,
+                    observed_addr,
+                    listen_port,
+                    local_addrs,
+                    your_addr,
+                    relay,
+                }) => RoomNotice::Member {
+                    member,
+                    matched: Matched {
+                        role,
+                        peer_name,
+                        public,
+                        observed_addr: ports::unmap(observed_addr),
+                        listen_port,
+                        local_addrs,
+                        your_addr: ports::unmap(your_addr),
+                        relay,
+                    },
+                },
+                Ok(MediatorMsg::MemberLeft { member }) => RoomNotice::Left { member },
+                Ok(MediatorMsg::Error { code, message }) => {
+                    let message = wire::sanitize_for_terminal(&message).into_owned();
+                    return ClientError::from_mediator(code, &message, room);
+                }
+                Ok(other) => {
+                    return self.lost(&format!("unexpected {} in a group room", kind(&other)))
+                }
+            };
+            if tx.send(notice).await.is_err() {
+                return self.lost("the room was left");
+            }
+        }
     }
 }
 

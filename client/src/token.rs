@@ -187,7 +187,7 @@ async fn judge(
             let why = if !dhke::verify_mac(&tag, &code.tag().0) {
                 Some("not our token".to_string())
             } else if group != ends.group.id() {
-                Some(format!("use --group {}", ends.group.id()))
+                Some(format!("use --dh-group {}", ends.group.id()))
             } else if let Err(e) = wire::validate_name(&name) {
                 Some(format!("bad name: {e}"))
             } else {

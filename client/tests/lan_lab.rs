@@ -20,7 +20,7 @@ fn start_in(lab: &LanLab, host: Host, name: &str, dir: &TempDir, extra: &[&str])
         .args([
             "--name",
             name,
-            "--group",
+            "--dh-group",
             "14",
             "--json",
             "--history",

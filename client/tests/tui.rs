@@ -106,7 +106,7 @@ fn pane_command(server: &str, name: &str, dir: &TempDir) -> String {
     format!(
         "unset P2PCHAT_KEYLOG P2PCHAT_JSON P2PCHAT_PLAIN P2PCHAT_ROOM P2PCHAT_NAME; \
          '{client}' --server {server} --room r-tui --name {name} --listen 127.0.0.1:0 \
-         --group 14 --peers-file '{peers}' --no-history; \
+         --dh-group 14 --peers-file '{peers}' --no-history; \
          echo EXITED:$?; \
          echo STTY: $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo|isig)$' | tr '\\n' ' '); \
          sleep 60",

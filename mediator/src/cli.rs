@@ -55,6 +55,16 @@ pub struct Args {
     #[arg(long, env = "MEDIATOR_MAX_ROOMS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_rooms: u64,
 
+    /// Most members of one group room (client --group); one more is refused
+    /// (Error RoomFull).
+    #[arg(long, env = "MEDIATOR_MAX_MEMBERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1024), value_name = "N")]
+    pub max_members: u32,
+
+    /// A group room stays open this long after its last member left, so members
+    /// who come back find it (and its generated code stays theirs).
+    #[arg(long, env = "MEDIATOR_GROUP_TTL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub group_ttl: Duration,
+
     /// Most client connections open at once; more are refused politely. Keep it
     /// below the open-file limit (LimitNOFILE / ulimit -n).
     #[arg(long, env = "MEDIATOR_MAX_CONNECTIONS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
@@ -200,6 +210,8 @@ impl Args {
             room_ttl: self.room_ttl,
             idle_timeout: self.idle_timeout,
             max_rooms: usize::try_from(self.max_rooms).unwrap_or(usize::MAX),
+            max_members: usize::try_from(self.max_members).unwrap_or(usize::MAX),
+            group_ttl: self.group_ttl,
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             per_ip_connections: self.per_ip_connections,
             per_ip_hellos_per_min: self.per_ip_hellos_per_min,
@@ -253,7 +265,7 @@ impl Args {
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
         format!(
             "listen {}\nhello-timeout {}\nroom-ttl {}\nidle-timeout {}\nmax-rooms {}\n\
-             max-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
+             max-members {}\ngroup-ttl {}\nmax-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
              per-56-connections {}\nper-48-connections {}\nper-56-hellos-per-min {}\n\
              per-48-hellos-per-min {}\nrelay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\n\
              relay-max-sessions {}\nrelay-idle {}\nmetrics {metrics}\nlog-format {:?}\n\
@@ -263,6 +275,8 @@ impl Args {
             d(self.room_ttl),
             d(self.idle_timeout),
             self.max_rooms,
+            self.max_members,
+            d(self.group_ttl),
             self.max_connections,
             self.per_ip_connections,
             self.per_ip_hellos_per_min,

@@ -18,6 +18,10 @@ pub struct Config {
     /// Most rooms waiting at once; a `Hello` that would open one more gets
     /// `Error{TooManyConnections}`.
     pub max_rooms: usize,
+    /// Most members of one group room (§19); one more gets `Error{RoomFull}`.
+    pub max_members: usize,
+    /// A group room stays open this long after its last member left.
+    pub group_ttl: Duration,
     /// Most client connections open at once; further connects are refused.
     pub max_connections: usize,
     /// Most connections open at once from one IPv4 address or one IPv6 /64.
@@ -94,6 +98,8 @@ impl Default for Config {
             room_ttl: Duration::from_secs(10 * 60),
             idle_timeout: Duration::from_secs(90),
             max_rooms: 100_000,
+            max_members: 16,
+            group_ttl: Duration::from_secs(10 * 60),
             max_connections: 200_000,
             per_ip_connections: 64,
             per_ip_hellos_per_min: 120,
@@ -125,6 +131,7 @@ impl Config {
         let durations = [
             ("hello-timeout", self.hello_timeout),
             ("room-ttl", self.room_ttl),
+            ("group-ttl", self.group_ttl),
             ("idle-timeout", self.idle_timeout),
             ("relay-idle", self.relay_idle),
             ("relay-token-ttl", self.relay_token_ttl),
@@ -137,6 +144,7 @@ impl Config {
         }
         let counts = [
             ("max-rooms", self.max_rooms),
+            ("max-members", self.max_members),
             ("max-connections", self.max_connections),
             ("per-ip-connections", self.per_ip_connections as usize),
             ("per-ip-hellos-per-min", self.per_ip_hellos_per_min as usize),

@@ -31,7 +31,7 @@ use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails};
 use crate::server::Admitted;
 
 /// A write (of at most one small frame) must finish within this.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Ping`s answered before the `Hello`; more is not a client, it is a loop.
 const MAX_PINGS_BEFORE_HELLO: u32 = 8;
 /// `Ping`s answered while waiting: one a second for the whole default room TTL,
@@ -47,7 +47,7 @@ const MAX_PINGS_AFTER_MATCH: u32 = 32;
 
 /// How a conversation ends.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// Matched, or the client went away: nothing more to send.
     Done,
     /// Send `Error{code, message}`, then close.
@@ -56,7 +56,7 @@ enum End {
     Relay([u8; 32]),
 }
 
-fn refuse(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> End {
+pub(crate) fn refuse(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> End {
     End::Refuse(code, message.into())
 }
 
@@ -94,6 +94,8 @@ struct Hello {
     listen_port: u16,
     local_addrs: Vec<SocketAddr>,
     no_relay: bool,
+    /// `GroupHello`: a group room (§19).
+    group_room: bool,
 }
 
 /// What a connection opened with.
@@ -128,8 +130,9 @@ async fn converse(
         return refuse(ErrorCode::TooManyConnections, refused.message());
     }
     // A reserved nameplate stays taken while this connection lives (waiting,
-    // matched, punching): it is released when the task ends.
-    let (hello, _nameplate) = match first {
+    // matched, punching): it is released when the task ends. A group room keeps
+    // it while the room lives.
+    let (hello, nameplate) = match first {
         First::Hello(hello, plate) => (hello, plate),
         First::RelayJoin(_) if !reader.is_empty() => {
             return refuse(
@@ -140,6 +143,7 @@ async fn converse(
         First::RelayJoin(token) => return End::Relay(token),
     };
     let no_relay = hello.no_relay;
+    let group_room = hello.group_room;
     // The mediator that completes a match hosts the pair's relay: this one if
     // this arrival turns out to be the joiner.
     let (host_end, joiner_end) = Pairing::pair(
@@ -155,6 +159,17 @@ async fn converse(
         Err(end) => return end,
     };
     let room = tag.short_hex();
+    if group_room {
+        return crate::group_member::serve(admitted, &mut reader, stream, tag, arrival, nameplate)
+            .await;
+    }
+    if shared.groups.contains(&tag) {
+        return refuse(
+            ErrorCode::RoomKind,
+            "this room code belongs to a group room: join it with --group",
+        );
+    }
+    let _nameplate = nameplate;
     match shared.rooms.join(tag, arrival).await {
         JoinOutcome::Matched(host) => {
             shared.metrics.matched();
@@ -219,6 +234,30 @@ async fn read_first(
                     listen_port,
                     local_addrs,
                     no_relay,
+                    group_room: false,
+                };
+                return Ok(First::Hello(hello, plate));
+            }
+            ClientMsg::GroupHello {
+                version,
+                room,
+                name,
+                group,
+                public,
+                listen_port,
+                local_addrs,
+                no_relay,
+            } => {
+                let hello = Hello {
+                    version,
+                    room,
+                    name,
+                    group,
+                    public,
+                    listen_port,
+                    local_addrs,
+                    no_relay,
+                    group_room: true,
                 };
                 return Ok(First::Hello(hello, plate));
             }
@@ -390,7 +429,7 @@ async fn wait_as_host(
                     break refuse(ErrorCode::Timeout, "no Ping within the idle timeout")
                 }
                 Event::Message(Err(end)) => break end,
-                Event::Message(Ok(ClientMsg::Hello { .. })) => {
+                Event::Message(Ok(ClientMsg::Hello { .. } | ClientMsg::GroupHello { .. })) => {
                     break refuse(ErrorCode::Malformed, "already waiting in a room")
                 }
                 Event::Message(Ok(
@@ -544,7 +583,7 @@ const FIRST_READ: usize = 512;
 /// may send its next frame right behind this one). Holds no allocation between
 /// frames, so a waiting client costs nothing here.
 #[derive(Debug, Default)]
-struct FrameReader {
+pub(crate) struct FrameReader {
     buf: Vec<u8>,
 }
 
@@ -557,7 +596,7 @@ impl FrameReader {
     /// Reads and decodes the next message. The length is checked by
     /// `wire::Link::Mediator` as soon as the 4-byte header is in, before any
     /// buffer is sized for it. A clean end of stream between frames is `Done`.
-    async fn next(&mut self, stream: &mut TcpStream) -> Result<ClientMsg, End> {
+    pub(crate) async fn next(&mut self, stream: &mut TcpStream) -> Result<ClientMsg, End> {
         loop {
             let mut need = HEADER_LEN;
             if let Some(header) = self.buf.first_chunk::<HEADER_LEN>() {
@@ -598,7 +637,7 @@ fn encode_frame(msg: &MediatorMsg) -> Option<Vec<u8>> {
 }
 
 /// Writes one message; a client that cannot take it is gone (`Done`).
-async fn write_msg(stream: &mut TcpStream, msg: &MediatorMsg) -> Result<(), End> {
+pub(crate) async fn write_msg(stream: &mut TcpStream, msg: &MediatorMsg) -> Result<(), End> {
     let Some(frame) = encode_frame(msg) else {
         tracing::error!("a mediator message does not fit a frame");
         return Err(End::Done);

@@ -17,6 +17,8 @@
 pub mod cli;
 mod config;
 mod connection;
+mod group_member;
+pub mod groups;
 pub mod limits;
 pub mod metrics;
 pub mod nameplates;

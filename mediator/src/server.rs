@@ -44,6 +44,8 @@ const WARN_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) rooms: Box<dyn RoomTable>,
+    /// Group rooms (§19), in this process only.
+    pub(crate) groups: crate::groups::GroupRooms,
     pub(crate) limits: AddrLimits,
     pub(crate) metrics: Metrics,
     /// Fires at shutdown; every connection task watches it.
@@ -148,6 +150,11 @@ pub async fn run_with_metrics(
     };
     let shared = Arc::new(Shared {
         rooms,
+        groups: crate::groups::GroupRooms::new(
+            config.max_members,
+            config.max_rooms,
+            config.group_ttl,
+        ),
         limits: AddrLimits::new(config.limit_caps()),
         metrics: Metrics::default(),
         cancel,
@@ -166,6 +173,7 @@ pub async fn run_with_metrics(
             shared.cancel.clone(),
         ));
     }
+    tracker.spawn(sweep_groups(shared.clone()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "mediator accepting connections");
     }
@@ -185,6 +193,20 @@ pub async fn run_with_metrics(
     }
     tracing::info!("mediator stopped");
     Ok(())
+}
+
+/// Forgets group rooms empty for their TTL, every few seconds until shutdown.
+async fn sweep_groups(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            () = sleep(Duration::from_secs(5)) => {}
+        }
+        let swept = shared.groups.sweep();
+        if swept > 0 {
+            tracing::debug!(swept, "empty group rooms forgotten");
+        }
+    }
 }
 
 /// What `/metrics` and `/health` report.

@@ -215,7 +215,7 @@ pub fn client_args(server: &str, name: &str, dir: &TempDir, extra: &[&str]) -> V
         "127.0.0.1:0".into(),
         "--peers-file".into(),
         peers_file(dir, name).display().to_string(),
-        "--group".into(),
+        "--dh-group".into(),
         "14".into(),
         "--json".into(),
     ];

@@ -61,6 +61,22 @@ pub struct Catchup {
     pub msgs: Vec<GroupMsg>,
 }
 
+/// One member of a roster: the mediator's member number, the identity key our
+/// confirmed link proved, and the name it gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub member: u32,
+    pub identity: [u8; 32],
+    pub name: String,
+}
+
+/// Who a member is linked with (and itself, first), so two members can see
+/// whether the mediator told them different things (docs/protocol.md §19.4).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Roster {
+    pub members: Vec<RosterEntry>,
+}
+
 /// Why a message was refused. Each names a bad member (or a forwarder of a bad
 /// message): the caller disconnects whoever sent it and tells the others.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

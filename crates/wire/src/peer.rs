@@ -162,6 +162,20 @@ pub enum PeerMsg {
     Denied {
         reason: String,
     },
+    /// Group rooms (§19): a signed message of the room's log, ours or forwarded.
+    Group(crate::group::GroupMsg),
+    /// Group rooms: what we have delivered, per author (sent on every new link
+    /// and when a message waits for one we lack).
+    GroupSummary(crate::group::Summary),
+    /// Group rooms: the answer to a summary, split over as many records as needed.
+    GroupCatchup(crate::group::Catchup),
+    /// Group rooms: the members we hold a confirmed link with, and ourselves.
+    Roster(crate::group::Roster),
+    /// Group rooms: we disconnected the member with this identity for `reason`.
+    Expelled {
+        identity: [u8; 32],
+        reason: String,
+    },
 }
 
 /// A [`PeerMsg`] field over its limit (docs/protocol.md §7). Senders never

@@ -33,6 +33,19 @@ pub enum ClientMsg {
     RelayJoin { token: [u8; 32] },
     /// Before `Hello`: reserve a nameplate for a generated room code.
     Allocate,
+    /// Join (or open) the *group room* with this tag (docs/protocol.md §19): the
+    /// fields of `Hello`, for a room of up to the mediator's member cap.
+    GroupHello {
+        version: u16,
+        room: [u8; 32],
+        name: String,
+        group: u8,
+        #[serde(with = "serde_bytes")]
+        public: Vec<u8>,
+        listen_port: u16,
+        local_addrs: Vec<SocketAddr>,
+        no_relay: bool,
+    },
 }
 
 /// What the mediator sends to a client.
@@ -68,6 +81,31 @@ pub enum MediatorMsg {
     RelayReady,
     /// The nameplate reserved for us by `Allocate`, for our next `Hello`.
     Allocated { nameplate: u32 },
+    /// After `GroupHello`: we are member `member` of the group room, which holds
+    /// `present` others now and at most `max_members` in all. A `Member` for each
+    /// of the others follows.
+    GroupJoined {
+        member: u32,
+        present: u32,
+        max_members: u32,
+    },
+    /// Another member of our group room, to link with by §6 in `role` (the one
+    /// that was there first hosts). Sent for each member present when we join, and
+    /// for each newcomer after.
+    Member {
+        member: u32,
+        role: Role,
+        peer_name: String,
+        #[serde(with = "serde_bytes")]
+        public: Vec<u8>,
+        observed_addr: SocketAddr,
+        listen_port: u16,
+        local_addrs: Vec<SocketAddr>,
+        your_addr: SocketAddr,
+        relay: RelayOffer,
+    },
+    /// Member `member` left the group room (its mediator connection ended).
+    MemberLeft { member: u32 },
 }
 
 /// What `Matched` says about the relay. Variant order is the wire format.
@@ -120,11 +158,13 @@ pub enum ErrorCode {
     RelayLimit,
     /// `Allocate` found no free nameplate.
     NoNameplate,
+    /// A `Hello` for a group room, or a `GroupHello` for a two-party room.
+    RoomKind,
 }
 
 impl ErrorCode {
     /// Every code, in wire order (metrics, tests).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadVersion,
         ErrorCode::Malformed,
         ErrorCode::RoomFull,
@@ -137,6 +177,7 @@ impl ErrorCode {
         ErrorCode::RelayRefused,
         ErrorCode::RelayLimit,
         ErrorCode::NoNameplate,
+        ErrorCode::RoomKind,
     ];
 
     /// A stable snake_case name for logs, metrics and `--json` output.
@@ -154,6 +195,7 @@ impl ErrorCode {
             ErrorCode::RelayRefused => "relay_refused",
             ErrorCode::RelayLimit => "relay_limit",
             ErrorCode::NoNameplate => "no_nameplate",
+            ErrorCode::RoomKind => "room_kind",
         }
     }
 }

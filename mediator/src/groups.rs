@@ -1,0 +1,321 @@
+//! Group rooms (docs/protocol.md §19): a room of up to `max_members` members that
+//! stays open while anyone is in it and for `group_ttl` after the last one left.
+//! The table tells a newcomer about every member present and every member about
+//! the newcomer; the members then link pairwise by §6. One mutex around one map,
+//! held only for map operations and non-blocking channel sends.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use dhke::RoomTag;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::nameplates::Nameplate;
+use crate::rooms::{ConnId, PeerDetails};
+
+/// Notices queued towards one member's connection task. A member whose task
+/// falls this far behind is dropped from the room (it is not reading).
+const NOTICE_QUEUE: usize = 64;
+
+/// What one member's connection task hears about the others.
+#[derive(Debug)]
+pub enum Notice {
+    /// A newcomer: we were here first, so we host the link.
+    Arrived(Other),
+    /// A member's connection ended.
+    Left { member: u32 },
+}
+
+/// Another member, as a `Member` message describes it, and the pair's relay
+/// token inputs (both sides mint the same token from them).
+#[derive(Debug, Clone)]
+pub struct Other {
+    pub member: u32,
+    pub details: PeerDetails,
+    pub pair_id: [u8; 12],
+}
+
+/// A newcomer's place in its room.
+#[derive(Debug)]
+pub struct Joined {
+    pub member: u32,
+    /// Every member present before us (we join their links).
+    pub others: Vec<Other>,
+    pub notices: mpsc::Receiver<Notice>,
+}
+
+/// Why a `GroupHello` found no place.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The members present use another DH group.
+    GroupMismatch,
+    /// The room holds its member cap.
+    Full(usize),
+    /// The table holds its maximum of rooms.
+    TooManyRooms,
+}
+
+#[derive(Debug)]
+struct Present {
+    member: u32,
+    conn: ConnId,
+    details: PeerDetails,
+    notices: mpsc::Sender<Notice>,
+}
+
+#[derive(Debug)]
+struct Room {
+    dh_group: u8,
+    next_member: u32,
+    present: Vec<Present>,
+    /// When the last member left; the room is swept `ttl` later.
+    empty_since: Option<Instant>,
+    /// A generated code's nameplate stays taken while the room lives, so no one
+    /// else is handed the same number meanwhile.
+    _nameplate: Option<Nameplate>,
+}
+
+/// Every group room of this process.
+#[derive(Debug)]
+pub struct GroupRooms {
+    rooms: Mutex<HashMap<RoomTag, Room>>,
+    max_members: usize,
+    max_rooms: usize,
+    ttl: Duration,
+}
+
+impl GroupRooms {
+    pub fn new(max_members: usize, max_rooms: usize, ttl: Duration) -> GroupRooms {
+        GroupRooms {
+            rooms: Mutex::new(HashMap::new()),
+            max_members,
+            max_rooms,
+            ttl,
+        }
+    }
+
+    /// The member cap, for `GroupJoined`.
+    pub fn max_members(&self) -> usize {
+        self.max_members
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<RoomTag, Room>> {
+        // Each critical section is a few map and vector operations that cannot
+        // leave the map inconsistent, so a poisoned lock is still usable.
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a group room with this tag is open (a two-party `Hello` for it is
+    /// refused).
+    pub fn contains(&self, tag: &RoomTag) -> bool {
+        self.lock().contains_key(tag)
+    }
+
+    /// Puts connection `conn` in room `tag` (opening it if need be) and tells
+    /// the members present.
+    pub fn join(
+        &self,
+        tag: RoomTag,
+        conn: ConnId,
+        dh_group: u8,
+        details: PeerDetails,
+        nameplate: Option<Nameplate>,
+    ) -> Result<Joined, Refusal> {
+        let mut rooms = self.lock();
+        let now = Instant::now();
+        if rooms
+            .get(&tag)
+            .is_some_and(|room| room.empty_since.is_some_and(|t| now >= t + self.ttl))
+        {
+            rooms.remove(&tag);
+        }
+        if !rooms.contains_key(&tag) && rooms.len() >= self.max_rooms {
+            return Err(Refusal::TooManyRooms);
+        }
+        let room = rooms.entry(tag).or_insert_with(|| Room {
+            dh_group,
+            next_member: 1,
+            present: Vec::new(),
+            empty_since: None,
+            _nameplate: None,
+        });
+        if room.dh_group != dh_group {
+            if !room.present.is_empty() {
+                return Err(Refusal::GroupMismatch);
+            }
+            room.dh_group = dh_group;
+        }
+        // Members whose task has gone (its receiver dropped) no longer count.
+        room.present.retain(|p| !p.notices.is_closed());
+        if room.present.len() >= self.max_members {
+            return Err(Refusal::Full(self.max_members));
+        }
+        let member = room.next_member;
+        room.next_member = room.next_member.wrapping_add(1).max(1);
+        let mut others = Vec::with_capacity(room.present.len());
+        room.present.retain(|p| {
+            let pair_id: [u8; 12] = rand::random();
+            let newcomer = Other {
+                member,
+                details: details.clone(),
+                pair_id,
+            };
+            match p.notices.try_send(Notice::Arrived(newcomer)) {
+                Ok(()) => {
+                    others.push(Other {
+                        member: p.member,
+                        details: p.details.clone(),
+                        pair_id,
+                    });
+                    true
+                }
+                // Not reading: it leaves (dropping its sender ends its task's wait).
+                Err(_) => false,
+            }
+        });
+        let (tx, rx) = mpsc::channel(NOTICE_QUEUE);
+        room.present.push(Present {
+            member,
+            conn,
+            details,
+            notices: tx,
+        });
+        room.empty_since = None;
+        if room._nameplate.is_none() {
+            room._nameplate = nameplate;
+        }
+        Ok(Joined {
+            member,
+            others,
+            notices: rx,
+        })
+    }
+
+    /// Takes member `member` (of connection `conn`) out of room `tag` and tells
+    /// the others.
+    pub fn leave(&self, tag: &RoomTag, member: u32, conn: ConnId) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(tag) else {
+            return;
+        };
+        let before = room.present.len();
+        room.present
+            .retain(|p| !(p.member == member && p.conn == conn));
+        if room.present.len() == before {
+            return;
+        }
+        room.present
+            .retain(|p| p.notices.try_send(Notice::Left { member }).is_ok());
+        if room.present.is_empty() {
+            room.empty_since = Some(Instant::now());
+        }
+    }
+
+    /// Forgets rooms that have been empty for the TTL; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut rooms = self.lock();
+        let before = rooms.len();
+        rooms.retain(|_, room| !room.empty_since.is_some_and(|t| now >= t + self.ttl));
+        before - rooms.len()
+    }
+
+    /// Members present in all rooms (metrics).
+    pub fn members(&self) -> usize {
+        self.lock().values().map(|r| r.present.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn details(name: &str) -> PeerDetails {
+        PeerDetails {
+            name: name.to_owned(),
+            public: vec![2; 4],
+            observed_addr: "127.0.0.1:1000".parse().unwrap(),
+            listen_port: 7,
+            local_addrs: Vec::new(),
+            no_relay: false,
+        }
+    }
+
+    #[test]
+    fn newcomers_hear_of_everyone_and_everyone_of_them() {
+        let rooms = GroupRooms::new(16, 10, Duration::from_secs(60));
+        let tag = RoomTag([1; 32]);
+        let mut a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
+        assert_eq!((a.member, a.others.len()), (1, 0));
+        let mut b = rooms.join(tag, 2, 14, details("b"), None).unwrap();
+        assert_eq!(b.member, 2);
+        assert_eq!(b.others[0].details.name, "a");
+        let c = rooms.join(tag, 3, 14, details("c"), None).unwrap();
+        let names: Vec<_> = c.others.iter().map(|o| o.details.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let Ok(Notice::Arrived(seen_by_a)) = a.notices.try_recv() else {
+            panic!("a hears of b")
+        };
+        assert_eq!(seen_by_a.details.name, "b");
+        // Both ends of a pair carry the same pair id (one relay token).
+        assert_eq!(seen_by_a.pair_id, b.others[0].pair_id);
+        let Ok(Notice::Arrived(seen_by_b)) = b.notices.try_recv() else {
+            panic!("b hears of c")
+        };
+        assert_eq!(seen_by_b.pair_id, c.others[1].pair_id);
+        rooms.leave(&tag, 3, 3);
+        assert!(matches!(
+            b.notices.try_recv(),
+            Ok(Notice::Left { member: 3 })
+        ));
+        assert_eq!(rooms.members(), 2);
+    }
+
+    #[test]
+    fn the_cap_and_the_dh_group_are_enforced() {
+        let rooms = GroupRooms::new(2, 10, Duration::from_secs(60));
+        let tag = RoomTag([1; 32]);
+        let _a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
+        assert_eq!(
+            rooms.join(tag, 2, 15, details("b"), None).unwrap_err(),
+            Refusal::GroupMismatch
+        );
+        let _b = rooms.join(tag, 2, 14, details("b"), None).unwrap();
+        assert_eq!(
+            rooms.join(tag, 3, 14, details("c"), None).unwrap_err(),
+            Refusal::Full(2)
+        );
+    }
+
+    #[test]
+    fn an_empty_room_lives_for_the_ttl_then_goes() {
+        let rooms = GroupRooms::new(16, 1, Duration::from_millis(1));
+        let tag = RoomTag([1; 32]);
+        let a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
+        rooms.leave(&tag, a.member, 1);
+        assert!(rooms.contains(&tag));
+        // The table is at its room cap, but the empty room still counts.
+        assert_eq!(
+            rooms
+                .join(RoomTag([2; 32]), 2, 14, details("b"), None)
+                .unwrap_err(),
+            Refusal::TooManyRooms
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(rooms.sweep(), 1);
+        assert!(!rooms.contains(&tag));
+    }
+
+    #[test]
+    fn a_member_that_stopped_reading_is_dropped() {
+        let rooms = GroupRooms::new(16, 10, Duration::from_secs(60));
+        let tag = RoomTag([1; 32]);
+        let a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
+        drop(a.notices);
+        let b = rooms.join(tag, 2, 14, details("b"), None).unwrap();
+        assert!(b.others.is_empty());
+        assert_eq!(rooms.members(), 1);
+    }
+}
