@@ -69,10 +69,11 @@ enum TokenRun {
 }
 
 /// Shows a generated room code and the command the other side should run.
-fn show_room(server: Option<&str>, room: &str, out: &Output) {
+fn show_room(server: Option<&str>, room: &str, group_room: bool, out: &Output) {
     let server_flag = server.map(|s| format!("--server {s} ")).unwrap_or_default();
+    let group_flag = if group_room { " --group" } else { "" };
     out.show(&Event::Room {
-        command: format!("client {server_flag}--room {room}"),
+        command: format!("client {server_flag}--room {room}{group_flag}"),
         room: room.to_owned(),
     });
 }
@@ -109,12 +110,30 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
             let nameplate = link.allocate().await?;
             setup.room = roomcode::code_for_nameplate(nameplate, &mut OsRng);
             setup.code = RoomCode::parse(&setup.room);
-            show_room(Some(&server), &setup.room, out);
+            show_room(Some(&server), &setup.room, setup.args.group_room, out);
             first_link = Some(link);
         }
     }
-    let reveals = connect::Reveals::default();
     let mut input = out.input(MAX_CHAT_TEXT);
+    if setup.args.group_room {
+        let server = setup.server.clone().ok_or_else(|| {
+            ClientError::Usage("--group needs --server: group rooms meet at a mediator".into())
+        })?;
+        let run = crate::group::GroupRun {
+            server,
+            room: setup.room.clone(),
+            code: setup.code.clone(),
+            name: setup.name.clone(),
+            group: setup.group,
+            identity: setup.identity.clone(),
+            history,
+            port,
+            first_link,
+            args: &setup.args,
+        };
+        return crate::group::run(run, listener, &mut input, out).await;
+    }
+    let reveals = connect::Reveals::default();
     let downloads = setup
         .args
         .downloads
@@ -350,7 +369,7 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
         None if server.is_some() => String::new(),
         None => {
             let room = roomcode::generate(&mut OsRng);
-            show_room(None, &room, out);
+            show_room(None, &room, false, out);
             room
         }
     };
@@ -786,7 +805,16 @@ fn advertised(
     listen: SocketAddr,
     toward_mediator: Option<SocketAddr>,
 ) -> (u16, Vec<SocketAddr>) {
-    if let Some(addr) = args.advertise {
+    advertised_addrs(args.advertise, listen, toward_mediator)
+}
+
+/// [`advertised`] from `--advertise` alone.
+pub(crate) fn advertised_addrs(
+    advertise: Option<SocketAddr>,
+    listen: SocketAddr,
+    toward_mediator: Option<SocketAddr>,
+) -> (u16, Vec<SocketAddr>) {
+    if let Some(addr) = advertise {
         return (addr.port(), vec![addr]);
     }
     let ip: Option<IpAddr> = if listen.ip().is_unspecified() {

@@ -8,6 +8,7 @@
 //! Everything that comes from the network is a bound parameter, never SQL text.
 
 mod contacts;
+mod group;
 mod show;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::private;
 use crate::ui::HistoryLine;
 
 pub use contacts::{run_contacts, Contact, ContactMatch};
+pub use group::GroupLine;
 pub use show::run_command;
 
 /// Schema migrations in order: entry `i` takes `PRAGMA user_version` from `i` to
@@ -74,6 +76,22 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (contact_id, name)
     );
     ALTER TABLE chats ADD COLUMN peer_identity TEXT;",
+    // 3: group rooms' messages (docs/protocol.md §17, §19), each with its signed
+    // bytes, so a member that restarts knows what it has and proves it to others.
+    "CREATE TABLE group_messages (
+        room          TEXT    NOT NULL,  -- the room code as typed
+        room_tag      BLOB    NOT NULL,  -- 32 bytes (§3)
+        author        BLOB    NOT NULL,  -- the author's 32-byte identity key
+        author_name   TEXT    NOT NULL,  -- the name it used when we learned it
+        seq           INTEGER NOT NULL,
+        depth         INTEGER NOT NULL,  -- seq + the clock's sum: the shared order
+        sent_ms       INTEGER NOT NULL,
+        received_ms   INTEGER NOT NULL,
+        text          TEXT    NOT NULL,
+        encoded       BLOB    NOT NULL,  -- the GroupMsg as sent (§17.1)
+        PRIMARY KEY (room_tag, author, seq)
+    );
+    CREATE INDEX group_messages_by_room ON group_messages (room, depth, author, seq);",
 ];
 
 /// The schema version this build writes.

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod connect;
 pub mod exit;
 pub mod files;
+pub mod group;
 pub mod history;
 pub mod identity;
 pub mod input;

@@ -129,6 +129,52 @@ pub enum Event {
     },
     /// A line for the person (help text, notices).
     Info { text: String },
+    /// Group rooms (§19): we are member `member` of the room; `present` others
+    /// are there, linking with us.
+    GroupJoined {
+        room: String,
+        member: u32,
+        present: u32,
+        max_members: u32,
+    },
+    /// Group rooms: a confirmed link with another member.
+    MemberJoined {
+        member: u32,
+        peer: String,
+        fingerprint: String,
+        addr: String,
+        path: String,
+        sas: String,
+        verified: bool,
+    },
+    /// Group rooms: a member's link ended.
+    MemberLeft {
+        member: u32,
+        peer: String,
+        reason: String,
+    },
+    /// Group rooms: a message of the room's log, in the causal order every
+    /// member shares; `author` is the author's fingerprint, `own` ours.
+    GroupMessage {
+        from: String,
+        author: String,
+        own: bool,
+        seq: u64,
+        depth: u64,
+        sent_at_ms: u64,
+        text: String,
+    },
+    /// Group rooms, `/peers`: one linked member.
+    Member {
+        member: u32,
+        name: String,
+        fingerprint: String,
+        addr: String,
+        path: String,
+        sas: String,
+        rtt_ms: Option<u64>,
+        verified: bool,
+    },
     /// The session ended.
     Disconnected { reason: String },
     /// Something failed; `code` is stable for scripts.
@@ -460,12 +506,70 @@ pub fn render_line(event: &Event) -> Option<String> {
             safe(name),
             safe(reason)
         ),
+        Event::GroupJoined {
+            room,
+            present,
+            max_members,
+            ..
+        } => format!(
+            "In group room {} ({present} other members here, at most {max_members}); linking              with each. /help lists commands.",
+            safe(room)
+        ),
+        Event::MemberJoined {
+            peer,
+            fingerprint,
+            addr,
+            path,
+            sas,
+            verified,
+            ..
+        } => format!(
+            "{} joined the conversation (at {addr}, {path}, identity {fingerprint}{}). Security              code with them: {sas}.",
+            safe(peer),
+            if *verified { ", verified" } else { "" }
+        ),
+        Event::MemberLeft { peer, reason, .. } => {
+            format!("{} is no longer linked: {}", safe(peer), safe(reason))
+        }
+        Event::GroupMessage { from, text, .. } => format!(
+            "[{}] {}: {}",
+            chrono::Local::now().format("%H:%M:%S"),
+            safe(from),
+            safe(text)
+        ),
+        Event::Member {
+            name,
+            fingerprint,
+            addr,
+            path,
+            sas,
+            rtt_ms,
+            verified,
+            ..
+        } => format!(
+            "{} ({fingerprint}) at {addr}, path {path}, security code {sas}, round trip {}, {}",
+            safe(name),
+            rtt_ms.map_or_else(|| "not measured yet".to_string(), |ms| format!("{ms} ms")),
+            if *verified { "verified" } else { "not verified" }
+        ),
         Event::Info { text } => text.clone(),
         Event::Disconnected { reason } => format!("Session ended: {}", safe(reason)),
         Event::Error { text, .. } => format!("error: {text}"),
         Event::Warning { text, .. } => format!("WARNING: {text}"),
     })
 }
+
+/// `/help` in a group room.
+pub const GROUP_HELP: &str = "\
+Group room: type a line and press Enter to send it to every member. Commands:
+  /help      this list
+  /peers     the members linked with you: path, security code, round trip, verified
+  /verify [NAME]  show the security code with each member (or NAME); compare it with one
+  /verify NAME yes   mark the code with NAME as compared
+  /history [N]  the last N messages of this room, in the order every member shares
+  /quit      leave (so do Ctrl-C and Ctrl-D)
+File transfer is not available in group rooms: use a two-party room (no --group) for files.
+A line starting with // sends a message that starts with /.";
 
 /// `1.5 MiB` style sizes.
 pub fn human_bytes(n: u64) -> String {

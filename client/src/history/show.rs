@@ -26,12 +26,25 @@ pub fn run_command(args: &HistoryArgs) -> Result<(), ClientError> {
     }
     let history = History::open(&path)?;
     let chats = history.query(args.room.as_deref(), args.peer.as_deref(), args.limit)?;
+    // A group room's messages, in the order every member shares (§17.3).
+    let group = match (&args.room, &args.peer) {
+        (Some(room), None) => history.group_lines(room, MAX_GROUP_LINES)?,
+        _ => Vec::new(),
+    };
     let text = if args.json {
+        let group = group
+            .iter()
+            .map(|line| serde_json::to_string(line).map_err(|e| ClientError::Internal(e.into())))
+            .map(|line| line.map(|l| l + "\n"))
+            .collect::<Result<String, _>>()?;
         chats
             .iter()
             .map(|chat| serde_json::to_string(chat).map_err(|e| ClientError::Internal(e.into())))
             .map(|line| line.map(|l| l + "\n"))
             .collect::<Result<String, _>>()?
+            + &group
+    } else if !group.is_empty() {
+        render_group(&group)
     } else if chats.is_empty() {
         format!("{}\n", no_chats(args, &path))
     } else {
@@ -45,6 +58,28 @@ pub fn run_command(args: &HistoryArgs) -> Result<(), ClientError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Most group messages `client history --room` lists.
+const MAX_GROUP_LINES: u32 = 10_000;
+
+/// A group room's messages as text: a header, then one line per message.
+fn render_group(lines: &[super::GroupLine]) -> String {
+    let mut text = format!(
+        "group room {}  {} messages\n",
+        safe(&lines[0].room),
+        lines.len()
+    );
+    for l in lines {
+        text += &format!(
+            "[{}] {} ({}…): {}\n",
+            local_time(l.sent_at_ms, "%Y-%m-%d %H:%M:%S"),
+            safe(&l.author_name),
+            &l.author[..8],
+            safe(&l.text)
+        );
+    }
+    text
 }
 
 fn no_chats(args: &HistoryArgs, path: &Path) -> String {

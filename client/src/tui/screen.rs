@@ -134,6 +134,8 @@ pub struct Screen {
     hint: Option<String>,
     /// Why the session ended, to repeat on the normal screen after exit.
     farewell: Option<String>,
+    /// Group rooms: the linked members by member number, shown in the status.
+    members: std::collections::BTreeMap<u32, String>,
 }
 
 impl Screen {
@@ -150,6 +152,7 @@ impl Screen {
             pane: (80, 20),
             hint: None,
             farewell: None,
+            members: std::collections::BTreeMap::new(),
         }
     }
 
@@ -311,7 +314,35 @@ impl Screen {
                 self.push_text(now, Speaker::Error, &format!("WARNING: {text}"));
                 return;
             }
+            Event::GroupJoined { .. } => status.state = State::Secure,
+            Event::MemberJoined { member, peer, .. } => {
+                self.members.insert(*member, safe(peer).into_owned());
+                self.status.peer = Some(self.member_list());
+            }
+            Event::MemberLeft { member, .. } => {
+                self.members.remove(member);
+                self.status.peer = Some(self.member_list());
+            }
+            Event::GroupMessage {
+                from,
+                text,
+                own,
+                seq,
+                ..
+            } => {
+                let speaker = if *own {
+                    Speaker::Own {
+                        id: *seq,
+                        delivery: Delivery::Delivered,
+                    }
+                } else {
+                    Speaker::Peer(safe(from).into_owned())
+                };
+                self.push_text(now, speaker, text);
+                return;
+            }
             Event::Room { .. }
+            | Event::Member { .. }
             | Event::Token { .. }
             | Event::Admission { .. }
             | Event::Rejected { .. }
@@ -322,6 +353,12 @@ impl Screen {
         if let Some(text) = render_line(event) {
             self.push_text(now, Speaker::System, &text);
         }
+    }
+
+    /// The status line's member list: how many, then their names.
+    fn member_list(&self) -> String {
+        let names: Vec<&str> = self.members.values().map(String::as_str).collect();
+        format!("{} members: {}", names.len() + 1, names.join(", "))
     }
 
     /// The delivery state of our message `id`, searched from the newest line
@@ -603,9 +640,11 @@ impl Screen {
 
 /// Whether an `Info` text is the `/help` list (shown as an overlay).
 fn is_help(text: &str) -> bool {
-    HELP.lines()
-        .next()
-        .is_some_and(|first| text.starts_with(first))
+    [HELP, crate::ui::GROUP_HELP].iter().any(|help| {
+        help.lines()
+            .next()
+            .is_some_and(|first| text.starts_with(first))
+    })
 }
 
 fn render_overlay(frame: &mut Frame<'_>, help: &[String]) {

@@ -1,0 +1,1135 @@
+//! A group room (docs/protocol.md §19): the mediator tells us who is in the
+//! room; we link with each member by the two-party handshake ([`links`]); the
+//! conversation is the signed, causally ordered log of [`wire::group`], which
+//! every link carries both ways. A new or returning link swaps summaries and
+//! sends what the other lacks, so a member who was away catches up, even on
+//! authors who have left. Members swap rosters (who each is linked with, under
+//! which identity key): a disagreement means someone sits between two members,
+//! and it is an alert. A member who sends a bad message is cut off and named.
+
+mod links;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dhke::{Group, Identity, IdentityKey, KeyPair, RoomCode};
+use rand::rngs::OsRng;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use wire::group::{Catchup, GroupLog, GroupMsg, Roster, RosterEntry, MAX_AUTHORS};
+use wire::{ClientMsg, PeerMsg, PROTOCOL_VERSION};
+
+use self::links::{FromLink, PairSetup, Paired, Routes, ToLink};
+use crate::exit::ClientError;
+use crate::history::History;
+use crate::input::InputEvent;
+use crate::ports::LocalPort;
+use crate::records::{self, PeerLine};
+use crate::rendezvous::{GroupPlace, MediatorLink, RoomNotice};
+use crate::ui::{Event, HistoryLine, Output, GROUP_HELP};
+
+/// Every link is pinged this often (for `/peers`' round trip and to notice a
+/// dead one).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// A link silent this long (no record at all) is closed.
+const SILENT_LIMIT: Duration = Duration::from_secs(30);
+/// Summaries are swapped this often on every link, on top of each new link and
+/// each gap, so a message that missed a member reaches it by another.
+const SUMMARY_EVERY: Duration = Duration::from_secs(15);
+/// A link's summaries are answered at most this often.
+const CATCHUP_GAP: Duration = Duration::from_millis(500);
+/// After a gap we ask the link that showed it at most this often.
+const ASK_GAP: Duration = Duration::from_millis(500);
+/// Group messages a link may bring: a bucket this deep (a whole backlog), refilled
+/// at [`MSG_RATE`] a second. A member past it is flooding and is cut off.
+const MSG_BURST: f64 = 2.0 * wire::group::BACKLOG as f64 + 200.0;
+const MSG_RATE: f64 = 50.0;
+/// A catch-up record holds messages up to about this many encoded bytes (a
+/// record carries at most 64 KiB; one message is at most about 16.5 KiB).
+const CATCHUP_BYTES: usize = 40 * 1024;
+/// Mediator reconnects back off from 1 s up to this.
+const REJOIN_CAP: Duration = Duration::from_secs(30);
+/// Messages restored from history that are shown again at the start.
+const SHOW_RESTORED: usize = 20;
+
+/// What a group run needs from the command line and the profile.
+#[derive(Debug)]
+pub struct GroupRun<'a> {
+    pub server: String,
+    pub room: String,
+    pub code: RoomCode,
+    pub name: String,
+    pub group: Group,
+    pub identity: Identity,
+    pub history: Option<History>,
+    pub port: LocalPort,
+    /// The link that allocated our nameplate, for the first `GroupHello`.
+    pub first_link: Option<MediatorLink>,
+    pub args: &'a crate::cli::Args,
+}
+
+/// One live link with another member.
+struct Member {
+    name: String,
+    identity: IdentityKey,
+    addr: SocketAddr,
+    path: String,
+    sas: String,
+    verified: bool,
+    tx: mpsc::UnboundedSender<ToLink>,
+    task: JoinHandle<()>,
+    rtt_ms: Option<u64>,
+    ping: Option<(u64, Instant)>,
+    last_heard: Instant,
+    last_summary: Instant,
+    last_catchup: Instant,
+    last_ask: Instant,
+    tokens: f64,
+    refilled: Instant,
+    roster: Option<Roster>,
+}
+
+impl Member {
+    fn send(&self, msg: PeerMsg) {
+        let _ = self.tx.send(ToLink::Send(msg));
+    }
+
+    /// Takes `n` messages from the link's bucket; false when it is empty.
+    fn charge(&mut self, n: usize) -> bool {
+        let now = Instant::now();
+        let add = now.duration_since(self.refilled).as_secs_f64() * MSG_RATE;
+        self.tokens = (self.tokens + add).min(MSG_BURST);
+        self.refilled = now;
+        self.tokens -= n as f64;
+        self.tokens >= 0.0
+    }
+}
+
+/// The mediator session: its notices, and the key pair our `GroupHello` named.
+struct Session {
+    place: GroupPlace,
+    notices: mpsc::Receiver<RoomNotice>,
+    watcher: JoinHandle<()>,
+    setup: PairSetup,
+}
+
+type Joining = JoinHandle<Result<Session, ClientError>>;
+
+struct Mesh<'a> {
+    run: GroupRun<'a>,
+    out: &'a Output,
+    log: GroupLog,
+    me: u32,
+    members: HashMap<u32, Member>,
+    races: HashMap<u32, JoinHandle<()>>,
+    /// Names of authors, from links and rosters, for showing their messages.
+    names: HashMap<[u8; 32], String>,
+    /// Identity keys cut off this run; never linked again.
+    banned: HashSet<[u8; 32]>,
+    /// (roster sender, member) pairs already alerted about.
+    alerted: HashSet<(u32, u32)>,
+    routes: Routes,
+    paired_tx: mpsc::Sender<Paired>,
+    from_links_tx: mpsc::Sender<FromLink>,
+}
+
+/// Runs a group room until the person leaves.
+pub async fn run(
+    run: GroupRun<'_>,
+    listener: TcpListener,
+    input: &mut mpsc::Receiver<InputEvent>,
+    out: &Output,
+) -> Result<(), ClientError> {
+    let tag = run.code.tag().0;
+    let mut log = GroupLog::new(tag);
+    let mut restored = Vec::new();
+    if let Some(db) = &run.history {
+        for msg in db.group_log(&tag)? {
+            // Our own database: a message that fails its checks now is dropped.
+            if let Ok(delivered) = log.receive(msg) {
+                restored.extend(delivered);
+            }
+        }
+    }
+    let routes: Routes = Default::default();
+    let _acceptor = AbortOnDrop(links::spawn_acceptor(listener, routes.clone()));
+    let (paired_tx, mut paired_rx) = mpsc::channel(64);
+    let (from_links_tx, mut from_links) = mpsc::channel(1024);
+    let mut mesh = Mesh {
+        run,
+        out,
+        log,
+        me: 0,
+        members: HashMap::new(),
+        races: HashMap::new(),
+        names: HashMap::new(),
+        banned: HashSet::new(),
+        alerted: HashSet::new(),
+        routes,
+        paired_tx,
+        from_links_tx,
+    };
+    mesh.show_restored(&restored);
+
+    // The first join's refusal (a full room, a wrong DH group) ends the run;
+    // later, a lost mediator only means retrying while the links carry on.
+    let first = mesh.run.first_link.take();
+    let mut session = Some(join(&mesh, first).await?);
+    mesh.joined(session.as_ref().map(|s| s.place));
+    let mut joining: Option<Joining> = None;
+    let mut rejoin_at: Option<Instant> = None;
+    let mut rejoins = 0u32;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    let reason = loop {
+        tokio::select! {
+            event = input.recv() => {
+                if let Some(reason) = mesh.on_input(event) {
+                    break reason;
+                }
+            }
+            notice = next_notice(&mut session) => match notice {
+                RoomNotice::Member { member, matched } => {
+                    let setup = session.as_ref().map(|s| s.setup.clone());
+                    if let Some(setup) = setup {
+                        mesh.on_member(member, matched, setup);
+                    }
+                }
+                RoomNotice::Left { member } => mesh.on_member_left(member),
+                RoomNotice::Lost(e) => {
+                    if let Some(s) = session.take() {
+                        s.watcher.abort();
+                    }
+                    let delay = rejoin_delay(rejoins);
+                    out.show(&Event::Reconnecting {
+                        reason: format!("lost the mediator ({e}); the links stay up"),
+                        attempt: rejoins + 1,
+                        retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    });
+                    rejoin_at = Some(Instant::now() + delay);
+                }
+            },
+            Some(result) = wait_joining(&mut joining) => {
+                joining = None;
+                match result {
+                    Ok(s) => {
+                        rejoins = 0;
+                        mesh.joined(Some(s.place));
+                        session = Some(s);
+                    }
+                    Err(e) => {
+                        rejoins += 1;
+                        let delay = rejoin_delay(rejoins);
+                        out.show(&Event::Reconnecting {
+                            reason: e.to_string(),
+                            attempt: rejoins + 1,
+                            retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        });
+                        rejoin_at = Some(Instant::now() + delay);
+                    }
+                }
+            }
+            Some(paired) = paired_rx.recv() => mesh.on_paired(paired),
+            Some(from) = from_links.recv() => mesh.on_link(from),
+            _ = tick.tick() => {
+                mesh.on_tick();
+                if rejoin_at.is_some_and(|at| Instant::now() >= at) && joining.is_none() {
+                    rejoin_at = None;
+                    joining = Some(spawn_join(&mesh));
+                }
+            }
+            _ = &mut ctrl_c => break "you left".to_owned(),
+        }
+    };
+    if let Some(s) = session.take() {
+        s.watcher.abort();
+    }
+    if let Some(j) = joining.take() {
+        j.abort();
+    }
+    mesh.leave(&reason).await;
+    out.show(&Event::Disconnected { reason });
+    Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn rejoin_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1)
+        .saturating_mul(1 << attempt.min(5))
+        .min(REJOIN_CAP)
+}
+
+async fn next_notice(session: &mut Option<Session>) -> RoomNotice {
+    match session {
+        Some(s) => match s.notices.recv().await {
+            Some(notice) => notice,
+            None => RoomNotice::Lost(ClientError::ConnectionLost(
+                "the mediator link ended".into(),
+            )),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_joining(joining: &mut Option<Joining>) -> Option<Result<Session, ClientError>> {
+    match joining {
+        Some(task) => Some(match task.await {
+            Ok(result) => result,
+            Err(e) => Err(ClientError::Internal(e.into())),
+        }),
+        None => std::future::pending().await,
+    }
+}
+
+/// What a join needs, owned, so it can run in its own task.
+struct JoinInput {
+    server: String,
+    room: String,
+    code: RoomCode,
+    name: String,
+    group: Group,
+    identity: Identity,
+    port: LocalPort,
+    no_relay: bool,
+    advertise: Option<SocketAddr>,
+    connect_timeout: Duration,
+    relay_after: Duration,
+}
+
+fn join_input(mesh: &Mesh<'_>) -> JoinInput {
+    let r = &mesh.run;
+    JoinInput {
+        server: r.server.clone(),
+        room: r.room.clone(),
+        code: r.code.clone(),
+        name: r.name.clone(),
+        group: r.group,
+        identity: r.identity.clone(),
+        port: r.port,
+        no_relay: r.args.no_relay,
+        advertise: r.args.advertise,
+        connect_timeout: r.args.connect_timeout,
+        relay_after: r.args.relay_after,
+    }
+}
+
+fn spawn_join(mesh: &Mesh<'_>) -> Joining {
+    let input = join_input(mesh);
+    tokio::spawn(async move { join_with(input, None).await })
+}
+
+async fn join(mesh: &Mesh<'_>, first: Option<MediatorLink>) -> Result<Session, ClientError> {
+    join_with(join_input(mesh), first).await
+}
+
+/// Connects to the mediator (or uses `first`), sends `GroupHello` with a fresh
+/// CPace key pair, and waits for `GroupJoined`.
+async fn join_with(input: JoinInput, first: Option<MediatorLink>) -> Result<Session, ClientError> {
+    let link = match first {
+        Some(link) => link,
+        None => MediatorLink::connect(&input.server, &input.port).await?,
+    };
+    let keys = KeyPair::generate_cpace(input.group, &input.code, &mut OsRng)
+        .map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
+    let (listen_port, own_locals) =
+        crate::app::advertised_addrs(input.advertise, input.port.addr(), link.local_addr());
+    let hello = ClientMsg::GroupHello {
+        version: PROTOCOL_VERSION,
+        room: input.code.tag().0,
+        name: input.name.clone(),
+        group: input.group.id(),
+        public: keys.public().to_vec(),
+        listen_port,
+        local_addrs: own_locals.clone(),
+        no_relay: input.no_relay,
+    };
+    let (place, notices, watcher) = link.join_group(hello, &input.room).await?;
+    Ok(Session {
+        place,
+        notices,
+        watcher,
+        setup: PairSetup {
+            code: input.code,
+            name: input.name,
+            keys,
+            identity: input.identity,
+            port: input.port,
+            own_locals,
+            server: input.server,
+            connect_timeout: input.connect_timeout,
+            relay_after: input.relay_after,
+        },
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Mesh<'_> {
+    fn our_key(&self) -> [u8; 32] {
+        self.run.identity.public().0
+    }
+
+    fn joined(&mut self, place: Option<GroupPlace>) {
+        let Some(place) = place else { return };
+        self.me = place.member;
+        self.out.show(&Event::GroupJoined {
+            room: self.run.room.clone(),
+            member: place.member,
+            present: place.present,
+            max_members: place.max_members,
+        });
+        // Our member number changed: everyone gets our new roster.
+        self.send_rosters();
+    }
+
+    fn show_restored(&self, restored: &[GroupMsg]) {
+        if restored.is_empty() {
+            return;
+        }
+        self.out.show(&Event::Info {
+            text: format!(
+                "{} earlier messages of this room are in your history (/history).",
+                restored.len()
+            ),
+        });
+        let start = restored.len().saturating_sub(SHOW_RESTORED);
+        let lines = restored[start..]
+            .iter()
+            .map(|m| HistoryLine {
+                at_ms: m.body.sent_at_ms,
+                from: self.author_name(&m.body.author),
+                text: m.body.text.clone(),
+                outgoing: m.body.author == self.our_key(),
+                acked: true,
+            })
+            .collect();
+        self.out.show(&Event::History { lines });
+    }
+
+    fn author_name(&self, author: &[u8; 32]) -> String {
+        if *author == self.our_key() {
+            return self.run.name.clone();
+        }
+        self.names
+            .get(author)
+            .cloned()
+            .unwrap_or_else(|| IdentityKey(*author).fingerprint().to_string())
+    }
+
+    /// Shows and stores messages the log delivered.
+    fn deliver(&mut self, msgs: Vec<GroupMsg>) {
+        for msg in msgs {
+            let from = self.author_name(&msg.body.author);
+            if let Some(db) = &self.run.history {
+                match db.record_group(&self.run.room, &msg, &from, now_ms()) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(e) => self.out.show(&Event::Error {
+                        code: "history".into(),
+                        text: e.to_string(),
+                    }),
+                }
+            }
+            let b = &msg.body;
+            self.out.show(&Event::GroupMessage {
+                from,
+                author: IdentityKey(b.author).fingerprint().to_string(),
+                own: b.author == self.our_key(),
+                seq: b.seq,
+                depth: msg.order_key().0,
+                sent_at_ms: b.sent_at_ms,
+                text: b.text.clone(),
+            });
+        }
+    }
+
+    fn on_input(&mut self, event: Option<InputEvent>) -> Option<String> {
+        let line = match event {
+            Some(InputEvent::Line(line)) => line,
+            Some(InputEvent::TooLong { limit }) => {
+                self.out.show(&Event::Error {
+                    code: "too_long".into(),
+                    text: format!("that line is over {limit} bytes and was not sent"),
+                });
+                return None;
+            }
+            Some(InputEvent::Eof) | None => return Some("you left".into()),
+        };
+        if let Some(rest) = line.strip_prefix('/') {
+            if !rest.starts_with('/') {
+                return self.on_command(rest);
+            }
+        }
+        let text = line.strip_prefix('/').map_or(line.as_str(), |_| &line[1..]);
+        if text.is_empty() {
+            return None;
+        }
+        match self
+            .log
+            .write(&self.run.identity, text.to_owned(), now_ms())
+        {
+            Ok(msg) => {
+                for m in self.members.values() {
+                    m.send(PeerMsg::Group(msg.clone()));
+                }
+                self.deliver(vec![msg]);
+            }
+            Err(e) => self.out.show(&Event::Error {
+                code: "not_sent".into(),
+                text: format!("the message was not sent: {e}"),
+            }),
+        }
+        None
+    }
+
+    fn on_command(&mut self, command: &str) -> Option<String> {
+        let mut words = command.split_whitespace();
+        let verb = words.next().unwrap_or("");
+        let rest: Vec<&str> = words.collect();
+        match verb {
+            "quit" | "exit" => return Some("you left".into()),
+            "help" => self.out.show(&Event::Info {
+                text: GROUP_HELP.into(),
+            }),
+            "peers" => {
+                if self.members.is_empty() {
+                    self.out.show(&Event::Info {
+                        text: "No other member is linked with you right now.".into(),
+                    });
+                }
+                let mut ids: Vec<_> = self.members.keys().copied().collect();
+                ids.sort_unstable();
+                for id in ids {
+                    let m = &self.members[&id];
+                    self.out.show(&Event::Member {
+                        member: id,
+                        name: m.name.clone(),
+                        fingerprint: m.identity.fingerprint().to_string(),
+                        addr: m.addr.to_string(),
+                        path: m.path.clone(),
+                        sas: m.sas.clone(),
+                        rtt_ms: m.rtt_ms,
+                        verified: m.verified,
+                    });
+                }
+            }
+            "verify" => self.verify(&rest),
+            "history" => {
+                let n = rest.first().and_then(|n| n.parse().ok()).unwrap_or(20u32);
+                let lines = match &self.run.history {
+                    Some(db) => match db.group_lines(&self.run.room, n.clamp(1, 10_000)) {
+                        Ok(lines) => lines
+                            .into_iter()
+                            .map(|l| HistoryLine {
+                                at_ms: l.sent_at_ms,
+                                outgoing: l.author == hex::encode(self.our_key()),
+                                from: l.author_name,
+                                text: l.text,
+                                acked: true,
+                            })
+                            .collect(),
+                        Err(e) => {
+                            self.out.show(&Event::Error {
+                                code: "history".into(),
+                                text: e.to_string(),
+                            });
+                            Vec::new()
+                        }
+                    },
+                    None => Vec::new(),
+                };
+                self.out.show(&Event::History { lines });
+            }
+            "send" | "accept" | "reject" | "cancel" => self.out.show(&Event::Error {
+                code: "not_in_groups".into(),
+                text: "file transfer is not available in group rooms (yet): send files in a \
+                       two-party room"
+                    .into(),
+            }),
+            other => self.out.show(&Event::Error {
+                code: "unknown_command".into(),
+                text: format!(
+                    "unknown command /{}; /help lists the commands (start a message with // to send a /)",
+                    wire::sanitize_for_terminal(other)
+                ),
+            }),
+        }
+        None
+    }
+
+    /// `/verify [NAME] [yes]`: shows the security code of each link (or of the
+    /// named member), and with `yes` marks it compared.
+    fn verify(&mut self, args: &[&str]) {
+        let (name, yes) = match args {
+            [] => (None, false),
+            ["yes"] => (None, true),
+            [name] => (Some(*name), false),
+            [name, "yes", ..] => (Some(*name), true),
+            [name, ..] => (Some(*name), false),
+        };
+        let chosen: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|(_, m)| name.is_none_or(|n| m.name == n))
+            .map(|(id, _)| *id)
+            .collect();
+        if chosen.is_empty() {
+            self.out.show(&Event::Error {
+                code: "no_such_member".into(),
+                text: "no linked member by that name; /peers lists them".into(),
+            });
+            return;
+        }
+        if yes && chosen.len() > 1 {
+            self.out.show(&Event::Error {
+                code: "which_member".into(),
+                text: "say whose code you compared: /verify NAME yes".into(),
+            });
+            return;
+        }
+        for id in chosen {
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            if yes {
+                m.verified = true;
+                if let Some(db) = &self.run.history {
+                    let _ = db.set_contact_verified(&m.identity, true);
+                }
+            }
+            self.out.show(&Event::Verify {
+                sas: m.sas.clone(),
+                peer: m.name.clone(),
+                verified: m.verified,
+            });
+        }
+    }
+
+    fn on_member(&mut self, member: u32, matched: crate::rendezvous::Matched, setup: PairSetup) {
+        if member == self.me || self.members.contains_key(&member) {
+            return;
+        }
+        self.out.show(&Event::Matched {
+            peer: matched.peer_name.clone(),
+            role: matched.role.to_string(),
+        });
+        let task = links::spawn_race(
+            setup,
+            member,
+            matched,
+            self.routes.clone(),
+            self.paired_tx.clone(),
+        );
+        if let Some(old) = self.races.insert(member, task) {
+            old.abort();
+        }
+    }
+
+    fn on_member_left(&mut self, member: u32) {
+        // A race towards someone who left cannot finish; a live link ends by
+        // itself if the member is gone (it may only have lost the mediator).
+        if let Some(race) = self.races.remove(&member) {
+            race.abort();
+        }
+    }
+
+    fn on_paired(&mut self, paired: Paired) {
+        match paired {
+            Paired::Failed {
+                member,
+                name,
+                error,
+            } => {
+                self.races.remove(&member);
+                self.out.show(&Event::Warning {
+                    code: "no_link".into(),
+                    text: format!(
+                        "could not link with {}: {error}",
+                        wire::sanitize_for_terminal(&name)
+                    ),
+                });
+            }
+            Paired::Linked {
+                member,
+                matched,
+                conn,
+            } => {
+                self.races.remove(&member);
+                let identity = conn.session.peer_identity();
+                if self.banned.contains(&identity.0) || identity.0 == self.our_key() {
+                    return;
+                }
+                let name = matched.peer_name.clone();
+                let sas = conn.session.sas().to_string();
+                let path = conn.path.as_str().to_string();
+                let addr = conn.addr;
+                let verified = self.remember_contact(&identity, &name, addr);
+                if let Err(e) = records::append_peer(
+                    &self.run.args.peers_file,
+                    &PeerLine {
+                        at: chrono::Utc::now(),
+                        peer_name: &name,
+                        peer_addr: addr,
+                        room: &self.run.room,
+                        path: &path,
+                        sas: &sas,
+                    },
+                ) {
+                    self.out.show(&Event::Error {
+                        code: "peers_file".into(),
+                        text: e.to_string(),
+                    });
+                }
+                let (tx, task) = links::spawn_link(member, *conn, self.from_links_tx.clone());
+                self.names.insert(identity.0, name.clone());
+                let now = Instant::now();
+                let long_ago = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
+                let m = Member {
+                    name: name.clone(),
+                    identity,
+                    addr,
+                    path: path.clone(),
+                    sas: sas.clone(),
+                    verified,
+                    tx,
+                    task,
+                    rtt_ms: None,
+                    ping: None,
+                    last_heard: now,
+                    last_summary: now,
+                    last_catchup: long_ago,
+                    last_ask: long_ago,
+                    tokens: MSG_BURST,
+                    refilled: now,
+                    roster: None,
+                };
+                m.send(PeerMsg::GroupSummary(self.log.summary()));
+                if let Some(old) = self.members.insert(member, m) {
+                    old.task.abort();
+                }
+                self.out.show(&Event::MemberJoined {
+                    member,
+                    peer: name,
+                    fingerprint: identity.fingerprint().to_string(),
+                    addr: addr.to_string(),
+                    path,
+                    sas,
+                    verified,
+                });
+                self.send_rosters();
+                // Rosters that came before this link can be judged now.
+                let ids: Vec<u32> = self.members.keys().copied().collect();
+                for id in ids {
+                    self.compare_roster(id);
+                }
+            }
+        }
+    }
+
+    /// Records the member as a contact; whether the person verified it before.
+    fn remember_contact(&self, identity: &IdentityKey, name: &str, addr: SocketAddr) -> bool {
+        let Some(db) = &self.run.history else {
+            return false;
+        };
+        match db.contact_seen(identity, name, &addr.to_string(), now_ms()) {
+            Ok(contact) => contact.verified,
+            Err(e) => {
+                self.out.show(&Event::Error {
+                    code: "history".into(),
+                    text: e.to_string(),
+                });
+                false
+            }
+        }
+    }
+
+    fn roster(&self) -> Roster {
+        let mut members = vec![RosterEntry {
+            member: self.me,
+            identity: self.our_key(),
+            name: self.run.name.clone(),
+        }];
+        let mut ids: Vec<_> = self.members.keys().copied().collect();
+        ids.sort_unstable();
+        members.extend(ids.into_iter().take(MAX_AUTHORS - 1).map(|id| {
+            let m = &self.members[&id];
+            RosterEntry {
+                member: id,
+                identity: m.identity.0,
+                name: m.name.clone(),
+            }
+        }));
+        Roster { members }
+    }
+
+    fn send_rosters(&self) {
+        let roster = self.roster();
+        for m in self.members.values() {
+            m.send(PeerMsg::Roster(roster.clone()));
+        }
+    }
+
+    fn on_link(&mut self, from: FromLink) {
+        match from {
+            FromLink::Ended(member, why) => {
+                if let Some(m) = self.members.remove(&member) {
+                    self.out.show(&Event::MemberLeft {
+                        member,
+                        peer: m.name,
+                        reason: why,
+                    });
+                    self.send_rosters();
+                }
+            }
+            FromLink::Msg(member, msg) => {
+                if let Some(m) = self.members.get_mut(&member) {
+                    m.last_heard = Instant::now();
+                } else {
+                    return;
+                }
+                if let Err(why) = self.on_peer_msg(member, msg) {
+                    self.expel(member, &why);
+                }
+            }
+        }
+    }
+
+    /// One message from member `member`'s link; `Err` names what it did wrong.
+    fn on_peer_msg(&mut self, member: u32, msg: PeerMsg) -> Result<(), String> {
+        match msg {
+            PeerMsg::Group(msg) => {
+                if !self.member(member).charge(1) {
+                    return Err("too many messages (flooding)".into());
+                }
+                let delivered = self.log.receive(msg).map_err(|e| e.to_string())?;
+                self.deliver(delivered);
+                self.ask_if_waiting(member);
+            }
+            PeerMsg::GroupSummary(summary) => {
+                let m = self.member(member);
+                if m.last_catchup.elapsed() >= CATCHUP_GAP {
+                    m.last_catchup = Instant::now();
+                    let catchup = self.log.missing_for(&summary);
+                    let m = self.member(member);
+                    for part in split_catchup(catchup) {
+                        m.send(PeerMsg::GroupCatchup(part));
+                    }
+                }
+            }
+            PeerMsg::GroupCatchup(catchup) => {
+                if !self.member(member).charge(catchup.msgs.len()) {
+                    return Err("too many messages (flooding)".into());
+                }
+                let delivered = self
+                    .log
+                    .receive_catchup(catchup)
+                    .map_err(|e| e.to_string())?;
+                self.deliver(delivered);
+                self.ask_if_waiting(member);
+            }
+            PeerMsg::Roster(roster) => {
+                check_roster(&roster)?;
+                for e in &roster.members {
+                    if e.identity != self.our_key() && !self.names.contains_key(&e.identity) {
+                        self.names.insert(e.identity, e.name.clone());
+                    }
+                }
+                self.member(member).roster = Some(roster);
+                self.compare_roster(member);
+            }
+            PeerMsg::Expelled { identity, reason } => {
+                let accuser = self.member(member).name.clone();
+                let name = self.author_name(&identity);
+                self.out.show(&Event::Warning {
+                    code: "expelled".into(),
+                    text: format!(
+                        "{} cut off {} ({}): {}",
+                        wire::sanitize_for_terminal(&accuser),
+                        wire::sanitize_for_terminal(&name),
+                        IdentityKey(identity).fingerprint(),
+                        wire::sanitize_for_terminal(&reason)
+                    ),
+                });
+            }
+            PeerMsg::Ping { nonce } => self.member(member).send(PeerMsg::Pong { nonce }),
+            PeerMsg::Pong { nonce } => {
+                let m = self.member(member);
+                if let Some((sent, at)) = m.ping {
+                    if sent == nonce {
+                        m.rtt_ms =
+                            Some(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+                        m.ping = None;
+                    }
+                }
+            }
+            PeerMsg::Bye { reason } => {
+                if let Some(m) = self.members.remove(&member) {
+                    let _ = m.tx.send(ToLink::Close(None));
+                    self.out.show(&Event::MemberLeft {
+                        member,
+                        peer: m.name,
+                        reason: if reason.is_empty() {
+                            "left".into()
+                        } else {
+                            format!("left ({reason})")
+                        },
+                    });
+                    self.send_rosters();
+                }
+            }
+            PeerMsg::FileOffer { id, .. } => {
+                let m = self.member(member);
+                m.send(PeerMsg::FileReject { id });
+                let name = m.name.clone();
+                self.out.show(&Event::Info {
+                    text: format!(
+                        "{} offered a file; file transfer is not available in group rooms",
+                        wire::sanitize_for_terminal(&name)
+                    ),
+                });
+            }
+            // Answers to offers we never make, and two-party messages: ignored
+            // as the spec says for unknown transfer ids (§7.1), or refused.
+            PeerMsg::FileAccept { .. }
+            | PeerMsg::FileReject { .. }
+            | PeerMsg::FileChunk { .. }
+            | PeerMsg::FileDone { .. }
+            | PeerMsg::FileCancel { .. } => {}
+            PeerMsg::Chat { .. }
+            | PeerMsg::Ack { .. }
+            | PeerMsg::Admitted
+            | PeerMsg::Denied { .. } => {
+                return Err("a two-party message in a group room".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn member(&mut self, member: u32) -> &mut Member {
+        self.members
+            .get_mut(&member)
+            .expect("the caller checked the member is linked")
+    }
+
+    /// When messages wait for ones we lack, ask the link that brought them.
+    fn ask_if_waiting(&mut self, member: u32) {
+        if self.log.pending() == 0 {
+            return;
+        }
+        let summary = self.log.summary();
+        let m = self.member(member);
+        if m.last_ask.elapsed() >= ASK_GAP {
+            m.last_ask = Instant::now();
+            m.send(PeerMsg::GroupSummary(summary));
+        }
+    }
+
+    /// Compares member `from`'s roster with our own links: the same member
+    /// number under another identity key means one of the two links is not
+    /// with whom the mediator said (§19.4).
+    fn compare_roster(&mut self, from: u32) {
+        let Some(roster) = self.members.get(&from).and_then(|m| m.roster.clone()) else {
+            return;
+        };
+        let from_name = self.members[&from].name.clone();
+        for e in roster.members {
+            let ours = if e.member == self.me {
+                Some((self.our_key(), self.run.name.clone()))
+            } else {
+                self.members
+                    .get(&e.member)
+                    .map(|m| (m.identity.0, m.name.clone()))
+            };
+            let Some((key, name)) = ours else { continue };
+            if key == e.identity || !self.alerted.insert((from, e.member)) {
+                continue;
+            }
+            let text = if e.member == self.me {
+                format!(
+                    "{} is linked with someone who claims to be you (identity {}): someone \
+                     is between you and {}. Compare security codes with /verify.",
+                    wire::sanitize_for_terminal(&from_name),
+                    IdentityKey(e.identity).fingerprint(),
+                    wire::sanitize_for_terminal(&from_name),
+                )
+            } else {
+                format!(
+                    "{} sees member {} with identity {}, but your link with {} proved {}: \
+                     someone is between you and {}, or between {} and {}. Compare security \
+                     codes with /verify.",
+                    wire::sanitize_for_terminal(&from_name),
+                    wire::sanitize_for_terminal(&name),
+                    IdentityKey(e.identity).fingerprint(),
+                    wire::sanitize_for_terminal(&name),
+                    IdentityKey(key).fingerprint(),
+                    wire::sanitize_for_terminal(&name),
+                    wire::sanitize_for_terminal(&from_name),
+                    wire::sanitize_for_terminal(&name),
+                )
+            };
+            self.out.show(&Event::Warning {
+                code: "roster_mismatch".into(),
+                text,
+            });
+        }
+    }
+
+    /// Cuts member `member` off for `why`, and tells the others.
+    fn expel(&mut self, member: u32, why: &str) {
+        let Some(m) = self.members.remove(&member) else {
+            return;
+        };
+        self.banned.insert(m.identity.0);
+        let _ =
+            m.tx.send(ToLink::Close(Some(format!("you were cut off: {why}"))));
+        self.out.show(&Event::Warning {
+            code: "bad_member".into(),
+            text: format!(
+                "{} ({}) sent {why}; disconnected. Nothing it sent that failed the checks was \
+                 shown or stored.",
+                wire::sanitize_for_terminal(&m.name),
+                m.identity.fingerprint()
+            ),
+        });
+        self.out.show(&Event::MemberLeft {
+            member,
+            peer: m.name.clone(),
+            reason: format!("cut off: {why}"),
+        });
+        for other in self.members.values() {
+            other.send(PeerMsg::Expelled {
+                identity: m.identity.0,
+                reason: why.to_owned(),
+            });
+        }
+        self.send_rosters();
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let summary = self.log.summary();
+        let mut silent = Vec::new();
+        for (id, m) in self.members.iter_mut() {
+            if now.duration_since(m.last_heard) >= SILENT_LIMIT {
+                silent.push(*id);
+                continue;
+            }
+            if m.ping
+                .is_none_or(|(_, at)| now.duration_since(at) >= PING_EVERY)
+            {
+                let nonce = rand::random();
+                m.ping = Some((nonce, now));
+                m.send(PeerMsg::Ping { nonce });
+            }
+            if now.duration_since(m.last_summary) >= SUMMARY_EVERY {
+                m.last_summary = now;
+                m.send(PeerMsg::GroupSummary(summary.clone()));
+            }
+        }
+        for id in silent {
+            if let Some(m) = self.members.remove(&id) {
+                let _ = m.tx.send(ToLink::Close(None));
+                self.out.show(&Event::MemberLeft {
+                    member: id,
+                    peer: m.name,
+                    reason: format!("silent for {}s", SILENT_LIMIT.as_secs()),
+                });
+            }
+        }
+    }
+
+    /// Says goodbye on every link and waits briefly for them to flush.
+    async fn leave(&mut self, reason: &str) {
+        for race in self.races.values() {
+            race.abort();
+        }
+        let mut tasks = Vec::new();
+        for (_, m) in self.members.drain() {
+            let _ = m.tx.send(ToLink::Close(Some(reason.to_owned())));
+            tasks.push(m.task);
+        }
+        let _ =
+            tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(tasks)).await;
+    }
+}
+
+/// A roster's own checks: a bounded number of entries with valid names.
+fn check_roster(roster: &Roster) -> Result<(), String> {
+    if roster.members.len() > MAX_AUTHORS {
+        return Err(format!("a roster of {} members", roster.members.len()));
+    }
+    for e in &roster.members {
+        wire::validate_name(&e.name).map_err(|e| format!("a roster with a bad name ({e})"))?;
+    }
+    Ok(())
+}
+
+/// Splits a catch-up into records of at most about [`CATCHUP_BYTES`] of
+/// messages; the floor rides on the first. An empty catch-up sends nothing.
+fn split_catchup(catchup: Catchup) -> Vec<Catchup> {
+    if catchup.msgs.is_empty() && catchup.floor.is_empty() {
+        return Vec::new();
+    }
+    let mut parts = vec![Catchup {
+        floor: catchup.floor,
+        msgs: Vec::new(),
+    }];
+    let mut bytes = 0usize;
+    for msg in catchup.msgs {
+        let size = 200 + msg.body.text.len() + msg.body.clock.len() * 41;
+        if bytes + size > CATCHUP_BYTES && !parts.last().is_some_and(|p| p.msgs.is_empty()) {
+            parts.push(Catchup::default());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(part) = parts.last_mut() {
+            part.msgs.push(msg);
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use wire::group::Summary;
+
+    use super::*;
+
+    #[test]
+    fn a_big_catchup_is_split_into_records_that_fit() {
+        let id = Identity::generate(&mut OsRng);
+        let mut log = GroupLog::new([1; 32]);
+        for i in 0..40 {
+            log.write(&id, "x".repeat(16 * 1024 - (i % 3)), i).unwrap();
+        }
+        let all = log.missing_for(&Summary::default());
+        let parts = split_catchup(all.clone());
+        assert!(parts.len() > 10, "{} parts", parts.len());
+        for part in &parts {
+            let bytes = wire::encode(&PeerMsg::GroupCatchup(part.clone())).unwrap();
+            assert!(bytes.len() <= wire::peer::MAX_PLAINTEXT, "{}", bytes.len());
+        }
+        let rejoined: Vec<_> = parts.into_iter().flat_map(|p| p.msgs).collect();
+        assert_eq!(rejoined, all.msgs);
+        assert!(split_catchup(Catchup::default()).is_empty());
+    }
+}

@@ -1,0 +1,254 @@
+//! The links of a group member (docs/protocol.md §19.2): one acceptor on the
+//! run's port that reads each connection's `PeerHello` and hands it to the race
+//! for the member whose public value it carries; one race per member the
+//! mediator announces (the §6 handshake with its own keys, any path of §12
+//! except the punch timing); and one task per confirmed link that carries
+//! messages between it and the mesh.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dhke::{Identity, KeyPair, RoomCode};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use wire::handshake::{HostHandshake, JoinerHandshake};
+use wire::{FrameCodec, HandshakeInput, Link, PeerHandshake, PeerMsg, Role};
+
+use crate::connect::{self, Connected, Incoming, RoutedConn};
+use crate::peerlink::PeerLink;
+use crate::ports::{self, LocalPort};
+use crate::rendezvous::Matched;
+
+/// Connections whose first message is being read at once; more wait in the
+/// kernel's backlog.
+const MAX_FIRST_READS: usize = 32;
+/// Connections queued towards one race.
+const ROUTE_QUEUE: usize = 8;
+
+/// Races waiting for connections, by the peer public value they expect.
+pub type Routes = Arc<Mutex<HashMap<Vec<u8>, mpsc::Sender<RoutedConn>>>>;
+
+/// Accepts on the run's listener for the whole run and routes every
+/// connection by its `PeerHello`; anything else is dropped.
+pub fn spawn_acceptor(listener: TcpListener, routes: Routes) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let reading = Arc::new(Semaphore::new(MAX_FIRST_READS));
+        loop {
+            let (stream, from) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = reading.clone().try_acquire_owned() else {
+                tracing::debug!(%from, "too many connections being read; dropped");
+                continue;
+            };
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
+                let first = match connect::recv_hs(&mut framed, connect::FIRST_MESSAGE).await {
+                    Ok(first) => first,
+                    Err(why) => {
+                        tracing::debug!(%from, reason = %why, "incoming connection dropped");
+                        return;
+                    }
+                };
+                let route = match &first {
+                    PeerHandshake::PeerHello { public, .. } => lock(&routes).get(public).cloned(),
+                    _ => None,
+                };
+                let Some(route) = route else {
+                    tracing::debug!(%from, "a connection for no member of ours; dropped");
+                    return;
+                };
+                let conn = RoutedConn {
+                    framed,
+                    addr: ports::unmap(from),
+                    first,
+                };
+                let _ = route.try_send(conn);
+            });
+        }
+    })
+}
+
+fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, mpsc::Sender<RoutedConn>>> {
+    routes.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a race needs besides the member's details: fixed for one mediator
+/// session (the key pair is the one our `GroupHello` announced).
+#[derive(Clone)]
+pub struct PairSetup {
+    pub code: RoomCode,
+    pub name: String,
+    pub keys: KeyPair,
+    pub identity: Identity,
+    pub port: LocalPort,
+    pub own_locals: Vec<SocketAddr>,
+    pub server: String,
+    pub connect_timeout: Duration,
+    pub relay_after: Duration,
+}
+
+/// How a race for member `member` ended.
+pub enum Paired {
+    Linked {
+        member: u32,
+        matched: Matched,
+        conn: Box<Connected>,
+    },
+    Failed {
+        member: u32,
+        name: String,
+        error: crate::exit::ClientError,
+    },
+}
+
+/// Runs the race for one announced member and reports on `done`.
+pub fn spawn_race(
+    setup: PairSetup,
+    member: u32,
+    matched: Matched,
+    routes: Routes,
+    done: mpsc::Sender<Paired>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let name = matched.peer_name.clone();
+        let result = race(&setup, &matched, &routes).await;
+        lock(&routes).remove(&matched.public);
+        let report = match result {
+            Ok(conn) => Paired::Linked {
+                member,
+                matched,
+                conn: Box::new(conn),
+            },
+            Err(error) => Paired::Failed {
+                member,
+                name,
+                error,
+            },
+        };
+        let _ = done.send(report).await;
+    })
+}
+
+async fn race(
+    setup: &PairSetup,
+    matched: &Matched,
+    routes: &Routes,
+) -> Result<Connected, crate::exit::ClientError> {
+    wire::validate_name(&matched.peer_name).map_err(|e| {
+        crate::exit::ClientError::PeerUnreachable(format!(
+            "the mediator announced an invalid member name ({e})"
+        ))
+    })?;
+    let input = HandshakeInput {
+        room: setup.code.clone(),
+        local_name: setup.name.clone(),
+        local: setup.keys.clone(),
+        peer_name: matched.peer_name.clone(),
+        peer_public: matched.public.clone(),
+        previous: None,
+        keylog: false,
+        identity: setup.identity.clone(),
+        expect_peer: None,
+    };
+    let refused = |e| connect::handshake_failure(e, &matched.peer_name);
+    let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+    let side = match matched.role {
+        Role::Host => {
+            lock(routes).insert(matched.public.clone(), tx);
+            connect::Side::Host(HostHandshake::new(input).map_err(refused)?)
+        }
+        Role::Joiner => {
+            drop(tx);
+            connect::Side::Joiner(JoinerHandshake::new(input).map_err(refused)?)
+        }
+    };
+    // Each pair counts its own reveals: one member's failures say nothing of
+    // another's link.
+    let reveals = connect::Reveals::default();
+    let matched_at = Instant::now();
+    let race = connect::Race {
+        matched,
+        port: setup.port,
+        incoming: Incoming::Routed(rx),
+        own_locals: &setup.own_locals,
+        server: &setup.server,
+        punch: None,
+        matched_at,
+        deadline: matched_at + setup.connect_timeout,
+        relay_after: setup.relay_after,
+        reveals: &reveals,
+    };
+    connect::connect(race, side, |addr, reason| {
+        tracing::debug!(%addr, reason, "a stranger turned away");
+    })
+    .await
+}
+
+/// From the mesh to one link's task.
+pub enum ToLink {
+    Send(PeerMsg),
+    Close(Option<String>),
+}
+
+/// From a link's task to the mesh.
+pub enum FromLink {
+    Msg(u32, PeerMsg),
+    Ended(u32, String),
+}
+
+/// Carries messages between a confirmed link and the mesh until either ends it.
+pub fn spawn_link(
+    member: u32,
+    conn: Connected,
+    to_mesh: mpsc::Sender<FromLink>,
+) -> (mpsc::UnboundedSender<ToLink>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToLink>();
+    let task = tokio::spawn(async move {
+        let mut link = PeerLink::start(conn);
+        let why = loop {
+            tokio::select! {
+                order = rx.recv() => match order {
+                    Some(ToLink::Send(msg)) => {
+                        if let Err(e) = link.send(msg) {
+                            break e.to_string();
+                        }
+                    }
+                    Some(ToLink::Close(bye)) => {
+                        link.close(bye).await;
+                        return;
+                    }
+                    None => {
+                        link.close(None).await;
+                        return;
+                    }
+                },
+                got = link.recv() => match got {
+                    Some(Ok(msg)) => {
+                        if to_mesh.send(FromLink::Msg(member, msg)).await.is_err() {
+                            link.close(None).await;
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "the connection was closed".to_owned(),
+                },
+            }
+        };
+        let _ = to_mesh.send(FromLink::Ended(member, why)).await;
+        link.close(None).await;
+    });
+    (tx, task)
+}

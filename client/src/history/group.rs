@@ -1,0 +1,147 @@
+//! Group rooms' messages in the history database: stored once per (room,
+//! author, seq) with their signed bytes, listed in the order every member
+//! shares (docs/protocol.md §17.3), and read back to restore a member's log.
+
+use rusqlite::params;
+use serde::Serialize;
+use wire::group::{GroupMsg, BACKLOG};
+
+use super::{from_db, to_db, History};
+use crate::exit::ClientError;
+
+/// Most bytes one stored message may decode from (its text is at most 16 KiB).
+const MAX_ENCODED: usize = 64 * 1024;
+
+/// One group message as `client history --room` and `/history` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupLine {
+    pub room: String,
+    /// 64 hex digits of the author's key.
+    pub author: String,
+    pub author_name: String,
+    pub seq: u64,
+    pub depth: u64,
+    pub sent_at_ms: u64,
+    pub text: String,
+}
+
+impl History {
+    /// Stores a delivered group message (before it is shown). Returns `false`
+    /// when it was stored already, which changes nothing.
+    pub fn record_group(
+        &self,
+        room: &str,
+        msg: &GroupMsg,
+        author_name: &str,
+        received_ms: u64,
+    ) -> Result<bool, ClientError> {
+        let b = &msg.body;
+        let encoded = wire::encode(msg).map_err(|e| ClientError::Internal(e.into()))?;
+        let (depth, _, _) = msg.order_key();
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT INTO group_messages
+                     (room, room_tag, author, author_name, seq, depth, sent_ms, received_ms,
+                      text, encoded)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (room_tag, author, seq) DO NOTHING",
+                params![
+                    room,
+                    &b.room[..],
+                    &b.author[..],
+                    author_name,
+                    to_db(b.seq),
+                    to_db(depth),
+                    to_db(b.sent_at_ms),
+                    to_db(received_ms),
+                    b.text,
+                    encoded
+                ],
+            )
+            .map_err(|e| self.fail("save the group message", &e))?;
+        Ok(inserted == 1)
+    }
+
+    /// The last [`BACKLOG`] stored messages of the room with this tag, oldest
+    /// first in the shared order, to restore the log. A row that no longer
+    /// decodes is skipped (the log will fetch it from the others again).
+    pub fn group_log(&self, room_tag: &[u8; 32]) -> Result<Vec<GroupMsg>, ClientError> {
+        let read = || -> rusqlite::Result<Vec<Vec<u8>>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT encoded FROM group_messages WHERE room_tag = ?1
+                 ORDER BY depth DESC, author DESC, seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![&room_tag[..], BACKLOG as i64], |r| r.get(0))?;
+            rows.collect()
+        };
+        let mut rows = read().map_err(|e| self.fail("read the group history", &e))?;
+        rows.reverse();
+        Ok(rows
+            .iter()
+            .filter(|bytes| bytes.len() <= MAX_ENCODED)
+            .filter_map(|bytes| wire::decode::<GroupMsg>(bytes).ok())
+            .collect())
+    }
+
+    /// The room's messages in the shared order: the last `limit`, oldest first.
+    pub fn group_lines(&self, room: &str, limit: u32) -> Result<Vec<GroupLine>, ClientError> {
+        let read = || -> rusqlite::Result<Vec<GroupLine>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT room, author, author_name, seq, depth, sent_ms, text
+                 FROM group_messages WHERE room = ?1
+                 ORDER BY depth DESC, author DESC, seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![room, i64::from(limit)], |r| {
+                let author: Vec<u8> = r.get(1)?;
+                Ok(GroupLine {
+                    room: r.get(0)?,
+                    author: hex::encode(author),
+                    author_name: r.get(2)?,
+                    seq: from_db(r.get(3)?),
+                    depth: from_db(r.get(4)?),
+                    sent_at_ms: from_db(r.get(5)?),
+                    text: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        };
+        let mut lines = read().map_err(|e| self.fail("read the group history", &e))?;
+        lines.reverse();
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dhke::Identity;
+    use wire::group::GroupLog;
+
+    use super::*;
+
+    #[test]
+    fn stored_once_listed_in_the_shared_order_and_restored() {
+        let dir =
+            std::env::temp_dir().join(format!("p2pchat-group-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = History::open(&dir.join("h.sqlite3")).unwrap();
+        let mut rng = rand::rngs::OsRng;
+        let (a, b) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
+        let room = [7u8; 32];
+        let (mut la, mut lb) = (GroupLog::new(room), GroupLog::new(room));
+        let m1 = la.write(&a, "one".into(), 1).unwrap();
+        lb.receive(m1.clone()).unwrap();
+        let m2 = lb.write(&b, "two".into(), 2).unwrap();
+        // Stored in the wrong order, listed in the shared one.
+        assert!(db.record_group("r", &m2, "bob", 3).unwrap());
+        assert!(db.record_group("r", &m1, "alice", 3).unwrap());
+        assert!(!db.record_group("r", &m1, "alice", 4).unwrap());
+        let lines = db.group_lines("r", 10).unwrap();
+        let texts: Vec<_> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["one", "two"]);
+        assert_eq!(lines[1].author_name, "bob");
+        let restored = db.group_log(&room).unwrap();
+        assert_eq!(restored, vec![m1, m2]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
