@@ -251,3 +251,84 @@ async fn a_member_away_for_30s_gets_what_it_missed_once_even_from_one_who_left()
         let _ = client.try_say("/quit").await;
     }
 }
+
+/// The next group-room warning with `code` on `c`.
+async fn warning(c: &mut Client, code: &str) -> String {
+    loop {
+        let w = c.expect("warning").await;
+        if w["code"] == code {
+            return w["text"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_forwarding_a_forged_message_is_cut_off_and_named_and_nothing_forged_is_kept() {
+    use common::raw_peer;
+    use futures::StreamExt;
+    use wire::group::{GroupBody, GroupMsg};
+    use wire::{PeerMsg, Signature64};
+
+    let mediator = Mediator::start(&[]).await;
+    let dir = TempDir::new("group-forged");
+    let mut c = start_members(&mediator.server_arg(), &["ann", "ben", "cat"], &dir).await;
+    let mal_identity = dhke::Identity::from_seed(&[0x66; 32]);
+    let raw = raw_peer::join_group(mediator.addr, ROOM, "mal", mal_identity.clone()).await;
+    let (_, _, toward_ann) = raw
+        .members
+        .iter()
+        .find(|(_, name, _)| name == "ann")
+        .expect("ann is announced");
+    let mut mal = toward_ann.handshake().await;
+    // ann's roster names ben's identity key.
+    let ben_key = loop {
+        if let PeerMsg::Roster(roster) = mal.recv().await {
+            if let Some(e) = roster.members.iter().find(|e| e.name == "ben") {
+                break e.identity;
+            }
+        }
+    };
+    let body = GroupBody {
+        room: dhke::RoomCode::parse(ROOM).tag().0,
+        author: ben_key,
+        seq: 1,
+        clock: Vec::new(),
+        sent_at_ms: 1,
+        text: "FORGED".into(),
+    };
+    // Signed by mal, claiming ben as its author.
+    let signature =
+        Signature64(mal_identity.sign(&wire::group::signed_bytes(&body).expect("encodes")));
+    mal.send(&PeerMsg::Group(GroupMsg { body, signature }))
+        .await;
+
+    let text = warning(&mut c[0], "bad_member").await;
+    assert!(text.contains("mal"), "{text}");
+    for other in &mut c[1..] {
+        let text = warning(other, "expelled").await;
+        assert!(text.contains("ann") && text.contains("mal"), "{text}");
+    }
+    // The link to mal is closed by ann (a Bye, then the end).
+    loop {
+        match tokio::time::timeout(common::WAIT, mal.framed.next()).await {
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => break,
+            Err(_) => panic!("ann kept the forger's link open"),
+        }
+    }
+    c[0].say("after").await;
+    for client in c.iter_mut() {
+        wait_for_texts(client, &["after".to_owned()]).await;
+        assert!(!shown(client).iter().any(|t| t == "FORGED"));
+        client.say("/quit").await;
+        assert_eq!(client.exit_code().await, 0);
+    }
+    for name in ["ann", "ben", "cat"] {
+        let stored = history_lines(name, &dir).await;
+        assert_eq!(
+            stored,
+            vec![("ann".to_owned(), "after".to_owned())],
+            "{name}"
+        );
+    }
+}

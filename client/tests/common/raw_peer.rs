@@ -115,8 +115,9 @@ pub struct MatchedJoiner {
     pub host: SocketAddr,
     /// Agreed with the host's announced value: gives a fresh `PeerHello` per try.
     pub handshake: JoinerHandshake,
-    /// Held open: the mediator may still talk to us after `Matched`.
-    _mediator: MediatorFramed,
+    /// Held open: the mediator may still talk to us after `Matched` (`None`:
+    /// one group link of several, whose mediator link the group holds).
+    _mediator: Option<MediatorFramed>,
 }
 
 /// Joins `room` at `mediator` as the joiner (a client must be waiting there).
@@ -168,7 +169,101 @@ pub async fn meet_as_joiner_relay(
     MatchedJoiner {
         host,
         handshake: JoinerHandshake::new(input).expect("host's public value"),
-        _mediator: med,
+        _mediator: Some(med),
+    }
+}
+
+/// A raw member of a group room (§19), linked with nobody yet: one joiner
+/// handshake per member that was present when it joined.
+pub struct GroupJoiner {
+    /// (member number, name, the handshake toward it).
+    pub members: Vec<(u32, String, MatchedJoiner)>,
+    /// Who we claim to be on every link.
+    pub identity: dhke::Identity,
+    pub mediator: MediatorFramed,
+}
+
+/// Joins group room `room` at `mediator` as `name` with `identity`.
+pub async fn join_group(
+    mediator: SocketAddr,
+    room: &str,
+    name: &str,
+    identity: dhke::Identity,
+) -> GroupJoiner {
+    let keys = dhke::KeyPair::generate_cpace(GROUP, &dhke::RoomCode::parse(room), &mut OsRng)
+        .expect("CPace key pair");
+    let stream = TcpStream::connect(mediator).await.expect("reach mediator");
+    let mut med = Framed::new(stream, FrameCodec::new(Link::Mediator));
+    let ClientMsg::Hello {
+        version,
+        room: tag,
+        name: n,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+        no_relay,
+    } = hello(room, name, &keys, None, true)
+    else {
+        unreachable!()
+    };
+    let group_hello = ClientMsg::GroupHello {
+        version,
+        room: tag,
+        name: n,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+        no_relay,
+    };
+    send_msg(&mut med, &group_hello).await;
+    let present = loop {
+        match recv_msg::<MediatorMsg>(&mut med).await {
+            MediatorMsg::GroupJoined { present, .. } => break present,
+            MediatorMsg::Error { code, message } => panic!("refused: {code:?} {message}"),
+            _ => {}
+        }
+    };
+    let mut members = Vec::new();
+    while members.len() < present as usize {
+        if let MediatorMsg::Member {
+            member,
+            peer_name,
+            public,
+            observed_addr,
+            listen_port,
+            local_addrs,
+            ..
+        } = recv_msg::<MediatorMsg>(&mut med).await
+        {
+            let host = local_addrs
+                .first()
+                .copied()
+                .unwrap_or_else(|| SocketAddr::new(observed_addr.ip(), listen_port));
+            let input = HandshakeInput {
+                room: dhke::RoomCode::parse(room),
+                local_name: name.into(),
+                local: keys.clone(),
+                peer_name: peer_name.clone(),
+                peer_public: public,
+                previous: None,
+                keylog: false,
+                identity: identity.clone(),
+                expect_peer: None,
+            };
+            let joiner = MatchedJoiner {
+                host,
+                handshake: JoinerHandshake::new(input).expect("member's public value"),
+                _mediator: None,
+            };
+            members.push((member, peer_name, joiner));
+        }
+    }
+    GroupJoiner {
+        members,
+        identity,
+        mediator: med,
     }
 }
 
