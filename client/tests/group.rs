@@ -332,3 +332,188 @@ async fn a_member_forwarding_a_forged_message_is_cut_off_and_named_and_nothing_f
         );
     }
 }
+
+/// A lying group mediator (it knows the room code): honest for everyone but
+/// the pair of its first two members, whom it links through itself, each leg
+/// with its own CPace values and its own identity under the other's name.
+async fn lying_group_mediator() -> std::net::SocketAddr {
+    use common::raw_peer::{recv_msg, send_msg};
+    use futures::SinkExt;
+    use rand::rngs::OsRng;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::codec::Framed;
+    use wire::handshake::{HostHandshake, JoinerHelloSent};
+    use wire::{
+        ClientMsg, FrameCodec, HandshakeInput, Link, MediatorMsg, PeerHandshake, RelayOffer, Role,
+    };
+
+    struct Arrival {
+        framed: Framed<TcpStream, FrameCodec>,
+        name: String,
+        public: Vec<u8>,
+        observed: std::net::SocketAddr,
+        addr: std::net::SocketAddr,
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut members: Vec<Arrival> = Vec::new();
+        let code = dhke::RoomCode::parse(ROOM);
+        let group = dhke::Group::Modp2048;
+        let mallory = dhke::Identity::from_seed(&[0x4d; 32]);
+        let input = |keys: dhke::KeyPair, local: &str, peer: &Arrival| HandshakeInput {
+            room: code.clone(),
+            local_name: local.to_owned(),
+            local: keys,
+            peer_name: peer.name.clone(),
+            peer_public: peer.public.clone(),
+            previous: None,
+            keylog: false,
+            identity: mallory.clone(),
+            expect_peer: None,
+        };
+        let member_msg =
+            |member: u32, role: Role, a: &Arrival, you: std::net::SocketAddr| MediatorMsg::Member {
+                member,
+                role,
+                peer_name: a.name.clone(),
+                public: a.public.clone(),
+                observed_addr: a.observed,
+                listen_port: a.addr.port(),
+                local_addrs: vec![a.addr],
+                your_addr: you,
+                relay: RelayOffer::Off,
+            };
+        for n in 1..=3u32 {
+            let (stream, observed) = listener.accept().await.unwrap();
+            let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
+            let ClientMsg::GroupHello {
+                name,
+                public,
+                local_addrs,
+                ..
+            } = recv_msg::<ClientMsg>(&mut framed).await
+            else {
+                panic!("expected GroupHello")
+            };
+            let me = Arrival {
+                framed,
+                name,
+                public,
+                observed,
+                addr: local_addrs[0],
+            };
+            let mut me = me;
+            let welcome = MediatorMsg::GroupJoined {
+                member: n,
+                present: n - 1,
+                max_members: 16,
+            };
+            send_msg(&mut me.framed, &welcome).await;
+            if n == 2 {
+                // Between member 1 (A) and member 2 (B).
+                let toward_a = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
+                let toward_b = dhke::KeyPair::generate_cpace(group, &code, &mut OsRng).unwrap();
+                let trap = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let trap_addr = trap.local_addr().unwrap();
+                let fake_a = MediatorMsg::Member {
+                    member: 1,
+                    role: Role::Joiner,
+                    peer_name: members[0].name.clone(),
+                    public: toward_b.public().to_vec(),
+                    observed_addr: trap_addr,
+                    listen_port: trap_addr.port(),
+                    local_addrs: vec![trap_addr],
+                    your_addr: observed,
+                    relay: RelayOffer::Off,
+                };
+                let fake_b_public = toward_a.public().to_vec();
+                send_msg(&mut me.framed, &fake_a).await;
+                let a = &mut members[0];
+                let to_a = MediatorMsg::Member {
+                    member: 2,
+                    role: Role::Host,
+                    peer_name: me.name.clone(),
+                    public: fake_b_public,
+                    observed_addr: "127.0.0.1:9".parse().unwrap(),
+                    listen_port: 0,
+                    local_addrs: vec![],
+                    your_addr: a.observed,
+                    relay: RelayOffer::Off,
+                };
+                send_msg(&mut a.framed, &to_a).await;
+                // Host toward B at the trap, joiner toward A.
+                let b_leg = HostHandshake::new(input(toward_b, &members[0].name, &me)).unwrap();
+                let a_leg = input(toward_a, &me.name, &members[0]);
+                let a_addr = members[0].addr;
+                tokio::spawn(async move {
+                    let (stream, _) = trap.accept().await.unwrap();
+                    let mut f = Framed::new(stream, FrameCodec::new(Link::Peer));
+                    let hello: PeerHandshake = recv_msg(&mut f).await;
+                    let (state, confirm) = b_leg.on_peer_hello(hello, &mut OsRng).unwrap();
+                    send_msg(&mut f, &confirm).await;
+                    let reply: PeerHandshake = recv_msg(&mut f).await;
+                    let _session = state.on_joiner_confirm(reply).unwrap();
+                    std::future::pending::<()>().await;
+                });
+                tokio::spawn(async move {
+                    let stream = TcpStream::connect(a_addr).await.unwrap();
+                    let mut f = Framed::new(stream, FrameCodec::new(Link::Peer));
+                    let (state, hello) = JoinerHelloSent::start(a_leg, &mut OsRng).unwrap();
+                    let payload = wire::encode(&hello).unwrap();
+                    f.send(payload.as_slice()).await.unwrap();
+                    let confirm: PeerHandshake = recv_msg(&mut f).await;
+                    let (_session, reply) = state.on_host_confirm(confirm).unwrap();
+                    send_msg(&mut f, &reply).await;
+                    std::future::pending::<()>().await;
+                });
+            } else {
+                for (i, other) in members.iter_mut().enumerate() {
+                    let id = u32::try_from(i).unwrap() + 1;
+                    let to_new = member_msg(id, Role::Joiner, other, me.observed);
+                    send_msg(&mut me.framed, &to_new).await;
+                    let to_old = member_msg(n, Role::Host, &me, other.observed);
+                    send_msg(&mut other.framed, &to_old).await;
+                }
+            }
+            members.push(me);
+        }
+        // Answer pings for as long as the test runs.
+        let mut pongs = Vec::new();
+        for mut m in members {
+            pongs.push(tokio::spawn(async move {
+                loop {
+                    if let ClientMsg::Ping = recv_msg::<ClientMsg>(&mut m.framed).await {
+                        send_msg(&mut m.framed, &MediatorMsg::Pong).await;
+                    }
+                }
+            }));
+        }
+        std::future::pending::<()>().await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lying_mediator_between_two_members_is_an_alert_on_both() {
+    let fake = lying_group_mediator().await;
+    let dir = TempDir::new("group-mitm");
+    let server = fake.to_string();
+    let mut amy = Client::start("amy", &member_args(&server, "amy", &dir));
+    amy.expect("group_joined").await;
+    let mut bob = Client::start("bob", &member_args(&server, "bob", &dir));
+    bob.expect("group_joined").await;
+    // Each has a link with "the other": really with the mediator.
+    amy.expect("member_joined").await;
+    bob.expect("member_joined").await;
+    let mut cyd = Client::start("cyd", &member_args(&server, "cyd", &dir));
+    wait_linked(&mut cyd, 2).await;
+    let a = warning(&mut amy, "roster_mismatch").await;
+    assert!(a.contains("bob"), "{a}");
+    let b = warning(&mut bob, "roster_mismatch").await;
+    assert!(b.contains("amy"), "{b}");
+    for c in [&mut amy, &mut bob, &mut cyd] {
+        c.say("/quit").await;
+        assert_eq!(c.exit_code().await, 0);
+    }
+}
