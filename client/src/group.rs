@@ -50,6 +50,9 @@ const MSG_RATE: f64 = 50.0;
 /// A catch-up record holds messages up to about this many encoded bytes (a
 /// record carries at most 64 KiB; one message is at most about 16.5 KiB).
 const CATCHUP_BYTES: usize = 40 * 1024;
+/// A member that others' rosters list but we hold no link with is reported
+/// after this long (our race towards it has ended by then, one way or another).
+const HIDDEN_AFTER: Duration = Duration::from_secs(20);
 /// Mediator reconnects back off from 1 s up to this.
 const REJOIN_CAP: Duration = Duration::from_secs(30);
 /// Messages restored from history that are shown again at the start.
@@ -131,6 +134,10 @@ struct Mesh<'a> {
     banned: HashSet<[u8; 32]>,
     /// (roster sender, member) pairs already alerted about.
     alerted: HashSet<(u32, u32)>,
+    /// Identity keys others list that we hold no link with, since when.
+    unseen: HashMap<[u8; 32], Instant>,
+    /// Keys already reported as unseen.
+    reported_unseen: HashSet<[u8; 32]>,
     routes: Routes,
     paired_tx: mpsc::Sender<Paired>,
     from_links_tx: mpsc::Sender<FromLink>,
@@ -168,6 +175,8 @@ pub async fn run(
         names: HashMap::new(),
         banned: HashSet::new(),
         alerted: HashSet::new(),
+        unseen: HashMap::new(),
+        reported_unseen: HashSet::new(),
         routes,
         paired_tx,
         from_links_tx,
@@ -1024,8 +1033,39 @@ impl Mesh<'_> {
         self.send_rosters();
     }
 
+    /// Members that others are linked with and we are not, for long: the
+    /// mediator may hide them from us (or their network keeps us apart).
+    fn check_unseen(&mut self, now: Instant) {
+        let linked: HashSet<[u8; 32]> = self.members.values().map(|m| m.identity.0).collect();
+        let mut listed: HashMap<[u8; 32], (String, String)> = HashMap::new();
+        for m in self.members.values() {
+            for e in m.roster.iter().flat_map(|r| &r.members) {
+                if e.identity != self.our_key() && !linked.contains(&e.identity) {
+                    listed.insert(e.identity, (m.name.clone(), e.name.clone()));
+                }
+            }
+        }
+        self.unseen.retain(|k, _| listed.contains_key(k));
+        for (key, (by, name)) in listed {
+            let since = *self.unseen.entry(key).or_insert(now);
+            if now.duration_since(since) >= HIDDEN_AFTER && self.reported_unseen.insert(key) {
+                self.out.show(&Event::Warning {
+                    code: "member_unseen".into(),
+                    text: format!(
+                        "{} is linked with {} ({}), but you have had no link with them for {} s:                          the mediator may be keeping them from you, or a network between you                          blocks every path.",
+                        wire::sanitize_for_terminal(&by),
+                        wire::sanitize_for_terminal(&name),
+                        IdentityKey(key).fingerprint(),
+                        HIDDEN_AFTER.as_secs()
+                    ),
+                });
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
+        self.check_unseen(now);
         let summary = self.log.summary();
         let mut silent = Vec::new();
         for (id, m) in self.members.iter_mut() {

@@ -517,3 +517,25 @@ async fn a_lying_mediator_between_two_members_is_an_alert_on_both() {
         assert_eq!(c.exit_code().await, 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_group_room_and_a_two_party_client_in_it_are_refused_clearly() {
+    let mediator = Mediator::start(&["--max-members", "2"]).await;
+    let dir = TempDir::new("group-full");
+    let server = mediator.server_arg();
+    let mut c = start_members(&server, &["ann", "ben"], &dir).await;
+    let mut third = Client::start("cat", &member_args(&server, "cat", &dir));
+    let e = third.expect("error").await;
+    assert_eq!(e["code"], "room_full", "{e}");
+    assert!(e["text"].as_str().unwrap().contains("full"), "{e}");
+    assert_eq!(third.exit_code().await, 4);
+    let mut two_party = Client::start("dan", &client_args(&server, "dan", &dir, &["--room", ROOM]));
+    let e = two_party.expect("error").await;
+    assert_eq!(e["code"], "room_kind", "{e}");
+    assert!(e["text"].as_str().unwrap().contains("--group"), "{e}");
+    assert_eq!(two_party.exit_code().await, 4);
+    for client in c.iter_mut() {
+        client.say("/quit").await;
+        assert_eq!(client.exit_code().await, 0);
+    }
+}
