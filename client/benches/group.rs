@@ -65,7 +65,12 @@ async fn bench(n: usize, messages: usize) {
         .max()
         .expect("members")
         .duration_since(started);
-    println!("group room, {n} members on loopback (debug or release as built):");
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("group room, {n} members on loopback ({build} build):");
     println!(
         "    start → every member linked with the {} others: {:.2} s ({} links)",
         n - 1,

@@ -266,7 +266,7 @@ struct PendingConn {
     addr: SocketAddr,
     path: Path,
     /// The first message, if the acceptor already read it.
-    first: Option<PeerHandshake>,
+    first: Option<Box<PeerHandshake>>,
 }
 
 /// What the background sources report.
@@ -578,7 +578,7 @@ async fn next_incoming(incoming: &mut Incoming<'_>, ends: &Ends) -> Option<Pendi
                 path: ends.classify(conn.addr),
                 framed: conn.framed,
                 addr: conn.addr,
-                first: Some(conn.first),
+                first: Some(Box::new(conn.first)),
             }),
             None => std::future::pending().await,
         },
@@ -651,7 +651,7 @@ async fn judge(
         first,
     } = link;
     let hello = match first {
-        Some(msg) => msg,
+        Some(msg) => *msg,
         None => match recv_hs(&mut framed, FIRST_MESSAGE).await {
             Ok(msg) => msg,
             Err(why) => return Judged::Silent(format!("{addr}: {why}")),

@@ -598,7 +598,7 @@ impl Mesh<'_> {
         let chosen: Vec<u32> = self
             .members
             .iter()
-            .filter(|(_, m)| name.is_none_or(|n| m.name == n))
+            .filter(|(_, m)| name.map_or(true, |n| m.name == n))
             .map(|(id, _)| *id)
             .collect();
         if chosen.is_empty() {
@@ -1074,7 +1074,7 @@ impl Mesh<'_> {
                 continue;
             }
             if m.ping
-                .is_none_or(|(_, at)| now.duration_since(at) >= PING_EVERY)
+                .map_or(true, |(_, at)| now.duration_since(at) >= PING_EVERY)
             {
                 let nonce = rand::random();
                 m.ping = Some((nonce, now));
@@ -1159,7 +1159,7 @@ mod tests {
         let id = Identity::generate(&mut OsRng);
         let mut log = GroupLog::new([1; 32]);
         for i in 0..40 {
-            log.write(&id, "x".repeat(16 * 1024 - (i % 3)), i).unwrap();
+            log.write(&id, "x".repeat(16 * 1024 - (i % 3)), i as u64).unwrap();
         }
         let all = log.missing_for(&Summary::default());
         let parts = split_catchup(all.clone());

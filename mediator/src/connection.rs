@@ -163,7 +163,7 @@ async fn converse(
         return crate::group_member::serve(admitted, &mut reader, stream, tag, arrival, nameplate)
             .await;
     }
-    if shared.groups.contains(&tag) {
+    if shared.groups.contains(&tag).await {
         return refuse(
             ErrorCode::RoomKind,
             "this room code belongs to a group room: join it with --group",
@@ -184,6 +184,10 @@ async fn converse(
             tracing::debug!(%room, "waiting");
             wait_as_host(admitted, &mut reader, stream, &tag, handoff, peer, no_relay).await
         }
+        JoinOutcome::GroupRoom => refuse(
+            ErrorCode::RoomKind,
+            "this room code belongs to a group room: join it with --group",
+        ),
         JoinOutcome::GroupMismatch => refuse(
             ErrorCode::GroupMismatch,
             "the peer waiting in this room uses another DH group",

@@ -29,45 +29,55 @@ pub(crate) async fn serve(
     nameplate: Option<Nameplate>,
 ) -> End {
     let shared = &admitted.shared;
-    if shared.config.redis.is_some() {
-        return refuse(
-            ErrorCode::RoomKind,
-            "this mediator shares its rooms through Redis, which does not carry group rooms \
-             yet; use a mediator without --redis for group rooms",
-        );
-    }
     let own_no_relay = arrival.details.no_relay;
     let peer: SocketAddr = arrival.details.observed_addr;
-    let joined =
-        match shared
-            .groups
-            .join(tag, admitted.id, arrival.group, arrival.details, nameplate)
-        {
-            Ok(joined) => joined,
-            Err(Refusal::GroupMismatch) => {
-                return refuse(
-                    ErrorCode::GroupMismatch,
-                    "the members of this group room use another DH group (--dh-group)",
-                )
-            }
-            Err(Refusal::Full(cap)) => {
-                return refuse(
-                    ErrorCode::RoomFull,
-                    format!("the group room is full ({cap} members)"),
-                )
-            }
-            Err(Refusal::TooManyRooms) => {
-                shared.metrics.rejected(Limit::MaxRooms);
-                return refuse(
-                    ErrorCode::TooManyConnections,
-                    "the mediator holds its maximum of rooms; try again later",
-                );
-            }
-        };
+    // This mediator hosts the relay of the newcomer's pairs, as the one that
+    // completes a match does (§18.5).
+    let relay = shared
+        .config
+        .relay
+        .then(|| shared.config.public_addr.clone().unwrap_or_default());
+    let joined = shared
+        .groups
+        .join(
+            tag,
+            admitted.id,
+            arrival.group,
+            arrival.details,
+            nameplate,
+            relay,
+        )
+        .await;
+    let joined = match joined {
+        Ok(joined) => joined,
+        Err(Refusal::GroupMismatch) => {
+            return refuse(
+                ErrorCode::GroupMismatch,
+                "the members of this group room use another DH group (--dh-group)",
+            )
+        }
+        Err(Refusal::Full(cap)) => {
+            return refuse(
+                ErrorCode::RoomFull,
+                format!("the group room is full ({cap} members)"),
+            )
+        }
+        Err(Refusal::TooManyRooms) => {
+            shared.metrics.rejected(Limit::MaxRooms);
+            return refuse(
+                ErrorCode::TooManyConnections,
+                "the mediator holds its maximum of rooms; try again later",
+            );
+        }
+        Err(Refusal::Unavailable(message)) => {
+            shared.metrics.rejected(Limit::RoomStore);
+            return refuse(ErrorCode::TooManyConnections, message);
+        }
+    };
     let member = joined.member;
     tracing::debug!(room = %tag.short_hex(), member, "group member joined");
     let end = attend(admitted, reader, stream, peer, own_no_relay, joined).await;
-    shared.groups.leave(&tag, member, admitted.id);
+    shared.groups.leave(&tag, member, admitted.id).await;
     end
 }
 
@@ -155,20 +165,21 @@ fn member_msg(
     own_no_relay: bool,
 ) -> MediatorMsg {
     let shared = &admitted.shared;
-    let relay = if !shared.config.relay {
-        RelayOffer::Off
-    } else if own_no_relay {
-        RelayOffer::RefusedByYou
-    } else if other.details.no_relay {
-        RelayOffer::RefusedByPeer
-    } else {
-        // Both ends mint the same token: same pair id, same expiry second (or
-        // one apart, and the relay pairs by the pair id).
-        let expires = shared.tokens.expiry(shared.config.relay_token_ttl);
-        RelayOffer::Offered {
-            token: shared.tokens.mint(&other.pair_id, expires),
-            server: shared.config.public_addr.clone().unwrap_or_default(),
+    let relay = if let Some(server) = other.relay.clone().filter(|_| shared.config.relay) {
+        if own_no_relay {
+            RelayOffer::RefusedByYou
+        } else if other.details.no_relay {
+            RelayOffer::RefusedByPeer
+        } else {
+            // Both ends mint the same token: same pair id; the relay pairs by it.
+            let expires = shared.tokens.expiry(shared.config.relay_token_ttl);
+            RelayOffer::Offered {
+                token: shared.tokens.mint(&other.pair_id, expires),
+                server,
+            }
         }
+    } else {
+        RelayOffer::Off
     };
     let d = other.details;
     MediatorMsg::Member {

@@ -1,14 +1,18 @@
 //! Group rooms (docs/protocol.md §19): a room of up to `max_members` members that
 //! stays open while anyone is in it and for `group_ttl` after the last one left.
 //! The table tells a newcomer about every member present and every member about
-//! the newcomer; the members then link pairwise by §6. One mutex around one map,
-//! held only for map operations and non-blocking channel sends.
+//! the newcomer; the members then link pairwise by §6. [`GroupTable`] is the
+//! small async trait the connection code talks to; [`GroupRooms`] is the
+//! in-memory table (one mutex around one map, held only for map operations and
+//! non-blocking channel sends), `RedisRooms` the shared one (§19.7).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use dhke::RoomTag;
+use futures::future::{self, BoxFuture, FutureExt};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -17,7 +21,52 @@ use crate::rooms::{ConnId, PeerDetails};
 
 /// Notices queued towards one member's connection task. A member whose task
 /// falls this far behind is dropped from the room (it is not reading).
-const NOTICE_QUEUE: usize = 64;
+pub const NOTICE_QUEUE: usize = 64;
+
+/// The group rooms, wherever they live.
+pub trait GroupTable: Send + Sync + std::fmt::Debug + 'static {
+    /// Puts connection `conn` in room `tag` (opening it if need be) and tells the
+    /// members present. `relay` is the relay server this newcomer's pairs use
+    /// (`None`: our relay is off).
+    fn join(
+        &self,
+        tag: RoomTag,
+        conn: ConnId,
+        dh_group: u8,
+        details: PeerDetails,
+        nameplate: Option<Nameplate>,
+        relay: Option<String>,
+    ) -> BoxFuture<'_, Result<Joined, Refusal>>;
+    /// Takes member `member` (of connection `conn`) out and tells the others.
+    fn leave<'a>(&'a self, tag: &'a RoomTag, member: u32, conn: ConnId) -> BoxFuture<'a, ()>;
+    /// Whether a group room with this tag is open (a two-party `Hello` for it is
+    /// refused).
+    fn contains<'a>(&'a self, tag: &'a RoomTag) -> BoxFuture<'a, bool>;
+    /// The member cap, for `GroupJoined`.
+    fn max_members(&self) -> usize;
+    /// Members of this process present in all rooms (metrics).
+    fn members(&self) -> usize;
+    /// Forgets rooms empty for their TTL; returns how many (the shared table
+    /// lets Redis expire them instead).
+    fn sweep(&self) -> usize {
+        0
+    }
+}
+
+/// The pair id of members `a` and `b` of room `tag` (the relay token names it):
+/// the first 12 bytes of `SHA-256("p2pchat/v2/group-pair" || tag || u32_be(min) ||
+/// u32_be(max))`, so both members' instances derive the same one.
+pub fn pair_id(tag: &RoomTag, a: u32, b: u32) -> [u8; 12] {
+    let mut h = Sha256::new();
+    h.update(b"p2pchat/v2/group-pair");
+    h.update(tag.0);
+    h.update(a.min(b).to_be_bytes());
+    h.update(a.max(b).to_be_bytes());
+    let digest = h.finalize();
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&digest[..12]);
+    id
+}
 
 /// What one member's connection task hears about the others.
 #[derive(Debug)]
@@ -35,6 +84,8 @@ pub struct Other {
     pub member: u32,
     pub details: PeerDetails,
     pub pair_id: [u8; 12],
+    /// The relay server of the pair (the newcomer's mediator); `None`: off.
+    pub relay: Option<String>,
 }
 
 /// A newcomer's place in its room.
@@ -55,6 +106,8 @@ pub enum Refusal {
     Full(usize),
     /// The table holds its maximum of rooms.
     TooManyRooms,
+    /// The shared room store cannot be reached (the message says why).
+    Unavailable(String),
 }
 
 #[derive(Debug)]
@@ -96,32 +149,24 @@ impl GroupRooms {
         }
     }
 
-    /// The member cap, for `GroupJoined`.
-    pub fn max_members(&self) -> usize {
-        self.max_members
-    }
-
     fn lock(&self) -> MutexGuard<'_, HashMap<RoomTag, Room>> {
         // Each critical section is a few map and vector operations that cannot
         // leave the map inconsistent, so a poisoned lock is still usable.
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a group room with this tag is open (a two-party `Hello` for it is
-    /// refused).
-    pub fn contains(&self, tag: &RoomTag) -> bool {
+    pub fn contains_now(&self, tag: &RoomTag) -> bool {
         self.lock().contains_key(tag)
     }
 
-    /// Puts connection `conn` in room `tag` (opening it if need be) and tells
-    /// the members present.
-    pub fn join(
+    pub fn join_now(
         &self,
         tag: RoomTag,
         conn: ConnId,
         dh_group: u8,
         details: PeerDetails,
         nameplate: Option<Nameplate>,
+        relay: Option<String>,
     ) -> Result<Joined, Refusal> {
         let mut rooms = self.lock();
         let now = Instant::now();
@@ -156,11 +201,12 @@ impl GroupRooms {
         room.next_member = room.next_member.wrapping_add(1).max(1);
         let mut others = Vec::with_capacity(room.present.len());
         room.present.retain(|p| {
-            let pair_id: [u8; 12] = rand::random();
+            let pair_id = pair_id(&tag, p.member, member);
             let newcomer = Other {
                 member,
                 details: details.clone(),
                 pair_id,
+                relay: relay.clone(),
             };
             match p.notices.try_send(Notice::Arrived(newcomer)) {
                 Ok(()) => {
@@ -168,6 +214,7 @@ impl GroupRooms {
                         member: p.member,
                         details: p.details.clone(),
                         pair_id,
+                        relay: relay.clone(),
                     });
                     true
                 }
@@ -193,9 +240,7 @@ impl GroupRooms {
         })
     }
 
-    /// Takes member `member` (of connection `conn`) out of room `tag` and tells
-    /// the others.
-    pub fn leave(&self, tag: &RoomTag, member: u32, conn: ConnId) {
+    pub fn leave_now(&self, tag: &RoomTag, member: u32, conn: ConnId) {
         let mut rooms = self.lock();
         let Some(room) = rooms.get_mut(tag) else {
             return;
@@ -212,19 +257,44 @@ impl GroupRooms {
             room.empty_since = Some(Instant::now());
         }
     }
+}
 
-    /// Forgets rooms that have been empty for the TTL; returns how many.
-    pub fn sweep(&self) -> usize {
+impl GroupTable for GroupRooms {
+    fn join(
+        &self,
+        tag: RoomTag,
+        conn: ConnId,
+        dh_group: u8,
+        details: PeerDetails,
+        nameplate: Option<Nameplate>,
+        relay: Option<String>,
+    ) -> BoxFuture<'_, Result<Joined, Refusal>> {
+        future::ready(self.join_now(tag, conn, dh_group, details, nameplate, relay)).boxed()
+    }
+
+    fn leave<'a>(&'a self, tag: &'a RoomTag, member: u32, conn: ConnId) -> BoxFuture<'a, ()> {
+        self.leave_now(tag, member, conn);
+        future::ready(()).boxed()
+    }
+
+    fn contains<'a>(&'a self, tag: &'a RoomTag) -> BoxFuture<'a, bool> {
+        future::ready(self.contains_now(tag)).boxed()
+    }
+
+    fn max_members(&self) -> usize {
+        self.max_members
+    }
+
+    fn members(&self) -> usize {
+        self.lock().values().map(|r| r.present.len()).sum()
+    }
+
+    fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut rooms = self.lock();
         let before = rooms.len();
         rooms.retain(|_, room| !room.empty_since.is_some_and(|t| now >= t + self.ttl));
         before - rooms.len()
-    }
-
-    /// Members present in all rooms (metrics).
-    pub fn members(&self) -> usize {
-        self.lock().values().map(|r| r.present.len()).sum()
     }
 }
 
@@ -247,12 +317,18 @@ mod tests {
     fn newcomers_hear_of_everyone_and_everyone_of_them() {
         let rooms = GroupRooms::new(16, 10, Duration::from_secs(60));
         let tag = RoomTag([1; 32]);
-        let mut a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
+        let mut a = rooms
+            .join_now(tag, 1, 14, details("a"), None, None)
+            .unwrap();
         assert_eq!((a.member, a.others.len()), (1, 0));
-        let mut b = rooms.join(tag, 2, 14, details("b"), None).unwrap();
+        let mut b = rooms
+            .join_now(tag, 2, 14, details("b"), None, None)
+            .unwrap();
         assert_eq!(b.member, 2);
         assert_eq!(b.others[0].details.name, "a");
-        let c = rooms.join(tag, 3, 14, details("c"), None).unwrap();
+        let c = rooms
+            .join_now(tag, 3, 14, details("c"), None, None)
+            .unwrap();
         let names: Vec<_> = c.others.iter().map(|o| o.details.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         let Ok(Notice::Arrived(seen_by_a)) = a.notices.try_recv() else {
@@ -265,7 +341,7 @@ mod tests {
             panic!("b hears of c")
         };
         assert_eq!(seen_by_b.pair_id, c.others[1].pair_id);
-        rooms.leave(&tag, 3, 3);
+        rooms.leave_now(&tag, 3, 3);
         assert!(matches!(
             b.notices.try_recv(),
             Ok(Notice::Left { member: 3 })
@@ -277,14 +353,22 @@ mod tests {
     fn the_cap_and_the_dh_group_are_enforced() {
         let rooms = GroupRooms::new(2, 10, Duration::from_secs(60));
         let tag = RoomTag([1; 32]);
-        let _a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
+        let _a = rooms
+            .join_now(tag, 1, 14, details("a"), None, None)
+            .unwrap();
         assert_eq!(
-            rooms.join(tag, 2, 15, details("b"), None).unwrap_err(),
+            rooms
+                .join_now(tag, 2, 15, details("b"), None, None)
+                .unwrap_err(),
             Refusal::GroupMismatch
         );
-        let _b = rooms.join(tag, 2, 14, details("b"), None).unwrap();
+        let _b = rooms
+            .join_now(tag, 2, 14, details("b"), None, None)
+            .unwrap();
         assert_eq!(
-            rooms.join(tag, 3, 14, details("c"), None).unwrap_err(),
+            rooms
+                .join_now(tag, 3, 14, details("c"), None, None)
+                .unwrap_err(),
             Refusal::Full(2)
         );
     }
@@ -293,28 +377,34 @@ mod tests {
     fn an_empty_room_lives_for_the_ttl_then_goes() {
         let rooms = GroupRooms::new(16, 1, Duration::from_millis(1));
         let tag = RoomTag([1; 32]);
-        let a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
-        rooms.leave(&tag, a.member, 1);
-        assert!(rooms.contains(&tag));
+        let a = rooms
+            .join_now(tag, 1, 14, details("a"), None, None)
+            .unwrap();
+        rooms.leave_now(&tag, a.member, 1);
+        assert!(rooms.contains_now(&tag));
         // The table is at its room cap, but the empty room still counts.
         assert_eq!(
             rooms
-                .join(RoomTag([2; 32]), 2, 14, details("b"), None)
+                .join_now(RoomTag([2; 32]), 2, 14, details("b"), None, None)
                 .unwrap_err(),
             Refusal::TooManyRooms
         );
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(rooms.sweep(), 1);
-        assert!(!rooms.contains(&tag));
+        assert!(!rooms.contains_now(&tag));
     }
 
     #[test]
     fn a_member_that_stopped_reading_is_dropped() {
         let rooms = GroupRooms::new(16, 10, Duration::from_secs(60));
         let tag = RoomTag([1; 32]);
-        let a = rooms.join(tag, 1, 14, details("a"), None).unwrap();
+        let a = rooms
+            .join_now(tag, 1, 14, details("a"), None, None)
+            .unwrap();
         drop(a.notices);
-        let b = rooms.join(tag, 2, 14, details("b"), None).unwrap();
+        let b = rooms
+            .join_now(tag, 2, 14, details("b"), None, None)
+            .unwrap();
         assert!(b.others.is_empty());
         assert_eq!(rooms.members(), 1);
     }

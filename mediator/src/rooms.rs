@@ -117,6 +117,9 @@ pub enum JoinOutcome {
     Matched(PeerDetails),
     /// A host is waiting with another DH group.
     GroupMismatch,
+    /// The tag is an open group room (§19; the shared table checks this in its
+    /// claim).
+    GroupRoom,
     /// The room was empty but the table holds its maximum of waiting rooms.
     Full,
     /// The shared room store cannot be reached: no room can be opened or joined

@@ -44,8 +44,8 @@ const WARN_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) rooms: Box<dyn RoomTable>,
-    /// Group rooms (§19), in this process only.
-    pub(crate) groups: crate::groups::GroupRooms,
+    /// Group rooms (§19): in this process, or shared through Redis.
+    pub(crate) groups: Box<dyn crate::groups::GroupTable>,
     pub(crate) limits: AddrLimits,
     pub(crate) metrics: Metrics,
     /// Fires at shutdown; every connection task watches it.
@@ -134,27 +134,45 @@ pub async fn run_with_metrics(
     config.validate()?;
     let cancel = CancellationToken::new();
     let secret = config.relay_secret.as_ref().map(|s| s.0);
-    type Tables = (Box<dyn RoomTable>, Arc<dyn NameplateTable>, TokenKey);
-    let (rooms, nameplates, tokens): Tables = match &config.redis {
+    type Tables = (
+        Box<dyn RoomTable>,
+        Box<dyn crate::groups::GroupTable>,
+        Arc<dyn NameplateTable>,
+        TokenKey,
+    );
+    let (rooms, groups, nameplates, tokens): Tables = match &config.redis {
         None => (
             Box::new(InMemoryRooms::new(config.max_rooms)),
+            Box::new(crate::groups::GroupRooms::new(
+                config.max_members,
+                config.max_rooms,
+                config.group_ttl,
+            )),
             Arc::new(Nameplates::new(config.max_rooms)),
             secret.map_or_else(TokenKey::new, TokenKey::from_secret),
         ),
         Some(url) => {
-            let (rooms, agreed) =
-                RedisRooms::connect(url, config.max_rooms, secret, cancel.clone()).await?;
+            let (rooms, agreed) = RedisRooms::connect(
+                url,
+                config.max_rooms,
+                (config.max_members, config.group_ttl),
+                secret,
+                cancel.clone(),
+            )
+            .await?;
             let plates = Arc::new(rooms.clone());
-            (Box::new(rooms), plates, TokenKey::from_secret(agreed))
+            let groups = Box::new(rooms.clone());
+            (
+                Box::new(rooms),
+                groups,
+                plates,
+                TokenKey::from_secret(agreed),
+            )
         }
     };
     let shared = Arc::new(Shared {
         rooms,
-        groups: crate::groups::GroupRooms::new(
-            config.max_members,
-            config.max_rooms,
-            config.group_ttl,
-        ),
+        groups,
         limits: AddrLimits::new(config.limit_caps()),
         metrics: Metrics::default(),
         cancel,

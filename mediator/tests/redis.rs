@@ -1,7 +1,8 @@
 //! Several real `mediator` binaries sharing rooms through a real `redis-server`
 //! on loopback (docs/protocol.md §18): pairing and punch timing across instances,
 //! the relay on the instance that completed the match, an instance killed with a
-//! host waiting, and Redis going away and coming back under running mediators.
+//! host waiting, Redis going away and coming back under running mediators, and a
+//! group room spanning instances (§19.7).
 //! Needs `redis-server` on PATH (.ci/run installs it); without it every test fails.
 
 mod common;
@@ -421,4 +422,137 @@ fn an_unreachable_redis_at_startup_is_a_clear_exit() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach Redis"), "{err}");
+}
+
+/// `hello(n, name)` as a `GroupHello` (§19).
+fn group_hello(n: u64, name: &str) -> ClientMsg {
+    let ClientMsg::Hello {
+        version,
+        room,
+        name,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+        no_relay,
+    } = hello(n, name)
+    else {
+        unreachable!()
+    };
+    ClientMsg::GroupHello {
+        version,
+        room,
+        name,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+        no_relay,
+    }
+}
+
+/// Joins group room `n` at `at`: our member number, and the members announced
+/// in `GroupJoined`'s wake (number, name, relay offer).
+async fn join_group(
+    at: SocketAddr,
+    n: u64,
+    name: &str,
+) -> (Client, u32, Vec<(u32, String, RelayOffer)>) {
+    let mut c = Client::connect(at).await;
+    c.send(&group_hello(n, name)).await;
+    let (member, present) = match c.recv().await {
+        Some(MediatorMsg::GroupJoined {
+            member, present, ..
+        }) => (member, present),
+        other => panic!("{name}: expected GroupJoined, got {other:?}"),
+    };
+    let mut others = Vec::new();
+    for _ in 0..present {
+        others.push(expect_member(&mut c, Role::Joiner).await);
+    }
+    (c, member, others)
+}
+
+async fn expect_member(c: &mut Client, want: Role) -> (u32, String, RelayOffer) {
+    loop {
+        match c.recv().await {
+            Some(MediatorMsg::Member {
+                member,
+                role,
+                peer_name,
+                relay,
+                ..
+            }) => {
+                assert_eq!(role, want, "{peer_name}");
+                return (member, peer_name, relay);
+            }
+            Some(MediatorMsg::Pong) => {}
+            other => panic!("expected Member, got {other:?}"),
+        }
+    }
+}
+
+async fn expect_left(c: &mut Client, limit: Duration) -> u32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = tokio::time::timeout_at(deadline.into(), c.recv())
+            .await
+            .expect("a MemberLeft in time");
+        match left {
+            Some(MediatorMsg::MemberLeft { member }) => return member,
+            Some(MediatorMsg::Pong) => {}
+            other => panic!("expected MemberLeft, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_room_spans_instances_and_a_killed_instances_members_leave_it() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let mut b = Instance::start(&redis);
+    let (mut ann, ann_n, none) = join_group(a.addr(), 30, "ann").await;
+    assert!(none.is_empty());
+    let (mut ben, ben_n, seen_by_ben) = join_group(b.addr(), 30, "ben").await;
+    assert_eq!(seen_by_ben.len(), 1);
+    assert_eq!(
+        (seen_by_ben[0].0, seen_by_ben[0].1.as_str()),
+        (ann_n, "ann")
+    );
+    let (told_ann, name, relay_for_ann) = expect_member(&mut ann, Role::Host).await;
+    assert_eq!((told_ann, name.as_str()), (ben_n, "ben"));
+    // One relay for the pair, on the newcomer's instance: the same token both ways.
+    let RelayOffer::Offered { token, .. } = &relay_for_ann else {
+        panic!("{relay_for_ann:?}")
+    };
+    assert!(matches!(&seen_by_ben[0].2, RelayOffer::Offered { token: t, .. } if t == token));
+
+    let (cat, _, seen_by_cat) = join_group(a.addr(), 30, "cat").await;
+    let mut names: Vec<_> = seen_by_cat.iter().map(|m| m.1.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["ann", "ben"]);
+    expect_member(&mut ann, Role::Host).await;
+    expect_member(&mut ben, Role::Host).await;
+
+    // A two-party Hello for the group's code is refused, on either instance.
+    let mut stray = Client::connect(b.addr()).await;
+    stray.send(&hello(30, "dan")).await;
+    stray.expect_error(ErrorCode::RoomKind).await;
+
+    // cat leaves: both others hear it, across instances.
+    drop(cat);
+    expect_left(&mut ann, Duration::from_secs(5)).await;
+    expect_left(&mut ben, Duration::from_secs(5)).await;
+
+    // ben's instance dies: ben goes stale in Redis and ann is told it left.
+    b.binary.child.kill().unwrap();
+    let _ = b.binary.child.wait();
+    drop(ben);
+    let gone = expect_left(&mut ann, Duration::from_secs(25)).await;
+    assert_eq!(gone, ben_n);
+    // ben comes back through A and is announced to ann as a new member.
+    let (_ben, ben_again, seen) = join_group(a.addr(), 30, "ben").await;
+    assert!(ben_again > ben_n);
+    assert_eq!(seen.len(), 1, "only ann is in the room: {seen:?}");
+    let _ = &mut ann;
 }

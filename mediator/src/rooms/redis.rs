@@ -21,6 +21,8 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use wire::rendezvous::MAX_LOCAL_ADDRS;
 
+mod groups;
+
 use super::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails, RoomTable};
 use crate::nameplates::{Nameplate, NameplateTable, NoNameplate, Release};
 use dhke::room::NAMEPLATE_MAX;
@@ -50,12 +52,14 @@ const HEARTBEAT_BATCH: usize = 512;
 /// The relay token key agreed by the instances (when no `--relay-secret`).
 const RELAY_KEY: &str = "p2pchat:v2:relay-key";
 
-/// Opens the room or takes the host waiting in it. KEYS[1] room; ARGV group, inst,
+/// Opens the room or takes the host waiting in it; refuses a tag that is a group
+/// room (KEYS[2], §19.7). KEYS[1] room; ARGV group, inst,
 /// conn, peer, liveness ms, may_open, match message. A host of another instance is
 /// sent the match message (its `conn` filled in) on that instance's channel in the
 /// same step; if nobody hears that channel, the instance is dead, its room was
 /// stale, and the arrival opens the room instead.
 const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'kind'} end
 local room = redis.call('HMGET', KEYS[1], 'group', 'inst', 'conn', 'peer')
 if room[1] then
   if room[1] ~= ARGV[1] then return {'mismatch'} end
@@ -256,6 +260,17 @@ enum Notice {
     Ack { mid: u64, ok: bool },
     /// To the other side's instance: our client's punch-probe round trip.
     Rtt { pair: String, rtt_us: u64 },
+    /// To every instance with a member in group room `tag` (§19.7): a newcomer.
+    #[serde(rename = "garrive")]
+    GroupArrive {
+        tag: String,
+        member: u32,
+        peer: WirePeer,
+        relay: String,
+    },
+    /// ... and a member gone.
+    #[serde(rename = "gleft")]
+    GroupLeft { tag: String, member: u32 },
 }
 
 /// A host of this instance, waiting in a shared room.
@@ -275,6 +290,8 @@ enum Claim {
     Waiting,
     Full,
     Mismatch,
+    /// The tag is an open group room.
+    GroupRoom,
     Matched {
         inst: String,
         conn: ConnId,
@@ -317,6 +334,12 @@ struct Inner {
     wake: Notify,
     /// The relay key agreed in Redis, to put back after a Redis restart.
     relay_key: Option<String>,
+    /// Group rooms (§19.7).
+    groups: groups::Scripts,
+    group_locals: Mutex<groups::Locals>,
+    group_joining: Mutex<groups::Joining>,
+    max_members: usize,
+    group_ttl: Duration,
 }
 
 impl std::fmt::Debug for Inner {
@@ -371,6 +394,7 @@ impl RedisRooms {
     pub async fn connect(
         url: &str,
         max_rooms: usize,
+        (max_members, group_ttl): (usize, Duration),
         relay_secret: Option<[u8; 32]>,
         cancel: CancellationToken,
     ) -> Result<(RedisRooms, [u8; 32]), RoomStoreError> {
@@ -437,6 +461,11 @@ impl RedisRooms {
             up: AtomicBool::new(true),
             wake: Notify::new(),
             relay_key,
+            groups: groups::Scripts::new(),
+            group_locals: Mutex::new(HashMap::new()),
+            group_joining: Mutex::new(HashMap::new()),
+            max_members,
+            group_ttl,
         });
         tracing::info!(
             redis = %inner.place,
@@ -494,7 +523,7 @@ impl Inner {
 
     async fn claim(
         &self,
-        key: &str,
+        (key, group_key): (&str, &str),
         group: u8,
         conn: ConnId,
         peer: &str,
@@ -503,6 +532,7 @@ impl Inner {
     ) -> Result<Claim, String> {
         let mut redis = self.redis.clone();
         let mut call = self.claim.key(key);
+        call.key(group_key);
         self.room_args(&mut call, group, conn, peer)
             .arg(if may_open { "1" } else { "0" })
             .arg(notice);
@@ -511,6 +541,7 @@ impl Inner {
             [w] if w == "waiting" => Ok(Claim::Waiting),
             [w] if w == "full" => Ok(Claim::Full),
             [w] if w == "mismatch" => Ok(Claim::Mismatch),
+            [w] if w == "kind" => Ok(Claim::GroupRoom),
             [w, inst, conn, peer] if w == "matched" => Ok(Claim::Matched {
                 inst: inst.clone(),
                 conn: conn.parse().unwrap_or(ConnId::MAX),
@@ -554,6 +585,7 @@ impl Inner {
 
     async fn join(self: &Arc<Self>, tag: RoomTag, arrival: Arrival) -> JoinOutcome {
         let key = room_key(&tag);
+        let group_key = groups::group_key(&tag);
         let peer = match serde_json::to_string(&WirePeer::of(&arrival.details)) {
             Ok(p) => p,
             Err(e) => return self.unavailable(&e.to_string()),
@@ -601,7 +633,10 @@ impl Inner {
                 peer: WirePeer::of(joiner),
             });
             let claim = match notice {
-                Ok(notice) => self.claim(&key, group, id, &peer, may_open, &notice).await,
+                Ok(notice) => {
+                    self.claim((&key, &group_key), group, id, &peer, may_open, &notice)
+                        .await
+                }
                 Err(e) => Err(e.to_string()),
             };
             let claim = match claim {
@@ -627,6 +662,10 @@ impl Inner {
                 Claim::Mismatch => {
                     self.take_host(id);
                     return JoinOutcome::GroupMismatch;
+                }
+                Claim::GroupRoom => {
+                    self.take_host(id);
+                    return JoinOutcome::GroupRoom;
                 }
                 Claim::Matched { inst, conn, peer } => (inst, conn, peer),
             };
@@ -757,6 +796,13 @@ impl Inner {
                     let _ = tx.send(ok);
                 }
             }
+            Notice::GroupArrive {
+                tag,
+                member,
+                peer,
+                relay,
+            } => self.on_group_arrive(&tag, member, peer, relay),
+            Notice::GroupLeft { tag, member } => self.on_group_left(&tag, member),
             Notice::Rtt { pair, rtt_us } => {
                 let mut pair_id = [0u8; 12];
                 if hex::decode_to_slice(&pair, &mut pair_id).is_err() {
@@ -796,6 +842,7 @@ impl Inner {
             }
         }
         self.renew_plates(&mut redis).await?;
+        self.group_beat().await?;
         if let Some(key) = &self.relay_key {
             let _: Value = bounded(
                 ::redis::cmd("SET")
