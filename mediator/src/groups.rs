@@ -395,6 +395,14 @@ mod tests {
     }
 
     #[test]
+    fn the_pair_id_is_symmetric_and_pinned() {
+        let tag = RoomTag([0x11; 32]);
+        assert_eq!(pair_id(&tag, 1, 2), pair_id(&tag, 2, 1));
+        assert_ne!(pair_id(&tag, 1, 2), pair_id(&tag, 1, 3));
+        assert_eq!(hex::encode(pair_id(&tag, 1, 2)), "816516be1b22b4b8c649b4de");
+    }
+
+    #[test]
     fn a_member_that_stopped_reading_is_dropped() {
         let rooms = GroupRooms::new(16, 10, Duration::from_secs(60));
         let tag = RoomTag([1; 32]);
