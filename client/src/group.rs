@@ -154,11 +154,18 @@ pub async fn run(
     let mut log = GroupLog::new(tag);
     let mut restored = Vec::new();
     if let Some(db) = &run.history {
-        for msg in db.group_log(&tag)? {
-            // Our own database: a message that fails its checks now is dropped.
-            if let Ok(delivered) = log.receive(msg) {
-                restored.extend(delivered);
-            }
+        let stored = db.group_log(&tag)?;
+        // The stored window is the newest part of the shared order: what it
+        // depends on and lacks is older than all of it, so it counts as seen
+        // (a floor, as in a catch-up), and our own seq continues past it.
+        let catchup = Catchup {
+            floor: restore_floor(&stored),
+            msgs: stored,
+        };
+        // Our own database: a message that fails its checks now is dropped
+        // with what follows it; the others send those again.
+        if let Ok(delivered) = log.receive_catchup(catchup) {
+            restored = delivered;
         }
     }
     let routes: Routes = Default::default();
@@ -708,6 +715,19 @@ impl Mesh<'_> {
                         text: e.to_string(),
                     });
                 }
+                // The same member came back through the mediator under a new
+                // number while its old link lived: the new link replaces it.
+                let stale: Vec<u32> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.identity == identity)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stale {
+                    if let Some(old) = self.members.remove(&id) {
+                        let _ = old.tx.send(ToLink::Close(None));
+                    }
+                }
                 let (tx, task) = links::spawn_link(member, *conn, self.from_links_tx.clone());
                 self.names.insert(identity.0, name.clone());
                 let now = Instant::now();
@@ -1112,6 +1132,33 @@ impl Mesh<'_> {
     }
 }
 
+/// The floor under a stored window of messages (oldest first in the shared
+/// order): per author, one below its first message in the window; for authors
+/// named only in clocks, the highest count named.
+fn restore_floor(window: &[GroupMsg]) -> Vec<([u8; 32], u64)> {
+    let mut first: HashMap<[u8; 32], u64> = HashMap::new();
+    for m in window {
+        let seq = first.entry(m.body.author).or_insert(m.body.seq);
+        *seq = (*seq).min(m.body.seq);
+    }
+    let mut floor: HashMap<[u8; 32], u64> = first
+        .iter()
+        .map(|(a, s)| (*a, s.saturating_sub(1)))
+        .collect();
+    for m in window {
+        for (a, n) in &m.body.clock {
+            if !first.contains_key(a) {
+                let f = floor.entry(*a).or_insert(0);
+                *f = (*f).max(*n);
+            }
+        }
+    }
+    let mut floor: Vec<_> = floor.into_iter().filter(|(_, n)| *n > 0).collect();
+    floor.sort();
+    floor.truncate(MAX_AUTHORS);
+    floor
+}
+
 /// A roster's own checks: a bounded number of entries with valid names.
 fn check_roster(roster: &Roster) -> Result<(), String> {
     if roster.members.len() > MAX_AUTHORS {
@@ -1155,11 +1202,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restored_window_is_delivered_and_our_seq_goes_on() {
+        let (me, other) = (
+            Identity::generate(&mut OsRng),
+            Identity::generate(&mut OsRng),
+        );
+        let room = [1; 32];
+        let (mut mine, mut theirs) = (GroupLog::new(room), GroupLog::new(room));
+        let mut all = Vec::new();
+        for i in 0..30u64 {
+            let m = mine.write(&me, format!("me {i}"), i).unwrap();
+            theirs.receive(m.clone()).unwrap();
+            let t = theirs.write(&other, format!("them {i}"), i).unwrap();
+            mine.receive(t.clone()).unwrap();
+            all.extend([m, t]);
+        }
+        // Only the newest 11 were kept (a window that starts mid-author).
+        let mut sorted = all.clone();
+        sorted.sort_by_key(|m| m.order_key());
+        let window = sorted[sorted.len() - 11..].to_vec();
+        let mut restored = GroupLog::new(room);
+        let delivered = restored
+            .receive_catchup(Catchup {
+                floor: restore_floor(&window),
+                msgs: window.clone(),
+            })
+            .unwrap();
+        assert_eq!(delivered, window);
+        assert_eq!(restored.pending(), 0);
+        let next = restored.write(&me, "again".into(), 99).unwrap();
+        assert_eq!(next.body.seq, 31, "no seq is reused");
+    }
+
+    #[test]
     fn a_big_catchup_is_split_into_records_that_fit() {
         let id = Identity::generate(&mut OsRng);
         let mut log = GroupLog::new([1; 32]);
         for i in 0..40 {
-            log.write(&id, "x".repeat(16 * 1024 - (i % 3)), i as u64).unwrap();
+            log.write(&id, "x".repeat(16 * 1024 - (i % 3)), i as u64)
+                .unwrap();
         }
         let all = log.missing_for(&Summary::default());
         let parts = split_catchup(all.clone());
