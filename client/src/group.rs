@@ -269,7 +269,7 @@ pub async fn run(
     if let Some(j) = joining.take() {
         j.abort();
     }
-    mesh.leave(&reason).await;
+    mesh.leave().await;
     out.show(&Event::Disconnected { reason });
     Ok(())
 }
@@ -1117,14 +1117,15 @@ impl Mesh<'_> {
         }
     }
 
-    /// Says goodbye on every link and waits briefly for them to flush.
-    async fn leave(&mut self, reason: &str) {
+    /// Says goodbye on every link (an empty `Bye`: our reason is ours) and waits
+    /// briefly for them to flush.
+    async fn leave(&mut self) {
         for race in self.races.values() {
             race.abort();
         }
         let mut tasks = Vec::new();
         for (_, m) in self.members.drain() {
-            let _ = m.tx.send(ToLink::Close(Some(reason.to_owned())));
+            let _ = m.tx.send(ToLink::Close(Some(String::new())));
             tasks.push(m.task);
         }
         let _ =
