@@ -58,16 +58,15 @@ const RELAY_KEY: &str = "p2pchat:v2:relay-key";
 /// sent the match message (its `conn` filled in) on that instance's channel in the
 /// same step; if nobody hears that channel, the instance is dead, its room was
 /// stale, and the arrival opens the room instead.
-const CLAIM: &str = r"
+const CLAIM: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'kind'} end
 local room = redis.call('HMGET', KEYS[1], 'group', 'inst', 'conn', 'peer')
 if room[1] then
   if room[1] ~= ARGV[1] then return {'mismatch'} end
   redis.call('DEL', KEYS[1])
   if room[2] == ARGV[2] then return {'matched', room[2], room[3], room[4]} end
-  local notice = cjson.decode(ARGV[7])
-  notice['conn'] = tonumber(room[3])
-  if redis.call('PUBLISH', 'p2pchat:v2:inst:' .. room[2], cjson.encode(notice)) > 0 then
+  local notice = ARGV[7] .. ',"conn":' .. room[3] .. ',"peer":' .. ARGV[4] .. '}'
+  if redis.call('PUBLISH', 'p2pchat:v2:inst:' .. room[2], notice) > 0 then
     return {'matched', room[2], room[3], room[4]}
   end
 end
@@ -75,7 +74,7 @@ if ARGV[6] ~= '1' then return {'full'} end
 redis.call('HSET', KEYS[1], 'group', ARGV[1], 'inst', ARGV[2], 'conn', ARGV[3], 'peer', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {'waiting'}
-";
+"#;
 
 /// Removes the room if this host still holds it. KEYS[1] room; ARGV inst, conn.
 const LEAVE: &str = r"
@@ -215,7 +214,7 @@ impl WirePeer {
     fn of(details: &PeerDetails) -> WirePeer {
         WirePeer {
             name: details.name.clone(),
-            public: hex::encode(&details.public),
+            public: fast_hex(&details.public),
             observed_addr: details.observed_addr,
             listen_port: details.listen_port,
             local_addrs: details.local_addrs.clone(),
@@ -232,12 +231,48 @@ impl WirePeer {
         }
         Some(PeerDetails {
             name: self.name,
-            public: hex::decode(&self.public).ok()?,
+            public: {
+                let mut bytes = vec![0u8; self.public.len() / 2];
+                hex::decode_to_slice(&self.public, &mut bytes).ok()?;
+                bytes
+            },
             observed_addr: self.observed_addr,
             listen_port: self.listen_port,
             local_addrs: self.local_addrs,
             no_relay: self.no_relay,
         })
+    }
+}
+
+/// Lowercase hex of `bytes`, written pairwise into one buffer (the `hex` crate's
+/// `encode` builds its string a char at a time, which showed in profiles: a
+/// group-15 public value is 768 digits, twice per pairing).
+fn fast_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    // The buffer is exactly twice the input, as encode_to_slice requires.
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The head of a `match` notice: every field but `conn` and `peer`, which the
+/// claim script appends as text (no JSON work in Redis, and the peer's details
+/// are encoded once for both the room hash and the notice).
+#[derive(Serialize)]
+struct MatchHead<'a> {
+    t: &'static str,
+    mid: u64,
+    from: &'a str,
+    pair: String,
+    expires: u32,
+    relay: Option<&'a str>,
+}
+
+impl MatchHead<'_> {
+    /// The JSON text without its closing brace.
+    fn open_json(&self) -> Result<String, serde_json::Error> {
+        let mut text = serde_json::to_string(self)?;
+        text.pop();
+        Ok(text)
     }
 }
 
@@ -617,21 +652,21 @@ impl Inner {
         let mut details = Some(details);
         let mut host_end = Some(host_end);
         for _ in 0..MAX_CLAIMS {
-            let (Some(joiner), Some(end)) = (details.as_ref(), host_end.as_ref()) else {
+            let (Some(_), Some(end)) = (details.as_ref(), host_end.as_ref()) else {
                 break;
             };
             // The match message goes out inside the claim, so its ack may come
             // back before the claim's answer: wait for it from the start.
             let (mid, ack) = self.expect_ack();
-            let notice = serde_json::to_string(&Notice::Match {
+            let notice = MatchHead {
+                t: "match",
                 mid,
-                from: self.instance.clone(),
-                conn: 0,
+                from: &self.instance,
                 pair: hex::encode(end.pair_id),
                 expires: end.token_expires,
-                relay: end.relay_server.clone(),
-                peer: WirePeer::of(joiner),
-            });
+                relay: end.relay_server.as_deref(),
+            }
+            .open_json();
             let claim = match notice {
                 Ok(notice) => {
                     self.claim((&key, &group_key), group, id, &peer, may_open, &notice)
@@ -1115,5 +1150,39 @@ mod tests {
         assert!(matches!(rtt, Notice::Rtt { rtt_us: 5, .. }));
         assert!(is_instance_id("0123456789abcdef"));
         assert!(!is_instance_id("0123456789abcdef:x"));
+    }
+
+    #[test]
+    fn a_match_assembled_as_the_claim_script_does_reads_back() {
+        let peer = WirePeer::of(&PeerDetails {
+            name: "bob".into(),
+            public: vec![0xab, 0x01],
+            observed_addr: "127.0.0.1:9".parse().unwrap(),
+            listen_port: 7,
+            local_addrs: vec![],
+            no_relay: false,
+        });
+        let peer = serde_json::to_string(&peer).unwrap();
+        let head = MatchHead {
+            t: "match",
+            mid: 3,
+            from: "0123456789abcdef",
+            pair: "00".repeat(12),
+            expires: 9,
+            relay: None,
+        }
+        .open_json()
+        .unwrap();
+        // What CLAIM publishes: head .. ',"conn":' .. conn .. ',"peer":' .. peer .. '}'
+        let text = format!("{head},\"conn\":42,\"peer\":{peer}}}");
+        let Notice::Match {
+            conn, peer, mid, ..
+        } = serde_json::from_str(&text).unwrap()
+        else {
+            panic!("not a match: {text}")
+        };
+        assert_eq!((conn, mid), (42, 3));
+        assert_eq!(peer.into_details().unwrap().public, vec![0xab, 0x01]);
+        assert_eq!(fast_hex(&[0x00, 0xff, 0x5a]), "00ff5a");
     }
 }
