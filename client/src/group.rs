@@ -324,6 +324,7 @@ struct JoinInput {
     advertise: Option<SocketAddr>,
     connect_timeout: Duration,
     relay_after: Duration,
+    no_punch: bool,
 }
 
 fn join_input(mesh: &Mesh<'_>) -> JoinInput {
@@ -340,6 +341,7 @@ fn join_input(mesh: &Mesh<'_>) -> JoinInput {
         advertise: r.args.advertise,
         connect_timeout: r.args.connect_timeout,
         relay_after: r.args.relay_after,
+        no_punch: r.args.no_punch,
     }
 }
 
@@ -388,6 +390,7 @@ async fn join_with(input: JoinInput, first: Option<MediatorLink>) -> Result<Sess
             server: input.server,
             connect_timeout: input.connect_timeout,
             relay_after: input.relay_after,
+            no_punch: input.no_punch,
         },
     })
 }

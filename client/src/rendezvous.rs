@@ -296,6 +296,16 @@ pub struct PunchWatch {
 }
 
 impl PunchWatch {
+    /// A watch that says "now" at once, holding no link: group rooms (§19.1),
+    /// where the mediator announces both members of a pair at the same moment
+    /// and times nothing, so both dial as soon as they hear of each other.
+    pub fn immediate() -> PunchWatch {
+        PunchWatch {
+            now: None,
+            task: tokio::spawn(async {}),
+        }
+    }
+
     /// Resolves when the mediator says `PunchNow`, or after `fallback` if it never
     /// does (a mediator that does not time punches, or a lost link).
     pub async fn punch_now(&mut self, fallback: Duration) {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, RouterKind, Spot, Topology, MEDIATOR_PORT};
+use common::lab::{Lab, RouterKind, Site, Spot, Topology, MEDIATOR_PORT};
 use common::Client;
 use RouterKind::{FullCone, HomeRouter, PortRange, RstRouter, Symmetric};
 
@@ -373,5 +373,62 @@ async fn a_tap_on_the_public_segment_never_sees_chat_text_or_the_room_name() {
             !capture.contains(needle.as_bytes()),
             "the tap saw {what} in clear"
         );
+    }
+}
+
+/// A group room (§19) of three members, each behind its own router: the two
+/// behind home routers punch through to each other, the one behind a symmetric
+/// NAT reaches both through the relay, and a message reaches everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_three_behind_routers_punches_where_it_can_and_relays_the_rest() {
+    let router = |kind| Site::Router { kind, hosts: 1 };
+    let lab = Lab::build(&Topology {
+        sites: vec![router(HomeRouter), router(HomeRouter), router(Symmetric)],
+    });
+    let dir = common::TempDir::new("natlab-group");
+    let _mediator = lab.start_mediator(&[]).await;
+    let names = ["ann", "ben", "sym"];
+    let mut members = Vec::new();
+    for (host, name) in names.iter().enumerate() {
+        let args = lab.client_args(name, "lab-group", &dir, &["--group"]);
+        let mut c = lab.start_client(host, name, &args);
+        c.expect("group_joined").await;
+        members.push(c);
+    }
+    let mut paths = std::collections::BTreeMap::new();
+    for (i, c) in members.iter_mut().enumerate() {
+        for _ in 0..2 {
+            let e = c
+                .expect_within("member_joined", Duration::from_secs(40))
+                .await;
+            let peer = e["peer"].as_str().unwrap().to_owned();
+            let (a, b) = if names[i] < peer.as_str() {
+                (names[i].to_owned(), peer)
+            } else {
+                (peer, names[i].to_owned())
+            };
+            paths
+                .entry((a, b))
+                .or_insert_with(Vec::new)
+                .push(e["path"].as_str().unwrap().to_owned());
+        }
+    }
+    println!("group paths: {paths:?}");
+    let both = |a: &str, b: &str| paths[&(a.to_owned(), b.to_owned())].clone();
+    for side in both("ann", "ben") {
+        assert_eq!(side, "punched", "{paths:?}");
+    }
+    for side in both("ann", "sym").into_iter().chain(both("ben", "sym")) {
+        assert_eq!(side, "relay", "{paths:?}");
+    }
+    members[2].say("from behind the symmetric nat").await;
+    for c in &mut members[..2] {
+        loop {
+            let m = c.expect("group_message").await;
+            if m["text"] == "from behind the symmetric nat" {
+                assert_eq!(m["from"], "sym");
+                break;
+            }
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! The links of a group member (docs/protocol.md §19.2): one acceptor on the
 //! run's port that reads each connection's `PeerHello` and hands it to the race
 //! for the member whose public value it carries; one race per member the
-//! mediator announces (the §6 handshake with its own keys, any path of §12
-//! except the punch timing); and one task per confirmed link that carries
+//! mediator announces (the §6 handshake with its own keys, any path of §12:
+//! both members punch as soon as they hear of each other, since the mediator
+//! announces both at once); and one task per confirmed link that carries
 //! messages between it and the mesh.
 
 use std::collections::HashMap;
@@ -98,6 +99,8 @@ pub struct PairSetup {
     pub server: String,
     pub connect_timeout: Duration,
     pub relay_after: Duration,
+    /// `--no-punch`: only announced addresses and the relay.
+    pub no_punch: bool,
 }
 
 /// How a race for member `member` ended.
@@ -185,7 +188,7 @@ async fn race(
         incoming: Incoming::Routed(rx),
         own_locals: &setup.own_locals,
         server: &setup.server,
-        punch: None,
+        punch: (!setup.no_punch).then(crate::rendezvous::PunchWatch::immediate),
         matched_at,
         deadline: matched_at + setup.connect_timeout,
         relay_after: setup.relay_after,
