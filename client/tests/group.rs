@@ -539,3 +539,53 @@ async fn a_full_group_room_and_a_two_party_client_in_it_are_refused_clearly() {
         assert_eq!(client.exit_code().await, 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_flooding_valid_messages_is_cut_off_at_the_rate_limit() {
+    use common::raw_peer;
+    use wire::group::{GroupBody, GroupMsg};
+    use wire::PeerMsg;
+
+    let mediator = Mediator::start(&[]).await;
+    let dir = TempDir::new("group-flood");
+    let mut c = start_members(&mediator.server_arg(), &["ann", "ben"], &dir).await;
+    let flood = dhke::Identity::from_seed(&[0x46; 32]);
+    let raw = raw_peer::join_group(mediator.addr, ROOM, "flo", flood.clone()).await;
+    let (_, _, toward_ann) = raw
+        .members
+        .iter()
+        .find(|(_, name, _)| name == "ann")
+        .expect("ann is announced");
+    let mut flo = toward_ann.handshake().await;
+    let room = dhke::RoomCode::parse(ROOM).tag().0;
+    // Well past the bucket (a whole backlog plus 200), far faster than its refill.
+    for seq in 1..=2600u64 {
+        let body = GroupBody {
+            room,
+            author: flood.public().0,
+            seq,
+            clock: Vec::new(),
+            sent_at_ms: seq,
+            text: format!("flood {seq}"),
+        };
+        flo.feed(&PeerMsg::Group(GroupMsg::sign(body, &flood).unwrap()))
+            .await;
+    }
+    flo.flush().await;
+    let text = warning(&mut c[0], "bad_member").await;
+    assert!(text.contains("flo") && text.contains("flooding"), "{text}");
+    let shown_flood = shown(&c[0])
+        .iter()
+        .filter(|t| t.starts_with("flood "))
+        .count();
+    assert!(
+        (2000..2600).contains(&shown_flood),
+        "messages within the limit are shown, the rest never: {shown_flood}"
+    );
+    let text = warning(&mut c[1], "expelled").await;
+    assert!(text.contains("flooding"), "{text}");
+    for client in c.iter_mut() {
+        client.say("/quit").await;
+        assert_eq!(client.exit_code().await, 0);
+    }
+}
