@@ -154,7 +154,7 @@ impl Metrics {
 
     /// Prometheus text exposition format, version 0.0.4. `store_up`: whether the
     /// room table can open rooms now (always, in memory).
-    pub fn render(&self, waiting_rooms: usize, store_up: bool) -> String {
+    pub fn render(&self, waiting_rooms: usize, group_members: usize, store_up: bool) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -173,6 +173,11 @@ impl Metrics {
             "mediator_waiting_rooms",
             "gauge",
             "Rooms with a host waiting for its peer.",
+        );
+        metric(
+            "mediator_group_members",
+            "gauge",
+            "Members of group rooms connected to this instance now.",
         );
         metric("mediator_matches_total", "counter", "Pairs matched.");
         metric(
@@ -235,6 +240,7 @@ impl Metrics {
             self.connections_total.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "mediator_waiting_rooms {waiting_rooms}");
+        let _ = writeln!(out, "mediator_group_members {group_members}");
         let _ = writeln!(out, "mediator_room_store_up {}", u8::from(store_up));
         let _ = writeln!(
             out,

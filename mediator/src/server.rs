@@ -233,9 +233,11 @@ struct Status(Arc<Shared>);
 impl metrics::Status for Status {
     fn metrics(&self) -> String {
         let rooms = &self.0.rooms;
-        self.0
-            .metrics
-            .render(rooms.waiting(), rooms.trouble().is_none())
+        self.0.metrics.render(
+            rooms.waiting(),
+            self.0.groups.members(),
+            rooms.trouble().is_none(),
+        )
     }
 
     fn trouble(&self) -> Option<String> {
