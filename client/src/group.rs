@@ -701,7 +701,7 @@ impl Mesh<'_> {
                 let sas = conn.session.sas().to_string();
                 let path = conn.path.as_str().to_string();
                 let addr = conn.addr;
-                let verified = self.remember_contact(&identity, &name, addr);
+                let verified = self.remember_contact(&identity, &name, addr, &sas);
                 if let Err(e) = records::append_peer(
                     &self.run.args.peers_file,
                     &PeerLine {
@@ -778,10 +778,33 @@ impl Mesh<'_> {
     }
 
     /// Records the member as a contact; whether the person verified it before.
-    fn remember_contact(&self, identity: &IdentityKey, name: &str, addr: SocketAddr) -> bool {
+    /// A member using a verified contact's name under another key is a warning
+    /// (`impersonation`), as in a two-party room.
+    fn remember_contact(
+        &self,
+        identity: &IdentityKey,
+        name: &str,
+        addr: SocketAddr,
+        sas: &str,
+    ) -> bool {
         let Some(db) = &self.run.history else {
             return false;
         };
+        if let Ok(others) = db.verified_others_named(name, identity) {
+            if let Some(other) = others.first() {
+                self.out.show(&Event::Warning {
+                    code: "impersonation".into(),
+                    text: format!(
+                        "{} uses the name of your verified contact, but with another identity \
+                         ({} instead of {}). It may be someone else. Do not trust it until you \
+                         compare the security code {sas} over another channel.",
+                        wire::sanitize_for_terminal(name),
+                        identity.fingerprint(),
+                        other.fingerprint,
+                    ),
+                });
+            }
+        }
         match db.contact_seen(identity, name, &addr.to_string(), now_ms()) {
             Ok(contact) => contact.verified,
             Err(e) => {
