@@ -2,7 +2,8 @@
 //! real mediator on loopback. Five members: every message reaches the four
 //! others exactly once, every screen shows a causal order, and `client history
 //! --room` lists the room alike on all five. A member killed for 30 s catches
-//! up exactly once, even on an author who left meanwhile.
+//! up exactly once, even on an author who left meanwhile. Forged messages, floods,
+//! a full room, a lying mediator, and members on two mediators sharing a Redis.
 
 mod common;
 
@@ -588,4 +589,74 @@ async fn a_member_flooding_valid_messages_is_cut_off_at_the_rate_limit() {
         client.say("/quit").await;
         assert_eq!(client.exit_code().await, 0);
     }
+}
+
+/// A throwaway `redis-server` on a free loopback port (no persistence), killed
+/// on drop. Without `redis-server` on PATH this panics with what to install.
+struct Redis(tokio::process::Child, u16);
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH (Debian package redis-server; .ci/run installs it)");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Redis(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_on_two_mediators_sharing_a_redis_are_one_group() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let a = Mediator::start(&["--redis", &url]).await;
+    let b = Mediator::start(&["--redis", &url]).await;
+    let dir = TempDir::new("group-redis");
+    let at = [a.server_arg(), b.server_arg(), a.server_arg()];
+    let names = ["ann", "ben", "cat"];
+    let mut c = Vec::new();
+    for (name, server) in names.iter().zip(&at) {
+        let mut client = Client::start(name, &member_args(server, name, &dir));
+        client.expect("group_joined").await;
+        c.push(client);
+    }
+    for client in &mut c {
+        wait_linked(client, 2).await;
+    }
+    c[1].say("from the other mediator").await;
+    for client in c.iter_mut() {
+        wait_for_texts(client, &["from the other mediator".to_owned()]).await;
+        client.say("/quit").await;
+        assert_eq!(client.exit_code().await, 0);
+    }
+    drop(redis);
 }
