@@ -593,7 +593,10 @@ async fn a_member_flooding_valid_messages_is_cut_off_at_the_rate_limit() {
 
 /// A throwaway `redis-server` on a free loopback port (no persistence), killed
 /// on drop. Without `redis-server` on PATH this panics with what to install.
-struct Redis(tokio::process::Child, u16);
+struct Redis {
+    _child: tokio::process::Child,
+    port: u16,
+}
 
 impl Redis {
     async fn start() -> Redis {
@@ -626,11 +629,14 @@ impl Redis {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Redis(child, port)
+        Redis {
+            _child: child,
+            port,
+        }
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.1)
+        format!("redis://127.0.0.1:{}/", self.port)
     }
 }
 
