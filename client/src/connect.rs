@@ -232,12 +232,12 @@ pub enum Incoming<'a> {
     Routed(mpsc::Receiver<RoutedConn>),
 }
 
-/// A connection whose first message the acceptor already read.
+/// A connection the acceptor handed over, with its first message if it read one.
 #[derive(Debug)]
 pub struct RoutedConn {
     pub framed: PeerFramed,
     pub addr: SocketAddr,
-    pub first: PeerHandshake,
+    pub first: Option<PeerHandshake>,
 }
 
 /// Everything one race needs.
@@ -578,7 +578,7 @@ async fn next_incoming(incoming: &mut Incoming<'_>, ends: &Ends) -> Option<Pendi
                 path: ends.classify(conn.addr),
                 framed: conn.framed,
                 addr: conn.addr,
-                first: Some(Box::new(conn.first)),
+                first: conn.first.map(Box::new),
             }),
             None => std::future::pending().await,
         },

@@ -870,9 +870,12 @@ impl Mesh<'_> {
 
     /// One message from member `member`'s link; `Err` names what it did wrong.
     fn on_peer_msg(&mut self, member: u32, msg: PeerMsg) -> Result<(), String> {
+        if !self.members.contains_key(&member) {
+            return Ok(());
+        }
         match msg {
             PeerMsg::Group(msg) => {
-                if !self.member(member).charge(1) {
+                if !self.member(member).map_or(true, |m| m.charge(1)) {
                     return Err("too many messages (flooding)".into());
                 }
                 let delivered = self.log.receive(msg).map_err(|e| e.to_string())?;
@@ -880,18 +883,25 @@ impl Mesh<'_> {
                 self.ask_if_waiting(member);
             }
             PeerMsg::GroupSummary(summary) => {
-                let m = self.member(member);
-                if m.last_catchup.elapsed() >= CATCHUP_GAP {
-                    m.last_catchup = Instant::now();
-                    let catchup = self.log.missing_for(&summary);
-                    let m = self.member(member);
-                    for part in split_catchup(catchup) {
-                        m.send(PeerMsg::GroupCatchup(part));
+                let due = self.member(member).is_some_and(|m| {
+                    let due = m.last_catchup.elapsed() >= CATCHUP_GAP;
+                    if due {
+                        m.last_catchup = Instant::now();
+                    }
+                    due
+                });
+                if due {
+                    let parts = split_catchup(self.log.missing_for(&summary));
+                    if let Some(m) = self.member(member) {
+                        for part in parts {
+                            m.send(PeerMsg::GroupCatchup(part));
+                        }
                     }
                 }
             }
             PeerMsg::GroupCatchup(catchup) => {
-                if !self.member(member).charge(catchup.msgs.len()) {
+                let n = catchup.msgs.len();
+                if !self.member(member).map_or(true, |m| m.charge(n)) {
                     return Err("too many messages (flooding)".into());
                 }
                 let delivered = self
@@ -908,11 +918,16 @@ impl Mesh<'_> {
                         self.names.insert(e.identity, e.name.clone());
                     }
                 }
-                self.member(member).roster = Some(roster);
+                if let Some(m) = self.member(member) {
+                    m.roster = Some(roster);
+                }
                 self.compare_roster(member);
             }
             PeerMsg::Expelled { identity, reason } => {
-                let accuser = self.member(member).name.clone();
+                let accuser = self
+                    .member(member)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
                 let name = self.author_name(&identity);
                 self.out.show(&Event::Warning {
                     code: "expelled".into(),
@@ -925,9 +940,15 @@ impl Mesh<'_> {
                     ),
                 });
             }
-            PeerMsg::Ping { nonce } => self.member(member).send(PeerMsg::Pong { nonce }),
+            PeerMsg::Ping { nonce } => {
+                if let Some(m) = self.member(member) {
+                    m.send(PeerMsg::Pong { nonce });
+                }
+            }
             PeerMsg::Pong { nonce } => {
-                let m = self.member(member);
+                let Some(m) = self.member(member) else {
+                    return Ok(());
+                };
                 if let Some((sent, at)) = m.ping {
                     if sent == nonce {
                         m.rtt_ms =
@@ -952,7 +973,9 @@ impl Mesh<'_> {
                 }
             }
             PeerMsg::FileOffer { id, .. } => {
-                let m = self.member(member);
+                let Some(m) = self.member(member) else {
+                    return Ok(());
+                };
                 m.send(PeerMsg::FileReject { id });
                 let name = m.name.clone();
                 self.out.show(&Event::Info {
@@ -979,10 +1002,9 @@ impl Mesh<'_> {
         Ok(())
     }
 
-    fn member(&mut self, member: u32) -> &mut Member {
-        self.members
-            .get_mut(&member)
-            .expect("the caller checked the member is linked")
+    /// Member `member`'s link, if it is still linked.
+    fn member(&mut self, member: u32) -> Option<&mut Member> {
+        self.members.get_mut(&member)
     }
 
     /// When messages wait for ones we lack, ask the link that brought them.
@@ -991,7 +1013,9 @@ impl Mesh<'_> {
             return;
         }
         let summary = self.log.summary();
-        let m = self.member(member);
+        let Some(m) = self.member(member) else {
+            return;
+        };
         if m.last_ask.elapsed() >= ASK_GAP {
             m.last_ask = Instant::now();
             m.send(PeerMsg::GroupSummary(summary));

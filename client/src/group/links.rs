@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dhke::{Identity, KeyPair, RoomCode};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
@@ -30,12 +31,26 @@ use crate::rendezvous::Matched;
 const MAX_FIRST_READS: usize = 32;
 /// Connections queued towards one race.
 const ROUTE_QUEUE: usize = 8;
+/// How often a connection that has sent nothing looks for a joiner race that
+/// has appeared for its address.
+const ROUTE_RECHECK: Duration = Duration::from_millis(50);
 
-/// Races waiting for connections, by the peer public value they expect.
-pub type Routes = Arc<Mutex<HashMap<Vec<u8>, mpsc::Sender<RoutedConn>>>>;
+/// Races waiting for connections: hosts by the peer public value a `PeerHello`
+/// will carry, joiners by the address their host dials from (its punch dials
+/// leave from its one port, the address the mediator observed).
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    hosts: HashMap<Vec<u8>, mpsc::Sender<RoutedConn>>,
+    joiners: HashMap<SocketAddr, mpsc::Sender<RoutedConn>>,
+}
 
-/// Accepts on the run's listener for the whole run and routes every
-/// connection by its `PeerHello`; anything else is dropped.
+pub type Routes = Arc<Mutex<RouteTable>>;
+
+/// Accepts on the run's listener for the whole run. A connection from the
+/// address of a member we join goes to that race at once (its host punched
+/// into our listener and waits for our `PeerHello`, as in a two-party room);
+/// any other is routed by its first message, a `PeerHello` naming the public
+/// value of a member we host; anything else is dropped.
 pub fn spawn_acceptor(listener: TcpListener, routes: Routes) -> JoinHandle<()> {
     tokio::spawn(async move {
         let reading = Arc::new(Semaphore::new(MAX_FIRST_READS));
@@ -48,6 +63,17 @@ pub fn spawn_acceptor(listener: TcpListener, routes: Routes) -> JoinHandle<()> {
                     continue;
                 }
             };
+            let from = ports::unmap(from);
+            let framed = Framed::new(stream, FrameCodec::new(Link::Peer));
+            let joiner = lock(&routes).joiners.get(&from).cloned();
+            if let Some(route) = joiner {
+                let _ = route.try_send(RoutedConn {
+                    framed,
+                    addr: from,
+                    first: None,
+                });
+                continue;
+            }
             let Ok(permit) = reading.clone().try_acquire_owned() else {
                 tracing::debug!(%from, "too many connections being read; dropped");
                 continue;
@@ -55,16 +81,42 @@ pub fn spawn_acceptor(listener: TcpListener, routes: Routes) -> JoinHandle<()> {
             let routes = routes.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let mut framed = Framed::new(stream, FrameCodec::new(Link::Peer));
-                let first = match connect::recv_hs(&mut framed, connect::FIRST_MESSAGE).await {
-                    Ok(first) => first,
-                    Err(why) => {
-                        tracing::debug!(%from, reason = %why, "incoming connection dropped");
-                        return;
+                let mut framed = framed;
+                // A host may punch into our listener a moment before we hear of
+                // it from the mediator: while no first message has come, a joiner
+                // route for its address that appears meanwhile takes it.
+                let deadline = Instant::now() + connect::FIRST_MESSAGE;
+                let first = loop {
+                    match tokio::time::timeout(ROUTE_RECHECK, framed.next()).await {
+                        Ok(Some(Ok(frame))) => match wire::decode::<PeerHandshake>(&frame) {
+                            Ok(first) => break first,
+                            Err(e) => {
+                                tracing::debug!(%from, error = %e, "undecodable first message");
+                                return;
+                            }
+                        },
+                        Ok(_) => return,
+                        Err(_) => {
+                            let joiner = lock(&routes).joiners.get(&from).cloned();
+                            if let Some(route) = joiner {
+                                let _ = route.try_send(RoutedConn {
+                                    framed,
+                                    addr: from,
+                                    first: None,
+                                });
+                                return;
+                            }
+                            if Instant::now() >= deadline {
+                                tracing::debug!(%from, "no first message in time; dropped");
+                                return;
+                            }
+                        }
                     }
                 };
                 let route = match &first {
-                    PeerHandshake::PeerHello { public, .. } => lock(&routes).get(public).cloned(),
+                    PeerHandshake::PeerHello { public, .. } => {
+                        lock(&routes).hosts.get(public).cloned()
+                    }
                     _ => None,
                 };
                 let Some(route) = route else {
@@ -73,8 +125,8 @@ pub fn spawn_acceptor(listener: TcpListener, routes: Routes) -> JoinHandle<()> {
                 };
                 let conn = RoutedConn {
                     framed,
-                    addr: ports::unmap(from),
-                    first,
+                    addr: from,
+                    first: Some(first),
                 };
                 let _ = route.try_send(conn);
             });
@@ -82,7 +134,7 @@ pub fn spawn_acceptor(listener: TcpListener, routes: Routes) -> JoinHandle<()> {
     })
 }
 
-fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, mpsc::Sender<RoutedConn>>> {
+fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, RouteTable> {
     routes.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -128,7 +180,11 @@ pub fn spawn_race(
     tokio::spawn(async move {
         let name = matched.peer_name.clone();
         let result = race(&setup, &matched, &routes).await;
-        lock(&routes).remove(&matched.public);
+        {
+            let mut table = lock(&routes);
+            table.hosts.remove(&matched.public);
+            table.joiners.remove(&matched.observed_addr);
+        }
         let report = match result {
             Ok(conn) => Paired::Linked {
                 member,
@@ -170,11 +226,11 @@ async fn race(
     let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
     let side = match matched.role {
         Role::Host => {
-            lock(routes).insert(matched.public.clone(), tx);
+            lock(routes).hosts.insert(matched.public.clone(), tx);
             connect::Side::Host(HostHandshake::new(input).map_err(refused)?)
         }
         Role::Joiner => {
-            drop(tx);
+            lock(routes).joiners.insert(matched.observed_addr, tx);
             connect::Side::Joiner(JoinerHandshake::new(input).map_err(refused)?)
         }
     };
