@@ -76,6 +76,8 @@ pub struct GroupRun<'a> {
 
 /// One live link with another member.
 struct Member {
+    /// Tells this link from an earlier one with the same member number.
+    serial: u64,
     name: String,
     identity: IdentityKey,
     addr: SocketAddr,
@@ -139,6 +141,7 @@ struct Mesh<'a> {
     /// Keys already reported as unseen.
     reported_unseen: HashSet<[u8; 32]>,
     routes: Routes,
+    next_serial: u64,
     paired_tx: mpsc::Sender<Paired>,
     from_links_tx: mpsc::Sender<FromLink>,
 }
@@ -185,6 +188,7 @@ pub async fn run(
         unseen: HashMap::new(),
         reported_unseen: HashSet::new(),
         routes,
+        next_serial: 0,
         paired_tx,
         from_links_tx,
     };
@@ -643,8 +647,11 @@ impl Mesh<'_> {
         }
     }
 
+    /// A member announced by the mediator: race for a link. One we are linked
+    /// with already is announced again after *we* rejoined the mediator (under a
+    /// new number, which it is now waiting for): the new link replaces the old.
     fn on_member(&mut self, member: u32, matched: crate::rendezvous::Matched, setup: PairSetup) {
-        if member == self.me || self.members.contains_key(&member) {
+        if member == self.me {
             return;
         }
         self.out.show(&Event::Matched {
@@ -726,16 +733,22 @@ impl Mesh<'_> {
                     .filter(|(_, m)| m.identity == identity)
                     .map(|(id, _)| *id)
                     .collect();
+                let stale_is_empty = stale.is_empty();
                 for id in stale {
                     if let Some(old) = self.members.remove(&id) {
                         let _ = old.tx.send(ToLink::Close(None));
                     }
                 }
-                let (tx, task) = links::spawn_link(member, *conn, self.from_links_tx.clone());
+                let relinked = !stale_is_empty;
+                self.next_serial += 1;
+                let serial = self.next_serial;
+                let (tx, task) =
+                    links::spawn_link(member, serial, *conn, self.from_links_tx.clone());
                 self.names.insert(identity.0, name.clone());
                 let now = Instant::now();
                 let long_ago = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
                 let m = Member {
+                    serial,
                     name: name.clone(),
                     identity,
                     addr,
@@ -758,15 +771,19 @@ impl Mesh<'_> {
                 if let Some(old) = self.members.insert(member, m) {
                     old.task.abort();
                 }
-                self.out.show(&Event::MemberJoined {
-                    member,
-                    peer: name,
-                    fingerprint: identity.fingerprint().to_string(),
-                    addr: addr.to_string(),
-                    path,
-                    sas,
-                    verified,
-                });
+                if relinked {
+                    tracing::debug!(member, "relinked with a member already linked");
+                } else {
+                    self.out.show(&Event::MemberJoined {
+                        member,
+                        peer: name,
+                        fingerprint: identity.fingerprint().to_string(),
+                        addr: addr.to_string(),
+                        path,
+                        sas,
+                        verified,
+                    });
+                }
                 self.send_rosters();
                 // Rosters that came before this link can be judged now.
                 let ids: Vec<u32> = self.members.keys().copied().collect();
@@ -845,8 +862,15 @@ impl Mesh<'_> {
 
     fn on_link(&mut self, from: FromLink) {
         match from {
-            FromLink::Ended(member, why) => {
-                if let Some(m) = self.members.remove(&member) {
+            FromLink::Ended(member, serial, why) => {
+                if self
+                    .members
+                    .get(&member)
+                    .is_some_and(|m| m.serial == serial)
+                {
+                    let Some(m) = self.members.remove(&member) else {
+                        return;
+                    };
                     self.out.show(&Event::MemberLeft {
                         member,
                         peer: m.name,

@@ -31,8 +31,9 @@ use crate::rendezvous::Matched;
 const MAX_FIRST_READS: usize = 32;
 /// Connections queued towards one race.
 const ROUTE_QUEUE: usize = 8;
-/// How often a connection that has sent nothing looks for a joiner race that
-/// has appeared for its address.
+/// How often a connection waiting for its race (one that has sent nothing, for
+/// a joiner race of its address; a `PeerHello`, for a host race of its public
+/// value) looks again.
 const ROUTE_RECHECK: Duration = Duration::from_millis(50);
 
 /// Races waiting for connections: hosts by the peer public value a `PeerHello`
@@ -113,15 +114,21 @@ pub fn spawn_acceptor(listener: TcpListener, routes: Routes) -> JoinHandle<()> {
                         }
                     }
                 };
-                let route = match &first {
-                    PeerHandshake::PeerHello { public, .. } => {
-                        lock(&routes).hosts.get(public).cloned()
-                    }
-                    _ => None,
-                };
-                let Some(route) = route else {
-                    tracing::debug!(%from, "a connection for no member of ours; dropped");
+                let PeerHandshake::PeerHello { public, .. } = &first else {
+                    tracing::debug!(%from, "a first message that is not a PeerHello; dropped");
                     return;
+                };
+                // A joiner may dial a moment before the mediator's `Member`
+                // reaches us: wait for its race until the first-message deadline.
+                let route = loop {
+                    if let Some(route) = lock(&routes).hosts.get(public).cloned() {
+                        break route;
+                    }
+                    if Instant::now() >= deadline {
+                        tracing::debug!(%from, "a connection for no member of ours; dropped");
+                        return;
+                    }
+                    tokio::time::sleep(ROUTE_RECHECK).await;
                 };
                 let conn = RoutedConn {
                     framed,
@@ -265,12 +272,15 @@ pub enum ToLink {
 /// From a link's task to the mesh.
 pub enum FromLink {
     Msg(u32, PeerMsg),
-    Ended(u32, String),
+    /// Member, link serial (a member relinked under the same number has a new
+    /// one), why.
+    Ended(u32, u64, String),
 }
 
 /// Carries messages between a confirmed link and the mesh until either ends it.
 pub fn spawn_link(
     member: u32,
+    serial: u64,
     conn: Connected,
     to_mesh: mpsc::Sender<FromLink>,
 ) -> (mpsc::UnboundedSender<ToLink>, JoinHandle<()>) {
@@ -306,7 +316,7 @@ pub fn spawn_link(
                 },
             }
         };
-        let _ = to_mesh.send(FromLink::Ended(member, why)).await;
+        let _ = to_mesh.send(FromLink::Ended(member, serial, why)).await;
         link.close(None).await;
     });
     (tx, task)
