@@ -76,8 +76,8 @@ pub struct GroupRun<'a> {
 
 /// One live link with another member.
 struct Member {
-    /// Tells this link from an earlier one with the same member number.
-    serial: u64,
+    /// The member's number from the mediator (§19.1), for rosters and events.
+    member: u32,
     name: String,
     identity: IdentityKey,
     addr: SocketAddr,
@@ -128,14 +128,16 @@ struct Mesh<'a> {
     out: &'a Output,
     log: GroupLog,
     me: u32,
-    members: HashMap<u32, Member>,
+    /// Live links by a serial of ours: member numbers of two mediator sessions
+    /// (a restart) may collide, serials never do.
+    members: HashMap<u64, Member>,
     races: HashMap<u32, JoinHandle<()>>,
     /// Names of authors, from links and rosters, for showing their messages.
     names: HashMap<[u8; 32], String>,
     /// Identity keys cut off this run; never linked again.
     banned: HashSet<[u8; 32]>,
-    /// (roster sender, member) pairs already alerted about.
-    alerted: HashSet<(u32, u32)>,
+    /// (roster sender's link, member) pairs already alerted about.
+    alerted: HashSet<(u64, u32)>,
     /// Identity keys others list that we hold no link with, since when.
     unseen: HashMap<[u8; 32], Instant>,
     /// Keys already reported as unseen.
@@ -539,12 +541,11 @@ impl Mesh<'_> {
                         text: "No other member is linked with you right now.".into(),
                     });
                 }
-                let mut ids: Vec<_> = self.members.keys().copied().collect();
-                ids.sort_unstable();
-                for id in ids {
-                    let m = &self.members[&id];
+                let mut linked: Vec<&Member> = self.members.values().collect();
+                linked.sort_by_key(|m| m.member);
+                for m in linked {
                     self.out.show(&Event::Member {
-                        member: id,
+                        member: m.member,
                         name: m.name.clone(),
                         fingerprint: m.identity.fingerprint().to_string(),
                         addr: m.addr.to_string(),
@@ -609,7 +610,7 @@ impl Mesh<'_> {
             [name, "yes", ..] => (Some(*name), true),
             [name, ..] => (Some(*name), false),
         };
-        let chosen: Vec<u32> = self
+        let chosen: Vec<u64> = self
             .members
             .iter()
             .filter(|(_, m)| name.map_or(true, |n| m.name == n))
@@ -727,7 +728,7 @@ impl Mesh<'_> {
                 }
                 // The same member came back through the mediator under a new
                 // number while its old link lived: the new link replaces it.
-                let stale: Vec<u32> = self
+                let stale: Vec<u64> = self
                     .members
                     .iter()
                     .filter(|(_, m)| m.identity == identity)
@@ -742,13 +743,12 @@ impl Mesh<'_> {
                 let relinked = !stale_is_empty;
                 self.next_serial += 1;
                 let serial = self.next_serial;
-                let (tx, task) =
-                    links::spawn_link(member, serial, *conn, self.from_links_tx.clone());
+                let (tx, task) = links::spawn_link(serial, *conn, self.from_links_tx.clone());
                 self.names.insert(identity.0, name.clone());
                 let now = Instant::now();
                 let long_ago = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
                 let m = Member {
-                    serial,
+                    member,
                     name: name.clone(),
                     identity,
                     addr,
@@ -768,9 +768,7 @@ impl Mesh<'_> {
                     roster: None,
                 };
                 m.send(PeerMsg::GroupSummary(self.log.summary()));
-                if let Some(old) = self.members.insert(member, m) {
-                    old.task.abort();
-                }
+                self.members.insert(serial, m);
                 if relinked {
                     tracing::debug!(member, "relinked with a member already linked");
                 } else {
@@ -786,7 +784,7 @@ impl Mesh<'_> {
                 }
                 self.send_rosters();
                 // Rosters that came before this link can be judged now.
-                let ids: Vec<u32> = self.members.keys().copied().collect();
+                let ids: Vec<u64> = self.members.keys().copied().collect();
                 for id in ids {
                     self.compare_roster(id);
                 }
@@ -840,16 +838,18 @@ impl Mesh<'_> {
             identity: self.our_key(),
             name: self.run.name.clone(),
         }];
-        let mut ids: Vec<_> = self.members.keys().copied().collect();
-        ids.sort_unstable();
-        members.extend(ids.into_iter().take(MAX_AUTHORS - 1).map(|id| {
-            let m = &self.members[&id];
-            RosterEntry {
-                member: id,
-                identity: m.identity.0,
-                name: m.name.clone(),
-            }
-        }));
+        let mut linked: Vec<&Member> = self.members.values().collect();
+        linked.sort_by_key(|m| m.member);
+        members.extend(
+            linked
+                .into_iter()
+                .take(MAX_AUTHORS - 1)
+                .map(|m| RosterEntry {
+                    member: m.member,
+                    identity: m.identity.0,
+                    name: m.name.clone(),
+                }),
+        );
         Roster { members }
     }
 
@@ -862,52 +862,45 @@ impl Mesh<'_> {
 
     fn on_link(&mut self, from: FromLink) {
         match from {
-            FromLink::Ended(member, serial, why) => {
-                if self
-                    .members
-                    .get(&member)
-                    .is_some_and(|m| m.serial == serial)
-                {
-                    let Some(m) = self.members.remove(&member) else {
-                        return;
-                    };
+            FromLink::Ended(serial, why) => {
+                if let Some(m) = self.members.remove(&serial) {
                     self.out.show(&Event::MemberLeft {
-                        member,
+                        member: m.member,
                         peer: m.name,
                         reason: why,
                     });
                     self.send_rosters();
                 }
             }
-            FromLink::Msg(member, msg) => {
-                if let Some(m) = self.members.get_mut(&member) {
+            FromLink::Msg(serial, msg) => {
+                if let Some(m) = self.members.get_mut(&serial) {
                     m.last_heard = Instant::now();
                 } else {
                     return;
                 }
-                if let Err(why) = self.on_peer_msg(member, msg) {
-                    self.expel(member, &why);
+                if let Err(why) = self.on_peer_msg(serial, msg) {
+                    self.expel(serial, &why);
                 }
             }
         }
     }
 
     /// One message from member `member`'s link; `Err` names what it did wrong.
-    fn on_peer_msg(&mut self, member: u32, msg: PeerMsg) -> Result<(), String> {
-        if !self.members.contains_key(&member) {
+    fn on_peer_msg(&mut self, serial: u64, msg: PeerMsg) -> Result<(), String> {
+        if !self.members.contains_key(&serial) {
             return Ok(());
         }
         match msg {
             PeerMsg::Group(msg) => {
-                if !self.member(member).map_or(true, |m| m.charge(1)) {
+                if !self.member(serial).map_or(true, |m| m.charge(1)) {
                     return Err("too many messages (flooding)".into());
                 }
                 let delivered = self.log.receive(msg).map_err(|e| e.to_string())?;
                 self.deliver(delivered);
-                self.ask_if_waiting(member);
+                self.ask_if_waiting(serial);
             }
             PeerMsg::GroupSummary(summary) => {
-                let due = self.member(member).is_some_and(|m| {
+                let due = self.member(serial).is_some_and(|m| {
                     let due = m.last_catchup.elapsed() >= CATCHUP_GAP;
                     if due {
                         m.last_catchup = Instant::now();
@@ -916,7 +909,7 @@ impl Mesh<'_> {
                 });
                 if due {
                     let parts = split_catchup(self.log.missing_for(&summary));
-                    if let Some(m) = self.member(member) {
+                    if let Some(m) = self.member(serial) {
                         for part in parts {
                             m.send(PeerMsg::GroupCatchup(part));
                         }
@@ -925,7 +918,7 @@ impl Mesh<'_> {
             }
             PeerMsg::GroupCatchup(catchup) => {
                 let n = catchup.msgs.len();
-                if !self.member(member).map_or(true, |m| m.charge(n)) {
+                if !self.member(serial).map_or(true, |m| m.charge(n)) {
                     return Err("too many messages (flooding)".into());
                 }
                 let delivered = self
@@ -933,7 +926,7 @@ impl Mesh<'_> {
                     .receive_catchup(catchup)
                     .map_err(|e| e.to_string())?;
                 self.deliver(delivered);
-                self.ask_if_waiting(member);
+                self.ask_if_waiting(serial);
             }
             PeerMsg::Roster(roster) => {
                 check_roster(&roster)?;
@@ -942,14 +935,14 @@ impl Mesh<'_> {
                         self.names.insert(e.identity, e.name.clone());
                     }
                 }
-                if let Some(m) = self.member(member) {
+                if let Some(m) = self.member(serial) {
                     m.roster = Some(roster);
                 }
-                self.compare_roster(member);
+                self.compare_roster(serial);
             }
             PeerMsg::Expelled { identity, reason } => {
                 let accuser = self
-                    .member(member)
+                    .member(serial)
                     .map(|m| m.name.clone())
                     .unwrap_or_default();
                 let name = self.author_name(&identity);
@@ -965,12 +958,12 @@ impl Mesh<'_> {
                 });
             }
             PeerMsg::Ping { nonce } => {
-                if let Some(m) = self.member(member) {
+                if let Some(m) = self.member(serial) {
                     m.send(PeerMsg::Pong { nonce });
                 }
             }
             PeerMsg::Pong { nonce } => {
-                let Some(m) = self.member(member) else {
+                let Some(m) = self.member(serial) else {
                     return Ok(());
                 };
                 if let Some((sent, at)) = m.ping {
@@ -982,10 +975,10 @@ impl Mesh<'_> {
                 }
             }
             PeerMsg::Bye { reason } => {
-                if let Some(m) = self.members.remove(&member) {
+                if let Some(m) = self.members.remove(&serial) {
                     let _ = m.tx.send(ToLink::Close(None));
                     self.out.show(&Event::MemberLeft {
-                        member,
+                        member: m.member,
                         peer: m.name,
                         reason: if reason.is_empty() {
                             "left".into()
@@ -997,7 +990,7 @@ impl Mesh<'_> {
                 }
             }
             PeerMsg::FileOffer { id, .. } => {
-                let Some(m) = self.member(member) else {
+                let Some(m) = self.member(serial) else {
                     return Ok(());
                 };
                 m.send(PeerMsg::FileReject { id });
@@ -1027,17 +1020,17 @@ impl Mesh<'_> {
     }
 
     /// Member `member`'s link, if it is still linked.
-    fn member(&mut self, member: u32) -> Option<&mut Member> {
-        self.members.get_mut(&member)
+    fn member(&mut self, serial: u64) -> Option<&mut Member> {
+        self.members.get_mut(&serial)
     }
 
     /// When messages wait for ones we lack, ask the link that brought them.
-    fn ask_if_waiting(&mut self, member: u32) {
+    fn ask_if_waiting(&mut self, serial: u64) {
         if self.log.pending() == 0 {
             return;
         }
         let summary = self.log.summary();
-        let Some(m) = self.member(member) else {
+        let Some(m) = self.member(serial) else {
             return;
         };
         if m.last_ask.elapsed() >= ASK_GAP {
@@ -1046,10 +1039,10 @@ impl Mesh<'_> {
         }
     }
 
-    /// Compares member `from`'s roster with our own links: the same member
+    /// Compares link `from`'s roster with our own links: the same member
     /// number under another identity key means one of the two links is not
     /// with whom the mediator said (§19.4).
-    fn compare_roster(&mut self, from: u32) {
+    fn compare_roster(&mut self, from: u64) {
         let Some(roster) = self.members.get(&from).and_then(|m| m.roster.clone()) else {
             return;
         };
@@ -1059,7 +1052,8 @@ impl Mesh<'_> {
                 Some((self.our_key(), self.run.name.clone()))
             } else {
                 self.members
-                    .get(&e.member)
+                    .values()
+                    .find(|m| m.member == e.member)
                     .map(|m| (m.identity.0, m.name.clone()))
             };
             let Some((key, name)) = ours else { continue };
@@ -1096,9 +1090,9 @@ impl Mesh<'_> {
         }
     }
 
-    /// Cuts member `member` off for `why`, and tells the others.
-    fn expel(&mut self, member: u32, why: &str) {
-        let Some(m) = self.members.remove(&member) else {
+    /// Cuts the member of link `serial` off for `why`, and tells the others.
+    fn expel(&mut self, serial: u64, why: &str) {
+        let Some(m) = self.members.remove(&serial) else {
             return;
         };
         self.banned.insert(m.identity.0);
@@ -1114,7 +1108,7 @@ impl Mesh<'_> {
             ),
         });
         self.out.show(&Event::MemberLeft {
-            member,
+            member: m.member,
             peer: m.name.clone(),
             reason: format!("cut off: {why}"),
         });
@@ -1183,7 +1177,7 @@ impl Mesh<'_> {
             if let Some(m) = self.members.remove(&id) {
                 let _ = m.tx.send(ToLink::Close(None));
                 self.out.show(&Event::MemberLeft {
-                    member: id,
+                    member: m.member,
                     peer: m.name,
                     reason: format!("silent for {}s", SILENT_LIMIT.as_secs()),
                 });

@@ -666,3 +666,57 @@ async fn members_on_two_mediators_sharing_a_redis_are_one_group() {
     }
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_conversation_goes_on_while_the_mediator_restarts_and_members_relink_after() {
+    let mediator = Mediator::start(&[]).await;
+    let addr = mediator.server_arg();
+    let dir = TempDir::new("group-restart");
+    let mut c = start_members(&addr, &["ann", "ben", "cat"], &dir).await;
+    mediator.kill().await;
+    // The links do not need the mediator.
+    c[0].say("while it is down").await;
+    for client in c.iter_mut() {
+        wait_for_texts(client, &["while it is down".to_owned()]).await;
+    }
+    let _back = Mediator::start_at(&addr, &[]).await;
+    // Each member rejoins (a second group_joined) and the pairs relink quietly.
+    for client in c.iter_mut() {
+        while client
+            .seen
+            .iter()
+            .filter(|e| e["event"] == "group_joined")
+            .count()
+            < 2
+        {
+            client
+                .expect_within("group_joined", Duration::from_secs(60))
+                .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c[2].say("after the restart").await;
+    for client in c.iter_mut() {
+        wait_for_texts(client, &["after the restart".to_owned()]).await;
+        while let Some(e) = client.next_event(Duration::from_millis(300)).await {
+            client.seen.push(e);
+        }
+        let list = shown(client);
+        assert_eq!(
+            list,
+            ["while it is down", "after the restart"],
+            "{}: each once",
+            client.name
+        );
+        let noise: Vec<_> = client
+            .seen
+            .iter()
+            .filter(|e| e["event"] == "warning" || e["event"] == "member_left")
+            .collect();
+        assert!(noise.is_empty(), "{}: {noise:?}", client.name);
+    }
+    for client in c.iter_mut() {
+        client.say("/quit").await;
+        assert_eq!(client.exit_code().await, 0);
+    }
+}

@@ -271,15 +271,14 @@ pub enum ToLink {
 
 /// From a link's task to the mesh.
 pub enum FromLink {
-    Msg(u32, PeerMsg),
-    /// Member, link serial (a member relinked under the same number has a new
-    /// one), why.
-    Ended(u32, u64, String),
+    /// A message from the link with this serial.
+    Msg(u64, PeerMsg),
+    /// The link with this serial ended, and why.
+    Ended(u64, String),
 }
 
 /// Carries messages between a confirmed link and the mesh until either ends it.
 pub fn spawn_link(
-    member: u32,
     serial: u64,
     conn: Connected,
     to_mesh: mpsc::Sender<FromLink>,
@@ -306,7 +305,7 @@ pub fn spawn_link(
                 },
                 got = link.recv() => match got {
                     Some(Ok(msg)) => {
-                        if to_mesh.send(FromLink::Msg(member, msg)).await.is_err() {
+                        if to_mesh.send(FromLink::Msg(serial, msg)).await.is_err() {
                             link.close(None).await;
                             return;
                         }
@@ -316,7 +315,7 @@ pub fn spawn_link(
                 },
             }
         };
-        let _ = to_mesh.send(FromLink::Ended(member, serial, why)).await;
+        let _ = to_mesh.send(FromLink::Ended(serial, why)).await;
         link.close(None).await;
     });
     (tx, task)
