@@ -205,8 +205,10 @@ pub fn group_log(data: &[u8]) {
                 assert_eq!(answer.msgs, in_history_order(&wanted), "catch-up answer");
             }
             0xF0..=0xFF => {
-                let n = usize::from(next(&mut i)).min(data.len().saturating_sub(i));
-                if let Ok(msg) = wire::decode::<GroupMsg>(&data[i..i + n]) {
+                let n = usize::from(next(&mut i));
+                let bytes = data.get(i..).unwrap_or_default();
+                let bytes = &bytes[..n.min(bytes.len())];
+                if let Ok(msg) = wire::decode::<GroupMsg>(bytes) {
                     if let Ok(out) = log.receive(msg.clone()) {
                         // Only a genuine message can verify.
                         let index = msgs.iter().position(|m| *m == msg);
