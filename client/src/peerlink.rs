@@ -16,7 +16,7 @@ use wire::frame::HEADER_LEN;
 use wire::record::IV_LEN;
 use wire::{FrameCodec, Link, Opener, PeerMsg, RecordError, Sealer};
 
-use crate::connect::Connected;
+use crate::connect::{Connected, Path};
 
 /// How long a write may wait for the peer to read before the link is declared dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,15 +27,24 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// peer stopped reading, and the link is declared dead.
 const OUT_QUEUE: usize = 16 * 1024;
 /// Opened messages waiting for the chat loop; the reader pauses when it is full.
-const IN_QUEUE: usize = 256;
+/// Small: during a transfer these are mostly 64 KiB chunks, and a chat message
+/// that arrives after them waits for all of them.
+const IN_QUEUE: usize = 8;
 /// File chunks queued towards the writer: a few records deep, so a transfer
 /// keeps the cipher busy while chat messages (queued separately, and always
 /// taken first) wait behind at most this much.
 const BULK_QUEUE: usize = 4;
 /// Initial capacity of the reader's buffer (it grows if a frame needs more).
 const READ_BUFFER: usize = 256 * 1024;
-/// Most bytes one write gathers from the queues.
+/// Most bytes one write gathers from the queues. A write holds at most one bulk
+/// record (placed last), so the writer looks at the chat queue again after
+/// every chunk.
 const BATCH_BYTES: usize = 256 * 1024;
+/// The kernel's send buffer towards a near peer (see [`bound_kernel_buffers`];
+/// Linux doubles it for bookkeeping).
+const SEND_BUFFER: usize = 128 * 1024;
+/// The kernel's receive buffer from a near peer (doubled likewise).
+const RECV_BUFFER: usize = 512 * 1024;
 
 /// Why the link stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +81,9 @@ impl PeerLink {
     pub fn start(conn: Connected) -> PeerLink {
         let (sealer, opener) = conn.session.split();
         let parts = conn.framed.into_parts();
+        if conn.addr.ip().is_loopback() || matches!(conn.path, Path::Lan) {
+            bound_kernel_buffers(&parts.io);
+        }
         let (read_half, write_half) = parts.io.into_split();
         // A large buffer lets one read take in several records during a transfer.
         // The codec stays the handshake's: a relayed one also reads the relay's end notice.
@@ -128,16 +140,45 @@ impl PeerLink {
     }
 }
 
+/// Records wait in the kernel's buffers in order, so a chat record sealed during
+/// a transfer waits behind everything buffered at both ends. Left to
+/// autotuning those grow to megabytes each (measured on loopback: up to 2 MB
+/// unsent at the sender and 4 MB unread at the receiver, whichever end the
+/// scheduler starves), tens of milliseconds at loopback speed. Towards a peer on
+/// the same host or LAN the round trip is far below a millisecond, so a few
+/// hundred KiB carry any rate the cipher reaches; towards anyone else the
+/// buffers must hold a bandwidth-delay product, so they stay autotuned there
+/// (bounding only the unsent part, with `TCP_NOTSENT_LOWAT`, needs socket2 0.6).
+fn bound_kernel_buffers(stream: &tokio::net::TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    for (what, result) in [
+        ("send", socket.set_send_buffer_size(SEND_BUFFER)),
+        ("receive", socket.set_recv_buffer_size(RECV_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            // Only chat latency during transfers suffers; the link works as is.
+            tracing::debug!(error = %e, "could not bound the socket's {what} buffer");
+        }
+    }
+}
+
+/// Which queue a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Control,
+    Bulk,
+}
+
 /// The next message to send: control and chat first, then bulk; waits for
 /// either. `None` when the control queue has closed (the link is closing).
 async fn next_message(
     rx: &mut mpsc::Receiver<PeerMsg>,
     bulk: &mut mpsc::Receiver<PeerMsg>,
-) -> Option<PeerMsg> {
+) -> Option<(PeerMsg, Queue)> {
     tokio::select! {
         biased;
-        msg = rx.recv() => msg,
-        Some(msg) = bulk.recv() => Some(msg),
+        msg = rx.recv() => msg.map(|m| (m, Queue::Control)),
+        Some(msg) = bulk.recv() => Some((msg, Queue::Bulk)),
     }
 }
 
@@ -145,8 +186,11 @@ async fn next_message(
 fn queued_message(
     rx: &mut mpsc::Receiver<PeerMsg>,
     bulk: &mut mpsc::Receiver<PeerMsg>,
-) -> Option<PeerMsg> {
-    rx.try_recv().ok().or_else(|| bulk.try_recv().ok())
+) -> Option<(PeerMsg, Queue)> {
+    rx.try_recv()
+        .map(|m| (m, Queue::Control))
+        .or_else(|_| bulk.try_recv().map(|m| (m, Queue::Bulk)))
+        .ok()
 }
 
 async fn write_loop(
@@ -159,8 +203,10 @@ async fn write_loop(
     while let Some(first) = next_message(&mut rx, &mut bulk).await {
         out.clear();
         let mut next = Some(first);
-        // Batch whatever is already queued into one write, up to BATCH_BYTES.
-        while let Some(msg) = next.take() {
+        // Batch whatever is already queued into one write, up to BATCH_BYTES and
+        // ending at the first bulk record: while a chunk is being written, a
+        // chat message can only queue behind that one.
+        while let Some((msg, queue)) = next.take() {
             // Frame header, room for the IV, then the message encoded right where
             // it is encrypted: one copy of a chunk's bytes, not two.
             let start = out.len();
@@ -173,7 +219,7 @@ async fn write_loop(
                 .header(out.len() - start - HEADER_LEN)
                 .map_err(|e| LinkError::Protocol(e.to_string()))?;
             out[start..start + HEADER_LEN].copy_from_slice(&header);
-            if out.len() < BATCH_BYTES {
+            if out.len() < BATCH_BYTES && queue == Queue::Control {
                 next = queued_message(&mut rx, &mut bulk);
             }
         }

@@ -62,6 +62,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         ),
         "public_value" => named(publics(), "public"),
         "lan_datagram" => named(lan_datagrams(), "lan"),
+        "group_log" => named(crate::group::seeds(), "log"),
         _ => Vec::new(),
     }
 }
