@@ -354,6 +354,11 @@ impl GroupLog {
             let have = self.have.entry(author).or_insert(0);
             *have = (*have).max(n);
         }
+        // A message waiting at or below its author's new floor can never be
+        // delivered (its place is history we skip): it must not hold a slot.
+        let have = &self.have;
+        self.pending
+            .retain(|(author, seq), _| *seq > have.get(author).copied().unwrap_or(0));
         let mut out = self.drain();
         for msg in catchup.msgs.into_iter().take(BACKLOG) {
             out.extend(self.receive(msg)?);

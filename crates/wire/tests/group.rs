@@ -257,3 +257,24 @@ fn group_message_vector() {
     assert_eq!(hex::encode(msg.signature.0), "6aa81458cbceacb84878205a9519814220dbc33107e9a78280ca1ed14c7fea56909e446008446e8ae50de7c3653f5d6482eb8c48b47fbde2adcd4bc9e1fd2d0b");
     let _: Signature64 = msg.signature;
 }
+
+#[test]
+fn a_message_waiting_below_a_new_catch_up_floor_frees_its_slot() {
+    let a = member(0);
+    let (mut la, mut lb) = (GroupLog::new(ROOM), GroupLog::new(ROOM));
+    let m1 = la.write(&a, "one".into(), 1).unwrap();
+    let m2 = la.write(&a, "two".into(), 2).unwrap();
+    let m3 = la.write(&a, "three".into(), 3).unwrap();
+    // b gets m2 first: it waits for m1.
+    assert!(lb.receive(m2).unwrap().is_empty());
+    assert_eq!(lb.pending(), 1);
+    // A catch-up says a's first two are history: m2 can never be delivered.
+    let floor = wire::group::Catchup {
+        floor: vec![(a.public().0, 2)],
+        msgs: vec![m3.clone()],
+    };
+    assert_eq!(lb.receive_catchup(floor).unwrap(), vec![m3]);
+    assert_eq!(lb.pending(), 0, "nothing is stranded");
+    // And m1 arriving late changes nothing.
+    assert!(lb.receive(m1).unwrap().is_empty());
+}
