@@ -217,8 +217,11 @@ async fn read_first(
 ) -> Result<First, End> {
     let mut plate: Option<Nameplate> = None;
     for _ in 0..=MAX_PINGS_BEFORE_HELLO {
-        match reader.next(stream).await? {
+        let msg = reader.next(stream).await?;
+        let group_room = matches!(msg, ClientMsg::GroupHello { .. });
+        match msg {
             ClientMsg::Ping => write_msg(stream, &MediatorMsg::Pong).await?,
+            // The two carry the same fields (docs/protocol.md §4, §19.1).
             ClientMsg::Hello {
                 version,
                 room,
@@ -228,21 +231,8 @@ async fn read_first(
                 listen_port,
                 local_addrs,
                 no_relay,
-            } => {
-                let hello = Hello {
-                    version,
-                    room,
-                    name,
-                    group,
-                    public,
-                    listen_port,
-                    local_addrs,
-                    no_relay,
-                    group_room: false,
-                };
-                return Ok(First::Hello(hello, plate));
             }
-            ClientMsg::GroupHello {
+            | ClientMsg::GroupHello {
                 version,
                 room,
                 name,
@@ -261,7 +251,7 @@ async fn read_first(
                     listen_port,
                     local_addrs,
                     no_relay,
-                    group_room: true,
+                    group_room,
                 };
                 return Ok(First::Hello(hello, plate));
             }
