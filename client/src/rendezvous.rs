@@ -26,6 +26,23 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// How long the mediator may stay silent after a ping before we call it lost.
 const PONG_GRACE: Duration = Duration::from_secs(30);
 
+/// When a waiting link last heard the mediator and when it pings next.
+#[derive(Debug)]
+struct Keepalive {
+    next_ping: Instant,
+    last_heard: Instant,
+}
+
+impl Keepalive {
+    fn new() -> Keepalive {
+        let now = Instant::now();
+        Keepalive {
+            next_ping: now + PING_EVERY,
+            last_heard: now,
+        }
+    }
+}
+
 /// The peer's details as the mediator announced them.
 #[derive(Debug, Clone)]
 pub struct Matched {
@@ -167,6 +184,33 @@ impl MediatorLink {
             .map_err(|e| self.lost(&e.to_string()))
     }
 
+    /// The next message, sending `Ping` every [`PING_EVERY`] of silence; the
+    /// link is lost when the mediator stays silent past [`PONG_GRACE`] after that.
+    async fn next_pinging(&mut self, alive: &mut Keepalive) -> Result<MediatorMsg, ClientError> {
+        loop {
+            let give_up = alive.last_heard + PING_EVERY + PONG_GRACE;
+            let frame =
+                match tokio::time::timeout_at(alive.next_ping.min(give_up), self.framed.next())
+                    .await
+                {
+                    Err(_) if Instant::now() >= give_up => {
+                        return Err(self.lost("the mediator stopped answering"));
+                    }
+                    Err(_) => {
+                        self.send(&ClientMsg::Ping).await?;
+                        alive.next_ping = Instant::now() + PING_EVERY;
+                        continue;
+                    }
+                    Ok(None) => return Err(self.lost("closed by the mediator")),
+                    Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
+                    Ok(Some(Ok(frame))) => frame,
+                };
+            alive.last_heard = Instant::now();
+            return wire::decode(&frame)
+                .map_err(|e| self.lost(&format!("unreadable message: {e}")));
+        }
+    }
+
     fn lost(&self, reason: &str) -> ClientError {
         ClientError::MediatorUnreachable {
             addr: self.server.clone(),
@@ -184,27 +228,9 @@ impl MediatorLink {
         mut on_waiting: impl FnMut(u32),
     ) -> Result<(Matched, MediatorLink), ClientError> {
         self.send(&hello).await?;
-        let mut next_ping = Instant::now() + PING_EVERY;
-        let mut last_heard = Instant::now();
+        let mut alive = Keepalive::new();
         loop {
-            let deadline = next_ping.min(last_heard + PING_EVERY + PONG_GRACE);
-            let frame = match tokio::time::timeout_at(deadline, self.framed.next()).await {
-                Err(_) if Instant::now() >= last_heard + PING_EVERY + PONG_GRACE => {
-                    return Err(self.lost("the mediator stopped answering"));
-                }
-                Err(_) => {
-                    self.send(&ClientMsg::Ping).await?;
-                    next_ping = Instant::now() + PING_EVERY;
-                    continue;
-                }
-                Ok(None) => return Err(self.lost("closed by the mediator")),
-                Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            last_heard = Instant::now();
-            let msg: MediatorMsg =
-                wire::decode(&frame).map_err(|e| self.lost(&format!("unreadable message: {e}")))?;
-            match msg {
+            match self.next_pinging(&mut alive).await? {
                 MediatorMsg::Waiting { expires_in_secs } => on_waiting(expires_in_secs),
                 MediatorMsg::Pong => {}
                 MediatorMsg::Matched {
@@ -413,30 +439,15 @@ impl MediatorLink {
 
     /// The group watcher's loop; returns why the link ended.
     async fn watch_group(&mut self, tx: &mpsc::Sender<RoomNotice>, room: &str) -> ClientError {
-        let mut next_ping = Instant::now() + PING_EVERY;
-        let mut last_heard = Instant::now();
+        let mut alive = Keepalive::new();
         loop {
-            let deadline = next_ping.min(last_heard + PING_EVERY + PONG_GRACE);
-            let frame = match tokio::time::timeout_at(deadline, self.framed.next()).await {
-                Err(_) if Instant::now() >= last_heard + PING_EVERY + PONG_GRACE => {
-                    return self.lost("the mediator stopped answering");
-                }
-                Err(_) => {
-                    if let Err(e) = self.send(&ClientMsg::Ping).await {
-                        return e;
-                    }
-                    next_ping = Instant::now() + PING_EVERY;
-                    continue;
-                }
-                Ok(None) => return self.lost("closed by the mediator"),
-                Ok(Some(Err(e))) => return self.lost(&e.to_string()),
-                Ok(Some(Ok(frame))) => frame,
+            let msg = match self.next_pinging(&mut alive).await {
+                Ok(msg) => msg,
+                Err(e) => return e,
             };
-            last_heard = Instant::now();
-            let notice = match wire::decode::<MediatorMsg>(&frame) {
-                Err(e) => return self.lost(&format!("unreadable message: {e}")),
-                Ok(MediatorMsg::Pong) => continue,
-                Ok(MediatorMsg::Member {
+            let notice = match msg {
+                MediatorMsg::Pong => continue,
+                MediatorMsg::Member {
                     member,
                     role,
                     peer_name,
@@ -446,7 +457,7 @@ impl MediatorLink {
                     local_addrs,
                     your_addr,
                     relay,
-                }) => RoomNotice::Member {
+                } => RoomNotice::Member {
                     member,
                     matched: Matched {
                         role,
@@ -459,14 +470,12 @@ impl MediatorLink {
                         relay,
                     },
                 },
-                Ok(MediatorMsg::MemberLeft { member }) => RoomNotice::Left { member },
-                Ok(MediatorMsg::Error { code, message }) => {
+                MediatorMsg::MemberLeft { member } => RoomNotice::Left { member },
+                MediatorMsg::Error { code, message } => {
                     let message = wire::sanitize_for_terminal(&message).into_owned();
                     return ClientError::from_mediator(code, &message, room);
                 }
-                Ok(other) => {
-                    return self.lost(&format!("unexpected {} in a group room", kind(&other)))
-                }
+                other => return self.lost(&format!("unexpected {} in a group room", kind(&other))),
             };
             if tx.send(notice).await.is_err() {
                 return self.lost("the room was left");
