@@ -345,12 +345,27 @@ fn relay_offer(
     peer_no_relay: bool,
     pairing: &Pairing,
 ) -> RelayOffer {
+    relay_offer_for(
+        admitted,
+        (own_no_relay, peer_no_relay),
+        &pairing.pair_id,
+        pairing.token_expires,
+        pairing.relay_server.as_deref(),
+    )
+}
+
+/// [`relay_offer`] from its parts: the pair's id and token expiry, and the
+/// relay that serves it (`None`: that mediator's relay is off). Group rooms'
+/// `Member` uses it too (§19.1).
+pub(crate) fn relay_offer_for(
+    admitted: &Admitted,
+    (own_no_relay, peer_no_relay): (bool, bool),
+    pair_id: &[u8; 12],
+    expires: u32,
+    relay_server: Option<&str>,
+) -> RelayOffer {
     let shared = &admitted.shared;
-    let Some(server) = pairing
-        .relay_server
-        .as_ref()
-        .filter(|_| shared.config.relay)
-    else {
+    let Some(server) = relay_server.filter(|_| shared.config.relay) else {
         return RelayOffer::Off;
     };
     if own_no_relay {
@@ -359,8 +374,8 @@ fn relay_offer(
         RelayOffer::RefusedByPeer
     } else {
         RelayOffer::Offered {
-            token: shared.tokens.mint(&pairing.pair_id, pairing.token_expires),
-            server: server.clone(),
+            token: shared.tokens.mint(pair_id, expires),
+            server: server.to_owned(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use dhke::RoomTag;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
-use wire::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role};
+use wire::{ClientMsg, ErrorCode, MediatorMsg, Role};
 
 use crate::connection::{refuse, write_msg, End, FrameReader};
 use crate::groups::{Notice, Other, Refusal};
@@ -165,22 +165,14 @@ fn member_msg(
     own_no_relay: bool,
 ) -> MediatorMsg {
     let shared = &admitted.shared;
-    let relay = if let Some(server) = other.relay.clone().filter(|_| shared.config.relay) {
-        if own_no_relay {
-            RelayOffer::RefusedByYou
-        } else if other.details.no_relay {
-            RelayOffer::RefusedByPeer
-        } else {
-            // Both ends mint the same token: same pair id; the relay pairs by it.
-            let expires = shared.tokens.expiry(shared.config.relay_token_ttl);
-            RelayOffer::Offered {
-                token: shared.tokens.mint(&other.pair_id, expires),
-                server,
-            }
-        }
-    } else {
-        RelayOffer::Off
-    };
+    // Both ends mint the same token: same pair id; the relay pairs by it.
+    let relay = crate::connection::relay_offer_for(
+        admitted,
+        (own_no_relay, other.details.no_relay),
+        &other.pair_id,
+        shared.tokens.expiry(shared.config.relay_token_ttl),
+        other.relay.as_deref(),
+    );
     let d = other.details;
     MediatorMsg::Member {
         member: other.member,
