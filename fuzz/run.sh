@@ -9,6 +9,9 @@
 #   FUZZ_SANITIZER=none fuzz/run.sh ...             # no AddressSanitizer (several
 #       times faster; the workspace forbids unsafe code, so ASan watches only the
 #       dependencies; panics and overflow checks stay on); own build directory
+#   FUZZ_TRACE_COMPARES=0 fuzz/run.sh ...           # no comparison tracing: for
+#       public_value, whose bignum loops spent 75% of its time reporting their
+#       compares to libFuzzer; own build directory
 #
 # New coverage goes to fuzz/work/<target>/ (ignored by git); the checked-in
 # fuzz/corpus/<target>/ is read, never written. Crashes land in
@@ -22,9 +25,18 @@ shift || true
 runs=${FUZZ_RUNS:--1}
 max_len=${FUZZ_MAX_LEN:-4096}
 sanitizer=${FUZZ_SANITIZER:-address}
+trace_compares=${FUZZ_TRACE_COMPARES:-1}
 build=(-a -s "$sanitizer")
+target_dir=target
 if [ "$sanitizer" != address ]; then
-    build+=(--target-dir "target-$sanitizer")
+    target_dir+="-$sanitizer"
+fi
+if [ "$trace_compares" = 0 ]; then
+    build+=(--no-trace-compares)
+    target_dir+="-notc"
+fi
+if [ "$target_dir" != target ]; then
+    build+=(--target-dir "$target_dir")
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
