@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use mediator::cli::{init_logging, Args};
 
+/// mimalloc rather than glibc's malloc: a pairing allocates and frees many small
+/// buffers across worker threads (frames, Redis values, JSON), and glibc's arenas
+/// showed at 12% of a Redis-backed instance's CPU in `perf`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.check_config {
