@@ -773,22 +773,19 @@ impl Inner {
         let inner = self.clone();
         tokio::spawn(async move {
             let until = Instant::now() + RTT_WINDOW;
-            match tokio::time::timeout_at(until, rtt_in).await {
-                Ok(Ok(rtt)) => {
-                    let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
-                    let notice = Notice::Rtt {
-                        pair: hex::encode(pair_id),
-                        rtt_us,
-                    };
-                    let _ = inner.publish(&to, &notice).await;
-                    // The other side's figure may still be on its way.
-                    tokio::time::sleep_until(until).await;
-                }
-                // Our client's connection ended before its probe (or never
-                // answered it): nobody waits for the other side's figure, so the
-                // entry goes now (a task and its timer per pair for 6 s cost more
-                // than the pairing itself).
-                Ok(Err(_)) | Err(_) => {}
+            // If our client's connection ended before its probe (or never
+            // answered it), nobody waits for the other side's figure and the
+            // entry goes at once: a task and its timer per pair for 6 s cost
+            // more than the pairing itself.
+            if let Ok(Ok(rtt)) = tokio::time::timeout_at(until, rtt_in).await {
+                let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                let notice = Notice::Rtt {
+                    pair: hex::encode(pair_id),
+                    rtt_us,
+                };
+                let _ = inner.publish(&to, &notice).await;
+                // The other side's figure may still be on its way.
+                tokio::time::sleep_until(until).await;
             }
             lock(&inner.rtts).remove(&pair_id);
         });
