@@ -3,11 +3,14 @@
 //! second and time to `Matched` with N concurrent pairs, (3) a burst of B
 //! simultaneous connects, (4) scale-out: the same pairing load on one in-memory
 //! instance and on two instances sharing a real `redis-server`, every pair split
-//! over both (host on one, joiner on the other). Client sockets are spread over
+//! over both (host on one, joiner on the other), at 16, 32, 64 and 128 concurrent
+//! pairs, then each set-up's capacity (its best level). Client sockets are spread over
 //! 127.0.0.0/8 so neither side runs out of ports. It stops by itself.
 //!
-//! `cargo bench -p mediator --bench loadgen [-- --pairs N --duration SECS --waiting W --burst B]`
-//! (or LOADGEN_PAIRS, LOADGEN_DURATION, LOADGEN_WAITING, LOADGEN_BURST; `--only PHASE`
+//! `cargo bench -p mediator --bench loadgen [-- --pairs N --duration SECS --waiting W --burst B
+//! --scale-pairs N,N,...]` (or LOADGEN_PAIRS, LOADGEN_DURATION, LOADGEN_WAITING,
+//! LOADGEN_BURST, LOADGEN_SCALE_PAIRS; `--pairs N` alone makes the scale-out phase run
+//! at N only; `--only PHASE`
 //! or LOADGEN_ONLY runs one of memory, throughput, burst, redis; LOADGEN_THREADS sets
 //! the generator's worker threads). Built
 //! without `--bench` (e.g. `cargo test --benches`) it runs a tiny smoke pass.
@@ -41,6 +44,8 @@ struct Settings {
     burst: usize,
     /// Run only this phase (memory, throughput or burst).
     only: Option<String>,
+    /// The concurrencies the scale-out phase sweeps.
+    scale_pairs: Vec<usize>,
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -53,6 +58,7 @@ fn settings() -> anyhow::Result<Settings> {
             waiting: 15_000,
             burst: 5_000,
             only: None,
+            scale_pairs: vec![16, 32, 64, 128],
         }
     } else {
         Settings {
@@ -61,6 +67,7 @@ fn settings() -> anyhow::Result<Settings> {
             waiting: 100,
             burst: 100,
             only: None,
+            scale_pairs: vec![4],
         }
     };
     let env = |name: &str| std::env::var(name).ok();
@@ -72,6 +79,17 @@ fn settings() -> anyhow::Result<Settings> {
     let pick = |f: &str, e: &str| flag(f).or_else(|| env(e));
     if let Some(v) = pick("--pairs", "LOADGEN_PAIRS") {
         s.pairs = v.parse().context("--pairs N")?;
+        s.scale_pairs = vec![s.pairs];
+    }
+    if let Some(v) = pick("--scale-pairs", "LOADGEN_SCALE_PAIRS") {
+        s.scale_pairs = v
+            .split(',')
+            .map(|n| n.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .context("--scale-pairs N,N,...")?;
+        if s.scale_pairs.is_empty() || s.scale_pairs.contains(&0) {
+            bail!("--scale-pairs needs one or more counts above 0, like 16,64,128");
+        }
     }
     if let Some(v) = pick("--duration", "LOADGEN_DURATION") {
         s.duration = match v.parse::<f64>() {
@@ -407,7 +425,10 @@ async fn pair_for(
     joiners_at: &[SocketAddr],
     pids: &[String],
 ) -> anyhow::Result<Figures> {
-    let rooms = Arc::new(AtomicU64::new(0));
+    // Room numbers never repeat across runs, so a mediator reused for the next
+    // run can hold nothing that matches it.
+    static ROOMS: AtomicU64 = AtomicU64::new(0);
+    let rooms = &ROOMS;
     let errors = Arc::new(AtomicU64::new(0));
     let servers_cpu = || pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
     let (cpu_servers, cpu_self) = (servers_cpu(), cpu_secs("self"));
@@ -415,7 +436,7 @@ async fn pair_for(
     let deadline = started + duration;
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..pairs {
-        let (rooms, errors, sources) = (rooms.clone(), errors.clone(), sources.clone());
+        let (errors, sources) = (errors.clone(), sources.clone());
         let host_at = hosts_at[i % hosts_at.len()];
         let joiner_at = joiners_at[i % joiners_at.len()];
         let mut host_hello = HelloFrame::new("host")?;
@@ -479,41 +500,70 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
 }
 
 /// The same load on one in-memory instance, then on two instances sharing a
-/// `redis-server` with every pair split over both; prints both and the ratio.
-async fn scale_out(pairs: usize, duration: Duration, sources: Arc<Sources>) -> anyhow::Result<()> {
-    let alone = {
-        let mediator = Mediator::start()?;
-        let addr = [mediator.addr];
-        let pid = [mediator.child.id().to_string()];
-        pair_for(pairs, duration, sources.clone(), &addr, &addr, &pid).await?
-    };
-    println!("{}", alone.line("scale-out, 1 instance in memory", pairs));
+/// `redis-server` with every pair split over both, at each concurrency in
+/// `levels` (the two set-ups alternate, so drift in the machine hits both). Prints
+/// every level, then each set-up's capacity (its best pairings/s over the levels)
+/// and their ratio.
+async fn scale_out(
+    levels: &[usize],
+    duration: Duration,
+    sources: Arc<Sources>,
+) -> anyhow::Result<()> {
+    let alone = Mediator::start()?;
     let redis = redis_server::RedisServer::start();
     let url = redis.url();
     let a = Mediator::start_with(&["--redis", &url])?;
     let b = Mediator::start_with(&["--redis", &url])?;
-    let mut pids = vec![a.child.id().to_string(), b.child.id().to_string()];
-    pids.extend(redis.pid().map(|p| p.to_string()));
-    let shared = pair_for(
-        pairs,
-        duration,
-        sources,
-        &[a.addr, b.addr],
-        &[b.addr, a.addr],
-        &pids,
-    )
-    .await?;
+    let mut shared_pids = vec![a.child.id().to_string(), b.child.id().to_string()];
+    shared_pids.extend(redis.pid().map(|p| p.to_string()));
+    let mut best: [Option<(usize, Figures)>; 2] = [None, None];
+    for &pairs in levels {
+        let memory = pair_for(
+            pairs,
+            duration,
+            sources.clone(),
+            &[alone.addr],
+            &[alone.addr],
+            &[alone.child.id().to_string()],
+        )
+        .await?;
+        println!("{}", memory.line("scale-out, 1 instance in memory", pairs));
+        let shared = pair_for(
+            pairs,
+            duration,
+            sources.clone(),
+            &[a.addr, b.addr],
+            &[b.addr, a.addr],
+            &shared_pids,
+        )
+        .await?;
+        println!(
+            "{}",
+            shared.line("scale-out, 2 instances + Redis, every pair split", pairs)
+        );
+        println!(
+            "scale-out at {pairs} pairs: 2 instances + Redis reach {:.2} x the pairings/s of 1 in-memory instance",
+            shared.per_sec / memory.per_sec.max(1e-9)
+        );
+        for (slot, figures) in best.iter_mut().zip([memory, shared]) {
+            if slot.as_ref().map_or(true, |(_, b)| figures.per_sec > b.per_sec) {
+                *slot = Some((pairs, figures));
+            }
+        }
+    }
+    let [Some((mem_pairs, memory)), Some((shared_pairs, shared))] = best else {
+        bail!("the scale-out phase needs at least one concurrency");
+    };
+    let ratio = shared.per_sec / memory.per_sec.max(1e-9);
     println!(
-        "{}",
-        shared.line("scale-out, 2 instances + Redis, every pair split", pairs)
-    );
-    let ratio = shared.per_sec / alone.per_sec.max(1e-9);
-    println!(
-        "scale-out: 2 instances + Redis reach {:.2} x the pairings/s of 1 in-memory instance \
-         (target >= 0.5: {}); p99 to Matched {} (target <= 50 ms: {})",
+        "scale-out capacity: 1 instance in memory {:.0} pairings/s (at {mem_pairs} pairs), \
+         2 instances + Redis {:.0} pairings/s (at {shared_pairs} pairs, p99 to Matched {}): \
+         {:.2} x (target >= 0.5: {}; p99 target <= 50 ms: {})",
+        memory.per_sec,
+        shared.per_sec,
+        ms(shared.p99),
         ratio,
         if ratio >= 0.5 { "met" } else { "MISSED" },
-        ms(shared.p99),
         if shared.p99 <= Duration::from_millis(50) {
             "met"
         } else {
@@ -644,7 +694,7 @@ fn main() -> anyhow::Result<()> {
             burst(s.burst, &sources).await?;
         }
         if run("redis") {
-            scale_out(s.pairs, s.duration, sources.clone()).await?;
+            scale_out(&s.scale_pairs, s.duration, sources.clone()).await?;
         }
         anyhow::Ok(())
     })
