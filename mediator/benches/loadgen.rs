@@ -546,7 +546,10 @@ async fn scale_out(
             shared.per_sec / memory.per_sec.max(1e-9)
         );
         for (slot, figures) in best.iter_mut().zip([memory, shared]) {
-            if slot.as_ref().map_or(true, |(_, b)| figures.per_sec > b.per_sec) {
+            if slot
+                .as_ref()
+                .map_or(true, |(_, b)| figures.per_sec > b.per_sec)
+            {
                 *slot = Some((pairs, figures));
             }
         }
