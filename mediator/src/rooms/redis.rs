@@ -47,6 +47,11 @@ const MAX_CLAIMS: usize = 3;
 const RTT_WINDOW: Duration = Duration::from_secs(6);
 /// Largest pub/sub message read; a `match` with 8 local addresses is under 1 KiB.
 const MAX_NOTICE: usize = 8192;
+/// Messages taken off our channel at once, so one `acks` answers at most this many
+/// matches (under 6 KiB of ids).
+const MAX_BATCH: usize = 256;
+/// Answers read from one `acks`.
+const MAX_ACKS: usize = MAX_BATCH;
 /// Rooms refreshed by one heartbeat script call.
 const HEARTBEAT_BATCH: usize = 512;
 /// The relay token key agreed by the instances (when no `--relay-secret`).
@@ -291,8 +296,10 @@ enum Notice {
         relay: Option<String>,
         peer: WirePeer,
     },
-    /// To the claiming instance: whether the host took match `mid`.
-    Ack { mid: u64, ok: bool },
+    /// To a claiming instance: which of its matches our hosts took and which
+    /// they could not (the host had just left). One message answers every match
+    /// from that instance read in one go off our channel.
+    Acks { took: Vec<u64>, refused: Vec<u64> },
     /// To the other side's instance: our client's punch-probe round trip.
     Rtt { pair: String, rtt_us: u64 },
     /// To every instance with a member in group room `tag` (§19.7): a newcomer.
@@ -791,49 +798,55 @@ impl Inner {
         });
     }
 
-    /// One message from our channel.
-    async fn on_notice(self: &Arc<Self>, notice: Notice) {
-        match notice {
-            Notice::Match {
-                mid,
-                from,
-                conn,
-                pair,
-                expires,
-                relay,
-                peer,
-            } => {
-                if !is_instance_id(&from) {
-                    return;
-                }
-                let mut pair_id = [0u8; 12];
-                let ok = hex::decode_to_slice(&pair, &mut pair_id).is_ok()
-                    && relay.as_ref().map_or(true, |r| r.len() <= 253)
-                    && match (peer.into_details(), self.take_host(conn)) {
-                        (Some(details), Some(host)) => {
-                            let (local, far) = Pairing::pair(pair_id, expires, relay);
-                            let joined = Joined {
-                                details,
-                                pairing: local,
-                            };
-                            let sent = host.handoff.send(joined).is_ok();
-                            if sent {
-                                self.bridge(far, from.clone());
-                            }
-                            sent
-                        }
-                        (None, Some(host)) => {
-                            // Keep the host waiting; the joiner's claim moves on.
-                            lock(&self.hosts).insert(conn, host);
-                            false
-                        }
-                        _ => false,
+    /// A `match` from our channel: hands the joiner to our host `conn` if it is
+    /// still here. Returns whether it took it; the caller answers in an `acks`.
+    fn take_match(
+        self: &Arc<Self>,
+        from: &str,
+        conn: ConnId,
+        pair: &str,
+        expires: u32,
+        relay: Option<String>,
+        peer: WirePeer,
+    ) -> bool {
+        let mut pair_id = [0u8; 12];
+        hex::decode_to_slice(pair, &mut pair_id).is_ok()
+            && relay.as_ref().map_or(true, |r| r.len() <= 253)
+            && match (peer.into_details(), self.take_host(conn)) {
+                (Some(details), Some(host)) => {
+                    let (local, far) = Pairing::pair(pair_id, expires, relay);
+                    let joined = Joined {
+                        details,
+                        pairing: local,
                     };
-                let _ = self.publish(&from, &Notice::Ack { mid, ok }).await;
+                    let sent = host.handoff.send(joined).is_ok();
+                    if sent {
+                        self.bridge(far, from.to_owned());
+                    }
+                    sent
+                }
+                (None, Some(host)) => {
+                    // Keep the host waiting; the joiner's claim moves on.
+                    lock(&self.hosts).insert(conn, host);
+                    false
+                }
+                _ => false,
             }
-            Notice::Ack { mid, ok } => {
-                if let Some(tx) = lock(&self.acks).remove(&mid) {
-                    let _ = tx.send(ok);
+    }
+
+    /// Any other message from our channel.
+    fn on_notice(self: &Arc<Self>, notice: Notice) {
+        match notice {
+            // Taken by `dispatch`, which batches the answers.
+            Notice::Match { .. } => {}
+            Notice::Acks { took, refused } => {
+                let answers = took.into_iter().map(|mid| (mid, true));
+                let answers = answers.chain(refused.into_iter().map(|mid| (mid, false)));
+                let mut acks = lock(&self.acks);
+                for (mid, ok) in answers.take(MAX_ACKS) {
+                    if let Some(tx) = acks.remove(&mid) {
+                        let _ = tx.send(ok);
+                    }
                 }
             }
             Notice::GroupArrive {
@@ -997,42 +1010,77 @@ impl Inner {
     }
 }
 
-/// Reads our channel's messages; each is handled on its own task so a slow
-/// publish never holds up the next match.
+/// Reads our channel's messages, taking every one already waiting at once (up to
+/// [`MAX_BATCH`]): they are handled in place (none waits on anything), and the
+/// matches among them are answered with one `acks` per claiming instance, sent on
+/// its own task so a slow publish never holds up the next match.
 async fn dispatch(
     inner: Arc<Inner>,
     mut push: mpsc::UnboundedReceiver<PushInfo>,
     cancel: CancellationToken,
 ) {
     loop {
-        let info = tokio::select! {
+        let first = tokio::select! {
             _ = cancel.cancelled() => return,
             info = push.recv() => match info {
                 Some(info) => info,
                 None => return,
             },
         };
-        match info.kind {
-            PushKind::Message => {}
-            PushKind::Disconnection => {
-                inner.set_up(false, "connection lost");
-                inner.wake.notify_one();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match push.try_recv() {
+                Ok(info) => batch.push(info),
+                Err(_) => break,
+            }
+        }
+        let mut answers: HashMap<String, (Vec<u64>, Vec<u64>)> = HashMap::new();
+        for info in batch {
+            match info.kind {
+                PushKind::Message => {}
+                PushKind::Disconnection => {
+                    inner.set_up(false, "connection lost");
+                    inner.wake.notify_one();
+                    continue;
+                }
+                _ => continue,
+            }
+            let Some(Value::BulkString(payload)) = info.data.get(1) else {
+                continue;
+            };
+            if payload.len() > MAX_NOTICE {
                 continue;
             }
-            _ => continue,
+            let Ok(notice) = serde_json::from_slice::<Notice>(payload) else {
+                tracing::debug!("ignoring an unreadable message on our Redis channel");
+                continue;
+            };
+            match notice {
+                Notice::Match {
+                    mid,
+                    from,
+                    conn,
+                    pair,
+                    expires,
+                    relay,
+                    peer,
+                } => {
+                    if !is_instance_id(&from) {
+                        continue;
+                    }
+                    let took = inner.take_match(&from, conn, &pair, expires, relay, peer);
+                    let (yes, no) = answers.entry(from).or_default();
+                    if took { yes } else { no }.push(mid);
+                }
+                other => inner.on_notice(other),
+            }
         }
-        let Some(Value::BulkString(payload)) = info.data.get(1) else {
-            continue;
-        };
-        if payload.len() > MAX_NOTICE {
-            continue;
+        for (to, (took, refused)) in answers {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let _ = inner.publish(&to, &Notice::Acks { took, refused }).await;
+            });
         }
-        let Ok(notice) = serde_json::from_slice::<Notice>(payload) else {
-            tracing::debug!("ignoring an unreadable message on our Redis channel");
-            continue;
-        };
-        let inner = inner.clone();
-        tokio::spawn(async move { inner.on_notice(notice).await });
     }
 }
 
@@ -1149,8 +1197,12 @@ mod tests {
 
     #[test]
     fn notices_have_the_documented_shape() {
-        let text = serde_json::to_string(&Notice::Ack { mid: 7, ok: true }).unwrap();
-        assert_eq!(text, r#"{"t":"ack","mid":7,"ok":true}"#);
+        let acks = Notice::Acks {
+            took: vec![7, 9],
+            refused: vec![8],
+        };
+        let text = serde_json::to_string(&acks).unwrap();
+        assert_eq!(text, r#"{"t":"acks","took":[7,9],"refused":[8]}"#);
         let rtt: Notice = serde_json::from_str(r#"{"t":"rtt","pair":"00","rtt_us":5}"#).unwrap();
         assert!(matches!(rtt, Notice::Rtt { rtt_us: 5, .. }));
         assert!(is_instance_id("0123456789abcdef"));
