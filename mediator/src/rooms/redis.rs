@@ -834,11 +834,26 @@ impl Inner {
             }
     }
 
-    /// Any other message from our channel.
-    fn on_notice(self: &Arc<Self>, notice: Notice) {
+    /// One message from our channel. For a `match`, returns the claiming
+    /// instance, the match id and whether our host took it, for `dispatch` to
+    /// answer in an `acks`.
+    fn on_notice(self: &Arc<Self>, notice: Notice) -> Option<(String, u64, bool)> {
         match notice {
-            // Taken by `dispatch`, which batches the answers.
-            Notice::Match { .. } => {}
+            Notice::Match {
+                mid,
+                from,
+                conn,
+                pair,
+                expires,
+                relay,
+                peer,
+            } => {
+                if !is_instance_id(&from) {
+                    return None;
+                }
+                let took = self.take_match(&from, conn, &pair, expires, relay, peer);
+                return Some((from, mid, took));
+            }
             Notice::Acks { took, refused } => {
                 let answers = took.into_iter().map(|mid| (mid, true));
                 let answers = answers.chain(refused.into_iter().map(|mid| (mid, false)));
@@ -859,13 +874,14 @@ impl Inner {
             Notice::Rtt { pair, rtt_us } => {
                 let mut pair_id = [0u8; 12];
                 if hex::decode_to_slice(&pair, &mut pair_id).is_err() {
-                    return;
+                    return None;
                 }
                 if let Some(tx) = lock(&self.rtts).remove(&pair_id) {
                     let _ = tx.send(Duration::from_micros(rtt_us.min(10_000_000)));
                 }
             }
         }
+        None
     }
 
     /// One heartbeat: refresh our rooms, put back those lost (Redis restarted)
@@ -1055,24 +1071,9 @@ async fn dispatch(
                 tracing::debug!("ignoring an unreadable message on our Redis channel");
                 continue;
             };
-            match notice {
-                Notice::Match {
-                    mid,
-                    from,
-                    conn,
-                    pair,
-                    expires,
-                    relay,
-                    peer,
-                } => {
-                    if !is_instance_id(&from) {
-                        continue;
-                    }
-                    let took = inner.take_match(&from, conn, &pair, expires, relay, peer);
-                    let (yes, no) = answers.entry(from).or_default();
-                    if took { yes } else { no }.push(mid);
-                }
-                other => inner.on_notice(other),
+            if let Some((from, mid, took)) = inner.on_notice(notice) {
+                let (yes, no) = answers.entry(from).or_default();
+                if took { yes } else { no }.push(mid);
             }
         }
         for (to, (took, refused)) in answers {
