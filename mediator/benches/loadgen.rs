@@ -517,6 +517,8 @@ async fn scale_out(
     let mut shared_pids = vec![a.child.id().to_string(), b.child.id().to_string()];
     shared_pids.extend(redis.pid().map(|p| p.to_string()));
     let mut best: [Option<(usize, Figures)>; 2] = [None, None];
+    // The p99 target holds at every level, not only at the best one.
+    let mut worst_p99 = (0, Duration::ZERO);
     for &pairs in levels {
         let memory = pair_for(
             pairs,
@@ -545,6 +547,9 @@ async fn scale_out(
             "scale-out at {pairs} pairs: 2 instances + Redis reach {:.2} x the pairings/s of 1 in-memory instance",
             shared.per_sec / memory.per_sec.max(1e-9)
         );
+        if shared.p99 >= worst_p99.1 {
+            worst_p99 = (pairs, shared.p99);
+        }
         for (slot, figures) in best.iter_mut().zip([memory, shared]) {
             if slot
                 .as_ref()
@@ -560,14 +565,15 @@ async fn scale_out(
     let ratio = shared.per_sec / memory.per_sec.max(1e-9);
     println!(
         "scale-out capacity: 1 instance in memory {:.0} pairings/s (at {mem_pairs} pairs), \
-         2 instances + Redis {:.0} pairings/s (at {shared_pairs} pairs, p99 to Matched {}): \
-         {:.2} x (target >= 0.5: {}; p99 target <= 50 ms: {})",
+         2 instances + Redis {:.0} pairings/s (at {shared_pairs} pairs): {:.2} x (target >= 0.5: \
+         {}); worst p99 to Matched with Redis {} (at {} pairs; target <= 50 ms: {})",
         memory.per_sec,
         shared.per_sec,
-        ms(shared.p99),
         ratio,
         if ratio >= 0.5 { "met" } else { "MISSED" },
-        if shared.p99 <= Duration::from_millis(50) {
+        ms(worst_p99.1),
+        worst_p99.0,
+        if worst_p99.1 <= Duration::from_millis(50) {
             "met"
         } else {
             "MISSED"
