@@ -10,6 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::redis::Redis;
 use common::{client_args, Client, Mediator, TempDir};
 use serde_json::Value;
 
@@ -588,55 +589,6 @@ async fn a_member_flooding_valid_messages_is_cut_off_at_the_rate_limit() {
     for client in c.iter_mut() {
         client.say("/quit").await;
         assert_eq!(client.exit_code().await, 0);
-    }
-}
-
-/// A throwaway `redis-server` on a free loopback port (no persistence), killed
-/// on drop. Without `redis-server` on PATH this panics with what to install.
-struct Redis {
-    _child: tokio::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server on PATH (Debian package redis-server; .ci/run installs it)");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Redis {
-            _child: child,
-            port,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
     }
 }
 

@@ -1,15 +1,17 @@
 //! The NAT lab tests: real `mediator` and `client` binaries in network namespaces
 //! behind real nftables NATs (see tests/common/lab.rs), one test per pairing of
-//! router kinds, plus relay refusal, the relay byte cap, and a tap on the public
-//! segment that must never see chat text or the room name. Needs root, iproute2
-//! and nftables (and tcpdump for the tap); without them these tests fail, saying so.
+//! router kinds, plus relay refusal, the relay byte cap, a tap on the public
+//! segment that must never see chat text or the room name, and a pair split over
+//! two mediators sharing a Redis. Needs root, iproute2, nftables and redis-server
+//! (and tcpdump for the tap); without them these tests fail, saying so.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, RouterKind, Site, Spot, Topology, MEDIATOR_PORT};
-use common::Client;
+use common::lab::{Lab, RouterKind, Site, Spot, Topology, MEDIATOR_IP, MEDIATOR_PORT};
+use common::redis::Redis;
+use common::{Client, Mediator};
 use RouterKind::{FullCone, HomeRouter, PortRange, RstRouter, Symmetric};
 
 /// Both ends of a connected pair, the host (first to arrive) first.
@@ -27,9 +29,27 @@ async fn connect_pair(
     extra: [&[&str]; 2],
     allowed: &[&str],
 ) -> Pair {
-    let mut host = lab.start_client(0, "alice", &lab.client_args("alice", room, dir, extra[0]));
+    let both = lab.server();
+    connect_pair_via(lab, room, dir, extra, allowed, [&both, &both]).await
+}
+
+/// [`connect_pair`] with alice's and bob's own `--server`.
+async fn connect_pair_via(
+    lab: &Lab,
+    room: &str,
+    dir: &common::TempDir,
+    extra: [&[&str]; 2],
+    allowed: &[&str],
+    servers: [&str; 2],
+) -> Pair {
+    let args = |side: usize, name: &str| {
+        let mut args = lab.client_args(name, room, dir, extra[side]);
+        common::set_flag(&mut args, "--server", servers[side]);
+        args
+    };
+    let mut host = lab.start_client(0, "alice", &args(0, "alice"));
     host.expect("waiting").await;
-    let mut joiner = lab.start_client(1, "bob", &lab.client_args("bob", room, dir, extra[1]));
+    let mut joiner = lab.start_client(1, "bob", &args(1, "bob"));
     let a = host.expect("connected").await;
     let b = joiner.expect("connected").await;
     assert_eq!(a["sas"], b["sas"], "both screens show the same SAS");
@@ -374,6 +394,88 @@ async fn a_tap_on_the_public_segment_never_sees_chat_text_or_the_room_name() {
             "the tap saw {what} in clear"
         );
     }
+}
+
+/// Two mediators on the public host sharing one Redis (docs/protocol.md §18), as
+/// behind a TCP load balancer: A on the usual port, B on the next. Returns them
+/// with their `--server` arguments; alice goes to A and bob to B.
+async fn two_mediators_sharing_redis(lab: &Lab) -> (Redis, [Mediator; 2], [String; 2]) {
+    let redis = Redis::start_in(&lab.public_ns).await;
+    let url = redis.url();
+    let ports = [MEDIATOR_PORT, MEDIATOR_PORT + 1];
+    let servers = ports.map(|port| format!("{MEDIATOR_IP}:{port}"));
+    let a = Mediator::start_in(Some(&lab.public_ns), &servers[0], &["--redis", &url]).await;
+    let b = Mediator::start_in(Some(&lab.public_ns), &servers[1], &["--redis", &url]).await;
+    (redis, [a, b], servers)
+}
+
+/// Alice on mediator A, bob on mediator B, each behind a home router: B finds
+/// alice's room in Redis, hands the match to A, and they punch through and chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_split_over_two_mediators_punches_through_two_home_routers() {
+    let lab = Lab::build(&Topology::pair(
+        Spot::Behind(HomeRouter),
+        Spot::Behind(HomeRouter),
+    ));
+    let (_redis, _mediators, servers) = two_mediators_sharing_redis(&lab).await;
+    let dir = common::TempDir::new("natlab-split");
+    let [a, b] = [servers[0].as_str(), servers[1].as_str()];
+    let mut pair = connect_pair_via(
+        &lab,
+        "lab-split-home",
+        &dir,
+        [&[], &[]],
+        PUNCHED_OR_DIRECT,
+        [a, b],
+    )
+    .await;
+    chat_both_ways(&mut pair).await;
+}
+
+/// Alice on mediator A, bob on mediator B, both behind symmetric NATs: B
+/// completed the match, so both are relayed through B (the tap sees the chat's
+/// ciphertext on B's port, and only rendezvous on A's), and they chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_split_over_two_mediators_relays_through_the_one_that_matched() {
+    let lab = Lab::build(&Topology::pair(
+        Spot::Behind(Symmetric),
+        Spot::Behind(Symmetric),
+    ));
+    let (_redis, _mediators, servers) = two_mediators_sharing_redis(&lab).await;
+    let tap = common::lab::Tap::start(&lab).await;
+    let dir = common::TempDir::new("natlab-split-relay");
+    let [a, b] = [servers[0].as_str(), servers[1].as_str()];
+    let mut pair = connect_pair_via(
+        &lab,
+        "lab-split-relay",
+        &dir,
+        [&[], &[]],
+        &["relay"],
+        [a, b],
+    )
+    .await;
+    chat_both_ways(&mut pair).await;
+    let long: String = (0..6000u32)
+        .map(|i| char::from(b'a' + ((i * 11 + i / 26) % 26) as u8))
+        .collect();
+    pair.host.say(&long).await;
+    assert_eq!(pair.joiner.expect("message").await["text"], long);
+    for i in 0..3 {
+        pair.joiner.say(&format!("tick {i}")).await;
+        pair.host.expect("message").await;
+    }
+    let capture = tap.stop().await;
+    let on_a = capture.tcp_payload_bytes(MEDIATOR_PORT);
+    let on_b = capture.tcp_payload_bytes(MEDIATOR_PORT + 1);
+    println!("payload bytes through mediator A: {on_a}, through B: {on_b}");
+    assert!(
+        on_b >= 2 * long.len() as u64,
+        "B matched the pair, so B relays both legs: only {on_b} bytes on its port"
+    );
+    assert!(
+        on_a < long.len() as u64,
+        "A only did alice's rendezvous, yet {on_a} bytes crossed its port"
+    );
 }
 
 /// A group room (§19) of three members, each behind its own router: the two

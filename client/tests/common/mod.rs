@@ -9,6 +9,7 @@ pub mod lab;
 pub mod lan_lab;
 pub mod proxy;
 pub mod raw_peer;
+pub mod redis;
 pub mod soak;
 
 use std::net::SocketAddr;
