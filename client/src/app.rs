@@ -146,6 +146,7 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
         listener: &listener,
         reveals: &reveals,
         first_link: std::sync::Mutex::new(first_link),
+        waited: std::sync::atomic::AtomicBool::new(false),
     };
     let result = converse(&setup, &net, &mut convo, &mut input, &mut updates, out).await;
     let reason = match &result {
@@ -203,6 +204,8 @@ struct Net<'a> {
     reveals: &'a connect::Reveals,
     /// The link that allocated our nameplate, for the first `Hello`.
     first_link: std::sync::Mutex<Option<MediatorLink>>,
+    /// A mediator has told us `Waiting` in this run: our room was open there.
+    waited: std::sync::atomic::AtomicBool,
 }
 
 /// Sessions, one after another, until the conversation ends; returns why.
@@ -243,6 +246,14 @@ async fn converse(
             }
             Offline::Done(result) => result,
         };
+        // The mediator went away while our room was open there (an instance
+        // killed or restarted, or a store outage): before the first meeting too,
+        // come back through it, or behind a balancer through another instance.
+        if let (Err(e), None) = (&established, lost) {
+            if net.waited.load(std::sync::atomic::Ordering::Relaxed) && mediator_went_away(e) {
+                lost = Some((Instant::now(), 0));
+            }
+        }
         let (mut conn, matched) = match established {
             Ok(pair) => pair,
             Err(e) => match lost {
@@ -423,21 +434,29 @@ fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
 
 /// Errors a later attempt may not repeat: the network, the mediator's
 /// availability, the peer's reachability. Asked only while reconnecting: on the
-/// first meeting every error ends the run. `NoPath` is here because a path worked
+/// first meeting every error ends the run, unless the mediator went away while
+/// our room was open there ([`mediator_went_away`]). `NoPath` is here because a path worked
 /// before: a round whose connections were cut mid-handshake is tried again.
 fn retryable(e: &ClientError) -> bool {
+    mediator_went_away(e)
+        || matches!(
+            e,
+            ClientError::WaitTimeout(_)
+                | ClientError::PeerUnreachable(_)
+                | ClientError::NoPath(_)
+                | ClientError::ConnectionLost(_)
+        )
+}
+
+/// The mediator itself is gone or says it cannot serve now, as opposed to
+/// anything about the room, the peer or the path.
+fn mediator_went_away(e: &ClientError) -> bool {
     match e {
-        ClientError::MediatorUnreachable { .. }
-        | ClientError::WaitTimeout(_)
-        | ClientError::PeerUnreachable(_)
-        | ClientError::NoPath(_)
-        | ClientError::ConnectionLost(_) => true,
-        ClientError::MediatorRefused { code, .. } => {
-            matches!(
-                code,
-                ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
-            )
-        }
+        ClientError::MediatorUnreachable { .. } => true,
+        ClientError::MediatorRefused { code, .. } => matches!(
+            code,
+            ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
+        ),
         _ => false,
     }
 }
@@ -524,6 +543,7 @@ async fn establish(
     let listen_text = listen_addr.to_string();
     let (matched, link) = mediator
         .rendezvous(hello, &setup.room, |expires_in_secs| {
+            net.waited.store(true, std::sync::atomic::Ordering::Relaxed);
             out.show(&Event::Waiting {
                 listen: listen_text.clone(),
                 expires_in_secs,

@@ -2,7 +2,8 @@
 //! link is cut mid-burst (and, separately, the mediator is down while the link
 //! is cut), the clients reconnect by themselves with key continuity, and every
 //! message arrives exactly once, in order; a man in the middle at the reconnect
-//! cannot resume.
+//! cannot resume; a host whose mediator is killed while it waits comes back
+//! through another instance behind a balancer and meets its joiner.
 
 mod common;
 
@@ -267,4 +268,72 @@ async fn man_in_the_middle_at_reconnect_cannot_resume() {
     }
     assert_ne!(a2["sas"], b2["sas"], "and the codes differ");
     assert!(legs.with_host != legs.with_joiner);
+}
+
+/// A TCP balancer as an operator would put in front of several mediators (the
+/// deploy example's HAProxy, reduced to its failover): each connection goes to
+/// the first backend that accepts it.
+async fn failover_balancer(backends: Vec<SocketAddr>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backends = backends.clone();
+            tokio::spawn(async move {
+                for backend in backends {
+                    let connect = tokio::net::TcpStream::connect(backend);
+                    if let Ok(Ok(mut outbound)) =
+                        tokio::time::timeout(Duration::from_secs(2), connect).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Issue 14's failover, end to end: alice waits through the balancer on mediator
+/// A; A is killed (SIGKILL), so her room is left in Redis with nobody behind it.
+/// She reconnects by herself, the balancer sends her to B, she opens the room
+/// again (not meeting A's ghost), and bob, arriving later, meets her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_mediator_is_killed_comes_back_through_another_and_meets_its_joiner() {
+    let redis = common::redis::Redis::start().await;
+    let url = redis.url();
+    let a = Mediator::start(&["--redis", &url]).await;
+    let b = Mediator::start(&["--redis", &url]).await;
+    let server = failover_balancer(vec![a.addr, b.addr]).await.to_string();
+    let dir = TempDir::new("failover");
+    let args = |name: &str| client_args(&server, name, &dir, &["--room", "r-failover"]);
+    let mut alice = Client::start("alice", &args("alice"));
+    alice.expect("waiting").await;
+    a.kill().await;
+    let again = alice.expect("reconnecting").await;
+    assert!(
+        again["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connection lost"),
+        "{again}"
+    );
+    alice.expect("waiting").await;
+    let mut bob = Client::start("bob", &args("bob"));
+    let x = alice.expect("connected").await;
+    let y = bob.expect("connected").await;
+    assert_eq!(x["sas"], y["sas"]);
+    assert_eq!(
+        (x["role"].as_str(), y["role"].as_str()),
+        (Some("host"), Some("joiner"))
+    );
+    alice.say("still here after the failover").await;
+    let m = bob.expect("message").await;
+    assert_eq!(m["text"], "still here after the failover");
+    // Alice leaves; bob is told and ends too.
+    alice.say("/quit").await;
+    assert_eq!(alice.exit_code().await, 0);
+    assert_eq!(bob.exit_code().await, 0);
+    drop(b);
 }
