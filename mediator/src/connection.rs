@@ -176,8 +176,8 @@ async fn converse(
             tracing::debug!(%room, "matched");
             let relay = relay_offer(admitted, no_relay, host.no_relay, &joiner_end);
             match send_matched(stream, Role::Joiner, host, peer, relay).await {
-                End::Done => punch(admitted, &mut reader, stream, joiner_end).await,
-                end => end,
+                Ok(probe) => punch(admitted, &mut reader, stream, joiner_end, probe).await,
+                Err(end) => end,
             }
         }
         JoinOutcome::Waiting(handoff) => {
@@ -479,19 +479,27 @@ async fn host_matched(
     let Joined { details, pairing } = joined;
     let relay = relay_offer(admitted, no_relay, details.no_relay, &pairing);
     match send_matched(stream, Role::Host, details, peer, relay).await {
-        End::Done => punch(admitted, reader, stream, pairing).await,
-        end => end,
+        Ok(probe) => punch(admitted, reader, stream, pairing, probe).await,
+        Err(end) => end,
     }
 }
 
+/// The `PunchPing` that went out with `Matched`: its nonce and when it left.
+struct Probe {
+    nonce: u64,
+    sent: Instant,
+}
+
+/// Sends `Matched` and, in the same write, the first `PunchPing` (§12.2): one
+/// syscall and one segment where there were two.
 async fn send_matched(
     stream: &mut TcpStream,
     role: Role,
     peer: PeerDetails,
     your_addr: SocketAddr,
     relay: RelayOffer,
-) -> End {
-    let msg = MediatorMsg::Matched {
+) -> Result<Probe, End> {
+    let matched = MediatorMsg::Matched {
         role,
         peer_name: peer.name,
         public: peer.public,
@@ -501,10 +509,10 @@ async fn send_matched(
         your_addr,
         relay,
     };
-    match write_msg(stream, &msg).await {
-        Ok(()) | Err(End::Done) => End::Done,
-        Err(end) => end,
-    }
+    let nonce: u64 = rand::random();
+    let sent = Instant::now();
+    write_msgs(stream, &[&matched, &MediatorMsg::PunchPing { nonce }]).await?;
+    Ok(Probe { nonce, sent })
 }
 
 /// After `Matched` (docs/protocol.md §12.2): measure our client's round trip with
@@ -516,14 +524,10 @@ async fn punch(
     reader: &mut FrameReader,
     stream: &mut TcpStream,
     pairing: Pairing,
+    Probe { nonce, sent }: Probe,
 ) -> End {
     let shared = &admitted.shared;
     let hold_until = Instant::now() + shared.config.punch_hold;
-    let nonce: u64 = rand::random();
-    let sent = Instant::now();
-    if let Err(end) = write_msg(stream, &MediatorMsg::PunchPing { nonce }).await {
-        return end;
-    }
     let probe_deadline = sent + PROBE_TIMEOUT;
     let mut pings = 0u32;
     let rtt = loop {
@@ -638,20 +642,37 @@ impl FrameReader {
 
 /// One frame (header and payload) in one buffer, so it goes out in one write.
 fn encode_frame(msg: &MediatorMsg) -> Option<Vec<u8>> {
-    let mut out = vec![0u8; HEADER_LEN];
-    wire::encode_into(msg, &mut out).ok()?;
-    let header = Link::Mediator.header(out.len() - HEADER_LEN).ok()?;
-    out[..HEADER_LEN].copy_from_slice(&header);
+    let mut out = Vec::new();
+    append_frame(msg, &mut out)?;
     Some(out)
+}
+
+/// Appends `msg` as one frame (header and body) to `out`.
+fn append_frame(msg: &MediatorMsg, out: &mut Vec<u8>) -> Option<()> {
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    wire::encode_into(msg, out).ok()?;
+    let header = Link::Mediator.header(out.len() - start - HEADER_LEN).ok()?;
+    out[start..start + HEADER_LEN].copy_from_slice(&header);
+    Some(())
 }
 
 /// Writes one message; a client that cannot take it is gone (`Done`).
 pub(crate) async fn write_msg(stream: &mut TcpStream, msg: &MediatorMsg) -> Result<(), End> {
-    let Some(frame) = encode_frame(msg) else {
+    write_msgs(stream, &[msg]).await
+}
+
+/// Writes `msgs` in order with one write; a client that cannot take them is gone.
+async fn write_msgs(stream: &mut TcpStream, msgs: &[&MediatorMsg]) -> Result<(), End> {
+    let mut frames = Vec::new();
+    if msgs
+        .iter()
+        .any(|msg| append_frame(msg, &mut frames).is_none())
+    {
         tracing::error!("a mediator message does not fit a frame");
         return Err(End::Done);
-    };
-    match timeout(WRITE_TIMEOUT, stream.write_all(&frame)).await {
+    }
+    match timeout(WRITE_TIMEOUT, stream.write_all(&frames)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(End::Done),
     }
