@@ -71,6 +71,14 @@ async fn connect_pair_via(
     Pair { host, joiner }
 }
 
+/// A 6,000-letter chat line (letters stepping by `step`), long enough that its
+/// ciphertext must show on the wire.
+fn long_line(step: u32) -> String {
+    (0..6000u32)
+        .map(|i| char::from(b'a' + ((i * step + i / 26) % 26) as u8))
+        .collect()
+}
+
 /// One line each way arrives intact.
 async fn chat_both_ways(pair: &mut Pair) {
     pair.host.say("hello from behind the first router").await;
@@ -365,9 +373,7 @@ async fn a_tap_on_the_public_segment_never_sees_chat_text_or_the_room_name() {
     let room = format!("tap-room-{:08x}", rand::random::<u32>());
     let secret = format!("tap-secret-{:08x}", rand::random::<u32>());
     // Long enough that its ciphertext must show in the capture (the positive control).
-    let long: String = (0..6000u32)
-        .map(|i| char::from(b'a' + ((i * 7 + i / 26) % 26) as u8))
-        .collect();
+    let long = long_line(7);
     let mut pair = connect_pair(&lab, &room, &dir, [&[], &[]], &["relay"]).await;
     pair.host.say(&secret).await;
     assert_eq!(pair.joiner.expect("message").await["text"], secret);
@@ -455,9 +461,7 @@ async fn a_pair_split_over_two_mediators_relays_through_the_one_that_matched() {
     )
     .await;
     chat_both_ways(&mut pair).await;
-    let long: String = (0..6000u32)
-        .map(|i| char::from(b'a' + ((i * 11 + i / 26) % 26) as u8))
-        .collect();
+    let long = long_line(11);
     pair.host.say(&long).await;
     assert_eq!(pair.joiner.expect("message").await["text"], long);
     for i in 0..3 {

@@ -557,25 +557,8 @@ impl Tap {
             let _ = stdout.read_to_end(&mut bytes).await;
             bytes
         });
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let ready = tokio::time::timeout(super::WAIT, async {
-            let mut said = String::new();
-            while let Ok(Some(line)) = stderr.next_line().await {
-                if line.contains("listening on") {
-                    return Ok(());
-                }
-                said.push_str(&line);
-                said.push('\n');
-            }
-            Err(said)
-        })
-        .await;
-        match ready {
-            Ok(Ok(())) => {}
-            Ok(Err(said)) => panic!("tcpdump on the public segment failed:\n{said}"),
-            Err(_) => panic!("tcpdump did not start listening within {:?}", super::WAIT),
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        super::await_line(stderr, "listening on", "tcpdump on the public segment").await;
         Tap { child, pcap }
     }
 

@@ -436,6 +436,33 @@ pub fn last(c: &Client, kind: &str) -> Value {
         .unwrap_or_else(|| panic!("{}: no `{kind}` event in {:?}", c.name, c.seen))
 }
 
+/// Waits (up to [`WAIT`]) until a helper process `who` prints a line containing
+/// `needle`, panicking with what it said instead; then keeps draining its output
+/// so it never blocks on a full pipe.
+pub async fn await_line<R>(mut lines: tokio::io::Lines<BufReader<R>>, needle: &str, who: &str)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let ready = tokio::time::timeout(WAIT, async {
+        let mut said = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(needle) {
+                return Ok(());
+            }
+            said.push_str(&line);
+            said.push('\n');
+        }
+        Err(said)
+    })
+    .await;
+    match ready {
+        Ok(Ok(())) => {}
+        Ok(Err(said)) => panic!("{who} ended before saying `{needle}`:\n{said}"),
+        Err(_) => panic!("{who} did not say `{needle}` within {WAIT:?}"),
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
 /// Sets `flag` to `value` in `args`, replacing an earlier value.
 pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
     if let Some(i) = args.iter().position(|a| a == flag) {

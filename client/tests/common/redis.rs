@@ -5,10 +5,10 @@
 
 use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use std::path::Path;
 
-use super::WAIT;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
 
 /// What redis-server prints on stdout once it takes connections.
 const READY: &str = "Ready to accept connections";
@@ -35,15 +35,7 @@ impl Redis {
     }
 
     async fn spawn(netns: Option<&str>, port: u16) -> Redis {
-        let mut command = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "redis-server"]);
-                c
-            }
-            None => Command::new("redis-server"),
-        };
-        let mut child = command
+        let mut child = super::command_in(netns, Path::new("redis-server"))
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
@@ -52,26 +44,8 @@ impl Redis {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server on PATH (Debian package redis-server; .ci/run installs it)");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let ready = tokio::time::timeout(WAIT, async {
-            let mut said = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains(READY) {
-                    return Ok(());
-                }
-                said.push_str(&line);
-                said.push('\n');
-            }
-            Err(said)
-        })
-        .await;
-        match ready {
-            Ok(Ok(())) => {}
-            Ok(Err(said)) => panic!("redis-server exited before it was ready:\n{said}"),
-            Err(_) => panic!("redis-server was not ready within {WAIT:?}"),
-        }
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        super::await_line(lines, READY, "redis-server").await;
         Redis {
             _child: child,
             port,
