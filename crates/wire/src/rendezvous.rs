@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version a `Hello` carries (v2: punch timing, relay, nameplates).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version a `Hello` carries (v2: punch timing, relay, nameplates;
+/// v3: logs bound to conversations, equivocation proofs, docs/protocol.md §20).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Most interface addresses a client may advertise.
 pub const MAX_LOCAL_ADDRS: usize = 8;
 
