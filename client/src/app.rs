@@ -688,11 +688,15 @@ async fn establish_token(
                 )
                 .unwrap_or(u32::MAX),
             });
-            crate::token::host(net.listener, token, ends, |addr, reason| {
-                out.show(&Event::Rejected {
+            crate::token::host(net.listener, token, ends, |turned| match turned {
+                crate::token::Turned::Away { addr, reason } => out.show(&Event::Rejected {
                     addr: addr.to_string(),
-                    reason: reason.to_string(),
-                })
+                    reason,
+                }),
+                crate::token::Turned::Unshown { text } => out.show(&Event::Warning {
+                    code: "token_flood".into(),
+                    text,
+                }),
             })
             .await
         }
