@@ -303,11 +303,28 @@ impl Conversation {
         }
     }
 
-    /// Whether `key` is one of our contacts (we completed a session with it before).
-    pub fn knows(&self, key: &dhke::IdentityKey) -> bool {
-        self.store
-            .as_ref()
-            .is_some_and(|s| matches!(s.db.contact_by_key(key), Ok(Some(_))))
+    /// Whether a token holder lets `key` in without asking (§16.3): a verified
+    /// contact, or one the person let in through a token before. Any other
+    /// contact (met once with a room code, linked in a group) is asked.
+    pub fn admits_without_asking(&self, key: &dhke::IdentityKey) -> bool {
+        self.store.as_ref().is_some_and(
+            |s| matches!(s.db.contact_by_key(key), Ok(Some(c)) if c.verified || c.token_admitted),
+        )
+    }
+
+    /// Records that the person let `key` in through our token (after
+    /// [`Conversation::begin_session`] made it a contact).
+    pub fn remember_token_admission(&mut self, key: &dhke::IdentityKey, out: &Output) {
+        let key = *key;
+        if let Some(store) = &self.store {
+            if let Err(e) = store.db.set_contact_token_admitted(&key) {
+                out.show(&Event::Error {
+                    code: "history".into(),
+                    text: format!("{e}; contacts and history are off for the rest of this chat"),
+                });
+                self.store = None;
+            }
+        }
     }
 
     /// Records how the conversation ended.
