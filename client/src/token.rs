@@ -131,10 +131,10 @@ fn confirmed(
 /// an IPv6 /64, since one host usually owns a whole /64 (as the mediator counts,
 /// §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Source(IpAddr);
+struct Source(IpAddr);
 
 impl Source {
-    pub fn of(ip: IpAddr) -> Source {
+    fn of(ip: IpAddr) -> Source {
         match ip.to_canonical() {
             IpAddr::V6(v6) => Source(IpAddr::V6(Ipv6Addr::from(
                 u128::from(v6) & !(u128::MAX >> 64),
