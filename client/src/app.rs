@@ -282,10 +282,13 @@ async fn converse(
             },
         };
 
-        if matches!(setup.token, Some(TokenRun::Hold(_)))
-            && !admit(setup, &mut conn, &matched, convo, input, out).await?
-        {
-            continue;
+        let mut accepted = false;
+        if matches!(setup.token, Some(TokenRun::Hold(_))) {
+            match admit(setup, &mut conn, &matched, convo, input, out).await? {
+                Admission::Refused => continue,
+                Admission::Accepted => accepted = true,
+                Admission::Known => {}
+            }
         }
         let info = PeerInfo {
             name: matched.peer_name.clone(),
@@ -319,6 +322,9 @@ async fn converse(
                     info.sas
                 ),
             });
+        }
+        if accepted {
+            convo.remember_token_admission(&info.identity, out);
         }
         record_session(setup, &conn, &info)?;
 
@@ -688,11 +694,15 @@ async fn establish_token(
                 )
                 .unwrap_or(u32::MAX),
             });
-            crate::token::host(net.listener, token, ends, |addr, reason| {
-                out.show(&Event::Rejected {
+            crate::token::host(net.listener, token, ends, |turned| match turned {
+                crate::token::Turned::Away { addr, reason } => out.show(&Event::Rejected {
                     addr: addr.to_string(),
-                    reason: reason.to_string(),
-                })
+                    reason,
+                }),
+                crate::token::Turned::Unshown { text } => out.show(&Event::Warning {
+                    code: "token_flood".into(),
+                    text,
+                }),
             })
             .await
         }
@@ -710,8 +720,19 @@ async fn establish_token(
     }
 }
 
-/// The token holder's decision about a dialer: a contact or `--yes` is let in;
-/// anyone else waits for `/accept` or `/deny` (or end of input: deny).
+/// How the token holder decided about a dialer.
+enum Admission {
+    /// Let in without asking: `--yes`, a verified contact, or one the person
+    /// let in through a token before.
+    Known,
+    /// The person typed `/accept`: remembered, so next time it is `Known`.
+    Accepted,
+    Refused,
+}
+
+/// The token holder's decision about a dialer (§16.3): `--yes`, a verified
+/// contact or one let in through a token before comes in; anyone else (other
+/// contacts too) waits for `/accept` or `/deny` (or end of input: deny).
 async fn admit(
     setup: &Setup,
     conn: &mut Connected,
@@ -719,9 +740,10 @@ async fn admit(
     convo: &Conversation,
     input: &mut mpsc::Receiver<InputEvent>,
     out: &Output,
-) -> Result<bool, ClientError> {
+) -> Result<Admission, ClientError> {
     let key = conn.session.peer_identity();
-    let decision = if setup.args.yes || convo.knows(&key) {
+    let known = setup.args.yes || convo.admits_without_asking(&key);
+    let decision = if known {
         Ok(())
     } else {
         out.show(&Event::Admission {
@@ -745,9 +767,13 @@ async fn admit(
             }
         }
     };
-    let admitted = decision.is_ok();
+    let admission = match (&decision, known) {
+        (Err(_), _) => Admission::Refused,
+        (Ok(()), true) => Admission::Known,
+        (Ok(()), false) => Admission::Accepted,
+    };
     crate::token::send_admission(conn, decision).await?;
-    if !admitted {
+    if matches!(admission, Admission::Refused) {
         out.show(&Event::Info {
             text: format!(
                 "Turned {} away; still waiting for others with the token.",
@@ -755,7 +781,7 @@ async fn admit(
             ),
         });
     }
-    Ok(admitted)
+    Ok(admission)
 }
 
 /// The addresses a token names: `--advertise`, or the listener's own address,

@@ -4,13 +4,15 @@
 //!
 //! Delivery is exactly-once across reconnects: every message keeps its id until
 //! the peer acks it and is sent again, in order, on the next session; the
-//! receiver drops ids it has already shown.
+//! receiver drops ids it has already shown. The outbox belongs to one peer
+//! identity: when a session comes up with another (a token holder's next
+//! dialer), what waits for the first is set aside until it comes back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dhke::ResumeSecret;
+use dhke::{IdentityKey, ResumeSecret};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use wire::peer::MAX_CHAT_TEXT;
@@ -27,7 +29,8 @@ use crate::ui::{Event, Output, HELP};
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// Silence after which the peer counts as unreachable.
 const PEER_SILENT: Duration = Duration::from_secs(45);
-/// Most of our messages awaiting an ack; beyond that, typing waits.
+/// Most of our messages awaiting an ack, for all peers together (the ones set
+/// aside for an absent peer too); beyond that, typing waits.
 pub const MAX_UNACKED: usize = 10_000;
 /// After end of input, how long we wait for the last messages to be acked.
 const DRAIN_ON_EOF: Duration = Duration::from_secs(5);
@@ -61,6 +64,13 @@ struct Unacked {
     sent_ms: u64,
 }
 
+/// What waits for a peer identity while another one has the conversation.
+#[derive(Debug)]
+struct SetAside {
+    outbox: BTreeMap<u64, Unacked>,
+    next_id: u64,
+}
+
 /// The history database and the chat row of the current key lineage.
 #[derive(Debug)]
 struct Store {
@@ -77,6 +87,15 @@ pub struct Conversation {
     transfers: Transfers,
     next_id: u64,
     outbox: BTreeMap<u64, Unacked>,
+    /// The identity `outbox` and `next_id` belong to: the first peer of the
+    /// run (what was typed before any session is for it), then whoever a
+    /// session was last up with.
+    owner: Option<IdentityKey>,
+    /// Other identities' unacknowledged messages, waiting for their own peer;
+    /// only non-empty outboxes are kept, so at most [`MAX_UNACKED`] entries.
+    set_aside: HashMap<IdentityKey, SetAside>,
+    /// Messages in `set_aside`, counted against [`MAX_UNACKED`].
+    set_aside_len: usize,
     /// Highest message id shown from the peer on the current key lineage.
     peer_seen: u64,
     verified: bool,
@@ -134,6 +153,9 @@ impl Conversation {
             transfers,
             next_id: 1,
             outbox: BTreeMap::new(),
+            owner: None,
+            set_aside: HashMap::new(),
+            set_aside_len: 0,
             peer_seen: 0,
             verified: false,
             previous: None,
@@ -158,9 +180,35 @@ impl Conversation {
         self.input_closed
     }
 
-    /// Whether typing may continue (the outbox has room).
+    /// Whether typing may continue (the outboxes have room).
     pub fn accepts_input(&self) -> bool {
-        self.outbox.len() < MAX_UNACKED && !self.input_closed
+        self.outbox.len() + self.set_aside_len < MAX_UNACKED && !self.input_closed
+    }
+
+    /// Makes `peer` the owner of the outbox: what waits for another identity
+    /// is set aside for it, and what was set aside for `peer` comes back. A
+    /// new identity starts at id 1: its session cannot resume another's keys,
+    /// so the peer counts ids afresh.
+    fn hand_outbox_to(&mut self, peer: IdentityKey) {
+        let Some(owner) = self.owner.replace(peer) else {
+            return;
+        };
+        if owner == peer {
+            return;
+        }
+        let theirs = self.set_aside.remove(&peer).unwrap_or(SetAside {
+            outbox: BTreeMap::new(),
+            next_id: 1,
+        });
+        self.set_aside_len -= theirs.outbox.len();
+        let previous = SetAside {
+            outbox: std::mem::replace(&mut self.outbox, theirs.outbox),
+            next_id: std::mem::replace(&mut self.next_id, theirs.next_id),
+        };
+        if !previous.outbox.is_empty() {
+            self.set_aside_len += previous.outbox.len();
+            self.set_aside.insert(owner, previous);
+        }
     }
 
     /// Runs one history write; a failing database is reported once and history
@@ -203,6 +251,7 @@ impl Conversation {
             self.verified = false;
             self.peer_seen = 0;
         }
+        self.hand_outbox_to(peer.identity);
         self.previous = Some(resume);
         self.rtt = None;
         if self.known_contact(&peer, out) {
@@ -303,11 +352,28 @@ impl Conversation {
         }
     }
 
-    /// Whether `key` is one of our contacts (we completed a session with it before).
-    pub fn knows(&self, key: &dhke::IdentityKey) -> bool {
-        self.store
-            .as_ref()
-            .is_some_and(|s| matches!(s.db.contact_by_key(key), Ok(Some(_))))
+    /// Whether a token holder lets `key` in without asking (§16.3): a verified
+    /// contact, or one the person let in through a token before. Any other
+    /// contact (met once with a room code, linked in a group) is asked.
+    pub fn admits_without_asking(&self, key: &dhke::IdentityKey) -> bool {
+        self.store.as_ref().is_some_and(
+            |s| matches!(s.db.contact_by_key(key), Ok(Some(c)) if c.verified || c.token_admitted),
+        )
+    }
+
+    /// Records that the person let `key` in through our token (after
+    /// [`Conversation::begin_session`] made it a contact).
+    pub fn remember_token_admission(&mut self, key: &dhke::IdentityKey, out: &Output) {
+        let key = *key;
+        if let Some(store) = &self.store {
+            if let Err(e) = store.db.set_contact_token_admitted(&key) {
+                out.show(&Event::Error {
+                    code: "history".into(),
+                    text: format!("{e}; contacts and history are off for the rest of this chat"),
+                });
+                self.store = None;
+            }
+        }
     }
 
     /// Records how the conversation ended.
@@ -692,4 +758,79 @@ pub async fn run(
     }
     convo.end_session();
     ending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation() -> Conversation {
+        let (transfers, _updates) = Transfers::new(std::env::temp_dir(), false);
+        Conversation::new("token", "alice", None, transfers)
+    }
+
+    fn key(seed: u8) -> IdentityKey {
+        dhke::Identity::from_seed(&[seed; 32]).public()
+    }
+
+    /// What `on_line` does to the outbox, without a screen.
+    fn typed(c: &mut Conversation, text: &str) {
+        let id = c.next_id;
+        c.next_id += 1;
+        c.outbox.insert(
+            id,
+            Unacked {
+                text: text.into(),
+                sent_ms: 0,
+            },
+        );
+    }
+
+    fn waiting(c: &Conversation) -> Vec<(u64, &str)> {
+        c.outbox
+            .iter()
+            .map(|(&id, m)| (id, m.text.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn what_waits_for_one_identity_goes_to_it_and_never_to_the_next() {
+        let (bob, carol) = (key(2), key(3));
+        let mut c = conversation();
+        typed(&mut c, "before anyone came");
+        c.hand_outbox_to(bob);
+        assert_eq!(waiting(&c), [(1, "before anyone came")]);
+        typed(&mut c, "for bob");
+        // Bob is gone; carol's session starts with nothing of bob's.
+        c.hand_outbox_to(carol);
+        assert!(waiting(&c).is_empty(), "{:?}", waiting(&c));
+        assert_eq!(c.set_aside_len, 2);
+        typed(&mut c, "for carol");
+        assert_eq!(waiting(&c), [(1, "for carol")]);
+        // Bob is back: his messages, with their ids, and the count goes on.
+        c.hand_outbox_to(bob);
+        assert_eq!(waiting(&c), [(1, "before anyone came"), (2, "for bob")]);
+        typed(&mut c, "welcome back");
+        assert_eq!(c.outbox.keys().last(), Some(&3));
+        assert_eq!(c.set_aside_len, 1, "carol's one message waits for her");
+        // Acked away, bob's outbox is not kept when carol comes back.
+        c.outbox.clear();
+        c.hand_outbox_to(carol);
+        assert_eq!(waiting(&c), [(1, "for carol")]);
+        assert!(c.set_aside.is_empty());
+        assert_eq!(c.set_aside_len, 0);
+    }
+
+    #[test]
+    fn messages_set_aside_count_against_the_unacked_cap() {
+        let mut c = conversation();
+        c.hand_outbox_to(key(2));
+        for _ in 0..MAX_UNACKED - 1 {
+            typed(&mut c, "x");
+        }
+        c.hand_outbox_to(key(3));
+        assert!(c.accepts_input());
+        typed(&mut c, "y");
+        assert!(!c.accepts_input(), "the cap is for all peers together");
+    }
 }

@@ -92,6 +92,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (room_tag, author, seq)
     );
     CREATE INDEX group_messages_by_room ON group_messages (room, depth, author, seq);",
+    // 4: contacts a token holder let in by `/accept` (docs/protocol.md §16.3).
+    // Older contacts start without the mark: they are asked once more.
+    "ALTER TABLE contacts ADD COLUMN
+        token_admitted INTEGER NOT NULL DEFAULT 0 CHECK (token_admitted IN (0, 1));",
 ];
 
 /// The schema version this build writes.
@@ -753,6 +757,37 @@ mod tests {
         assert_eq!(chats[0].messages[0].text, "hello");
         assert_eq!(chats[0].ended_ms, Some(2_000));
         assert_eq!(chats[0].end_reason.as_deref(), Some("bob left"));
+    }
+
+    #[test]
+    fn a_schema_3_database_keeps_its_contacts_and_they_start_not_token_admitted() {
+        let db = TempDb::new("schema3");
+        std::fs::create_dir_all(db.0.parent().unwrap()).unwrap();
+        let bob = dhke::Identity::from_seed(&[2; 32]).public();
+        {
+            // What a build of schema 3 wrote: its migrations, and a verified contact.
+            let conn = Connection::open(&db.0).unwrap();
+            for step in &MIGRATIONS[..3] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO contacts (identity, name, verified, first_seen_ms, last_seen_ms)
+                 VALUES (?1, 'bob', 1, 10, 20)",
+                params![bob.to_hex()],
+            )
+            .unwrap();
+        }
+        let h = History::open(&db.0).unwrap();
+        assert_eq!(h.user_version().unwrap(), SCHEMA_VERSION);
+        let c = h.contact_by_key(&bob).unwrap().unwrap();
+        assert_eq!((c.name.as_str(), c.verified), ("bob", true));
+        assert!(
+            !c.token_admitted,
+            "no contact is taken as admitted by a token"
+        );
+        h.set_contact_token_admitted(&bob).unwrap();
+        assert!(h.contact_by_key(&bob).unwrap().unwrap().token_admitted);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Contact {
     /// The fingerprint people compare (`client id` on their side).
     pub fingerprint: String,
     pub verified: bool,
+    /// A token holder let it in by `/accept` before (§16.3): its token lets
+    /// it in again without asking.
+    pub token_admitted: bool,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
     pub last_addr: String,
@@ -115,6 +118,17 @@ impl History {
         Ok(())
     }
 
+    /// Marks the contact with `key` as let in through our token by the person.
+    pub fn set_contact_token_admitted(&self, key: &IdentityKey) -> Result<(), ClientError> {
+        self.conn
+            .execute(
+                "UPDATE contacts SET token_admitted = 1 WHERE identity = ?1",
+                params![key.to_hex()],
+            )
+            .map_err(|e| self.contact_fail("record the admission", &e))?;
+        Ok(())
+    }
+
     /// Every contact, most recently seen first.
     pub fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
         self.load_contacts(None)
@@ -123,7 +137,8 @@ impl History {
     fn load_contacts(&self, only: Option<i64>) -> Result<Vec<Contact>, ClientError> {
         let read = || -> rusqlite::Result<Vec<Contact>> {
             let mut stmt = self.conn.prepare(
-                "SELECT id, identity, name, verified, first_seen_ms, last_seen_ms, last_addr
+                "SELECT id, identity, name, verified, first_seen_ms, last_seen_ms, last_addr,
+                        token_admitted
                  FROM contacts WHERE ?1 IS NULL OR id = ?1
                  ORDER BY last_seen_ms DESC, id DESC",
             )?;
@@ -137,6 +152,7 @@ impl History {
                         row.get::<_, i64>(4)?,
                         row.get::<_, i64>(5)?,
                         row.get::<_, String>(6)?,
+                        row.get::<_, bool>(7)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -144,7 +160,7 @@ impl History {
                 .conn
                 .prepare("SELECT name FROM contact_names WHERE contact_id = ?1 ORDER BY rowid")?;
             let mut out = Vec::with_capacity(rows.len());
-            for (id, identity, name, verified, first, last, addr) in rows {
+            for (id, identity, name, verified, first, last, addr, token_admitted) in rows {
                 let seen = names
                     .query_map(params![id], |row| row.get::<_, String>(0))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -157,6 +173,7 @@ impl History {
                     identity,
                     fingerprint,
                     verified,
+                    token_admitted,
                     first_seen_ms: from_db(first),
                     last_seen_ms: from_db(last),
                     last_addr: addr,
