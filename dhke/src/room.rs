@@ -107,6 +107,11 @@ impl RoomCode {
         })
     }
 
+    /// The id of the conversation this code opens, [`schedule::conversation_id`].
+    pub fn conversation(&self) -> [u8; 32] {
+        schedule::conversation_id(self)
+    }
+
     /// The LAN announcement key, [`schedule::lan_key`]: one Argon2id per call.
     pub fn lan_key(&self) -> Key {
         schedule::lan_key(self)

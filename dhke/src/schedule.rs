@@ -32,6 +32,10 @@ const CONTACT_SALT: &[u8] = b"p2pchat/v2/contact";
 const SECRET_ROOM_LABEL: &[u8] = b"p2pchat/v2/secret-room";
 const TOKEN_CHECK_LABEL: &[u8] = b"p2pchat/v2/token-check";
 const TOKEN_ROOM_LABEL: &[u8] = b"p2pchat/v2/token-room";
+const CONVERSATION_SALT: &[u8] = b"p2pchat/v3/conversation";
+/// What an author's signature of a conversation message starts with
+/// (docs/protocol.md §17.1): `label || encode(body)`.
+pub const GROUP_MSG_LABEL: &[u8] = b"p2pchat/v3/group-msg";
 const KEY_LABEL_PREFIX: &str = "p2pchat/v1/";
 const KEYLOG_PREFIX: &str = "P2PCHAT_V1";
 
@@ -496,6 +500,24 @@ pub fn token_room_secret(secret: &[u8; 16]) -> [u8; 32] {
     h.update(TOKEN_ROOM_LABEL);
     h.update(secret);
     h.finalize().into()
+}
+
+/// The id of the conversation a room code opens (docs/protocol.md §17.1, v3):
+/// `HKDF-SHA256(salt = "p2pchat/v3/conversation", IKM = the whole code (its
+/// PAKE secret: the UTF-8 text as typed, or the 32 bytes of a contact or token
+/// room), info = "code" or "secret", L = 32)`. It binds a log, its signatures
+/// and its stored history to the whole secret, never to the tag the mediator
+/// sees: two generated codes with one nameplate have one tag and two ids.
+pub fn conversation_id(code: &RoomCode) -> [u8; 32] {
+    let info: &[u8] = match code.kind() {
+        crate::RoomKind::Secret => b"secret",
+        crate::RoomKind::Nameplate(_) | crate::RoomKind::Typed => b"code",
+    };
+    let mut out = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(CONVERSATION_SALT), code.pake_secret())
+        .expand(info, &mut out)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    out
 }
 
 /// Compares two MACs (or any secret-derived 32-byte values) in constant time.

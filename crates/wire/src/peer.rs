@@ -176,6 +176,10 @@ pub enum PeerMsg {
         identity: [u8; 32],
         reason: String,
     },
+    /// Conversations (v3, §17.5): two messages one author signed with one
+    /// (author, seq); every member that checks it refuses the author and
+    /// forwards it once.
+    Equivocation(crate::group::EquivocationProof),
 }
 
 /// A [`PeerMsg`] field over its limit (docs/protocol.md §7). Senders never
