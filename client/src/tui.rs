@@ -447,7 +447,10 @@ mod tests {
             "WARN reason=go away \nnext line\n"
         );
         assert_eq!(safe_log(b"no break"), b"no break");
-        assert_eq!(safe_log(b"bad \xff utf-8\n"), "bad \u{fffd} utf-8\n".as_bytes());
+        assert_eq!(
+            safe_log(b"bad \xff utf-8\n"),
+            "bad \u{fffd} utf-8\n".as_bytes()
+        );
     }
 
     #[test]

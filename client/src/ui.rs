@@ -284,7 +284,11 @@ impl Event {
                 sas: s(sas),
                 rtt_ms: *rtt_ms,
             },
-            Event::Verify { sas, peer, verified } => Event::Verify {
+            Event::Verify {
+                sas,
+                peer,
+                verified,
+            } => Event::Verify {
                 sas: s(sas),
                 peer: s(peer),
                 verified: *verified,

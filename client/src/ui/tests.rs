@@ -289,7 +289,10 @@ fn the_full_screen_buffer_carries_no_control_or_bidi_character_from_any_field() 
                 line.text
             );
             if let crate::tui::screen::Speaker::Peer(name) = &line.speaker {
-                assert!(!name.chars().any(|c| forbidden(c, false)), "{what}: {name:?}");
+                assert!(
+                    !name.chars().any(|c| forbidden(c, false)),
+                    "{what}: {name:?}"
+                );
             }
         }
         assert_eq!(
@@ -302,10 +305,16 @@ fn the_full_screen_buffer_carries_no_control_or_bidi_character_from_any_field() 
             .into_iter()
             .flatten()
         {
-            assert!(!field.chars().any(|c| forbidden(c, false)), "{what}: {field:?}");
+            assert!(
+                !field.chars().any(|c| forbidden(c, false)),
+                "{what}: {field:?}"
+            );
         }
         if let Some(farewell) = screen.farewell() {
-            assert!(!farewell.chars().any(|c| forbidden(c, true)), "{what}: {farewell:?}");
+            assert!(
+                !farewell.chars().any(|c| forbidden(c, true)),
+                "{what}: {farewell:?}"
+            );
         }
         let mut terminal = Terminal::new(TestBackend::new(200, 30)).unwrap();
         terminal.draw(|f| screen.render(f)).unwrap();
