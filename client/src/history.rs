@@ -176,6 +176,7 @@ impl History {
                 path.display()
             ))
         })?;
+        refuse_if_loose(path)?;
         let conn = Connection::open(path).map_err(|e| open_error(path, &e))?;
         let mut history = History {
             conn,
@@ -203,7 +204,6 @@ impl History {
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_error(path, &e))?;
         history.migrate()?;
-        history.warn_if_shared();
         Ok(history)
     }
 
@@ -229,33 +229,6 @@ impl History {
                         .into(),
                 )
             })
-    }
-
-    /// The database and its WAL files as they are on disk while open.
-    fn files(&self) -> [PathBuf; 3] {
-        let with = |suffix: &str| {
-            let mut name = self.path.clone().into_os_string();
-            name.push(suffix);
-            PathBuf::from(name)
-        };
-        [self.path.clone(), with("-wal"), with("-shm")]
-    }
-
-    /// Warns once about a database that others may read (one that existed with
-    /// looser modes: we do not change those). Its -wal and -shm files get its
-    /// mode from SQLite, so they are named only when they are looser on their own.
-    fn warn_if_shared(&self) {
-        let [db, journals @ ..] = self.files();
-        if private::is_loose(&db) {
-            private::warn_if_loose(
-                &db,
-                "history database; SQLite gives its -wal and -shm files the same mode",
-            );
-            return;
-        }
-        for file in journals {
-            private::warn_if_loose(&file, "history database journal");
-        }
     }
 
     /// The file this history lives in.
@@ -609,6 +582,41 @@ fn shown_at(outgoing: bool, sent_ms: u64, received_ms: Option<u64>) -> u64 {
     }
 }
 
+/// The database at `path` and its WAL files.
+fn files_of(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.to_path_buf().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Refuses a database (or a journal of it) that group or others may read or
+/// change, as the identity file is refused: it holds every chat and the verified
+/// marks, so a file someone else could write may make a stranger "verified". It
+/// is left as it is; the message names the chmod that fixes it. Checked before
+/// SQLite opens it, so nothing is read from or written to such a file.
+fn refuse_if_loose(path: &Path) -> Result<(), ClientError> {
+    for file in files_of(path) {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if let Some(mode) = private::loose_mode(&meta) {
+            return Err(ClientError::File(format!(
+                "history database {}: group or others may read or change it (mode {mode:04o}), \
+                 and it holds your chats and which contacts you verified. If only you could \
+                 ever read or change it, run `chmod 600 {}`; otherwise move it away (and its \
+                 -wal and -shm files) to start a new history, or run with --no-history. It was \
+                 left untouched.",
+                file.display(),
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn open_error(path: &Path, e: &rusqlite::Error) -> ClientError {
     let code = match e {
         rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
@@ -703,6 +711,17 @@ mod tests {
         assert!(h.query(None, None, 10).unwrap().is_empty());
     }
 
+    /// Makes a file written by a test private, as the client creates its own.
+    fn private_mode(path: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+    }
+
     #[cfg(unix)]
     fn mode(path: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
@@ -716,7 +735,7 @@ mod tests {
         let h = History::open(&db.0).unwrap();
         // A write makes sure the WAL and the shared-memory file exist.
         chat(&h, "room", "bob", 1);
-        for file in h.files() {
+        for file in files_of(&h.path) {
             assert!(file.exists(), "{} missing", file.display());
             assert_eq!(mode(&file), private::FILE_MODE, "{}", file.display());
         }
@@ -725,20 +744,57 @@ mod tests {
         assert_eq!(mode(nested.parent().unwrap()), private::DIR_MODE);
     }
 
+    /// The history holds the verified marks (contacts): a file others may write
+    /// could make a stranger "verified", one they may read leaks every chat. Like
+    /// the identity file, it is refused and left as it is, with the chmod to run.
     #[cfg(unix)]
     #[test]
-    fn a_shared_database_is_left_shared_and_its_wal_follows_it() {
+    fn a_database_others_may_read_or_write_is_refused_and_left_untouched() {
         use std::os::unix::fs::PermissionsExt;
-        let db = TempDb::new("shared");
-        drop(History::open(&db.0).unwrap());
-        std::fs::set_permissions(&db.0, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let h = History::open(&db.0).unwrap();
-        chat(&h, "room", "bob", 1);
-        // The person chose 0640; we warn (once) but do not change it, and
-        // SQLite gives the journals the same mode, so nothing is more open.
-        for file in h.files() {
-            assert_eq!(mode(&file), 0o640, "{}", file.display());
+        for loose in [0o640, 0o604, 0o620, 0o666] {
+            let db = TempDb::new("loose");
+            {
+                let h = History::open(&db.0).unwrap();
+                let bob = dhke::Identity::from_seed(&[2; 32]).public();
+                h.contact_seen(&bob, "bob", "127.0.0.1:1", 1).unwrap();
+                h.set_contact_verified(&bob, true).unwrap();
+            }
+            std::fs::set_permissions(&db.0, std::fs::Permissions::from_mode(loose)).unwrap();
+            let before = std::fs::read(&db.0).unwrap();
+            let err = History::open(&db.0).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.exit_code(), 11, "{text}");
+            assert!(
+                text.contains(&format!("chmod 600 {}", db.0.display())),
+                "{loose:o}: {text}"
+            );
+            assert!(text.contains(&format!("{loose:04o}")), "{text}");
+            assert_eq!(std::fs::read(&db.0).unwrap(), before);
+            assert_eq!(mode(&db.0), loose, "the mode was changed");
+            // After the chmod it opens, with its verified contact.
+            std::fs::set_permissions(&db.0, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let h = History::open(&db.0).unwrap();
+            assert!(h.contacts().unwrap()[0].verified);
         }
+    }
+
+    /// SQLite's journals hold the same rows: one made loose on its own is refused too.
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_journal_beside_a_private_database_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let db = TempDb::new("loose-wal");
+        drop(History::open(&db.0).unwrap());
+        let mut wal = db.0.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        std::fs::write(&wal, b"").unwrap();
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = History::open(&db.0).unwrap_err().to_string();
+        assert!(
+            text.contains(&format!("chmod 600 {}", wal.display())),
+            "{text}"
+        );
     }
 
     #[test]
@@ -799,6 +855,7 @@ mod tests {
             conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
                 .unwrap();
         }
+        private_mode(&db.0);
         let before = std::fs::read(&db.0).unwrap();
         let err = History::open(&db.0).unwrap_err();
         let text = err.to_string();
@@ -820,6 +877,7 @@ mod tests {
         std::fs::create_dir_all(db.0.parent().unwrap()).unwrap();
         let junk = "this is a text file, not SQLite\n".repeat(64);
         std::fs::write(&db.0, &junk).unwrap();
+        private_mode(&db.0);
         let err = History::open(&db.0).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("not a p2pchat history database"), "{text}");

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Log lines pass the terminal filter (tui::LogWriter), which would strip
+        // colour codes anyway: write none.
+        .with_ansi(false)
         // Log lines wait while the full-screen interface owns the terminal.
         .with_writer(|| client::tui::LogWriter)
         .init();

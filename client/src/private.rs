@@ -1,6 +1,8 @@
 //! Files only their owner should read (the history database, `peers.txt`, the
 //! keylog): created with mode 0600 and any directory made for them 0700, and a
-//! warning, once per file and run, for one that already exists with looser modes.
+//! warning, once per file and run, for one that already exists with looser modes
+//! (the history database, which holds the verified marks, is refused instead:
+//! `History::open`).
 //!
 //! Every mode is given to the `open`/`mkdir` call that creates the file, so there
 //! is no moment in which the file exists with the default (umask) mode. A
@@ -87,21 +89,9 @@ pub fn loose_mode(meta: &std::fs::Metadata) -> Option<u32> {
     }
 }
 
-/// Whether `path` exists and group or others may read or write it.
-pub fn is_loose(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|meta| loose_mode(&meta).is_some())
-}
-
-/// Warns (once per path and run) that `path`, a `what`, is open to others.
-/// Missing files are not reported.
-pub fn warn_if_loose(path: &Path, what: &str) {
-    if let Ok(meta) = std::fs::metadata(path) {
-        warn_if_loose_meta(path, &meta, what);
-    }
-}
-
-/// [`warn_if_loose`] with metadata already at hand (`File::metadata` on an open
-/// file judges exactly the file being written).
+/// Warns (once per path and run) that `path`, a `what`, is open to others;
+/// `meta` is its metadata (`File::metadata` on an open file judges exactly the
+/// file being written).
 pub fn warn_if_loose_meta(path: &Path, meta: &std::fs::Metadata, what: &str) {
     let Some(mode) = loose_mode(meta) else {
         return;

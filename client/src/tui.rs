@@ -183,6 +183,8 @@ fn install_panic_hook() {
 
 /// A log writer for `tracing`: stderr, except while the interface owns the
 /// terminal, when lines are held (bounded) and printed after it is restored.
+/// Log fields carry peer words (a reason, an address, a name), so every line
+/// passes the terminal filter on its way out, as events do.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogWriter;
 
@@ -193,10 +195,11 @@ impl Write for LogWriter {
                 let room = HELD_LOG.saturating_sub(held.len());
                 held.extend_from_slice(&buf[..buf.len().min(room)]);
             }
-            Ok(buf.len())
         } else {
-            std::io::stderr().write(buf)
+            std::io::stderr().write_all(&safe_log(buf))?;
         }
+        // All of `buf` was taken (the filter may print fewer bytes).
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -215,12 +218,29 @@ fn flush_held_log() {
     };
     if !held.is_empty() {
         let mut err = std::io::stderr().lock();
-        let _ = err.write_all(&held);
+        let _ = err.write_all(&safe_log(&held));
         if held.len() >= HELD_LOG {
             let _ = writeln!(err, "(further log lines were dropped)");
         }
         let _ = err.flush();
     }
+}
+
+/// Log output as a terminal may show it: each line through
+/// [`wire::sanitize_for_terminal`], the line breaks between them kept (a log
+/// writer is handed whole lines; one cut short by the hold bound ends in U+FFFD).
+fn safe_log(buf: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(buf);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(&wire::sanitize_for_terminal(body));
+        out.push_str(end);
+    }
+    out.into_bytes()
 }
 
 /// Where typed lines go: the engine's channel once it asked, with a queue in
@@ -417,6 +437,20 @@ mod tests {
         assert!(!out.listened());
         out.push(InputEvent::Eof);
         assert!(out.sender.is_none() && out.queue.is_empty());
+    }
+
+    #[test]
+    fn log_lines_lose_a_peers_escapes_and_keep_their_own_breaks() {
+        let line = "WARN reason=\u{1b}]0;owned\u{7}go\u{1b}[2J away\r\u{202e}\nnext line\n";
+        assert_eq!(
+            String::from_utf8(safe_log(line.as_bytes())).unwrap(),
+            "WARN reason=go away \nnext line\n"
+        );
+        assert_eq!(safe_log(b"no break"), b"no break");
+        assert_eq!(
+            safe_log(b"bad \xff utf-8\n"),
+            "bad \u{fffd} utf-8\n".as_bytes()
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! What the person sees: one [`Event`] type, rendered as text lines or as one JSON
-//! object per line. Every peer-supplied string shown as text passes through
-//! [`wire::sanitize_for_terminal`].
+//! object per line. Both text renderers (plain lines: [`render_line`]; the full
+//! screen: `tui::screen::Screen::apply`) start from [`Event::for_terminal`], which
+//! passes every string field through [`wire::sanitize_for_terminal`], so no
+//! caller can forget it: errors, warnings and the exit message included. `--json`
+//! prints the event exactly (JSON escaping is its only filter).
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -181,6 +184,288 @@ pub enum Event {
     Error { code: String, text: String },
 }
 
+impl Event {
+    /// The event as a terminal may show it: every string field through
+    /// [`wire::sanitize_for_terminal`], so no escape sequence, control or bidi
+    /// character and no line break of a peer's reaches the screen. The plain and
+    /// the full-screen renderers start here, whatever their callers sanitized
+    /// (the filter is idempotent); `--json` prints the event as it is. Every
+    /// field is named, so a new one does not compile until it is handled.
+    pub fn for_terminal(&self) -> Event {
+        let s = |text: &String| safe(text).into_owned();
+        match self {
+            Event::Room { room, command } => Event::Room {
+                room: s(room),
+                command: s(command),
+            },
+            Event::Token {
+                token,
+                command,
+                expires_in_secs,
+            } => Event::Token {
+                token: s(token),
+                command: s(command),
+                expires_in_secs: *expires_in_secs,
+            },
+            Event::Admission {
+                peer,
+                fingerprint,
+                sas,
+            } => Event::Admission {
+                peer: s(peer),
+                fingerprint: s(fingerprint),
+                sas: s(sas),
+            },
+            Event::Waiting {
+                listen,
+                expires_in_secs,
+            } => Event::Waiting {
+                listen: s(listen),
+                expires_in_secs: *expires_in_secs,
+            },
+            Event::Matched { peer, role } => Event::Matched {
+                peer: s(peer),
+                role: s(role),
+            },
+            Event::Rejected { addr, reason } => Event::Rejected {
+                addr: s(addr),
+                reason: s(reason),
+            },
+            Event::Connected {
+                peer,
+                addr,
+                path,
+                sas,
+                role,
+                resumed,
+                verified,
+                fingerprint,
+            } => Event::Connected {
+                peer: s(peer),
+                addr: s(addr),
+                path: s(path),
+                sas: s(sas),
+                role: s(role),
+                resumed: *resumed,
+                verified: *verified,
+                fingerprint: s(fingerprint),
+            },
+            Event::Warning { code, text } => Event::Warning {
+                code: s(code),
+                text: s(text),
+            },
+            Event::Message {
+                from,
+                text,
+                id,
+                sent_at_ms,
+            } => Event::Message {
+                from: s(from),
+                text: s(text),
+                id: *id,
+                sent_at_ms: *sent_at_ms,
+            },
+            Event::Sent { id, text, pending } => Event::Sent {
+                id: *id,
+                text: s(text),
+                pending: *pending,
+            },
+            Event::Ack { id } => Event::Ack { id: *id },
+            Event::Peer {
+                name,
+                addr,
+                path,
+                sas,
+                rtt_ms,
+            } => Event::Peer {
+                name: s(name),
+                addr: s(addr),
+                path: s(path),
+                sas: s(sas),
+                rtt_ms: *rtt_ms,
+            },
+            Event::Verify {
+                sas,
+                peer,
+                verified,
+            } => Event::Verify {
+                sas: s(sas),
+                peer: s(peer),
+                verified: *verified,
+            },
+            Event::Rtt { rtt_ms } => Event::Rtt { rtt_ms: *rtt_ms },
+            Event::Reconnecting {
+                reason,
+                attempt,
+                retry_in_ms,
+            } => Event::Reconnecting {
+                reason: s(reason),
+                attempt: *attempt,
+                retry_in_ms: *retry_in_ms,
+            },
+            Event::History { lines } => Event::History {
+                lines: lines
+                    .iter()
+                    .map(
+                        |HistoryLine {
+                             at_ms,
+                             from,
+                             text,
+                             outgoing,
+                             acked,
+                         }| HistoryLine {
+                            at_ms: *at_ms,
+                            from: s(from),
+                            text: s(text),
+                            outgoing: *outgoing,
+                            acked: *acked,
+                        },
+                    )
+                    .collect(),
+            },
+            Event::FileOffer {
+                id,
+                from,
+                name,
+                size,
+            } => Event::FileOffer {
+                id: *id,
+                from: s(from),
+                name: s(name),
+                size: *size,
+            },
+            Event::Progress {
+                id,
+                direction,
+                name,
+                bytes,
+                total,
+                rate_bps,
+                eta_secs,
+            } => Event::Progress {
+                id: *id,
+                direction: s(direction),
+                name: s(name),
+                bytes: *bytes,
+                total: *total,
+                rate_bps: *rate_bps,
+                eta_secs: *eta_secs,
+            },
+            Event::FileDone {
+                id,
+                direction,
+                name,
+                path,
+                blake3,
+            } => Event::FileDone {
+                id: *id,
+                direction: s(direction),
+                name: s(name),
+                path: path.as_ref().map(s),
+                blake3: s(blake3),
+            },
+            Event::FileStopped {
+                id,
+                direction,
+                name,
+                reason,
+            } => Event::FileStopped {
+                id: *id,
+                direction: s(direction),
+                name: s(name),
+                reason: s(reason),
+            },
+            // The `/help` lists are ours and have lines; any other info is one line.
+            Event::Info { text } if is_help_text(text) => Event::Info { text: text.clone() },
+            Event::Info { text } => Event::Info { text: s(text) },
+            Event::GroupJoined {
+                room,
+                member,
+                present,
+                max_members,
+            } => Event::GroupJoined {
+                room: s(room),
+                member: *member,
+                present: *present,
+                max_members: *max_members,
+            },
+            Event::MemberJoined {
+                member,
+                peer,
+                fingerprint,
+                addr,
+                path,
+                sas,
+                verified,
+            } => Event::MemberJoined {
+                member: *member,
+                peer: s(peer),
+                fingerprint: s(fingerprint),
+                addr: s(addr),
+                path: s(path),
+                sas: s(sas),
+                verified: *verified,
+            },
+            Event::MemberLeft {
+                member,
+                peer,
+                reason,
+            } => Event::MemberLeft {
+                member: *member,
+                peer: s(peer),
+                reason: s(reason),
+            },
+            Event::GroupMessage {
+                from,
+                author,
+                own,
+                seq,
+                depth,
+                sent_at_ms,
+                text,
+            } => Event::GroupMessage {
+                from: s(from),
+                author: s(author),
+                own: *own,
+                seq: *seq,
+                depth: *depth,
+                sent_at_ms: *sent_at_ms,
+                text: s(text),
+            },
+            Event::Member {
+                member,
+                name,
+                fingerprint,
+                addr,
+                path,
+                sas,
+                rtt_ms,
+                verified,
+            } => Event::Member {
+                member: *member,
+                name: s(name),
+                fingerprint: s(fingerprint),
+                addr: s(addr),
+                path: s(path),
+                sas: s(sas),
+                rtt_ms: *rtt_ms,
+                verified: *verified,
+            },
+            Event::Disconnected { reason } => Event::Disconnected { reason: s(reason) },
+            Event::Error { code, text } => Event::Error {
+                code: s(code),
+                text: s(text),
+            },
+        }
+    }
+}
+
+/// Whether `text` is one of the `/help` lists (exactly: a peer's words inside
+/// an info never pass for one, so they never keep a line break).
+pub fn is_help_text(text: &str) -> bool {
+    text == HELP || text == GROUP_HELP
+}
+
 /// One past message, as `/history` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryLine {
@@ -335,7 +620,9 @@ impl Drop for Output {
 }
 
 /// The text form of an event, or `None` for events line mode keeps quiet about.
+/// Every field is made safe first ([`Event::for_terminal`]).
 pub fn render_line(event: &Event) -> Option<String> {
+    let event = &event.for_terminal();
     Some(match event {
         Event::Room { room, command } => {
             format!("Room code: {room}\nOn the other side, run:\n    {command}")
@@ -512,7 +799,7 @@ pub fn render_line(event: &Event) -> Option<String> {
             max_members,
             ..
         } => format!(
-            "In group room {} ({present} other members here, at most {max_members}); linking              with each. /help lists commands.",
+            "In group room {} ({present} other members here, at most {max_members}); linking with each. /help lists commands.",
             safe(room)
         ),
         Event::MemberJoined {
@@ -524,7 +811,7 @@ pub fn render_line(event: &Event) -> Option<String> {
             verified,
             ..
         } => format!(
-            "{} joined the conversation (at {addr}, {path}, identity {fingerprint}{}). Security              code with them: {sas}.",
+            "{} joined the conversation (at {addr}, {path}, identity {fingerprint}{}). Security code with them: {sas}.",
             safe(peer),
             if *verified { ", verified" } else { "" }
         ),
@@ -598,3 +885,6 @@ Type a line and press Enter to send it. Commands:
   /send PATH    offer a file;  /accept ID, /reject ID, /cancel ID
   /quit      leave (so do Ctrl-C and Ctrl-D)
 A line starting with // sends a message that starts with /.";
+
+#[cfg(test)]
+mod tests;

@@ -286,6 +286,12 @@ fn newer_database_exits_with_the_file_code() {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("PRAGMA user_version = 1000;").unwrap();
     }
+    // Private, as the client makes it (a looser one is refused for that first).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let before = std::fs::read(&db).unwrap();
     let out = history_cmd(&db, &[]);
     assert_eq!(out.status.code(), Some(11));

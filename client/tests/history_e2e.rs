@@ -148,6 +148,18 @@ async fn open_history_and_exit(
     db: Option<&std::path::Path>,
     env: &[(&str, &std::path::Path)],
 ) -> String {
+    let (code, stdout, stderr) = run_with_history(dir, db, env).await;
+    assert_eq!(code, Some(3), "{stdout}");
+    stderr
+}
+
+/// Runs the client with `--json` toward a port where no mediator listens, and
+/// returns its exit code, stdout and stderr.
+async fn run_with_history(
+    dir: &TempDir,
+    db: Option<&std::path::Path>,
+    env: &[(&str, &std::path::Path)],
+) -> (Option<i32>, String, String) {
     let mut cmd = tokio::process::Command::new(common::client_bin());
     cmd.kill_on_drop(true)
         .env_remove("P2PCHAT_HISTORY")
@@ -182,13 +194,11 @@ async fn open_history_and_exit(
         .expect("the client exits in time")
         .expect("wait for client");
     drop(input);
-    assert_eq!(
+    (
         out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[cfg(unix)]
@@ -217,7 +227,7 @@ async fn the_default_history_is_created_in_a_private_xdg_directory() {
 
 #[cfg(unix)]
 #[tokio::test]
-async fn a_history_file_others_can_read_is_reported_once_and_left_as_it_was() {
+async fn a_history_file_others_can_read_is_refused_with_the_chmod_and_left_as_it_was() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("loose");
     let db = dir.join("history.sqlite3");
@@ -226,8 +236,20 @@ async fn a_history_file_others_can_read_is_reported_once_and_left_as_it_was() {
         .contains("chmod"));
     assert_eq!(mode(&db), 0o600);
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let stderr = open_history_and_exit(&dir, Some(&db), &[]).await;
-    assert_eq!(stderr.matches("chmod 600").count(), 1, "{stderr}");
-    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
-    assert_eq!(mode(&db), 0o644, "the person's choice is kept");
+    let before = std::fs::read(&db).unwrap();
+    let (code, stdout, _) = run_with_history(&dir, Some(&db), &[]).await;
+    // Refused like a loose identity file: the file error's code, before any
+    // network step (the mediator is not even tried).
+    assert_eq!(code, Some(11), "{stdout}");
+    let error: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(error["event"], "error", "{stdout}");
+    assert_eq!(error["code"], "file", "{stdout}");
+    let text = error["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("chmod 600 {}", db.display())),
+        "{text}"
+    );
+    assert_eq!(mode(&db), 0o644, "the file is left as it was");
+    assert_eq!(std::fs::read(&db).unwrap(), before);
 }

@@ -184,18 +184,24 @@ impl History {
         read().map_err(|e| self.contact_fail("read the contacts", &e))
     }
 
-    /// Verified contacts other than `key` that used `name`: a peer now using it
-    /// under another key may be impersonating them.
+    /// Verified contacts other than `key` that used `name`, or a name that looks
+    /// like it (the same [`wire::text::name_skeleton`]: `Bob`, Cyrillic `Воb`,
+    /// `bob.` and `b`+zero-width+`ob` all look like `bob`): a peer now using it
+    /// under another key may be impersonating them. Skeletons are computed here,
+    /// not stored, so names stored before this check (or under older Unicode
+    /// data) are compared by today's rules.
     pub fn verified_others_named(
         &self,
         name: &str,
         key: &IdentityKey,
     ) -> Result<Vec<Contact>, ClientError> {
+        let wanted = wire::text::name_skeleton(name);
+        let looks_alike = |n: &String| wire::text::name_skeleton(n) == wanted;
         Ok(self
             .contacts()?
             .into_iter()
             .filter(|c| c.verified && c.identity != key.to_hex())
-            .filter(|c| c.name == name || c.names.iter().any(|n| n == name))
+            .filter(|c| looks_alike(&c.name) || c.names.iter().any(looks_alike))
             .collect())
     }
 
@@ -334,6 +340,33 @@ mod tests {
         ));
         h.remove_contact(&c).unwrap();
         assert!(h.contacts().unwrap().is_empty());
+        drop(h);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn names_that_look_like_a_verified_contacts_name_are_caught() {
+        let (h, path) = db("confusable");
+        let bob = Identity::from_seed(&[2; 32]).public();
+        let eve = Identity::from_seed(&[5; 32]).public();
+        h.contact_seen(&bob, "bob", "127.0.0.1:1", 10).unwrap();
+        h.set_contact_verified(&bob, true).unwrap();
+        for lookalike in [
+            "Bob",
+            "\u{412}\u{43e}b", // Cyrillic capital VE and small O: "Воb"
+            "bob.",
+            "bob\u{3164}", // HANGUL FILLER
+            "bob\u{2028}", // LINE SEPARATOR
+            "b\u{200B}ob", // ZERO WIDTH SPACE
+            "bo\u{200D}b", // ZERO WIDTH JOINER
+            "\u{FEFF}bob", // ZERO WIDTH NO-BREAK SPACE
+        ] {
+            let others = h.verified_others_named(lookalike, &eve).unwrap();
+            assert_eq!(others.len(), 1, "{lookalike:?} slipped past the check");
+            assert!(h.verified_others_named(lookalike, &bob).unwrap().is_empty());
+        }
+        assert!(h.verified_others_named("rob", &eve).unwrap().is_empty());
+        assert!(h.verified_others_named("bobby", &eve).unwrap().is_empty());
         drop(h);
         let _ = std::fs::remove_file(&path);
     }

@@ -12,7 +12,7 @@ use ratatui::Frame;
 use wire::sanitize_for_terminal as safe;
 
 use super::editor::{InputLine, Recall};
-use crate::ui::{human_bytes, render_line, Event, HELP};
+use crate::ui::{human_bytes, render_line, Event};
 
 /// Lines of scrollback kept; older ones are dropped.
 pub const SCROLLBACK: usize = 10_000;
@@ -187,7 +187,9 @@ impl Screen {
     }
 
     /// Takes in one event; `now` is the time stamp for lines it adds (`HH:MM`).
+    /// Every field is made safe first ([`Event::for_terminal`]), whoever sent it.
     pub fn apply(&mut self, event: &Event, now: &str) {
+        let event = &event.for_terminal();
         let status = &mut self.status;
         match event {
             Event::Waiting { .. } => status.state = State::Waiting,
@@ -640,11 +642,7 @@ impl Screen {
 
 /// Whether an `Info` text is the `/help` list (shown as an overlay).
 fn is_help(text: &str) -> bool {
-    [HELP, crate::ui::GROUP_HELP].iter().any(|help| {
-        help.lines()
-            .next()
-            .is_some_and(|first| text.starts_with(first))
-    })
+    crate::ui::is_help_text(text)
 }
 
 fn render_overlay(frame: &mut Frame<'_>, help: &[String]) {

@@ -16,7 +16,10 @@ mod client_name;
 
 pub use client_name::safe_file_name;
 use client_name::{part_path, unique_destination, FileNameError, PartScope, MAX_NAME_BYTES};
-use wire::text::{is_invisible_format, sanitize_for_terminal, validate_name, MAX_NAME_CHARS};
+use wire::text::{
+    is_default_ignorable, is_invisible_format, name_skeleton, sanitize_for_terminal, validate_name,
+    MAX_NAME_CHARS,
+};
 use wire::NameError;
 
 /// A character a terminal may act on or that hides text: never printed.
@@ -64,10 +67,20 @@ pub fn terminal_text(data: &[u8]) {
         Err(NameError::Empty)
     } else if chars > MAX_NAME_CHARS {
         Err(NameError::TooLong(chars))
-    } else if text.chars().any(unprintable) {
+    } else if text.chars().any(|c| {
+        unprintable(c)
+            || is_default_ignorable(c)
+            || (c.is_whitespace() && c != ' ')
+            || matches!(c, '\u{2800}' | '\u{1D159}')
+    }) {
         Err(NameError::NotPrintable)
     } else if text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
         Err(NameError::Whitespace)
+    } else if text
+        .chars()
+        .all(|c| c == ' ' || unicode_normalization::char::is_combining_mark(c))
+    {
+        Err(NameError::Blank)
     } else {
         Ok(())
     };
@@ -75,6 +88,9 @@ pub fn terminal_text(data: &[u8]) {
     if expected.is_ok() {
         assert!(matches!(sanitize_for_terminal(&text), Cow::Borrowed(_)));
     }
+    // The skeleton takes any text, and is a fixed point of itself.
+    let skeleton = name_skeleton(&text);
+    assert_eq!(name_skeleton(&skeleton), skeleton, "skeleton of {text:?}");
 }
 
 /// An arbitrary offered file name: what is kept is one plain, printable,

@@ -7,6 +7,7 @@ use ratatui::style::Color;
 use ratatui::Terminal;
 
 use super::*;
+use crate::ui::HELP;
 
 fn rows(terminal: &Terminal<TestBackend>) -> Vec<String> {
     let buffer = terminal.backend().buffer();
@@ -256,8 +257,9 @@ fn peer_text_and_names_are_sanitized() {
     );
     let screen = draw(&mut s, 40, 6);
     assert_eq!(screen[0].trim_end(), "10:00 evil: hi there next");
-    assert_eq!(screen[1].trim_end(), "10:00 two");
-    assert_eq!(screen[2].trim_end(), "10:00 lines");
+    // An info is one line: a line break in it (a peer's words) cannot fake another.
+    assert_eq!(screen[1].trim_end(), "10:00 two lines");
+    assert_eq!(screen[2].trim_end(), "");
     assert!(screen.iter().all(|r| !r.contains('\u{1b}')));
 }
 
