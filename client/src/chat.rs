@@ -626,7 +626,8 @@ impl Conversation {
             | PeerMsg::GroupSummary(_)
             | PeerMsg::GroupCatchup(_)
             | PeerMsg::Roster(_)
-            | PeerMsg::Expelled { .. } => {
+            | PeerMsg::Expelled { .. }
+            | PeerMsg::Equivocation(_) => {
                 return Err(link_failure(
                     LinkError::Protocol("a group message in a two-party room".into()),
                     peer,

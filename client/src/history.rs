@@ -96,6 +96,25 @@ const MIGRATIONS: &[&str] = &[
     // Older contacts start without the mark: they are asked once more.
     "ALTER TABLE contacts ADD COLUMN
         token_admitted INTEGER NOT NULL DEFAULT 0 CHECK (token_admitted IN (0, 1));",
+    // 5: conversation logs (docs/protocol.md §17, v3), keyed by the conversation
+    // id that comes from the whole code, never by the mediator's tag: two codes
+    // with one nameplate are two conversations. v2's group_messages stay for
+    // `client history` to list; they are never restored into a log.
+    "CREATE TABLE log_messages (
+        conversation  BLOB    NOT NULL,  -- 32 bytes (§17.1)
+        room          TEXT    NOT NULL,  -- the room code as typed, or a label
+        author        BLOB    NOT NULL,  -- the author's 32-byte identity key
+        author_name   TEXT    NOT NULL,  -- a proven name, or the fingerprint (not linked)
+        seq           INTEGER NOT NULL,
+        depth         INTEGER NOT NULL,  -- seq + the clock's sum: the shared order
+        sent_ms       INTEGER NOT NULL,
+        received_ms   INTEGER NOT NULL,
+        text          TEXT    NOT NULL,
+        encoded       BLOB    NOT NULL,  -- the GroupMsg as sent (§17.1)
+        PRIMARY KEY (conversation, author, seq)
+    );
+    CREATE INDEX log_messages_by_room ON log_messages (room, depth, author, seq);
+    CREATE INDEX log_messages_by_order ON log_messages (conversation, depth, author, seq);",
 ];
 
 /// The schema version this build writes.
@@ -834,6 +853,9 @@ mod tests {
             )
             .unwrap();
         }
+        // Written 0600, as the client writes it (a looser file is refused).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&db.0, std::fs::Permissions::from_mode(0o600)).unwrap();
         let h = History::open(&db.0).unwrap();
         assert_eq!(h.user_version().unwrap(), SCHEMA_VERSION);
         let c = h.contact_by_key(&bob).unwrap().unwrap();

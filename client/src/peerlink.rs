@@ -2,6 +2,8 @@
 //! [`PeerMsg`]s in order, the reader opens incoming records and hands them over.
 //! The [`wire::Sealer`] and [`wire::Opener`] each live in exactly one task.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,10 +24,13 @@ use crate::connect::{Connected, Path};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long closing waits for queued messages to leave.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Messages queued towards the writer. `send` never waits (a chat loop that
-/// waited on a peer that waits on us would deadlock); a full queue means the
-/// peer stopped reading, and the link is declared dead.
+/// Messages queued towards the writer, and their encoded bytes. `send` never
+/// waits (a chat loop that waited on a peer that waits on us would deadlock); a
+/// full queue means the peer stopped reading, and the link is declared dead.
+/// The byte bound is what keeps a peer that stops reading from costing us
+/// memory: 16 Ki items of up to 64 KiB each would be a gigabyte.
 const OUT_QUEUE: usize = 16 * 1024;
+const OUT_BYTES: usize = 4 * 1024 * 1024;
 /// Opened messages waiting for the chat loop; the reader pauses when it is full.
 /// Small: during a transfer these are mostly 64 KiB chunks, and a chat message
 /// that arrives after them waits for all of them.
@@ -66,10 +71,51 @@ pub enum LinkError {
     RelayEnded(String),
 }
 
+/// A message queued towards the writer, with its encoded size.
+type Queued = (PeerMsg, usize);
+
+/// The sending side of a link's control queue, bounded in items and bytes;
+/// cheap to clone (the group mesh holds one per member).
+#[derive(Debug, Clone)]
+pub struct LinkSender {
+    tx: mpsc::Sender<Queued>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl LinkSender {
+    /// Queues a message for the peer without waiting; an error when the peer
+    /// has stopped reading (the queue is full in items or bytes) or the link
+    /// has closed.
+    pub fn send(&self, msg: PeerMsg) -> Result<(), LinkError> {
+        let size = wire::encoded_len(&msg).map_err(|e| LinkError::Protocol(e.to_string()))?;
+        let before = self.queued.fetch_add(size, Ordering::Relaxed);
+        if before.saturating_add(size) > OUT_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return Err(LinkError::Io(format!(
+                "the peer stopped reading ({before} bytes wait to be sent)"
+            )));
+        }
+        self.tx.try_send((msg, size)).map_err(|e| {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    LinkError::Io("the peer stopped reading".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => LinkError::Closed,
+            }
+        })
+    }
+
+    /// Bytes queued and not yet handed to the kernel.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
 /// The running link.
 #[derive(Debug)]
 pub struct PeerLink {
-    tx: mpsc::Sender<PeerMsg>,
+    tx: LinkSender,
     bulk: mpsc::Sender<PeerMsg>,
     rx: mpsc::Receiver<Result<PeerMsg, LinkError>>,
     writer: JoinHandle<Result<(), LinkError>>,
@@ -93,21 +139,28 @@ impl PeerLink {
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(IN_QUEUE);
-        PeerLink {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let tx = LinkSender {
             tx: out_tx,
+            queued: queued.clone(),
+        };
+        PeerLink {
+            tx,
             bulk: bulk_tx,
             rx: in_rx,
-            writer: tokio::spawn(write_loop(write_half, sealer, out_rx, bulk_rx)),
+            writer: tokio::spawn(write_loop(write_half, sealer, out_rx, bulk_rx, queued)),
             reader: tokio::spawn(read_loop(framed, opener, in_tx)),
         }
     }
 
-    /// Queues a message for the peer without waiting.
+    /// Queues a message for the peer without waiting ([`LinkSender::send`]).
     pub fn send(&self, msg: PeerMsg) -> Result<(), LinkError> {
-        self.tx.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => LinkError::Io("the peer stopped reading".into()),
-            mpsc::error::TrySendError::Closed(_) => LinkError::Closed,
-        })
+        self.tx.send(msg)
+    }
+
+    /// A handle that queues messages for the peer from elsewhere.
+    pub fn sender(&self) -> LinkSender {
+        self.tx.clone()
     }
 
     /// A sender for bulk data (file chunks): it waits while the link is busy, and
@@ -125,7 +178,7 @@ impl PeerLink {
     /// closes both directions.
     pub async fn close(self, bye: Option<String>) {
         if let Some(reason) = bye {
-            let _ = self.tx.try_send(PeerMsg::Bye { reason });
+            let _ = self.tx.send(PeerMsg::Bye { reason });
         }
         drop(self.tx);
         drop(self.bulk);
@@ -162,33 +215,34 @@ fn bound_kernel_buffers(stream: &tokio::net::TcpStream) {
     }
 }
 
-/// Which queue a message came from.
+/// Which queue a message came from (and, for the control queue, the bytes it
+/// was charged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Queue {
-    Control,
+    Control(usize),
     Bulk,
 }
 
 /// The next message to send: control and chat first, then bulk; waits for
 /// either. `None` when the control queue has closed (the link is closing).
 async fn next_message(
-    rx: &mut mpsc::Receiver<PeerMsg>,
+    rx: &mut mpsc::Receiver<Queued>,
     bulk: &mut mpsc::Receiver<PeerMsg>,
 ) -> Option<(PeerMsg, Queue)> {
     tokio::select! {
         biased;
-        msg = rx.recv() => msg.map(|m| (m, Queue::Control)),
+        msg = rx.recv() => msg.map(|(m, size)| (m, Queue::Control(size))),
         Some(msg) = bulk.recv() => Some((msg, Queue::Bulk)),
     }
 }
 
 /// A message already queued, control first, without waiting.
 fn queued_message(
-    rx: &mut mpsc::Receiver<PeerMsg>,
+    rx: &mut mpsc::Receiver<Queued>,
     bulk: &mut mpsc::Receiver<PeerMsg>,
 ) -> Option<(PeerMsg, Queue)> {
     rx.try_recv()
-        .map(|m| (m, Queue::Control))
+        .map(|(m, size)| (m, Queue::Control(size)))
         .or_else(|_| bulk.try_recv().map(|m| (m, Queue::Bulk)))
         .ok()
 }
@@ -196,12 +250,14 @@ fn queued_message(
 async fn write_loop(
     mut half: OwnedWriteHalf,
     mut sealer: Sealer,
-    mut rx: mpsc::Receiver<PeerMsg>,
+    mut rx: mpsc::Receiver<Queued>,
     mut bulk: mpsc::Receiver<PeerMsg>,
+    queued: Arc<AtomicUsize>,
 ) -> Result<(), LinkError> {
     let mut out = Vec::with_capacity(BATCH_BYTES + wire::frame::PEER_FRAME_MAX);
     while let Some(first) = next_message(&mut rx, &mut bulk).await {
         out.clear();
+        let mut charged = 0usize;
         let mut next = Some(first);
         // Batch whatever is already queued into one write, up to BATCH_BYTES and
         // ending at the first bulk record: while a chunk is being written, a
@@ -219,11 +275,17 @@ async fn write_loop(
                 .header(out.len() - start - HEADER_LEN)
                 .map_err(|e| LinkError::Protocol(e.to_string()))?;
             out[start..start + HEADER_LEN].copy_from_slice(&header);
-            if out.len() < BATCH_BYTES && queue == Queue::Control {
-                next = queued_message(&mut rx, &mut bulk);
+            if let Queue::Control(size) = queue {
+                charged += size;
+                if out.len() < BATCH_BYTES {
+                    next = queued_message(&mut rx, &mut bulk);
+                }
             }
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, half.write_all(&out)).await {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, half.write_all(&out)).await;
+        // Handed to the kernel (or failed): no longer ours to hold.
+        queued.fetch_sub(charged, Ordering::Relaxed);
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(LinkError::Io(e.to_string())),
             Err(_) => return Err(LinkError::Io("the peer stopped reading".into())),

@@ -159,8 +159,13 @@ pub enum Event {
     /// Group rooms: a message of the room's log, in the causal order every
     /// member shares; `author` is the author's fingerprint, `own` ours.
     GroupMessage {
+        /// The name a link proved for the author's key, or a contact's; else
+        /// its fingerprint with "(not linked)", and `linked` is false.
         from: String,
         author: String,
+        /// Whether `from` is a proven name (a link or a contact), not a
+        /// fingerprint standing in for one.
+        linked: bool,
         own: bool,
         seq: u64,
         depth: u64,
@@ -418,6 +423,7 @@ impl Event {
             Event::GroupMessage {
                 from,
                 author,
+                linked,
                 own,
                 seq,
                 depth,
@@ -426,6 +432,7 @@ impl Event {
             } => Event::GroupMessage {
                 from: s(from),
                 author: s(author),
+                linked: *linked,
                 own: *own,
                 seq: *seq,
                 depth: *depth,

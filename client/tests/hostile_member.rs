@@ -127,7 +127,7 @@ async fn raw_link(
 
 /// The conversation id of the group room `code` as every honest member derives it.
 fn conversation(code: &str) -> [u8; 32] {
-    dhke::RoomCode::parse(code).tag().0
+    dhke::RoomCode::parse(code).conversation()
 }
 
 /// `author`'s message number `seq` in `room`, signed.
@@ -139,7 +139,7 @@ fn signed(
     text: &str,
 ) -> GroupMsg {
     let body = GroupBody {
-        room,
+        conversation: room,
         author: author.public().0,
         seq,
         clock,
@@ -288,16 +288,23 @@ async fn members_filling_the_waiting_messages_cost_only_themselves() {
                     signed(&fresh, room, 2, Vec::new(), "never deliverable")
                 })
                 .collect();
-            link.send(&PeerMsg::GroupCatchup(Catchup {
-                floor: Vec::new(),
+            let record = link.seal(&PeerMsg::GroupCatchup(Catchup {
                 msgs,
-            }))
-            .await;
+                ..Catchup::default()
+            }));
+            // Ann may have cut this flooder off already.
+            if futures::SinkExt::send(&mut link.framed, record.as_slice())
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
     }
     // Ann has taken all of it in (or cut the flooders off) when she answers a ping.
     for (_, link) in flooders.iter_mut() {
-        link.send(&PeerMsg::Ping { nonce: 7 }).await;
+        let record = link.seal(&PeerMsg::Ping { nonce: 7 });
+        let _ = futures::SinkExt::send(&mut link.framed, record.as_slice()).await;
         pong_or_closed(link, 7).await;
     }
     c[1].say("ben is still here").await;
@@ -337,8 +344,9 @@ async fn a_catchup_floor_cannot_wrap_a_members_counter() {
     };
     assert!(ann_key.len() > 8);
     mal.send(&PeerMsg::GroupCatchup(Catchup {
+        have: vec![(ann, u64::MAX)],
         floor: vec![(ann, u64::MAX)],
-        msgs: Vec::new(),
+        ..Catchup::default()
     }))
     .await;
     c[0].say("second from ann").await;
@@ -353,8 +361,9 @@ async fn a_catchup_floor_cannot_wrap_a_members_counter() {
     // A floor for a third author above anything mal's summary shows: mal pays.
     let other = dhke::Identity::from_seed(&[0x91; 32]).public().0;
     mal.send(&PeerMsg::GroupCatchup(Catchup {
+        have: vec![(other, 3)],
         floor: vec![(other, 1_000_000)],
-        msgs: Vec::new(),
+        ..Catchup::default()
     }))
     .await;
     let text = warning(&mut c[0], "bad_member").await;
@@ -460,8 +469,8 @@ async fn an_equivocating_author_is_proven_and_refused_and_its_forwarder_is_kept(
     wait_for_text(&mut c[2], "version one").await;
     // dan forwards the other version, as an honest member would have.
     dan.send(&PeerMsg::GroupCatchup(Catchup {
-        floor: Vec::new(),
         msgs: vec![other_version],
+        ..Catchup::default()
     }))
     .await;
     let mal_fingerprint = dhke::IdentityKey(mal_id.public().0)
@@ -542,8 +551,8 @@ async fn a_member_that_stops_reading_and_asks_for_catchups_costs_bounded_memory(
     for chunk in msgs.chunks(2) {
         filler
             .send(&PeerMsg::GroupCatchup(Catchup {
-                floor: Vec::new(),
                 msgs: chunk.to_vec(),
+                ..Catchup::default()
             }))
             .await;
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use dhke::{Identity, KeyPair, RoomCode};
 use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
@@ -22,7 +22,7 @@ use wire::handshake::{HostHandshake, JoinerHandshake};
 use wire::{FrameCodec, HandshakeInput, Link, PeerHandshake, PeerMsg, Role};
 
 use crate::connect::{self, Connected, Incoming, RoutedConn};
-use crate::peerlink::PeerLink;
+use crate::peerlink::{LinkError, LinkSender, PeerLink};
 use crate::ports::{self, LocalPort};
 use crate::rendezvous::Matched;
 
@@ -263,10 +263,32 @@ async fn race(
     .await
 }
 
-/// From the mesh to one link's task.
-pub enum ToLink {
-    Send(PeerMsg),
-    Close(Option<String>),
+/// The mesh's handle on one link: messages go straight into the link's
+/// queue (bounded in items and bytes, [`LinkSender`]); closing goes through the
+/// link's task, which says goodbye and flushes.
+#[derive(Debug)]
+pub struct LinkHandle {
+    sender: LinkSender,
+    close: Option<oneshot::Sender<Option<String>>>,
+}
+
+impl LinkHandle {
+    /// Queues `msg`; an error when the peer stopped reading or the link ended.
+    pub fn send(&self, msg: PeerMsg) -> Result<(), LinkError> {
+        self.sender.send(msg)
+    }
+
+    /// Bytes queued towards the peer and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.sender.queued_bytes()
+    }
+
+    /// Ends the link, with a `Bye` carrying `bye` if given.
+    pub fn close(&mut self, bye: Option<String>) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(bye);
+        }
+    }
 }
 
 /// From a link's task to the mesh.
@@ -282,27 +304,20 @@ pub fn spawn_link(
     serial: u64,
     conn: Connected,
     to_mesh: mpsc::Sender<FromLink>,
-) -> (mpsc::UnboundedSender<ToLink>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<ToLink>();
+) -> (LinkHandle, JoinHandle<()>) {
+    let mut link = PeerLink::start(conn);
+    let (close_tx, mut close_rx) = oneshot::channel::<Option<String>>();
+    let handle = LinkHandle {
+        sender: link.sender(),
+        close: Some(close_tx),
+    };
     let task = tokio::spawn(async move {
-        let mut link = PeerLink::start(conn);
         let why = loop {
             tokio::select! {
-                order = rx.recv() => match order {
-                    Some(ToLink::Send(msg)) => {
-                        if let Err(e) = link.send(msg) {
-                            break e.to_string();
-                        }
-                    }
-                    Some(ToLink::Close(bye)) => {
-                        link.close(bye).await;
-                        return;
-                    }
-                    None => {
-                        link.close(None).await;
-                        return;
-                    }
-                },
+                order = &mut close_rx => {
+                    link.close(order.unwrap_or(None)).await;
+                    return;
+                }
                 got = link.recv() => match got {
                     Some(Ok(msg)) => {
                         if to_mesh.send(FromLink::Msg(serial, msg)).await.is_err() {
@@ -318,5 +333,5 @@ pub fn spawn_link(
         let _ = to_mesh.send(FromLink::Ended(serial, why)).await;
         link.close(None).await;
     });
-    (tx, task)
+    (handle, task)
 }

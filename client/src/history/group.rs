@@ -26,8 +26,9 @@ pub struct GroupLine {
 }
 
 impl History {
-    /// Stores a delivered group message (before it is shown). Returns `false`
-    /// when it was stored already, which changes nothing.
+    /// Stores a delivered message of a conversation's log (before it is shown),
+    /// under the conversation id the message carries. Returns `false` when it
+    /// was stored already, which changes nothing.
     pub fn record_group(
         &self,
         room: &str,
@@ -41,14 +42,14 @@ impl History {
         let inserted = self
             .conn
             .execute(
-                "INSERT INTO group_messages
-                     (room, room_tag, author, author_name, seq, depth, sent_ms, received_ms,
-                      text, encoded)
+                "INSERT INTO log_messages
+                     (conversation, room, author, author_name, seq, depth, sent_ms,
+                      received_ms, text, encoded)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (room_tag, author, seq) DO NOTHING",
+                 ON CONFLICT (conversation, author, seq) DO NOTHING",
                 params![
+                    &b.conversation[..],
                     room,
-                    &b.room[..],
                     &b.author[..],
                     author_name,
                     to_db(b.seq),
@@ -63,16 +64,17 @@ impl History {
         Ok(inserted == 1)
     }
 
-    /// The last [`BACKLOG`] stored messages of the room with this tag, oldest
-    /// first in the shared order, to restore the log. A row that no longer
-    /// decodes is skipped (the log will fetch it from the others again).
-    pub fn group_log(&self, room_tag: &[u8; 32]) -> Result<Vec<GroupMsg>, ClientError> {
+    /// The last [`BACKLOG`] stored messages of conversation `conversation`,
+    /// oldest first in the shared order, to restore its log: nothing of any
+    /// other conversation, whatever its tag. A row that no longer decodes is
+    /// skipped (the log will fetch it from the others again).
+    pub fn group_log(&self, conversation: &[u8; 32]) -> Result<Vec<GroupMsg>, ClientError> {
         let read = || -> rusqlite::Result<Vec<Vec<u8>>> {
             let mut stmt = self.conn.prepare(
-                "SELECT encoded FROM group_messages WHERE room_tag = ?1
+                "SELECT encoded FROM log_messages WHERE conversation = ?1
                  ORDER BY depth DESC, author DESC, seq DESC LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![&room_tag[..], BACKLOG as i64], |r| r.get(0))?;
+            let rows = stmt.query_map(params![&conversation[..], BACKLOG as i64], |r| r.get(0))?;
             rows.collect()
         };
         let mut rows = read().map_err(|e| self.fail("read the group history", &e))?;
@@ -84,15 +86,62 @@ impl History {
             .collect())
     }
 
-    /// The room's messages in the shared order: the last `limit`, oldest first.
+    /// The highest seq of `author`'s that is stored in conversation
+    /// `conversation` (0 for none): a restarted member's counter goes on past
+    /// it, even when its own messages are older than the restored window.
+    pub fn group_own_last(
+        &self,
+        conversation: &[u8; 32],
+        author: &[u8; 32],
+    ) -> Result<u64, ClientError> {
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(seq) FROM log_messages WHERE conversation = ?1 AND author = ?2",
+                params![&conversation[..], &author[..]],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.fail("read the group history", &e))?;
+        Ok(last.map_or(0, from_db))
+    }
+
+    /// The room's messages in the shared order: the last `limit`, oldest first
+    /// (v3 logs and v2 group rooms stored under the same code text).
     pub fn group_lines(&self, room: &str, limit: u32) -> Result<Vec<GroupLine>, ClientError> {
+        self.lines_where(
+            "SELECT room, author, author_name, seq, depth, sent_ms, text
+             FROM log_messages WHERE room = ?1
+             UNION ALL
+             SELECT room, author, author_name, seq, depth, sent_ms, text
+             FROM group_messages WHERE room = ?1
+             ORDER BY 5 DESC, 2 DESC, 4 DESC LIMIT ?2",
+            params![room, i64::from(limit)],
+        )
+    }
+
+    /// Conversation `conversation`'s messages in the shared order: the last
+    /// `limit`, oldest first (`/history` in a running group).
+    pub fn conversation_lines(
+        &self,
+        conversation: &[u8; 32],
+        limit: u32,
+    ) -> Result<Vec<GroupLine>, ClientError> {
+        self.lines_where(
+            "SELECT room, author, author_name, seq, depth, sent_ms, text
+             FROM log_messages WHERE conversation = ?1
+             ORDER BY depth DESC, author DESC, seq DESC LIMIT ?2",
+            params![&conversation[..], i64::from(limit)],
+        )
+    }
+
+    fn lines_where(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<GroupLine>, ClientError> {
         let read = || -> rusqlite::Result<Vec<GroupLine>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT room, author, author_name, seq, depth, sent_ms, text
-                 FROM group_messages WHERE room = ?1
-                 ORDER BY depth DESC, author DESC, seq DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![room, i64::from(limit)], |r| {
+            let mut stmt = self.conn.prepare(sql)?;
+            let rows = stmt.query_map(params, |r| {
                 let author: Vec<u8> = r.get(1)?;
                 Ok(GroupLine {
                     room: r.get(0)?,
@@ -128,9 +177,12 @@ mod tests {
         let mut rng = rand::rngs::OsRng;
         let (a, b) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
         let room = [7u8; 32];
-        let (mut la, mut lb) = (GroupLog::new(room), GroupLog::new(room));
+        let (mut la, mut lb) = (
+            GroupLog::new(room, a.public().0),
+            GroupLog::new(room, b.public().0),
+        );
         let m1 = la.write(&a, "one".into(), 1).unwrap();
-        lb.receive(m1.clone()).unwrap();
+        lb.receive(m1.clone(), 1).unwrap();
         let m2 = lb.write(&b, "two".into(), 2).unwrap();
         // Stored in the wrong order, listed in the shared one.
         assert!(db.record_group("r", &m2, "bob", 3).unwrap());
@@ -140,8 +192,21 @@ mod tests {
         let texts: Vec<_> = lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["one", "two"]);
         assert_eq!(lines[1].author_name, "bob");
+        assert_eq!(db.conversation_lines(&room, 10).unwrap().len(), 2);
         let restored = db.group_log(&room).unwrap();
-        assert_eq!(restored, vec![m1, m2]);
+        assert_eq!(restored, vec![m1.clone(), m2]);
+        assert_eq!(db.group_own_last(&room, &a.public().0).unwrap(), 1);
+        // Another conversation under the same code text shares nothing.
+        let other = [8u8; 32];
+        assert!(db.group_log(&other).unwrap().is_empty());
+        assert_eq!(db.group_own_last(&other, &a.public().0).unwrap(), 0);
+        let mut lo = GroupLog::new(other, a.public().0);
+        let o1 = lo.write(&a, "other one".into(), 1).unwrap();
+        assert!(
+            db.record_group("r", &o1, "alice", 5).unwrap(),
+            "same author and seq, other conversation"
+        );
+        assert_eq!(db.group_log(&other).unwrap(), vec![o1]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

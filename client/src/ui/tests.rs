@@ -191,6 +191,7 @@ fn every_event(s: &str) -> Vec<Event> {
         Event::GroupMessage {
             from: s(),
             author: s(),
+            linked: false,
             own: false,
             seq: 1,
             depth: 1,

@@ -68,3 +68,40 @@ pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Decod
     }
     Ok(())
 }
+
+/// The number of bytes [`encode`] would produce, counted without allocating:
+/// what a queue bounded in bytes charges for a message before it is sealed.
+pub fn encoded_len<T: Serialize>(msg: &T) -> Result<usize, DecodeError> {
+    let mut counter = Counter(0);
+    bincode::serde::encode_into_std_write(msg, &mut counter, wire_config())
+        .map_err(|e| DecodeError::Encode(e.to_string()))
+}
+
+/// A writer that only counts.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_len_counts_what_encode_writes() {
+        let msg = crate::PeerMsg::Chat {
+            id: 300,
+            sent_at_ms: 1,
+            text: "x".repeat(1000),
+        };
+        assert_eq!(encoded_len(&msg).unwrap(), encode(&msg).unwrap().len());
+    }
+}

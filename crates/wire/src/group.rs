@@ -41,6 +41,11 @@ pub const SOURCE_PENDING_BYTES: usize = 2 << 20;
 /// signatures by that author on messages of this conversation).
 pub const MAX_BANNED: usize = 1024;
 
+/// (author, seq): one message of the log.
+type MsgId = ([u8; 32], u64);
+/// (causal depth, author, seq): a message's place in the shared order.
+type OrderKey = (u64, [u8; 32], u64);
+
 /// The id of a source that is not a link: our own history store.
 pub const OWN_STORE: u64 = 0;
 
@@ -332,7 +337,7 @@ pub struct GroupLog {
     /// The digest and order key of every kept (author, seq), to spot
     /// equivocation, to find the message it contradicts, and to drop a repeat
     /// without verifying its signature again.
-    seen: HashMap<([u8; 32], u64), ([u8; 32], (u64, [u8; 32], u64))>,
+    seen: HashMap<MsgId, ([u8; 32], OrderKey)>,
     /// Verified messages waiting for their dependencies.
     pending: HashMap<([u8; 32], u64), Waiting>,
     by_author: HashMap<[u8; 32], Load>,
@@ -523,7 +528,12 @@ impl GroupLog {
 
     fn ready(&self, msg: &GroupMsg) -> bool {
         let b = &msg.body;
-        self.have.get(&b.author).copied().unwrap_or(0).checked_add(1) == Some(b.seq)
+        self.have
+            .get(&b.author)
+            .copied()
+            .unwrap_or(0)
+            .checked_add(1)
+            == Some(b.seq)
             && b.clock
                 .iter()
                 .all(|(a, n)| self.have.get(a).copied().unwrap_or(0) >= *n)
@@ -533,7 +543,7 @@ impl GroupLog {
     fn drain(&mut self) -> Vec<GroupMsg> {
         let mut out = Vec::new();
         loop {
-            let mut ready: Vec<((u64, [u8; 32], u64), ([u8; 32], u64))> = self
+            let mut ready: Vec<(OrderKey, MsgId)> = self
                 .pending
                 .iter()
                 .filter(|(_, w)| self.ready(&w.msg))
@@ -674,7 +684,11 @@ impl GroupLog {
         let mut msgs = Vec::new();
         let mut bytes = 0usize;
         let mut more = false;
-        for m in self.kept.values().filter(|m| lacks(&m.body.author) < m.body.seq) {
+        for m in self
+            .kept
+            .values()
+            .filter(|m| lacks(&m.body.author) < m.body.seq)
+        {
             if !msgs.is_empty() && bytes.saturating_add(m.weight()) > max_bytes {
                 more = true;
                 break;

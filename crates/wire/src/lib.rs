@@ -21,7 +21,7 @@ pub mod rendezvous;
 pub mod text;
 pub mod token;
 
-pub use encoding::{decode, encode, encode_into, DecodeError};
+pub use encoding::{decode, encode, encode_into, encoded_len, DecodeError};
 pub use frame::{FrameCodec, FrameError, Link};
 pub use handshake::{HandshakeError, HandshakeInput, Session};
 pub use peer::{PeerHandshake, PeerMsg, Signature64};

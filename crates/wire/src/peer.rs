@@ -179,7 +179,7 @@ pub enum PeerMsg {
     /// Conversations (v3, §17.5): two messages one author signed with one
     /// (author, seq); every member that checks it refuses the author and
     /// forwards it once.
-    Equivocation(crate::group::EquivocationProof),
+    Equivocation(Box<crate::group::EquivocationProof>),
 }
 
 /// A [`PeerMsg`] field over its limit (docs/protocol.md §7). Senders never

@@ -192,7 +192,10 @@ fn a_message_signed_for_one_conversation_is_refused_in_every_other() {
     let mut first = GroupLog::new(day_one.conversation(), alice.public().0);
     let old = first.write(&alice, "day one".into(), 1).unwrap();
     let mut second = GroupLog::new(day_two.conversation(), [9; 32]);
-    assert_eq!(got(&mut second, old.clone()), Err(GroupError::OtherConversation));
+    assert_eq!(
+        got(&mut second, old.clone()),
+        Err(GroupError::OtherConversation)
+    );
     assert!(GroupError::OtherConversation.blames_sender());
     // Re-signing under the new id does not help a replayer without the key.
     let mut body = old.body.clone();
@@ -214,7 +217,10 @@ fn two_messages_with_one_author_and_seq_are_a_proof_against_the_author_not_the_f
     let second = a2.write(&alice, "another".into(), 1).unwrap();
     let mut log = log_of(&bob);
     assert_eq!(got(&mut log, first.clone()).unwrap(), vec![first.clone()]);
-    assert!(got(&mut log, first.clone()).unwrap().is_empty(), "a duplicate is ignored");
+    assert!(
+        got(&mut log, first.clone()).unwrap().is_empty(),
+        "a duplicate is ignored"
+    );
     // The second version is no error of the link that forwarded it.
     let out = log.receive(second.clone(), LINK).unwrap();
     assert!(out.delivered.is_empty());
@@ -238,14 +244,23 @@ fn two_messages_with_one_author_and_seq_are_a_proof_against_the_author_not_the_f
         first: first.clone(),
         second: first.clone(),
     };
-    assert!(matches!(carol.receive_proof(&bogus), Err(GroupError::BadProof(_))));
+    assert!(matches!(
+        carol.receive_proof(&bogus),
+        Err(GroupError::BadProof(_))
+    ));
     let mut tampered = proof.clone();
     tampered.second.body.text = "edited".into();
-    assert!(matches!(carol.receive_proof(&tampered), Err(GroupError::BadProof(_))));
+    assert!(matches!(
+        carol.receive_proof(&tampered),
+        Err(GroupError::BadProof(_))
+    ));
     // Nobody can prove anything against us without our key; a "proof" against
     // our own key is refused.
     let mut alices = log_of(&alice);
-    assert!(matches!(alices.receive_proof(proof), Err(GroupError::BadProof(_))));
+    assert!(matches!(
+        alices.receive_proof(proof),
+        Err(GroupError::BadProof(_))
+    ));
 }
 
 #[test]
@@ -265,10 +280,14 @@ fn an_equivocation_inside_a_catchup_is_a_proof_and_the_rest_is_delivered() {
         .receive_catchup(lb.missing_for(&Summary::default(), ALL), LINK)
         .unwrap();
     assert_eq!(out.proofs.len(), 1);
-    assert_eq!(out.proofs[0].first.body.text, "one, other", "the one lc showed");
+    assert_eq!(
+        out.proofs[0].first.body.text, "one, other",
+        "the one lc showed"
+    );
     // The rest of the catch-up still counts: bob's message is delivered.
     assert_eq!(out.delivered, vec![b1]);
-}#[test]
+}
+#[test]
 fn a_member_who_was_away_catches_up_once_even_from_an_author_who_left() {
     let (a, b, c) = (member(0), member(1), member(2));
     let (mut la, mut lb, mut lc) = (log_of(&a), log_of(&b), log_of(&c));
@@ -351,7 +370,11 @@ fn answers_are_paced_and_a_newcomer_asking_again_gets_the_rest_once() {
         let more = part.more;
         let weight: usize = part.msgs.iter().map(GroupMsg::weight).sum();
         assert!(weight <= 64 * 1024, "{weight}");
-        delivered += newcomer.receive_catchup(part, LINK).unwrap().delivered.len();
+        delivered += newcomer
+            .receive_catchup(part, LINK)
+            .unwrap()
+            .delivered
+            .len();
         if !more {
             break;
         }
@@ -414,7 +437,11 @@ fn a_floor_never_moves_our_own_counter_nor_goes_past_the_senders_summary_or_need
         msgs: vec![],
         more: false,
     };
-    assert!(log.receive_catchup(wrap, LINK).unwrap().delivered.is_empty());
+    assert!(log
+        .receive_catchup(wrap, LINK)
+        .unwrap()
+        .delivered
+        .is_empty());
     assert_eq!(log.write(&me, "second".into(), 2).unwrap().body.seq, 2);
     // A floor above the sender's own summary is the sender's error.
     let lie = Catchup {
@@ -431,7 +458,10 @@ fn a_floor_never_moves_our_own_counter_nor_goes_past_the_senders_summary_or_need
         msgs: vec![],
         more: false,
     };
-    assert!(matches!(log.receive_catchup(unnamed, LINK), Err(GroupError::BadFloor(_))));
+    assert!(matches!(
+        log.receive_catchup(unnamed, LINK),
+        Err(GroupError::BadFloor(_))
+    ));
     // A floor that nothing at hand needs moves nothing: the author's real
     // messages 1.. are still delivered when they come.
     let idle = Catchup {
@@ -504,7 +534,10 @@ fn a_link_that_fills_its_waiting_share_is_refused_and_others_keep_delivering() {
     // The byte share holds too: a few large messages fill it.
     let mut big = log_of(&me);
     let mut n = 0;
-    while big.receive(undeliverable(10_000 + n, 16 * 1024), HOSTILE).is_ok() {
+    while big
+        .receive(undeliverable(10_000 + n, 16 * 1024), HOSTILE)
+        .is_ok()
+    {
         n += 1;
         assert!(n < 1000);
     }
@@ -555,7 +588,10 @@ fn a_restored_window_is_delivered_and_our_seq_goes_on_past_what_we_stored() {
     let out = restored.restore(window.clone(), 30);
     assert_eq!(out.delivered, window);
     assert_eq!(restored.pending(), 0);
-    assert_eq!(restored.write(&me, "again".into(), 99).unwrap().body.seq, 31);
+    assert_eq!(
+        restored.write(&me, "again".into(), 99).unwrap().body.seq,
+        31
+    );
     // Our own last seq counts even when none of ours is in the window.
     let mut bare = log_of(&me);
     bare.restore(Vec::new(), 40);

@@ -7,9 +7,7 @@
 use std::net::SocketAddr;
 
 use dhke::Identity;
-use wire::group::{
-    Catchup, EquivocationProof, GroupBody, GroupMsg, Roster, RosterEntry, Summary,
-};
+use wire::group::{Catchup, EquivocationProof, GroupBody, GroupMsg, Roster, RosterEntry, Summary};
 use wire::{encode, ClientMsg, MediatorMsg, PeerMsg, RelayOffer, Role};
 
 fn hex(msg: &impl serde::Serialize) -> String {
@@ -117,9 +115,9 @@ fn group_records() {
         };
         GroupMsg::sign(body, &author).unwrap()
     };
-    let proof = PeerMsg::Equivocation(EquivocationProof {
+    let proof = PeerMsg::Equivocation(Box::new(EquivocationProof {
         first: version("a"),
         second: version("b"),
-    });
+    }));
     assert_eq!(hex(&proof), "1277777777777777777777777777777777777777777777777777777777777777778a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0100050161f005272067b16d8691752ad736936d2bb283cdd425781c2d4ac0523b57152799d90b6c2ca7759eda61a6be5647a09e4872f768847a17453158dedfa8fb2a710077777777777777777777777777777777777777777777777777777777777777778a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c010005016241c0961c87628b86c14462382a938f34c8a5e2fec8d77f89e155f2b1b494d414c9a195c6251e4c474d1830877c3d99ffe490333bea69b5c31588de6936c4a705");
 }
