@@ -902,11 +902,7 @@ mod tests {
         );
         // A listener on one address: that address.
         assert_eq!(
-            advertised_addrs(
-                None,
-                addr("192.168.1.5:7000"),
-                Some(addr("10.0.0.2:7000"))
-            ),
+            advertised_addrs(None, addr("192.168.1.5:7000"), Some(addr("10.0.0.2:7000"))),
             (7000, vec![addr("192.168.1.5:7000")])
         );
         // A dual-stack wildcard listener and an IPv4 mediator: the mediator
