@@ -910,4 +910,47 @@ mod tests {
         }
         assert!(backoff(20) <= BACKOFF_CAP);
     }
+
+    /// docs/protocol.md §4 and §12.1: `Hello` names at most one address (never
+    /// every interface), with the listener's port; a v4-mapped address from a
+    /// dual-stack socket is sent as it is.
+    #[test]
+    fn hello_announces_one_address_never_every_interface() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // `--advertise` wins, port included.
+        assert_eq!(
+            advertised_addrs(
+                Some(addr("203.0.113.7:4000")),
+                addr("[::]:7000"),
+                Some(addr("[::ffff:192.168.1.5]:7000"))
+            ),
+            (4000, vec![addr("203.0.113.7:4000")])
+        );
+        // A listener on one address: that address.
+        assert_eq!(
+            advertised_addrs(None, addr("192.168.1.5:7000"), Some(addr("10.0.0.2:7000"))),
+            (7000, vec![addr("192.168.1.5:7000")])
+        );
+        // A dual-stack wildcard listener and an IPv4 mediator: the mediator
+        // connection's local address, still v4-mapped, and nothing else.
+        assert_eq!(
+            advertised_addrs(
+                None,
+                addr("[::]:7000"),
+                Some(addr("[::ffff:192.168.1.5]:7000"))
+            ),
+            (7000, vec![addr("[::ffff:192.168.1.5]:7000")])
+        );
+        // A mediator connection from another port (its 4-tuple was taken): the
+        // listener's port, not that one.
+        assert_eq!(
+            advertised_addrs(None, addr("0.0.0.0:7000"), Some(addr("10.0.0.2:41000"))),
+            (7000, vec![addr("10.0.0.2:7000")])
+        );
+        // No address known: none.
+        assert_eq!(
+            advertised_addrs(None, addr("0.0.0.0:7000"), None),
+            (7000, vec![])
+        );
+    }
 }
