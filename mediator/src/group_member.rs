@@ -33,10 +33,7 @@ pub(crate) async fn serve(
     let peer: SocketAddr = arrival.details.observed_addr;
     // This mediator hosts the relay of the newcomer's pairs, as the one that
     // completes a match does (§18.5).
-    let relay = shared
-        .config
-        .relay
-        .then(|| shared.config.public_addr.clone().unwrap_or_default());
+    let relay = crate::relay::own_server(&shared.config);
     let joined = shared
         .groups
         .join(

@@ -210,6 +210,40 @@ async fn a_pair_split_over_two_instances_relays_through_the_one_that_matched() {
     assert!(metrics.contains("mediator_relay_sessions 1"), "{metrics}");
 }
 
+/// docs/protocol.md §12.3 across instances: a pair's token opens a session
+/// only at the relay it names, so instances sharing a Redis (and so the token
+/// key) cannot each give the pair a session of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_token_opens_a_session_only_at_the_instance_it_names() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let (_host, hosted, _joiner, _joined) = meet(a.addr(), b.addr(), 11).await;
+    let RelayOffer::Offered { token, server } = relay_of(&hosted) else {
+        panic!("the host is offered the relay");
+    };
+    assert_eq!(
+        server,
+        b.addr().to_string(),
+        "B completed the match: B relays"
+    );
+    // Both sides of the pair at A, which shares the key but is not named:
+    // refused at once, with the reason.
+    let mut strays = Vec::new();
+    for _ in 0..2 {
+        let mut stray = Client::connect(a.addr()).await;
+        stray.send(&ClientMsg::RelayJoin { token }).await;
+        strays.push(stray);
+    }
+    for mut stray in strays {
+        let message = stray.expect_error(ErrorCode::RelayRefused).await;
+        assert!(message.contains("not issued here"), "{message}");
+    }
+    // At B, the pair gets its one session.
+    let (mut x, mut y) = common::relay_pair(b.addr(), token).await;
+    common::relay_round_trips(&mut x, &mut y, 2).await;
+}
+
 /// Sends `Allocate` on a fresh connection to `at`; returns the number and the
 /// connection (which holds it).
 async fn allocate(at: SocketAddr) -> (u32, Client) {
