@@ -59,6 +59,17 @@ pub(crate) async fn serve(
                 format!("the group room is full ({cap} members)"),
             )
         }
+        Err(Refusal::PerSource(cap)) => {
+            shared.metrics.rejected(Limit::MembersPerIp);
+            return refuse(
+                ErrorCode::RoomFull,
+                format!(
+                    "the group room already has {cap} members from your address (one \
+                     IPv4 address or IPv6 /64), the most this mediator admits from one \
+                     (--max-members-per-ip)"
+                ),
+            );
+        }
         Err(Refusal::TooManyRooms) => {
             shared.metrics.rejected(Limit::MaxRooms);
             return refuse(
