@@ -329,21 +329,28 @@ impl Inner {
 
     /// The heartbeat's part for group rooms: refresh (or put back) our members.
     pub(super) async fn group_beat(&self) -> Result<(), String> {
-        let mut rooms: HashMap<RoomTag, Vec<(u32, ConnId, u8, String, String)>> = HashMap::new();
+        /// One member of ours as `REFRESH` takes it.
+        struct Beat {
+            member: u32,
+            conn: ConnId,
+            dh_group: u8,
+            source: String,
+            peer: String,
+        }
+        let mut rooms: HashMap<RoomTag, Vec<Beat>> = HashMap::new();
         for ((tag, member), local) in lock(&self.group_locals).iter() {
             if local.notices.is_closed() {
                 continue;
             }
             let peer =
                 serde_json::to_string(&WirePeer::of(&local.details)).map_err(|e| e.to_string())?;
-            let source = source_of(&local.details).to_string();
-            rooms.entry(*tag).or_default().push((
-                *member,
-                local.conn,
-                local.dh_group,
-                source,
+            rooms.entry(*tag).or_default().push(Beat {
+                member: *member,
+                conn: local.conn,
+                dh_group: local.dh_group,
+                source: source_of(&local.details).to_string(),
                 peer,
-            ));
+            });
         }
         let mut redis = self.redis.clone();
         for (tag, members) in rooms {
@@ -352,9 +359,12 @@ impl Inner {
                 .arg(&self.instance)
                 .arg(ROOM_LIVENESS.as_millis() as u64)
                 .arg(self.group_ttl.as_millis() as u64)
-                .arg(members[0].2);
-            for (member, conn, _, source, peer) in &members {
-                call.arg(*member).arg(*conn).arg(source).arg(peer);
+                .arg(members[0].dh_group);
+            for beat in &members {
+                call.arg(beat.member)
+                    .arg(beat.conn)
+                    .arg(&beat.source)
+                    .arg(&beat.peer);
             }
             let _: i64 = bounded(call.invoke_async(&mut redis)).await?;
         }
