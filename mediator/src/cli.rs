@@ -60,6 +60,12 @@ pub struct Args {
     #[arg(long, env = "MEDIATOR_MAX_MEMBERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1024), value_name = "N")]
     pub max_members: u32,
 
+    /// Most members of one group room from one IPv4 address or IPv6 /64, so a
+    /// stranger without the code cannot fill a room from one host (Error
+    /// RoomFull, naming this cap). Members behind one NAT share it.
+    #[arg(long, env = "MEDIATOR_MAX_MEMBERS_PER_IP", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    pub max_members_per_ip: u32,
+
     /// A group room stays open this long after its last member left, so members
     /// who come back find it (and its generated code stays theirs).
     #[arg(long, env = "MEDIATOR_GROUP_TTL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
@@ -211,6 +217,7 @@ impl Args {
             idle_timeout: self.idle_timeout,
             max_rooms: usize::try_from(self.max_rooms).unwrap_or(usize::MAX),
             max_members: usize::try_from(self.max_members).unwrap_or(usize::MAX),
+            max_members_per_ip: usize::try_from(self.max_members_per_ip).unwrap_or(usize::MAX),
             group_ttl: self.group_ttl,
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             per_ip_connections: self.per_ip_connections,
@@ -265,7 +272,7 @@ impl Args {
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
         format!(
             "listen {}\nhello-timeout {}\nroom-ttl {}\nidle-timeout {}\nmax-rooms {}\n\
-             max-members {}\ngroup-ttl {}\nmax-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
+             max-members {}\nmax-members-per-ip {}\ngroup-ttl {}\nmax-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
              per-56-connections {}\nper-48-connections {}\nper-56-hellos-per-min {}\n\
              per-48-hellos-per-min {}\nrelay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\n\
              relay-max-sessions {}\nrelay-idle {}\nmetrics {metrics}\nlog-format {:?}\n\
@@ -276,6 +283,7 @@ impl Args {
             d(self.idle_timeout),
             self.max_rooms,
             self.max_members,
+            self.max_members_per_ip,
             d(self.group_ttl),
             self.max_connections,
             self.per_ip_connections,
@@ -328,6 +336,8 @@ mod tests {
         assert_eq!(c.room_ttl, d.room_ttl);
         assert_eq!(c.idle_timeout, d.idle_timeout);
         assert_eq!(c.max_rooms, d.max_rooms);
+        assert_eq!(c.max_members, d.max_members);
+        assert_eq!(c.max_members_per_ip, d.max_members_per_ip);
         assert_eq!(c.max_connections, d.max_connections);
         assert_eq!(c.per_ip_connections, d.per_ip_connections);
         assert_eq!(c.per_ip_hellos_per_min, d.per_ip_hellos_per_min);

@@ -20,6 +20,10 @@ pub struct Config {
     pub max_rooms: usize,
     /// Most members of one group room (§19); one more gets `Error{RoomFull}`.
     pub max_members: usize,
+    /// Most members of one group room from one IPv4 address or one IPv6 /64
+    /// (§19.1), so a stranger without the code cannot fill a room from one
+    /// host; one more gets `Error{RoomFull}` naming this cap.
+    pub max_members_per_ip: usize,
     /// A group room stays open this long after its last member left.
     pub group_ttl: Duration,
     /// Most client connections open at once; further connects are refused.
@@ -99,6 +103,9 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(90),
             max_rooms: 100_000,
             max_members: 16,
+            // A household or office behind one NAT is a few members; a stranger
+            // needs four hosts to fill a room of 16.
+            max_members_per_ip: 4,
             group_ttl: Duration::from_secs(10 * 60),
             max_connections: 200_000,
             per_ip_connections: 64,
@@ -145,6 +152,7 @@ impl Config {
         let counts = [
             ("max-rooms", self.max_rooms),
             ("max-members", self.max_members),
+            ("max-members-per-ip", self.max_members_per_ip),
             ("max-connections", self.max_connections),
             ("per-ip-connections", self.per_ip_connections as usize),
             ("per-ip-hellos-per-min", self.per_ip_hellos_per_min as usize),
@@ -180,6 +188,15 @@ impl Config {
             return Err(ConfigError::RedisNeedsPublicAddr);
         }
         Ok(())
+    }
+
+    /// The group room caps these settings describe.
+    pub fn group_caps(&self) -> crate::groups::GroupCaps {
+        crate::groups::GroupCaps {
+            max_members: self.max_members,
+            per_source: self.max_members_per_ip,
+            ttl: self.group_ttl,
+        }
     }
 
     /// The per-address and per-network caps these settings describe.

@@ -149,10 +149,7 @@ async fn converse(
     let (host_end, joiner_end) = Pairing::pair(
         rand::random(),
         shared.tokens.expiry(shared.config.relay_token_ttl),
-        shared
-            .config
-            .relay
-            .then(|| shared.config.public_addr.clone().unwrap_or_default()),
+        crate::relay::own_server(&shared.config),
     );
     let (tag, arrival) = match check_hello(hello, peer, admitted.id, host_end) {
         Ok(checked) => checked,
@@ -374,7 +371,7 @@ pub(crate) fn relay_offer_for(
         RelayOffer::RefusedByPeer
     } else {
         RelayOffer::Offered {
-            token: shared.tokens.mint(pair_id, expires),
+            token: shared.tokens.mint(pair_id, expires, server),
             server: server.to_owned(),
         }
     }

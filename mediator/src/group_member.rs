@@ -33,10 +33,7 @@ pub(crate) async fn serve(
     let peer: SocketAddr = arrival.details.observed_addr;
     // This mediator hosts the relay of the newcomer's pairs, as the one that
     // completes a match does (§18.5).
-    let relay = shared
-        .config
-        .relay
-        .then(|| shared.config.public_addr.clone().unwrap_or_default());
+    let relay = crate::relay::own_server(&shared.config);
     let joined = shared
         .groups
         .join(
@@ -61,6 +58,17 @@ pub(crate) async fn serve(
                 ErrorCode::RoomFull,
                 format!("the group room is full ({cap} members)"),
             )
+        }
+        Err(Refusal::PerSource(cap)) => {
+            shared.metrics.rejected(Limit::MembersPerIp);
+            return refuse(
+                ErrorCode::RoomFull,
+                format!(
+                    "the group room already has {cap} members from your address (one \
+                     IPv4 address or IPv6 /64), the most this mediator admits from one \
+                     (--max-members-per-ip)"
+                ),
+            );
         }
         Err(Refusal::TooManyRooms) => {
             shared.metrics.rejected(Limit::MaxRooms);

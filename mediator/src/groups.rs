@@ -1,5 +1,6 @@
-//! Group rooms (docs/protocol.md §19): a room of up to `max_members` members that
-//! stays open while anyone is in it and for `group_ttl` after the last one left.
+//! Group rooms (docs/protocol.md §19): a room of up to `max_members` members, at
+//! most `per_source` of them from one IPv4 address or IPv6 /64, that stays open
+//! while anyone is in it and for `group_ttl` after the last one left.
 //! The table tells a newcomer about every member present and every member about
 //! the newcomer; the members then link pairwise by §6. [`GroupTable`] is the
 //! small async trait the connection code talks to; [`GroupRooms`] is the
@@ -16,8 +17,26 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::limits::AddrKey;
 use crate::nameplates::Nameplate;
 use crate::rooms::{ConnId, PeerDetails};
+
+/// A group room's limits (§19.1).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCaps {
+    /// Members at once (`--max-members`).
+    pub max_members: usize,
+    /// Members at once from one IPv4 address or IPv6 /64 (`--max-members-per-ip`),
+    /// so a stranger without the code cannot fill a room from one host.
+    pub per_source: usize,
+    /// How long a room outlives its last member (`--group-ttl`).
+    pub ttl: Duration,
+}
+
+/// Where a member's connection comes from, as the member cap counts it.
+pub fn source_of(details: &PeerDetails) -> AddrKey {
+    AddrKey::of(details.observed_addr.ip().to_canonical())
+}
 
 /// Notices queued towards one member's connection task. A member whose task
 /// falls this far behind is dropped from the room (it is not reading).
@@ -104,6 +123,8 @@ pub enum Refusal {
     GroupMismatch,
     /// The room holds its member cap.
     Full(usize),
+    /// The room holds its cap of members from the newcomer's address.
+    PerSource(usize),
     /// The table holds its maximum of rooms.
     TooManyRooms,
     /// The shared room store cannot be reached (the message says why).
@@ -134,18 +155,16 @@ struct Room {
 #[derive(Debug)]
 pub struct GroupRooms {
     rooms: Mutex<HashMap<RoomTag, Room>>,
-    max_members: usize,
+    caps: GroupCaps,
     max_rooms: usize,
-    ttl: Duration,
 }
 
 impl GroupRooms {
-    pub fn new(max_members: usize, max_rooms: usize, ttl: Duration) -> GroupRooms {
+    pub fn new(caps: GroupCaps, max_rooms: usize) -> GroupRooms {
         GroupRooms {
             rooms: Mutex::new(HashMap::new()),
-            max_members,
+            caps,
             max_rooms,
-            ttl,
         }
     }
 
@@ -172,7 +191,7 @@ impl GroupRooms {
         let now = Instant::now();
         if rooms
             .get(&tag)
-            .is_some_and(|room| room.empty_since.is_some_and(|t| now >= t + self.ttl))
+            .is_some_and(|room| room.empty_since.is_some_and(|t| now >= t + self.caps.ttl))
         {
             rooms.remove(&tag);
         }
@@ -197,8 +216,17 @@ impl GroupRooms {
         }
         // Members whose task has gone (its receiver dropped) no longer count.
         room.present.retain(|p| !p.notices.is_closed());
-        if room.present.len() >= self.max_members {
-            return Err(Refusal::Full(self.max_members));
+        if room.present.len() >= self.caps.max_members {
+            return Err(Refusal::Full(self.caps.max_members));
+        }
+        let source = source_of(&details);
+        let from_source = room
+            .present
+            .iter()
+            .filter(|p| source_of(&p.details) == source)
+            .count();
+        if from_source >= self.caps.per_source {
+            return Err(Refusal::PerSource(self.caps.per_source));
         }
         let member = room.next_member;
         room.next_member = room.next_member.checked_add(1).unwrap_or(1);
@@ -285,7 +313,7 @@ impl GroupTable for GroupRooms {
     }
 
     fn max_members(&self) -> usize {
-        self.max_members
+        self.caps.max_members
     }
 
     fn members(&self) -> usize {
@@ -296,7 +324,7 @@ impl GroupTable for GroupRooms {
         let now = Instant::now();
         let mut rooms = self.lock();
         let before = rooms.len();
-        rooms.retain(|_, room| !room.empty_since.is_some_and(|t| now >= t + self.ttl));
+        rooms.retain(|_, room| !room.empty_since.is_some_and(|t| now >= t + self.caps.ttl));
         before - rooms.len()
     }
 }
@@ -306,19 +334,32 @@ mod tests {
     use super::*;
 
     fn details(name: &str) -> PeerDetails {
+        details_from(name, "127.0.0.1:1000")
+    }
+
+    fn details_from(name: &str, addr: &str) -> PeerDetails {
         PeerDetails {
             name: name.to_owned(),
             public: vec![2; 4],
-            observed_addr: "127.0.0.1:1000".parse().unwrap(),
+            observed_addr: addr.parse().unwrap(),
             listen_port: 7,
             local_addrs: Vec::new(),
             no_relay: false,
         }
     }
 
+    /// `max_members` members, as many from one address, `ttl`.
+    fn caps(max_members: usize, ttl: Duration) -> GroupCaps {
+        GroupCaps {
+            max_members,
+            per_source: max_members,
+            ttl,
+        }
+    }
+
     #[test]
     fn newcomers_hear_of_everyone_and_everyone_of_them() {
-        let rooms = GroupRooms::new(16, 10, Duration::from_secs(60));
+        let rooms = GroupRooms::new(caps(16, Duration::from_secs(60)), 10);
         let tag = RoomTag([1; 32]);
         let mut a = rooms
             .join_now(tag, 1, 14, details("a"), None, None)
@@ -354,7 +395,7 @@ mod tests {
 
     #[test]
     fn the_cap_and_the_dh_group_are_enforced() {
-        let rooms = GroupRooms::new(2, 10, Duration::from_secs(60));
+        let rooms = GroupRooms::new(caps(2, Duration::from_secs(60)), 10);
         let tag = RoomTag([1; 32]);
         let _a = rooms
             .join_now(tag, 1, 14, details("a"), None, None)
@@ -377,8 +418,41 @@ mod tests {
     }
 
     #[test]
+    fn members_per_source_are_capped_by_ipv4_address_and_ipv6_64() {
+        let rooms = GroupRooms::new(
+            GroupCaps {
+                max_members: 16,
+                per_source: 2,
+                ttl: Duration::from_secs(60),
+            },
+            10,
+        );
+        let tag = RoomTag([1; 32]);
+        let join = |conn, addr| rooms.join_now(tag, conn, 14, details_from("m", addr), None, None);
+        let _a = join(1, "192.0.2.7:1000").unwrap();
+        // The same host, v4-mapped and from another port, is the same source.
+        let _b = join(2, "[::ffff:192.0.2.7]:2000").unwrap();
+        assert_eq!(
+            join(3, "192.0.2.7:3000").unwrap_err(),
+            Refusal::PerSource(2)
+        );
+        let _c = join(4, "192.0.2.8:1000").unwrap();
+        // One IPv6 /64 is one source, whatever its interface ids.
+        let _d = join(5, "[2001:db8:1:2::1]:1000").unwrap();
+        let _e = join(6, "[2001:db8:1:2::ffff]:1000").unwrap();
+        assert_eq!(
+            join(7, "[2001:db8:1:2:abcd::1]:1000").unwrap_err(),
+            Refusal::PerSource(2)
+        );
+        let _f = join(8, "[2001:db8:1:3::1]:1000").unwrap();
+        // A member that leaves frees its source's place.
+        rooms.leave_now(&tag, _a.member, 1);
+        let _g = join(9, "192.0.2.7:4000").unwrap();
+    }
+
+    #[test]
     fn an_empty_room_lives_for_the_ttl_then_goes() {
-        let rooms = GroupRooms::new(16, 1, Duration::from_millis(1));
+        let rooms = GroupRooms::new(caps(16, Duration::from_millis(1)), 1);
         let tag = RoomTag([1; 32]);
         let a = rooms
             .join_now(tag, 1, 14, details("a"), None, None)
@@ -407,7 +481,7 @@ mod tests {
 
     #[test]
     fn a_member_that_stopped_reading_is_dropped() {
-        let rooms = GroupRooms::new(16, 10, Duration::from_secs(60));
+        let rooms = GroupRooms::new(caps(16, Duration::from_secs(60)), 10);
         let tag = RoomTag([1; 32]);
         let a = rooms
             .join_now(tag, 1, 14, details("a"), None, None)

@@ -47,6 +47,17 @@ impl AddrKey {
     }
 }
 
+/// `192.0.2.7`, or `2001:db8:1:2::/64`: one key, one text (the group member cap
+/// compares it across instances, §19.7).
+impl std::fmt::Display for AddrKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
 fn mask(v6: Ipv6Addr, prefix: u32) -> Ipv6Addr {
     let bits = u128::from(v6) & !(u128::MAX >> prefix);
     Ipv6Addr::from(bits)

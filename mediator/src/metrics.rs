@@ -37,10 +37,13 @@ pub enum Limit {
     MaxRooms,
     /// The shared room store (Redis) was unreachable.
     RoomStore,
+    /// `--max-members-per-ip`: a group room holds that many members from the
+    /// newcomer's address.
+    MembersPerIp,
 }
 
 impl Limit {
-    const ALL: [Limit; 10] = [
+    const ALL: [Limit; 11] = [
         Limit::MaxConnections,
         Limit::OpenFiles,
         Limit::PerIpConnections,
@@ -51,6 +54,7 @@ impl Limit {
         Limit::Per48Hellos,
         Limit::MaxRooms,
         Limit::RoomStore,
+        Limit::MembersPerIp,
     ];
 
     /// The metric label.
@@ -66,6 +70,7 @@ impl Limit {
             Limit::Per48Hellos => "per_48_hellos",
             Limit::MaxRooms => "max_rooms",
             Limit::RoomStore => "room_store",
+            Limit::MembersPerIp => "max_members_per_ip",
         }
     }
 }

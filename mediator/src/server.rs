@@ -144,9 +144,8 @@ pub async fn run_with_metrics(
         None => (
             Box::new(InMemoryRooms::new(config.max_rooms)),
             Box::new(crate::groups::GroupRooms::new(
-                config.max_members,
+                config.group_caps(),
                 config.max_rooms,
-                config.group_ttl,
             )),
             Arc::new(Nameplates::new(config.max_rooms)),
             secret.map_or_else(TokenKey::new, TokenKey::from_secret),
@@ -155,7 +154,7 @@ pub async fn run_with_metrics(
             let (rooms, agreed) = RedisRooms::connect(
                 url,
                 config.max_rooms,
-                (config.max_members, config.group_ttl),
+                config.group_caps(),
                 secret,
                 cancel.clone(),
             )

@@ -317,3 +317,53 @@ async fn ipv6_hellos_past_the_48_bucket_are_refused_with_a_message_naming_it() {
         "{message}"
     );
 }
+
+/// docs/protocol.md §19.1: a group room takes at most `max_members_per_ip`
+/// members from one source (IPv4 address or IPv6 /64), so a stranger without
+/// the code cannot fill it to `RoomFull` from one host. Loopback sources
+/// 127.0.0.2 and 127.0.0.3 stand for two hosts.
+#[tokio::test]
+async fn a_group_room_takes_a_capped_number_of_members_from_one_address() {
+    use std::net::Ipv4Addr;
+    let server = common::start(Config {
+        max_members_per_ip: 2,
+        ..common::config()
+    })
+    .await;
+    let two = Ipv4Addr::new(127, 0, 0, 2);
+    let mut ann = Client::connect_from(two, server.addr).await;
+    ann.join_group(40, "ann").await.unwrap();
+    let mut ben = Client::connect_from(two, server.addr).await;
+    ben.join_group(40, "ben").await.unwrap();
+    let mut cat = Client::connect_from(two, server.addr).await;
+    let (code, message) = cat.join_group(40, "cat").await.unwrap_err();
+    assert_eq!(code, ErrorCode::RoomFull, "{message}");
+    assert!(
+        message.contains("2 members from your address"),
+        "the refusal says which cap: {message}"
+    );
+    // Another host still gets in, and another room is another count.
+    let mut dan = Client::connect_from(Ipv4Addr::new(127, 0, 0, 3), server.addr).await;
+    dan.join_group(40, "dan").await.unwrap();
+    let mut eve = Client::connect_from(two, server.addr).await;
+    eve.join_group(41, "eve").await.unwrap();
+    // When one of 127.0.0.2's members leaves, its place is free again: ann
+    // hears ben and dan arrive, then ben leave.
+    drop(ben);
+    let mut heard = Vec::new();
+    while !matches!(heard.last(), Some(wire::MediatorMsg::MemberLeft { .. })) {
+        heard.push(ann.recv().await.expect("ann is still in the room"));
+    }
+    let mut fay = Client::connect_from(two, server.addr).await;
+    fay.join_group(40, "fay").await.unwrap();
+}
+
+#[test]
+fn the_members_per_address_cap_defaults_to_4_and_is_never_zero() {
+    assert_eq!(Config::default().max_members_per_ip, 4);
+    let zero = Config {
+        max_members_per_ip: 0,
+        ..Config::default()
+    };
+    assert!(zero.validate().is_err());
+}

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::redis_server::{free_port, RedisServer};
-use common::{hello, Binary, Client};
+use common::{group_hello, hello, Binary, Client};
 use wire::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role};
 
 /// A mediator instance using `redis`, with its metrics/health port.
@@ -208,6 +208,40 @@ async fn a_pair_split_over_two_instances_relays_through_the_one_that_matched() {
     assert!(metrics.contains("mediator_relay_sessions 0"), "{metrics}");
     let (_, metrics) = b.get("/metrics");
     assert!(metrics.contains("mediator_relay_sessions 1"), "{metrics}");
+}
+
+/// docs/protocol.md §12.3 across instances: a pair's token opens a session
+/// only at the relay it names, so instances sharing a Redis (and so the token
+/// key) cannot each give the pair a session of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_token_opens_a_session_only_at_the_instance_it_names() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+    let (_host, hosted, _joiner, _joined) = meet(a.addr(), b.addr(), 11).await;
+    let RelayOffer::Offered { token, server } = relay_of(&hosted) else {
+        panic!("the host is offered the relay");
+    };
+    assert_eq!(
+        server,
+        b.addr().to_string(),
+        "B completed the match: B relays"
+    );
+    // Both sides of the pair at A, which shares the key but is not named:
+    // refused at once, with the reason.
+    let mut strays = Vec::new();
+    for _ in 0..2 {
+        let mut stray = Client::connect(a.addr()).await;
+        stray.send(&ClientMsg::RelayJoin { token }).await;
+        strays.push(stray);
+    }
+    for mut stray in strays {
+        let message = stray.expect_error(ErrorCode::RelayRefused).await;
+        assert!(message.contains("not issued here"), "{message}");
+    }
+    // At B, the pair gets its one session.
+    let (mut x, mut y) = common::relay_pair(b.addr(), token).await;
+    common::relay_round_trips(&mut x, &mut y, 2).await;
 }
 
 /// Sends `Allocate` on a fresh connection to `at`; returns the number and the
@@ -424,33 +458,6 @@ fn an_unreachable_redis_at_startup_is_a_clear_exit() {
     assert!(err.contains("cannot reach Redis"), "{err}");
 }
 
-/// `hello(n, name)` as a `GroupHello` (§19).
-fn group_hello(n: u64, name: &str) -> ClientMsg {
-    let ClientMsg::Hello {
-        version,
-        room,
-        name,
-        group,
-        public,
-        listen_port,
-        local_addrs,
-        no_relay,
-    } = hello(n, name)
-    else {
-        unreachable!()
-    };
-    ClientMsg::GroupHello {
-        version,
-        room,
-        name,
-        group,
-        public,
-        listen_port,
-        local_addrs,
-        no_relay,
-    }
-}
-
 /// Joins group room `n` at `at`: our member number, and the members announced
 /// in `GroupJoined`'s wake (number, name, relay offer).
 async fn join_group(
@@ -555,4 +562,51 @@ async fn a_group_room_spans_instances_and_a_killed_instances_members_leave_it() 
     assert!(ben_again > ben_n);
     assert_eq!(seen.len(), 1, "only ann is in the room: {seen:?}");
     let _ = &mut ann;
+}
+
+/// docs/protocol.md §19.1, members per source address, counted across the
+/// instances sharing the room: a third member from 127.0.0.2 is refused under
+/// `--max-members-per-ip 2` wherever it arrives, and 127.0.0.3 still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_per_address_cap_holds_across_instances() {
+    use std::net::Ipv4Addr;
+    let redis = RedisServer::start();
+    let a = Instance::start_with(&redis, "--max-members-per-ip 2");
+    let b = Instance::start_with(&redis, "--max-members-per-ip 2");
+    let two = Ipv4Addr::new(127, 0, 0, 2);
+    let mut ann = Client::connect_from(two, a.addr()).await;
+    let ann_n = ann.join_group(40, "ann").await.unwrap();
+    let mut ben = Client::connect_from(two, b.addr()).await;
+    let ben_n = ben.join_group(40, "ben").await.unwrap();
+    let third_is_refused = || async {
+        for at in [a.addr(), b.addr()] {
+            let mut third = Client::connect_from(two, at).await;
+            let (code, message) = third.join_group(40, "cat").await.unwrap_err();
+            assert_eq!(code, ErrorCode::RoomFull, "{message}");
+            assert!(message.contains("2 members from your address"), "{message}");
+        }
+    };
+    third_is_refused().await;
+    let mut dan = Client::connect_from(Ipv4Addr::new(127, 0, 0, 3), b.addr()).await;
+    dan.join_group(40, "dan").await.unwrap();
+    // Another room is another count.
+    let mut eve = Client::connect_from(two, a.addr()).await;
+    eve.join_group(41, "eve").await.unwrap();
+    // Redis loses the room (as in a restart): each instance's heartbeat puts
+    // its members back with their source, and the cap holds again.
+    let mut con = redis.connection();
+    let key = format!("p2pchat:v2:group:{}", hex::encode(common::room(40)));
+    let _: i64 = redis::cmd("DEL").arg(&key).query(&mut con).unwrap();
+    eventually(Duration::from_secs(15), "members put back", || {
+        [ann_n, ben_n].iter().all(|n| {
+            let member: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg(format!("m:{n}"))
+                .query(&mut con)
+                .unwrap();
+            member.is_some_and(|m| m.contains(r#""src":"127.0.0.2""#))
+        })
+    })
+    .await;
+    third_is_refused().await;
 }

@@ -168,7 +168,8 @@ async fn group_mismatch() {
 #[tokio::test]
 async fn bad_version() {
     let server = start(config()).await;
-    for version in [0, 1, 3, u16::MAX] {
+    let v = wire::PROTOCOL_VERSION;
+    for version in [0, 1, v - 1, v + 1, u16::MAX] {
         let mut c = Client::connect(server.addr).await;
         let mut msg = hello(40, "v");
         edit(&mut msg, |v, _, _, _| *v = version);

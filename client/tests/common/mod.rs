@@ -146,6 +146,10 @@ impl Mediator {
     ) -> Mediator {
         let mut child = command_in(netns, &mediator_bin())
             .env("RUST_LOG", log_level)
+            // Every loopback test member comes from 127.0.0.1: lift the group
+            // members-per-address cap (default 4) as far as the room cap goes.
+            // A flag in `extra` still wins over this.
+            .env("MEDIATOR_MAX_MEMBERS_PER_IP", "1024")
             .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())

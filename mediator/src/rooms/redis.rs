@@ -381,6 +381,8 @@ struct Inner {
     group_locals: Mutex<groups::Locals>,
     group_joining: Mutex<groups::Joining>,
     max_members: usize,
+    /// Members of one room from one IPv4 address or IPv6 /64 (§19.1).
+    members_per_source: usize,
     group_ttl: Duration,
 }
 
@@ -436,7 +438,7 @@ impl RedisRooms {
     pub async fn connect(
         url: &str,
         max_rooms: usize,
-        (max_members, group_ttl): (usize, Duration),
+        group_caps: crate::groups::GroupCaps,
         relay_secret: Option<[u8; 32]>,
         cancel: CancellationToken,
     ) -> Result<(RedisRooms, [u8; 32]), RoomStoreError> {
@@ -506,8 +508,9 @@ impl RedisRooms {
             groups: groups::Scripts::new(),
             group_locals: Mutex::new(HashMap::new()),
             group_joining: Mutex::new(HashMap::new()),
-            max_members,
-            group_ttl,
+            max_members: group_caps.max_members,
+            members_per_source: group_caps.per_source,
+            group_ttl: group_caps.ttl,
         });
         tracing::info!(
             redis = %inner.place,

@@ -108,6 +108,33 @@ pub fn hello_with(n: u64, name: &str, group: Group, public: Vec<u8>) -> ClientMs
     }
 }
 
+/// `hello(n, name)` as a `GroupHello` (§19).
+pub fn group_hello(n: u64, name: &str) -> ClientMsg {
+    let ClientMsg::Hello {
+        version,
+        room,
+        name,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+        no_relay,
+    } = hello(n, name)
+    else {
+        unreachable!()
+    };
+    ClientMsg::GroupHello {
+        version,
+        room,
+        name,
+        group,
+        public,
+        listen_port,
+        local_addrs,
+        no_relay,
+    }
+}
+
 /// Mutates a `Hello`'s fields in place.
 pub fn edit(msg: &mut ClientMsg, f: impl FnOnce(&mut u16, &mut String, &mut u8, &mut Vec<u8>)) {
     match msg {
@@ -246,6 +273,20 @@ impl Client {
         let mut payload = vec![0u8; len];
         self.stream.read_exact(&mut payload).await.expect("payload");
         payload
+    }
+
+    /// Sends `GroupHello` for group room `n`: our member number from
+    /// `GroupJoined`, or the refusal (code and message, the connection closed).
+    pub async fn join_group(&mut self, n: u64, name: &str) -> Result<u32, (ErrorCode, String)> {
+        self.send(&group_hello(n, name)).await;
+        match self.recv().await {
+            Some(MediatorMsg::GroupJoined { member, .. }) => Ok(member),
+            Some(MediatorMsg::Error { code, message }) => {
+                assert!(self.recv().await.is_none(), "connection closed after Error");
+                Err((code, message))
+            }
+            other => panic!("{name}: expected GroupJoined or Error, got {other:?}"),
+        }
     }
 
     /// Expects `Matched` with this role; returns the peer's details.

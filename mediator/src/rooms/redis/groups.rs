@@ -1,6 +1,7 @@
 //! Group rooms shared through Redis (docs/protocol.md §19.7): a room is one hash
 //! (`g`: the DH group, `next`: the last member number, `m:{n}`: member n's
-//! instance, connection, liveness stamp and details), changed only by scripts
+//! instance, connection, liveness stamp, source address and details), changed
+//! only by scripts
 //! that also publish `garrive` / `gleft` to every instance holding a member of
 //! it. Each instance refreshes its own members' stamps with the heartbeat; a
 //! killed instance's members go stale within the liveness and are pruned (and
@@ -13,7 +14,7 @@ use futures::future::{BoxFuture, FutureExt};
 use tokio::sync::mpsc;
 
 use super::{bounded, lock, Inner, RedisRooms, WirePeer, PREFIX, ROOM_LIVENESS};
-use crate::groups::{pair_id, GroupTable, Joined, Notice, Other, Refusal, NOTICE_QUEUE};
+use crate::groups::{pair_id, source_of, GroupTable, Joined, Notice, Other, Refusal, NOTICE_QUEUE};
 use crate::nameplates::Nameplate;
 use crate::rooms::{ConnId, PeerDetails};
 
@@ -55,13 +56,19 @@ end
 ";
 
 /// Join. KEYS[1] room; ARGV tag hex, dh group, inst, conn, peer JSON, liveness
-/// ms, max members, room ttl ms, relay server ('' none, '-' off).
+/// ms, max members, room ttl ms, relay server ('' none, '-' off), the source
+/// key (`AddrKey`'s text), members per source.
 const JOIN: &str = r"
 if #live > 0 and g and g ~= ARGV[2] then return {'mismatch'} end
 if #live >= tonumber(ARGV[7]) then return {'full'} end
+local same = 0
+for _, p in ipairs(live) do
+  if p[2].src == ARGV[10] then same = same + 1 end
+end
+if same >= tonumber(ARGV[11]) then return {'source'} end
 local id = redis.call('HINCRBY', KEYS[1], 'next', 1)
 local me = {inst = ARGV[3], conn = tonumber(ARGV[4]), live = now + tonumber(ARGV[6]),
-  peer = cjson.decode(ARGV[5])}
+  src = ARGV[10], peer = cjson.decode(ARGV[5])}
 redis.call('HSET', KEYS[1], 'g', ARGV[2], 'm:' .. id, cjson.encode(me))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[8]) + tonumber(ARGV[6]))
 tell(cjson.encode({t = 'garrive', tag = ARGV[1], member = id, peer = me.peer,
@@ -94,16 +101,16 @@ return 0
 ";
 
 /// Heartbeat for one room. KEYS[1] room; ARGV tag hex, inst, liveness ms, room ttl
-/// ms, dh group, then (member, conn, peer JSON) per member of ours. A member of
-/// ours that is missing (Redis restarted) is put back under its number.
+/// ms, dh group, then (member, conn, source key, peer JSON) per member of ours. A
+/// member of ours that is missing (Redis restarted) is put back under its number.
 const REFRESH: &str = r"
-for i = 6, #ARGV, 3 do
+for i = 6, #ARGV, 4 do
   local f = 'm:' .. ARGV[i]
   local v = redis.call('HGET', KEYS[1], f)
   local m = v and cjson.decode(v)
   if (not m) or (m.inst == ARGV[2] and m.conn == tonumber(ARGV[i + 1])) then
     m = {inst = ARGV[2], conn = tonumber(ARGV[i + 1]), live = now + tonumber(ARGV[3]),
-      peer = cjson.decode(ARGV[i + 2])}
+      src = ARGV[i + 2], peer = cjson.decode(ARGV[i + 3])}
     redis.call('HSET', KEYS[1], f, cjson.encode(m), 'g', ARGV[5])
     if tonumber(redis.call('HGET', KEYS[1], 'next') or '0') < tonumber(ARGV[i]) then
       redis.call('HSET', KEYS[1], 'next', ARGV[i])
@@ -215,7 +222,9 @@ impl Inner {
             .arg(ROOM_LIVENESS.as_millis() as u64)
             .arg(self.max_members)
             .arg(self.group_ttl.as_millis() as u64)
-            .arg(&relay_arg);
+            .arg(&relay_arg)
+            .arg(source_of(&details).to_string())
+            .arg(self.members_per_source);
         // Until the script answers with our number, `garrive`s for this room
         // (members who joined right after us) are kept for us.
         lock(&self.group_joining).insert((tag, conn), Vec::new());
@@ -236,6 +245,7 @@ impl Inner {
         match reply.first().map(String::as_str) {
             Some("mismatch") => return Err(Refusal::GroupMismatch),
             Some("full") => return Err(Refusal::Full(self.max_members)),
+            Some("source") => return Err(Refusal::PerSource(self.members_per_source)),
             Some("joined") => {}
             _ => {
                 return Err(Refusal::Unavailable(format!(
@@ -319,17 +329,28 @@ impl Inner {
 
     /// The heartbeat's part for group rooms: refresh (or put back) our members.
     pub(super) async fn group_beat(&self) -> Result<(), String> {
-        let mut rooms: HashMap<RoomTag, Vec<(u32, ConnId, u8, String)>> = HashMap::new();
+        /// One member of ours as `REFRESH` takes it.
+        struct Beat {
+            member: u32,
+            conn: ConnId,
+            dh_group: u8,
+            source: String,
+            peer: String,
+        }
+        let mut rooms: HashMap<RoomTag, Vec<Beat>> = HashMap::new();
         for ((tag, member), local) in lock(&self.group_locals).iter() {
             if local.notices.is_closed() {
                 continue;
             }
             let peer =
                 serde_json::to_string(&WirePeer::of(&local.details)).map_err(|e| e.to_string())?;
-            rooms
-                .entry(*tag)
-                .or_default()
-                .push((*member, local.conn, local.dh_group, peer));
+            rooms.entry(*tag).or_default().push(Beat {
+                member: *member,
+                conn: local.conn,
+                dh_group: local.dh_group,
+                source: source_of(&local.details).to_string(),
+                peer,
+            });
         }
         let mut redis = self.redis.clone();
         for (tag, members) in rooms {
@@ -338,9 +359,12 @@ impl Inner {
                 .arg(&self.instance)
                 .arg(ROOM_LIVENESS.as_millis() as u64)
                 .arg(self.group_ttl.as_millis() as u64)
-                .arg(members[0].2);
-            for (member, conn, _, peer) in &members {
-                call.arg(*member).arg(*conn).arg(peer);
+                .arg(members[0].dh_group);
+            for beat in &members {
+                call.arg(beat.member)
+                    .arg(beat.conn)
+                    .arg(&beat.source)
+                    .arg(&beat.peer);
             }
             let _: i64 = bounded(call.invoke_async(&mut redis)).await?;
         }
