@@ -449,17 +449,19 @@ async fn a_handshake_message_inside_a_record_closes_the_session() {
     .unwrap();
     let record = mallory.sealer.seal(&plaintext, &mut OsRng).unwrap();
     mallory.send_record(&record).await;
-    ends_as_protocol_violation(&mut alice, "").await;
+    // As a `PeerMsg` those bytes read as `Pong { nonce: 300 }` (index 3, then the
+    // reason's length) with the 300 bytes of the reason left over.
+    ends_as_protocol_violation(&mut alice, "300 trailing bytes after the message").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_message_type_closes_the_session() {
     let scene = Scene::new("unknown-msg").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
-    // Variant 200 does not exist (§7 lists 0-10).
+    // Variant 200 does not exist (§7 lists far fewer).
     let record = mallory.sealer.seal(&[200, 0], &mut OsRng).unwrap();
     mallory.send_record(&record).await;
-    ends_as_protocol_violation(&mut alice, "").await;
+    ends_as_protocol_violation(&mut alice, "integer `200`, expected variant index").await;
 }
 
 // ─── Messages, at the host ──────────────────────────────────────────────────
