@@ -666,8 +666,8 @@ async fn the_conversation_goes_on_while_the_mediator_restarts_and_members_relink
     for client in c.iter() {
         wait_peer_lines(&dir, &client.name, 2 * 2).await;
     }
-    let mut left = 0;
-    for client in c.iter_mut() {
+    // Members quit in order: `left` of them have gone before this one.
+    for (left, client) in c.iter_mut().enumerate() {
         quit_and_drain(client).await;
         let list = shown(client);
         assert_eq!(
@@ -692,7 +692,6 @@ async fn the_conversation_goes_on_while_the_mediator_restarts_and_members_relink
             .filter(|e| e["event"] == "member_left")
             .count();
         assert_eq!(goodbyes, left, "{}: {:?}", client.name, client.seen);
-        left += 1;
     }
 }
 
