@@ -1,7 +1,7 @@
 //! Group rooms end to end (docs/protocol.md §19): real client processes and a
 //! real mediator on loopback. Five members: every message reaches the four
 //! others exactly once, every screen shows a causal order, and `client history
-//! --room` lists the room alike on all five. A member killed for 30 s catches
+//! --room` lists the room alike on all five. A member killed and restarted catches
 //! up exactly once, even on an author who left meanwhile. Forged messages, floods,
 //! a full room, a lying mediator, and members on two mediators sharing a Redis.
 
@@ -46,6 +46,25 @@ async fn wait_linked(c: &mut Client, n: usize) {
     {
         c.expect("member_joined").await;
     }
+}
+
+/// Waits until `c` has shown that its link with `peer` ended.
+async fn wait_left(c: &mut Client, peer: &str) {
+    while !c
+        .seen
+        .iter()
+        .any(|e| e["event"] == "member_left" && e["peer"] == peer)
+    {
+        c.expect("member_left").await;
+    }
+}
+
+/// Quits `c` and keeps every event it showed up to its exit, so what a test then
+/// checks in `seen` is all it will ever show, not what arrived within some window.
+async fn quit_and_drain(c: &mut Client) {
+    c.say("/quit").await;
+    assert_eq!(c.exit_code().await, 0, "{}: {}", c.name, c.stderr());
+    c.drain().await;
 }
 
 /// The texts of the group messages `c` has shown, in screen order.
@@ -134,11 +153,10 @@ async fn five_members_see_every_message_once_in_a_causal_order_and_store_one_ord
     for client in c.iter_mut() {
         wait_for_texts(client, &all).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     for client in c.iter_mut() {
-        while let Some(e) = client.next_event(Duration::from_millis(100)).await {
-            client.seen.push(e);
-        }
+        quit_and_drain(client).await;
+    }
+    for client in c.iter_mut() {
         let list = shown(client);
         // Exactly once each (own messages are shown once, as sent).
         assert_eq!(list.len(), all.len(), "{}: {list:?}", client.name);
@@ -181,10 +199,6 @@ async fn five_members_see_every_message_once_in_a_causal_order_and_store_one_ord
             .collect();
         assert_eq!(authors["chain-2"], "cat");
     }
-    for client in c.iter_mut() {
-        client.say("/quit").await;
-        assert_eq!(client.exit_code().await, 0, "{}", client.stderr());
-    }
     let first = history_lines(names[0], &dir).await;
     assert_eq!(first.len(), all.len(), "{first:?}");
     for name in &names[1..] {
@@ -197,7 +211,7 @@ async fn five_members_see_every_message_once_in_a_causal_order_and_store_one_ord
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_member_away_for_30s_gets_what_it_missed_once_even_from_one_who_left() {
+async fn a_member_away_gets_what_it_missed_once_even_from_one_who_left() {
     let mediator = Mediator::start(&[]).await;
     let dir = TempDir::new("group-away");
     let server = mediator.server_arg();
@@ -226,21 +240,18 @@ async fn a_member_away_for_30s_gets_what_it_missed_once_even_from_one_who_left()
     c[2].say("cyd-after-bob").await;
     missed.push("cyd-after-bob".to_owned());
     wait_for_texts(&mut c[0], &missed).await;
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Dot comes back as a stranger to the links: those who stayed saw it go.
+    wait_left(&mut c[0], "dot").await;
+    wait_left(&mut c[2], "dot").await;
 
     let mut dot = Client::start("dot", &member_args(&server, "dot", &dir));
     wait_for_texts(&mut dot, &missed).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    while let Some(e) = dot.next_event(Duration::from_millis(200)).await {
-        dot.seen.push(e);
-    }
+    quit_and_drain(&mut dot).await;
     let list = shown(&dot);
     assert_eq!(
         list, missed,
         "dot shows each missed message once, in causal order"
     );
-    dot.say("/quit").await;
-    assert_eq!(dot.exit_code().await, 0);
     let stored: Vec<String> = history_lines("dot", &dir)
         .await
         .into_iter()
@@ -654,13 +665,18 @@ async fn the_conversation_goes_on_while_the_mediator_restarts_and_members_relink
                 .await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     c[2].say("after the restart").await;
     for client in c.iter_mut() {
         wait_for_texts(client, &["after the restart".to_owned()]).await;
-        while let Some(e) = client.next_event(Duration::from_millis(300)).await {
-            client.seen.push(e);
-        }
+    }
+    // Each pair links again through the new mediator (each link is a line in
+    // both members' peers files): two lines per other member in all.
+    for client in c.iter() {
+        wait_peer_lines(&dir, &client.name, 2 * 2).await;
+    }
+    // Members quit in order: `left` of them have gone before this one.
+    for (left, client) in c.iter_mut().enumerate() {
+        quit_and_drain(client).await;
         let list = shown(client);
         assert_eq!(
             list,
@@ -668,15 +684,42 @@ async fn the_conversation_goes_on_while_the_mediator_restarts_and_members_relink
             "{}: each once",
             client.name
         );
+        // Up to its own exit: no warning, and no link lost but to those who quit
+        // before it (`left`).
         let noise: Vec<_> = client
             .seen
             .iter()
-            .filter(|e| e["event"] == "warning" || e["event"] == "member_left")
+            .filter(|e| {
+                e["event"] == "warning" || (e["event"] == "member_left" && e["reason"] != "left")
+            })
             .collect();
         assert!(noise.is_empty(), "{}: {noise:?}", client.name);
+        let goodbyes = client
+            .seen
+            .iter()
+            .filter(|e| e["event"] == "member_left")
+            .count();
+        assert_eq!(goodbyes, left, "{}: {:?}", client.name, client.seen);
     }
-    for client in c.iter_mut() {
-        client.say("/quit").await;
-        assert_eq!(client.exit_code().await, 0);
+}
+
+/// Waits (up to [`common::WAIT`]) until `name`'s peers file has `n` lines.
+async fn wait_peer_lines(dir: &TempDir, name: &str, n: usize) {
+    let path = common::peers_file(dir, name);
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let lines = std::fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: {lines} of {n} links in {} within {:?}",
+            path.display(),
+            common::WAIT
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,7 +1,8 @@
 //! Identities and contacts across runs (docs/protocol.md §15): a contact verified
 //! once stays verified, a stranger using its name is a loud warning, two contacts
-//! meet with `--to` and no room code (the mediator learns no name, key or
-//! fingerprint of it), and the identity file is private and never overwritten.
+//! meet with `--to` and no room code (no key or fingerprint of either reaches the
+//! mediator, in the bytes it receives or in its log and metrics, and no name is in
+//! its log or metrics), and the identity file is private and never overwritten.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::fake_mediator::{FakeMediator, Lie};
+use common::proxy::Proxy;
 use common::{client_args as args, Client, Mediator, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -124,6 +126,29 @@ async fn metrics(addr: &str) -> String {
     body
 }
 
+/// Every form in which an identity could be told: the raw key, its hex, the raw
+/// fingerprint and the fingerprint as shown (with and without spaces).
+fn identity_forms(profile: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let key = client::identity::load(&profile.join(client::identity::FILE_NAME))
+        .expect("the profile's identity")
+        .public();
+    let fingerprint = key.fingerprint();
+    let shown = fingerprint.to_string();
+    let compact: String = shown.split(' ').collect();
+    vec![
+        ("raw key".into(), key.0.to_vec()),
+        ("key hex".into(), key.to_hex().into_bytes()),
+        ("key HEX".into(), key.to_hex().to_uppercase().into_bytes()),
+        ("raw fingerprint".into(), fingerprint.0.to_vec()),
+        ("fingerprint".into(), shown.into_bytes()),
+        ("compact fingerprint".into(), compact.into_bytes()),
+    ]
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_meet_with_to_and_no_room_code_and_the_mediator_learns_no_identity() {
     let dir = TempDir::new("id-to");
@@ -131,8 +156,33 @@ async fn contacts_meet_with_to_and_no_room_code_and_the_mediator_learns_no_ident
     let metrics_addr = format!("127.0.0.1:{}", common::free_port());
     let med = Mediator::start_logged(&["--metrics", &metrics_addr], &log).await;
     let (fp_alice, fp_bob) = verify_once(&med, &dir, "r-meet").await;
-    let a = args(&med.server_arg(), "alice", &dir, &["--to", "bob"]);
-    let b = args(&med.server_arg(), "bob", &dir, &["--to", &fp_alice]);
+    // The `--to` meeting goes through taps: every byte to and from the mediator,
+    // and every byte of the direct link (where the handshake does carry the
+    // identities, §6: the check that they are found there shows the search works).
+    let med_tap = Proxy::start("127.0.0.1:0".parse().unwrap(), med.addr, None).await;
+    let alice_listen = format!("127.0.0.1:{}", common::free_port());
+    let link_tap = Proxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        alice_listen.parse().unwrap(),
+        None,
+    )
+    .await;
+    let server = med_tap.addr.to_string();
+    let direct = ["--no-punch", "--no-relay"];
+    let mut a = args(
+        &server,
+        "alice",
+        &dir,
+        &[&["--to", "bob"][..], &direct].concat(),
+    );
+    common::set_flag(&mut a, "--listen", &alice_listen);
+    common::set_flag(&mut a, "--advertise", &link_tap.addr.to_string());
+    let b = args(
+        &server,
+        "bob",
+        &dir,
+        &[&["--to", &fp_alice][..], &direct].concat(),
+    );
     let (alice, bob) = common::connected_pair(&a, &b).await;
     let (ca, cb) = (
         common::last(&alice, "connected"),
@@ -142,6 +192,33 @@ async fn contacts_meet_with_to_and_no_room_code_and_the_mediator_learns_no_ident
     assert_eq!(ca["verified"], true);
     assert_eq!(cb["verified"], true);
     assert_eq!(ca["sas"], cb["sas"]);
+    drop((alice, bob));
+
+    let at_mediator = med_tap.bytes();
+    let on_link = link_tap.bytes();
+    assert!(
+        at_mediator.len() > 200,
+        "the mediator's tap saw the rendezvous ({} bytes)",
+        at_mediator.len()
+    );
+    for name in ["alice", "bob"] {
+        let forms = identity_forms(&dir.join(&format!("profile-{name}")));
+        assert!(
+            contains(&on_link, &forms[0].1),
+            "{name}'s key is in the direct link's handshake: the tap and the search work"
+        );
+        for (form, bytes) in &forms {
+            assert!(
+                !contains(&at_mediator, bytes),
+                "{name}'s {form} is in the bytes the mediator received or sent"
+            );
+        }
+        // Nor the label the client gives the meeting (`contact NAME`).
+        assert!(
+            !contains(&at_mediator, format!("contact {name}").as_bytes()),
+            "the contact label reached the mediator"
+        );
+    }
     let text = std::fs::read_to_string(&log).unwrap() + &metrics(&metrics_addr).await;
     for secret in [&fp_alice, &fp_bob] {
         let compact: String = secret.split(' ').collect();

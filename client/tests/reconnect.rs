@@ -127,8 +127,13 @@ async fn link_cut_mid_burst_reconnects_and_delivers_exactly_once() {
     let (mut alice, pa) = behind_proxy(&med.server_arg(), "alice", "r-cut", &dir).await;
     alice.expect("waiting").await;
     let (mut bob, pb) = behind_proxy(&med.server_arg(), "bob", "r-cut", &dir).await;
-    let sas = alice.expect("connected").await["sas"].clone();
-    bob.expect("connected").await;
+    // The first session, the one alice verifies: what the resumed one must continue.
+    let a_first = alice.expect("connected").await;
+    let b_first = bob.expect("connected").await;
+    assert_eq!(
+        a_first["sas"], b_first["sas"],
+        "the first meeting is honest"
+    );
     alice.say("/verify yes").await;
     assert_eq!(alice.expect("verify").await["verified"], true);
 
@@ -144,7 +149,8 @@ async fn link_cut_mid_burst_reconnects_and_delivers_exactly_once() {
     )
     .await;
 
-    for c in [&mut alice, &mut bob] {
+    let mut last = Vec::new();
+    for (c, first) in [(&mut alice, &a_first), (&mut bob, &b_first)] {
         assert!(
             c.seen.iter().any(|e| e["event"] == "reconnecting"),
             "{} reconnected",
@@ -156,32 +162,40 @@ async fn link_cut_mid_burst_reconnects_and_delivers_exactly_once() {
             .filter(|e| e["event"] == "connected")
             .cloned()
             .collect();
+        // `seen` holds every event, the first `connected` included.
         assert!(again.len() >= 2, "{}: {again:?}", c.name);
-        let last = again.last().unwrap();
-        assert_eq!(last["resumed"], true, "{}: key continuity", c.name);
-        assert_eq!(last["sas"], last["sas"]);
+        assert_eq!(&again[0], first, "{}", c.name);
+        let resumed = again.last().unwrap().clone();
+        // Key continuity: the handshake checked out only with keys salted by the
+        // first session's resume key (§5, §6), with the identity met then.
+        assert_eq!(resumed["resumed"], true, "{}: key continuity", c.name);
+        assert_eq!(
+            resumed["fingerprint"], first["fingerprint"],
+            "{}: the resumed session is with the identity of the first",
+            c.name
+        );
+        assert!(
+            !c.seen.iter().any(|e| e["event"] == "info"
+                && e["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("The keys are new")),
+            "{}: no new-keys warning",
+            c.name
+        );
+        last.push(resumed);
     }
-    let a_last = alice
-        .seen
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "connected")
-        .unwrap()
-        .clone();
+    let (a_last, b_last) = (&last[0], &last[1]);
     assert_eq!(
         a_last["verified"], true,
         "verified mark kept across a resumed session"
     );
-    let b_last = bob
-        .seen
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "connected")
-        .unwrap()
-        .clone();
     assert_eq!(b_last["verified"], false, "bob never marked it");
-    assert_eq!(a_last["sas"], b_last["sas"]);
-    let _ = sas;
+    // A resumed session has fresh nonces, so a new code (§6); both ends show the same.
+    assert_eq!(
+        a_last["sas"], b_last["sas"],
+        "both ends derived the same resumed keys"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{config, frame, hello, pair, pair_from, start, Client};
+use common::{config, frame, hello, pair, pair_from, start, start_with_metrics, Client};
 use wire::{ClientMsg, ErrorCode, MediatorMsg};
 
 /// Opens a waiting host in room `n`, runs `abuse` on a fresh connection, checks
@@ -122,7 +122,7 @@ async fn hello_flood_from_one_address_is_throttled() {
 
 #[tokio::test]
 async fn connection_flood_from_one_address_is_capped() {
-    let server = start(mediator::Config {
+    let server = start_with_metrics(mediator::Config {
         per_ip_connections: 5,
         ..mediator::Config::default()
     })
@@ -140,15 +140,16 @@ async fn connection_flood_from_one_address_is_capped() {
         );
     }
     pair_from(Ipv4Addr::new(127, 0, 0, 5), server.addr, 400).await;
-    // Closing frees the slots.
+    // Closing frees the slots: once the server has seen every connection go
+    // (the pair's too), the flooder's address pairs again.
     drop(silent);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    server.wait_for_metric("mediator_connections 0").await;
     pair_from(flooder, server.addr, 401).await;
 }
 
 #[tokio::test]
 async fn max_connections_refuses_politely() {
-    let server = start(mediator::Config {
+    let server = start_with_metrics(mediator::Config {
         max_connections: 4,
         ..config()
     })
@@ -157,14 +158,15 @@ async fn max_connections_refuses_politely() {
     for _ in 0..4 {
         silent.push(Client::connect(server.addr).await);
     }
-    // Make sure all four were admitted before the fifth arrives.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // All four admitted before the fifth arrives.
+    server.wait_for_metric("mediator_connections 4").await;
     let mut extra = Client::connect(server.addr).await;
     assert_eq!(
         extra.expect_error_or_close().await,
         Some(ErrorCode::TooManyConnections)
     );
+    // Two leave; once the server has seen it, a pair (two more) fits.
     silent.truncate(2);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    server.wait_for_metric("mediator_connections 2").await;
     pair(server.addr, 500).await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, edit, hello, hello_with, public, start, Client};
+use common::{config, edit, hello, hello_with, public, start, start_with_metrics, Client};
 use dhke::Group;
 use wire::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role};
 
@@ -123,14 +123,14 @@ async fn rooms_are_independent_and_one_shot() {
 
 #[tokio::test]
 async fn a_host_that_leaves_frees_its_room() {
-    let server = start(config()).await;
+    let server = start_with_metrics(config()).await;
     let mut host = Client::connect(server.addr).await;
     host.send(&hello(20, "gone")).await;
     host.expect_waiting().await;
     drop(host);
-    // However the race with the server noticing falls, the next arrival must
-    // wait rather than be matched with the departed host.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the server has seen the host go, its room is gone: the next arrival
+    // waits rather than being matched with the departed host.
+    server.wait_for_metric("mediator_waiting_rooms 0").await;
     let mut next = Client::connect(server.addr).await;
     next.send(&hello(20, "next")).await;
     next.expect_waiting().await;
@@ -420,7 +420,10 @@ async fn metrics_endpoint() {
     task.await.unwrap().unwrap();
 }
 
-#[tokio::test]
+// Paused time: the clock moves on only when the runtime is idle, so the server,
+// woken by each chunk's arrival, reads it before the sleep ends and the next is
+// written (a real-time pause would only make that likely).
+#[tokio::test(start_paused = true)]
 async fn frames_split_across_writes_and_pipelined() {
     let server = start(config()).await;
     let mut bytes = common::frame(&wire::encode(&hello(120, "split")).unwrap());

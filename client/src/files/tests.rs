@@ -301,11 +301,53 @@ fn done_before_all_bytes_keeps_nothing() {
     assert_eq!(scratch.list("dl"), Vec::<String>::new());
 }
 
+/// Where the open file description of `path` in this process stands (Linux
+/// `/proc/self/fdinfo`), if exactly one descriptor has it open.
+fn read_position(path: &Path) -> Option<u64> {
+    let path = path.canonicalize().ok()?;
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(path.as_path()) {
+            continue;
+        }
+        let info =
+            std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(entry.file_name())).ok()?;
+        let pos = info
+            .lines()
+            .find_map(|l| l.strip_prefix("pos:"))
+            .and_then(|p| p.trim().parse().ok())?;
+        if found.replace(pos).is_some() {
+            return None;
+        }
+    }
+    found
+}
+
+/// Waits (up to 30 s) until the reader thread of `path` has read `bytes` of it.
+fn wait_read(path: &Path, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pos = read_position(path);
+        if pos == Some(bytes) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reader of {} stands at {pos:?}, not {bytes}, after 30 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn cancel_keeps_or_deletes_the_part_as_asked() {
     let scratch = Scratch::new("cancel");
     let dl = scratch.join("dl");
-    let data = content(1_000_000);
+    // Longer than what the queue holds past the three chunks taken below, so the
+    // reader ends up blocked on the full queue.
+    let chunks = 3 + QUEUE_CHUNKS + 8;
+    let data = content(chunks * MAX_FILE_CHUNK);
     let out = send_file(&scratch, "c.bin", &data);
     for keep in [true, false] {
         let (mut sink, offset) = begin(&dl, "c.bin", out.size(), 8).unwrap();
@@ -315,11 +357,21 @@ fn cancel_keeps_or_deletes_the_part_as_asked() {
                 sink.blocking_write(offset, data).unwrap();
             }
         }
-        // The reader is blocked on a full queue; cancel must still end it at once.
-        std::thread::sleep(Duration::from_millis(20));
-        let t = Instant::now();
-        source.cancel();
-        assert!(t.elapsed() < Duration::from_secs(2));
+        // The reader has read the three taken, a full queue and one more chunk
+        // it cannot hand over (after a resume, the part it hashes first too):
+        // it is blocked on the full queue, and cancel must still end it.
+        let blocked_at = offset + ((3 + QUEUE_CHUNKS + 1) * MAX_FILE_CHUNK) as u64;
+        wait_read(out.path(), blocked_at);
+        // `cancel` joins the reader: a reader it cannot wake hangs it. The
+        // deadline only turns that hang into a failure.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            source.cancel();
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("cancel did not end a reader blocked on a full queue");
         let received = sink.received();
         let kept = sink.cancel(keep);
         if keep {
@@ -351,15 +403,16 @@ fn a_dropped_link_keeps_the_part_for_a_resume() {
     }
     drop(source);
     drop(sink);
-    // The writer thread drains its queue and lets go of the `.part`.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The writer thread drains its queue and lets go of the `.part` (nothing
+    // tells when: polled, with a deadline that only keeps a hang from lasting).
+    let deadline = Instant::now() + Duration::from_secs(30);
     let (mut sink, offset) = loop {
         match begin(&dl, "d.bin", out.size(), 10) {
             Ok(pair) => break pair,
             Err(FileError::Busy(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5))
             }
-            Err(e) => panic!("{e}"),
+            Err(e) => panic!("the dropped transfer's .part, 30 s later: {e}"),
         }
     };
     assert_eq!(offset, 2 * MAX_FILE_CHUNK as u64);

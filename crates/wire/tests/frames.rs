@@ -9,6 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 use wire::encoding::DECODE_LIMIT;
 use wire::frame::{MEDIATOR_FRAME_MAX, PEER_FRAME_MAX};
+use wire::group::{Catchup, GroupBody, GroupMsg, Roster, RosterEntry, Summary};
 use wire::{
     decode, encode, ClientMsg, DecodeError, ErrorCode, FrameCodec, FrameError, Link, MediatorMsg,
     PeerHandshake, PeerMsg, RelayOffer, Role,
@@ -206,11 +207,8 @@ fn trailing_bytes_are_refused() {
 #[test]
 fn garbage_is_malformed_not_a_panic() {
     assert_malformed::<ClientMsg>(&[]);
-    assert_malformed::<ClientMsg>(&[9]); // no such variant
     assert_malformed::<MediatorMsg>(&[0xFF; 3]);
-    assert_malformed::<PeerMsg>(&[13]); // one past Denied
     assert_malformed::<PeerHandshake>(&[1, 0, 0]); // truncated HostConfirm
-    assert_malformed::<PeerHandshake>(&[6]); // one past TokenWelcome
     assert_malformed::<String>(&[2, 0xC3, 0x28]); // invalid UTF-8
     assert_malformed::<PeerHandshake>(&{
         // HostConfirm with resumed = 2: not a bool.
@@ -252,31 +250,130 @@ fn v6() -> SocketAddr {
     "[2001:db8::1]:443".parse().unwrap()
 }
 
-#[test]
-fn every_client_message_round_trips() {
-    round_trip(&ClientMsg::Ping);
-    round_trip(&ClientMsg::Hello {
-        version: wire::PROTOCOL_VERSION,
-        room: [7; 32],
-        name: "Zoë 🦀".into(),
-        group: 15,
-        public: vec![0xEE; 384],
-        listen_port: 40_000,
-        local_addrs: vec![v4(), v6(), "[fe80::1]:1".parse().unwrap()],
-        no_relay: true,
-    });
-    round_trip(&ClientMsg::PunchPong { nonce: 7 });
-    round_trip(&ClientMsg::RelayJoin { token: [9; 32] });
-    round_trip(&ClientMsg::Allocate);
+// Every variant of each message enum. Each enum has an index function, an
+// exhaustive `match` with no wildcard: a new variant does not compile until it is
+// listed there with its wire index, and then `check_every_variant` fails until the
+// enum's example list has that variant too.
+
+/// A payload long enough for any variant's fields when they are all zero (zero is a
+/// valid varint, length, bool, `None`, array byte, `V4`, first enum variant).
+const ZEROS: usize = 1024;
+
+/// Whether `index` (one varint byte) followed by zeros names a variant of `T`: a
+/// known variant decodes (with trailing bytes left over at most), an unknown one is
+/// refused as malformed, by serde's "variant index" check.
+fn is_variant<T: DeserializeOwned + std::fmt::Debug>(index: u8) -> bool {
+    let mut payload = vec![index];
+    payload.resize(1 + ZEROS, 0);
+    match decode::<T>(&payload) {
+        Err(DecodeError::Malformed(e)) => {
+            assert!(e.contains("variant index"), "{index}: {e}");
+            false
+        }
+        Ok(_) | Err(DecodeError::Trailing(_)) => true,
+        Err(e) => panic!("variant {index}: {e:?}"),
+    }
 }
 
-#[test]
-fn every_mediator_message_round_trips() {
-    round_trip(&MediatorMsg::Waiting {
+/// The first index that is no variant of `T`, by decoding: every index below it is
+/// a variant, none from it up to 250 (the largest one-byte varint) is.
+fn first_unknown_variant<T: DeserializeOwned + std::fmt::Debug>() -> u8 {
+    let n = (0..=250u8)
+        .find(|&i| !is_variant::<T>(i))
+        .expect("fewer than 251 variants");
+    for i in n..=250 {
+        assert!(!is_variant::<T>(i), "index {i} decodes, {n} does not");
+    }
+    n
+}
+
+/// Round-trips every example; checks each encodes with its variant's wire index
+/// as its first byte, and that the examples cover every variant the decoder
+/// knows (indices `0..first_unknown_variant`), none missing.
+fn check_every_variant<T>(examples: &[T], index: fn(&T) -> u8)
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let mut covered = std::collections::BTreeSet::new();
+    for msg in examples {
+        round_trip(msg);
+        let bytes = encode(msg).unwrap();
+        assert_eq!(bytes[0], index(msg), "wire index of {msg:?}");
+        covered.insert(index(msg));
+    }
+    let known: std::collections::BTreeSet<u8> = (0..first_unknown_variant::<T>()).collect();
+    assert_eq!(
+        covered,
+        known,
+        "the examples of {} must cover every variant",
+        std::any::type_name::<T>()
+    );
+}
+
+/// docs/protocol.md §4, §12, §19.
+fn client_msg_index(msg: &ClientMsg) -> u8 {
+    match msg {
+        ClientMsg::Hello { .. } => 0,
+        ClientMsg::Ping => 1,
+        ClientMsg::PunchPong { .. } => 2,
+        ClientMsg::RelayJoin { .. } => 3,
+        ClientMsg::Allocate => 4,
+        ClientMsg::GroupHello { .. } => 5,
+    }
+}
+
+fn client_msgs() -> Vec<ClientMsg> {
+    vec![
+        ClientMsg::Ping,
+        ClientMsg::Hello {
+            version: wire::PROTOCOL_VERSION,
+            room: [7; 32],
+            name: "Zoë 🦀".into(),
+            group: 15,
+            public: vec![0xEE; 384],
+            listen_port: 40_000,
+            local_addrs: vec![v4(), v6(), "[fe80::1]:1".parse().unwrap()],
+            no_relay: true,
+        },
+        ClientMsg::PunchPong { nonce: 7 },
+        ClientMsg::RelayJoin { token: [9; 32] },
+        ClientMsg::Allocate,
+        ClientMsg::GroupHello {
+            version: wire::PROTOCOL_VERSION,
+            room: [8; 32],
+            name: "carol".into(),
+            group: 15,
+            public: vec![0xEF; 384],
+            listen_port: 0,
+            local_addrs: vec![v6()],
+            no_relay: false,
+        },
+    ]
+}
+
+/// docs/protocol.md §4, §12, §19.
+fn mediator_msg_index(msg: &MediatorMsg) -> u8 {
+    match msg {
+        MediatorMsg::Waiting { .. } => 0,
+        MediatorMsg::Matched { .. } => 1,
+        MediatorMsg::Pong => 2,
+        MediatorMsg::Error { .. } => 3,
+        MediatorMsg::PunchPing { .. } => 4,
+        MediatorMsg::PunchNow => 5,
+        MediatorMsg::RelayReady => 6,
+        MediatorMsg::Allocated { .. } => 7,
+        MediatorMsg::GroupJoined { .. } => 8,
+        MediatorMsg::Member { .. } => 9,
+        MediatorMsg::MemberLeft { .. } => 10,
+    }
+}
+
+fn mediator_msgs() -> Vec<MediatorMsg> {
+    let mut msgs = vec![MediatorMsg::Waiting {
         expires_in_secs: 600,
-    });
+    }];
     for role in [Role::Host, Role::Joiner] {
-        round_trip(&MediatorMsg::Matched {
+        msgs.push(MediatorMsg::Matched {
             role,
             peer_name: "bob".into(),
             public: vec![1; 256],
@@ -295,7 +392,7 @@ fn every_mediator_message_round_trips() {
         RelayOffer::RefusedByPeer,
         RelayOffer::Off,
     ] {
-        round_trip(&MediatorMsg::Matched {
+        msgs.push(MediatorMsg::Matched {
             role: Role::Host,
             peer_name: "a".into(),
             public: vec![1],
@@ -306,55 +403,143 @@ fn every_mediator_message_round_trips() {
             relay,
         });
     }
-    round_trip(&MediatorMsg::Pong);
-    round_trip(&MediatorMsg::PunchPing { nonce: u64::MAX });
-    round_trip(&MediatorMsg::PunchNow);
-    round_trip(&MediatorMsg::RelayReady);
-    round_trip(&MediatorMsg::Allocated { nameplate: 999_999 });
+    msgs.extend([
+        MediatorMsg::Pong,
+        MediatorMsg::PunchPing { nonce: u64::MAX },
+        MediatorMsg::PunchNow,
+        MediatorMsg::RelayReady,
+        MediatorMsg::Allocated { nameplate: 999_999 },
+    ]);
     for code in ErrorCode::ALL {
-        round_trip(&MediatorMsg::Error {
+        msgs.push(MediatorMsg::Error {
             code,
             message: code.as_str().into(),
         });
     }
+    msgs.push(MediatorMsg::GroupJoined {
+        member: 3,
+        present: 2,
+        max_members: 16,
+    });
+    for (role, relay) in [
+        (Role::Host, RelayOffer::Off),
+        (
+            Role::Joiner,
+            RelayOffer::Offered {
+                token: [6; 32],
+                server: String::new(),
+            },
+        ),
+    ] {
+        msgs.push(MediatorMsg::Member {
+            member: u32::MAX,
+            role,
+            peer_name: "dave".into(),
+            public: vec![2; 384],
+            observed_addr: v4(),
+            listen_port: 40_001,
+            local_addrs: vec![v4(), v6()],
+            your_addr: v6(),
+            relay,
+        });
+    }
+    msgs.push(MediatorMsg::MemberLeft { member: 300 });
+    msgs
 }
 
-#[test]
-fn every_peer_handshake_message_round_trips() {
-    round_trip(&PeerHandshake::PeerHello {
-        room: [1; 32],
-        public: vec![2; 384],
-        commit: [3; 32],
-        resume: Some([4; 32]),
-        identity: [9; 32],
-    });
-    round_trip(&PeerHandshake::PeerHello {
-        room: [1; 32],
-        public: vec![2; 256],
-        commit: [3; 32],
-        resume: None,
-        identity: [9; 32],
-    });
-    round_trip(&PeerHandshake::HostConfirm {
-        nonce: [5; 32],
-        mac: [6; 32],
-        resumed: true,
-        identity: [9; 32],
-        signature: wire::Signature64([10; 64]),
-    });
-    round_trip(&PeerHandshake::JoinerConfirm {
-        nonce: [7; 32],
-        mac: [8; 32],
-        signature: wire::Signature64([11; 64]),
-    });
-    round_trip(&PeerHandshake::Reject {
-        reason: "wrong room".into(),
-    });
+/// docs/protocol.md §6, §16.
+fn peer_handshake_index(msg: &PeerHandshake) -> u8 {
+    match msg {
+        PeerHandshake::PeerHello { .. } => 0,
+        PeerHandshake::HostConfirm { .. } => 1,
+        PeerHandshake::JoinerConfirm { .. } => 2,
+        PeerHandshake::Reject { .. } => 3,
+        PeerHandshake::TokenHello { .. } => 4,
+        PeerHandshake::TokenWelcome { .. } => 5,
+    }
 }
 
-#[test]
-fn every_peer_message_round_trips() {
-    for msg in [
+fn peer_handshakes() -> Vec<PeerHandshake> {
+    vec![
+        PeerHandshake::PeerHello {
+            room: [1; 32],
+            public: vec![2; 384],
+            commit: [3; 32],
+            resume: Some([4; 32]),
+            identity: [9; 32],
+        },
+        PeerHandshake::PeerHello {
+            room: [1; 32],
+            public: vec![2; 256],
+            commit: [3; 32],
+            resume: None,
+            identity: [9; 32],
+        },
+        PeerHandshake::HostConfirm {
+            nonce: [5; 32],
+            mac: [6; 32],
+            resumed: true,
+            identity: [9; 32],
+            signature: wire::Signature64([10; 64]),
+        },
+        PeerHandshake::JoinerConfirm {
+            nonce: [7; 32],
+            mac: [8; 32],
+            signature: wire::Signature64([11; 64]),
+        },
+        PeerHandshake::Reject {
+            reason: "wrong room".into(),
+        },
+        PeerHandshake::TokenHello {
+            tag: [12; 32],
+            name: "erin".into(),
+            group: 14,
+            public: vec![13; 256],
+        },
+        PeerHandshake::TokenWelcome {
+            name: "frank".into(),
+            public: vec![14; 384],
+        },
+    ]
+}
+
+/// docs/protocol.md §7, §16.3, §19.
+fn peer_msg_index(msg: &PeerMsg) -> u8 {
+    match msg {
+        PeerMsg::Chat { .. } => 0,
+        PeerMsg::Ack { .. } => 1,
+        PeerMsg::Ping { .. } => 2,
+        PeerMsg::Pong { .. } => 3,
+        PeerMsg::FileOffer { .. } => 4,
+        PeerMsg::FileAccept { .. } => 5,
+        PeerMsg::FileReject { .. } => 6,
+        PeerMsg::FileChunk { .. } => 7,
+        PeerMsg::FileDone { .. } => 8,
+        PeerMsg::FileCancel { .. } => 9,
+        PeerMsg::Bye { .. } => 10,
+        PeerMsg::Admitted => 11,
+        PeerMsg::Denied { .. } => 12,
+        PeerMsg::Group(_) => 13,
+        PeerMsg::GroupSummary(_) => 14,
+        PeerMsg::GroupCatchup(_) => 15,
+        PeerMsg::Roster(_) => 16,
+        PeerMsg::Expelled { .. } => 17,
+    }
+}
+
+fn peer_msgs() -> Vec<PeerMsg> {
+    let group_msg = |seq, text: &str| GroupMsg {
+        body: GroupBody {
+            room: [0x21; 32],
+            author: [0x22; 32],
+            seq,
+            clock: vec![([0x23; 32], 4), ([0x24; 32], u64::MAX)],
+            sent_at_ms: 1_700_000_000_000,
+            text: text.into(),
+        },
+        signature: wire::Signature64([0x25; 64]),
+    };
+    vec![
         PeerMsg::Chat {
             id: 1,
             sent_at_ms: 1_700_000_000_000,
@@ -383,9 +568,95 @@ fn every_peer_message_round_trips() {
         PeerMsg::Bye {
             reason: "quit".into(),
         },
+        PeerMsg::Admitted,
+        PeerMsg::Denied {
+            reason: "not today".into(),
+        },
+        PeerMsg::Group(group_msg(1, "hi all")),
+        PeerMsg::GroupSummary(Summary {
+            have: vec![([0x22; 32], 7), ([0x26; 32], 1)],
+        }),
+        PeerMsg::GroupSummary(Summary::default()),
+        PeerMsg::GroupCatchup(Catchup {
+            floor: vec![([0x22; 32], 3)],
+            msgs: vec![group_msg(4, "four"), group_msg(5, "")],
+        }),
+        PeerMsg::GroupCatchup(Catchup::default()),
+        PeerMsg::Roster(Roster {
+            members: vec![
+                RosterEntry {
+                    member: 0,
+                    identity: [0x27; 32],
+                    name: "grace".into(),
+                },
+                RosterEntry {
+                    member: 15,
+                    identity: [0x28; 32],
+                    name: "Zoë 🦀".into(),
+                },
+            ],
+        }),
+        PeerMsg::Expelled {
+            identity: [0x29; 32],
+            reason: "equivocation".into(),
+        },
+    ]
+}
+
+#[test]
+fn every_client_message_round_trips() {
+    check_every_variant(&client_msgs(), client_msg_index);
+}
+
+#[test]
+fn every_mediator_message_round_trips() {
+    check_every_variant(&mediator_msgs(), mediator_msg_index);
+}
+
+#[test]
+fn every_peer_handshake_message_round_trips() {
+    check_every_variant(&peer_handshakes(), peer_handshake_index);
+}
+
+#[test]
+fn every_peer_message_round_trips() {
+    check_every_variant(&peer_msgs(), peer_msg_index);
+}
+
+/// The first index past the last variant of `T` (one more than the largest index
+/// its examples use), alone, followed by a valid-looking body, and as the largest
+/// one-byte varint and a multi-byte varint: each refused as malformed.
+fn check_unknown_variants_refused<T: DeserializeOwned + std::fmt::Debug>(
+    examples: &[T],
+    index: fn(&T) -> u8,
+) {
+    let first_unknown = examples.iter().map(index).max().expect("examples") + 1;
+    let mut followed = vec![first_unknown];
+    followed.resize(1 + ZEROS, 0);
+    for payload in [
+        vec![first_unknown],
+        followed,
+        vec![250],
+        vec![251, 0x00, 0x01], // varint 256
+        vec![252, 0xFF, 0xFF, 0xFF, 0xFF],
     ] {
-        round_trip(&msg);
+        match decode::<T>(&payload) {
+            Err(DecodeError::Malformed(e)) => assert!(e.contains("variant index"), "{e}"),
+            other => panic!(
+                "{}: {:?}: expected an unknown variant, got {other:?}",
+                std::any::type_name::<T>(),
+                &payload[..payload.len().min(8)]
+            ),
+        }
     }
+}
+
+#[test]
+fn unknown_variants_are_refused() {
+    check_unknown_variants_refused(&client_msgs(), client_msg_index);
+    check_unknown_variants_refused(&mediator_msgs(), mediator_msg_index);
+    check_unknown_variants_refused(&peer_handshakes(), peer_handshake_index);
+    check_unknown_variants_refused(&peer_msgs(), peer_msg_index);
 }
 
 #[test]

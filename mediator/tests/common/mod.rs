@@ -24,6 +24,8 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(60);
 /// A mediator running in this test's runtime.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Its metrics listener, when started with [`start_with_metrics`].
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -43,12 +45,69 @@ pub async fn start_on(listen: SocketAddr, config: Config) -> Server {
     }));
     Server {
         addr,
+        metrics: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// [`start`] with a metrics listener on 127.0.0.1:0, so a test can wait for what
+/// the server has done ([`Server::wait_for_metric`]) instead of sleeping.
+pub async fn start_with_metrics(config: Config) -> Server {
+    let listener = mediator::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let metrics = mediator::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(mediator::run_with_metrics(
+        listener,
+        Some(metrics),
+        config,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        addr,
+        metrics: Some(metrics_addr),
         stop: Some(stop),
         task: Some(task),
     }
 }
 
 impl Server {
+    /// The metrics page (`GET /metrics`), body included.
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.metrics.expect("started with start_with_metrics");
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(RECV_TIMEOUT, s.read_to_string(&mut body))
+            .await
+            .expect("metrics page in time")
+            .unwrap();
+        body
+    }
+
+    /// Waits until the metrics page has the line `line` (`name value`), polling
+    /// every 10 ms; fails after [`RECV_TIMEOUT`] with the page as last read.
+    pub async fn wait_for_metric(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            let text = self.metrics_text().await;
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {line:?} on the metrics page within {RECV_TIMEOUT:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Fires the shutdown future and returns what `run` returned.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
