@@ -524,13 +524,14 @@ fn peer_msg_index(msg: &PeerMsg) -> u8 {
         PeerMsg::GroupCatchup(_) => 15,
         PeerMsg::Roster(_) => 16,
         PeerMsg::Expelled { .. } => 17,
+        PeerMsg::Equivocation(_) => 18,
     }
 }
 
 fn peer_msgs() -> Vec<PeerMsg> {
     let group_msg = |seq, text: &str| GroupMsg {
         body: GroupBody {
-            room: [0x21; 32],
+            conversation: [0x21; 32],
             author: [0x22; 32],
             seq,
             clock: vec![([0x23; 32], 4), ([0x24; 32], u64::MAX)],
@@ -578,8 +579,10 @@ fn peer_msgs() -> Vec<PeerMsg> {
         }),
         PeerMsg::GroupSummary(Summary::default()),
         PeerMsg::GroupCatchup(Catchup {
+            have: vec![([0x22; 32], 5)],
             floor: vec![([0x22; 32], 3)],
             msgs: vec![group_msg(4, "four"), group_msg(5, "")],
+            more: true,
         }),
         PeerMsg::GroupCatchup(Catchup::default()),
         PeerMsg::Roster(Roster {
@@ -600,6 +603,10 @@ fn peer_msgs() -> Vec<PeerMsg> {
             identity: [0x29; 32],
             reason: "equivocation".into(),
         },
+        PeerMsg::Equivocation(Box::new(wire::group::EquivocationProof {
+            first: group_msg(6, "one"),
+            second: group_msg(6, "another"),
+        })),
     ]
 }
 
