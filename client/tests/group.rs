@@ -17,35 +17,11 @@ use serde_json::Value;
 const ROOM: &str = "group-test-room";
 
 fn member_args(server: &str, name: &str, dir: &TempDir) -> Vec<String> {
-    client_args(server, name, dir, &["--room", ROOM, "--group"])
+    common::group::member_args(server, name, dir, ROOM)
 }
 
-/// Starts `names` one after another, then waits until each is linked with all
-/// the others.
 async fn start_members(server: &str, names: &[&str], dir: &TempDir) -> Vec<Client> {
-    let mut clients = Vec::new();
-    for name in names {
-        let mut c = Client::start(name, &member_args(server, name, dir));
-        c.expect("group_joined").await;
-        clients.push(c);
-    }
-    for c in &mut clients {
-        wait_linked(c, names.len() - 1).await;
-    }
-    clients
-}
-
-/// Waits until `c` has seen `n` `member_joined` events in all.
-async fn wait_linked(c: &mut Client, n: usize) {
-    while c
-        .seen
-        .iter()
-        .filter(|e| e["event"] == "member_joined")
-        .count()
-        < n
-    {
-        c.expect("member_joined").await;
-    }
+    common::group::start_members(server, names, dir, ROOM).await
 }
 
 /// Waits until `c` has shown that its link with `peer` ended.
@@ -528,7 +504,7 @@ async fn a_lying_mediator_between_two_members_is_an_alert_on_both() {
     amy.expect("member_joined").await;
     bob.expect("member_joined").await;
     let mut cyd = Client::start("cyd", &member_args(&server, "cyd", &dir));
-    wait_linked(&mut cyd, 2).await;
+    common::group::wait_linked(&mut cyd, 2).await;
     let a = warning(&mut amy, "roster_mismatch").await;
     assert!(a.contains("bob"), "{a}");
     let b = warning(&mut bob, "roster_mismatch").await;
@@ -627,7 +603,7 @@ async fn members_on_two_mediators_sharing_a_redis_are_one_group() {
         c.push(client);
     }
     for client in &mut c {
-        wait_linked(client, 2).await;
+        common::group::wait_linked(client, 2).await;
     }
     c[1].say("from the other mediator").await;
     for client in c.iter_mut() {

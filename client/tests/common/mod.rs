@@ -5,6 +5,7 @@
 
 pub mod chaos;
 pub mod fake_mediator;
+pub mod group;
 pub mod lab;
 pub mod lan_lab;
 pub mod proxy;
