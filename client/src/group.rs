@@ -1251,7 +1251,11 @@ impl Mesh<'_> {
         let mut listed: HashMap<[u8; 32], (String, String)> = HashMap::new();
         for m in self.members.values() {
             for e in m.roster.iter().flat_map(|r| &r.members) {
-                if e.identity != self.our_key() && !linked.contains(&e.identity) {
+                // One we refused (cut off, or proven to equivocate) is no news.
+                if e.identity != self.our_key()
+                    && !linked.contains(&e.identity)
+                    && !self.banned.contains(&e.identity)
+                {
                     listed.insert(e.identity, (m.name.clone(), e.name.clone()));
                 }
             }
