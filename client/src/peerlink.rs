@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Framed, FramedParts};
 use wire::frame::HEADER_LEN;
 use wire::record::IV_LEN;
 use wire::{FrameCodec, Link, Opener, PeerMsg, RecordError, Sealer};
@@ -133,9 +133,16 @@ impl PeerLink {
         let (read_half, write_half) = parts.io.into_split();
         // A large buffer lets one read take in several records during a transfer.
         // The codec stays the handshake's: a relayed one also reads the relay's end notice.
-        let mut framed = FramedRead::with_capacity(read_half, parts.codec, READ_BUFFER);
-        // Bytes the handshake reader already pulled in belong to the first records.
-        framed.read_buffer_mut().extend_from_slice(&parts.read_buf);
+        // Bytes the handshake reader already pulled in belong to the first
+        // records. They go in through `from_parts`, which marks them readable:
+        // a reader whose buffer was filled by hand would wait for the socket
+        // first, and records that came with the handshake's last message would
+        // sit unread until the peer sent something more.
+        let mut read_buf = BytesMut::with_capacity(READ_BUFFER.max(parts.read_buf.len()));
+        read_buf.extend_from_slice(&parts.read_buf);
+        let mut read_parts = FramedParts::new::<&[u8]>(read_half, parts.codec);
+        read_parts.read_buf = read_buf;
+        let framed = Framed::from_parts(read_parts);
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(IN_QUEUE);
@@ -296,7 +303,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    mut framed: FramedRead<OwnedReadHalf, FrameCodec>,
+    mut framed: Framed<OwnedReadHalf, FrameCodec>,
     mut opener: Opener,
     tx: mpsc::Sender<Result<PeerMsg, LinkError>>,
 ) {

@@ -222,6 +222,39 @@ async fn a_peer_hello_dripped_one_byte_at_a_time_completes_the_handshake() {
     no_panic(&alice);
 }
 
+/// A joiner that sends its `JoinerConfirm` and its first chat record in one
+/// write (a fast peer, or one whose segments coalesced), and nothing after: the
+/// host must read the record at once. Its reader used to start from a buffer
+/// filled by hand, which tokio-util treats as "read the socket first", so a
+/// record that came with the handshake's last message waited for the peer's next
+/// bytes (with a silent peer, forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_comes_with_the_joiner_confirm_is_read_at_once() {
+    let scene = Scene::new("record-with-confirm").await;
+    let (mut alice, mallory) = scene.alice_and_mallory(&[]).await;
+    let mut framed = mallory.dial_framed().await;
+    let (state, hello) = mallory.handshake.hello(&mut OsRng);
+    send_msg(&mut framed, &hello).await;
+    let confirm: PeerHandshake = recv_msg(&mut framed).await;
+    let (session, reply) = state.on_host_confirm(confirm).expect("host confirms");
+    let (mut sealer, _opener) = session.split();
+    let chat = PeerMsg::Chat {
+        id: 1,
+        sent_at_ms: 1,
+        text: "with the confirm".into(),
+    };
+    let record = sealer
+        .seal(&wire::encode(&chat).unwrap(), &mut OsRng)
+        .unwrap();
+    let mut bytes = frame_bytes(&wire::encode(&reply).unwrap());
+    bytes.extend(frame_bytes(&record));
+    framed.get_mut().write_all(&bytes).await.unwrap();
+    // Nothing more from us: only the record already sent can show the message.
+    let shown = alice.expect("message").await;
+    assert_eq!(shown["text"], "with the confirm");
+    no_panic(&alice);
+}
+
 /// Watches a connection the host holds: the receiver fires once the host closes
 /// it (end of stream or an error), never before.
 fn closed_by_host(stream: tokio::net::TcpStream) -> tokio::sync::oneshot::Receiver<()> {
