@@ -592,3 +592,33 @@ fn summary_and_catchup_never_name_more_than_max_authors() {
     assert!(c.have.len() <= wire::group::MAX_AUTHORS);
     assert!(c.floor.len() <= wire::group::MAX_AUTHORS);
 }
+
+#[test]
+fn a_floor_that_nothing_needs_adds_no_author_to_what_we_have() {
+    // A hostile catch-up names 64 keys nobody wrote as (key, 0) and as (key,
+    // 5) with nothing at hand: each entry is within the sender's summary and
+    // moves nothing, so neither the summary nor the authors change, and a
+    // real author is still named in the summary (junk keys sorting first
+    // would push it out of the 64 entries).
+    let (me, other) = (member(0), member(1));
+    let mut log = log_of(&me);
+    let mut theirs = log_of(&other);
+    got(&mut log, theirs.write(&other, "o1".into(), 1).unwrap()).unwrap();
+    let before = log.summary();
+    for value in [0, 5] {
+        let junk: Vec<([u8; 32], u64)> = (0..64u8).map(|i| ([i; 32], value)).collect();
+        let catchup = Catchup {
+            have: junk.clone(),
+            floor: junk,
+            msgs: vec![],
+            more: false,
+        };
+        assert!(log
+            .receive_catchup(catchup, LINK)
+            .unwrap()
+            .delivered
+            .is_empty());
+        assert_eq!(log.summary(), before, "floor value {value}");
+    }
+    assert_eq!(log.authors(), HashSet::from([other.public().0]));
+}
