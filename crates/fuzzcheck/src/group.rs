@@ -21,8 +21,9 @@
 //! and the log must agree with it: what is delivered, refused, proven, waiting
 //! and summed up. Invariants: nothing tampered or undecodable is delivered,
 //! only pool messages (and our own) verify; each (author, seq) is delivered at
-//! most once, in causal order, and every delivery is reported (nothing enters
-//! the history unseen, also when a catch-up is refused halfway); a floor never
+//! most once, in causal order, and every delivery of an input that is taken is
+//! reported (a catch-up refused halfway keeps what it delivered before the
+//! refusal, as `receive_catchup` documents: see fuzz/README.md); a floor never
 //! moves our own counter (our next write has the next seq, whatever the floor),
 //! a floor above the sender's own summary is an error that blames the sender
 //! and changes nothing, and a floor never skips more than the messages at hand
@@ -41,18 +42,18 @@
 //!
 //! Speed: fuzz builds of `wire` remember each verified signature, so a pool
 //! message costs a real Ed25519 verification once per process; an execution
-//! costs its hashing and bookkeeping, and our own writes (a signature each, at
-//! most [`MAX_WRITES`]). Floods are bounded per input ([`MAX_FLOOD`]): filling a
-//! link's share takes 513 short messages or 127 long ones.
+//! costs its hashing and bookkeeping (the log scans everything waiting on each
+//! delivery), and our own writes (a signature each, at most [`MAX_WRITES`]).
+//! Floods are bounded per input ([`MAX_FLOOD`]) and large ones are explicit:
+//! filling a link's share takes 513 short messages or 127 long ones.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use dhke::Identity;
 use wire::group::{
-    Catchup, EquivocationProof, GroupBody, GroupError, GroupLog, GroupMsg, Summary,
-    AUTHOR_PENDING, AUTHOR_PENDING_BYTES, BACKLOG, MAX_AUTHORS, SOURCE_PENDING,
-    SOURCE_PENDING_BYTES,
+    Catchup, EquivocationProof, GroupBody, GroupError, GroupLog, GroupMsg, Summary, AUTHOR_PENDING,
+    AUTHOR_PENDING_BYTES, BACKLOG, MAX_AUTHORS, SOURCE_PENDING, SOURCE_PENDING_BYTES,
 };
 use wire::peer::MAX_CHAT_TEXT;
 
@@ -147,7 +148,11 @@ fn pools() -> &'static Pools {
                             conversation: CONVERSATION,
                             author: id.public().0,
                             seq,
-                            clock: if clock { vec![(keys[1], 1)] } else { Vec::new() },
+                            clock: if clock {
+                                vec![(keys[1], 1)]
+                            } else {
+                                Vec::new()
+                            },
                             sent_at_ms: seq,
                             text,
                         };
@@ -369,11 +374,16 @@ impl Model {
     }
 
     /// Delivers whatever waiting messages became deliverable, until none does.
+    /// Only an author's next seq can be deliverable, so each round looks at one
+    /// message per author that has any waiting (the log scans them all).
     fn drain(&mut self, out: &mut Expected) {
         loop {
             let mut ready: Vec<GroupMsg> = self
-                .waiting
-                .values()
+                .by_author
+                .iter()
+                .filter(|(_, load)| load.count > 0)
+                .filter_map(|(a, _)| Some(self.waiting.get(&(*a, self.count(a).checked_add(1)?))))
+                .flatten()
                 .filter(|(m, _)| self.ready(m))
                 .map(|(m, _)| m.clone())
                 .collect();
@@ -560,10 +570,11 @@ impl Model {
     }
 }
 
-/// Operations read from one input.
-const MAX_OPS: usize = 256;
-/// Input bytes read at most.
-const MAX_INPUT: usize = 1024;
+/// Operations read from one input: interleavings need a few dozen, a full
+/// share one flood; more only makes an execution slower.
+const MAX_OPS: usize = 128;
+/// Input bytes read at most (messages off the wire take a few hundred).
+const MAX_INPUT: usize = 768;
 /// Rounds in play at most.
 const WINDOW: usize = 3;
 /// Tampered copies tried per input (each costs a signature check); later
@@ -572,18 +583,13 @@ const WINDOW: usize = 3;
 const MAX_TAMPERED: usize = 8;
 /// Our own messages written per input (each costs a signature).
 const MAX_WRITES: usize = 3;
-/// Fresh messages sent per input: enough to fill two links' count shares.
-const MAX_FLOOD: usize = 2 * SOURCE_PENDING + 64;
+/// Fresh messages sent per input, short and long texts: enough to fill a
+/// link's count share (two authors' shares) and its byte share, and some.
+const MAX_FLOOD: [usize; 2] = [SOURCE_PENDING + 88, 140];
 
 // Nothing is ever pruned from a log here, so its floor (what it no longer
 // keeps) stays empty and its history is everything delivered.
-const _: () = assert!(
-    AUTHORS * ROUNDS
-        + 2 * (AUTHOR_PENDING + 4)
-        + 2 * 66
-        + MAX_WRITES
-        < BACKLOG
-);
+const _: () = assert!(AUTHORS * ROUNDS + 2 * (AUTHOR_PENDING + 4) + 2 * 66 + MAX_WRITES < BACKLOG);
 
 /// The log under test, the model and what an input has done so far.
 struct Run<'p> {
@@ -647,18 +653,28 @@ impl Run<'_> {
         assert_eq!(proof.verify(&CONVERSATION), Ok(author), "the proof holds");
         assert!(self.log.is_banned(&author), "the author is banned");
         let mut other = GroupLog::new(CONVERSATION, self.pools.own);
-        assert_eq!(other.receive_proof(proof), Ok(Some(author)), "new to another");
+        assert_eq!(
+            other.receive_proof(proof),
+            Ok(Some(author)),
+            "new to another"
+        );
         assert_eq!(other.receive_proof(proof), Ok(None), "taken once");
         assert!(other.is_banned(&author));
         let mut its_own = GroupLog::new(CONVERSATION, author);
-        let e = its_own.receive_proof(proof).expect_err("a proof against ourselves");
+        let e = its_own
+            .receive_proof(proof)
+            .expect_err("a proof against ourselves");
         assert!(matches!(e, GroupError::BadProof(_)));
     }
 
     /// After every operation: the log waits for, holds, bans and sums up what
     /// the model does, within every share.
     fn check_state(&self, what: &str) {
-        assert_eq!(self.log.pending(), self.model.waiting.len(), "{what}: waiting");
+        assert_eq!(
+            self.log.pending(),
+            self.model.waiting.len(),
+            "{what}: waiting"
+        );
         for source in SOURCES.into_iter().chain([FINAL]) {
             let (count, bytes) = self.log.pending_from(source);
             let l = self.model.source_load(source);
@@ -680,7 +696,11 @@ impl Run<'_> {
                 "{what}: banned"
             );
         }
-        assert_eq!(self.log.summary().have, self.model.summary(), "{what}: summary");
+        assert_eq!(
+            self.log.summary().have,
+            self.model.summary(),
+            "{what}: summary"
+        );
     }
 
     fn receive(&mut self, what: &str, msg: &GroupMsg, source: u64) {
@@ -763,16 +783,18 @@ fn floor_value(v: u8) -> u64 {
 ///   field tampered (see [`tampered`]), up to [`MAX_TAMPERED`] per input;
 /// - `0xA0..=0xAF`: deliver the conflicting version of message `(op & 15) % len`
 ///   over link 1;
-/// - `0xB0..=0xBF`, `k`: flood: the next `2 (k + 1)` messages of fresh author
-///   `op & 3` (cycling) over link `1 + ((op >> 2) & 3)`, until one is refused,
-///   up to [`MAX_FLOOD`] per input;
+/// - `0xB0..=0xBF`, `k`: flood: the next `1 + (k & 7)` messages of fresh
+///   author `op & 3` (one for a long-text author; cycling through them), or
+///   for `k = 0xFF` the rest of them, over link `1 + ((op >> 2) & 3)`, until
+///   one is refused, up to [`MAX_FLOOD`] per input (large floods are rare and
+///   explicit: they cost);
 /// - `0xC0..=0xCF`, `spec`, `(spec >> 2) & 3` floor entries of three bytes
 ///   (key `% 8`: genuine, fresh, ours; value, see [`floor_value`]; `d`: the
 ///   sender's summary for that key is the value plus `d` when `d < 0x80`, minus
 ///   `d & 0x7F` otherwise, absent for `0xFF`), then `op & 15` message bytes
 ///   `m`: message `m % len` (`m < 0x80`), its conflicting version (`< 0xC0`),
-///   or fresh author `m & 3`'s message `(m >> 2) & 15`: a catch-up over link
-///   `1 + (spec & 3)`;
+///   or short-text fresh author `m & 1`'s message `(m >> 1) & 31`: a catch-up
+///   over link `1 + (spec & 3)`;
 /// - `0xD0..=0xD3`: drop link `1 + (op & 3)`;
 /// - `0xD4..=0xD7`: write our next message, up to [`MAX_WRITES`] per input;
 /// - `0xD8..=0xDB`, `k`: a forwarded proof about message `k % len`: `op & 3` is
@@ -817,7 +839,7 @@ pub fn group_log(data: &[u8]) {
         run.receive_catchup("opening catch-up", opening, SOURCES[0]);
     }
     let mut tampers = 0;
-    let mut flooded = 0;
+    let mut flooded = [0; 2];
     let mut cursor = [0usize; FRESH.len()];
     let mut i = 0;
     let next = |i: &mut usize| {
@@ -849,10 +871,18 @@ pub fn group_log(data: &[u8]) {
             0xB0..=0xBF => {
                 let author = usize::from(op & 3);
                 let source = 1 + u64::from((op >> 2) & 3);
-                let count = 2 * (usize::from(next(&mut i)) + 1);
+                let k = next(&mut i);
                 let theirs = &pools.fresh[author];
-                for _ in 0..count.min(MAX_FLOOD - flooded) {
-                    flooded += 1;
+                let long = usize::from(FRESH[author].3 > 0);
+                let count = if k == 0xFF {
+                    theirs.len() - cursor[author] % theirs.len()
+                } else if long == 1 {
+                    1
+                } else {
+                    1 + usize::from(k & 7)
+                };
+                for _ in 0..count.min(MAX_FLOOD[long] - flooded[long]) {
+                    flooded[long] += 1;
                     let msg = &theirs[cursor[author] % theirs.len()];
                     cursor[author] += 1;
                     let expected = run.model.receive(msg, source);
@@ -893,8 +923,9 @@ pub fn group_log(data: &[u8]) {
                         match m {
                             0x00..=0x7F => in_play[usize::from(m) % len].clone(),
                             0x80..=0xBF => conflicting[usize::from(m) % len].clone(),
-                            _ => pools.fresh[usize::from(m & 3)][usize::from((m >> 2) & 15)]
-                                .clone(),
+                            _ => {
+                                pools.fresh[usize::from(m & 1)][usize::from((m >> 1) & 31)].clone()
+                            }
                         }
                     })
                     .collect();
@@ -1050,7 +1081,23 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
         out.push([w, 0].into_iter().chain(0..all).collect());
         out.push([w, 8].into_iter().chain((0..all).rev()).collect());
     }
-    out.push(vec![1 << 3 | 3, 2, 5, 5, 5, 0, 0, 1, 2, 5, 0xE0, 1, 2, 3, 0xFF]);
+    out.push(vec![
+        1 << 3 | 3,
+        2,
+        5,
+        5,
+        5,
+        0,
+        0,
+        1,
+        2,
+        5,
+        0xE0,
+        1,
+        2,
+        3,
+        0xFF,
+    ]);
     let mut tampered = vec![2 << 3 | 4, 0];
     for how in 0..16u8 {
         tampered.extend([0x80 | (how * 3 % all), how.wrapping_mul(37)]);
@@ -1111,18 +1158,23 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
     beyond.extend([0xD4, 0xE0, 8, 8, 8, 4]);
     out.push(beyond);
 
-    // Bounds. A flood of 2 (k + 1) messages of fresh author a over link l is
-    // `0xB0 | (l - 1) << 2 | a, k`.
+    // Bounds. A flood of `count` messages of fresh author a over link l is
+    // `0xB0 | (l - 1) << 2 | a, k` repeated; `usize::MAX`: all of them.
     let flood = |author: u8, link: u8, count: usize| {
-        let mut op = Vec::new();
+        let op = 0xB0 | (link - 1) << 2 | author;
+        if count == usize::MAX {
+            return vec![op, 0xFF];
+        }
+        let mut ops = Vec::new();
         let mut left = count;
         while left > 0 {
-            let k = (left.min(512) / 2).max(1) - 1;
-            op.extend([0xB0 | (link - 1) << 2 | author, u8::try_from(k).expect("k")]);
-            left = left.saturating_sub(2 * (k + 1));
+            let k = left.min(8);
+            ops.extend([op, u8::try_from(k - 1).expect("k")]);
+            left -= k;
         }
-        op
+        ops
     };
+    let every = usize::MAX;
     // An author's count share, over two links, then its deliverable first.
     let mut author_share = vec![2 << 3, 0];
     author_share.extend(flood(0, 1, 200));
@@ -1132,21 +1184,21 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
     // A link's count share (two light authors), genuine messages on it and on
     // another link, the link dropped, the share free again.
     let mut link_share = vec![2 << 3, 0];
-    link_share.extend(flood(0, 1, 256));
-    link_share.extend(flood(1, 1, 258));
+    link_share.extend(flood(0, 1, every));
+    link_share.extend(flood(1, 1, every));
     link_share.extend([3, 4, 0x20 | 4, 0x20 | 3, 0, 0xD0]);
     link_share.extend(flood(1, 1, 8));
     link_share.extend([0x21, 0x22, 0x25, 0x24, 5]);
     out.push(link_share);
     // The byte shares: the two long-text authors over one link.
     let mut byte_share = vec![1 << 3 | 2, 1];
-    byte_share.extend(flood(2, 3, 66));
-    byte_share.extend(flood(3, 3, 66));
+    byte_share.extend(flood(2, 3, every));
+    byte_share.extend(flood(3, 3, every));
     byte_share.extend([0x40, 0x41, 0x42, 0xD2, 0x43]);
     out.push(byte_share);
     // A catch-up refused over the link's share.
     let mut refused = vec![2 << 3, 0];
-    refused.extend(flood(0, 2, 256));
+    refused.extend(flood(0, 2, every));
     refused.extend(flood(1, 2, 254));
     refused.extend(catchup_on(2, &[], &[0, 3, 4, 5]));
     out.push(refused);
@@ -1159,6 +1211,23 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
     inside.extend(catchup_op(&[], &[0, 1, 2, 0x80, 3]));
     inside.extend(catchup_op(&[], &[0x84, 4, 0, 5]));
     out.push(inside);
-    out.push(vec![2 << 3, 0, 0, 0xD8, 3, 0xD9, 3, 0xDA, 1, 0xDB, 2, 0xD8, 0, 1, 2, 3]);
+    out.push(vec![
+        2 << 3,
+        0,
+        0,
+        0xD8,
+        3,
+        0xD9,
+        3,
+        0xDA,
+        1,
+        0xDB,
+        2,
+        0xD8,
+        0,
+        1,
+        2,
+        3,
+    ]);
     out
 }
