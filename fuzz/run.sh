@@ -12,6 +12,9 @@
 #   FUZZ_TRACE_COMPARES=0 fuzz/run.sh ...           # no comparison tracing: for
 #       public_value, whose bignum loops spent 75% of its time reporting their
 #       compares to libFuzzer; own build directory
+#   FUZZ_ARGS='-entropic_scale_per_exec_time=1' fuzz/run.sh ...   # more libFuzzer
+#       flags (this one: slow inputs are mutated less often; for group_log,
+#       whose inputs that fill a link's share cost 500 receives each)
 #
 # New coverage goes to fuzz/work/<target>/ (ignored by git); the checked-in
 # fuzz/corpus/<target>/ is read, never written. Crashes land in
@@ -26,6 +29,7 @@ runs=${FUZZ_RUNS:--1}
 max_len=${FUZZ_MAX_LEN:-4096}
 sanitizer=${FUZZ_SANITIZER:-address}
 trace_compares=${FUZZ_TRACE_COMPARES:-1}
+read -r -a extra <<<"${FUZZ_ARGS:-}"
 build=(-a -s "$sanitizer")
 target_dir=target
 if [ "$sanitizer" != address ]; then
@@ -67,7 +71,7 @@ for target in "${targets[@]}"; do
     cargo +nightly fuzz run "${build[@]}" "$target" "work/$target" "corpus/$target" -- \
         -max_total_time="$budget" -runs="$runs" -max_len="$max_len" \
         -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="artifacts/$target/" >"$log" 2>&1
+        -artifact_prefix="artifacts/$target/" "${extra[@]}" >"$log" 2>&1
     rc=$?
     set -e
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

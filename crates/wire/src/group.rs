@@ -768,8 +768,10 @@ impl GroupLog {
         }
         for &(author, n) in floor {
             let n = n.min(needed.get(&author).copied().unwrap_or(0));
-            let have = self.have.entry(author).or_insert(0);
-            *have = (*have).max(n);
+            // Only a raise: an entry that moves nothing adds no author.
+            if n > self.have.get(&author).copied().unwrap_or(0) {
+                self.have.insert(author, n);
+            }
         }
         let stale: Vec<([u8; 32], u64)> = self
             .pending
