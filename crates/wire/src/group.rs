@@ -475,6 +475,11 @@ impl GroupLog {
     /// out; and only a delivered message can make waiting ones deliverable, so
     /// one that must wait costs no scan of the waiting room.
     fn take(&mut self, checked: Checked, source: u64) -> Result<Vec<GroupMsg>, GroupError> {
+        // A repeat (held already) or history a floor skipped since its check.
+        let id = (checked.msg.body.author, checked.msg.body.seq);
+        if id.1 <= self.have.get(&id.0).copied().unwrap_or(0) || self.pending.contains_key(&id) {
+            return Ok(Vec::new());
+        }
         if !self.ready(&checked.msg) {
             self.hold(checked, source)?;
             return Ok(Vec::new());
@@ -543,11 +548,16 @@ impl GroupLog {
     fn drain(&mut self) -> Vec<GroupMsg> {
         let mut out = Vec::new();
         loop {
+            // Only an author's next seq can be deliverable: one look per
+            // author with anything waiting, not a scan of the waiting room.
             let mut ready: Vec<(OrderKey, MsgId)> = self
-                .pending
-                .iter()
-                .filter(|(_, w)| self.ready(&w.msg))
-                .map(|(id, w)| (w.msg.order_key(), *id))
+                .by_author
+                .keys()
+                .filter_map(|a| {
+                    let id = (*a, self.have.get(a).copied().unwrap_or(0).checked_add(1)?);
+                    let w = self.pending.get(&id)?;
+                    self.ready(&w.msg).then(|| (w.msg.order_key(), id))
+                })
                 .collect();
             if ready.is_empty() {
                 return out;
@@ -728,12 +738,37 @@ impl GroupLog {
             }
         }
         let mut out = Outcome::default();
-        let mut checked = Vec::new();
+        let mut checked: Vec<Checked> = Vec::new();
+        // What this catch-up brought so far counts as held: the same message
+        // again is a repeat, another one with its (author, seq) a proof.
+        let mut here: HashMap<MsgId, [u8; 32]> = HashMap::new();
         for msg in catchup.msgs.into_iter().take(BACKLOG) {
-            if let Some(c) = self.check(msg, &mut out)? {
-                checked.push(c);
+            let Some(c) = self.check(msg, &mut out)? else {
+                continue;
+            };
+            let id = (c.msg.body.author, c.msg.body.seq);
+            match here.get(&id) {
+                None => {
+                    here.insert(id, c.digest);
+                    checked.push(c);
+                }
+                Some(d) if *d == c.digest => {}
+                Some(_) => {
+                    let at = checked
+                        .iter()
+                        .position(|e| (e.msg.body.author, e.msg.body.seq) == id);
+                    if let Some(first) = at.map(|k| checked.remove(k).msg) {
+                        out.proofs.push(EquivocationProof {
+                            first,
+                            second: c.msg,
+                        });
+                    }
+                    self.ban(id.0);
+                }
             }
         }
+        // A proof refuses its author in the rest of the catch-up too.
+        checked.retain(|c| !self.banned.contains(&c.msg.body.author));
         let own = self.own;
         let floor: Vec<([u8; 32], u64)> = catchup
             .floor
