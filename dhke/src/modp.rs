@@ -33,6 +33,9 @@ const L3072: usize = U3072::LIMBS;
 
 /// The Montgomery parameters of one group's prime (R = 2^len(p), R² mod p, −p⁻¹
 /// mod the limb base), computed once per group with [`crate::Group`]'s numbers.
+// Two values in statics, one per group: the size difference costs nothing, and
+// boxing would add a pointer chase to every exponentiation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Montgomery {
     /// Group 14, 2048 bits.
     Modp2048(DynResidueParams<L2048>),
@@ -83,14 +86,18 @@ fn pow<const LIMBS: usize>(
     exponent: &[u8; PRIVATE_BYTES],
 ) -> Zeroizing<Vec<u8>> {
     let mut x = U320::from_be_slice(exponent);
-    let mut b = DynResidue::new(&Uint::<LIMBS>::from_be_slice(base), *params);
+    let mut base = Uint::<LIMBS>::from_be_slice(base);
+    let mut b = DynResidue::new(&base, *params);
     // The exponent's length is public (fixed); its bits are not: the crate's
     // fixed-window ladder squares and multiplies the same number of times for every
     // exponent and picks each window's table entry by constant-time selection.
     let mut power = b.pow_bounded_exp(&x, PRIVATE_BITS);
     let mut value = power.retrieve();
     let out = to_be_bytes(&value);
+    // Our copies; the crate's own stack temporaries (the table of powers, the
+    // accumulator) are out of reach, as num-bigint's were.
     x.zeroize();
+    base.zeroize();
     b.zeroize();
     power.zeroize();
     value.zeroize();
