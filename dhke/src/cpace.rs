@@ -4,28 +4,22 @@
 
 use std::fmt;
 
-use num_bigint::BigUint;
-use num_traits::{One, Zero};
+use zeroize::Zeroizing;
 
-use crate::keypair::{pad, wipe};
+use crate::modp::is_degenerate;
 use crate::{schedule, Error, Group, RoomCode};
 
 /// `G = (H(code, tag, group) mod p)^2 mod p`. Whoever knows `G` can test guesses of
 /// the code offline, so it is treated like the code: wiped on drop, never shown.
 pub struct Generator {
     group: Group,
-    value: BigUint,
+    /// Big-endian, exactly len(p) bytes.
+    value: Zeroizing<Vec<u8>>,
 }
 
 impl fmt::Debug for Generator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Generator(group {}, <redacted>)", self.group.id())
-    }
-}
-
-impl Drop for Generator {
-    fn drop(&mut self) {
-        wipe(&mut self.value);
     }
 }
 
@@ -36,11 +30,11 @@ impl Generator {
     }
 
     /// `G` big-endian, left-padded to len(p): for known-answer tests only.
-    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
-        zeroize::Zeroizing::new(pad(&self.value, self.group))
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        self.value.clone()
     }
 
-    pub(crate) fn value(&self) -> &BigUint {
+    pub(crate) fn value(&self) -> &[u8] {
         &self.value
     }
 }
@@ -48,21 +42,16 @@ impl Generator {
 /// The one derivation of the CPace generator. `h` is [`schedule::generator_hash`]
 /// (len(p) + 16 bytes of HKDF-SHA256 over the code, the room tag and the group id, so
 /// `h mod p` is within 2^-128 of uniform); squaring maps it into the order-q subgroup
-/// of quadratic residues with one multiplication, no modpow. `G` ∈ {0, 1, p−1} is
-/// refused (it would make every public value the same; probability ~2^-2040).
+/// of quadratic residues with one multiplication, no modpow. The reduction and the
+/// squaring are constant-time (modp.rs): `G` stands for the code. `G` ∈ {0, 1, p−1}
+/// is refused (it would make every public value the same; probability ~2^-2040).
 pub fn cpace_generator(group: Group, code: &RoomCode) -> Result<Generator, Error> {
     let params = group.params();
     let tag = code.tag();
     let hash = schedule::generator_hash(code, &tag, group);
-    let mut wide = BigUint::from_bytes_be(&hash);
-    let mut h = &wide % &params.p;
-    wipe(&mut wide);
-    let value = (&h * &h) % &params.p;
-    wipe(&mut h);
-    let generator = Generator { group, value };
-    if generator.value.is_zero() || generator.value.is_one() || generator.value == params.p_minus_1
-    {
+    let value = params.montgomery.square_of_reduced(&hash);
+    if is_degenerate(&value, &params.p_minus_1_bytes) {
         return Err(Error::WeakGenerator);
     }
-    Ok(generator)
+    Ok(Generator { group, value })
 }

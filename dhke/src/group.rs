@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use num_bigint::BigUint;
 
+use crate::modp::Montgomery;
 use crate::Error;
 
 /// RFC 3526 §3, "2048-bit MODP Group", id 14. Generator 2.
@@ -48,13 +49,19 @@ pub enum Group {
     Modp3072,
 }
 
-/// The numbers of one group, parsed once.
+/// The numbers of one group, parsed once. The big integers serve the public-only
+/// checks (variable-time); the byte forms and `montgomery` the constant-time
+/// arithmetic on secrets (modp.rs).
 pub(crate) struct Params {
     pub(crate) p: BigUint,
     pub(crate) p_minus_1: BigUint,
     pub(crate) q: BigUint,
-    pub(crate) g: BigUint,
     pub(crate) p_bytes: Vec<u8>,
+    /// p − 1, big-endian, len(p) bytes: a degenerate shared secret or generator.
+    pub(crate) p_minus_1_bytes: Vec<u8>,
+    /// The generator g = 2, big-endian, len(p) bytes.
+    pub(crate) g_bytes: Vec<u8>,
+    pub(crate) montgomery: Montgomery,
 }
 
 impl Group {
@@ -125,12 +132,20 @@ impl Params {
         );
         let p_minus_1 = &p - 1u32;
         let q = &p_minus_1 >> 1;
+        let mut p_minus_1_bytes = p_bytes.clone();
+        // p is odd, so p − 1 differs from it only in the last byte.
+        p_minus_1_bytes[len - 1] -= 1;
+        let mut g_bytes = vec![0u8; len];
+        g_bytes[len - 1] = 2;
+        let montgomery = Montgomery::new(&p_bytes);
         Params {
             p,
             p_minus_1,
             q,
-            g: BigUint::from(2u32),
             p_bytes,
+            p_minus_1_bytes,
+            g_bytes,
+            montgomery,
         }
     }
 }

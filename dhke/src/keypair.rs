@@ -6,11 +6,8 @@ use num_bigint::BigUint;
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::modp::{is_degenerate, PRIVATE_BYTES};
 use crate::{cpace_generator, jacobi, Error, Group, RoomCode};
-
-/// Bits in a private exponent: fixed length, top bit set (docs/protocol.md §5).
-const PRIVATE_BITS: usize = 320;
-const PRIVATE_BYTES: usize = PRIVATE_BITS / 8;
 
 /// A private exponent x. Zeroized on drop; `Debug` never shows it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -42,21 +39,11 @@ impl PrivateKey {
         PrivateKey { bytes }
     }
 
-    /// Raises `base` to this exponent mod p, wiping the exponent's big-integer copy.
-    fn pow_mod(&self, base: &BigUint, group: Group) -> BigUint {
-        let mut x = BigUint::from_bytes_be(&self.bytes);
-        let result = base.modpow(&x, &group.params().p);
-        wipe(&mut x);
-        result
+    /// Raises `base` (len(p) big-endian bytes) to this exponent mod p in constant
+    /// time (modp.rs); the result is len(p) bytes, wiped on drop.
+    fn pow_mod(&self, base: &[u8], group: Group) -> Zeroizing<Vec<u8>> {
+        group.params().montgomery.pow_secret(base, &self.bytes)
     }
-}
-
-/// Overwrites a big integer's limbs with zeros in place. num-bigint has no zeroize
-/// support; `assign_from_slice` clears and refills the same allocation, so writing
-/// as many zero words as the value had overwrites it before it is normalised away.
-pub(crate) fn wipe(x: &mut BigUint) {
-    let words = usize::try_from(x.bits().div_ceil(32)).unwrap_or(0);
-    x.assign_from_slice(&vec![0u32; words.max(1)]);
 }
 
 /// A validated public value: exactly `prime_len` big-endian bytes with 1 < y < p-1.
@@ -89,7 +76,8 @@ impl PeerPublic {
     }
 
     /// Subgroup membership by the slow definition, y^q ≡ 1 (mod p); kept for the
-    /// benchmark and the tests that compare it with the Jacobi route.
+    /// benchmark and the tests that compare it with the Jacobi route. Public values
+    /// only: num-bigint's variable-time modpow.
     pub fn in_subgroup_by_modpow(group: Group, bytes: &[u8]) -> bool {
         let params = group.params();
         BigUint::from_bytes_be(bytes).modpow(&params.q, &params.p) == BigUint::from(1u32)
@@ -124,10 +112,10 @@ impl KeyPair {
 
     /// The plain key pair for a given private exponent (known-answer tests, benches).
     pub fn from_private(group: Group, private: PrivateKey) -> KeyPair {
-        let y = private.pow_mod(&group.params().g, group);
+        let y = private.pow_mod(&group.params().g_bytes, group);
         KeyPair {
             group,
-            public: pad(&y, group),
+            public: y.to_vec(),
             private,
             room: None,
         }
@@ -155,7 +143,7 @@ impl KeyPair {
         let y = private.pow_mod(generator.value(), group);
         Ok(KeyPair {
             group,
-            public: pad(&y, group),
+            public: y.to_vec(),
             private,
             room: Some(code.clone()),
         })
@@ -177,30 +165,15 @@ impl KeyPair {
         &self.public
     }
 
-    /// Z = peer^x mod p, left-padded to `prime_len`. Refuses Z = 1 and Z = p-1.
+    /// Z = peer^x mod p, left-padded to `prime_len`. Refuses Z = 1 and Z = p-1 (and
+    /// 0, which a validated peer value cannot give).
     pub fn agree(&self, peer: &PeerPublic) -> Result<SharedSecret, Error> {
-        let params = self.group.params();
-        let y = BigUint::from_bytes_be(peer.as_bytes());
-        let mut z = self.private.pow_mod(&y, self.group);
-        let weak = z == BigUint::from(1u32) || z == params.p_minus_1;
-        let bytes = Zeroizing::new(pad(&z, self.group));
-        wipe(&mut z);
-        if weak {
+        let bytes = self.private.pow_mod(peer.as_bytes(), self.group);
+        if is_degenerate(&bytes, &self.group.params().p_minus_1_bytes) {
             return Err(Error::WeakSharedSecret);
         }
         Ok(SharedSecret { bytes })
     }
-}
-
-/// Encodes `value` big-endian, left-padded with zeros to the group's prime length.
-/// num-bigint strips leading zeros; a secret that starts with 0x00 must keep them.
-pub(crate) fn pad(value: &BigUint, group: Group) -> Vec<u8> {
-    let len = group.prime_len();
-    let mut raw = value.to_bytes_be();
-    let mut out = vec![0u8; len];
-    out[len - raw.len()..].copy_from_slice(&raw);
-    raw.zeroize();
-    out
 }
 
 /// Length and range of a public value (1 < y < p-1): the check the mediator makes.
@@ -285,12 +258,5 @@ mod tests {
             let key = PrivateKey::generate(&mut rng);
             assert!(key.bytes[0] & 0x80 != 0);
         }
-    }
-
-    #[test]
-    fn wipe_zeroes_in_place() {
-        let mut x = BigUint::from_bytes_be(&[0xAB; 40]);
-        wipe(&mut x);
-        assert_eq!(x, BigUint::from(0u32));
     }
 }

@@ -22,6 +22,7 @@ mod group;
 pub mod identity;
 mod jacobi;
 mod keypair;
+mod modp;
 pub mod room;
 pub mod schedule;
 

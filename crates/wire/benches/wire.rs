@@ -21,13 +21,22 @@ struct SideTimes {
     joiner: Duration,
 }
 
-/// CPU time of this thread so far, from Linux's `/proc/thread-self/schedstat` (first
-/// field: nanoseconds on a CPU), so a busy shared machine does not inflate the
-/// figures; `None` elsewhere.
+/// CPU time of this thread so far (`CLOCK_THREAD_CPUTIME_ID`), so a busy shared
+/// machine does not inflate the figures; `None` off Linux. Not
+/// `/proc/thread-self/schedstat`: the kernel updates that figure only at a scheduler
+/// tick (4 ms here), longer than one side's whole handshake, so single samples read
+/// 0 or 4 ms and criterion refused the group-14 joiner figure as "zero time".
+#[cfg(target_os = "linux")]
 fn thread_cpu() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u32::try_from(now.tv_nsec).ok()?;
+    Some(Duration::new(secs, nanos))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu() -> Option<Duration> {
+    None
 }
 
 fn timed<T>(acc: &mut Duration, f: impl FnOnce() -> T) -> T {
