@@ -316,13 +316,13 @@ impl Metrics {
 
 /// Longest request head (request line and headers) read; anything longer gets
 /// a 431.
-const MAX_REQUEST: usize = 4096;
+pub const MAX_REQUEST: usize = 4096;
 /// The smallest read buffer hyper allows: what one scrape connection may hold.
 const READ_BUFFER: usize = 8192;
 /// A scrape must be read and answered within this.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Scrapes served at once; more wait in the accept queue.
-const MAX_SCRAPES: usize = 16;
+pub const MAX_SCRAPES: usize = 16;
 
 /// What the responder asks the server for.
 pub trait Status: Send + Sync + 'static {
