@@ -562,10 +562,16 @@ async fn establish(
         ))
     })?;
     let input = matched_input(setup, code, keys, &matched, previous, out);
-    let punch = (!setup.args.no_punch).then(|| link.watch_punch());
+    // The link stays up until the race ends, for the punch timing and then for
+    // our path report (§4), with `--no-punch` too.
+    let (punch, mut report) = link.watch_punch();
+    let punch = (!setup.args.no_punch).then_some(punch);
     let race = new_race(setup, net, &matched, &local_addrs, server, punch);
-    let conn = connect_peer(race, input, out).await?;
-    Ok((conn, matched))
+    let conn = connect_peer(race, input, out).await;
+    if let Some(path) = connect::reached(conn.as_ref().map(|c| c.path)) {
+        report.send(path);
+    }
+    Ok((conn?, matched))
 }
 
 /// The room code as typed and our CPace key pair for it (§13).

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::codec::Framed;
 use wire::handshake::{HostHandshake, JoinerHandshake};
-use wire::{FrameCodec, HandshakeError, Link, PeerHandshake, RelayOffer, Session};
+use wire::{FrameCodec, HandshakeError, Link, PathLabel, PeerHandshake, RelayOffer, Session};
 
 use crate::exit::ClientError;
 use crate::ports::{self, LocalPort};
@@ -84,14 +84,33 @@ pub enum Path {
 }
 
 impl Path {
-    /// The word used on screen and in `peers.txt`.
+    /// The word used on screen and in `peers.txt`: the wire label's.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Path::Direct => "direct",
-            Path::Lan => "lan",
-            Path::Punched => "punched",
-            Path::Relay => "relay",
+        PathLabel::from(self).as_str()
+    }
+}
+
+impl From<Path> for PathLabel {
+    fn from(path: Path) -> PathLabel {
+        match path {
+            Path::Direct => PathLabel::Direct,
+            Path::Lan => PathLabel::Lan,
+            Path::Punched => PathLabel::Punched,
+            Path::Relay => PathLabel::Relay,
         }
+    }
+}
+
+/// What the end of a race says about reach, for the mediator's count
+/// (`SessionPath`, docs/protocol.md §4): the path of the session; `None` when
+/// the race gave up with no way through (or the peer's announced key was
+/// unusable); nothing when it ended otherwise (keys differ, an attack, the
+/// link lost while confirming), which says nothing about the networks.
+pub fn reached(outcome: Result<Path, &ClientError>) -> Option<PathLabel> {
+    match outcome {
+        Ok(path) => Some(path.into()),
+        Err(ClientError::NoPath(_) | ClientError::PeerUnreachable(_)) => Some(PathLabel::None),
+        Err(_) => None,
     }
 }
 

@@ -35,7 +35,7 @@ use crate::history::History;
 use crate::input::InputEvent;
 use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
-use crate::rendezvous::{GroupPlace, MediatorLink, RoomNotice};
+use crate::rendezvous::{GroupPlace, MediatorLink, PathReport, RoomNotice};
 use crate::ui::{Event, HistoryLine, Output, GROUP_HELP};
 
 /// Every link is pinged this often (for `/peers`' round trip and to notice a
@@ -131,11 +131,13 @@ impl Member {
     }
 }
 
-/// The mediator session: its notices, and the key pair our `GroupHello` named.
+/// The mediator session: its notices, where our path report goes, and the key
+/// pair our `GroupHello` named.
 struct Session {
     place: GroupPlace,
     notices: mpsc::Receiver<RoomNotice>,
     watcher: JoinHandle<()>,
+    report: PathReport,
     setup: PairSetup,
 }
 
@@ -270,7 +272,19 @@ pub async fn run(
                     }
                 }
             }
-            Some(paired) = paired_rx.recv() => mesh.on_paired(paired),
+            Some(paired) = paired_rx.recv() => {
+                // The mediator counts one path per link (§4): the first pair's.
+                if let Some(s) = session.as_mut() {
+                    let outcome = match &paired {
+                        Paired::Linked { conn, .. } => Ok(conn.path),
+                        Paired::Failed { error, .. } => Err(error),
+                    };
+                    if let Some(path) = crate::connect::reached(outcome) {
+                        s.report.send(path);
+                    }
+                }
+                mesh.on_paired(paired)
+            }
             Some(from) = from_links.recv() => mesh.on_link(from),
             _ = tick.tick() => {
                 mesh.on_tick();
@@ -394,11 +408,12 @@ async fn join_with(input: JoinInput, first: Option<MediatorLink>) -> Result<Sess
         local_addrs: own_locals.clone(),
         no_relay: input.no_relay,
     };
-    let (place, notices, watcher) = link.join_group(hello, &input.room).await?;
+    let joined = link.join_group(hello, &input.room).await?;
     Ok(Session {
-        place,
-        notices,
-        watcher,
+        place: joined.place,
+        notices: joined.notices,
+        watcher: joined.watcher,
+        report: joined.report,
         setup: PairSetup {
             code: input.code,
             name: input.name,

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::{Framed, FramedParts};
-use wire::{ClientMsg, ErrorCode, FrameCodec, Link, MediatorMsg, RelayOffer, Role};
+use wire::{ClientMsg, ErrorCode, FrameCodec, Link, MediatorMsg, PathLabel, RelayOffer, Role};
 
 use crate::cli::split_server;
 use crate::exit::ClientError;
@@ -267,26 +267,35 @@ impl MediatorLink {
     }
 
     /// Hands the link to a task that answers the punch probe and reports
-    /// `PunchNow` on the returned channel, then holds the link (so the mediator
-    /// sees us) until the [`PunchWatch`] is dropped.
-    pub fn watch_punch(self) -> PunchWatch {
-        // However the link ends (the race won, the task aborted), it closes with
+    /// `PunchNow` on the returned [`PunchWatch`], and holds the link (so the
+    /// mediator sees us) until the [`PathReport`] sends the session's path
+    /// (`SessionPath`, §4) or is dropped unsent.
+    pub fn watch_punch(self) -> (PunchWatch, PathReport) {
+        // However the link ends (the report sent, the race lost), it closes with
         // a reset, keeping our port's 4-tuple to the mediator out of TIME_WAIT for
         // the next reconnect.
         let _ = socket2::SockRef::from(self.framed.get_ref()).set_linger(Some(Duration::ZERO));
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(self.punch_loop(tx));
-        PunchWatch {
-            now: Some(rx),
-            task,
-        }
+        let (now_tx, now_rx) = oneshot::channel();
+        let (path_tx, path_rx) = oneshot::channel();
+        tokio::spawn(self.punch_loop(now_tx, path_rx));
+        (PunchWatch { now: Some(now_rx) }, PathReport(Some(path_tx)))
     }
 
-    async fn punch_loop(mut self, tx: oneshot::Sender<()>) {
+    async fn punch_loop(mut self, tx: oneshot::Sender<()>, mut path: oneshot::Receiver<PathLabel>) {
         let mut tx = Some(tx);
         // PunchPing, PunchNow and the odd Pong: a handful, never a stream.
         for _ in 0..MAX_MESSAGES_AFTER_MATCH {
-            let frame = match timeout(PUNCH_HOLD, self.framed.next()).await {
+            let frame = tokio::select! {
+                reported = &mut path => {
+                    // Unsent (the race was dropped): just close.
+                    if let Ok(path) = reported {
+                        let _ = timeout(REPORT_WAIT, self.report(path)).await;
+                    }
+                    return;
+                }
+                frame = timeout(PUNCH_HOLD, self.framed.next()) => frame,
+            };
+            let frame = match frame {
                 Ok(Some(Ok(frame))) => frame,
                 _ => break,
             };
@@ -305,7 +314,22 @@ impl MediatorLink {
                 _ => break,
             }
         }
-        // Returning drops the sender (no PunchNow will come) and closes the link.
+        // Returning drops the sender (no PunchNow will come) and closes the link;
+        // a path known after that goes unreported.
+    }
+
+    /// Sends `SessionPath` and waits for the mediator to close the link, which
+    /// it does once it has counted the report: closing first could lose the
+    /// report to our reset. What else arrives meanwhile is ignored.
+    async fn report(&mut self, path: PathLabel) {
+        if self.send(&ClientMsg::SessionPath { path }).await.is_err() {
+            return;
+        }
+        for _ in 0..MAX_MESSAGES_AFTER_MATCH {
+            if !matches!(self.framed.next().await, Some(Ok(_))) {
+                return;
+            }
+        }
     }
 }
 
@@ -313,12 +337,14 @@ impl MediatorLink {
 const MAX_MESSAGES_AFTER_MATCH: usize = 16;
 /// How long the link is kept after `Matched` at most (the mediator's `punch_hold`).
 const PUNCH_HOLD: Duration = Duration::from_secs(60);
+/// How long a path report may take, close included: the mediator reads it once
+/// its punch timing is over (2 s probe, 2 s for the peer's figure, 1 s delay).
+const REPORT_WAIT: Duration = Duration::from_secs(6);
 
-/// The mediator link after `Matched`, held by a task while we connect.
+/// The mediator link after `Matched`: tells the dials when to punch.
 #[derive(Debug)]
 pub struct PunchWatch {
     now: Option<oneshot::Receiver<()>>,
-    task: JoinHandle<()>,
 }
 
 impl PunchWatch {
@@ -326,10 +352,7 @@ impl PunchWatch {
     /// where the mediator announces both members of a pair at the same moment
     /// and times nothing, so both dial as soon as they hear of each other.
     pub fn immediate() -> PunchWatch {
-        PunchWatch {
-            now: None,
-            task: tokio::spawn(async {}),
-        }
+        PunchWatch { now: None }
     }
 
     /// Resolves when the mediator says `PunchNow`, or after `fallback` if it never
@@ -340,10 +363,18 @@ impl PunchWatch {
     }
 }
 
-impl Drop for PunchWatch {
-    fn drop(&mut self) {
-        // The link's socket is closed with the task; a reset is fine here.
-        self.task.abort();
+/// Where the path a session took goes, once known: to the task holding the
+/// mediator link, which sends it as `SessionPath` (docs/protocol.md §4). One
+/// report per link; a two-party link closes when this is sent or dropped.
+#[derive(Debug)]
+pub struct PathReport(Option<oneshot::Sender<PathLabel>>);
+
+impl PathReport {
+    /// Reports `path`; later calls do nothing.
+    pub fn send(&mut self, path: PathLabel) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(path);
+        }
     }
 }
 
@@ -389,14 +420,25 @@ pub enum RoomNotice {
 /// Most notices queued towards the mesh; the watcher waits when it is full.
 const NOTICE_QUEUE: usize = 64;
 
+/// A group room joined: our place, the room's notices, the task watching the
+/// link, and where our path report goes (the first link's, §4).
+#[derive(Debug)]
+pub struct GroupJoin {
+    pub place: GroupPlace,
+    pub notices: mpsc::Receiver<RoomNotice>,
+    pub watcher: JoinHandle<()>,
+    pub report: PathReport,
+}
+
 impl MediatorLink {
     /// Sends `GroupHello` and waits for `GroupJoined`; then a task keeps the link
-    /// alive with `Ping`s and passes the room's notices on until it ends.
+    /// alive with `Ping`s, passes the room's notices on and sends our path
+    /// report when it comes, until the link ends.
     pub async fn join_group(
         mut self,
         hello: ClientMsg,
         room: &str,
-    ) -> Result<(GroupPlace, mpsc::Receiver<RoomNotice>, JoinHandle<()>), ClientError> {
+    ) -> Result<GroupJoin, ClientError> {
         self.send(&hello).await?;
         let place = loop {
             let frame = match timeout(CONNECT_TIMEOUT * 2, self.framed.next()).await {
@@ -429,20 +471,49 @@ impl MediatorLink {
             }
         };
         let (tx, rx) = mpsc::channel(NOTICE_QUEUE);
+        let (path_tx, path_rx) = oneshot::channel();
         let room = room.to_owned();
         let task = tokio::spawn(async move {
-            let end = self.watch_group(&tx, &room).await;
+            let end = self.watch_group(&tx, path_rx, &room).await;
             let _ = tx.send(RoomNotice::Lost(end)).await;
         });
-        Ok((place, rx, task))
+        Ok(GroupJoin {
+            place,
+            notices: rx,
+            watcher: task,
+            report: PathReport(Some(path_tx)),
+        })
     }
 
     /// The group watcher's loop; returns why the link ended.
-    async fn watch_group(&mut self, tx: &mpsc::Sender<RoomNotice>, room: &str) -> ClientError {
+    async fn watch_group(
+        &mut self,
+        tx: &mpsc::Sender<RoomNotice>,
+        path: oneshot::Receiver<PathLabel>,
+        room: &str,
+    ) -> ClientError {
         let mut alive = Keepalive::new();
+        // Taken when the report came (or can no longer come): one per link.
+        let mut path = Some(path);
         loop {
-            let msg = match self.next_pinging(&mut alive).await {
-                Ok(msg) => msg,
+            let next = tokio::select! {
+                reported = async {
+                    match path.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    path = None;
+                    match reported {
+                        Ok(path) => self.send(&ClientMsg::SessionPath { path }).await.map(|()| None),
+                        Err(_) => Ok(None),
+                    }
+                }
+                msg = self.next_pinging(&mut alive) => msg.map(Some),
+            };
+            let msg = match next {
+                Ok(Some(msg)) => msg,
+                Ok(None) => continue,
                 Err(e) => return e,
             };
             let notice = match msg {

@@ -256,6 +256,9 @@ async fn read_first(
             ClientMsg::PunchPong { .. } => {
                 return Err(refuse(ErrorCode::Malformed, "PunchPong before Matched"))
             }
+            ClientMsg::SessionPath { .. } => {
+                return Err(refuse(ErrorCode::Malformed, "SessionPath before Matched"))
+            }
             ClientMsg::Allocate if plate.is_some() => {
                 return Err(refuse(ErrorCode::Malformed, "one Allocate per connection"))
             }
@@ -441,6 +444,9 @@ async fn wait_as_host(
                 Event::Message(Ok(
                     ClientMsg::PunchPong { .. } | ClientMsg::RelayJoin { .. } | ClientMsg::Allocate,
                 )) => break refuse(ErrorCode::Malformed, "unexpected message while waiting"),
+                Event::Message(Ok(ClientMsg::SessionPath { .. })) => {
+                    break refuse(ErrorCode::Malformed, "unexpected message while waiting")
+                }
                 Event::Message(Ok(ClientMsg::Ping)) => {
                     pings += 1;
                     if pings > MAX_PINGS_WHILE_WAITING {
@@ -537,6 +543,9 @@ async fn punch(
             Err(_) => break PROBE_TIMEOUT,
             Ok(Err(end)) => return end,
             Ok(Ok(ClientMsg::PunchPong { nonce: n })) if n == nonce => break sent.elapsed(),
+            Ok(Ok(ClientMsg::SessionPath { path })) => {
+                return path_reported(admitted, stream, path)
+            }
             Ok(Ok(ClientMsg::Ping)) if pings < MAX_PINGS_AFTER_MATCH => {
                 pings += 1;
                 if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
@@ -580,9 +589,19 @@ async fn punch(
             }
             // A late answer to the probe is harmless.
             Ok(ClientMsg::PunchPong { .. }) => {}
+            Ok(ClientMsg::SessionPath { path }) => return path_reported(admitted, stream, path),
             Ok(_) => return refuse(ErrorCode::Malformed, "unexpected message after Matched"),
         }
     }
+}
+
+/// `SessionPath` after `Matched` (§4): counted, and the conversation is over,
+/// so a connection reports once at most. Closed with a reset, as the client
+/// closes it too, so that neither side keeps the pair in TIME_WAIT.
+fn path_reported(admitted: &Admitted, stream: &TcpStream, path: wire::PathLabel) -> End {
+    admitted.shared.metrics.session_path(path);
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    End::Done
 }
 
 /// First read size: a whole `Hello` (about 450 bytes in group 15) fits, so it

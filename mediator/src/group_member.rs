@@ -119,6 +119,8 @@ async fn attend(
         }
     }
     let mut idle_until = Instant::now() + config.idle_timeout;
+    // A member reports its path once (§4), and stays.
+    let mut path_reported = false;
     // Pings counted per window of one idle timeout.
     let (mut window, mut pings) = (Instant::now(), 0u32);
     loop {
@@ -157,6 +159,13 @@ async fn attend(
                     if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
                         return end;
                     }
+                }
+                Ok(ClientMsg::SessionPath { path }) if !path_reported => {
+                    path_reported = true;
+                    shared.metrics.session_path(path);
+                }
+                Ok(ClientMsg::SessionPath { .. }) => {
+                    return refuse(ErrorCode::Malformed, "one SessionPath per connection");
                 }
                 Ok(_) => return refuse(ErrorCode::Malformed, "unexpected message in a group room"),
             },

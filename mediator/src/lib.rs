@@ -9,6 +9,8 @@
 //! Both then stay connected while the mediator times their hole punch (`PunchPing`
 //! for the round trip, `PunchNow` to both at once, §12); if no direct path works,
 //! they come back with the relay token from `Matched` and [`relay`] splices them.
+//! Once its session stands, each client reports the path it took (`SessionPath`),
+//! counted in [`metrics`] with nothing else kept, and the mediator closes.
 //! Any refusal is one `Error{code, message}` and then close. Per-address and global
 //! limits, timeouts and metrics sit around that. Logs carry at most an 8-hex prefix
 //! of a room tag, never a name or a public value, and client addresses only at

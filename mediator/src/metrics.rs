@@ -1,18 +1,32 @@
-//! Counters and gauges, and a tiny HTTP responder that serves them as Prometheus
-//! text at `GET /metrics` and says at `GET /health` whether new rooms can open
-//! (200, or 503 with the reason: e.g. Redis unreachable). Hand-written on purpose:
-//! one read with a size bound and a deadline, one write, close.
+//! Counters and gauges, served as Prometheus text (the Prometheus project's
+//! `prometheus-client`, text format 0.0.4) at `GET /metrics`, and `GET /health`
+//! saying whether new rooms can open (200, or 503 with the reason: e.g. Redis
+//! unreachable), by axum on hyper: one request per connection, bounded in size,
+//! time and connections at once.
+//!
+//! The counters are atomics that connection tasks bump without a lock; each
+//! labelled series is created once, at start, and its handle kept, so the
+//! registry's lock is taken only by a scrape.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use wire::ErrorCode;
+use wire::{ErrorCode, PathLabel};
 
 /// Which limit turned a client away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,209 +89,240 @@ impl Limit {
     }
 }
 
-/// The mediator's counters. Updated with relaxed atomics: they are statistics.
-#[derive(Debug, Default)]
+/// One label, e.g. `code="timeout"`: only ever from the fixed lists above, so a
+/// client can never add a series.
+type Label = [(&'static str, &'static str); 1];
+
+/// The mediator's counters and gauges.
+#[derive(Debug)]
 pub struct Metrics {
-    connections_open: AtomicI64,
-    connections_total: AtomicU64,
-    matches_total: AtomicU64,
-    errors: [AtomicU64; ErrorCode::ALL.len()],
-    rejected: [AtomicU64; Limit::ALL.len()],
-    relay_sessions_open: AtomicI64,
-    relay_sessions_total: AtomicU64,
-    relay_refused_total: AtomicU64,
-    relay_bytes_total: AtomicU64,
-    punch_timed_total: AtomicU64,
+    registry: Registry,
+    connections_open: Gauge,
+    connections_total: Counter,
+    matches_total: Counter,
+    /// One handle per `ErrorCode::ALL` entry, in that order.
+    errors: [Counter; ErrorCode::ALL.len()],
+    /// One handle per `Limit::ALL` entry, in that order.
+    rejected: [Counter; Limit::ALL.len()],
+    relay_sessions_open: Gauge,
+    relay_sessions_total: Counter,
+    relay_refused_total: Counter,
+    relay_bytes_total: Counter,
+    punch_timed_total: Counter,
+    /// One handle per `PathLabel::ALL` entry, in that order.
+    sessions: [Counter; PathLabel::ALL.len()],
+    // Read from the room tables when a scrape renders.
+    waiting_rooms: Gauge,
+    group_members: Gauge,
+    room_store_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Registers a family labelled `key` with one series per `values` entry (so each
+/// shows, at 0, before its first event) and returns the series' handles.
+fn labelled<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    let family = Family::<Label, Counter>::default();
+    let handles = values.map(|value| family.get_or_create_owned(&[(key, value)]));
+    registry.register(name, help, family);
+    handles
 }
 
 impl Metrics {
+    /// Every metric registered, every labelled series created, all at 0.
+    // Names go in without `_total`, help without its final stop: the encoder
+    // appends both.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let connections_open = gauge("mediator_connections", "Client connections open now");
+        let waiting_rooms = gauge(
+            "mediator_waiting_rooms",
+            "Rooms with a host waiting for its peer",
+        );
+        let group_members = gauge(
+            "mediator_group_members",
+            "Members of group rooms connected to this instance now",
+        );
+        let room_store_up = gauge(
+            "mediator_room_store_up",
+            "1 if the room table can open rooms (Redis reachable, or in memory), else 0",
+        );
+        let relay_sessions_open = gauge("mediator_relay_sessions", "Relay sessions spliced now");
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let connections_total = counter("mediator_connections", "Client connections admitted");
+        let matches_total = counter("mediator_matches", "Pairs matched");
+        let relay_sessions_total = counter("mediator_relay_sessions", "Relay sessions spliced");
+        let relay_refused_total = counter(
+            "mediator_relay_refused",
+            "Relay joins refused (token, relay off or full, peer never came)",
+        );
+        let relay_bytes_total = counter(
+            "mediator_relay_bytes",
+            "Bytes forwarded by the relay, both directions, frame headers included",
+        );
+        let punch_timed_total = counter(
+            "mediator_punch_timed",
+            "PunchNow messages sent to matched clients",
+        );
+        let errors = labelled(
+            &mut registry,
+            "mediator_errors",
+            "Error messages sent to clients, by code",
+            "code",
+            ErrorCode::ALL.map(ErrorCode::as_str),
+        );
+        let rejected = labelled(
+            &mut registry,
+            "mediator_rejected",
+            "Clients turned away by a limit, by limit",
+            "limit",
+            Limit::ALL.map(Limit::as_str),
+        );
+        let sessions = labelled(
+            &mut registry,
+            "mediator_sessions",
+            "Sessions by the path their client reported (direct, lan, punched, relay, none): \
+             each side of a pair reports its own; nothing about who or where is kept",
+            "path",
+            PathLabel::ALL.map(PathLabel::as_str),
+        );
+        Metrics {
+            registry,
+            connections_open,
+            connections_total,
+            matches_total,
+            errors,
+            rejected,
+            relay_sessions_open,
+            relay_sessions_total,
+            relay_refused_total,
+            relay_bytes_total,
+            punch_timed_total,
+            sessions,
+            waiting_rooms,
+            group_members,
+            room_store_up,
+        }
+    }
+
     /// A client connection was admitted.
     pub fn connection_opened(&self) {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.inc();
+        self.connections_total.inc();
     }
 
     /// An admitted client connection ended.
     pub fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.connections_open.dec();
     }
 
     /// Client connections open now.
     pub fn connections_open(&self) -> usize {
-        usize::try_from(self.connections_open.load(Ordering::Relaxed)).unwrap_or(0)
+        usize::try_from(self.connections_open.get()).unwrap_or(0)
     }
 
     /// Two clients were paired.
     pub fn matched(&self) {
-        self.matches_total.fetch_add(1, Ordering::Relaxed);
+        self.matches_total.inc();
     }
 
     /// Two relay connections were spliced.
     pub fn relay_opened(&self) {
-        self.relay_sessions_open.fetch_add(1, Ordering::Relaxed);
-        self.relay_sessions_total.fetch_add(1, Ordering::Relaxed);
+        self.relay_sessions_open.inc();
+        self.relay_sessions_total.inc();
     }
 
     /// A spliced relay session ended.
     pub fn relay_closed(&self) {
-        self.relay_sessions_open.fetch_sub(1, Ordering::Relaxed);
+        self.relay_sessions_open.dec();
     }
 
     /// A `RelayJoin` was refused (bad or expired token, relay off or full, no peer).
     pub fn relay_refused(&self) {
-        self.relay_refused_total.fetch_add(1, Ordering::Relaxed);
+        self.relay_refused_total.inc();
     }
 
     /// Bytes forwarded by the relay.
     pub fn relayed(&self, bytes: u64) {
-        self.relay_bytes_total.fetch_add(bytes, Ordering::Relaxed);
+        self.relay_bytes_total.inc_by(bytes);
     }
 
     /// A `PunchNow` was sent.
     pub fn punch_timed(&self) {
-        self.punch_timed_total.fetch_add(1, Ordering::Relaxed);
+        self.punch_timed_total.inc();
     }
 
     /// Relay sessions open now.
     pub fn relay_sessions_open(&self) -> usize {
-        usize::try_from(self.relay_sessions_open.load(Ordering::Relaxed)).unwrap_or(0)
+        usize::try_from(self.relay_sessions_open.get()).unwrap_or(0)
     }
 
     /// An `Error{code}` was sent (or attempted).
     pub fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
-            self.errors[i].fetch_add(1, Ordering::Relaxed);
+            self.errors[i].inc();
         }
     }
 
     /// A limit turned a client away.
     pub fn rejected(&self, limit: Limit) {
         if let Some(i) = Limit::ALL.iter().position(|l| *l == limit) {
-            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+            self.rejected[i].inc();
+        }
+    }
+
+    /// A client reported the path its session took (`ClientMsg::SessionPath`).
+    /// The caller lets each connection report once.
+    pub fn session_path(&self, path: PathLabel) {
+        if let Some(i) = PathLabel::ALL.iter().position(|p| *p == path) {
+            self.sessions[i].inc();
         }
     }
 
     /// Prometheus text exposition format, version 0.0.4. `store_up`: whether the
     /// room table can open rooms now (always, in memory).
     pub fn render(&self, waiting_rooms: usize, group_members: usize, store_up: bool) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        metric(
-            "mediator_connections",
-            "gauge",
-            "Client connections open now.",
-        );
-        metric(
-            "mediator_connections_total",
-            "counter",
-            "Client connections admitted.",
-        );
-        metric(
-            "mediator_waiting_rooms",
-            "gauge",
-            "Rooms with a host waiting for its peer.",
-        );
-        metric(
-            "mediator_group_members",
-            "gauge",
-            "Members of group rooms connected to this instance now.",
-        );
-        metric("mediator_matches_total", "counter", "Pairs matched.");
-        metric(
-            "mediator_room_store_up",
-            "gauge",
-            "1 if the room table can open rooms (Redis reachable, or in memory), else 0.",
-        );
-        metric(
-            "mediator_errors_total",
-            "counter",
-            "Error messages sent to clients, by code.",
-        );
-        metric(
-            "mediator_rejected_total",
-            "counter",
-            "Clients turned away by a limit, by limit.",
-        );
-        metric(
-            "mediator_relay_sessions",
-            "gauge",
-            "Relay sessions spliced now.",
-        );
-        metric(
-            "mediator_relay_sessions_total",
-            "counter",
-            "Relay sessions spliced.",
-        );
-        metric(
-            "mediator_relay_refused_total",
-            "counter",
-            "Relay joins refused (token, relay off or full, peer never came).",
-        );
-        metric(
-            "mediator_relay_bytes_total",
-            "counter",
-            "Bytes forwarded by the relay, both directions, frame headers included.",
-        );
-        metric(
-            "mediator_punch_timed_total",
-            "counter",
-            "PunchNow messages sent to matched clients.",
-        );
-        let _ = writeln!(out, "mediator_connections {}", self.connections_open());
-        let _ = writeln!(
-            out,
-            "mediator_relay_sessions {}",
-            self.relay_sessions_open()
-        );
-        for (name, value) in [
-            ("mediator_relay_sessions_total", &self.relay_sessions_total),
-            ("mediator_relay_refused_total", &self.relay_refused_total),
-            ("mediator_relay_bytes_total", &self.relay_bytes_total),
-            ("mediator_punch_timed_total", &self.punch_timed_total),
-        ] {
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
-        let _ = writeln!(
-            out,
-            "mediator_connections_total {}",
-            self.connections_total.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "mediator_waiting_rooms {waiting_rooms}");
-        let _ = writeln!(out, "mediator_group_members {group_members}");
-        let _ = writeln!(out, "mediator_room_store_up {}", u8::from(store_up));
-        let _ = writeln!(
-            out,
-            "mediator_matches_total {}",
-            self.matches_total.load(Ordering::Relaxed)
-        );
-        for (code, count) in ErrorCode::ALL.iter().zip(&self.errors) {
-            let _ = writeln!(
-                out,
-                "mediator_errors_total{{code=\"{}\"}} {}",
-                code.as_str(),
-                count.load(Ordering::Relaxed)
-            );
-        }
-        for (limit, count) in Limit::ALL.iter().zip(&self.rejected) {
-            let _ = writeln!(
-                out,
-                "mediator_rejected_total{{limit=\"{}\"}} {}",
-                limit.as_str(),
-                count.load(Ordering::Relaxed)
-            );
+        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.waiting_rooms.set(as_gauge(waiting_rooms));
+        self.group_members.set(as_gauge(group_members));
+        self.room_store_up.set(i64::from(store_up));
+        let mut out = String::with_capacity(4096);
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail; say so if it ever does.
+            tracing::error!(error = %e, "encoding the metrics failed");
         }
         out
     }
 }
 
-/// Longest request head read; anything longer gets a 431.
-const MAX_REQUEST: usize = 4096;
+/// Longest request head (request line and headers) read; anything longer gets
+/// a 431.
+pub const MAX_REQUEST: usize = 4096;
+/// The smallest read buffer hyper allows: what one scrape connection may hold.
+const READ_BUFFER: usize = 8192;
 /// A scrape must be read and answered within this.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Scrapes served at once; more wait in the accept queue.
-const MAX_SCRAPES: usize = 16;
+pub const MAX_SCRAPES: usize = 16;
 
 /// What the responder asks the server for.
 pub trait Status: Send + Sync + 'static {
@@ -287,10 +332,53 @@ pub trait Status: Send + Sync + 'static {
     fn trouble(&self) -> Option<String>;
 }
 
+type Shared = Arc<dyn Status>;
+
+/// The routes: `/metrics`, `/health`, and a word for everything else.
+fn routes(status: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/health", get(health_page))
+        .fallback(elsewhere)
+        .with_state(status)
+}
+
+async fn metrics_page(State(status): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        status.metrics(),
+    )
+        .into_response()
+}
+
+async fn health_page(State(status): State<Shared>) -> Response {
+    match status.trouble() {
+        None => (StatusCode::OK, "ok\n".to_owned()).into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+/// Another path (404) or method (405); `POST /metrics` included.
+async fn elsewhere(method: Method) -> Response {
+    if method == Method::GET || method == Method::HEAD {
+        (StatusCode::NOT_FOUND, "try /metrics or /health\n").into_response()
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED.into_response()
+    }
+}
+
 /// Serves `GET /metrics` and `GET /health` on `listener` until `cancel` fires.
 pub async fn serve(listener: TcpListener, status: impl Status, cancel: CancellationToken) {
-    let render: Arc<dyn Status> = Arc::new(status);
+    let routes = routes(Arc::new(status));
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // One request per connection, as a scraper sends: the answer ends with
+    // `Connection: close` and the close, and nothing lingers idle.
+    http.keep_alive(false)
+        .max_header_size(MAX_REQUEST)
+        .max_buf_size(READ_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(SCRAPE_TIMEOUT);
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -301,10 +389,13 @@ pub async fn serve(listener: TcpListener, status: impl Status, cancel: Cancellat
         };
         match accepted {
             Ok((stream, _)) => {
-                let render = render.clone();
+                let connection = http.serve_connection(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(routes.clone()),
+                );
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _ = tokio::time::timeout(SCRAPE_TIMEOUT, answer(stream, &*render)).await;
+                    let _ = tokio::time::timeout(SCRAPE_TIMEOUT, connection).await;
                 });
             }
             Err(e) => {
@@ -313,44 +404,4 @@ pub async fn serve(listener: TcpListener, status: impl Status, cancel: Cancellat
             }
         }
     }
-}
-
-/// Reads one request head (bounded) and writes one response.
-async fn answer(mut stream: TcpStream, status: &dyn Status) {
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut used = 0;
-    let complete = loop {
-        if used == buf.len() {
-            break false;
-        }
-        match stream.read(&mut buf[used..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => used += n,
-        }
-        if buf[..used].windows(4).any(|w| w == b"\r\n\r\n") {
-            break true;
-        }
-    };
-    let head = &buf[..used];
-    let (status, body) = if !complete {
-        ("431 Request Header Fields Too Large", String::new())
-    } else if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-        ("200 OK", status.metrics())
-    } else if head.starts_with(b"GET /health ") || head.starts_with(b"GET /health?") {
-        match status.trouble() {
-            None => ("200 OK", "ok\n".to_owned()),
-            Some(why) => ("503 Service Unavailable", format!("{why}\n")),
-        }
-    } else if head.starts_with(b"GET ") {
-        ("404 Not Found", "try /metrics or /health\n".to_owned())
-    } else {
-        ("405 Method Not Allowed", String::new())
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }

@@ -519,3 +519,38 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("find a free port")
 }
+
+/// The mediator's metrics page (`GET /metrics` on `addr`, its `--metrics`).
+pub async fn metrics_page(addr: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut page = String::new();
+        stream.read_to_string(&mut page).await?;
+        std::io::Result::Ok(page)
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the metrics page in time")
+        .expect("read the metrics page")
+}
+
+/// Waits until the metrics page on `addr` has every line of `lines` at once,
+/// reading it every 50 ms; fails after [`WAIT`] showing the page as last read.
+pub async fn wait_for_metrics(addr: &str, lines: &[String]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = metrics_page(addr).await;
+        if lines.iter().all(|want| page.lines().any(|l| l == want)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all of {lines:?} on the metrics page within {WAIT:?}:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

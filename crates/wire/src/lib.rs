@@ -26,5 +26,7 @@ pub use frame::{FrameCodec, FrameError, Link};
 pub use handshake::{HandshakeError, HandshakeInput, Session};
 pub use peer::{PeerHandshake, PeerMsg, Signature64};
 pub use record::{Opener, RecordError, Sealer};
-pub use rendezvous::{ClientMsg, ErrorCode, MediatorMsg, RelayOffer, Role, PROTOCOL_VERSION};
+pub use rendezvous::{
+    ClientMsg, ErrorCode, MediatorMsg, PathLabel, RelayOffer, Role, PROTOCOL_VERSION,
+};
 pub use text::{sanitize_for_terminal, validate_name, NameError};

@@ -47,6 +47,51 @@ pub enum ClientMsg {
         local_addrs: Vec<SocketAddr>,
         no_relay: bool,
     },
+    /// After `Matched` (or, in a group room, once its first link stands): which
+    /// path our session took, for the mediator's reach figure
+    /// (docs/protocol.md §4). At most one per connection; it carries nothing
+    /// about who we are or where the peer is.
+    SessionPath { path: PathLabel },
+}
+
+/// How a session reached the peer, as a client reports it in
+/// `ClientMsg::SessionPath` (the labels of docs/protocol.md §12.5, and `None`).
+/// Variant order is the wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PathLabel {
+    /// To the peer's observed address with no NAT on either side, or a
+    /// forwarded port.
+    Direct,
+    /// To an address on the peer's own network interface.
+    Lan,
+    /// Through a TCP hole punched at the mediator's `PunchNow`.
+    Punched,
+    /// Through the mediator's relay.
+    Relay,
+    /// No path: the connect race gave up without a connection.
+    None,
+}
+
+impl PathLabel {
+    /// Every label, in wire order (metrics, tests).
+    pub const ALL: [PathLabel; 5] = [
+        PathLabel::Direct,
+        PathLabel::Lan,
+        PathLabel::Punched,
+        PathLabel::Relay,
+        PathLabel::None,
+    ];
+
+    /// The word on screen, in `peers.txt`, `--json` and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathLabel::Direct => "direct",
+            PathLabel::Lan => "lan",
+            PathLabel::Punched => "punched",
+            PathLabel::Relay => "relay",
+            PathLabel::None => "none",
+        }
+    }
 }
 
 /// What the mediator sends to a client.

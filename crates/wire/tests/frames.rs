@@ -12,7 +12,7 @@ use wire::frame::{MEDIATOR_FRAME_MAX, PEER_FRAME_MAX};
 use wire::group::{Catchup, GroupBody, GroupMsg, Roster, RosterEntry, Summary};
 use wire::{
     decode, encode, ClientMsg, DecodeError, ErrorCode, FrameCodec, FrameError, Link, MediatorMsg,
-    PeerHandshake, PeerMsg, RelayOffer, Role,
+    PathLabel, PeerHandshake, PeerMsg, RelayOffer, Role,
 };
 
 // ---------------------------------------------------------------------------
@@ -319,6 +319,7 @@ fn client_msg_index(msg: &ClientMsg) -> u8 {
         ClientMsg::RelayJoin { .. } => 3,
         ClientMsg::Allocate => 4,
         ClientMsg::GroupHello { .. } => 5,
+        ClientMsg::SessionPath { .. } => 6,
     }
 }
 
@@ -347,6 +348,9 @@ fn client_msgs() -> Vec<ClientMsg> {
             listen_port: 0,
             local_addrs: vec![v6()],
             no_relay: false,
+        },
+        ClientMsg::SessionPath {
+            path: PathLabel::Punched,
         },
     ]
 }
@@ -787,6 +791,29 @@ fn pinned_v2_punch_and_relay_messages() {
     ] {
         let bytes = encode(&relay).unwrap();
         assert_eq!(bytes, [byte]);
+    }
+}
+
+#[test]
+fn pinned_session_path_reports() {
+    // docs/protocol.md §4: variant 6, then the label's index, one byte each.
+    for (path, byte, word) in [
+        (PathLabel::Direct, 0u8, "direct"),
+        (PathLabel::Lan, 1, "lan"),
+        (PathLabel::Punched, 2, "punched"),
+        (PathLabel::Relay, 3, "relay"),
+        (PathLabel::None, 4, "none"),
+    ] {
+        let msg = ClientMsg::SessionPath { path };
+        assert_eq!(encode(&msg).unwrap(), [6, byte], "{word}");
+        assert_eq!(decode::<ClientMsg>(&[6, byte]).unwrap(), msg);
+        assert_eq!(path.as_str(), word);
+    }
+    assert_eq!(PathLabel::ALL.len(), 5, "every label is pinned above");
+    // A label this version does not know is refused, never read as another one.
+    match decode::<ClientMsg>(&[6, 5]) {
+        Err(DecodeError::Malformed(e)) => assert!(e.contains("variant index"), "{e}"),
+        other => panic!("an unknown path label decoded: {other:?}"),
     }
 }
 
