@@ -69,6 +69,11 @@ const BUSY_BYTES: usize = 256 * 1024;
 const HIDDEN_AFTER: Duration = Duration::from_secs(20);
 /// Mediator reconnects back off from 1 s up to this.
 const REJOIN_CAP: Duration = Duration::from_secs(30);
+/// A link that ends by itself while races are under way may be one the other
+/// side is replacing (both relink after a mediator restart, and whichever
+/// confirms first closes its old link): it is announced as left only if no new
+/// link with that identity comes within this long, or once no race is left.
+const RELINK_GRACE: Duration = Duration::from_secs(20);
 /// Messages restored from history that are shown again at the start.
 const SHOW_RESTORED: usize = 20;
 
@@ -131,6 +136,15 @@ impl Member {
     }
 }
 
+/// A member whose link ended, waiting to see whether a new link replaces it.
+struct Lingering {
+    since: Instant,
+    member: u32,
+    name: String,
+    identity: IdentityKey,
+    why: String,
+}
+
 /// The mediator session: its notices, where our path report goes, and the key
 /// pair our `GroupHello` named.
 struct Session {
@@ -162,6 +176,9 @@ struct Mesh<'a> {
     unseen: HashMap<[u8; 32], Instant>,
     /// Keys already reported as unseen.
     reported_unseen: HashSet<[u8; 32]>,
+    /// Members whose link ended while races were under way, not yet announced
+    /// as left ([`RELINK_GRACE`]).
+    lingering: Vec<Lingering>,
     routes: Routes,
     next_serial: u64,
     paired_tx: mpsc::Sender<Paired>,
@@ -204,6 +221,7 @@ pub async fn run(
         alerted: HashSet::new(),
         unseen: HashMap::new(),
         reported_unseen: HashSet::new(),
+        lingering: Vec::new(),
         routes,
         next_serial: 0,
         paired_tx,
@@ -780,7 +798,10 @@ impl Mesh<'_> {
                         old.link.close(None);
                     }
                 }
-                let relinked = !stale_is_empty;
+                // A link the other side replaced may have ended here first.
+                let lingered = self.lingering.len();
+                self.lingering.retain(|l| l.identity != identity);
+                let relinked = !stale_is_empty || self.lingering.len() < lingered;
                 self.next_serial += 1;
                 let serial = self.next_serial;
                 let (link, task) = links::spawn_link(serial, *conn, self.from_links_tx.clone());
@@ -905,11 +926,21 @@ impl Mesh<'_> {
         match from {
             FromLink::Ended(serial, why) => {
                 if let Some(m) = self.remove_member(serial) {
-                    self.out.show(&Event::MemberLeft {
-                        member: m.member,
-                        peer: m.name,
-                        reason: why,
-                    });
+                    if self.races.is_empty() {
+                        self.out.show(&Event::MemberLeft {
+                            member: m.member,
+                            peer: m.name,
+                            reason: why,
+                        });
+                    } else {
+                        self.lingering.push(Lingering {
+                            since: Instant::now(),
+                            member: m.member,
+                            name: m.name,
+                            identity: m.identity,
+                            why,
+                        });
+                    }
                     self.send_rosters();
                 }
             }
@@ -1298,6 +1329,18 @@ impl Mesh<'_> {
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.check_unseen(now);
+        let no_races = self.races.is_empty();
+        let (gone, waiting): (Vec<Lingering>, Vec<Lingering>) = std::mem::take(&mut self.lingering)
+            .into_iter()
+            .partition(|l| no_races || now.duration_since(l.since) >= RELINK_GRACE);
+        self.lingering = waiting;
+        for l in gone {
+            self.out.show(&Event::MemberLeft {
+                member: l.member,
+                peer: l.name,
+                reason: l.why,
+            });
+        }
         let summary = self.log.summary();
         let mut silent = Vec::new();
         let mut stalled = Vec::new();

@@ -522,6 +522,12 @@ pub fn free_port() -> u16 {
 
 /// The mediator's metrics page (`GET /metrics` on `addr`, its `--metrics`).
 pub async fn metrics_page(addr: &str) -> String {
+    try_metrics_page(addr).await.expect("read the metrics page")
+}
+
+/// [`metrics_page`], or the error (the listener may not be up yet: a mediator
+/// says it is ready when its rendezvous listener is).
+pub async fn try_metrics_page(addr: &str) -> std::io::Result<String> {
     use tokio::io::AsyncReadExt;
     let read = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -535,7 +541,6 @@ pub async fn metrics_page(addr: &str) -> String {
     tokio::time::timeout(WAIT, read)
         .await
         .expect("the metrics page in time")
-        .expect("read the metrics page")
 }
 
 /// Waits until the metrics page on `addr` has every line of `lines` at once,
@@ -543,7 +548,10 @@ pub async fn metrics_page(addr: &str) -> String {
 pub async fn wait_for_metrics(addr: &str, lines: &[String]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let page = metrics_page(addr).await;
+        let page = match try_metrics_page(addr).await {
+            Ok(page) => page,
+            Err(e) => format!("(no page yet: {e})"),
+        };
         if lines.iter().all(|want| page.lines().any(|l| l == want)) {
             return;
         }
