@@ -603,7 +603,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// The binaries a phase runs in round `round`: with a baseline, ABBA order so
 /// that a drifting machine favours neither.
-fn round_order<'a>(s: &'a Settings, round: usize) -> Vec<(&'a Path, &'static str)> {
+fn round_order(s: &Settings, round: usize) -> Vec<(&Path, &'static str)> {
     let test = (s.mediator.as_path(), " [test]");
     match &s.baseline {
         None => vec![(test.0, "")],
