@@ -716,7 +716,8 @@ const FIRST_READ: usize = 512;
 
 /// Reads frames with as few reads as possible, keeping surplus bytes (a client
 /// may send its next frame right behind this one). Holds no allocation between
-/// frames, so a waiting client costs nothing here.
+/// frames, nor while it waits for the next one, so a waiting client costs
+/// nothing here.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
@@ -749,6 +750,11 @@ impl FrameReader {
                     }
                     return msg;
                 }
+            }
+            // Wait for bytes (or the end) before taking a buffer, so that a client
+            // waiting between frames holds none.
+            if self.buf.is_empty() && stream.readable().await.is_err() {
+                return Err(End::Done);
             }
             // need ≤ HEADER_LEN + MEDIATOR_FRAME_MAX: the buffer stays bounded.
             self.buf.reserve(need.max(FIRST_READ) - self.buf.len());
@@ -873,6 +879,26 @@ mod tests {
     /// The size of what `f` returns, without calling it.
     fn output_size<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
         std::mem::size_of::<R>()
+    }
+
+    /// A waiting host sits in `next` for minutes: it must not hold a read buffer
+    /// meanwhile (512 bytes per waiting client before).
+    #[tokio::test]
+    async fn a_reader_waiting_for_a_frame_holds_no_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // The connecting end: tokio assumes an accepted stream readable until a
+        // read says otherwise, so this one shows a real wait at once.
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _peer = listener.accept().await.unwrap();
+        let mut reader = FrameReader::default();
+        {
+            let next = reader.next(&mut stream);
+            tokio::pin!(next);
+            assert!(futures::poll!(next.as_mut()).is_pending());
+        }
+        assert_eq!(reader.buf.capacity(), 0);
     }
 
     /// A connection task holds `serve`'s future for its whole life, so a waiting
