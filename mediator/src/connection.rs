@@ -812,14 +812,12 @@ pub(crate) fn write_msg(stream: &mut TcpStream, msg: MediatorMsg) -> Write<'_> {
     }
 }
 
-/// Writes encoded frames, straight to the socket first: they are small and the
-/// socket's send buffer is nearly always empty, so this is one `send`, with no
-/// timer and no state to keep. Only what the socket does not take at once goes
-/// out through a (boxed) future, within [`WRITE_TIMEOUT`]. (Bypassing tokio's
-/// readiness here is safe: tokio only trusts readiness its own I/O has seen
-/// fail, and a `send` that would block is retried through tokio.)
+/// Writes encoded frames, trying the socket at once: they are small and its
+/// send buffer is nearly always empty, so this is one `send`, with no timer and
+/// no state to keep. Only what the socket does not take at once goes out through
+/// a (boxed) future, within [`WRITE_TIMEOUT`].
 fn write_frames(stream: &mut TcpStream, frames: Vec<u8>) -> Write<'_> {
-    let sent = match socket2::SockRef::from(&*stream).send(&frames) {
+    let sent = match stream.try_write(&frames) {
         Ok(n) => n,
         Err(e)
             if matches!(
@@ -899,6 +897,34 @@ mod tests {
             assert!(futures::poll!(next.as_mut()).is_pending());
         }
         assert_eq!(reader.buf.capacity(), 0);
+    }
+
+    /// A write is tried at once; what the socket does not take must follow, in
+    /// order, once the client reads.
+    #[tokio::test]
+    async fn a_write_the_socket_cannot_take_at_once_is_finished_later() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        // More than the loopback socket buffers hold, so the first send is short.
+        let frames: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let expected = frames.clone();
+        let write = write_frames(&mut server, frames);
+        assert!(
+            matches!(write, Write::Rest(_)),
+            "the socket took 8 MiB at once"
+        );
+        let read = async {
+            let mut got = vec![0u8; expected.len()];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let (written, got) = tokio::join!(write, read);
+        assert!(written.is_ok());
+        assert!(got == expected, "the bytes arrived changed or out of order");
     }
 
     /// A connection task holds `serve`'s future for its whole life, so a waiting
