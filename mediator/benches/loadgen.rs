@@ -473,7 +473,7 @@ impl Figures {
             "{what}: {pairs} concurrent pairs for {:.1} s: {} pairings, {:.0} pairings/s; \
              time to Matched (joiner connect -> both Matched) p50 {}, p99 {}, max {}; {} errors; \
              CPU: servers {:.0}% ({:.0} us per pairing, {:.0} of it in the kernel; {:.1} context \
-             switches per pairing), generator {:.0}%",
+             switches per pairing), generator {:.0}% ({:.0} us per pairing)",
             self.elapsed.as_secs_f64(),
             self.pairings,
             self.per_sec,
@@ -486,6 +486,7 @@ impl Figures {
             1e6 * per_pairing(self.sys_servers),
             per_pairing(self.switches as f64),
             100.0 * self.cpu_self / self.elapsed.as_secs_f64(),
+            1e6 * per_pairing(self.cpu_self),
         )
     }
 
