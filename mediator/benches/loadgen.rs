@@ -14,6 +14,13 @@
 //! or LOADGEN_ONLY runs one of memory, throughput, burst, redis; LOADGEN_THREADS sets
 //! the generator's worker threads). Built
 //! without `--bench` (e.g. `cargo test --benches`) it runs a tiny smoke pass.
+//!
+//! Comparing two builds on a shared, noisy machine: `--baseline PATH` (LOADGEN_BASELINE)
+//! names an older `mediator` binary; the memory and throughput phases then run
+//! `--rounds N` times (LOADGEN_ROUNDS, default 5), the two binaries alternating
+//! (ABBA, so drift hits both alike), and print each set-up's medians and their ratio.
+//! `--mediator PATH` (LOADGEN_MEDIATOR) replaces the binary under test, which is
+//! otherwise the one cargo built with this bench.
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)] // the tests use more of it
@@ -21,6 +28,7 @@ mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +54,12 @@ struct Settings {
     only: Option<String>,
     /// The concurrencies the scale-out phase sweeps.
     scale_pairs: Vec<usize>,
+    /// The mediator binary under test.
+    mediator: PathBuf,
+    /// An older binary to compare with, round by round.
+    baseline: Option<PathBuf>,
+    /// How many rounds the memory and throughput phases run.
+    rounds: usize,
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -59,6 +73,9 @@ fn settings() -> anyhow::Result<Settings> {
             burst: 5_000,
             only: None,
             scale_pairs: vec![16, 32, 64, 128],
+            mediator: PathBuf::from(env!("CARGO_BIN_EXE_mediator")),
+            baseline: None,
+            rounds: 1,
         }
     } else {
         Settings {
@@ -68,6 +85,9 @@ fn settings() -> anyhow::Result<Settings> {
             burst: 100,
             only: None,
             scale_pairs: vec![4],
+            mediator: PathBuf::from(env!("CARGO_BIN_EXE_mediator")),
+            baseline: None,
+            rounds: 1,
         }
     };
     let env = |name: &str| std::env::var(name).ok();
@@ -104,6 +124,24 @@ fn settings() -> anyhow::Result<Settings> {
         s.burst = v.parse().context("--burst B")?;
     }
     s.only = pick("--only", "LOADGEN_ONLY");
+    if let Some(v) = pick("--mediator", "LOADGEN_MEDIATOR") {
+        s.mediator = PathBuf::from(v);
+    }
+    if let Some(v) = pick("--baseline", "LOADGEN_BASELINE") {
+        s.baseline = Some(PathBuf::from(v));
+        s.rounds = 5;
+    }
+    if let Some(v) = pick("--rounds", "LOADGEN_ROUNDS") {
+        s.rounds = v.parse().context("--rounds N")?;
+        if s.rounds == 0 {
+            bail!("--rounds needs a count above 0");
+        }
+    }
+    for bin in s.baseline.iter().chain([&s.mediator]) {
+        if !bin.is_file() {
+            bail!("no mediator binary at {}", bin.display());
+        }
+    }
     Ok(s)
 }
 
@@ -114,13 +152,13 @@ struct Mediator {
 }
 
 impl Mediator {
-    fn start() -> anyhow::Result<Mediator> {
-        Mediator::start_with(&[])
+    fn start(bin: &Path) -> anyhow::Result<Mediator> {
+        Mediator::start_with(bin, &[])
     }
 
     /// With extra flags (e.g. `--redis URL`).
-    fn start_with(extra: &[&str]) -> anyhow::Result<Mediator> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mediator"))
+    fn start_with(bin: &Path, extra: &[&str]) -> anyhow::Result<Mediator> {
+        let mut child = Command::new(bin)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -140,7 +178,7 @@ impl Mediator {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("cannot start the mediator binary")?;
+            .with_context(|| format!("cannot start the mediator binary {}", bin.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -169,12 +207,18 @@ impl Mediator {
 
 /// User and system CPU seconds a process has used (Linux /proc, 100 ticks a second).
 fn cpu_secs(pid: &str) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// User and system CPU seconds a process has used, apart.
+fn cpu_split(pid: &str) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     // Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
     let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
@@ -183,7 +227,30 @@ fn cpu_secs(pid: &str) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
+}
+
+/// Context switches (voluntary and not) of all of a process's threads so far: each
+/// voluntary one is a thread that went to sleep and had to be woken again.
+fn context_switches(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 impl Drop for Mediator {
@@ -326,8 +393,9 @@ fn ms(d: Duration) -> String {
 }
 
 /// Memory per waiting client: RSS before and after `w` clients wait in distinct rooms.
-async fn memory(w: usize, sources: &Sources) -> anyhow::Result<()> {
-    let mediator = Mediator::start()?;
+/// Prints the figures after `label` and returns KiB per waiting client.
+async fn memory(bin: &Path, label: &str, w: usize, sources: &Sources) -> anyhow::Result<f64> {
+    let mediator = Mediator::start(bin)?;
     let addr = mediator.addr;
     // Warm up the allocator and runtime with a few pairings first.
     let mut template = HelloFrame::new("memory")?;
@@ -369,15 +437,15 @@ async fn memory(w: usize, sources: &Sources) -> anyhow::Result<()> {
     let after = mediator.rss_kib()?;
     let per = (after.saturating_sub(before)) as f64 / w as f64;
     println!(
-        "memory: {w} waiting clients (opened in {:.2} s): mediator RSS {:.1} MiB -> {:.1} MiB, \
-         {per:.2} KiB per waiting client (target <= 8 KiB)",
+        "memory{label}: {w} waiting clients (opened in {:.2} s): mediator RSS {:.1} MiB -> {:.1} MiB, \
+         {per:.2} KiB per waiting client (target <= 4 KiB)",
         started.elapsed().as_secs_f64(),
         before as f64 / 1024.0,
         after as f64 / 1024.0,
     );
     let _ = template.for_room(0);
     drop(clients);
-    Ok(())
+    Ok(per)
 }
 
 /// What a pairing run measured.
@@ -392,14 +460,20 @@ struct Figures {
     /// CPU seconds of the mediators (and Redis) and of this generator.
     cpu_servers: f64,
     cpu_self: f64,
+    /// The servers' system (kernel) share of `cpu_servers`.
+    sys_servers: f64,
+    /// Context switches of the servers' threads.
+    switches: u64,
 }
 
 impl Figures {
     fn line(&self, what: &str, pairs: usize) -> String {
+        let per_pairing = |x: f64| x / self.pairings.max(1) as f64;
         format!(
             "{what}: {pairs} concurrent pairs for {:.1} s: {} pairings, {:.0} pairings/s; \
              time to Matched (joiner connect -> both Matched) p50 {}, p99 {}, max {}; {} errors; \
-             CPU: servers {:.0}% ({:.0} us per pairing), generator {:.0}%",
+             CPU: servers {:.0}% ({:.0} us per pairing, {:.0} of it in the kernel; {:.1} context \
+             switches per pairing), generator {:.0}% ({:.0} us per pairing)",
             self.elapsed.as_secs_f64(),
             self.pairings,
             self.per_sec,
@@ -408,9 +482,17 @@ impl Figures {
             ms(self.max),
             self.errors,
             100.0 * self.cpu_servers / self.elapsed.as_secs_f64(),
-            1e6 * self.cpu_servers / self.pairings.max(1) as f64,
+            self.us_per_pairing(),
+            1e6 * per_pairing(self.sys_servers),
+            per_pairing(self.switches as f64),
             100.0 * self.cpu_self / self.elapsed.as_secs_f64(),
+            1e6 * per_pairing(self.cpu_self),
         )
+    }
+
+    /// The servers' CPU time per pairing, in microseconds.
+    fn us_per_pairing(&self) -> f64 {
+        1e6 * self.cpu_servers / self.pairings.max(1) as f64
     }
 }
 
@@ -431,7 +513,10 @@ async fn pair_for(
     let rooms = &ROOMS;
     let errors = Arc::new(AtomicU64::new(0));
     let servers_cpu = || pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
+    let servers_sys = || pids.iter().map(|p| cpu_split(p).1).sum::<f64>();
+    let servers_switches = || pids.iter().map(|p| context_switches(p)).sum::<u64>();
     let (cpu_servers, cpu_self) = (servers_cpu(), cpu_secs("self"));
+    let (sys_servers, switches) = (servers_sys(), servers_switches());
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = tokio::task::JoinSet::new();
@@ -486,17 +571,64 @@ async fn pair_for(
         elapsed,
         cpu_servers: servers_cpu() - cpu_servers,
         cpu_self: cpu_secs("self") - cpu_self,
+        sys_servers: servers_sys() - sys_servers,
+        switches: servers_switches().saturating_sub(switches),
     })
 }
 
-/// `pairs` workers pair clients back to back for `duration` on one mediator.
-async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> anyhow::Result<()> {
-    let mediator = Mediator::start()?;
+/// `pairs` workers pair clients back to back for `duration` on one mediator
+/// started from `bin`; prints the figures after `label`.
+async fn throughput(
+    bin: &Path,
+    label: &str,
+    pairs: usize,
+    duration: Duration,
+    sources: Arc<Sources>,
+) -> anyhow::Result<Figures> {
+    let mediator = Mediator::start(bin)?;
     let addr = [mediator.addr];
     let pid = [mediator.child.id().to_string()];
     let figures = pair_for(pairs, duration, sources, &addr, &addr, &pid).await?;
-    println!("{}", figures.line("throughput", pairs));
-    Ok(())
+    println!("{}", figures.line(&format!("throughput{label}"), pairs));
+    Ok(figures)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// The binaries a phase runs in round `round`: with a baseline, ABBA order so
+/// that a drifting machine favours neither.
+fn round_order(s: &Settings, round: usize) -> Vec<(&Path, &'static str)> {
+    let test = (s.mediator.as_path(), " [test]");
+    match &s.baseline {
+        None => vec![(test.0, "")],
+        Some(base) if round % 2 == 0 => vec![(base.as_path(), " [baseline]"), test],
+        Some(base) => vec![test, (base.as_path(), " [baseline]")],
+    }
+}
+
+/// Medians of the rounds for the test binary and the baseline, and their ratio.
+fn summarise(what: &str, unit: &str, test: Vec<f64>, base: Vec<f64>) {
+    if base.is_empty() && test.len() < 2 {
+        return;
+    }
+    let rounds = test.len();
+    let (t, b) = (median(test), median(base));
+    if b == 0.0 {
+        println!("{what}: median of {rounds} rounds {t:.2} {unit}");
+    } else {
+        println!(
+            "{what}: medians of {rounds} alternated rounds: test {t:.2} {unit}, baseline {b:.2} \
+             {unit}: {:.2} x the baseline",
+            t / b
+        );
+    }
 }
 
 /// The same load on one in-memory instance, then on two instances sharing a
@@ -505,15 +637,16 @@ async fn throughput(pairs: usize, duration: Duration, sources: Arc<Sources>) -> 
 /// every level, then each set-up's capacity (its best pairings/s over the levels)
 /// and their ratio.
 async fn scale_out(
+    bin: &Path,
     levels: &[usize],
     duration: Duration,
     sources: Arc<Sources>,
 ) -> anyhow::Result<()> {
-    let alone = Mediator::start()?;
+    let alone = Mediator::start(bin)?;
     let redis = redis_server::RedisServer::start();
     let url = redis.url();
-    let a = Mediator::start_with(&["--redis", &url])?;
-    let b = Mediator::start_with(&["--redis", &url])?;
+    let a = Mediator::start_with(bin, &["--redis", &url])?;
+    let b = Mediator::start_with(bin, &["--redis", &url])?;
     let mut shared_pids = vec![a.child.id().to_string(), b.child.id().to_string()];
     shared_pids.extend(redis.pid().map(|p| p.to_string()));
     let mut best: [Option<(usize, Figures)>; 2] = [None, None];
@@ -604,8 +737,8 @@ fn listen_drops() -> Option<u64> {
 }
 
 /// `b` clients connect at once (b/2 rooms, two clients each) and pair.
-async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
-    let mediator = Mediator::start()?;
+async fn burst(bin: &Path, b: usize, sources: &Sources) -> anyhow::Result<()> {
+    let mediator = Mediator::start(bin)?;
     let addr = mediator.addr;
     let gate = Arc::new(tokio::sync::Barrier::new(b + 1));
     let mut clients = tokio::task::JoinSet::new();
@@ -675,8 +808,12 @@ async fn burst(b: usize, sources: &Sources) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let s = settings()?;
     println!(
-        "loadgen: mediator {}, {} pairs x {:?}, {} waiting, burst {}",
-        env!("CARGO_BIN_EXE_mediator"),
+        "loadgen: mediator {}{}, {} pairs x {:?}, {} waiting, burst {}",
+        s.mediator.display(),
+        s.baseline
+            .as_ref()
+            .map(|b| format!(" against baseline {} ({} rounds)", b.display(), s.rounds))
+            .unwrap_or_default(),
         s.pairs,
         s.duration,
         s.waiting,
@@ -694,16 +831,42 @@ fn main() -> anyhow::Result<()> {
         let sources = Arc::new(Sources::default());
         let run = |phase: &str| s.only.as_deref().map_or(true, |only| only == phase);
         if run("memory") {
-            memory(s.waiting, &sources).await?;
+            let (mut test, mut base) = (Vec::new(), Vec::new());
+            for round in 0..s.rounds {
+                for (bin, label) in round_order(&s, round) {
+                    let kib = memory(bin, label, s.waiting, &sources).await?;
+                    if bin == s.mediator {
+                        test.push(kib);
+                    } else {
+                        base.push(kib);
+                    }
+                }
+            }
+            summarise("memory per waiting client", "KiB", test, base);
         }
         if run("throughput") {
-            throughput(s.pairs, s.duration, sources.clone()).await?;
+            let mut rates = (Vec::new(), Vec::new());
+            let mut costs = (Vec::new(), Vec::new());
+            for round in 0..s.rounds {
+                for (bin, label) in round_order(&s, round) {
+                    let f = throughput(bin, label, s.pairs, s.duration, sources.clone()).await?;
+                    let (rate, cost) = if bin == s.mediator {
+                        (&mut rates.0, &mut costs.0)
+                    } else {
+                        (&mut rates.1, &mut costs.1)
+                    };
+                    rate.push(f.per_sec);
+                    cost.push(f.us_per_pairing());
+                }
+            }
+            summarise("throughput", "pairings/s", rates.0, rates.1);
+            summarise("mediator CPU per pairing", "us", costs.0, costs.1);
         }
         if run("burst") {
-            burst(s.burst, &sources).await?;
+            burst(&s.mediator, s.burst, &sources).await?;
         }
         if run("redis") {
-            scale_out(&s.scale_pairs, s.duration, sources.clone()).await?;
+            scale_out(&s.mediator, &s.scale_pairs, s.duration, sources.clone()).await?;
         }
         anyhow::Ok(())
     })

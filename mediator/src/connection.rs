@@ -8,10 +8,19 @@
 //!
 //! Frames are read by a small [`FrameReader`] rather than a `Framed` codec, whose
 //! 8 KiB read buffer per waiting client would blow the memory budget.
+//!
+//! A waiting client costs its task, whose size is the largest state of this
+//! future: everything that is large and not part of waiting (the group room, the
+//! relay, the state after `Matched`, a write) is boxed or built outside the
+//! future, and messages are encoded before a write is awaited, so no message
+//! value sits in the state. `connection_task_is_small` keeps it that way.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use dhke::{check_public_range, Group, RoomTag};
@@ -27,7 +36,7 @@ use wire::{
 
 use crate::metrics::Limit;
 use crate::nameplates::{Nameplate, NameplateTable, NoNameplate};
-use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails};
+use crate::rooms::{Arrival, ConnId, JoinOutcome, Joined, PairTerms, Pairing, PeerDetails};
 use crate::server::Admitted;
 
 /// A write (of at most one small frame) must finish within this.
@@ -61,27 +70,32 @@ pub(crate) fn refuse(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> 
 }
 
 /// Serves one admitted client until its conversation ends, then closes.
-pub(crate) async fn serve(
+///
+/// A function returning an `async move` block rather than an `async fn`: an
+/// `async fn` keeps its arguments twice in its state (as passed, and moved into
+/// the body), and this state is what every waiting client costs.
+#[allow(clippy::manual_async_fn)] // an async fn's state would hold its arguments twice
+pub(crate) fn serve(
     admitted: Admitted,
     mut stream: TcpStream,
     peer: SocketAddr,
     accepted: Instant,
-) {
-    let end = converse(&admitted, &mut stream, peer, accepted).await;
-    if let End::Relay(token) = end {
-        return crate::relay::serve(admitted, stream, token).await;
-    }
-    if let End::Refuse(code, message) = end {
-        admitted.shared.metrics.error(code);
-        tracing::debug!(code = code.as_str(), %peer, "refusing client");
-        if let Some(frame) = encode_frame(&MediatorMsg::Error {
-            code,
-            message: message.into_owned(),
-        }) {
-            let _ = timeout(WRITE_TIMEOUT, stream.write_all(&frame)).await;
+) -> impl Future<Output = ()> + Send {
+    async move {
+        match converse(&admitted, &mut stream, &peer, accepted).await {
+            // Boxed: the relay's state is large, and it is not a waiting client's.
+            End::Relay(token) => Box::pin(crate::relay::serve(admitted, stream, token)).await,
+            End::Refuse(code, message) => {
+                admitted.shared.metrics.error(code);
+                tracing::debug!(code = code.as_str(), %peer, "refusing client");
+                if let Some(frame) = error_frame(code, &message) {
+                    let _ = timeout(WRITE_TIMEOUT, stream.write_all(&frame)).await;
+                }
+            }
+            End::Done => {}
         }
+        // Dropping the stream closes it: the kernel sends what is queued, then FIN.
     }
-    // Dropping the stream closes it: the kernel sends what is queued, then FIN.
 }
 
 /// The `Hello` fields the mediator uses.
@@ -105,103 +119,160 @@ enum First {
     RelayJoin([u8; 32]),
 }
 
-async fn converse(
-    admitted: &Admitted,
-    stream: &mut TcpStream,
-    peer: SocketAddr,
+/// (Not an `async fn`, for the reason given at [`serve`].)
+#[allow(clippy::manual_async_fn)] // an async fn's state would hold its arguments twice
+fn converse<'a>(
+    admitted: &'a Admitted,
+    stream: &'a mut TcpStream,
+    peer: &'a SocketAddr,
     accepted: Instant,
-) -> End {
-    let shared = &admitted.shared;
-    let deadline = accepted + shared.config.hello_timeout;
-    let mut reader = FrameReader::default();
-    let first = tokio::select! {
-        biased;
-        _ = shared.cancel.cancelled() => {
-            return refuse(ErrorCode::ShuttingDown, "the mediator is shutting down");
-        }
-        read = timeout_at(deadline, read_first(&mut reader, stream, &shared.nameplates)) => match read {
-            Err(_) => return refuse(ErrorCode::Timeout, "no Hello within the hello timeout"),
-            Ok(Err(end)) => return end,
-            Ok(Ok(first)) => first,
-        },
-    };
-    if let Err(refused) = shared.limits.hello(admitted.key) {
-        shared.metrics.rejected(refused.limit());
-        return refuse(ErrorCode::TooManyConnections, refused.message());
+) -> impl Future<Output = End> + Send + 'a {
+    async move {
+        let mut reader = FrameReader::default();
+        // Everything up to the wait happens in `arrive`, whose state is gone
+        // before the wait begins: only `Host` goes on.
+        let host = match arrive(admitted, &mut reader, stream, peer, accepted).await {
+            Ok(host) => host,
+            Err(end) => return end,
+        };
+        let Host {
+            tag,
+            handoff,
+            no_relay,
+            nameplate: _nameplate,
+        } = host;
+        wait_as_host(admitted, &mut reader, stream, &tag, handoff, peer, no_relay).await
     }
-    // A reserved nameplate stays taken while this connection lives (waiting,
-    // matched, punching): it is released when the task ends. A group room keeps
-    // it while the room lives.
-    let (hello, nameplate) = match first {
-        First::Hello(hello, plate) => (hello, plate),
-        First::RelayJoin(_) if !reader.is_empty() => {
-            return refuse(
-                ErrorCode::Malformed,
-                "send nothing after RelayJoin before RelayReady",
-            )
-        }
-        First::RelayJoin(token) => return End::Relay(token),
-    };
+}
+
+/// A client that opened a room and waits in it as the host.
+struct Host {
+    tag: RoomTag,
+    /// Brings the joiner.
+    handoff: oneshot::Receiver<Box<Joined>>,
+    no_relay: bool,
+    /// A reserved nameplate stays taken while the connection lives. Boxed: it is
+    /// rarely there.
+    nameplate: Option<Box<Nameplate>>,
+}
+
+/// From the connection's opening to the room table: `Ok` if the client opened
+/// a room and waits in it as the host, else how its conversation ended (as the
+/// joiner of a match, in a group room, in the relay, or refused).
+async fn arrive(
+    admitted: &Admitted,
+    reader: &mut FrameReader,
+    stream: &mut TcpStream,
+    peer: &SocketAddr,
+    accepted: Instant,
+) -> Result<Host, End> {
+    let shared = &admitted.shared;
+    let (hello, nameplate) = read_hello(admitted, reader, stream, accepted).await?;
     let no_relay = hello.no_relay;
     let group_room = hello.group_room;
     // The mediator that completes a match hosts the pair's relay: this one if
-    // this arrival turns out to be the joiner.
-    let (host_end, joiner_end) = Pairing::pair(
-        rand::random(),
-        shared.tokens.expiry(shared.config.relay_token_ttl),
-        crate::relay::own_server(&shared.config),
-    );
-    let (tag, arrival) = match check_hello(hello, peer, admitted.id, host_end) {
-        Ok(checked) => checked,
-        Err(end) => return end,
+    // this arrival turns out to be the joiner. Plain values: the pair's channels
+    // are made only when the match happens.
+    let terms = PairTerms {
+        pair_id: rand::random(),
+        token_expires: shared.tokens.expiry(shared.config.relay_token_ttl),
+        relay_server: crate::relay::own_server(&shared.config),
     };
-    let room = tag.short_hex();
+    let (tag, arrival) = check_hello(hello, *peer, admitted.id, terms)?;
     if group_room {
-        return crate::group_member::serve(admitted, &mut reader, stream, tag, arrival, nameplate)
-            .await;
+        // Boxed: a group member's state is large, and not a waiting client's.
+        return Err(Box::pin(crate::group_member::serve(
+            admitted, reader, stream, tag, arrival, nameplate,
+        ))
+        .await);
     }
     if shared.groups.contains(&tag).await {
-        return refuse(
+        return Err(refuse(
             ErrorCode::RoomKind,
             "this room code belongs to a group room: join it with --group",
-        );
+        ));
     }
-    let _nameplate = nameplate;
+    let nameplate = nameplate.map(Box::new);
     match shared.rooms.join(tag, arrival).await {
-        JoinOutcome::Matched(host) => {
+        JoinOutcome::Matched(host, pairing) => {
             shared.metrics.matched();
-            tracing::debug!(%room, "matched");
-            let relay = relay_offer(admitted, no_relay, host.no_relay, &joiner_end);
-            match send_matched(stream, Role::Joiner, host, peer, relay).await {
-                Ok(probe) => punch(admitted, &mut reader, stream, joiner_end, probe).await,
-                Err(end) => end,
-            }
+            tracing::debug!(room = %tag.short_hex(), "matched");
+            let side = Side {
+                role: Role::Joiner,
+                your_addr: *peer,
+                no_relay,
+            };
+            // Boxed, like the host's: the two share `matched`'s state type.
+            Err(Box::pin(matched(admitted, reader, stream, side, host, pairing)).await)
         }
         JoinOutcome::Waiting(handoff) => {
-            tracing::debug!(%room, "waiting");
-            wait_as_host(admitted, &mut reader, stream, &tag, handoff, peer, no_relay).await
+            tracing::debug!(room = %tag.short_hex(), "waiting");
+            Ok(Host {
+                tag,
+                handoff,
+                no_relay,
+                nameplate,
+            })
         }
-        JoinOutcome::GroupRoom => refuse(
+        JoinOutcome::GroupRoom => Err(refuse(
             ErrorCode::RoomKind,
             "this room code belongs to a group room: join it with --group",
-        ),
-        JoinOutcome::GroupMismatch => refuse(
+        )),
+        JoinOutcome::GroupMismatch => Err(refuse(
             ErrorCode::GroupMismatch,
             "the peer waiting in this room uses another DH group",
-        ),
+        )),
         JoinOutcome::Full => {
             shared.metrics.rejected(Limit::MaxRooms);
-            refuse(
+            Err(refuse(
                 ErrorCode::TooManyConnections,
                 "the mediator holds its maximum of waiting rooms; try again later",
-            )
+            ))
         }
         // TooManyConnections: the code clients already retry on, with a message
         // that says what is wrong (docs/protocol.md §18.6).
         JoinOutcome::Unavailable(message) => {
             shared.metrics.rejected(Limit::RoomStore);
-            refuse(ErrorCode::TooManyConnections, message)
+            Err(refuse(ErrorCode::TooManyConnections, message))
         }
+    }
+}
+
+/// The connection's opening, by the hello deadline: a `Hello` (and the nameplate
+/// an `Allocate` before it reserved), or how the conversation ends: a refusal,
+/// or `Relay` for a connection that opened with `RelayJoin`. Counts the `Hello`
+/// against the per-address rate.
+async fn read_hello(
+    admitted: &Admitted,
+    reader: &mut FrameReader,
+    stream: &mut TcpStream,
+    accepted: Instant,
+) -> Result<(Hello, Option<Nameplate>), End> {
+    let shared = &admitted.shared;
+    let deadline = accepted + shared.config.hello_timeout;
+    // Boxed: reading the first frame may answer `Allocate` (a nameplate table
+    // call and a write), more state than waiting needs; it is freed at the Hello.
+    let first = tokio::select! {
+        biased;
+        _ = shared.cancel.cancelled() => {
+            return Err(refuse(ErrorCode::ShuttingDown, "the mediator is shutting down"));
+        }
+        read = timeout_at(deadline, Box::pin(read_first(reader, stream, &shared.nameplates))) => match read {
+            Err(_) => return Err(refuse(ErrorCode::Timeout, "no Hello within the hello timeout")),
+            Ok(read) => read?,
+        },
+    };
+    if let Err(refused) = shared.limits.hello(admitted.key) {
+        shared.metrics.rejected(refused.limit());
+        return Err(refuse(ErrorCode::TooManyConnections, refused.message()));
+    }
+    match first {
+        First::Hello(hello, plate) => Ok((hello, plate)),
+        First::RelayJoin(_) if !reader.is_empty() => Err(refuse(
+            ErrorCode::Malformed,
+            "send nothing after RelayJoin before RelayReady",
+        )),
+        First::RelayJoin(token) => Err(End::Relay(token)),
     }
 }
 
@@ -217,7 +288,7 @@ async fn read_first(
         let msg = reader.next(stream).await?;
         let group_room = matches!(msg, ClientMsg::GroupHello { .. });
         match msg {
-            ClientMsg::Ping => write_msg(stream, &MediatorMsg::Pong).await?,
+            ClientMsg::Ping => write_msg(stream, MediatorMsg::Pong).await?,
             // The two carry the same fields (docs/protocol.md §4, §19.1).
             ClientMsg::Hello {
                 version,
@@ -277,7 +348,7 @@ async fn read_first(
                 };
                 write_msg(
                     stream,
-                    &MediatorMsg::Allocated {
+                    MediatorMsg::Allocated {
                         nameplate: got.number(),
                     },
                 )
@@ -295,7 +366,7 @@ fn check_hello(
     hello: Hello,
     peer: SocketAddr,
     id: ConnId,
-    host_end: Pairing,
+    terms: PairTerms,
 ) -> Result<(RoomTag, Arrival), End> {
     if hello.version != PROTOCOL_VERSION {
         return Err(refuse(
@@ -331,7 +402,7 @@ fn check_hello(
             local_addrs: hello.local_addrs,
             no_relay: hello.no_relay,
         },
-        host_end,
+        terms,
     };
     Ok((RoomTag(hello.room), arrival))
 }
@@ -348,9 +419,9 @@ fn relay_offer(
     relay_offer_for(
         admitted,
         (own_no_relay, peer_no_relay),
-        &pairing.pair_id,
-        pairing.token_expires,
-        pairing.relay_server.as_deref(),
+        &pairing.terms.pair_id,
+        pairing.terms.token_expires,
+        pairing.terms.relay_server.as_deref(),
     )
 }
 
@@ -382,106 +453,155 @@ pub(crate) fn relay_offer_for(
 
 /// What woke a waiting host.
 enum Event {
-    Joined(Result<Joined, oneshot::error::RecvError>),
+    Joined(Result<Box<Joined>, oneshot::error::RecvError>),
     ShuttingDown,
     Deadline,
     Message(Result<ClientMsg, End>),
 }
 
 /// The host's side: wait for the joiner, answering `Ping`s, until a deadline.
-async fn wait_as_host(
-    admitted: &Admitted,
-    reader: &mut FrameReader,
-    stream: &mut TcpStream,
-    tag: &RoomTag,
-    mut handoff: oneshot::Receiver<Joined>,
-    peer: SocketAddr,
+/// This is the state a waiting client's task holds for minutes: keep it small.
+/// (Not an `async fn`, for the reason given at [`serve`].)
+#[allow(clippy::manual_async_fn)] // an async fn's state would hold its arguments twice
+fn wait_as_host<'a>(
+    admitted: &'a Admitted,
+    reader: &'a mut FrameReader,
+    stream: &'a mut TcpStream,
+    tag: &'a RoomTag,
+    mut handoff: oneshot::Receiver<Box<Joined>>,
+    peer: &'a SocketAddr,
     no_relay: bool,
-) -> End {
-    let shared = &admitted.shared;
-    let config = &shared.config;
-    let opened = Instant::now();
-    let expires = opened + config.room_ttl;
-    let mut idle_until = opened + config.idle_timeout;
-    let expires_in_secs =
-        u32::try_from(config.room_ttl.as_secs_f64().ceil() as u64).unwrap_or(u32::MAX);
-    let mut pings = 0u32;
-    let reason = match write_msg(stream, &MediatorMsg::Waiting { expires_in_secs }).await {
-        Err(end) => end,
-        Ok(()) => loop {
-            let event = tokio::select! {
-                biased;
-                joined = &mut handoff => Event::Joined(joined),
-                _ = shared.cancel.cancelled() => Event::ShuttingDown,
-                _ = sleep_until(expires.min(idle_until)) => Event::Deadline,
-                msg = reader.next(stream) => Event::Message(msg),
-            };
-            match event {
-                Event::Joined(Ok(joined)) => {
-                    return host_matched(admitted, reader, stream, joined, peer, no_relay).await
-                }
-                // The table dropped the room without a joiner: the shared
-                // store lost it and another host holds the tag now (§18.4).
-                Event::Joined(Err(_)) => {
-                    return refuse(
-                        ErrorCode::TooManyConnections,
-                        "the mediators lost this room (their room store restarted); connect again",
-                    )
-                }
-                Event::ShuttingDown => {
-                    break refuse(ErrorCode::ShuttingDown, "the mediator is shutting down")
-                }
-                Event::Deadline if Instant::now() >= expires => {
-                    break refuse(ErrorCode::Timeout, "the room expired before a peer came")
-                }
-                Event::Deadline => {
-                    break refuse(ErrorCode::Timeout, "no Ping within the idle timeout")
-                }
-                Event::Message(Err(end)) => break end,
-                Event::Message(Ok(ClientMsg::Hello { .. } | ClientMsg::GroupHello { .. })) => {
-                    break refuse(ErrorCode::Malformed, "already waiting in a room")
-                }
-                Event::Message(Ok(
-                    ClientMsg::PunchPong { .. } | ClientMsg::RelayJoin { .. } | ClientMsg::Allocate,
-                )) => break refuse(ErrorCode::Malformed, "unexpected message while waiting"),
-                Event::Message(Ok(ClientMsg::SessionPath { .. })) => {
-                    break refuse(ErrorCode::Malformed, "unexpected message while waiting")
-                }
-                Event::Message(Ok(ClientMsg::Ping)) => {
-                    pings += 1;
-                    if pings > MAX_PINGS_WHILE_WAITING {
-                        break refuse(ErrorCode::Malformed, "too many Pings");
-                    }
-                    idle_until = Instant::now() + config.idle_timeout;
-                    if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
-                        break end;
-                    }
-                }
+) -> impl Future<Output = End> + Send + 'a {
+    async move {
+        let shared = &admitted.shared;
+        let config = &shared.config;
+        let opened = Instant::now();
+        let expires = opened + config.room_ttl;
+        let mut idle_until = opened + config.idle_timeout;
+        let expires_in_secs =
+            u32::try_from(config.room_ttl.as_secs_f64().ceil() as u64).unwrap_or(u32::MAX);
+        let mut pings = 0u32;
+        // The loop ends with the joiner or with why the host leaves; the event
+        // that decided it is gone by then, so no message sits in the state.
+        let waited: Result<Box<Joined>, End> = 'wait: {
+            if let Err(end) = write_msg(stream, MediatorMsg::Waiting { expires_in_secs }).await {
+                break 'wait Err(end);
             }
-        },
-    };
-    if shared.rooms.leave(tag, admitted.id).await {
-        return reason;
-    }
-    // A joiner took the room while this host was on its way out: the joiner has
-    // its details already, so the host gets the match rather than the error.
-    match handoff.try_recv() {
-        Ok(joined) => host_matched(admitted, reader, stream, joined, peer, no_relay).await,
-        Err(_) => reason,
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    joined = &mut handoff => Event::Joined(joined),
+                    _ = shared.cancel.cancelled() => Event::ShuttingDown,
+                    _ = sleep_until(expires.min(idle_until)) => Event::Deadline,
+                    msg = reader.next(stream) => Event::Message(msg),
+                };
+                let reason = match event {
+                    Event::Joined(Ok(joined)) => break 'wait Ok(joined),
+                    // The table dropped the room without a joiner: the shared
+                    // store lost it and another host holds the tag now (§18.4).
+                    Event::Joined(Err(_)) => {
+                        return refuse(
+                            ErrorCode::TooManyConnections,
+                            "the mediators lost this room (their room store restarted); \
+                             connect again",
+                        )
+                    }
+                    Event::ShuttingDown => {
+                        refuse(ErrorCode::ShuttingDown, "the mediator is shutting down")
+                    }
+                    Event::Deadline if Instant::now() >= expires => {
+                        refuse(ErrorCode::Timeout, "the room expired before a peer came")
+                    }
+                    Event::Deadline => {
+                        refuse(ErrorCode::Timeout, "no Ping within the idle timeout")
+                    }
+                    Event::Message(Err(end)) => end,
+                    Event::Message(Ok(ClientMsg::Hello { .. } | ClientMsg::GroupHello { .. })) => {
+                        refuse(ErrorCode::Malformed, "already waiting in a room")
+                    }
+                    Event::Message(Ok(
+                        ClientMsg::PunchPong { .. }
+                        | ClientMsg::RelayJoin { .. }
+                        | ClientMsg::Allocate
+                        | ClientMsg::SessionPath { .. },
+                    )) => refuse(ErrorCode::Malformed, "unexpected message while waiting"),
+                    Event::Message(Ok(ClientMsg::Ping)) => {
+                        pings += 1;
+                        if pings > MAX_PINGS_WHILE_WAITING {
+                            refuse(ErrorCode::Malformed, "too many Pings")
+                        } else {
+                            idle_until = Instant::now() + config.idle_timeout;
+                            // Encoded and (nearly always) written here, before the
+                            // next await.
+                            let pong = write_msg(stream, MediatorMsg::Pong);
+                            match pong.await {
+                                Ok(()) => continue,
+                                Err(end) => end,
+                            }
+                        }
+                    }
+                };
+                break 'wait Err(reason);
+            }
+        };
+        let reason = match waited {
+            Ok(joined) => {
+                return host_matched(admitted, reader, stream, *joined, peer, no_relay).await
+            }
+            Err(reason) => reason,
+        };
+        if shared.rooms.leave(tag, admitted.id).await {
+            return reason;
+        }
+        // A joiner took the room while this host was on its way out: the joiner has
+        // its details already, so the host gets the match rather than the error.
+        match handoff.try_recv() {
+            Ok(joined) => host_matched(admitted, reader, stream, *joined, peer, no_relay).await,
+            Err(_) => reason,
+        }
     }
 }
 
-async fn host_matched(
+/// The host's `Matched` and punch, boxed: a waiting host's task must not carry
+/// their state.
+fn host_matched<'a>(
+    admitted: &'a Admitted,
+    reader: &'a mut FrameReader,
+    stream: &'a mut TcpStream,
+    joined: Joined,
+    peer: &SocketAddr,
+    no_relay: bool,
+) -> Pin<Box<dyn Future<Output = End> + Send + 'a>> {
+    let Joined { details, pairing } = joined;
+    let side = Side {
+        role: Role::Host,
+        your_addr: *peer,
+        no_relay,
+    };
+    Box::pin(matched(admitted, reader, stream, side, details, pairing))
+}
+
+/// Which side of a match a connection is, as `Matched` tells it.
+struct Side {
+    role: Role,
+    /// The client's address as this mediator saw it.
+    your_addr: SocketAddr,
+    /// The client said `no_relay`.
+    no_relay: bool,
+}
+
+/// Either side after the match: `Matched` and the first `PunchPing` in one
+/// write, then the punch timing (§12.2).
+async fn matched(
     admitted: &Admitted,
     reader: &mut FrameReader,
     stream: &mut TcpStream,
-    joined: Joined,
-    peer: SocketAddr,
-    no_relay: bool,
+    side: Side,
+    peer: PeerDetails,
+    pairing: Pairing,
 ) -> End {
-    let Joined { details, pairing } = joined;
-    let relay = relay_offer(admitted, no_relay, details.no_relay, &pairing);
-    match send_matched(stream, Role::Host, details, peer, relay).await {
+    let relay = relay_offer(admitted, side.no_relay, peer.no_relay, &pairing);
+    match send_matched(stream, side.role, peer, side.your_addr, relay).await {
         Ok(probe) => punch(admitted, reader, stream, pairing, probe).await,
         Err(end) => end,
     }
@@ -502,19 +622,22 @@ async fn send_matched(
     your_addr: SocketAddr,
     relay: RelayOffer,
 ) -> Result<Probe, End> {
-    let matched = MediatorMsg::Matched {
-        role,
-        peer_name: peer.name,
-        public: peer.public,
-        observed_addr: peer.observed_addr,
-        listen_port: peer.listen_port,
-        local_addrs: peer.local_addrs,
-        your_addr,
-        relay,
-    };
     let nonce: u64 = rand::random();
+    let frames = encode_frames(&[
+        &MediatorMsg::Matched {
+            role,
+            peer_name: peer.name,
+            public: peer.public,
+            observed_addr: peer.observed_addr,
+            listen_port: peer.listen_port,
+            local_addrs: peer.local_addrs,
+            your_addr,
+            relay,
+        },
+        &MediatorMsg::PunchPing { nonce },
+    ])?;
     let sent = Instant::now();
-    write_msgs(stream, &[&matched, &MediatorMsg::PunchPing { nonce }]).await?;
+    write_frames(stream, frames).await?;
     Ok(Probe { nonce, sent })
 }
 
@@ -548,7 +671,7 @@ async fn punch(
             }
             Ok(Ok(ClientMsg::Ping)) if pings < MAX_PINGS_AFTER_MATCH => {
                 pings += 1;
-                if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
+                if let Err(end) = write_msg(stream, MediatorMsg::Pong).await {
                     return end;
                 }
             }
@@ -568,7 +691,7 @@ async fn punch(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Err(end) = write_msg(stream, &MediatorMsg::PunchNow).await {
+    if let Err(end) = write_msg(stream, MediatorMsg::PunchNow).await {
         return end;
     }
     shared.metrics.punch_timed();
@@ -583,7 +706,7 @@ async fn punch(
             Err(end) => return end,
             Ok(ClientMsg::Ping) if pings < MAX_PINGS_AFTER_MATCH => {
                 pings += 1;
-                if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
+                if let Err(end) = write_msg(stream, MediatorMsg::Pong).await {
                     return end;
                 }
             }
@@ -610,7 +733,8 @@ const FIRST_READ: usize = 512;
 
 /// Reads frames with as few reads as possible, keeping surplus bytes (a client
 /// may send its next frame right behind this one). Holds no allocation between
-/// frames, so a waiting client costs nothing here.
+/// frames, nor while it waits for the next one, so a waiting client costs
+/// nothing here.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
@@ -644,6 +768,11 @@ impl FrameReader {
                     return msg;
                 }
             }
+            // Wait for bytes (or the end) before taking a buffer, so that a client
+            // waiting between frames holds none.
+            if self.buf.is_empty() && stream.readable().await.is_err() {
+                return Err(End::Done);
+            }
             // need ≤ HEADER_LEN + MEDIATOR_FRAME_MAX: the buffer stays bounded.
             self.buf.reserve(need.max(FIRST_READ) - self.buf.len());
             match stream.read_buf(&mut self.buf).await {
@@ -656,9 +785,13 @@ impl FrameReader {
     }
 }
 
+/// Room for the frames of one write: `Matched` with its `PunchPing` (about 500
+/// bytes in group 15) fits without growing the buffer.
+const WRITE_CAPACITY: usize = 640;
+
 /// One frame (header and payload) in one buffer, so it goes out in one write.
 fn encode_frame(msg: &MediatorMsg) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(WRITE_CAPACITY);
     append_frame(msg, &mut out)?;
     Some(out)
 }
@@ -673,14 +806,10 @@ fn append_frame(msg: &MediatorMsg, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// Writes one message; a client that cannot take it is gone (`Done`).
-pub(crate) async fn write_msg(stream: &mut TcpStream, msg: &MediatorMsg) -> Result<(), End> {
-    write_msgs(stream, &[msg]).await
-}
-
-/// Writes `msgs` in order with one write; a client that cannot take them is gone.
-async fn write_msgs(stream: &mut TcpStream, msgs: &[&MediatorMsg]) -> Result<(), End> {
-    let mut frames = Vec::new();
+/// `msgs` as frames in one buffer, in order, so they go out in one write. A
+/// message that does not fit a frame ends the connection (`Done`): it is a bug.
+fn encode_frames(msgs: &[&MediatorMsg]) -> Result<Vec<u8>, End> {
+    let mut frames = Vec::with_capacity(WRITE_CAPACITY);
     if msgs
         .iter()
         .any(|msg| append_frame(msg, &mut frames).is_none())
@@ -688,9 +817,65 @@ async fn write_msgs(stream: &mut TcpStream, msgs: &[&MediatorMsg]) -> Result<(),
         tracing::error!("a mediator message does not fit a frame");
         return Err(End::Done);
     }
-    match timeout(WRITE_TIMEOUT, stream.write_all(&frames)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(End::Done),
+    Ok(frames)
+}
+
+/// Writes one message; a client that cannot take it is gone (`Done`). The
+/// message is encoded before this returns, so the future holds no message.
+pub(crate) fn write_msg(stream: &mut TcpStream, msg: MediatorMsg) -> Write<'_> {
+    match encode_frames(&[&msg]) {
+        Ok(frames) => write_frames(stream, frames),
+        Err(_) => Write::Done(false),
+    }
+}
+
+/// Writes encoded frames, trying the socket at once: they are small and its
+/// send buffer is nearly always empty, so this is one `send`, with no timer and
+/// no state to keep. Only what the socket does not take at once goes out through
+/// a (boxed) future, within [`WRITE_TIMEOUT`].
+fn write_frames(stream: &mut TcpStream, frames: Vec<u8>) -> Write<'_> {
+    let sent = match stream.try_write(&frames) {
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            0
+        }
+        // The client is gone.
+        Err(_) => return Write::Done(false),
+    };
+    if sent == frames.len() {
+        return Write::Done(true);
+    }
+    Write::Rest(Box::pin(async move {
+        matches!(
+            timeout(WRITE_TIMEOUT, stream.write_all(&frames[sent..])).await,
+            Ok(Ok(()))
+        )
+    }))
+}
+
+/// A write to the client: finished at once, or the rest on its way. Ends in
+/// `Err(Done)` (the client is gone) if the client could not take it.
+pub(crate) enum Write<'a> {
+    /// Whether the socket took everything.
+    Done(bool),
+    /// What it did not take yet; true once written.
+    Rest(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
+}
+
+impl Future for Write<'_> {
+    type Output = Result<(), End>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let written = match &mut *self {
+            Write::Done(written) => *written,
+            Write::Rest(rest) => ready!(rest.as_mut().poll(cx)),
+        };
+        Poll::Ready(if written { Ok(()) } else { Err(End::Done) })
     }
 }
 
@@ -700,4 +885,76 @@ pub(crate) fn error_frame(code: ErrorCode, message: &str) -> Option<Vec<u8>> {
         code,
         message: message.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` returns, without calling it.
+    fn output_size<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// A waiting host sits in `next` for minutes: it must not hold a read buffer
+    /// meanwhile (512 bytes per waiting client before).
+    #[tokio::test]
+    async fn a_reader_waiting_for_a_frame_holds_no_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // The connecting end: tokio assumes an accepted stream readable until a
+        // read says otherwise, so this one shows a real wait at once.
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _peer = listener.accept().await.unwrap();
+        let mut reader = FrameReader::default();
+        {
+            let next = reader.next(&mut stream);
+            tokio::pin!(next);
+            assert!(futures::poll!(next.as_mut()).is_pending());
+        }
+        assert_eq!(reader.buf.capacity(), 0);
+    }
+
+    /// A write is tried at once; what the socket does not take must follow, in
+    /// order, once the client reads.
+    #[tokio::test]
+    async fn a_write_the_socket_cannot_take_at_once_is_finished_later() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        // More than the loopback socket buffers hold, so the first send is short.
+        let frames: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let expected = frames.clone();
+        let write = write_frames(&mut server, frames);
+        assert!(
+            matches!(write, Write::Rest(_)),
+            "the socket took 8 MiB at once"
+        );
+        let read = async {
+            let mut got = vec![0u8; expected.len()];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let (written, got) = tokio::join!(write, read);
+        assert!(written.is_ok());
+        assert!(got == expected, "the bytes arrived changed or out of order");
+    }
+
+    /// A connection task holds `serve`'s future for its whole life, so a waiting
+    /// client costs this (in a task cell of tokio's, rounded up to 128 bytes)
+    /// besides its socket, its room entry and its public value; 4 KiB per
+    /// waiting client (issue 26) leaves at most 1 KiB here.
+    #[test]
+    fn connection_task_is_small() {
+        let size = output_size(serve);
+        assert!(
+            size <= 1024,
+            "serve's future is {size} bytes: something large is held across an await \
+             (box it, or end its scope before the await)"
+        );
+    }
 }

@@ -109,12 +109,12 @@ async fn attend(
         present: u32::try_from(others.len()).unwrap_or(u32::MAX),
         max_members: u32::try_from(shared.groups.max_members()).unwrap_or(u32::MAX),
     };
-    if let Err(end) = write_msg(stream, &welcome).await {
+    if let Err(end) = write_msg(stream, welcome).await {
         return end;
     }
     for other in others {
         let msg = member_msg(admitted, Role::Joiner, other, peer, own_no_relay);
-        if let Err(end) = write_msg(stream, &msg).await {
+        if let Err(end) = write_msg(stream, msg).await {
             return end;
         }
     }
@@ -138,7 +138,7 @@ async fn attend(
                     // The table let go of us (we fell behind on notices).
                     None => return refuse(ErrorCode::Timeout, "too slow to read room notices"),
                 };
-                if let Err(end) = write_msg(stream, &msg).await {
+                if let Err(end) = write_msg(stream, msg).await {
                     return end;
                 }
             }
@@ -156,7 +156,7 @@ async fn attend(
                         return refuse(ErrorCode::Malformed, "too many Pings");
                     }
                     idle_until = Instant::now() + config.idle_timeout;
-                    if let Err(end) = write_msg(stream, &MediatorMsg::Pong).await {
+                    if let Err(end) = write_msg(stream, MediatorMsg::Pong).await {
                         return end;
                     }
                 }

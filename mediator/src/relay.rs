@@ -50,7 +50,10 @@ pub(crate) type Refusal = (ErrorCode, String);
 /// it names, so instances sharing the secret cannot each give one pair a
 /// session (each instance's [`PairTable`] only sees its own joins).
 pub(crate) struct TokenKey {
-    secret: [u8; 32],
+    /// The MAC keyed with the secret and with the label absorbed, cloned for
+    /// each token: a mint or a check then hashes only its own bytes, not the
+    /// key's two padded blocks again (two SHA-256 blocks of four, per token).
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -74,7 +77,9 @@ impl TokenKey {
 
     /// A key given by the operator or agreed through Redis.
     pub(crate) fn from_secret(secret: [u8; 32]) -> TokenKey {
-        TokenKey { secret }
+        let mut keyed = Hmac::<Sha256>::new_from_slice(&secret).expect("any key length");
+        keyed.update(TOKEN_LABEL);
+        TokenKey { keyed }
     }
 
     /// The expiry stamp for a token minted now and good for `ttl`.
@@ -83,8 +88,7 @@ impl TokenKey {
     }
 
     fn mac(&self, pair_id: &[u8; 12], expires: u32, server: &str) -> [u8; 16] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
-        mac.update(TOKEN_LABEL);
+        let mut mac = self.keyed.clone();
         mac.update(pair_id);
         mac.update(&expires.to_be_bytes());
         // Last and the only variable-length input, so no length prefix is needed.

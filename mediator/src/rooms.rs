@@ -37,10 +37,11 @@ pub struct PeerDetails {
     pub no_relay: bool,
 }
 
-/// One side's end of a match: what its connection task needs to time the punch
-/// with the other side's task and to hand out the pair's relay token.
-#[derive(Debug)]
-pub struct Pairing {
+/// What the two ends of a pair share, fixed by the arrival that completes the
+/// match: plain values, so an arrival that ends up waiting as the host holds no
+/// channels.
+#[derive(Debug, Clone)]
+pub struct PairTerms {
     /// Names the pair in its relay token; the same on both sides.
     pub pair_id: [u8; 12],
     /// When the pair's relay token expires, in Unix seconds.
@@ -49,6 +50,14 @@ pub struct Pairing {
     /// the match (empty: "the one you are talking to", `RelayOffer::Offered.server`).
     /// `None`: that mediator runs with its relay off.
     pub relay_server: Option<String>,
+}
+
+/// One side's end of a match: what its connection task needs to time the punch
+/// with the other side's task and to hand out the pair's relay token.
+#[derive(Debug)]
+pub struct Pairing {
+    /// The relay token's terms, the same on both ends.
+    pub terms: PairTerms,
     /// Our client's round-trip time, for the other side's task.
     pub rtt_out: oneshot::Sender<Duration>,
     /// The other client's round-trip time, from the other side's task.
@@ -56,26 +65,18 @@ pub struct Pairing {
 }
 
 impl Pairing {
-    /// Both ends of one pair.
-    pub fn pair(
-        pair_id: [u8; 12],
-        token_expires: u32,
-        relay_server: Option<String>,
-    ) -> (Pairing, Pairing) {
+    /// Both ends of one pair: (the host's, the joiner's).
+    pub fn pair(terms: PairTerms) -> (Pairing, Pairing) {
         let (a_out, b_in) = oneshot::channel();
         let (b_out, a_in) = oneshot::channel();
         (
             Pairing {
-                pair_id,
-                token_expires,
-                relay_server: relay_server.clone(),
+                terms: terms.clone(),
                 rtt_out: a_out,
                 rtt_in: a_in,
             },
             Pairing {
-                pair_id,
-                token_expires,
-                relay_server,
+                terms,
                 rtt_out: b_out,
                 rtt_in: b_in,
             },
@@ -101,20 +102,22 @@ pub struct Arrival {
     pub group: u8,
     /// Its details, handed to the other side on a match.
     pub details: PeerDetails,
-    /// The host's end of the pair, handed over with `details` if this arrival
-    /// matches a waiting host (dropped if it opens the room instead).
-    pub host_end: Pairing,
+    /// The pair's terms if this arrival matches a waiting host (dropped if it
+    /// opens the room instead).
+    pub terms: PairTerms,
 }
 
 /// What [`RoomTable::join`] decided.
 #[derive(Debug)]
 pub enum JoinOutcome {
     /// The room was empty: the caller is now the waiting host. The joiner's
-    /// details arrive on this channel; its sender lives in the table.
-    Waiting(oneshot::Receiver<Joined>),
+    /// details arrive on this channel; its sender lives in the table. (Boxed, so
+    /// that a waiting host's channel is small.)
+    Waiting(oneshot::Receiver<Box<Joined>>),
     /// A host was waiting: the caller is the joiner. The host has been handed the
-    /// caller's details already and the room is forgotten; these are the host's.
-    Matched(PeerDetails),
+    /// caller's details and its end of the pair already, and the room is
+    /// forgotten; these are the host's details and the joiner's end.
+    Matched(PeerDetails, Pairing),
     /// A host is waiting with another DH group.
     GroupMismatch,
     /// The tag is an open group room (§19; the shared table checks this in its

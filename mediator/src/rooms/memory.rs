@@ -8,7 +8,7 @@ use dhke::RoomTag;
 use futures::future::{self, BoxFuture, FutureExt};
 use tokio::sync::oneshot;
 
-use super::{Arrival, ConnId, JoinOutcome, Joined, PeerDetails, RoomTable};
+use super::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails, RoomTable};
 
 /// A host waiting in its room.
 #[derive(Debug)]
@@ -17,13 +17,15 @@ struct WaitingHost {
     group: u8,
     details: PeerDetails,
     /// Hands the joiner's details to the host's connection task.
-    handoff: oneshot::Sender<Joined>,
+    handoff: oneshot::Sender<Box<Joined>>,
 }
 
 /// Rooms of this process, at most `max_rooms` waiting at once.
 #[derive(Debug)]
 pub struct InMemoryRooms {
-    rooms: Mutex<HashMap<RoomTag, WaitingHost>>,
+    /// Boxed values: the map keeps up to twice as many slots as rooms (it grows by
+    /// doubling), and an empty slot then costs a pointer, not a whole host.
+    rooms: Mutex<HashMap<RoomTag, Box<WaitingHost>>>,
     max_rooms: usize,
 }
 
@@ -36,7 +38,7 @@ impl InMemoryRooms {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<RoomTag, WaitingHost>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RoomTag, Box<WaitingHost>>> {
         // A panic while holding this lock cannot leave the map half-updated (every
         // critical section is one map call), so a poisoned lock is still usable.
         self.rooms
@@ -54,12 +56,14 @@ impl InMemoryRooms {
                 return JoinOutcome::GroupMismatch;
             }
             if let Some(host) = rooms.remove(&tag) {
-                let joined = Joined {
+                let (host_end, joiner_end) = Pairing::pair(arrival.terms);
+                let joined = Box::new(Joined {
                     details,
-                    pairing: arrival.host_end,
-                };
+                    pairing: host_end,
+                });
+                let host = *host;
                 match host.handoff.send(joined) {
-                    Ok(()) => return JoinOutcome::Matched(host.details),
+                    Ok(()) => return JoinOutcome::Matched(host.details, joiner_end),
                     // The host's task is gone (it disconnected and has not called
                     // leave yet): the room is free, and this arrival opens it.
                     Err(back) => details = back.details,
@@ -72,12 +76,12 @@ impl InMemoryRooms {
         let (handoff, receiver) = oneshot::channel();
         rooms.insert(
             tag,
-            WaitingHost {
+            Box::new(WaitingHost {
                 id: arrival.id,
                 group: arrival.group,
                 details,
                 handoff,
-            },
+            }),
         );
         JoinOutcome::Waiting(receiver)
     }
@@ -123,7 +127,11 @@ mod tests {
                 local_addrs: Vec::new(),
                 no_relay: false,
             },
-            host_end: super::super::Pairing::pair([0; 12], 0, Some(String::new())).0,
+            terms: super::super::PairTerms {
+                pair_id: [0; 12],
+                token_expires: 0,
+                relay_server: Some(String::new()),
+            },
         }
     }
 
@@ -134,7 +142,7 @@ mod tests {
         let JoinOutcome::Waiting(mut rx) = rooms.join_now(tag, arrival(1, 15, "a")) else {
             panic!("first arrival waits");
         };
-        let JoinOutcome::Matched(host) = rooms.join_now(tag, arrival(2, 15, "b")) else {
+        let JoinOutcome::Matched(host, _) = rooms.join_now(tag, arrival(2, 15, "b")) else {
             panic!("second arrival matches");
         };
         assert_eq!(host.name, "a");
@@ -183,7 +191,7 @@ mod tests {
         ));
         assert!(matches!(
             rooms.join_now(RoomTag([1; 32]), arrival(3, 15, "c")),
-            JoinOutcome::Matched(_)
+            JoinOutcome::Matched(..)
         ));
     }
 }

@@ -23,7 +23,7 @@ use wire::rendezvous::MAX_LOCAL_ADDRS;
 
 mod groups;
 
-use super::{Arrival, ConnId, JoinOutcome, Joined, Pairing, PeerDetails, RoomTable};
+use super::{Arrival, ConnId, JoinOutcome, Joined, PairTerms, Pairing, PeerDetails, RoomTable};
 use crate::nameplates::{Nameplate, NameplateTable, NoNameplate, Release};
 use dhke::room::NAMEPLATE_MAX;
 
@@ -321,7 +321,7 @@ struct Host {
     tag: RoomTag,
     group: u8,
     details: PeerDetails,
-    handoff: oneshot::Sender<Joined>,
+    handoff: oneshot::Sender<Box<Joined>>,
     /// Its claim opened the room. Until then the heartbeat leaves it alone: putting
     /// back a room that was never opened could match the arrival with itself.
     opened: bool,
@@ -639,7 +639,7 @@ impl Inner {
             id,
             group,
             details,
-            host_end,
+            terms,
         } = arrival;
         // Registered before the claim, so a joiner's `match` that races the claim's
         // answer finds the host.
@@ -660,11 +660,10 @@ impl Inner {
             may_open
         };
         let mut details = Some(details);
-        let mut host_end = Some(host_end);
         for _ in 0..MAX_CLAIMS {
-            let (Some(_), Some(end)) = (details.as_ref(), host_end.as_ref()) else {
+            if details.is_none() {
                 break;
-            };
+            }
             // The match message goes out inside the claim, so its ack may come
             // back before the claim's answer: wait for it from the start.
             let (mid, ack) = self.expect_ack();
@@ -672,9 +671,9 @@ impl Inner {
                 t: "match",
                 mid,
                 from: &self.instance,
-                pair: hex::encode(end.pair_id),
-                expires: end.token_expires,
-                relay: end.relay_server.as_deref(),
+                pair: hex::encode(terms.pair_id),
+                expires: terms.token_expires,
+                relay: terms.relay_server.as_deref(),
             }
             .open_json();
             let claim = match notice {
@@ -714,26 +713,27 @@ impl Inner {
                 }
                 Claim::Matched { inst, conn, peer } => (inst, conn, peer),
             };
-            let (Some(joiner), Some(end)) = (details.take(), host_end.take()) else {
+            let Some(joiner) = details.take() else {
                 break;
             };
+            let (end, joiner_end) = Pairing::pair(terms.clone());
             if inst == self.instance {
                 // The host is ours: hand over in memory, as InMemoryRooms does.
                 let Some(host) = self.take_host(conn) else {
-                    (details, host_end) = (Some(joiner), Some(end));
+                    details = Some(joiner);
                     continue;
                 };
-                let joined = Joined {
+                let joined = Box::new(Joined {
                     details: joiner,
                     pairing: end,
-                };
+                });
                 match host.handoff.send(joined) {
                     Ok(()) => {
                         self.take_host(id);
-                        return JoinOutcome::Matched(host.details);
+                        return JoinOutcome::Matched(host.details, joiner_end);
                     }
                     Err(back) => {
-                        (details, host_end) = (Some(back.details), Some(back.pairing));
+                        details = Some(back.details);
                         continue;
                     }
                 }
@@ -749,13 +749,13 @@ impl Inner {
                 (Some(host), true) if took => {
                     self.take_host(id);
                     self.bridge(end, inst);
-                    return JoinOutcome::Matched(host);
+                    return JoinOutcome::Matched(host, joiner_end);
                 }
                 (Some(_), true) => {}
                 // Garbage in the room (not ours to read): the claim removed it.
                 _ => tracing::warn!(redis = %self.place, "removed an unreadable room"),
             }
-            (details, host_end) = (Some(joiner), Some(end));
+            details = Some(joiner);
         }
         self.take_host(id);
         // Redis answered; every claim met a room whose host had just gone.
@@ -774,10 +774,9 @@ impl Inner {
     /// other instance, the other's comes back into our task's `rtt_in`.
     fn bridge(self: &Arc<Self>, end: Pairing, to: String) {
         let Pairing {
-            pair_id,
+            terms: PairTerms { pair_id, .. },
             rtt_out,
             rtt_in,
-            ..
         } = end;
         lock(&self.rtts).insert(pair_id, rtt_out);
         let inner = self.clone();
@@ -817,11 +816,15 @@ impl Inner {
             && relay.as_ref().map_or(true, |r| r.len() <= 253)
             && match (peer.into_details(), self.take_host(conn)) {
                 (Some(details), Some(host)) => {
-                    let (local, far) = Pairing::pair(pair_id, expires, relay);
-                    let joined = Joined {
+                    let (local, far) = Pairing::pair(PairTerms {
+                        pair_id,
+                        token_expires: expires,
+                        relay_server: relay,
+                    });
+                    let joined = Box::new(Joined {
                         details,
                         pairing: local,
-                    };
+                    });
                     let sent = host.handoff.send(joined).is_ok();
                     if sent {
                         self.bridge(far, from.to_owned());
