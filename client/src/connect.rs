@@ -1,8 +1,9 @@
 //! Reaching the peer (docs/protocol.md §6, §12): every way to reach it feeds one
 //! race — the joiner's dials to the host's announced addresses, both sides'
 //! punch dials to the other's observed address from the run's one port at the
-//! mediator's `PunchNow`, both listeners, and the mediator's relay after a short
-//! delay. Handshake roles stay the ones the mediator assigned, whichever side's
+//! mediator's `PunchNow`, both listeners, and the mediator's relay: at once when
+//! a NAT changed a port (punching is then unlikely; its connection still waits a
+//! short grace before it may win), else after `--relay-after`. Handshake roles stay the ones the mediator assigned, whichever side's
 //! SYN won; the first connection to finish the handshake wins.
 //!
 //! Against a lying mediator the host reveals its nonce (`HostConfirm`) at most
@@ -63,6 +64,10 @@ const BACKOFF_CAP: Duration = Duration::from_secs(2);
 const NO_RELAY_GIVE_UP: Duration = Duration::from_secs(10);
 /// How long the relay may take to pair us with the peer.
 const RELAY_WAIT: Duration = Duration::from_secs(30);
+/// A relay joined at `Matched` (punching unlikely) enters the race this long
+/// after `Matched`: a direct or punched connection that arrives sooner goes
+/// first (docs/protocol.md §12.3, "Early relay").
+pub const RELAY_GRACE: Duration = Duration::from_millis(600);
 /// `HostConfirm`s (nonce reveals) the host sends per match (docs/protocol.md §12.4).
 pub const MAX_REVEALS: u32 = 2;
 /// Reveals not followed by a session that the host accepts over a whole run,
@@ -209,6 +214,32 @@ pub fn candidates(matched: &Matched, punching: bool) -> Vec<Candidate> {
         push(*addr, Path::Lan);
     }
     out
+}
+
+/// Whether punching is unlikely to work for this pair: a NAT on either side
+/// changed the port of the mediator connection (symmetric NATs do; so do some
+/// that still punch, which the grace is for). Both sides compute the same answer
+/// from their `Matched`: ours says our own observed port, and the peer's says its
+/// announced `listen_port` beside its observed port (docs/protocol.md §12.3).
+pub fn punch_unlikely(matched: &Matched, own_port: u16) -> bool {
+    let ours = matched.your_addr.port() != own_port;
+    let theirs = matched.listen_port != 0 && matched.observed_addr.port() != matched.listen_port;
+    ours || theirs
+}
+
+/// When, after `Matched`, to join the relay and when its connection may enter
+/// the race: with punching unlikely, join at once and enter after
+/// [`RELAY_GRACE`] (or `relay_after`, if sooner); else both at `relay_after`.
+pub fn relay_timing(
+    matched: &Matched,
+    own_port: u16,
+    relay_after: Duration,
+) -> (Duration, Duration) {
+    if punch_unlikely(matched, own_port) {
+        (Duration::ZERO, relay_after.min(RELAY_GRACE))
+    } else {
+        (relay_after, relay_after)
+    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -394,10 +425,12 @@ pub async fn connect(
         ));
     }
     if let Some((token, server)) = relay_token {
+        let (join, enter) = relay_timing(race.matched, race.port.addr().port(), race.relay_after);
         sources.spawn(relay_source(
             server,
             token,
-            race.matched_at + race.relay_after,
+            race.matched_at + join,
+            race.matched_at + enter,
             race.matched.observed_addr,
             tx.clone(),
         ));
@@ -832,18 +865,23 @@ async fn punch_dials(
     std::future::pending::<()>().await;
 }
 
-/// At `at`, opens a relay connection with the pair's token (docs/protocol.md §12.3).
+/// At `join`, opens a relay connection with the pair's token; once the relay
+/// says ready, hands it to the race no sooner than `enter` (docs/protocol.md §12.3).
 async fn relay_source(
     server: String,
     token: [u8; 32],
-    at: Instant,
+    join: Instant,
+    enter: Instant,
     peer: SocketAddr,
     tx: mpsc::Sender<Found>,
 ) {
-    sleep_until(at).await;
+    sleep_until(join).await;
     for attempt in 0..2 {
         match rendezvous::relay_join(&server, token, RELAY_WAIT).await {
             Ok(framed) => {
+                // Spliced, but a direct or punched connection that comes
+                // within the grace still goes first.
+                sleep_until(enter).await;
                 let link = PendingConn {
                     framed,
                     addr: ports::unmap(peer),
@@ -888,6 +926,27 @@ mod tests {
             your_addr: you.parse().unwrap(),
             relay: RelayOffer::Off,
         }
+    }
+
+    #[test]
+    fn the_relay_starts_at_once_only_when_a_nat_changed_a_port() {
+        let after = Duration::from_secs(3);
+        // Both ports kept (home routers, no NAT): the relay waits for --relay-after.
+        let kept = matched("203.0.113.5:40000", 40000, &[], "198.51.100.7:50000");
+        assert!(!punch_unlikely(&kept, 50000));
+        assert_eq!(relay_timing(&kept, 50000, after), (after, after));
+        // Our NAT changed our port: at once, entering after the grace.
+        assert!(punch_unlikely(&kept, 50001));
+        assert_eq!(
+            relay_timing(&kept, 50001, after),
+            (Duration::ZERO, RELAY_GRACE)
+        );
+        // The peer's NAT changed its port: the same on our side.
+        let moved = matched("203.0.113.5:23456", 40000, &[], "198.51.100.7:50000");
+        assert!(punch_unlikely(&moved, 50000));
+        // A shorter --relay-after than the grace still wins.
+        let short = Duration::from_millis(100);
+        assert_eq!(relay_timing(&moved, 50000, short), (Duration::ZERO, short));
     }
 
     #[test]

@@ -18,6 +18,8 @@ use RouterKind::{FullCone, HomeRouter, PortRange, RstRouter, Symmetric};
 struct Pair {
     host: Client,
     joiner: Client,
+    /// The path each side's `connected` event showed, host first.
+    paths: [String; 2],
 }
 
 /// Starts `alice` on host 0 and, once she waits (so she hosts), `bob` on host 1;
@@ -63,12 +65,29 @@ async fn connect_pair_via(
             "{side} connected over `{path}`, expected one of {allowed:?}: {event}"
         );
     }
+    let paths = [&a, &b].map(|e| e["path"].as_str().unwrap_or("?").to_owned());
     println!(
         "{room}: host over `{}`, joiner over `{}`",
-        a["path"].as_str().unwrap_or("?"),
-        b["path"].as_str().unwrap_or("?")
+        paths[0], paths[1]
     );
-    Pair { host, joiner }
+    Pair {
+        host,
+        joiner,
+        paths,
+    }
+}
+
+/// The five `mediator_sessions_total` lines once both sides of one pair have
+/// reported `paths` (docs/protocol.md §4, "The path report"): one count per
+/// reporting side, under the label its `connected` event showed.
+fn sessions_after(paths: &[String; 2]) -> Vec<String> {
+    ["direct", "lan", "punched", "relay", "none"]
+        .iter()
+        .map(|label| {
+            let n = paths.iter().filter(|p| p == label).count();
+            format!("mediator_sessions_total{{path=\"{label}\"}} {n}")
+        })
+        .collect()
 }
 
 /// A 6,000-letter chat line (letters stepping by `step`), long enough that its
@@ -106,6 +125,8 @@ async fn run_pairing(lab: &Lab, allowed: &[&str], room: &str) {
     let dir = common::TempDir::new("natlab");
     let _mediator = lab.start_mediator(&[]).await;
     let mut pair = connect_pair(lab, room, &dir, [&[], &[]], allowed).await;
+    // The reach figure: the mediator counted each side under the path it took.
+    lab.wait_for_metrics(&sessions_after(&pair.paths)).await;
     chat_both_ways(&mut pair).await;
 }
 

@@ -33,6 +33,9 @@ pub const PREFIX: &str = "p2pl-";
 pub const MEDIATOR_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// The mediator's port in every lab.
 pub const MEDIATOR_PORT: u16 = 7070;
+/// Where [`Lab::start_mediator`]'s mediator serves `/metrics`: loopback inside
+/// the public namespace, reached with [`Lab::wait_for_metrics`].
+pub const METRICS_ADDR: &str = "127.0.0.1:9100";
 
 /// What a home router does to TCP, as nftables rules in its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,14 +343,23 @@ impl Lab {
         format!("{MEDIATOR_IP}:{MEDIATOR_PORT}")
     }
 
-    /// Starts the real mediator on the public segment.
+    /// Starts the real mediator on the public segment, its metrics on
+    /// [`METRICS_ADDR`] there.
     pub async fn start_mediator(&self, extra: &[&str]) -> Mediator {
+        let mut flags = vec!["--metrics", METRICS_ADDR];
+        flags.extend_from_slice(extra);
         Mediator::start_in(
             Some(&self.public_ns),
             &format!("{MEDIATOR_IP}:{MEDIATOR_PORT}"),
-            extra,
+            &flags,
         )
         .await
+    }
+
+    /// Waits until the metrics page of [`Lab::start_mediator`]'s mediator has
+    /// every line of `lines` (see [`super::wait_for_metrics`]).
+    pub async fn wait_for_metrics(&self, lines: &[String]) {
+        super::wait_for_metrics_in(Some(&self.public_ns), METRICS_ADDR, lines).await
     }
 
     /// The usual test-client flags (see [`client_args`]) for a lab host: room

@@ -543,14 +543,58 @@ pub async fn try_metrics_page(addr: &str) -> std::io::Result<String> {
         .expect("the metrics page in time")
 }
 
+/// The metrics page on `addr` inside network namespace `netns` (a NAT lab's
+/// public segment), or in ours with `None`. Inside a namespace the GET runs in a
+/// `bash` started there (its `/dev/tcp`), since this process cannot reach the
+/// namespace's addresses itself.
+pub async fn metrics_page_in(netns: Option<&str>, addr: &str) -> String {
+    let Some(ns) = netns else {
+        return metrics_page(addr).await;
+    };
+    let (host, port) = addr
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("a metrics address is host:port, not {addr}"));
+    let script = format!(
+        "exec 3<>/dev/tcp/{host}/{port} && \
+         printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3 && \
+         cat <&3"
+    );
+    let out = tokio::time::timeout(
+        WAIT,
+        command_in(Some(ns), Path::new("bash"))
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the metrics page in time")
+    .expect("start bash in the namespace for the metrics page (apt-get install bash)");
+    assert!(
+        out.status.success(),
+        "GET /metrics on {addr} in {ns} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Waits until the metrics page on `addr` has every line of `lines` at once,
 /// reading it every 50 ms; fails after [`WAIT`] showing the page as last read.
 pub async fn wait_for_metrics(addr: &str, lines: &[String]) {
+    wait_for_metrics_in(None, addr, lines).await
+}
+
+/// [`wait_for_metrics`] for a page served inside network namespace `netns`.
+pub async fn wait_for_metrics_in(netns: Option<&str>, addr: &str, lines: &[String]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let page = match try_metrics_page(addr).await {
-            Ok(page) => page,
-            Err(e) => format!("(no page yet: {e})"),
+        let page = match netns {
+            None => match try_metrics_page(addr).await {
+                Ok(page) => page,
+                Err(e) => format!("(no page yet: {e})"),
+            },
+            Some(_) => metrics_page_in(netns, addr).await,
         };
         if lines.iter().all(|want| page.lines().any(|l| l == want)) {
             return;
