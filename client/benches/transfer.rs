@@ -685,10 +685,13 @@ struct Run {
     route: Option<String>,
 }
 
-/// A network namespace of our own with nothing but loopback, removed on drop.
-/// Every process of part 3 runs in it: the wormholes offer every address of
-/// every interface as a direct hint and dial them, and here the only one is
-/// 127.0.0.1, so no contender's traffic goes anywhere but loopback.
+/// A network namespace of our own, removed on drop. Every process of part 3
+/// runs in it: the wormholes offer every address of every interface as a direct
+/// hint and dial them, and here there is only loopback and a veth pair with
+/// 198.51.100.1 (TEST-NET-2), whose traffic the kernel delivers over loopback
+/// too. The pair is there for wormhole-rs, which never offers a loopback address
+/// as a direct hint: without another address it would go through the transit
+/// relay, which it does not do between two machines.
 struct Netns(String);
 
 impl Netns {
@@ -710,7 +713,16 @@ impl Netns {
         };
         ip(&["netns", "add", &name])?;
         let ns = Netns(name);
-        ip(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])?;
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.0, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        in_ns(&["link", "set", "lo", "up"])?;
+        in_ns(&["link", "add", "bench0", "type", "veth", "peer", "name", "bench1"])?;
+        in_ns(&["addr", "add", "198.51.100.1/24", "dev", "bench0"])?;
+        in_ns(&["link", "set", "bench0", "up"])?;
+        in_ns(&["link", "set", "bench1", "up"])?;
         Ok(ns)
     }
 

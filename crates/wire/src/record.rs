@@ -11,8 +11,8 @@
 //! Each record is still exactly the record of the spec.
 
 use aes::cipher::{
-    block_padding::Pkcs7, generic_array::GenericArray, BlockDecryptMut, BlockEncrypt,
-    InnerIvInit, KeyInit,
+    block_padding::Pkcs7, consts::U16, BlockBackend, BlockClosure, BlockDecryptMut, BlockEncrypt,
+    BlockSizeUser, InnerIvInit, KeyInit,
 };
 use aes::{Aes256Dec, Aes256Enc};
 use dhke::schedule::Key;
@@ -30,7 +30,9 @@ pub const TAG_LEN: usize = 32;
 const BLOCK: usize = 16;
 /// The shortest valid record: IV, one block, tag.
 pub const MIN_RECORD: usize = IV_LEN + BLOCK + TAG_LEN;
-/// CBC chains encrypted side by side: what the AES-NI backend takes at once.
+/// CBC chains encrypted side by side. Measured on AES-NI (Zen 5), sealing 64
+/// KiB records: 1 lane 0.61 GB/s, 4 lanes 1.3, 8 lanes 1.6 (the HMAC alone is
+/// 2.1), 12 or 16 no better.
 const LANES: usize = 8;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -215,7 +217,12 @@ impl Sealer {
         }
         for s in slots {
             let body = s.start + IV_LEN..s.end() - TAG_LEN;
-            let tag = record_tag(&self.mac_key, self.seq, &out[s.start..body.start], &out[body.clone()]);
+            let tag = record_tag(
+                &self.mac_key,
+                self.seq,
+                &out[s.start..body.start],
+                &out[body.clone()],
+            );
             out[body.end..s.end()].copy_from_slice(&tag);
             self.seq += 1;
         }
@@ -223,9 +230,7 @@ impl Sealer {
     }
 
     /// Pads and CBC-encrypts up to [`LANES`] records side by side, each under a
-    /// fresh random IV: step `j` encrypts block `j` of every record that has one
-    /// in one call, so the AES unit works on independent blocks at once. Not
-    /// generic over the slots, so it is compiled (and optimised) in this crate.
+    /// fresh random IV (see [`CbcLanes`]).
     fn encrypt_lanes(&self, out: &mut [u8], group: &[Slot], rng: &mut impl CryptoRngCore) {
         // Lanes by falling length, so the lanes still running at any step are a
         // prefix of `order`.
@@ -233,37 +238,17 @@ impl Sealer {
         let order = &mut order[..group.len()];
         order.copy_from_slice(group);
         order.sort_by(|a, b| b.len.cmp(&a.len));
-        let mut chain = [0u128; LANES];
+        let mut chain = [aes::Block::default(); LANES];
         for (lane, s) in order.iter().enumerate() {
-            let mut iv = [0u8; IV_LEN];
-            rng.fill_bytes(&mut iv);
-            out[s.start..s.start + IV_LEN].copy_from_slice(&iv);
-            chain[lane] = u128::from_ne_bytes(iv);
+            rng.fill_bytes(&mut chain[lane]);
+            out[s.start..s.start + IV_LEN].copy_from_slice(&chain[lane]);
             // PKCS#7: 1 to 16 bytes, each the count.
             let pad = BLOCK - s.len % BLOCK;
             let padded = s.start + IV_LEN + s.len;
             out[padded..padded + pad].fill(pad as u8);
         }
-        let blocks = |s: &Slot| s.len / BLOCK + 1;
-        let steps = order.first().map_or(0, blocks);
-        let mut running = order.len();
-        let mut work = [GenericArray::<u8, aes::cipher::consts::U16>::default(); LANES];
-        for step in 0..steps {
-            while running > 0 && blocks(&order[running - 1]) <= step {
-                running -= 1;
-            }
-            for (lane, s) in order[..running].iter().enumerate() {
-                let at = s.start + IV_LEN + step * BLOCK;
-                let block = read_block(&out[at..at + BLOCK]) ^ chain[lane];
-                work[lane].copy_from_slice(&block.to_ne_bytes());
-            }
-            self.cipher.encrypt_blocks(&mut work[..running]);
-            for (lane, s) in order[..running].iter().enumerate() {
-                let at = s.start + IV_LEN + step * BLOCK;
-                out[at..at + BLOCK].copy_from_slice(&work[lane]);
-                chain[lane] = read_block(&work[lane]);
-            }
-        }
+        self.cipher
+            .encrypt_with_backend(CbcLanes { out, order, chain });
     }
 
     /// Seals `plaintext` into a new record.
@@ -278,11 +263,60 @@ impl Sealer {
     }
 }
 
-/// A 16-byte block as a number, for the XOR of the CBC chain.
-fn read_block(bytes: &[u8]) -> u128 {
-    let mut block = [0u8; BLOCK];
-    block.copy_from_slice(bytes);
-    u128::from_ne_bytes(block)
+/// The CBC encryption of up to [`LANES`] padded records at once: step `j`
+/// encrypts block `j` of every record that has one, so the AES unit works on
+/// independent blocks instead of waiting on one chain. Handed to the cipher as
+/// a closure, so the whole loop runs inside its AES-NI code with the rounds
+/// inlined.
+struct CbcLanes<'a> {
+    out: &'a mut [u8],
+    /// The records, longest first.
+    order: &'a [Slot],
+    /// Each lane's previous ciphertext block; its IV at first.
+    chain: [aes::Block; LANES],
+}
+
+impl BlockSizeUser for CbcLanes<'_> {
+    type BlockSize = U16;
+}
+
+impl BlockClosure for CbcLanes<'_> {
+    #[inline(always)]
+    fn call<B: BlockBackend<BlockSize = U16>>(self, backend: &mut B) {
+        let CbcLanes {
+            out,
+            order,
+            mut chain,
+        } = self;
+        let blocks = |s: &Slot| s.len / BLOCK + 1;
+        let steps = order.first().map_or(0, blocks);
+        let mut running = order.len();
+        for step in 0..steps {
+            while running > 0 && blocks(&order[running - 1]) <= step {
+                running -= 1;
+            }
+            for (lane, s) in order[..running].iter().enumerate() {
+                let at = s.start + IV_LEN + step * BLOCK;
+                // As one 128-bit XOR: a loop over the bytes is not vectorised here.
+                let mut plain = [0u8; BLOCK];
+                plain.copy_from_slice(&out[at..at + BLOCK]);
+                let prev: [u8; BLOCK] = chain[lane].into();
+                let mixed = u128::from_ne_bytes(prev) ^ u128::from_ne_bytes(plain);
+                chain[lane] = mixed.to_ne_bytes().into();
+            }
+            // One block at a time, but of independent chains: the processor
+            // runs them side by side. (The backend's eight-block call measured
+            // slower here: its eight blocks and the fifteen round keys do not fit
+            // the sixteen SSE registers together, so blocks go through the stack.)
+            for c in &mut chain[..running] {
+                backend.proc_block_inplace(c);
+            }
+            for (lane, s) in order[..running].iter().enumerate() {
+                let at = s.start + IV_LEN + step * BLOCK;
+                out[at..at + BLOCK].copy_from_slice(&chain[lane]);
+            }
+        }
+    }
 }
 
 /// The receiving half of a session: opens records in order.
