@@ -719,7 +719,9 @@ impl Netns {
             ip(&all)
         };
         in_ns(&["link", "set", "lo", "up"])?;
-        in_ns(&["link", "add", "bench0", "type", "veth", "peer", "name", "bench1"])?;
+        in_ns(&[
+            "link", "add", "bench0", "type", "veth", "peer", "name", "bench1",
+        ])?;
         in_ns(&["addr", "add", "198.51.100.1/24", "dev", "bench0"])?;
         in_ns(&["link", "set", "bench0", "up"])?;
         in_ns(&["link", "set", "bench1", "up"])?;
@@ -797,7 +799,9 @@ fn rounds(
                 (Contender::Ours, ..) => {
                     ours(&arena, &common::client_bin(), work, file, &dl, &mut idle)
                 }
-                (Contender::MagicWormhole, Some(bin), _, _) => arena.wormhole_py_run(bin, file, &dl),
+                (Contender::MagicWormhole, Some(bin), _, _) => {
+                    arena.wormhole_py_run(bin, file, &dl)
+                }
                 (Contender::WormholeRs, _, Some(bin), _) => arena.wormhole_rs_run(bin, file, &dl),
                 (Contender::Baseline, _, _, Some(bin)) => {
                     ours(&arena, bin, work, file, &dl, &mut baseline_idle)
@@ -1169,7 +1173,8 @@ fn wormhole_pair(
     }
     let (first_at, cpu_at_first) = first.context("no received byte was seen on disk")?;
     let per_gb = |end: Option<f64>, begin: Option<f64>| {
-        end.zip(begin).map(|(e, b)| (e - b) * 1e9 / file.size as f64)
+        end.zip(begin)
+            .map(|(e, b)| (e - b) * 1e9 / file.size as f64)
     };
     // Progress bars redraw with carriage returns: split on those too.
     let said = std::fs::read_to_string(log).unwrap_or_default();
@@ -1489,8 +1494,8 @@ fn wait_listening(server: &Proc, port: u16, timeout: Duration) -> anyhow::Result
     let deadline = Instant::now() + timeout;
     let needle = format!(":{port:04X} 00000000:0000 0A");
     loop {
-        let table = std::fs::read_to_string(format!("/proc/{}/net/tcp", server.0.id()))
-            .unwrap_or_default();
+        let table =
+            std::fs::read_to_string(format!("/proc/{}/net/tcp", server.0.id())).unwrap_or_default();
         if table.contains(&needle) {
             return Ok(());
         }

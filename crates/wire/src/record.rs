@@ -101,6 +101,24 @@ pub fn slot(out: &mut Vec<u8>, start: usize) -> Result<Slot, RecordError> {
     Ok(Slot { start, len })
 }
 
+/// A record padded and encrypted by [`Sealer::encrypt_slots`], waiting for
+/// its tag ([`Sealer::tag`], which takes it by value: one tag per record).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a record without its tag cannot be opened"]
+pub struct Encrypted(Slot);
+
+impl Encrypted {
+    /// Where the record starts (its IV).
+    pub fn start(&self) -> usize {
+        self.0.start()
+    }
+
+    /// Just past the record's tag.
+    pub fn end(&self) -> usize {
+        self.0.end()
+    }
+}
+
 /// `HMAC(mac_key, u64_be(seq) || iv || ciphertext)`: the one tag formula.
 fn record_tag(mac_key: &Key, seq: u64, iv: &[u8], ciphertext: &[u8]) -> [u8; TAG_LEN] {
     let mut mac =
@@ -196,14 +214,6 @@ impl Sealer {
         slots: &[Slot],
         rng: &mut impl CryptoRngCore,
     ) -> Result<(), RecordError> {
-        let mut end = 0;
-        for s in slots {
-            assert!(
-                s.start >= end && s.end() <= out.len(),
-                "seal_slots: slots must lie in order inside the buffer"
-            );
-            end = s.end();
-        }
         // The counter never wraps: u64::MAX - 1 is the last number used.
         let fits = u64::try_from(slots.len())
             .ok()
@@ -212,20 +222,61 @@ impl Sealer {
         if !fits {
             return Err(RecordError::Exhausted);
         }
+        let mut encrypted = Vec::with_capacity(slots.len());
+        self.encrypt_slots(out, slots, rng, &mut encrypted);
+        for record in encrypted {
+            self.tag(out, record)?;
+        }
+        Ok(())
+    }
+
+    /// The first half of [`Sealer::seal_slots`]: pads and encrypts the records
+    /// (eight CBC chains side by side) under fresh IVs, and hands each back as
+    /// an [`Encrypted`] record still without its tag, in order. The tag, and
+    /// with it the record's sequence number, comes with [`Sealer::tag`] when
+    /// the record is about to leave: the ciphertext does not depend on the
+    /// number, so a batch of file chunks can be encrypted together and a chat
+    /// message sealed meanwhile still goes out before the rest of the batch.
+    ///
+    /// Panics if a slot lies outside `out` or slots overlap (a caller's bug).
+    pub fn encrypt_slots(
+        &self,
+        out: &mut [u8],
+        slots: &[Slot],
+        rng: &mut impl CryptoRngCore,
+        encrypted: &mut impl Extend<Encrypted>,
+    ) {
+        let mut end = 0;
+        for s in slots {
+            assert!(
+                s.start >= end && s.end() <= out.len(),
+                "encrypt_slots: slots must lie in order inside the buffer"
+            );
+            end = s.end();
+        }
         for group in slots.chunks(LANES) {
             self.encrypt_lanes(out, group, rng);
         }
-        for s in slots {
-            let body = s.start + IV_LEN..s.end() - TAG_LEN;
-            let tag = record_tag(
-                &self.mac_key,
-                self.seq,
-                &out[s.start..body.start],
-                &out[body.clone()],
-            );
-            out[body.end..s.end()].copy_from_slice(&tag);
-            self.seq += 1;
+        encrypted.extend(slots.iter().map(|&s| Encrypted(s)));
+    }
+
+    /// The second half of [`Sealer::seal_slots`] for one record: its tag under
+    /// the next sequence number. On return `out[record.start()..record.end()]`
+    /// is the sealed record. Panics if the record lies outside `out`.
+    pub fn tag(&mut self, out: &mut [u8], record: Encrypted) -> Result<(), RecordError> {
+        if self.seq == u64::MAX {
+            return Err(RecordError::Exhausted);
         }
+        let s = record.0;
+        let body = s.start + IV_LEN..s.end() - TAG_LEN;
+        let tag = record_tag(
+            &self.mac_key,
+            self.seq,
+            &out[s.start..body.start],
+            &out[body.clone()],
+        );
+        out[body.end..s.end()].copy_from_slice(&tag);
+        self.seq += 1;
         Ok(())
     }
 

@@ -372,3 +372,43 @@ fn records_sealed_together_are_each_the_record_of_the_spec() {
         RecordError::TooLarge(MAX_PLAINTEXT + 1)
     );
 }
+
+#[test]
+fn records_encrypted_ahead_take_their_number_when_tagged() {
+    // File chunks are encrypted a batch at a time and tagged as each leaves, so
+    // a chat record sealed in between takes the next number and the receiver,
+    // who opens in the order sent, accepts them all.
+    let (mut sealer, mut opener) = pair();
+    let mut batch = Vec::new();
+    let mut slots = Vec::new();
+    for i in 0..3u8 {
+        let start = batch.len();
+        batch.resize(start + IV_LEN, 0);
+        batch.extend_from_slice(&[i; 5000]);
+        slots.push(wire::record::slot(&mut batch, start).unwrap());
+    }
+    let mut encrypted = std::collections::VecDeque::new();
+    sealer.encrypt_slots(&mut batch, &slots, &mut OsRng, &mut encrypted);
+    assert_eq!(sealer.sequence(), 0, "encrypting takes no number");
+    let mut sent: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let first = encrypted.pop_front().unwrap();
+    let (start, end) = (first.start(), first.end());
+    sealer.tag(&mut batch, first).unwrap();
+    sent.push((batch[start..end].to_vec(), vec![0; 5000]));
+    sent.push((sealer.seal(b"chat", &mut OsRng).unwrap(), b"chat".to_vec()));
+    for (i, record) in encrypted.into_iter().enumerate() {
+        let (start, end) = (record.start(), record.end());
+        sealer.tag(&mut batch, record).unwrap();
+        sent.push((batch[start..end].to_vec(), vec![i as u8 + 1; 5000]));
+    }
+    for (seq, (mut record, plain)) in sent.into_iter().enumerate() {
+        let (iv, rest) = record.split_at(IV_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        assert_eq!(tag, spec_tag(seq as u64, iv, ciphertext), "record {seq}");
+        assert_eq!(
+            opener.open(&mut record).unwrap(),
+            &plain[..],
+            "record {seq}"
+        );
+    }
+}
