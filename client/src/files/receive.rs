@@ -53,14 +53,11 @@ impl Drop for PartClaim {
     }
 }
 
-/// Chunks handed to the writer thread together: it is woken once per batch,
-/// not once per chunk (a wake-up and two context switches cost about as much as
-/// writing a few KiB). The queue holds [`QUEUE_CHUNKS`] chunks all the same.
-const WRITE_BATCH: usize = 4;
-
 enum Command {
-    /// Chunks in order, each at its offset.
-    Chunks(Vec<(u64, Vec<u8>)>),
+    Chunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
     Finish {
         blake3: [u8; 32],
         reply: oneshot::Sender<Result<PathBuf, FileError>>,
@@ -72,6 +69,7 @@ enum Command {
 ///
 /// Dropping it (the link went away) lets the thread write what is queued and keeps
 /// the `.part` for a resume; [`IncomingFile::cancel`] decides explicitly.
+#[derive(Debug)]
 pub struct IncomingFile {
     tx: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
@@ -81,35 +79,6 @@ pub struct IncomingFile {
     part: PathBuf,
     size: u64,
     next_offset: u64,
-    /// Chunks accepted and not yet handed to the writer thread (fewer than
-    /// [`WRITE_BATCH`]).
-    batch: Vec<(u64, Vec<u8>)>,
-}
-
-impl std::fmt::Debug for IncomingFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Not the batch: that is file data.
-        f.debug_struct("IncomingFile")
-            .field("part", &self.part)
-            .field("size", &self.size)
-            .field("received", &self.next_offset)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for IncomingFile {
-    /// The link went away: the chunks accepted still go to the writer thread,
-    /// which writes what is queued and keeps the `.part` for a resume. Only if
-    /// its queue is full (it cannot be waited for here) are they left out; the
-    /// `.part` is then shorter and the resume starts where it ends.
-    fn drop(&mut self) {
-        let batch = self.take_batch();
-        if let Some(tx) = self.tx.take() {
-            if !batch.is_empty() {
-                let _ = tx.try_send(Command::Chunks(batch));
-            }
-        }
-    }
 }
 
 impl IncomingFile {
@@ -161,7 +130,7 @@ impl IncomingFile {
         } else {
             None
         };
-        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS / WRITE_BATCH);
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
         let stop = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
@@ -194,7 +163,6 @@ impl IncomingFile {
                 part,
                 size,
                 next_offset: start,
-                batch: Vec::with_capacity(WRITE_BATCH),
             },
             start,
         ))
@@ -220,25 +188,20 @@ impl IncomingFile {
         self.next_offset
     }
 
-    /// Accepts one `FileChunk`. A chunk not at the next offset, or reaching past
+    /// Queues one `FileChunk`. A chunk not at the next offset, or reaching past
     /// the offered size, is refused before anything is written: the peer is lying
-    /// or broken, and the transfer should be cancelled. Chunks go to the writer
-    /// thread [`WRITE_BATCH`] at a time (the rest with `finish`, `cancel` or
-    /// drop); waits while its queue is full (backpressure from the disk).
+    /// or broken, and the transfer should be cancelled. Waits while the queue is
+    /// full (backpressure from the disk).
     ///
-    /// Cancel-safe: if the future is dropped while waiting for room in the
-    /// queue, nothing was accepted and the same offset is expected next.
+    /// Cancel-safe: if the future is dropped before the chunk is queued, nothing
+    /// was accepted and the same offset is expected next.
     pub async fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<(), FileError> {
         let Some((tx, end)) = self.accept(offset, data.len())? else {
             return Ok(());
         };
-        if self.batch.len() + 1 < WRITE_BATCH {
-            self.batch.push((offset, data));
-        } else {
-            let permit = tx.reserve().await.map_err(|_| self.failure())?;
-            self.batch.push((offset, data));
-            permit.send(Command::Chunks(self.take_batch()));
-        }
+        tx.send(Command::Chunk { offset, data })
+            .await
+            .map_err(|_| self.failure())?;
         self.next_offset = end;
         Ok(())
     }
@@ -248,18 +211,10 @@ impl IncomingFile {
         let Some((tx, end)) = self.accept(offset, data.len())? else {
             return Ok(());
         };
-        self.batch.push((offset, data));
-        if self.batch.len() >= WRITE_BATCH {
-            tx.blocking_send(Command::Chunks(self.take_batch()))
-                .map_err(|_| self.failure())?;
-        }
+        tx.blocking_send(Command::Chunk { offset, data })
+            .map_err(|_| self.failure())?;
         self.next_offset = end;
         Ok(())
-    }
-
-    /// The chunks accepted and not yet handed to the writer thread.
-    fn take_batch(&mut self) -> Vec<(u64, Vec<u8>)> {
-        std::mem::replace(&mut self.batch, Vec::with_capacity(WRITE_BATCH))
     }
 
     /// Checks a chunk's place and size; the sender to queue it on and the offset
@@ -300,10 +255,6 @@ impl IncomingFile {
         let Some(tx) = self.tx.take() else {
             return Err(FileError::Stopped);
         };
-        let batch = self.take_batch();
-        if !batch.is_empty() && tx.send(Command::Chunks(batch)).await.is_err() {
-            return Err(self.failure());
-        }
         if tx.send(Command::Finish { blake3, reply }).await.is_err() {
             return Err(self.failure());
         }
@@ -320,10 +271,6 @@ impl IncomingFile {
         let Some(tx) = self.tx.take() else {
             return Err(FileError::Stopped);
         };
-        let batch = self.take_batch();
-        if !batch.is_empty() && tx.blocking_send(Command::Chunks(batch)).is_err() {
-            return Err(self.failure());
-        }
         if tx.blocking_send(Command::Finish { blake3, reply }).is_err() {
             return Err(self.failure());
         }
@@ -339,20 +286,11 @@ impl IncomingFile {
     /// so the kept `.part` holds exactly [`IncomingFile::received`] bytes for a
     /// later resume; without, the thread stops at once and the `.part` is deleted.
     /// Returns the kept `.part`, if any.
-    ///
-    /// Blocks (on the writer thread): in async code call it inside
-    /// `block_in_place`.
     pub fn cancel(mut self, keep_part: bool) -> Option<PathBuf> {
         if !keep_part {
             self.stop.store(true, Ordering::Relaxed);
         }
-        let batch = self.take_batch();
-        if let Some(tx) = self.tx.take() {
-            if keep_part && !batch.is_empty() {
-                // A writer thread that failed has nothing more to keep.
-                let _ = tx.blocking_send(Command::Chunks(batch));
-            }
-        }
+        self.tx = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -432,11 +370,7 @@ impl Writer {
                 // The engine went away (link lost): keep the `.part`, with every
                 // accepted byte, for a resume.
                 None => return self.flush(),
-                Some(Command::Chunks(chunks)) => {
-                    for (offset, data) in chunks {
-                        self.append(offset, &data)?;
-                    }
-                }
+                Some(Command::Chunk { offset, data }) => self.append(offset, &data)?,
                 Some(Command::Finish { blake3, reply }) => {
                     let result = self.verify_and_move(blake3, &mut step);
                     self.claim = None;
