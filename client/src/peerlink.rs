@@ -35,7 +35,7 @@ const OUT_BYTES: usize = 4 * 1024 * 1024;
 /// Opened messages waiting for the chat loop; the reader pauses when it is full.
 /// Small: during a transfer these are mostly 64 KiB chunks, and a chat message
 /// that arrives after them waits for all of them.
-const IN_QUEUE: usize = 2;
+const IN_QUEUE: usize = 8;
 /// File chunks queued towards the writer: two batches deep, so the writer finds
 /// a whole batch waiting whenever it is the slower end. Chat messages are
 /// queued separately and always taken first, so they never wait behind these.
@@ -52,15 +52,9 @@ const READ_BUFFER: usize = 256 * 1024;
 const BATCH_BYTES: usize = 256 * 1024;
 /// The kernel's send buffer towards a near peer (see [`bound_kernel_buffers`];
 /// Linux doubles it for bookkeeping).
-const SEND_BUFFER: usize = 64 * 1024;
-/// The kernel's receive buffer from a near peer (doubled likewise). Since
-/// sealing got cheaper than opening, the receiver is the slower end of a
-/// transfer and this buffer is the one that is full: a chat record waits behind
-/// all of it. Measured on loopback with both ends on two busy cores (issue 26):
-/// 512 KiB gave chat RTT p99 9-36 ms during a transfer, 128 KiB 5-10 ms for
-/// about 0.1 s more receiver CPU per GB (more, smaller reads); 64 KiB no better
-/// than 128 and 0.2 s more.
-const RECV_BUFFER: usize = 128 * 1024;
+const SEND_BUFFER: usize = 128 * 1024;
+/// The kernel's receive buffer from a near peer (doubled likewise).
+const RECV_BUFFER: usize = 512 * 1024;
 
 /// Why the link stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
