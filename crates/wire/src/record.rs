@@ -288,7 +288,7 @@ impl Sealer {
         let mut order = [Slot { start: 0, len: 0 }; LANES];
         let order = &mut order[..group.len()];
         order.copy_from_slice(group);
-        order.sort_by(|a, b| b.len.cmp(&a.len));
+        order.sort_by_key(|s| std::cmp::Reverse(s.len));
         let mut chain = [aes::Block::default(); LANES];
         for (lane, s) in order.iter().enumerate() {
             rng.fill_bytes(&mut chain[lane]);
