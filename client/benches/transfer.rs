@@ -1,31 +1,40 @@
-//! File transfer benchmark (issue 6): how close a transfer gets to the one-core
-//! encrypt-then-MAC limit, and where every microsecond of a 64 KiB chunk goes.
+//! File transfer benchmark (issues 6 and 26): how close a transfer gets to the
+//! one-core encrypt-then-MAC limit, where every microsecond of a 64 KiB chunk
+//! goes, and how p2pchat compares with both magic-wormholes on the same file.
 //!
 //! 1. `openssl speed` for aes-256-cbc and sha256 on one core (`taskset -c 0`),
 //!    giving the limit `1 / (1/aes + 1/sha)`.
 //! 2. In process: each pipeline stage on 64 KiB chunks (read + hash thread, bincode
 //!    encode, seal, loopback TCP, open, decode, write + hash thread), then the whole
 //!    pipeline over loopback TCP with the real threads.
-//! 3. End to end: a real `mediator` and two real `client --json` processes; one
-//!    `/send`s the file, the other runs with `--yes`; transfer rate, CPU seconds
-//!    per GB of each client process, and chat RTT (line typed → `ack`) p50/p99 idle
-//!    and during the transfer.
-//! 4. magic-wormhole on the same file over loopback (its own mailbox server and
-//!    transit relay on 127.0.0.1), for comparison. Needs a virtualenv, made once:
+//! 3. End to end, in rounds that alternate three contenders on the same file and
+//!    the same cores: a real `mediator` and two real `client --json` processes
+//!    (one `/send`s the file, the other runs with `--yes`, and a chat line is typed
+//!    every 20 ms during the transfer for the chat RTT), magic-wormhole (Python)
+//!    and wormhole-rs, both wormholes against their own mailbox server and transit
+//!    relay on 127.0.0.1. Every contender is timed from the first received byte on
+//!    the receiver's disk to the verified file, with the CPU of both processes
+//!    over that span; the summary gives medians over the rounds and the ratio to
+//!    the faster wormhole. The wormholes need, made once:
 //!
 //!    ```text
 //!    python3 -m venv target/wormhole-venv
 //!    target/wormhole-venv/bin/pip install magic-wormhole \
 //!        magic-wormhole-mailbox-server magic-wormhole-transit-relay
+//!    cargo install --locked --root target/wormhole-rs magic-wormhole-cli
 //!    ```
 //!
-//!    (or point P2PCHAT_BENCH_WORMHOLE_VENV at another one). Without it the row is
-//!    skipped with a note.
+//!    (or point P2PCHAT_BENCH_WORMHOLE_VENV at another virtualenv and
+//!    P2PCHAT_BENCH_WORMHOLE_RS at another `wormhole-rs`). A missing one is
+//!    reported as NOT MEASURED. P2PCHAT_BENCH_BASELINE_CLIENT=path/to/client
+//!    adds another build of our client (say, the commit before a change) to the
+//!    rounds, for a before/after on the same machine at the same time.
 //!
 //! `cargo bench -p client --bench transfer`. Environment: P2PCHAT_BENCH_MIB (file
-//! size, default 1024), P2PCHAT_BENCH_E2E=0 to skip parts 3 and 4,
-//! P2PCHAT_BENCH_OPENSSL=0 to skip part 1, P2PCHAT_BENCH_STAGES=0 to skip the
-//! per-stage table, P2PCHAT_BENCH_RUNS (in-process pipeline runs, default 3).
+//! size, default 256), P2PCHAT_BENCH_ROUNDS (end-to-end rounds, default 5),
+//! P2PCHAT_BENCH_E2E=0 to skip part 3, P2PCHAT_BENCH_OPENSSL=0 to skip part 1,
+//! P2PCHAT_BENCH_STAGES=0 to skip the per-stage table, P2PCHAT_BENCH_RUNS
+//! (in-process pipeline runs, default 3; 0 skips them).
 //! Built without `--bench` (`cargo test --benches`) it runs a small smoke pass of
 //! part 2 only.
 
@@ -61,6 +70,7 @@ struct Settings {
     file_bytes: u64,
     openssl: bool,
     e2e: bool,
+    rounds: usize,
 }
 
 fn settings() -> Settings {
@@ -73,12 +83,17 @@ fn settings() -> Settings {
     let mib = std::env::var("P2PCHAT_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(if bench { 1024 } else { 8 });
+        .unwrap_or(if bench { 256 } else { 8 });
     Settings {
         bench,
         file_bytes: mib.max(1) * MIB,
         openssl: env_on("P2PCHAT_BENCH_OPENSSL", bench),
         e2e: env_on("P2PCHAT_BENCH_E2E", bench),
+        rounds: std::env::var("P2PCHAT_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(5)
+            .max(1),
     }
 }
 
@@ -115,76 +130,17 @@ fn main() -> anyhow::Result<()> {
         limit.as_ref(),
     )?;
 
-    let mut ours = None;
-    let mut theirs = None;
     if s.e2e {
-        match end_to_end(&work, &source, s.file_bytes, source_sha, limit.as_ref()) {
-            Ok(r) => ours = r,
-            Err(e) => println!("\n[3] end to end failed: {e:#}"),
-        }
-        match wormhole(&work, &source, s.file_bytes, source_sha) {
-            Ok(r) => theirs = r,
-            Err(e) => println!("\n[4] magic-wormhole failed: {e:#}"),
-        }
+        let file = Payload {
+            path: source.clone(),
+            size: s.file_bytes,
+            sha256: source_sha,
+        };
+        rounds(&work, &file, s.rounds, limit.as_ref())?;
     } else {
         println!("\n[3] end to end skipped (P2PCHAT_BENCH_E2E=1 to run it)");
     }
-    summary(s.file_bytes, limit.as_ref(), ours.as_ref(), theirs.as_ref());
     Ok(())
-}
-
-/// What one end-to-end transfer cost: wall time and CPU seconds per GB (10^9
-/// bytes) of the sending and the receiving process.
-#[derive(Debug, Clone)]
-struct Run {
-    rate: f64,
-    sender_cpu_per_gb: Option<f64>,
-    receiver_cpu_per_gb: Option<f64>,
-    busy_rtt: Option<(Duration, Duration)>,
-}
-
-/// The figures of this run side by side.
-fn summary(size: u64, limit: Option<&Limit>, ours: Option<&Run>, theirs: Option<&Run>) {
-    println!("\n[summary] {} MiB file on loopback", size / MIB);
-    let cpu = |v: Option<f64>| v.map_or("?".to_string(), |c| format!("{c:.2}"));
-    let row = |name: &str, r: &Run| {
-        println!(
-            "    {:<28} {:>8.1} MB/s   CPU s/GB: sender {:>5}, receiver {:>5}{}",
-            name,
-            r.rate / 1e6,
-            cpu(r.sender_cpu_per_gb),
-            cpu(r.receiver_cpu_per_gb),
-            r.busy_rtt.map_or(String::new(), |(p50, p99)| format!(
-                "   chat RTT p50 {:.2} ms, p99 {:.2} ms",
-                p50.as_secs_f64() * 1e3,
-                p99.as_secs_f64() * 1e3
-            ))
-        );
-    };
-    match ours {
-        Some(r) => row("p2pchat (two clients)", r),
-        None => println!("    p2pchat (two clients)        not measured"),
-    }
-    match theirs {
-        Some(r) => row("magic-wormhole", r),
-        None => println!("    magic-wormhole               not measured"),
-    }
-    if let (Some(o), Some(t)) = (ours, theirs) {
-        println!(
-            "    p2pchat / magic-wormhole     {:>8.2}×  (target ≥ 1.5×)",
-            o.rate / t.rate
-        );
-    }
-    if let Some(l) = limit {
-        println!(
-            "    record layer floor (openssl) {:>8.1} MB/s on one core = {:.2} CPU s/GB per end \
-             (aes-256-cbc {:.2} + sha256 {:.2})",
-            l.etm / 1e6,
-            1e9 / l.etm,
-            1e9 / l.aes,
-            1e9 / l.sha
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -470,8 +426,10 @@ fn pipelines(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Re
     let runs = std::env::var("P2PCHAT_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(3)
-        .max(1);
+        .unwrap_or(3);
+    if runs == 0 {
+        return Ok(());
+    }
     let mut rates = Vec::new();
     for _ in 0..runs {
         rates.push(pipeline(work, source, limit)?);
@@ -668,7 +626,320 @@ fn pipeline(work: &TempDir, source: &Path, limit: Option<&Limit>) -> anyhow::Res
 }
 
 // ---------------------------------------------------------------------------
-// Part 3: end to end with real binaries
+// Part 3: p2pchat, magic-wormhole and wormhole-rs, alternated
+
+/// The file every contender moves.
+struct Payload {
+    path: PathBuf,
+    size: u64,
+    sha256: [u8; 32],
+}
+
+/// Who moves the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Ours,
+    MagicWormhole,
+    WormholeRs,
+    /// Another build of our client (P2PCHAT_BENCH_BASELINE_CLIENT), for a
+    /// before/after in the same run.
+    Baseline,
+}
+
+impl Contender {
+    const ALL: [Contender; 4] = [
+        Contender::Ours,
+        Contender::MagicWormhole,
+        Contender::WormholeRs,
+        Contender::Baseline,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Ours => "p2pchat (two clients)",
+            Contender::MagicWormhole => "magic-wormhole (Python)",
+            Contender::WormholeRs => "wormhole-rs",
+            Contender::Baseline => "p2pchat baseline build",
+        }
+    }
+}
+
+/// What one transfer cost. Every contender is timed the same way: from the
+/// moment the first received byte is on the receiver's disk (a watcher polls
+/// the download directory every millisecond) until the receiver has verified
+/// the file (our `file_done`; a wormhole receiver's exit). CPU is what each
+/// process used over that same span, so start-up, key exchange and (for the
+/// wormholes) Python's imports are left out of both figures.
+#[derive(Debug, Clone)]
+struct Run {
+    /// Bytes per second, first received byte to verified.
+    rate: f64,
+    /// Bytes per second from the command (`/send`; starting both wormholes) to
+    /// verified: start-up and key exchange included.
+    whole_rate: f64,
+    sender_cpu_per_gb: Option<f64>,
+    receiver_cpu_per_gb: Option<f64>,
+    /// Chat round trips during the transfer (ours only).
+    busy_rtt: Vec<Duration>,
+    /// How a wormhole receiver says it connected, from its output.
+    route: Option<String>,
+}
+
+/// A network namespace of our own, removed on drop. Every process of part 3
+/// runs in it: the wormholes offer every address of every interface as a direct
+/// hint and dial them, and here there is only loopback and a veth pair with
+/// 198.51.100.1 (TEST-NET-2), whose traffic the kernel delivers over loopback
+/// too. The pair is there for wormhole-rs, which never offers a loopback address
+/// as a direct hint: without another address it would go through the transit
+/// relay, which it does not do between two machines.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> anyhow::Result<Netns> {
+        let name = format!("p2pb-{}-{}", std::process::id(), rand::random::<u16>());
+        let ip = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new("ip").args(args).output().context(
+                "run `ip` (iproute2): part 3 needs it and root for its own network namespace",
+            )?;
+            if !out.status.success() {
+                bail!(
+                    "`ip {}` failed ({}): part 3 needs root for its own network namespace \
+                     (or P2PCHAT_BENCH_E2E=0 to skip it)",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(())
+        };
+        ip(&["netns", "add", &name])?;
+        let ns = Netns(name);
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.0, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        in_ns(&["link", "set", "lo", "up"])?;
+        in_ns(&[
+            "link", "add", "bench0", "type", "veth", "peer", "name", "bench1",
+        ])?;
+        in_ns(&["addr", "add", "198.51.100.1/24", "dev", "bench0"])?;
+        in_ns(&["link", "set", "bench0", "up"])?;
+        in_ns(&["link", "set", "bench1", "up"])?;
+        Ok(ns)
+    }
+
+    /// `program` run in the namespace (`ip netns exec` execs it in place, so the
+    /// child's pid is the program's).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Our processes in it are gone by now (each `Proc` kills its own).
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The servers every round uses: our mediator, and one mailbox server and
+/// transit relay (Python, on loopback) for both wormholes, all in one
+/// loopback-only namespace.
+struct Arena {
+    mediator: String,
+    _mediator: Proc,
+    wormholes: Option<WormholeServers>,
+    wormhole_py: Option<PathBuf>,
+    wormhole_rs: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+    /// Last, so it is removed after every server in it has been killed.
+    netns: Netns,
+}
+
+struct WormholeServers {
+    mailbox_port: u16,
+    relay_port: u16,
+    _mailbox: Proc,
+    _relay: Proc,
+}
+
+fn rounds(
+    work: &TempDir,
+    file: &Payload,
+    rounds: usize,
+    limit: Option<&Limit>,
+) -> anyhow::Result<()> {
+    println!(
+        "\n[3] end to end, {rounds} rounds, contenders alternated (each round starts one later in the list)"
+    );
+    let arena = Arena::start(work)?;
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); Contender::ALL.len()];
+    let mut idle = Vec::new();
+    let mut baseline_idle = Vec::new();
+    let present: Vec<usize> = (0..Contender::ALL.len())
+        .filter(|&i| match Contender::ALL[i] {
+            Contender::Ours => true,
+            Contender::MagicWormhole => arena.wormhole_py.is_some(),
+            Contender::WormholeRs => arena.wormhole_rs.is_some(),
+            Contender::Baseline => arena.baseline.is_some(),
+        })
+        .collect();
+    for round in 0..rounds {
+        for k in 0..present.len() {
+            let i = present[(round + k) % present.len()];
+            let who = Contender::ALL[i];
+            let dl = work.path().join(format!("dl-{round}-{i}"));
+            std::fs::create_dir_all(&dl)?;
+            let result = match (who, &arena.wormhole_py, &arena.wormhole_rs, &arena.baseline) {
+                (Contender::Ours, ..) => {
+                    ours(&arena, &common::client_bin(), work, file, &dl, &mut idle)
+                }
+                (Contender::MagicWormhole, Some(bin), _, _) => {
+                    arena.wormhole_py_run(bin, file, &dl)
+                }
+                (Contender::WormholeRs, _, Some(bin), _) => arena.wormhole_rs_run(bin, file, &dl),
+                (Contender::Baseline, _, _, Some(bin)) => {
+                    ours(&arena, bin, work, file, &dl, &mut baseline_idle)
+                }
+                _ => continue,
+            };
+            // Nothing of this run is left to be written back during the next.
+            let _ = std::fs::remove_dir_all(&dl);
+            let _ = Command::new("sync").status();
+            match result {
+                Ok(run) => {
+                    println!(
+                        "    round {} {:<26} {:>7.1} MB/s (whole {:>6.1}), CPU s/GB sender {:>5}, receiver {:>5}{}",
+                        round + 1,
+                        who.name(),
+                        run.rate / 1e6,
+                        run.whole_rate / 1e6,
+                        cpu_text(run.sender_cpu_per_gb),
+                        cpu_text(run.receiver_cpu_per_gb),
+                        if run.busy_rtt.is_empty() {
+                            String::new()
+                        } else {
+                            let mut r = run.busy_rtt.clone();
+                            format!(", chat RTT {}", percentiles(&mut r))
+                        }
+                    );
+                    if let Some(route) = run.route.as_ref().filter(|_| round == 0) {
+                        println!("      (its receiver said: {route})");
+                    }
+                    runs[i].push(run);
+                }
+                Err(e) => println!("    round {} {} FAILED: {e:#}", round + 1, who.name()),
+            }
+        }
+    }
+    println!(
+        "    chat RTT idle, all rounds ({} lines): {}",
+        idle.len(),
+        percentiles(&mut idle)
+    );
+    if arena.baseline.is_some() {
+        println!(
+            "    chat RTT idle, baseline build ({} lines): {}",
+            baseline_idle.len(),
+            percentiles(&mut baseline_idle)
+        );
+    }
+    summary(file.size, rounds, limit, &runs);
+    Ok(())
+}
+
+fn cpu_text(v: Option<f64>) -> String {
+    v.map_or("?".to_string(), |c| format!("{c:.2}"))
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Medians per contender, the ratio to the faster wormhole and our chat RTT.
+fn summary(size: u64, rounds: usize, limit: Option<&Limit>, runs: &[Vec<Run>]) {
+    println!(
+        "\n[summary] {} MiB file on loopback, medians of {rounds} alternated rounds \
+         (MB/s from the first received byte on disk to the verified file; CPU per 10^9 bytes over the same span)",
+        size / MIB
+    );
+    println!(
+        "    {:<26} {:>9} {:>11} {:>12} {:>14}   rounds (MB/s)",
+        "", "MB/s", "whole MB/s", "sender s/GB", "receiver s/GB"
+    );
+    let mut medians = [None; 4];
+    for (i, who) in Contender::ALL.iter().enumerate() {
+        let r = &runs[i];
+        if r.is_empty() {
+            println!("    {:<26} not measured", who.name());
+            continue;
+        }
+        let rate = median(r.iter().map(|x| x.rate).collect());
+        medians[i] = rate;
+        let opt = |f: fn(&Run) -> Option<f64>| median(r.iter().filter_map(f).collect());
+        println!(
+            "    {:<26} {:>9.1} {:>11.1} {:>12} {:>14}   {}",
+            who.name(),
+            rate.unwrap_or(0.0) / 1e6,
+            median(r.iter().map(|x| x.whole_rate).collect()).unwrap_or(0.0) / 1e6,
+            cpu_text(opt(|x| x.sender_cpu_per_gb)),
+            cpu_text(opt(|x| x.receiver_cpu_per_gb)),
+            r.iter()
+                .map(|x| format!("{:.0}", x.rate / 1e6))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    let faster = medians[1].into_iter().chain(medians[2]).reduce(f64::max);
+    match (medians[0], faster) {
+        (Some(o), Some(t)) => println!(
+            "    p2pchat / faster wormhole   {:>8.2}×  (target ≥ 1.8×)",
+            o / t
+        ),
+        _ => println!("    p2pchat / faster wormhole   not measured"),
+    }
+    if let (Some(o), Some(b)) = (medians[0], medians[3]) {
+        println!("    p2pchat / baseline build    {:>8.2}×", o / b);
+    }
+    let mut busy: Vec<Duration> = runs[0].iter().flat_map(|r| r.busy_rtt.clone()).collect();
+    println!(
+        "    chat RTT during our transfers ({} lines, all rounds): {} (target p99 ≤ 20 ms)",
+        busy.len(),
+        percentiles(&mut busy)
+    );
+    if !runs[3].is_empty() {
+        let mut busy: Vec<Duration> = runs[3].iter().flat_map(|r| r.busy_rtt.clone()).collect();
+        println!(
+            "    chat RTT during the baseline's transfers ({} lines): {}",
+            busy.len(),
+            percentiles(&mut busy)
+        );
+    }
+    if let Some(l) = limit {
+        println!(
+            "    record layer floor (openssl) {:>8.1} MB/s on one core = {:.2} CPU s/GB per end \
+             (aes-256-cbc {:.2} + sha256 {:.2})",
+            l.etm / 1e6,
+            1e9 / l.etm,
+            1e9 / l.aes,
+            1e9 / l.sha
+        );
+    }
+}
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -677,6 +948,287 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The virtualenv with `wormhole`, `twist` and the two servers, if there is one.
+fn wormhole_venv() -> Option<PathBuf> {
+    let venv = match std::env::var_os("P2PCHAT_BENCH_WORMHOLE_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => target_dir()?.join("wormhole-venv"),
+    };
+    venv.join("bin").join("wormhole").exists().then_some(venv)
+}
+
+/// The `wormhole-rs` binary: P2PCHAT_BENCH_WORMHOLE_RS, else where `cargo install
+/// --root target/wormhole-rs magic-wormhole-cli` puts it, else on the PATH.
+fn wormhole_rs_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("P2PCHAT_BENCH_WORMHOLE_RS") {
+        return Some(PathBuf::from(p));
+    }
+    let local = target_dir()?.join("wormhole-rs/bin/wormhole-rs");
+    if local.exists() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("wormhole-rs"))
+            .find(|p| p.exists())
+    })
+}
+
+/// `target/`, from where the client binary under test is.
+fn target_dir() -> Option<PathBuf> {
+    Some(common::client_bin().parent()?.parent()?.to_path_buf())
+}
+
+impl Arena {
+    fn start(work: &TempDir) -> anyhow::Result<Arena> {
+        let netns = Netns::new()?;
+        let mut mediator = netns
+            .command(common::mediator_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start mediator")?;
+        let med_out = mediator.stdout.take().context("mediator stdout")?;
+        let guard = Proc(mediator);
+        let mut med_lines = BufReader::new(med_out).lines();
+        let first = med_lines.next().context("mediator printed nothing")??;
+        let server = first
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected mediator line {first:?}"))?
+            .to_string();
+        std::thread::spawn(move || for _ in med_lines.by_ref() {});
+
+        let venv = wormhole_venv();
+        let wormhole_rs = wormhole_rs_bin();
+        if venv.is_none() {
+            println!(
+                "    magic-wormhole NOT MEASURED: no virtualenv at target/wormhole-venv \
+                 (python3 -m venv target/wormhole-venv && target/wormhole-venv/bin/pip install \
+                 magic-wormhole magic-wormhole-mailbox-server magic-wormhole-transit-relay; \
+                 or set P2PCHAT_BENCH_WORMHOLE_VENV)"
+            );
+        }
+        if wormhole_rs.is_none() {
+            println!(
+                "    wormhole-rs NOT MEASURED: no binary (cargo install --locked --root \
+                 target/wormhole-rs magic-wormhole-cli; or set P2PCHAT_BENCH_WORMHOLE_RS)"
+            );
+        }
+        // The servers are Python whichever wormhole runs: the mailbox server and
+        // the transit relay come with the virtualenv.
+        let wormholes = match &venv {
+            Some(v) => Some(WormholeServers::start(v, work, &netns)?),
+            None => {
+                if wormhole_rs.is_some() {
+                    println!(
+                        "    wormhole-rs NOT MEASURED: its mailbox server and transit relay \
+                         come from the virtualenv above"
+                    );
+                }
+                None
+            }
+        };
+        Ok(Arena {
+            mediator: server,
+            _mediator: guard,
+            wormhole_py: venv.map(|v| v.join("bin").join("wormhole")),
+            wormhole_rs: wormholes.as_ref().and(wormhole_rs),
+            wormholes,
+            baseline: std::env::var_os("P2PCHAT_BENCH_BASELINE_CLIENT").map(PathBuf::from),
+            netns,
+        })
+    }
+
+    fn servers(&self) -> anyhow::Result<&WormholeServers> {
+        self.wormholes.as_ref().context("no mailbox server")
+    }
+
+    fn wormhole_py_run(&self, bin: &Path, file: &Payload, dl: &Path) -> anyhow::Result<Run> {
+        let s = self.servers()?;
+        let common = [
+            format!("--relay-url=ws://127.0.0.1:{}/v1", s.mailbox_port),
+            format!("--transit-helper=tcp:127.0.0.1:{}", s.relay_port),
+        ];
+        let code = format!("{}-bench-transfer", rand::random::<u16>() % 1000 + 1);
+        let received = dl.join(file.path.file_name().context("source has a name")?);
+        let mut send = self.netns.command(bin);
+        send.args(&common)
+            .args(["send", "--hide-progress", "--code", &code])
+            .arg(&file.path);
+        let mut recv = self.netns.command(bin);
+        recv.args(&common)
+            .args(["receive", "--hide-progress", "--accept-file", "-o"])
+            .arg(&received)
+            .arg(&code);
+        let log = dl.with_extension("log");
+        wormhole_pair(send, recv, file, dl, &received, &log)
+    }
+
+    fn wormhole_rs_run(&self, bin: &Path, file: &Payload, dl: &Path) -> anyhow::Result<Run> {
+        let s = self.servers()?;
+        let common = [
+            format!("--rendezvous-server=ws://127.0.0.1:{}/v1", s.mailbox_port),
+            format!("--relay-server=tcp://127.0.0.1:{}", s.relay_port),
+        ];
+        let code = format!("{}-bench-transfer", rand::random::<u16>() % 1000 + 1);
+        let received = dl.join(file.path.file_name().context("source has a name")?);
+        let mut send = self.netns.command(bin);
+        send.arg("send")
+            .args(&common)
+            .args(["--no-qr", "--code", &code])
+            .arg(&file.path);
+        let mut recv = self.netns.command(bin);
+        recv.arg("receive")
+            .args(&common)
+            .arg("--noconfirm")
+            .arg("--out-dir")
+            .arg(dl)
+            .arg(&code);
+        let log = dl.with_extension("log");
+        wormhole_pair(send, recv, file, dl, &received, &log)
+    }
+}
+
+impl WormholeServers {
+    fn start(venv: &Path, work: &TempDir, netns: &Netns) -> anyhow::Result<WormholeServers> {
+        let bin = venv.join("bin");
+        let (mailbox_port, relay_port) = (free_port()?, free_port()?);
+        let state = work.path().join("wormhole-state");
+        std::fs::create_dir_all(&state)?;
+        let server = |args: &[String]| -> anyhow::Result<Proc> {
+            Ok(Proc(
+                netns
+                    .command(bin.join("twist"))
+                    .args(args)
+                    .current_dir(&state)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("start twist")?,
+            ))
+        };
+        let mailbox = server(&[
+            "wormhole-mailbox".into(),
+            format!("--port=tcp:{mailbox_port}:interface=127.0.0.1"),
+        ])?;
+        let relay = server(&[
+            "transitrelay".into(),
+            format!("--port=tcp:{relay_port}:interface=127.0.0.1"),
+        ])?;
+        wait_listening(&mailbox, mailbox_port, Duration::from_secs(30))?;
+        wait_listening(&relay, relay_port, Duration::from_secs(30))?;
+        println!(
+            "    wormhole mailbox server on 127.0.0.1:{mailbox_port}, transit relay on 127.0.0.1:{relay_port}"
+        );
+        Ok(WormholeServers {
+            mailbox_port,
+            relay_port,
+            _mailbox: mailbox,
+            _relay: relay,
+        })
+    }
+}
+
+/// Runs a wormhole sender and receiver to the end and times them.
+fn wormhole_pair(
+    mut send: Command,
+    mut recv: Command,
+    file: &Payload,
+    dl: &Path,
+    received: &Path,
+    log: &Path,
+) -> anyhow::Result<Run> {
+    send.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let out = std::fs::File::create(log)?;
+    recv.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    let start = Instant::now();
+    let sender = send.spawn().context("start the wormhole sender")?;
+    let receiver = recv.spawn().context("start the wormhole receiver")?;
+    let first = FirstByte::watch(dl, [sender.id(), receiver.id()]);
+    let sender = watch_cpu(sender);
+    let receiver = watch_cpu(receiver);
+    let (receiver_cpu, receiver_status, done) = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    let (sender_cpu, sender_status, _) = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    let first = first.stop();
+    if !receiver_status.is_some_and(|s| s.success()) || !sender_status.is_some_and(|s| s.success())
+    {
+        bail!("exited with {receiver_status:?} (receive) and {sender_status:?} (send)");
+    }
+    if sha256_file(received)? != file.sha256 {
+        bail!("the received file differs from the source");
+    }
+    let (first_at, cpu_at_first) = first.context("no received byte was seen on disk")?;
+    let per_gb = |end: Option<f64>, begin: Option<f64>| {
+        end.zip(begin)
+            .map(|(e, b)| (e - b) * 1e9 / file.size as f64)
+    };
+    // Progress bars redraw with carriage returns: split on those too.
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    let route = said
+        .split(['\n', '\r'])
+        .find(|l| l.contains("Receiving (") || l.contains("Connecting"))
+        .map(|l| l.trim().to_string());
+    let _ = std::fs::remove_file(log);
+    Ok(Run {
+        rate: file.size as f64 / (done - first_at).as_secs_f64(),
+        whole_rate: file.size as f64 / (done - start).as_secs_f64(),
+        sender_cpu_per_gb: per_gb(sender_cpu, cpu_at_first[0]),
+        receiver_cpu_per_gb: per_gb(receiver_cpu, cpu_at_first[1]),
+        busy_rtt: Vec::new(),
+        route,
+    })
+}
+
+/// Watches a download directory from its own thread until the first received
+/// byte is on disk, then notes the time and both processes' CPU seconds.
+struct FirstByte {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<(Instant, [Option<f64>; 2])>>,
+}
+
+impl FirstByte {
+    fn watch(dir: &Path, pids: [u32; 2]) -> FirstByte {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            // Bounded by the stop flag, and by ten minutes whatever happens.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let bytes: u64 = std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok()?.metadata().ok())
+                            .map(|m| m.len())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                if bytes > 0 {
+                    return Some((Instant::now(), pids.map(proc_cpu)));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None
+        });
+        FirstByte { stop, thread }
+    }
+
+    fn stop(self) -> Option<(Instant, [Option<f64>; 2])> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
     }
 }
 
@@ -689,11 +1241,14 @@ struct Seen {
 
 /// Starts a client and a thread that forwards its events, tagged `who`.
 fn start_client(
+    netns: &Netns,
+    client: &Path,
     args: &[String],
     who: usize,
     events: mpsc::Sender<Seen>,
 ) -> anyhow::Result<(Proc, ChildStdin)> {
-    let mut child = Command::new(common::client_bin())
+    let mut child = netns
+        .command(client)
         .args(args)
         .env_remove("P2PCHAT_KEYLOG")
         .stdin(Stdio::piped())
@@ -725,8 +1280,7 @@ fn say(stdin: &mut ChildStdin, line: &str) -> anyhow::Result<Instant> {
     Ok(at)
 }
 
-/// Waits for an event named `kind` from `who`, skipping (and returning through
-/// `skipped`) others.
+/// Waits for an event named `kind` from `who`, skipping others.
 fn wait_for(
     events: &mpsc::Receiver<Seen>,
     who: usize,
@@ -748,38 +1302,26 @@ fn wait_for(
     }
 }
 
-fn end_to_end(
-    work: &TempDir,
-    source: &Path,
-    size: u64,
-    source_sha: [u8; 32],
-    limit: Option<&Limit>,
-) -> anyhow::Result<Option<Run>> {
-    println!("\n[3] end to end: mediator + two `client --json` on loopback");
-    let mut mediator = Command::new(common::mediator_bin())
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start mediator")?;
-    let med_out = mediator.stdout.take().context("mediator stdout")?;
-    let _mediator = Proc(mediator);
-    let mut med_lines = BufReader::new(med_out).lines();
-    let first = med_lines.next().context("mediator printed nothing")??;
-    let server = first
-        .strip_prefix("listening on ")
-        .with_context(|| format!("unexpected mediator line {first:?}"))?
-        .to_string();
-    std::thread::spawn(move || for _ in med_lines.by_ref() {});
+/// Idle chat lines per round (typed → ack, one at a time).
+const IDLE_LINES: usize = 50;
+/// A chat line is typed this often on the sending side during our transfer.
+const BUSY_EVERY: Duration = Duration::from_millis(20);
 
-    let dl = work.path().join("downloads");
-    std::fs::create_dir_all(&dl)?;
+/// Our two clients through a mediator: one `/send`s the file, the other runs
+/// with `--yes`; chat lines typed during the transfer give the busy RTT.
+fn ours(
+    arena: &Arena,
+    client: &Path,
+    work: &TempDir,
+    file: &Payload,
+    dl: &Path,
+    idle: &mut Vec<Duration>,
+) -> anyhow::Result<Run> {
     let room = format!("bench-{}", rand::random::<u32>());
     let args = |name: &str, extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [
             "--server",
-            &server,
+            &arena.mediator,
             "--room",
             &room,
             "--name",
@@ -809,21 +1351,23 @@ fn end_to_end(
     const RECEIVER: usize = 1;
     let dl_arg = dl.display().to_string();
     let (alice, mut alice_in) = start_client(
+        &arena.netns,
+        client,
         &args("alice", &["--downloads", &dl_arg]),
         SENDER,
         tx.clone(),
     )?;
     wait_for(&events, SENDER, "waiting", Duration::from_secs(30))?;
     let (bob, mut bob_in) = start_client(
+        &arena.netns,
+        client,
         &args("bob", &["--downloads", &dl_arg, "--yes"]),
         RECEIVER,
         tx,
     )?;
     wait_for(&events, SENDER, "connected", Duration::from_secs(30))?;
 
-    // Idle chat RTT: one line at a time, typed → ack.
-    let mut idle = Vec::new();
-    for i in 0..200 {
+    for i in 0..IDLE_LINES {
         let at = say(&mut alice_in, &format!("idle {i}"))?;
         let sent = wait_for(&events, SENDER, "sent", Duration::from_secs(10))?;
         let id = sent.event["id"].clone();
@@ -835,58 +1379,34 @@ fn end_to_end(
             }
         }
     }
-    println!(
-        "    chat RTT idle ({} lines):            {}",
-        idle.len(),
-        percentiles(&mut idle)
-    );
 
-    // The transfer, with a chat line every 20 ms from the sending side.
-    let cpu_before = [proc_cpu(alice.0.id()), proc_cpu(bob.0.id())];
-    let start = say(&mut alice_in, &format!("/send {}", source.display()))?;
-    let mut cpu_at_done = [None, None];
-    let deadline = start + Duration::from_secs(60) + Duration::from_secs(size / (20 * MIB));
+    let pids = [alice.0.id(), bob.0.id()];
+    let first = FirstByte::watch(dl, pids);
+    let start = say(&mut alice_in, &format!("/send {}", file.path.display()))?;
+    let deadline = start + Duration::from_secs(60) + Duration::from_secs(file.size / (20 * MIB));
     let mut typed: HashMap<String, Instant> = HashMap::new();
     let mut ids: HashMap<u64, Instant> = HashMap::new();
     let mut busy = Vec::new();
-    let mut next_line = start + Duration::from_millis(200);
+    let mut next_line = start + BUSY_EVERY;
     let mut n = 0u64;
-    let mut first_progress: Option<Instant> = None;
-    let mut last_report = (0u64, 0u64);
-    let mut done: [Option<Seen>; 2] = [None, None];
-    // Until the receiver has verified the file, then a moment for the sender's
-    // own `file_done`.
-    let mut grace: Option<Instant> = None;
-    while done.iter().any(Option::is_none) {
+    let mut done: Option<(Seen, [Option<f64>; 2])> = None;
+    // Bounded by the deadline.
+    while done.is_none() {
         let now = Instant::now();
-        if done[RECEIVER].is_some() {
-            let until = *grace.get_or_insert(now + Duration::from_secs(5));
-            if now > until {
-                break;
-            }
-        }
         if now > deadline {
-            bail!("the transfer did not finish in time (last progress {last_report:?})");
+            bail!("the transfer did not finish in time");
         }
-        if now >= next_line && done[RECEIVER].is_none() {
+        if now >= next_line {
             n += 1;
             let text = format!("busy {n}");
             typed.insert(text.clone(), say(&mut alice_in, &text)?);
-            next_line += Duration::from_millis(20);
+            next_line += BUSY_EVERY;
         }
-        let Ok(seen) = events.recv_timeout(Duration::from_millis(5)) else {
+        let Ok(seen) = events.recv_timeout(Duration::from_millis(2)) else {
             continue;
         };
         let e = &seen.event;
         match (seen.who, e["event"].as_str().unwrap_or("")) {
-            (SENDER, "error") if e["code"] == "unknown_command" => {
-                println!(
-                    "    the client does not support /send yet (unknown_command): end-to-end transfer skipped"
-                );
-                let _ = say(&mut alice_in, "/quit");
-                let _ = say(&mut bob_in, "/quit");
-                return Ok(None);
-            }
             (_, "error") | (_, "file_stopped") | (_, "disconnected") => {
                 bail!("client {} reported {e}", seen.who)
             }
@@ -902,99 +1422,42 @@ fn end_to_end(
                     busy.push(seen.at - at);
                 }
             }
-            (RECEIVER, "progress") => {
-                first_progress.get_or_insert(seen.at);
-                last_report = (
-                    e["bytes"].as_u64().unwrap_or(0),
-                    e["rate_bps"].as_u64().unwrap_or(0),
-                );
-            }
-            (who, "file_done") => {
-                // Both processes at the moment the receiver has verified the file.
-                if who == RECEIVER {
-                    cpu_at_done = [proc_cpu(alice.0.id()), proc_cpu(bob.0.id())];
-                }
-                done[who] = Some(seen);
+            (RECEIVER, "file_done") => {
+                let cpu = pids.map(proc_cpu);
+                done = Some((seen, cpu));
             }
             _ => {}
         }
     }
-    let received_at = done[RECEIVER].as_ref().map_or(start, |s| s.at);
-    let received = &done[RECEIVER].as_ref().context("receiver done")?.event;
-    let elapsed = received_at - start;
-    let rate = size as f64 / elapsed.as_secs_f64();
-    let from_first = first_progress.map(|t| size as f64 / (received_at - t).as_secs_f64());
-    let path = received["path"].as_str().map(PathBuf::from);
-    let identical = match &path {
-        Some(p) => sha256_file(p)? == source_sha,
-        None => false,
+    let first = first.stop();
+    let Some((received, cpu_at_done)) = done else {
+        bail!("no file_done");
     };
-    println!(
-        "    transfer: {} MiB in {:.2} s (from /send to file_done) = {:.1} MB/s{}",
-        size / MIB,
-        elapsed.as_secs_f64(),
-        rate / 1e6,
-        from_first.map_or(String::new(), |r| format!(
-            "; {:.1} MB/s from the first progress event",
-            r / 1e6
-        ))
-    );
-    if let Some(l) = limit {
-        println!(
-            "    ratio to the one-core encrypt-then-MAC limit ({:.1} MB/s): {:.0}% (target ≥ 70%, aim 85%)",
-            l.etm / 1e6,
-            100.0 * rate / l.etm
-        );
+    let path = received.event["path"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("file_done names no path")?;
+    if sha256_file(&path)? != file.sha256 {
+        bail!("the received file differs from the source");
     }
-    println!(
-        "    received file: {} ({})",
-        path.as_ref()
-            .map_or("?".into(), |p| p.display().to_string()),
-        if identical {
-            "SHA-256 matches the source"
-        } else {
-            "DIFFERS from the source"
-        }
-    );
-    println!(
-        "    chat RTT during the transfer ({} lines): {} (target p99 ≤ 20 ms)",
-        busy.len(),
-        percentiles(&mut busy)
-    );
+    let (first_at, cpu_at_first) = first.context("no received byte was seen on disk")?;
     let per_gb = |i: usize| {
         cpu_at_done[i]
-            .zip(cpu_before[i])
-            .map(|(b, a)| (b - a) * 1e9 / size as f64)
+            .zip(cpu_at_first[i])
+            .map(|(e, b)| (e - b) * 1e9 / file.size as f64)
     };
-    let run = Run {
-        rate,
-        sender_cpu_per_gb: per_gb(SENDER),
-        receiver_cpu_per_gb: per_gb(RECEIVER),
-        busy_rtt: quantiles(&busy),
-    };
-    println!(
-        "    CPU per GB: sender process {} s, receiver process {} s",
-        run.sender_cpu_per_gb
-            .map_or("?".into(), |c| format!("{c:.2}")),
-        run.receiver_cpu_per_gb
-            .map_or("?".into(), |c| format!("{c:.2}"))
-    );
-    if let Some(p) = path {
-        let _ = std::fs::remove_file(p);
-    }
     let _ = say(&mut alice_in, "/quit");
     let _ = say(&mut bob_in, "/quit");
     std::thread::sleep(Duration::from_millis(200));
-    Ok(Some(run))
-}
-
-/// p50 and p99 of samples already sorted.
-fn quantiles(sorted: &[Duration]) -> Option<(Duration, Duration)> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-    Some((at(0.5), at(0.99)))
+    busy.sort();
+    Ok(Run {
+        rate: file.size as f64 / (received.at - first_at).as_secs_f64(),
+        whole_rate: file.size as f64 / (received.at - start).as_secs_f64(),
+        sender_cpu_per_gb: per_gb(SENDER),
+        receiver_cpu_per_gb: per_gb(RECEIVER),
+        busy_rtt: busy,
+        route: None,
+    })
 }
 
 /// CPU seconds (user + system) a process has used so far (Linux `/proc`).
@@ -1002,12 +1465,13 @@ fn proc_cpu(pid: u32) -> Option<f64> {
     stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Follows a child's CPU time until it exits (by polling `/proc`, so up to one
-/// poll interval of its last CPU use is missed) and returns the last figure and
-/// the exit status.
-fn watch_cpu(
-    mut child: Child,
-) -> std::thread::JoinHandle<(Option<f64>, Option<std::process::ExitStatus>)> {
+/// What [`watch_cpu`] found: the last CPU figure, the exit status and when the
+/// exit was seen.
+type Watched = (Option<f64>, Option<std::process::ExitStatus>, Instant);
+
+/// Follows a child's CPU time until it exits (by polling `/proc` every
+/// millisecond, so up to a millisecond of its last CPU use is missed).
+fn watch_cpu(mut child: Child) -> std::thread::JoinHandle<Watched> {
     std::thread::spawn(move || {
         let pid = child.id();
         let mut last = None;
@@ -1016,153 +1480,36 @@ fn watch_cpu(
                 last = Some(c);
             }
             match child.try_wait() {
-                Ok(Some(status)) => return (last, Some(status)),
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => return (last, None),
+                Ok(Some(status)) => return (last, Some(status), Instant::now()),
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => return (last, None, Instant::now()),
             }
         }
     })
 }
 
-// ---------------------------------------------------------------------------
-// Part 4: magic-wormhole on the same file
-
-/// The virtualenv with `wormhole`, `twist` and the two servers, if there is one.
-fn wormhole_venv() -> Option<PathBuf> {
-    let venv = match std::env::var_os("P2PCHAT_BENCH_WORMHOLE_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => common::client_bin()
-            .parent()?
-            .parent()?
-            .join("wormhole-venv"),
-    };
-    venv.join("bin").join("wormhole").exists().then_some(venv)
-}
-
-/// Waits until something listens on `port` of 127.0.0.1.
-fn wait_listening(port: u16, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until `server` listens on TCP `port`, as its own namespace's
+/// `/proc/<pid>/net/tcp` shows (state 0A is LISTEN).
+fn wait_listening(server: &Proc, port: u16, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let needle = format!(":{port:04X} 00000000:0000 0A");
+    loop {
+        let table =
+            std::fs::read_to_string(format!("/proc/{}/net/tcp", server.0.id())).unwrap_or_default();
+        if table.contains(&needle) {
+            return Ok(());
+        }
         if Instant::now() > deadline {
             bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(())
 }
 
+/// A port to give a server in the namespace (free here, and the namespace has
+/// nothing else listening).
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wormhole(
-    work: &TempDir,
-    source: &Path,
-    size: u64,
-    source_sha: [u8; 32],
-) -> anyhow::Result<Option<Run>> {
-    let Some(venv) = wormhole_venv() else {
-        println!(
-            "\n[4] magic-wormhole skipped: no virtualenv at target/wormhole-venv \
-             (python3 -m venv target/wormhole-venv && target/wormhole-venv/bin/pip install \
-             magic-wormhole magic-wormhole-mailbox-server magic-wormhole-transit-relay; \
-             or set P2PCHAT_BENCH_WORMHOLE_VENV)"
-        );
-        return Ok(None);
-    };
-    println!(
-        "\n[4] magic-wormhole {}: own mailbox server and transit relay on loopback",
-        venv.display()
-    );
-    let bin = venv.join("bin");
-    let (mailbox_port, relay_port) = (free_port()?, free_port()?);
-    let state = work.path().join("wormhole-state");
-    std::fs::create_dir_all(&state)?;
-    let server = |args: &[String]| -> anyhow::Result<Proc> {
-        Ok(Proc(
-            Command::new(bin.join("twist"))
-                .args(args)
-                .current_dir(&state)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("start twist")?,
-        ))
-    };
-    let _mailbox = server(&[
-        "wormhole-mailbox".into(),
-        format!("--port=tcp:{mailbox_port}:interface=127.0.0.1"),
-    ])?;
-    let _relay = server(&[
-        "transitrelay".into(),
-        format!("--port=tcp:{relay_port}:interface=127.0.0.1"),
-    ])?;
-    wait_listening(mailbox_port, Duration::from_secs(30))?;
-    wait_listening(relay_port, Duration::from_secs(30))?;
-    let common = [
-        format!("--relay-url=ws://127.0.0.1:{mailbox_port}/v1"),
-        format!("--transit-helper=tcp:127.0.0.1:{relay_port}"),
-    ];
-    let code = format!("{}-bench-transfer", rand::random::<u16>() % 1000 + 1);
-    let out_dir = work.path().join("wormhole-dl");
-    std::fs::create_dir_all(&out_dir)?;
-    let received = out_dir.join(source.file_name().context("source has a name")?);
-    let quiet = |c: &mut Command| {
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-    };
-    let start = Instant::now();
-    let mut send = Command::new(bin.join("wormhole"));
-    send.args(&common)
-        .args(["send", "--hide-progress", "--code", &code])
-        .arg(source);
-    quiet(&mut send);
-    let sender = watch_cpu(send.spawn().context("start wormhole send")?);
-    let mut recv = Command::new(bin.join("wormhole"));
-    recv.args(&common)
-        .args(["receive", "--hide-progress", "--accept-file", "-o"])
-        .arg(&received)
-        .arg(&code);
-    quiet(&mut recv);
-    let receiver = watch_cpu(recv.spawn().context("start wormhole receive")?);
-    let (receiver_cpu, receiver_status) = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
-    let elapsed = start.elapsed();
-    let (sender_cpu, sender_status) = sender
-        .join()
-        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
-    if !receiver_status.is_some_and(|s| s.success()) || !sender_status.is_some_and(|s| s.success())
-    {
-        bail!("wormhole exited with {receiver_status:?} (receive) and {sender_status:?} (send)");
-    }
-    let identical = sha256_file(&received)? == source_sha;
-    let rate = size as f64 / elapsed.as_secs_f64();
-    let per_gb = |c: Option<f64>| c.map(|c| c * 1e9 / size as f64);
-    println!(
-        "    transfer: {} MiB in {:.2} s (from starting both ends to the receiver's exit) = {:.1} MB/s, {}",
-        size / MIB,
-        elapsed.as_secs_f64(),
-        rate / 1e6,
-        if identical { "byte-identical" } else { "FILES DIFFER" }
-    );
-    let run = Run {
-        rate,
-        sender_cpu_per_gb: per_gb(sender_cpu),
-        receiver_cpu_per_gb: per_gb(receiver_cpu),
-        busy_rtt: None,
-    };
-    println!(
-        "    CPU per GB (whole processes, start-up included): sender {} s, receiver {} s",
-        run.sender_cpu_per_gb
-            .map_or("?".into(), |c| format!("{c:.2}")),
-        run.receiver_cpu_per_gb
-            .map_or("?".into(), |c| format!("{c:.2}"))
-    );
-    let _ = std::fs::remove_file(&received);
-    Ok(Some(run))
 }
 
 fn percentiles(samples: &mut [Duration]) -> String {

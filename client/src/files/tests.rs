@@ -703,3 +703,40 @@ fn a_part_with_other_links_or_loose_permissions_is_not_ours() {
         Err(FileError::PartInTheWay(_))
     ));
 }
+
+#[test]
+fn the_part_is_written_in_whole_aligned_blocks() {
+    let scratch = Scratch::new("aligned");
+    let dl = scratch.join("dl");
+    let data = content(3 * MAX_FILE_CHUNK);
+    let out = send_file(&scratch, "a.bin", &data);
+    let (mut sink, _) = begin(&dl, "a.bin", out.size(), 11).unwrap();
+    let mut source = out.start(0).unwrap();
+    for _ in 0..2 {
+        if let Outgoing::Chunk { offset, data } = source.blocking_next().unwrap() {
+            sink.blocking_write(offset, data).unwrap();
+        }
+    }
+    // Two chunks are 130,944 bytes: the writer writes the first 64 KiB block
+    // and keeps the rest for the next boundary; never a chunk as it came.
+    // Polled: nothing tells when the thread got there (the deadline only turns
+    // a hang into a failure).
+    let part = sink.part_path().to_path_buf();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let len = std::fs::metadata(&part).map_or(0, |m| m.len());
+        assert!(
+            len == 0 || len == 65536,
+            "the .part holds {len} bytes, not a whole 64 KiB block"
+        );
+        if len == 65536 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing written after 30 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // When the link goes away, everything accepted is written for a resume.
+    let received = sink.received();
+    let kept = sink.cancel(true).unwrap();
+    assert_eq!(std::fs::read(&kept).unwrap(), data[..received as usize]);
+}

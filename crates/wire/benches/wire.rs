@@ -154,6 +154,26 @@ fn records(c: &mut Criterion) {
             })
         });
 
+        // Eight records sealed together, as the peer link seals a batch of file
+        // chunks: their CBC chains run side by side.
+        let mut batch = Vec::with_capacity(8 * (len + 64));
+        let mut slots = Vec::with_capacity(8);
+        g.throughput(Throughput::Bytes(8 * len as u64));
+        g.bench_function(format!("seal_slots_x8/{kib}KiB"), |b| {
+            b.iter(|| {
+                batch.clear();
+                slots.clear();
+                for _ in 0..8 {
+                    let at = batch.len();
+                    batch.resize(at + wire::record::IV_LEN, 0);
+                    batch.extend_from_slice(black_box(&plaintext));
+                    slots.push(wire::record::slot(&mut batch, at).unwrap());
+                }
+                sealer.seal_slots(&mut batch, &slots, &mut OsRng).unwrap();
+            })
+        });
+        g.throughput(Throughput::Bytes(len as u64));
+
         let record = Sealer::new(&enc, &mac)
             .seal(&plaintext, &mut OsRng)
             .unwrap();

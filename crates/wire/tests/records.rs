@@ -311,3 +311,104 @@ fn wrong_keys_are_refused() {
         }
     }
 }
+
+#[test]
+fn records_sealed_together_are_each_the_record_of_the_spec() {
+    // Sealing several records at once (interleaving their CBC chains) changes
+    // nothing on the wire: each is the record `seal` would make, in order, and
+    // the bytes between them are left alone. Eleven records: a group of eight
+    // lanes and a shorter one, lengths mixed so lanes end at different blocks.
+    use wire::peer::{MAX_FILE_CHUNK, MAX_PLAINTEXT};
+    let (mut sealer, mut opener) = pair();
+    let lens = [
+        MAX_FILE_CHUNK + 20,
+        0,
+        1,
+        15,
+        16,
+        17,
+        1000,
+        MAX_PLAINTEXT,
+        31,
+        MAX_PLAINTEXT - 1,
+        5,
+    ];
+    let plaintexts: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (0..len).map(|b| (b * 31 + i) as u8).collect())
+        .collect();
+    let mut out = Vec::new();
+    let mut slots = Vec::new();
+    for pt in &plaintexts {
+        out.extend_from_slice(b"head");
+        let start = out.len();
+        out.resize(start + IV_LEN, 0);
+        out.extend_from_slice(pt);
+        slots.push(wire::record::slot(&mut out, start).unwrap());
+    }
+    sealer.seal_slots(&mut out, &slots, &mut OsRng).unwrap();
+    assert_eq!(sealer.sequence(), lens.len() as u64);
+    for (seq, (slot, pt)) in slots.iter().zip(&plaintexts).enumerate() {
+        assert_eq!(&out[slot.start() - 4..slot.start()], b"head");
+        let record = &out[slot.start()..slot.end()];
+        assert_eq!(record.len(), sealed_len(pt.len()));
+        let (iv, rest) = record.split_at(IV_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        assert_eq!(tag, spec_tag(seq as u64, iv, ciphertext), "record {seq}");
+        let mut buf = ciphertext.to_vec();
+        let plain = cbc::Decryptor::<aes::Aes256>::new_from_slices(&ENC, iv)
+            .unwrap()
+            .decrypt_padded_mut::<Pkcs7>(&mut buf)
+            .unwrap();
+        assert_eq!(plain, &pt[..], "record {seq}");
+        let mut copy = record.to_vec();
+        assert_eq!(opener.open(&mut copy).unwrap(), &pt[..]);
+    }
+    // A plaintext over the record limit gets no slot.
+    let mut big = vec![0u8; IV_LEN + MAX_PLAINTEXT + 1];
+    assert_eq!(
+        wire::record::slot(&mut big, 0).unwrap_err(),
+        RecordError::TooLarge(MAX_PLAINTEXT + 1)
+    );
+}
+
+#[test]
+fn records_encrypted_ahead_take_their_number_when_tagged() {
+    // File chunks are encrypted a batch at a time and tagged as each leaves, so
+    // a chat record sealed in between takes the next number and the receiver,
+    // who opens in the order sent, accepts them all.
+    let (mut sealer, mut opener) = pair();
+    let mut batch = Vec::new();
+    let mut slots = Vec::new();
+    for i in 0..3u8 {
+        let start = batch.len();
+        batch.resize(start + IV_LEN, 0);
+        batch.extend_from_slice(&[i; 5000]);
+        slots.push(wire::record::slot(&mut batch, start).unwrap());
+    }
+    let mut encrypted = std::collections::VecDeque::new();
+    sealer.encrypt_slots(&mut batch, &slots, &mut OsRng, &mut encrypted);
+    assert_eq!(sealer.sequence(), 0, "encrypting takes no number");
+    let mut sent: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let first = encrypted.pop_front().unwrap();
+    let (start, end) = (first.start(), first.end());
+    sealer.tag(&mut batch, first).unwrap();
+    sent.push((batch[start..end].to_vec(), vec![0; 5000]));
+    sent.push((sealer.seal(b"chat", &mut OsRng).unwrap(), b"chat".to_vec()));
+    for (i, record) in encrypted.into_iter().enumerate() {
+        let (start, end) = (record.start(), record.end());
+        sealer.tag(&mut batch, record).unwrap();
+        sent.push((batch[start..end].to_vec(), vec![i as u8 + 1; 5000]));
+    }
+    for (seq, (mut record, plain)) in sent.into_iter().enumerate() {
+        let (iv, rest) = record.split_at(IV_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        assert_eq!(tag, spec_tag(seq as u64, iv, ciphertext), "record {seq}");
+        assert_eq!(
+            opener.open(&mut record).unwrap(),
+            &plain[..],
+            "record {seq}"
+        );
+    }
+}
