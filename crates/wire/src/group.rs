@@ -795,7 +795,7 @@ impl GroupLog {
         for m in incoming.iter().map(|c| &c.msg).chain(waiting) {
             let b = &m.body;
             let own = needed.entry(b.author).or_insert(0);
-            *own = (*own).max(b.seq - 1);
+            *own = (*own).max(b.seq.saturating_sub(1));
             for (a, n) in &b.clock {
                 let e = needed.entry(*a).or_insert(0);
                 *e = (*e).max(*n);
@@ -839,7 +839,7 @@ impl GroupLog {
         for c in &checked {
             let b = &c.msg.body;
             let f = floor.entry(b.author).or_insert(u64::MAX);
-            *f = (*f).min(b.seq - 1);
+            *f = (*f).min(b.seq.saturating_sub(1));
         }
         let authors: HashSet<[u8; 32]> = floor.keys().copied().collect();
         for c in &checked {
