@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wire::handshake::{HostHandshake, JoinerHandshake};
-use wire::peer::MAX_CHAT_TEXT;
 use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 
 use crate::chat::{self, Conversation, Ending, PeerInfo};
@@ -32,7 +31,7 @@ use crate::records::{self, PeerLine};
 use crate::rendezvous::{Matched, MediatorLink};
 use crate::roomcode;
 use crate::transfer::{Transfers, Update};
-use crate::ui::{Event, Output};
+use crate::events::{Event, Events};
 
 /// First reconnect delay; it doubles up to [`BACKOFF_CAP`], each with jitter.
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -69,7 +68,7 @@ enum TokenRun {
 }
 
 /// Shows a generated room code and the command the other side should run.
-fn show_room(server: Option<&str>, room: &str, group_room: bool, out: &Output) {
+fn show_room(server: Option<&str>, room: &str, group_room: bool, out: &Events) {
     let server_flag = server.map(|s| format!("--server {s} ")).unwrap_or_default();
     let group_flag = if group_room { " --group" } else { "" };
     out.show(&Event::Room {
@@ -79,7 +78,11 @@ fn show_room(server: Option<&str>, room: &str, group_room: bool, out: &Output) {
 }
 
 /// Runs the client with parsed flags, showing events on `out`.
-pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
+pub async fn run(
+    args: Args,
+    out: &Events,
+    mut input: mpsc::Receiver<InputEvent>,
+) -> Result<(), ClientError> {
     let mut setup = prepare(args, out)?;
     // The listener lives for the whole run, so an advertised port stays valid
     // across reconnects; it exists before the first Hello that advertises it.
@@ -114,7 +117,14 @@ pub async fn run(args: Args, out: &Output) -> Result<(), ClientError> {
             first_link = Some(link);
         }
     }
-    let mut input = out.input(MAX_CHAT_TEXT);
+    out.named(
+        &setup.code.conversation(),
+        &if setup.args.group_room {
+            format!("group {}", setup.room)
+        } else {
+            setup.room.clone()
+        },
+    );
     if setup.args.group_room {
         let server = setup.server.clone().ok_or_else(|| {
             ClientError::Usage("--group needs --server: group rooms meet at a mediator".into())
@@ -215,7 +225,7 @@ async fn converse(
     convo: &mut Conversation,
     input: &mut mpsc::Receiver<InputEvent>,
     updates: &mut mpsc::UnboundedReceiver<Update>,
-    out: &Output,
+    out: &Events,
 ) -> Result<String, ClientError> {
     // Set while reconnecting: when the link dropped and the attempt count.
     let mut lost: Option<(Instant, u32)> = None;
@@ -362,7 +372,7 @@ async fn converse(
 }
 
 /// Checks the flags and settles the room and name.
-fn prepare(args: Args, out: &Output) -> Result<Setup, ClientError> {
+fn prepare(args: Args, out: &Events) -> Result<Setup, ClientError> {
     let server = args.server.clone();
     let lan = lan::LanConfig::new(args.lan_port, args.lan_timeout, args.lan_interface.clone());
     let name = match &args.name {
@@ -488,7 +498,7 @@ async fn offline<T>(
     work: impl Future<Output = T>,
     convo: &mut Conversation,
     input: &mut mpsc::Receiver<InputEvent>,
-    out: &Output,
+    out: &Events,
     deadline: Option<Instant>,
 ) -> Offline<T> {
     tokio::pin!(work);
@@ -516,7 +526,7 @@ async fn establish(
     setup: &Setup,
     net: &Net<'_>,
     previous: Option<ResumeSecret>,
-    out: &Output,
+    out: &Events,
 ) -> Result<(Connected, Matched), ClientError> {
     if let Some(run) = &setup.token {
         return establish_token(setup, net, run, previous, out).await;
@@ -591,7 +601,7 @@ fn matched_input(
     keys: KeyPair,
     matched: &Matched,
     previous: Option<ResumeSecret>,
-    out: &Output,
+    out: &Events,
 ) -> HandshakeInput {
     out.show(&Event::Matched {
         peer: matched.peer_name.clone(),
@@ -640,7 +650,7 @@ async fn establish_lan(
     setup: &Setup,
     net: &Net<'_>,
     previous: Option<ResumeSecret>,
-    out: &Output,
+    out: &Events,
 ) -> Result<(Connected, Matched), ClientError> {
     let (code, keys) = room_keys(setup)?;
     let us = lan::Us {
@@ -678,7 +688,7 @@ async fn establish_token(
     net: &Net<'_>,
     run: &TokenRun,
     previous: Option<ResumeSecret>,
-    out: &Output,
+    out: &Events,
 ) -> Result<(Connected, Matched), ClientError> {
     let ends = crate::token::Ends {
         name: &setup.name,
@@ -745,7 +755,7 @@ async fn admit(
     matched: &Matched,
     convo: &Conversation,
     input: &mut mpsc::Receiver<InputEvent>,
-    out: &Output,
+    out: &Events,
 ) -> Result<Admission, ClientError> {
     let key = conn.session.peer_identity();
     let known = setup.args.yes || convo.admits_without_asking(&key);
@@ -884,7 +894,7 @@ pub(crate) fn advertised_addrs(
 async fn connect_peer(
     race: connect::Race<'_>,
     input: HandshakeInput,
-    out: &Output,
+    out: &Events,
 ) -> Result<Connected, ClientError> {
     let peer_name = race.matched.peer_name.clone();
     let refused = |e| connect::handshake_failure(e, &peer_name);

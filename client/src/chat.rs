@@ -23,7 +23,7 @@ use crate::history::{ChatId, History};
 use crate::input::InputEvent;
 use crate::peerlink::{LinkError, PeerLink};
 use crate::transfer::{Transfers, Update};
-use crate::ui::{Event, Output, HELP};
+use crate::events::{Event, Events, HELP};
 
 /// How often we ping the peer.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -215,7 +215,7 @@ impl Conversation {
     /// is switched off for the rest of the run, so the chat itself goes on.
     fn persist<T>(
         &mut self,
-        out: &Output,
+        out: &Events,
         write: impl FnOnce(&History, ChatId) -> Result<T, ClientError>,
     ) -> Option<T> {
         let store = self.store.as_ref()?;
@@ -245,7 +245,7 @@ impl Conversation {
         peer: PeerInfo,
         resumed: bool,
         resume: ResumeSecret,
-        out: &Output,
+        out: &Events,
     ) -> bool {
         if !resumed {
             self.verified = false;
@@ -308,7 +308,7 @@ impl Conversation {
 
     /// Records `peer` as a contact; true if it is a verified one. Warns when a
     /// verified contact used this name under another key.
-    fn known_contact(&mut self, peer: &PeerInfo, out: &Output) -> bool {
+    fn known_contact(&mut self, peer: &PeerInfo, out: &Events) -> bool {
         let Some(store) = &self.store else {
             return false;
         };
@@ -363,7 +363,7 @@ impl Conversation {
 
     /// Records that the person let `key` in through our token (after
     /// [`Conversation::begin_session`] made it a contact).
-    pub fn remember_token_admission(&mut self, key: &dhke::IdentityKey, out: &Output) {
+    pub fn remember_token_admission(&mut self, key: &dhke::IdentityKey, out: &Events) {
         let key = *key;
         if let Some(store) = &self.store {
             if let Err(e) = store.db.set_contact_token_admitted(&key) {
@@ -377,7 +377,7 @@ impl Conversation {
     }
 
     /// Records how the conversation ended.
-    pub fn finish(&mut self, reason: &str, out: &Output) {
+    pub fn finish(&mut self, reason: &str, out: &Events) {
         self.persist(out, |db, chat| db.end_chat(chat, now_ms(), reason));
     }
 
@@ -405,7 +405,7 @@ impl Conversation {
         &mut self,
         event: Option<InputEvent>,
         link: Option<&PeerLink>,
-        out: &Output,
+        out: &Events,
     ) -> Option<Ending> {
         match event {
             Some(InputEvent::Line(line)) => self.on_line(&line, link, out),
@@ -424,7 +424,7 @@ impl Conversation {
         }
     }
 
-    fn on_line(&mut self, line: &str, link: Option<&PeerLink>, out: &Output) -> Option<Ending> {
+    fn on_line(&mut self, line: &str, link: Option<&PeerLink>, out: &Events) -> Option<Ending> {
         let text = if let Some(escaped) = line.strip_prefix("//") {
             format!("/{escaped}")
         } else if let Some(command) = line.strip_prefix('/') {
@@ -481,7 +481,7 @@ impl Conversation {
         &mut self,
         command: &str,
         link: Option<&PeerLink>,
-        out: &Output,
+        out: &Events,
     ) -> Option<Ending> {
         let (name, rest) = command
             .split_once(char::is_whitespace)
@@ -584,7 +584,7 @@ impl Conversation {
         msg: PeerMsg,
         link: &PeerLink,
         peer: &str,
-        out: &Output,
+        out: &Events,
     ) -> Result<Option<Ending>, ClientError> {
         match msg {
             PeerMsg::Chat {
@@ -668,7 +668,7 @@ impl Conversation {
 pub async fn run(
     mut link: PeerLink,
     convo: &mut Conversation,
-    out: &Output,
+    out: &Events,
     input: &mut mpsc::Receiver<InputEvent>,
     updates: &mut mpsc::UnboundedReceiver<Update>,
 ) -> Ending {

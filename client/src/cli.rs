@@ -121,6 +121,11 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_NO_HISTORY")]
     pub no_history: bool,
 
+    /// The most conversations open at once in this client (each holds a port,
+    /// its links and a window of its log).
+    #[arg(long, env = "P2PCHAT_MAX_CONVERSATIONS", default_value = "64", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_conversations: u16,
+
     /// After the connection drops, keep trying to reconnect for this long.
     #[arg(long, env = "P2PCHAT_RECONNECT_FOR", default_value = "10m", value_parser = humantime::parse_duration)]
     pub reconnect_for: Duration,

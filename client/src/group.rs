@@ -36,7 +36,7 @@ use crate::input::InputEvent;
 use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{GroupPlace, MediatorLink, PathReport, RoomNotice};
-use crate::ui::{Event, HistoryLine, Output, GROUP_HELP};
+use crate::events::{Event, HistoryLine, Events, GROUP_HELP};
 
 /// Every link is pinged this often (for `/peers`' round trip and to notice a
 /// dead one).
@@ -159,7 +159,7 @@ type Joining = JoinHandle<Result<Session, ClientError>>;
 
 struct Mesh<'a> {
     run: GroupRun<'a>,
-    out: &'a Output,
+    out: &'a Events,
     log: GroupLog,
     me: u32,
     /// Live links by a serial of ours: member numbers of two mediator sessions
@@ -190,7 +190,7 @@ pub async fn run(
     run: GroupRun<'_>,
     listener: TcpListener,
     input: &mut mpsc::Receiver<InputEvent>,
-    out: &Output,
+    out: &Events,
 ) -> Result<(), ClientError> {
     // The log is bound to the whole code, never to the tag the mediator
     // matches on: two codes with one nameplate are two conversations.

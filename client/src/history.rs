@@ -9,6 +9,7 @@
 
 mod contacts;
 mod group;
+mod open;
 mod show;
 
 use std::path::{Path, PathBuf};
@@ -19,10 +20,11 @@ use serde::Serialize;
 
 use crate::exit::ClientError;
 use crate::private;
-use crate::ui::HistoryLine;
+use crate::events::HistoryLine;
 
 pub use contacts::{run_contacts, Contact, ContactMatch};
 pub use group::GroupLine;
+pub use open::{OpenEntry, OpenKind};
 pub use show::run_command;
 
 /// Schema migrations in order: entry `i` takes `PRAGMA user_version` from `i` to
@@ -115,6 +117,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX log_messages_by_room ON log_messages (room, depth, author, seq);
     CREATE INDEX log_messages_by_order ON log_messages (conversation, depth, author, seq);",
+    // 5 → 6: the conversations open in the messenger, reopened when it starts
+    // again without one named on the command line. `target` is what reopens
+    // it: the room code, or the contact's fingerprint.
+    "CREATE TABLE open_conversations (
+        kind       TEXT    NOT NULL,  -- room | group | contact
+        target     TEXT    NOT NULL,
+        opened_ms  INTEGER NOT NULL,
+        PRIMARY KEY (kind, target)
+    );",
 ];
 
 /// The schema version this build writes.
@@ -676,10 +687,10 @@ mod tests {
 
     /// A unique database path under the temp dir, removed (with its WAL files)
     /// when dropped.
-    struct TempDb(PathBuf);
+    pub(super) struct TempDb(pub(super) PathBuf);
 
     impl TempDb {
-        fn new(label: &str) -> TempDb {
+        pub(super) fn new(label: &str) -> TempDb {
             static COUNTER: AtomicU32 = AtomicU32::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let dir = std::env::temp_dir().join(format!(

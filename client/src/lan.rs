@@ -21,7 +21,7 @@ use wire::Role;
 
 use crate::exit::ClientError;
 use crate::rendezvous::Matched;
-use crate::ui::{Event, Output};
+use crate::events::{Event, Events};
 
 /// The UDP port clients announce and listen on unless `--lan-port` says otherwise.
 pub const DEFAULT_LAN_PORT: u16 = 7071;
@@ -628,7 +628,7 @@ pub async fn find_peer(
     config: &LanConfig,
     room: &str,
     us: Us<'_>,
-    out: &Output,
+    out: &Events,
 ) -> Result<(Matched, Vec<SocketAddr>, Announcing), ClientError> {
     let listen = us.listen.to_string();
     let on_waiting = || {

@@ -58,8 +58,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out = Output::new(mode);
-    let result = runtime.block_on(client::app::run(args, &out));
+    let out = std::sync::Arc::new(Output::new(mode));
+    let input = out.input(wire::peer::MAX_CHAT_TEXT);
+    // Conversations run as local tasks of this thread (their links' tasks on the
+    // workers): the engine's state is never shared across threads.
+    let local = tokio::task::LocalSet::new();
+    let result = runtime.block_on(local.run_until(client::messenger::run(
+        args,
+        out.clone(),
+        input,
+    )));
     runtime.shutdown_timeout(Duration::from_secs(1));
     finish(result, &out)
 }

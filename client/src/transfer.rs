@@ -24,7 +24,7 @@ use crate::files::{
     ChunkSource, FileError, IncomingFile, Outgoing, OutgoingFile, PartScope, Progress,
 };
 use crate::peerlink::{LinkError, PeerLink};
-use crate::ui::{human_bytes, Event, Output};
+use crate::events::{human_bytes, Event, Events};
 
 /// Most offers waiting for `/accept` at once; more are declined, so a flood of
 /// offers costs a bounded amount of memory.
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Transfers {
     }
 }
 
-fn stopped(out: &Output, local: u64, direction: &str, name: &str, reason: impl Into<String>) {
+fn stopped(out: &Events, local: u64, direction: &str, name: &str, reason: impl Into<String>) {
     out.show(&Event::FileStopped {
         id: local,
         direction: direction.into(),
@@ -152,7 +152,7 @@ impl Transfers {
     }
 
     /// `/send PATH`: offers a file now, or on connect when offline.
-    pub fn send(&mut self, path: &str, link: Option<&PeerLink>, out: &Output) {
+    pub fn send(&mut self, path: &str, link: Option<&PeerLink>, out: &Events) {
         let path = path.trim();
         if path.is_empty() {
             out.show(&Event::Error {
@@ -207,7 +207,7 @@ impl Transfers {
     }
 
     /// Removes the waiting offer people know as `local`, or says there is none.
-    fn take_offer(&mut self, local: u64, out: &Output) -> Option<(u64, Offer)> {
+    fn take_offer(&mut self, local: u64, out: &Events) -> Option<(u64, Offer)> {
         let wire = self
             .offers
             .iter()
@@ -224,7 +224,7 @@ impl Transfers {
     }
 
     /// `/accept N`.
-    pub fn accept(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+    pub fn accept(&mut self, local: u64, link: Option<&PeerLink>, out: &Events) {
         if self.incoming.len() >= MAX_RECEIVING {
             out.show(&Event::Error {
                 code: "busy".into(),
@@ -240,7 +240,7 @@ impl Transfers {
     }
 
     /// `/reject N`.
-    pub fn reject(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+    pub fn reject(&mut self, local: u64, link: Option<&PeerLink>, out: &Events) {
         if let Some((wire, offer)) = self.take_offer(local, out) {
             tell(link, PeerMsg::FileReject { id: wire });
             stopped(out, offer.local, "receive", &offer.name, "you declined it");
@@ -248,7 +248,7 @@ impl Transfers {
     }
 
     /// `/cancel N`: either direction. A cancelled download leaves no `.part`.
-    pub fn cancel(&mut self, local: u64, link: Option<&PeerLink>, out: &Output) {
+    pub fn cancel(&mut self, local: u64, link: Option<&PeerLink>, out: &Events) {
         if let Some(wire) = self
             .outgoing
             .iter()
@@ -284,7 +284,7 @@ impl Transfers {
         }
     }
 
-    fn begin_receiving(&mut self, wire: u64, offer: Offer, link: Option<&PeerLink>, out: &Output) {
+    fn begin_receiving(&mut self, wire: u64, offer: Offer, link: Option<&PeerLink>, out: &Events) {
         if self.incoming.len() >= MAX_RECEIVING {
             tell(link, PeerMsg::FileReject { id: wire });
             stopped(
@@ -357,7 +357,7 @@ impl Transfers {
         msg: PeerMsg,
         link: &PeerLink,
         peer: &str,
-        out: &Output,
+        out: &Events,
     ) -> Result<(), LinkError> {
         match msg {
             PeerMsg::FileOffer { id, name, size } => self.on_offer(id, name, size, link, peer, out),
@@ -467,7 +467,7 @@ impl Transfers {
         size: u64,
         link: &PeerLink,
         peer: &str,
-        out: &Output,
+        out: &Events,
     ) {
         if self.verified.contains(&wire) {
             // Offered again after a reconnect, but we already have it.
@@ -539,7 +539,7 @@ impl Transfers {
         }
     }
 
-    fn on_accept(&mut self, wire: u64, offset: u64, link: &PeerLink, out: &Output) {
+    fn on_accept(&mut self, wire: u64, offset: u64, link: &PeerLink, out: &Events) {
         let Some(sending) = self.outgoing.get_mut(&wire) else {
             return;
         };
@@ -569,7 +569,7 @@ impl Transfers {
         }
     }
 
-    fn fail_incoming(&mut self, wire: u64, error: FileError, link: &PeerLink, out: &Output) {
+    fn fail_incoming(&mut self, wire: u64, error: FileError, link: &PeerLink, out: &Events) {
         if let Some(receiving) = self.incoming.remove(&wire) {
             tell(Some(link), PeerMsg::FileCancel { id: wire });
             // A broken peer's data is not worth keeping; a full disk's is.
@@ -591,7 +591,7 @@ impl Transfers {
     }
 
     /// Reports how far each running outgoing transfer is, when a report is due.
-    pub fn poll_progress(&mut self, out: &Output) {
+    pub fn poll_progress(&mut self, out: &Events) {
         let now = Instant::now();
         for sending in self.outgoing.values_mut() {
             if !matches!(sending.state, SendState::Sending(_)) {
@@ -607,7 +607,7 @@ impl Transfers {
     }
 
     /// Handles a pump's report.
-    pub fn on_update(&mut self, update: Update, link: Option<&PeerLink>, out: &Output) {
+    pub fn on_update(&mut self, update: Update, link: Option<&PeerLink>, out: &Events) {
         match update {
             Update::Finished { wire, blake3 } => {
                 if let Some(sending) = self.outgoing.get_mut(&wire) {

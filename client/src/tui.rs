@@ -23,7 +23,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
 use crate::input::InputEvent;
-use crate::ui::Event;
+use crate::events::{ConvItem, ConvRef, Event};
 use screen::{Action, Screen};
 
 /// How long the UI thread waits for a key before looking at new events.
@@ -41,7 +41,9 @@ static HELD: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// What [`crate::ui::Output`] sends the UI thread.
 enum ToUi {
-    Show(Box<Event>),
+    Show(Option<ConvRef>, Box<Event>),
+    /// The conversation list changed.
+    List(Option<u32>, Vec<ConvItem>),
     /// The engine wants typed lines on this channel from now on.
     Input {
         sender: Sender<InputEvent>,
@@ -95,8 +97,15 @@ impl Tui {
 
     /// Passes an event to the screen. False if the UI is gone (it failed or
     /// shut down), so the caller can show the event another way.
-    pub fn show(&self, event: &Event) -> bool {
-        self.to_ui.send(ToUi::Show(Box::new(event.clone()))).is_ok()
+    /// Hands the UI thread the conversation list.
+    pub fn conversations(&self, front: Option<u32>, items: &[ConvItem]) {
+        let _ = self.to_ui.send(ToUi::List(front, items.to_vec()));
+    }
+
+    pub fn show(&self, conv: Option<&ConvRef>, event: &Event) -> bool {
+        self.to_ui
+            .send(ToUi::Show(conv.cloned(), Box::new(event.clone())))
+            .is_ok()
     }
 
     /// A fresh channel of typed lines, each at most `max_bytes`. `None` if the UI is gone.
@@ -326,11 +335,12 @@ fn ui_loop(
     loop {
         loop {
             match from_output.try_recv() {
-                Ok(ToUi::Show(event)) => {
+                Ok(ToUi::Show(_conv, event)) => {
                     let now = chrono::Local::now().format("%H:%M").to_string();
                     screen.apply(&event, &now);
                     dirty = true;
                 }
+                Ok(ToUi::List(_front, _items)) => {}
                 Ok(ToUi::Input { sender, max_bytes }) => {
                     screen.set_max_bytes(max_bytes);
                     outbox.sender = Some(sender);

@@ -12,476 +12,10 @@ use serde::Serialize;
 use wire::sanitize_for_terminal as safe;
 
 use crate::cli::OutputMode;
+pub use crate::events::{
+    human_bytes, ConvItem, ConvRef, Event, Frontend, HistoryLine, GROUP_HELP, HELP,
+};
 use crate::tui::Tui;
-
-/// Everything the client reports. In `--json` mode each is one line with an
-/// `event` field naming the variant.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// A generated room code and the command the other side should run.
-    Room { room: String, command: String },
-    /// `client token`: the token to give out, and the command that dials it.
-    Token {
-        token: String,
-        command: String,
-        expires_in_secs: u64,
-    },
-    /// Someone we do not know dialed our token: `/accept` or `/deny`.
-    Admission {
-        peer: String,
-        fingerprint: String,
-        sas: String,
-    },
-    /// Registered with the mediator; waiting for the other person.
-    Waiting {
-        listen: String,
-        expires_in_secs: u32,
-    },
-    /// The mediator matched us; connecting to the peer.
-    Matched { peer: String, role: String },
-    /// A stranger reached our port and was turned away.
-    Rejected { addr: String, reason: String },
-    /// The encrypted session is up. `resumed`: keys continue the previous session
-    /// (verification carries over); `verified`: the person confirmed the code.
-    Connected {
-        peer: String,
-        addr: String,
-        path: String,
-        sas: String,
-        role: String,
-        resumed: bool,
-        verified: bool,
-        /// The peer's identity fingerprint (§15), proven by its signature.
-        fingerprint: String,
-    },
-    /// Something the person must not miss: `code` `impersonation` is a peer using
-    /// the name of a verified contact under another identity key.
-    Warning { code: String, text: String },
-    /// A message from the peer.
-    Message {
-        from: String,
-        text: String,
-        id: u64,
-        sent_at_ms: u64,
-    },
-    /// One of our messages: `pending` while it waits for a connection.
-    Sent {
-        id: u64,
-        text: String,
-        pending: bool,
-    },
-    /// The peer confirmed one of our messages.
-    Ack { id: u64 },
-    /// `/peers`.
-    Peer {
-        name: String,
-        addr: String,
-        path: String,
-        sas: String,
-        rtt_ms: Option<u64>,
-    },
-    /// `/verify` (show the code) or `/verify yes` (mark it as compared).
-    Verify {
-        sas: String,
-        peer: String,
-        verified: bool,
-    },
-    /// A fresh round-trip measurement.
-    Rtt { rtt_ms: u64 },
-    /// The link dropped; trying again in `retry_in_ms`.
-    Reconnecting {
-        reason: String,
-        attempt: u32,
-        retry_in_ms: u64,
-    },
-    /// Past messages, for `/history`.
-    History { lines: Vec<HistoryLine> },
-    /// The peer offers a file; accept with `/accept ID`.
-    FileOffer {
-        id: u64,
-        from: String,
-        name: String,
-        size: u64,
-    },
-    /// A transfer moved on. `direction` is `send` or `receive`.
-    Progress {
-        id: u64,
-        direction: String,
-        name: String,
-        bytes: u64,
-        total: u64,
-        rate_bps: u64,
-        eta_secs: Option<u64>,
-    },
-    /// A transfer finished and was verified; `path` is where it is (receiver).
-    FileDone {
-        id: u64,
-        direction: String,
-        name: String,
-        path: Option<String>,
-        /// Hex of the BLAKE3 hash of the whole file.
-        blake3: String,
-    },
-    /// A transfer stopped: rejected, cancelled or failed.
-    FileStopped {
-        id: u64,
-        direction: String,
-        name: String,
-        reason: String,
-    },
-    /// A line for the person (help text, notices).
-    Info { text: String },
-    /// Group rooms (§19): we are member `member` of the room; `present` others
-    /// are there, linking with us.
-    GroupJoined {
-        room: String,
-        member: u32,
-        present: u32,
-        max_members: u32,
-    },
-    /// Group rooms: a confirmed link with another member.
-    MemberJoined {
-        member: u32,
-        peer: String,
-        fingerprint: String,
-        addr: String,
-        path: String,
-        sas: String,
-        verified: bool,
-    },
-    /// Group rooms: a member's link ended.
-    MemberLeft {
-        member: u32,
-        peer: String,
-        reason: String,
-    },
-    /// Group rooms: a message of the room's log, in the causal order every
-    /// member shares; `author` is the author's fingerprint, `own` ours.
-    GroupMessage {
-        /// The name a link proved for the author's key, or a contact's; else
-        /// its fingerprint with "(not linked)", and `linked` is false.
-        from: String,
-        author: String,
-        /// Whether `from` is a proven name (a link or a contact), not a
-        /// fingerprint standing in for one.
-        linked: bool,
-        own: bool,
-        seq: u64,
-        depth: u64,
-        sent_at_ms: u64,
-        text: String,
-    },
-    /// Group rooms, `/peers`: one linked member.
-    Member {
-        member: u32,
-        name: String,
-        fingerprint: String,
-        addr: String,
-        path: String,
-        sas: String,
-        rtt_ms: Option<u64>,
-        verified: bool,
-    },
-    /// The session ended.
-    Disconnected { reason: String },
-    /// Something failed; `code` is stable for scripts.
-    Error { code: String, text: String },
-}
-
-impl Event {
-    /// The event as a terminal may show it: every string field through
-    /// [`wire::sanitize_for_terminal`], so no escape sequence, control or bidi
-    /// character and no line break of a peer's reaches the screen. The plain and
-    /// the full-screen renderers start here, whatever their callers sanitized
-    /// (the filter is idempotent); `--json` prints the event as it is. Every
-    /// field is named, so a new one does not compile until it is handled.
-    pub fn for_terminal(&self) -> Event {
-        let s = |text: &String| safe(text).into_owned();
-        match self {
-            Event::Room { room, command } => Event::Room {
-                room: s(room),
-                command: s(command),
-            },
-            Event::Token {
-                token,
-                command,
-                expires_in_secs,
-            } => Event::Token {
-                token: s(token),
-                command: s(command),
-                expires_in_secs: *expires_in_secs,
-            },
-            Event::Admission {
-                peer,
-                fingerprint,
-                sas,
-            } => Event::Admission {
-                peer: s(peer),
-                fingerprint: s(fingerprint),
-                sas: s(sas),
-            },
-            Event::Waiting {
-                listen,
-                expires_in_secs,
-            } => Event::Waiting {
-                listen: s(listen),
-                expires_in_secs: *expires_in_secs,
-            },
-            Event::Matched { peer, role } => Event::Matched {
-                peer: s(peer),
-                role: s(role),
-            },
-            Event::Rejected { addr, reason } => Event::Rejected {
-                addr: s(addr),
-                reason: s(reason),
-            },
-            Event::Connected {
-                peer,
-                addr,
-                path,
-                sas,
-                role,
-                resumed,
-                verified,
-                fingerprint,
-            } => Event::Connected {
-                peer: s(peer),
-                addr: s(addr),
-                path: s(path),
-                sas: s(sas),
-                role: s(role),
-                resumed: *resumed,
-                verified: *verified,
-                fingerprint: s(fingerprint),
-            },
-            Event::Warning { code, text } => Event::Warning {
-                code: s(code),
-                text: s(text),
-            },
-            Event::Message {
-                from,
-                text,
-                id,
-                sent_at_ms,
-            } => Event::Message {
-                from: s(from),
-                text: s(text),
-                id: *id,
-                sent_at_ms: *sent_at_ms,
-            },
-            Event::Sent { id, text, pending } => Event::Sent {
-                id: *id,
-                text: s(text),
-                pending: *pending,
-            },
-            Event::Ack { id } => Event::Ack { id: *id },
-            Event::Peer {
-                name,
-                addr,
-                path,
-                sas,
-                rtt_ms,
-            } => Event::Peer {
-                name: s(name),
-                addr: s(addr),
-                path: s(path),
-                sas: s(sas),
-                rtt_ms: *rtt_ms,
-            },
-            Event::Verify {
-                sas,
-                peer,
-                verified,
-            } => Event::Verify {
-                sas: s(sas),
-                peer: s(peer),
-                verified: *verified,
-            },
-            Event::Rtt { rtt_ms } => Event::Rtt { rtt_ms: *rtt_ms },
-            Event::Reconnecting {
-                reason,
-                attempt,
-                retry_in_ms,
-            } => Event::Reconnecting {
-                reason: s(reason),
-                attempt: *attempt,
-                retry_in_ms: *retry_in_ms,
-            },
-            Event::History { lines } => Event::History {
-                lines: lines
-                    .iter()
-                    .map(
-                        |HistoryLine {
-                             at_ms,
-                             from,
-                             text,
-                             outgoing,
-                             acked,
-                         }| HistoryLine {
-                            at_ms: *at_ms,
-                            from: s(from),
-                            text: s(text),
-                            outgoing: *outgoing,
-                            acked: *acked,
-                        },
-                    )
-                    .collect(),
-            },
-            Event::FileOffer {
-                id,
-                from,
-                name,
-                size,
-            } => Event::FileOffer {
-                id: *id,
-                from: s(from),
-                name: s(name),
-                size: *size,
-            },
-            Event::Progress {
-                id,
-                direction,
-                name,
-                bytes,
-                total,
-                rate_bps,
-                eta_secs,
-            } => Event::Progress {
-                id: *id,
-                direction: s(direction),
-                name: s(name),
-                bytes: *bytes,
-                total: *total,
-                rate_bps: *rate_bps,
-                eta_secs: *eta_secs,
-            },
-            Event::FileDone {
-                id,
-                direction,
-                name,
-                path,
-                blake3,
-            } => Event::FileDone {
-                id: *id,
-                direction: s(direction),
-                name: s(name),
-                path: path.as_ref().map(s),
-                blake3: s(blake3),
-            },
-            Event::FileStopped {
-                id,
-                direction,
-                name,
-                reason,
-            } => Event::FileStopped {
-                id: *id,
-                direction: s(direction),
-                name: s(name),
-                reason: s(reason),
-            },
-            // The `/help` lists are ours and have lines; any other info is one line.
-            Event::Info { text } if is_help_text(text) => Event::Info { text: text.clone() },
-            Event::Info { text } => Event::Info { text: s(text) },
-            Event::GroupJoined {
-                room,
-                member,
-                present,
-                max_members,
-            } => Event::GroupJoined {
-                room: s(room),
-                member: *member,
-                present: *present,
-                max_members: *max_members,
-            },
-            Event::MemberJoined {
-                member,
-                peer,
-                fingerprint,
-                addr,
-                path,
-                sas,
-                verified,
-            } => Event::MemberJoined {
-                member: *member,
-                peer: s(peer),
-                fingerprint: s(fingerprint),
-                addr: s(addr),
-                path: s(path),
-                sas: s(sas),
-                verified: *verified,
-            },
-            Event::MemberLeft {
-                member,
-                peer,
-                reason,
-            } => Event::MemberLeft {
-                member: *member,
-                peer: s(peer),
-                reason: s(reason),
-            },
-            Event::GroupMessage {
-                from,
-                author,
-                linked,
-                own,
-                seq,
-                depth,
-                sent_at_ms,
-                text,
-            } => Event::GroupMessage {
-                from: s(from),
-                author: s(author),
-                linked: *linked,
-                own: *own,
-                seq: *seq,
-                depth: *depth,
-                sent_at_ms: *sent_at_ms,
-                text: s(text),
-            },
-            Event::Member {
-                member,
-                name,
-                fingerprint,
-                addr,
-                path,
-                sas,
-                rtt_ms,
-                verified,
-            } => Event::Member {
-                member: *member,
-                name: s(name),
-                fingerprint: s(fingerprint),
-                addr: s(addr),
-                path: s(path),
-                sas: s(sas),
-                rtt_ms: *rtt_ms,
-                verified: *verified,
-            },
-            Event::Disconnected { reason } => Event::Disconnected { reason: s(reason) },
-            Event::Error { code, text } => Event::Error {
-                code: s(code),
-                text: s(text),
-            },
-        }
-    }
-}
-
-/// Whether `text` is one of the `/help` lists (exactly: a peer's words inside
-/// an info never pass for one, so they never keep a line break).
-pub fn is_help_text(text: &str) -> bool {
-    text == HELP || text == GROUP_HELP
-}
-
-/// One past message, as `/history` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryLine {
-    pub at_ms: u64,
-    pub from: String,
-    pub text: String,
-    pub outgoing: bool,
-    pub acked: bool,
-}
 
 /// Writes events to stdout (and errors to stderr in line mode), or hands them
 /// to the full-screen interface in [`OutputMode::Tui`].
@@ -492,7 +26,11 @@ pub struct Output {
     /// [`Output::shutdown`], when events fall back to plain lines.
     tui: Mutex<Option<Tui>>,
     /// Line mode's progress bars (on stderr), one per running transfer.
-    bars: Mutex<std::collections::HashMap<(String, u64), indicatif::ProgressBar>>,
+    bars: Mutex<std::collections::HashMap<(u32, String, u64), indicatif::ProgressBar>>,
+    /// The conversation of the last line shown, and whether more than one has
+    /// spoken: from then on line mode starts every line of a conversation with
+    /// its `[number label]`, so a run of one conversation reads as before.
+    lines: Mutex<(Option<u32>, bool)>,
 }
 
 impl Output {
@@ -519,6 +57,7 @@ impl Output {
             },
             tui: Mutex::new(tui),
             bars: Mutex::new(std::collections::HashMap::new()),
+            lines: Mutex::new((None, false)),
         }
     }
 
@@ -548,23 +87,47 @@ impl Output {
         }
     }
 
-    /// Shows one event.
+    /// Shows one event of no conversation (the messenger's own, or a
+    /// subcommand's).
     pub fn show(&self, event: &Event) {
-        if self.tui().as_ref().is_some_and(|tui| tui.show(event)) {
+        self.show_in(None, event);
+    }
+
+    /// Shows one event of conversation `conv` (or of none).
+    pub fn show_in(&self, conv: Option<&ConvRef>, event: &Event) {
+        if self.tui().as_ref().is_some_and(|tui| tui.show(conv, event)) {
             return;
         }
         match self.mode {
             OutputMode::Json => {
+                #[derive(Serialize)]
+                struct Tagged<'a> {
+                    #[serde(flatten)]
+                    event: &'a Event,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    conversation: Option<&'a ConvRef>,
+                }
                 let mut out = std::io::stdout().lock();
                 // A closed stdout (the reader went away) is not worth dying over.
-                if let Ok(line) = serde_json::to_string(event) {
+                if let Ok(line) = serde_json::to_string(&Tagged {
+                    event,
+                    conversation: conv,
+                }) {
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();
                 }
             }
             OutputMode::Line | OutputMode::Tui => {
-                self.update_bars(event);
+                self.update_bars(conv.map_or(0, |c| c.number), event);
                 if let Some(text) = render_line(event) {
+                    let text = match self.prefix(conv) {
+                        Some(prefix) => text
+                            .lines()
+                            .map(|line| format!("{prefix} {line}"))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        None => text,
+                    };
                     if matches!(event, Event::Error { .. } | Event::Warning { .. }) {
                         let mut err = std::io::stderr().lock();
                         let _ = writeln!(err, "{text}");
@@ -577,12 +140,37 @@ impl Output {
             }
         }
     }
+
+    /// `[2 7-velvet-harbor]` once a second conversation has spoken in line mode.
+    fn prefix(&self, conv: Option<&ConvRef>) -> Option<String> {
+        let conv = conv?;
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.0.is_some_and(|last| last != conv.number) {
+            lines.1 = true;
+        }
+        lines.0 = Some(conv.number);
+        lines
+            .1
+            .then(|| format!("[{} {}]", conv.number, safe(&conv.label)))
+    }
+}
+
+impl Frontend for Output {
+    fn show(&self, conv: Option<&ConvRef>, event: &Event) {
+        self.show_in(conv, event);
+    }
+
+    fn conversations(&self, front: Option<u32>, items: &[ConvItem]) {
+        if let Some(tui) = self.tui().as_ref() {
+            tui.conversations(front, items);
+        }
+    }
 }
 
 impl Output {
     /// Draws transfer progress in line mode as indicatif bars on stderr (hidden
     /// when stderr is not a terminal), and clears a bar when its transfer ends.
-    fn update_bars(&self, event: &Event) {
+    fn update_bars(&self, conv: u32, event: &Event) {
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Event::Progress {
@@ -593,7 +181,7 @@ impl Output {
                 total,
                 ..
             } => {
-                let bar = bars.entry((direction.clone(), *id)).or_insert_with(|| {
+                let bar = bars.entry((conv, direction.clone(), *id)).or_insert_with(|| {
                     let bar = indicatif::ProgressBar::new(*total);
                     if let Ok(style) = indicatif::ProgressStyle::with_template(
                         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
@@ -611,7 +199,7 @@ impl Output {
                 bar.set_position(*bytes);
             }
             Event::FileDone { id, direction, .. } | Event::FileStopped { id, direction, .. } => {
-                if let Some(bar) = bars.remove(&(direction.clone(), *id)) {
+                if let Some(bar) = bars.remove(&(conv, direction.clone(), *id)) {
                     bar.finish_and_clear();
                 }
             }
@@ -848,50 +436,41 @@ pub fn render_line(event: &Event) -> Option<String> {
         ),
         Event::Info { text } => text.clone(),
         Event::Disconnected { reason } => format!("Session ended: {}", safe(reason)),
+        Event::Conversations { front, items } => {
+            if items.is_empty() {
+                "No conversation is open: /room CODE, /group CODE, /new, /to CONTACT, /connect TOKEN".into()
+            } else {
+                items
+                    .iter()
+                    .map(|c| {
+                        let mark = if Some(c.number) == *front { '>' } else { ' ' };
+                        let detail = match c.kind.as_str() {
+                            "group" => format!("{} members", c.members),
+                            _ => c.path.clone(),
+                        };
+                        let unread = if c.unread > 0 {
+                            format!(" ({} unread)", c.unread)
+                        } else {
+                            String::new()
+                        };
+                        let verified = if c.verified { " verified" } else { "" };
+                        format!(
+                            "{mark}{} {} [{}] {} {}{verified}{unread}",
+                            c.number, c.label, c.kind, c.state, detail
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        Event::Closed { reason } => format!("Conversation closed: {reason}"),
         Event::Error { text, .. } => format!("error: {text}"),
         Event::Warning { text, .. } => format!("WARNING: {text}"),
     })
 }
 
-/// `/help` in a group room.
-pub const GROUP_HELP: &str = "\
-Group room: type a line and press Enter to send it to every member. Commands:
-  /help      this list
-  /peers     the members linked with you: path, security code, round trip, verified
-  /verify [NAME]  show the security code with each member (or NAME); compare it with one
-  /verify NAME yes   mark the code with NAME as compared
-  /history [N]  the last N messages of this room, in the order every member shares
-  /quit      leave (so do Ctrl-C and Ctrl-D)
-File transfer is not available in group rooms: use a two-party room (no --group) for files.
-A line starting with // sends a message that starts with /.";
 
-/// `1.5 MiB` style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
 
-/// The text `/help` shows.
-pub const HELP: &str = "\
-Type a line and press Enter to send it. Commands:
-  /help      this list
-  /peers     who you are talking to: address, path, security code, round trip
-  /verify    show the security code again (compare it with your peer)
-  /verify yes   mark the code as compared (kept across reconnects with the same keys)
-  /history [N]  the last N messages of this chat (default 20)
-  /send PATH    offer a file;  /accept ID, /reject ID, /cancel ID
-  /quit      leave (so do Ctrl-C and Ctrl-D)
-A line starting with // sends a message that starts with /.";
 
 #[cfg(test)]
 mod tests;

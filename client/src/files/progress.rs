@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::ui::Event;
+use crate::events::Event;
 
 /// Least time between two reports.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);

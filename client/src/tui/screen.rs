@@ -278,6 +278,8 @@ impl Screen {
                 return;
             }
             Event::FileDone { .. } | Event::FileStopped { .. } => status.transfer = None,
+            // Shown as lines, below.
+            Event::Conversations { .. } | Event::Closed { .. } => {}
             Event::Message { from, text, .. } => {
                 let from = safe(from).into_owned();
                 self.push_text(now, Speaker::Peer(from), text);
@@ -642,7 +644,7 @@ impl Screen {
 
 /// Whether an `Info` text is the `/help` list (shown as an overlay).
 fn is_help(text: &str) -> bool {
-    crate::ui::is_help_text(text)
+    crate::events::is_help_text(text)
 }
 
 fn render_overlay(frame: &mut Frame<'_>, help: &[String]) {

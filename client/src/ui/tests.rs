@@ -213,6 +213,21 @@ fn every_event(s: &str) -> Vec<Event> {
             code: s(),
             text: s(),
         },
+        Event::Conversations {
+            front: Some(1),
+            items: vec![crate::events::ConvItem {
+                number: 1,
+                id: s(),
+                label: s(),
+                kind: s(),
+                state: s(),
+                path: s(),
+                members: 2,
+                verified: true,
+                unread: 3,
+            }],
+        },
+        Event::Closed { reason: s() },
     ]
 }
 
@@ -248,6 +263,8 @@ fn kind(event: &Event) -> &'static str {
         Event::Member { .. } => "member",
         Event::Disconnected { .. } => "disconnected",
         Event::Error { .. } => "error",
+        Event::Conversations { .. } => "conversations",
+        Event::Closed { .. } => "closed",
     }
 }
 
@@ -255,7 +272,7 @@ fn kind(event: &Event) -> &'static str {
 fn the_sample_covers_every_event_kind() {
     let mut kinds: Vec<&str> = every_event("x").iter().map(kind).collect();
     kinds.dedup();
-    assert_eq!(kinds.len(), 28, "add the new event kind to every_event");
+    assert_eq!(kinds.len(), 30, "add the new event kind to every_event");
 }
 
 #[test]

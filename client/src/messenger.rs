@@ -1,0 +1,905 @@
+//! The messenger engine: one profile, any number of conversations at once.
+//!
+//! Each conversation is a task of its own ([`app::run`]: its own port, mediator
+//! link, peer links and typed-line channel), so one that fails never takes the
+//! others down. The engine turns the person's lines into [`Command`]s (open,
+//! switch, close, send to one), routes every other line to the conversation in
+//! front, keeps the conversation list (state, path, members, verified mark,
+//! unread count) from the events passing through it to the front-end, and keeps
+//! what is open in the store so a client started again reopens it. It has no
+//! terminal code: front-ends implement [`Frontend`] and hand it typed lines.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::cli::{parse_listen, Args};
+use crate::events::{ConvItem, ConvRef, Event, Events, Frontend};
+use crate::exit::ClientError;
+use crate::history::{History, OpenEntry, OpenKind};
+use crate::input::InputEvent;
+
+/// Lines waiting for one conversation to take them; beyond this, typing waits.
+const CONVERSATION_INPUT: usize = 64;
+/// How long a token made by `/token` stays valid (as `client token`'s default).
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The messenger's own commands, on top of each conversation's.
+pub const MESSENGER_HELP: &str = "\
+Conversations (several at once):
+  /room CODE    open a two-party room;  /group CODE   join a group room
+  /new          a fresh room code to pass on;  /new group   the same for a group
+  /to CONTACT   talk to a contact;  /connect TOKEN   dial a token;  /token   make one
+  /list         the open conversations;  /switch N|NAME   bring one to the front
+  /msg N|NAME TEXT   send to a conversation that is not in front
+  /close        leave the conversation in front (it is not reopened)
+  /quit         leave them all (they are reopened when you start the client again)";
+
+/// What a conversation is opened as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Open {
+    Room(String),
+    Group(String),
+    /// A fresh code (from the mediator's nameplates, or generated on a LAN).
+    New {
+        group: bool,
+    },
+    To(String),
+    Connect(String),
+    /// Host a connection token.
+    Token,
+}
+
+impl Open {
+    fn kind(&self) -> &'static str {
+        match self {
+            Open::Room(_) | Open::New { group: false } => "room",
+            Open::Group(_) | Open::New { group: true } => "group",
+            Open::To(_) => "contact",
+            Open::Connect(_) | Open::Token => "token",
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Open::Room(code) => code.clone(),
+            Open::Group(code) => format!("group {code}"),
+            Open::New { group: false } => "new room".into(),
+            Open::New { group: true } => "new group".into(),
+            Open::To(contact) => format!("contact {contact}"),
+            Open::Connect(_) | Open::Token => "token".into(),
+        }
+    }
+
+    /// What the store keeps to reopen it; a fresh code is kept once it is known.
+    fn stored(&self) -> Option<OpenEntry> {
+        let (kind, target) = match self {
+            Open::Room(code) => (OpenKind::Room, code),
+            Open::Group(code) => (OpenKind::Group, code),
+            Open::To(contact) => (OpenKind::Contact, contact),
+            Open::New { .. } | Open::Connect(_) | Open::Token => return None,
+        };
+        Some(OpenEntry {
+            kind,
+            target: target.clone(),
+        })
+    }
+
+    fn from_stored(entry: &OpenEntry) -> Open {
+        match entry.kind {
+            OpenKind::Room => Open::Room(entry.target.clone()),
+            OpenKind::Group => Open::Group(entry.target.clone()),
+            OpenKind::Contact => Open::To(entry.target.clone()),
+        }
+    }
+
+    /// The conversation the command line names, if any.
+    fn from_args(args: &Args) -> Option<Open> {
+        if let Some(token) = &args.connect {
+            return Some(Open::Connect(token.clone()));
+        }
+        if args.token_ttl.is_some() {
+            return Some(Open::Token);
+        }
+        if let Some(to) = &args.to {
+            return Some(Open::To(to.clone()));
+        }
+        match &args.room {
+            Some(room) if args.group_room => Some(Open::Group(room.clone())),
+            Some(room) => Some(Open::Room(room.clone())),
+            None => None,
+        }
+    }
+}
+
+/// One thing the person asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Open(Open),
+    Switch(String),
+    Close,
+    List,
+    Msg { to: String, text: String },
+    Help,
+    Quit,
+    /// Anything else: a message or a conversation's own command, for the
+    /// conversation in front.
+    Line(String),
+    /// A messenger command typed wrong: what to type instead.
+    Usage(String),
+}
+
+/// Reads one typed line as a command.
+pub fn parse(line: &str) -> Command {
+    let trimmed = line.trim();
+    if !trimmed.starts_with('/') || trimmed.starts_with("//") {
+        return Command::Line(line.to_owned());
+    }
+    let (word, rest) = trimmed
+        .split_once(char::is_whitespace)
+        .map_or((trimmed, ""), |(w, r)| (w, r.trim()));
+    let arg = |usage: &str, make: fn(String) -> Command| {
+        if rest.is_empty() || rest.contains(char::is_whitespace) {
+            Command::Usage(usage.to_owned())
+        } else {
+            make(rest.to_owned())
+        }
+    };
+    match word {
+        "/room" => arg("usage: /room CODE", |c| Command::Open(Open::Room(c))),
+        "/group" => arg("usage: /group CODE", |c| Command::Open(Open::Group(c))),
+        "/to" => arg("usage: /to CONTACT (a name or fingerprint from `client contacts`)", |c| {
+            Command::Open(Open::To(c))
+        }),
+        "/connect" => arg("usage: /connect TOKEN", |c| Command::Open(Open::Connect(c))),
+        "/switch" => arg("usage: /switch N|NAME", Command::Switch),
+        "/new" => match rest {
+            "" => Command::Open(Open::New { group: false }),
+            "group" => Command::Open(Open::New { group: true }),
+            _ => Command::Usage("usage: /new, or /new group".into()),
+        },
+        "/token" if rest.is_empty() => Command::Open(Open::Token),
+        "/list" if rest.is_empty() => Command::List,
+        "/close" if rest.is_empty() => Command::Close,
+        "/quit" if rest.is_empty() => Command::Quit,
+        "/help" if rest.is_empty() => Command::Help,
+        "/msg" => match rest.split_once(char::is_whitespace) {
+            Some((to, text)) if !text.trim().is_empty() => Command::Msg {
+                to: to.to_owned(),
+                text: text.trim_start().to_owned(),
+            },
+            _ => Command::Usage("usage: /msg N|NAME TEXT".into()),
+        },
+        _ => Command::Line(line.to_owned()),
+    }
+}
+
+/// One open conversation, as the list shows it.
+#[derive(Debug)]
+struct Entry {
+    conv: ConvRef,
+    kind: &'static str,
+    state: String,
+    path: String,
+    members: u32,
+    verified: bool,
+    unread: u32,
+    /// Its row in the store's open list, once it has one.
+    stored: Option<OpenEntry>,
+    /// A fresh code's conversation is stored when its code is shown.
+    fresh: Option<bool>,
+    input: mpsc::Sender<InputEvent>,
+}
+
+impl Entry {
+    fn item(&self) -> ConvItem {
+        ConvItem {
+            number: self.conv.number,
+            id: self.conv.id.clone(),
+            label: self.conv.label.clone(),
+            kind: self.kind.to_owned(),
+            state: self.state.clone(),
+            path: self.path.clone(),
+            members: self.members,
+            verified: self.verified,
+            unread: self.unread,
+        }
+    }
+
+    /// Follows `event` in the list; true when the list changed.
+    fn follow(&mut self, event: &Event, in_front: bool) -> bool {
+        let state = |s: &mut String, to: &str| {
+            let changed = s != to;
+            *s = to.to_owned();
+            changed
+        };
+        match event {
+            Event::Waiting { .. } => state(&mut self.state, "waiting"),
+            Event::Matched { .. } => state(&mut self.state, "connecting"),
+            Event::Connected { path, verified, .. } => {
+                self.path.clone_from(path);
+                self.verified = *verified;
+                state(&mut self.state, "connected");
+                true
+            }
+            Event::Verify { verified, .. } => {
+                let changed = self.verified != *verified;
+                self.verified = *verified;
+                changed
+            }
+            Event::Reconnecting { .. } => state(&mut self.state, "reconnecting"),
+            Event::Disconnected { .. } => state(&mut self.state, "ended"),
+            Event::GroupJoined { .. } => {
+                self.members = 1;
+                state(&mut self.state, "joined");
+                true
+            }
+            Event::MemberJoined { .. } => {
+                self.members = self.members.saturating_add(1);
+                true
+            }
+            Event::MemberLeft { .. } => {
+                self.members = self.members.saturating_sub(1).max(1);
+                true
+            }
+            Event::Message { .. } | Event::FileOffer { .. } if !in_front => {
+                self.unread = self.unread.saturating_add(1);
+                true
+            }
+            Event::GroupMessage { own: false, .. } if !in_front => {
+                self.unread = self.unread.saturating_add(1);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The table behind the list.
+#[derive(Debug, Default)]
+struct Table {
+    entries: BTreeMap<u32, Entry>,
+    front: Option<u32>,
+    next: u32,
+}
+
+impl Table {
+    fn items(&self) -> Vec<ConvItem> {
+        self.entries.values().map(Entry::item).collect()
+    }
+
+    /// A conversation by number, or by a label or id that names exactly one.
+    fn find(&self, which: &str) -> Result<u32, String> {
+        if let Ok(n) = which.parse::<u32>() {
+            return if self.entries.contains_key(&n) {
+                Ok(n)
+            } else {
+                Err(format!("no conversation number {n}: /list shows them"))
+            };
+        }
+        let lower = which.to_lowercase();
+        let hits: Vec<u32> = self
+            .entries
+            .values()
+            .filter(|e| {
+                let label = e.conv.label.to_lowercase();
+                label == lower
+                    || label.strip_prefix("contact ").is_some_and(|n| n == lower)
+                    || label.strip_prefix("group ").is_some_and(|n| n == lower)
+                    || (!e.conv.id.is_empty() && e.conv.id.starts_with(&lower))
+            })
+            .map(|e| e.conv.number)
+            .collect();
+        match hits.as_slice() {
+            [n] => Ok(*n),
+            [] => Err(format!(
+                "no open conversation is called {}: /list shows them",
+                wire::sanitize_for_terminal(which)
+            )),
+            _ => Err(format!(
+                "{} names several conversations: use its number from /list",
+                wire::sanitize_for_terminal(which)
+            )),
+        }
+    }
+}
+
+/// Sits between the conversations and the front-end: follows the list, stores
+/// fresh codes, tags events with the conversation's current name.
+struct Hub {
+    front: Arc<dyn Frontend>,
+    table: Mutex<Table>,
+    store: Mutex<Option<History>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Hub {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores or unstores an entry of the open list; a store that fails is
+    /// reported and the conversation goes on.
+    fn store(&self, entry: &OpenEntry, open: bool) {
+        let result = {
+            let guard = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(store) = guard.as_ref() else { return };
+            if open {
+                store.remember_open(entry, now_ms())
+            } else {
+                store.forget_open(entry)
+            }
+        };
+        if let Err(e) = result {
+            self.front.show(
+                None,
+                &Event::Warning {
+                    code: "store".into(),
+                    text: format!("{e} (the conversation list will not come back by itself)"),
+                },
+            );
+        }
+    }
+
+    /// Tells the front-end the list changed.
+    fn list_changed(&self) {
+        let (front, items) = {
+            let table = self.table();
+            (table.front, table.items())
+        };
+        self.front.conversations(front, &items);
+    }
+}
+
+impl Frontend for Hub {
+    fn show(&self, conv: Option<&ConvRef>, event: &Event) {
+        let Some(conv) = conv else {
+            self.front.show(None, event);
+            return;
+        };
+        let (tagged, changed, fresh) = {
+            let mut table = self.table();
+            let front = table.front;
+            let Some(entry) = table.entries.get_mut(&conv.number) else {
+                drop(table);
+                self.front.show(Some(conv), event);
+                return;
+            };
+            let mut changed = entry.follow(event, front == Some(conv.number));
+            // A fresh code becomes the conversation's name once it is shown.
+            let mut fresh = None;
+            if let (Event::Room { room, .. }, Some(group)) = (event, entry.fresh) {
+                entry.fresh = None;
+                entry.conv.label = if group {
+                    format!("group {room}")
+                } else {
+                    room.clone()
+                };
+                let stored = OpenEntry {
+                    kind: if group { OpenKind::Group } else { OpenKind::Room },
+                    target: room.clone(),
+                };
+                entry.stored = Some(stored.clone());
+                fresh = Some(stored);
+                changed = true;
+            }
+            (entry.conv.clone(), changed, fresh)
+        };
+        if let Some(stored) = fresh {
+            self.store(&stored, true);
+        }
+        self.front.show(Some(&tagged), event);
+        if changed {
+            self.list_changed();
+        }
+    }
+
+    fn named(&self, number: u32, id: &[u8; 32], label: &str) {
+        {
+            let mut table = self.table();
+            let Some(entry) = table.entries.get_mut(&number) else { return };
+            entry.conv.id = ConvRef::short_id(id);
+            if entry.fresh.is_none() {
+                entry.conv.label = label.to_owned();
+            }
+        }
+        self.list_changed();
+    }
+}
+
+/// Runs the messenger until every conversation has ended or the person quits;
+/// returns how the last conversation ended (a run of one conversation exits
+/// as it always did).
+pub async fn run(
+    args: Args,
+    front: Arc<dyn Frontend>,
+    mut input: mpsc::Receiver<InputEvent>,
+) -> Result<(), ClientError> {
+    let store = if args.no_history {
+        None
+    } else {
+        let profile = crate::identity::profile_dir(args.profile.as_deref())?;
+        let path = args
+            .history
+            .clone()
+            .unwrap_or_else(|| profile.join("history.sqlite3"));
+        Some(History::open(&path)?)
+    };
+    let stored = match &store {
+        Some(store) => store.open_conversations()?,
+        None => Vec::new(),
+    };
+    let hub = Arc::new(Hub {
+        front,
+        table: Mutex::new(Table {
+            next: 1,
+            ..Table::default()
+        }),
+        store: Mutex::new(store),
+    });
+    let mut engine = Engine {
+        events: Events::new(Arc::clone(&hub) as Arc<dyn Frontend>),
+        hub,
+        tasks: JoinSet::new(),
+        max: usize::from(args.max_conversations),
+        args,
+        quitting: false,
+    };
+    match Open::from_args(&engine.args) {
+        Some(open) => {
+            let others = stored
+                .iter()
+                .filter(|e| open.stored().as_ref() != Some(*e))
+                .count();
+            engine.open(open, true)?;
+            if others > 0 {
+                engine.events.show(&Event::Info {
+                    text: format!(
+                        "{others} other conversation(s) from your last run stay closed: start \
+                         the client without --room/--to/--connect to reopen them all."
+                    ),
+                });
+            }
+        }
+        None if !stored.is_empty() => {
+            let count = stored.len().min(engine.max);
+            for entry in stored.iter().take(count) {
+                engine.open(Open::from_stored(entry), true)?;
+            }
+            engine.events.show(&Event::Info {
+                text: format!("Reopened {count} conversation(s) from your last run."),
+            });
+        }
+        None => engine.open(
+            Open::New {
+                group: engine.args.group_room,
+            },
+            true,
+        )?,
+    }
+    engine.run(&mut input).await
+}
+
+/// The running messenger.
+struct Engine {
+    args: Args,
+    hub: Arc<Hub>,
+    /// The messenger's own events (no conversation).
+    events: Events,
+    tasks: JoinSet<(u32, Result<(), ClientError>)>,
+    max: usize,
+    /// The person is leaving (quit, end of input, Ctrl-C): conversations that
+    /// end now stay in the store's open list.
+    quitting: bool,
+}
+
+impl Engine {
+    async fn run(&mut self, input: &mut mpsc::Receiver<InputEvent>) -> Result<(), ClientError> {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut input_open = true;
+        loop {
+            tokio::select! {
+                ended = self.tasks.join_next() => {
+                    let Some(ended) = ended else { return Ok(()) };
+                    let (number, result) = match ended {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::error!("a conversation task failed: {e}");
+                            continue;
+                        }
+                    };
+                    if let Some(last) = self.ended(number, result) {
+                        return last;
+                    }
+                }
+                event = input.recv(), if input_open => match event {
+                    Some(InputEvent::Line(line)) => self.on_line(&line).await,
+                    Some(too_long @ InputEvent::TooLong { .. }) => {
+                        self.to_front(too_long).await;
+                    }
+                    Some(InputEvent::Eof) | None => {
+                        input_open = false;
+                        self.quitting = true;
+                        self.to_all(InputEvent::Eof).await;
+                    }
+                },
+                // Every conversation sees Ctrl-C too and leaves; the list stays.
+                _ = &mut ctrl_c => self.quitting = true,
+            }
+        }
+    }
+
+    /// A conversation ended: it leaves the list (and the store's, unless the
+    /// person is quitting). Returns the run's result when it was the last.
+    fn ended(
+        &mut self,
+        number: u32,
+        result: Result<(), ClientError>,
+    ) -> Option<Result<(), ClientError>> {
+        let entry = {
+            let mut table = self.hub.table();
+            let entry = table.entries.remove(&number);
+            if table.front == Some(number) {
+                table.front = table.entries.keys().next().copied();
+            }
+            entry
+        };
+        if let Some(stored) = entry.as_ref().and_then(|e| e.stored.as_ref()) {
+            if !self.quitting {
+                self.hub.store(stored, false);
+            }
+        }
+        if self.hub.table().entries.is_empty() {
+            return Some(result);
+        }
+        if let Some(entry) = entry {
+            let events = self.events.for_conversation(entry.conv);
+            if let Err(e) = &result {
+                events.show(&Event::Error {
+                    code: e.code().to_string(),
+                    text: e.to_string(),
+                });
+            }
+            events.show(&Event::Closed {
+                reason: match &result {
+                    Ok(()) => "it ended".into(),
+                    Err(e) => e.to_string(),
+                },
+            });
+        }
+        self.hub.list_changed();
+        None
+    }
+
+    async fn on_line(&mut self, line: &str) {
+        match parse(line) {
+            Command::Line(line) => self.to_front(InputEvent::Line(line)).await,
+            Command::Open(open) => {
+                if let Err(e) = self.open(open, false) {
+                    self.error(&e);
+                }
+            }
+            Command::Switch(which) => {
+                let found = self.hub.table().find(&which);
+                match found {
+                    Ok(n) => self.switch(n),
+                    Err(text) => self.usage(text),
+                }
+            }
+            Command::Close => {
+                let front = self.hub.table().front;
+                match front {
+                    Some(n) => {
+                        let stored = self
+                            .hub
+                            .table()
+                            .entries
+                            .get(&n)
+                            .and_then(|e| e.stored.clone());
+                        if let Some(stored) = stored {
+                            self.hub.store(&stored, false);
+                        }
+                        self.to(n, InputEvent::Line("/quit".into())).await;
+                    }
+                    None => self.usage("no conversation is open".into()),
+                }
+            }
+            Command::List => self.show_list(),
+            Command::Msg { to, text } => {
+                let found = self.hub.table().find(&to);
+                match found {
+                    Ok(n) => self.to(n, InputEvent::Line(text)).await,
+                    Err(text) => self.usage(text),
+                }
+            }
+            Command::Help => {
+                self.events.show(&Event::Info {
+                    text: MESSENGER_HELP.into(),
+                });
+                self.to_front(InputEvent::Line("/help".into())).await;
+            }
+            Command::Quit => {
+                self.quitting = true;
+                self.to_all(InputEvent::Line("/quit".into())).await;
+            }
+            Command::Usage(text) => self.usage(text),
+        }
+    }
+
+    fn show_list(&self) {
+        let (front, items) = {
+            let table = self.hub.table();
+            (table.front, table.items())
+        };
+        self.events.show(&Event::Conversations { front, items });
+    }
+
+    fn switch(&self, number: u32) {
+        {
+            let mut table = self.hub.table();
+            table.front = Some(number);
+            if let Some(entry) = table.entries.get_mut(&number) {
+                entry.unread = 0;
+            }
+        }
+        self.hub.list_changed();
+        self.show_list();
+    }
+
+    fn usage(&self, text: String) {
+        self.events.show(&Event::Error {
+            code: "usage".into(),
+            text,
+        });
+    }
+
+    fn error(&self, e: &ClientError) {
+        self.events.show(&Event::Error {
+            code: e.code().to_string(),
+            text: e.to_string(),
+        });
+    }
+
+    async fn to_front(&self, event: InputEvent) {
+        let front = self.hub.table().front;
+        match front {
+            Some(n) => self.to(n, event).await,
+            None => self.usage(
+                "no conversation is open: /room CODE, /group CODE, /new, /to CONTACT".into(),
+            ),
+        }
+    }
+
+    /// Hands a typed line to conversation `n`; waits while it is busy, as a
+    /// single conversation always made typing wait.
+    async fn to(&self, n: u32, event: InputEvent) {
+        let sender = self.hub.table().entries.get(&n).map(|e| e.input.clone());
+        if let Some(sender) = sender {
+            // A conversation that ended meanwhile has no reader: nothing to do.
+            let _ = sender.send(event).await;
+        }
+    }
+
+    async fn to_all(&self, event: InputEvent) {
+        let senders: Vec<_> = self
+            .hub
+            .table()
+            .entries
+            .values()
+            .map(|e| e.input.clone())
+            .collect();
+        for sender in senders {
+            let _ = sender.send(event.clone()).await;
+        }
+    }
+
+    /// Opens a conversation as a task of its own and brings it to the front.
+    fn open(&mut self, open: Open, startup: bool) -> Result<(), ClientError> {
+        if self.quitting {
+            return Err(ClientError::Usage("the client is quitting".into()));
+        }
+        let (number, first) = {
+            let mut table = self.hub.table();
+            if table.entries.len() >= self.max {
+                return Err(ClientError::Usage(format!(
+                    "{} conversations are open, the most this client holds \
+                     (--max-conversations): /close one first",
+                    table.entries.len()
+                )));
+            }
+            if let Some(stored) = open.stored() {
+                if let Some(entry) = table
+                    .entries
+                    .values()
+                    .find(|e| e.stored.as_ref() == Some(&stored))
+                {
+                    return Err(ClientError::Usage(format!(
+                        "that conversation is open already: /switch {}",
+                        entry.conv.number
+                    )));
+                }
+            }
+            let number = table.next;
+            table.next = table.next.saturating_add(1);
+            (number, number == 1)
+        };
+        let args = conversation_args(&self.args, &open, first)?;
+        let (sender, receiver) = mpsc::channel(CONVERSATION_INPUT);
+        let conv = ConvRef {
+            number,
+            id: String::new(),
+            label: open.label(),
+        };
+        let stored = open.stored();
+        {
+            let mut table = self.hub.table();
+            table.entries.insert(
+                number,
+                Entry {
+                    conv: conv.clone(),
+                    kind: open.kind(),
+                    state: "opening".into(),
+                    path: String::new(),
+                    members: 0,
+                    verified: false,
+                    unread: 0,
+                    stored: stored.clone(),
+                    fresh: match open {
+                        Open::New { group } => Some(group),
+                        _ => None,
+                    },
+                    input: sender,
+                },
+            );
+            if !startup || table.front.is_none() {
+                table.front = Some(number);
+            }
+        }
+        if let Some(stored) = &stored {
+            self.hub.store(stored, true);
+        }
+        let events = self.events.for_conversation(conv);
+        self.tasks.spawn_local(async move {
+            let result = crate::app::run(args, &events, receiver).await;
+            (number, result)
+        });
+        self.hub.list_changed();
+        Ok(())
+    }
+}
+
+/// The flags of one conversation: the run's, with the conversation's own room,
+/// contact or token. Only the first conversation keeps `--listen`'s port and
+/// `--advertise`: the others listen on a free port of the same address.
+fn conversation_args(base: &Args, open: &Open, first: bool) -> Result<Args, ClientError> {
+    let mut args = base.clone();
+    args.room = None;
+    args.to = None;
+    args.connect = None;
+    args.token_ttl = None;
+    args.group_room = false;
+    match open {
+        Open::Room(code) => args.room = Some(code.clone()),
+        Open::Group(code) => {
+            args.room = Some(code.clone());
+            args.group_room = true;
+        }
+        Open::New { group } => args.group_room = *group,
+        Open::To(contact) => args.to = Some(contact.clone()),
+        Open::Connect(token) => args.connect = Some(token.clone()),
+        Open::Token => args.token_ttl = Some(base.token_ttl.unwrap_or(TOKEN_TTL)),
+    }
+    if !first {
+        let listen = parse_listen(&base.listen).map_err(ClientError::Usage)?;
+        args.listen = SocketAddr::new(listen.ip(), 0).to_string();
+        args.advertise = None;
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_commands() {
+        assert_eq!(parse("hello"), Command::Line("hello".into()));
+        assert_eq!(parse("//room x"), Command::Line("//room x".into()));
+        assert_eq!(
+            parse("/room 7-velvet-harbor"),
+            Command::Open(Open::Room("7-velvet-harbor".into()))
+        );
+        assert_eq!(
+            parse("/group  3-amber-fox "),
+            Command::Open(Open::Group("3-amber-fox".into()))
+        );
+        assert_eq!(parse("/new"), Command::Open(Open::New { group: false }));
+        assert_eq!(parse("/new group"), Command::Open(Open::New { group: true }));
+        assert_eq!(
+            parse("/msg 2 hi there"),
+            Command::Msg {
+                to: "2".into(),
+                text: "hi there".into()
+            }
+        );
+        assert!(matches!(parse("/msg 2"), Command::Usage(_)));
+        assert!(matches!(parse("/room"), Command::Usage(_)));
+        assert!(matches!(parse("/room a b"), Command::Usage(_)));
+        // A conversation's own commands pass through.
+        assert_eq!(parse("/verify yes"), Command::Line("/verify yes".into()));
+        assert_eq!(parse("/send a.txt"), Command::Line("/send a.txt".into()));
+    }
+
+    fn entry(number: u32, label: &str, id: &str) -> Entry {
+        Entry {
+            conv: ConvRef {
+                number,
+                id: id.into(),
+                label: label.into(),
+            },
+            kind: "room",
+            state: "connected".into(),
+            path: "direct".into(),
+            members: 0,
+            verified: false,
+            unread: 0,
+            stored: None,
+            fresh: None,
+            input: mpsc::channel(1).0,
+        }
+    }
+
+    #[test]
+    fn conversations_are_found_by_number_label_contact_or_id() {
+        let mut table = Table::default();
+        table.entries.insert(1, entry(1, "7-velvet-harbor", "aa11"));
+        table.entries.insert(2, entry(2, "contact erin", "bb22"));
+        table.entries.insert(3, entry(3, "group 3-amber-fox", "bb33"));
+        assert_eq!(table.find("2"), Ok(2));
+        assert_eq!(table.find("7-velvet-harbor"), Ok(1));
+        assert_eq!(table.find("Erin"), Ok(2));
+        assert_eq!(table.find("3-amber-fox"), Ok(3));
+        assert_eq!(table.find("aa"), Ok(1));
+        assert!(table.find("bb").unwrap_err().contains("several"));
+        assert!(table.find("9").is_err());
+        assert!(table.find("nobody").is_err());
+    }
+
+    #[test]
+    fn unread_counts_only_what_arrives_behind() {
+        let mut e = entry(1, "x", "");
+        let msg = Event::Message {
+            from: "bob".into(),
+            text: "hi".into(),
+            id: 1,
+            sent_at_ms: 0,
+        };
+        assert!(!e.follow(&msg, true));
+        assert_eq!(e.unread, 0);
+        assert!(e.follow(&msg, false));
+        assert_eq!(e.unread, 1);
+        let own = Event::GroupMessage {
+            from: "me".into(),
+            author: String::new(),
+            linked: true,
+            own: true,
+            seq: 1,
+            depth: 1,
+            sent_at_ms: 0,
+            text: "x".into(),
+        };
+        assert!(!e.follow(&own, false));
+        assert_eq!(e.unread, 1);
+    }
+}
