@@ -181,21 +181,23 @@ impl Output {
                 total,
                 ..
             } => {
-                let bar = bars.entry((conv, direction.clone(), *id)).or_insert_with(|| {
-                    let bar = indicatif::ProgressBar::new(*total);
-                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                let bar = bars
+                    .entry((conv, direction.clone(), *id))
+                    .or_insert_with(|| {
+                        let bar = indicatif::ProgressBar::new(*total);
+                        if let Ok(style) = indicatif::ProgressStyle::with_template(
                         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                     ) {
                         bar.set_style(style.progress_chars("=> "));
                     }
-                    let verb = if direction == "send" {
-                        "sending"
-                    } else {
-                        "receiving"
-                    };
-                    bar.set_message(format!("{verb} {}", safe(name)));
-                    bar
-                });
+                        let verb = if direction == "send" {
+                            "sending"
+                        } else {
+                            "receiving"
+                        };
+                        bar.set_message(format!("{verb} {}", safe(name)));
+                        bar
+                    });
                 bar.set_position(*bytes);
             }
             Event::FileDone { id, direction, .. } | Event::FileStopped { id, direction, .. } => {
@@ -468,9 +470,6 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Warning { text, .. } => format!("WARNING: {text}"),
     })
 }
-
-
-
 
 #[cfg(test)]
 mod tests;
