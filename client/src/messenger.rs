@@ -462,6 +462,7 @@ pub async fn run(
         events: Events::new(Arc::clone(&hub) as Arc<dyn Frontend>),
         hub,
         tasks: JoinSet::new(),
+        task_numbers: std::collections::HashMap::new(),
         max: usize::from(args.max_conversations),
         args,
         quitting: false,
@@ -508,6 +509,8 @@ struct Engine {
     /// The messenger's own events (no conversation).
     events: Events,
     tasks: JoinSet<(u32, Result<(), ClientError>)>,
+    /// Which conversation each task runs, for a task that panicked.
+    task_numbers: std::collections::HashMap<tokio::task::Id, u32>,
     max: usize,
     /// The person is leaving (quit, end of input, Ctrl-C): conversations that
     /// end now stay in the store's open list.
@@ -525,11 +528,16 @@ impl Engine {
                     let Some(ended) = ended else { return Ok(()) };
                     let (number, result) = match ended {
                         Ok(pair) => pair,
+                        // A bug in one conversation ends it alone.
                         Err(e) => {
-                            tracing::error!("a conversation task failed: {e}");
-                            continue;
+                            let Some(&number) = self.task_numbers.get(&e.id()) else {
+                                continue;
+                            };
+                            let why = anyhow::anyhow!("the conversation failed inside the client: {e}");
+                            (number, Err(ClientError::Internal(why)))
                         }
                     };
+                    self.task_numbers.retain(|_, n| *n != number);
                     if let Some(last) = self.ended(number, result) {
                         return last;
                     }
@@ -781,10 +789,11 @@ impl Engine {
             self.hub.store(stored, true);
         }
         let events = self.events.for_conversation(conv);
-        self.tasks.spawn_local(async move {
+        let task = self.tasks.spawn_local(async move {
             let result = crate::app::run(args, &events, receiver).await;
             (number, result)
         });
+        self.task_numbers.insert(task.id(), number);
         self.hub.list_changed();
         Ok(())
     }

@@ -271,7 +271,7 @@ impl Transfers {
             if let Some(receiving) = self.incoming.remove(&wire) {
                 tell(link, PeerMsg::FileCancel { id: wire });
                 let name = receiving.name.clone();
-                tokio::task::block_in_place(|| receiving.file.cancel(false));
+                receiving.file.cancel(false);
                 stopped(out, local, "receive", &name, "you cancelled it");
             }
         } else if self.offers.values().any(|o| o.local == local) {
@@ -296,9 +296,11 @@ impl Transfers {
             );
             return;
         }
-        let begun = tokio::task::block_in_place(|| {
-            IncomingFile::begin(&self.downloads, &offer.name, offer.size, offer.scope, wire)
-        });
+        // Creating the part file is a few system calls: done in place (the
+        // conversation runs on the messenger's thread, where tokio cannot hand
+        // its other tasks away for a blocking section).
+        let begun =
+            IncomingFile::begin(&self.downloads, &offer.name, offer.size, offer.scope, wire);
         match begun {
             Ok((file, offset)) => {
                 tell(link, PeerMsg::FileAccept { id: wire, offset });
@@ -437,7 +439,7 @@ impl Transfers {
                     );
                 } else if let Some(receiving) = self.incoming.remove(&id) {
                     let name = receiving.name.clone();
-                    tokio::task::block_in_place(|| receiving.file.cancel(false));
+                    receiving.file.cancel(false);
                     stopped(
                         out,
                         receiving.local,
@@ -578,7 +580,7 @@ impl Transfers {
                 FileError::DiskFull(_) | FileError::PermissionDenied(_)
             );
             let name = receiving.name.clone();
-            tokio::task::block_in_place(|| receiving.file.cancel(keep));
+            receiving.file.cancel(keep);
             stopped(out, receiving.local, "receive", &name, error.to_string());
         }
     }
