@@ -421,3 +421,26 @@ fn three_members_catch_up_through_each_other_after_a_restart() {
     net.pump();
     assert_eq!(net.members[0].received(), ["ben 1", "cat 1"]);
 }
+
+/// docs/protocol.md §7.1: a receipt's bytes.
+#[test]
+fn receipt_vector() {
+    let mut core = Member::new("alice", 1, Kind::Pair, PAIR).core;
+    core.link_up(5, Identity::from_seed(&[2; 32]).public(), "bob");
+    let mut fx = Effects::default();
+    core.receipt(5, &mut fx);
+    assert_eq!(fx.sends.len(), 1);
+    let theirs = PeerMsg::GroupCatchup(Catchup {
+        have: vec![([0xAA; 32], 1)],
+        ..Catchup::default()
+    });
+    let mut want = vec![0x0F, 0x01];
+    want.extend([0xAA; 32]);
+    want.extend([0x01, 0x00, 0x00, 0x00]);
+    assert_eq!(wire::encode(&theirs).unwrap(), want);
+    // Ours has the same shape: only `have`.
+    let PeerMsg::GroupCatchup(c) = &fx.sends[0].1 else {
+        panic!("a receipt is a catch-up")
+    };
+    assert!(c.floor.is_empty() && c.msgs.is_empty() && !c.more);
+}
