@@ -582,7 +582,11 @@ impl Core {
     }
 
     /// The last `n` stored messages, oldest first, for `/history`.
-    pub fn history(&self, n: u32, store: Option<&History>) -> Result<Vec<HistoryLine>, ClientError> {
+    pub fn history(
+        &self,
+        n: u32,
+        store: Option<&History>,
+    ) -> Result<Vec<HistoryLine>, ClientError> {
         let Some(db) = store else {
             return Ok(Vec::new());
         };

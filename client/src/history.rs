@@ -649,18 +649,18 @@ impl History {
                     .collect::<rusqlite::Result<Vec<_>>>()?
             } else {
                 msgs_stmt
-                .query_map(params![id], |m| {
-                    Ok(MessageRecord {
-                        msg_id: from_db(m.get(0)?),
-                        direction: m.get(1)?,
-                        sender: m.get(2)?,
-                        text: m.get(3)?,
-                        sent_ms: from_db(m.get(4)?),
-                        received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
-                        acked: m.get(6)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?
+                    .query_map(params![id], |m| {
+                        Ok(MessageRecord {
+                            msg_id: from_db(m.get(0)?),
+                            direction: m.get(1)?,
+                            sender: m.get(2)?,
+                            text: m.get(3)?,
+                            sent_ms: from_db(m.get(4)?),
+                            received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
+                            acked: m.get(6)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
             };
             out.push(ChatRecord {
                 room: row.get(1)?,

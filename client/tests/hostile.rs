@@ -612,7 +612,11 @@ async fn receipts_for_messages_never_sent_are_ignored() {
         panic!("expected Alice's second message")
     };
     still_chats(&mut alice, &mut mallory, 2).await;
-    assert_eq!(acks(&alice), [1], "an earlier receipt acked a later message");
+    assert_eq!(
+        acks(&alice),
+        [1],
+        "an earlier receipt acked a later message"
+    );
     mallory.send(&RawPeer::receipt(alice_key, 2)).await;
     assert_eq!(alice.expect("ack").await["id"], 2);
 }

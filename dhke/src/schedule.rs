@@ -600,7 +600,11 @@ mod tests {
             hex::encode(pair),
             "bf3d1f6451e7cf3b293f1fa01bc3dc5c5ea89e8a4c0d964c55a0a0dd5a21eee3"
         );
-        assert_eq!(pair, token_pair_secret(&secret, &b, &a), "order-independent");
+        assert_eq!(
+            pair,
+            token_pair_secret(&secret, &b, &a),
+            "order-independent"
+        );
         assert_eq!(
             hex::encode(RoomCode::from_secret("token", &pair).conversation()),
             "742a138dcdb13619f82d45a82c404f74953f236a6bd5cd30764eba0392370a3b"

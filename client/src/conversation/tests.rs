@@ -72,8 +72,15 @@ impl Member {
         let store = TempStore::new(name);
         let db = store.open();
         let identity = Identity::from_seed(&[seed; 32]);
-        let (core, fx) =
-            Core::open(conversation, kind, identity.clone(), name, "room", Some(&db)).unwrap();
+        let (core, fx) = Core::open(
+            conversation,
+            kind,
+            identity.clone(),
+            name,
+            "room",
+            Some(&db),
+        )
+        .unwrap();
         assert!(fx.sends.is_empty());
         Member {
             name,
@@ -329,9 +336,10 @@ fn a_restarted_side_catches_up_once_and_continues_its_numbers() {
     net.write(0, "a3");
     net.members[1].restart();
     // What bob had is back from his store (shown as history, not as new).
-    let restored = net.members[1].events.iter().any(
-        |e| matches!(e, Event::History { lines } if lines.iter().any(|l| l.text == "a1")),
-    );
+    let restored = net.members[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::History { lines } if lines.iter().any(|l| l.text == "a1")));
     assert!(restored, "the stored window is shown again");
     net.link(0, 1);
     net.pump();
@@ -371,10 +379,17 @@ fn a_message_of_another_conversation_is_refused_and_blames_the_link() {
     let (_, msg) = fx.sends.into_iter().next().unwrap();
     let serial = net.up[&(0, 1)];
     let alice = &mut net.members[0];
-    let err = alice.core.on_peer(serial, msg, 0, Some(&alice.db)).unwrap_err();
+    let err = alice
+        .core
+        .on_peer(serial, msg, 0, Some(&alice.db))
+        .unwrap_err();
     assert_eq!(err, GroupError::OtherConversation.to_string());
     assert!(alice.received().is_empty());
-    assert!(alice.db.conversation_lines(&[8; 32], 10).unwrap().is_empty());
+    assert!(alice
+        .db
+        .conversation_lines(&[8; 32], 10)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
