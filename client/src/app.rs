@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use wire::handshake::{HostHandshake, JoinerHandshake};
 use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 
-use crate::chat::{self, Conversation, Ending, PeerInfo};
+use crate::chat::{self, Conversation, ConversationId, Ending, PeerInfo};
 use crate::cli::{parse_listen, Args};
 use crate::connect::{self, Connected, Path};
 use crate::events::{Event, Events};
@@ -150,7 +150,26 @@ pub async fn run(
         .clone()
         .unwrap_or_else(crate::files::default_downloads_dir);
     let (transfers, mut updates) = Transfers::new(downloads, setup.args.yes);
-    let mut convo = Conversation::new(&setup.room, &setup.name, history, transfers);
+    // The conversation id (docs/protocol.md §7.1): the code's (a room code,
+    // or `--to`'s contact pair secret), or a token pair's.
+    let ids = match &setup.token {
+        Some(TokenRun::Hold(token)) => ConversationId::TokenPair(token.room_secret()),
+        Some(TokenRun::Dial(token)) => ConversationId::Fixed(chat::token_pair_id(
+            &token.room_secret(),
+            &setup.identity.public(),
+            &IdentityKey(token.identity),
+        )),
+        None => ConversationId::Fixed(setup.code.conversation()),
+    };
+    let mut convo = Conversation::new(
+        &setup.room,
+        &setup.name,
+        setup.identity.clone(),
+        ids,
+        history,
+        transfers,
+        out,
+    )?;
     let net = Net {
         port,
         listener: &listener,
@@ -313,7 +332,7 @@ async fn converse(
             resumed,
             conn.session.resume_secret().clone(),
             out,
-        );
+        )?;
         out.show(&Event::Connected {
             peer: info.name.clone(),
             addr: info.addr.to_string(),

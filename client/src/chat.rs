@@ -1,23 +1,27 @@
-//! The conversation: everything that outlives one connection (the outbox of
-//! unacknowledged messages, the duplicate filter, the verified mark, the resume
-//! secret) and the loop that runs one connected session on top of it.
+//! The two-party conversation: everything that outlives one connection (the
+//! conversation core, the verified mark, the resume secret, transfers) and the
+//! loop that runs one connected session on top of it.
 //!
-//! Delivery is exactly-once across reconnects: every message keeps its id until
-//! the peer acks it and is sent again, in order, on the next session; the
-//! receiver drops ids it has already shown. The outbox belongs to one peer
-//! identity: when a session comes up with another (a token holder's next
-//! dialer), what waits for the first is set aside until it comes back.
+//! Delivery, catch-up, history and receipts are the one conversation model of
+//! [`crate::conversation`] (a two-party chat is a conversation of two): every
+//! message is a signed log message bound to the conversation id, and each new
+//! session (after a cut, a resume, or a restart of either side) starts with a
+//! summary swap, so whatever was missed comes once, in order. The id comes from
+//! the room code, the contact pair secret (`--to`), or for a token the token
+//! secret and the two identities, so a token holder's dialers each have their
+//! own conversation: what was written to one never reaches another.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dhke::{IdentityKey, ResumeSecret};
+use dhke::{Identity, IdentityKey, ResumeSecret, RoomCode};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use wire::peer::MAX_CHAT_TEXT;
 use wire::PeerMsg;
 
+use crate::conversation::{self, Core, Effects, Kind, To};
 use crate::events::{Event, Events, HELP};
 use crate::exit::ClientError;
 use crate::history::{ChatId, History};
@@ -29,11 +33,11 @@ use crate::transfer::{Transfers, Update};
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// Silence after which the peer counts as unreachable.
 const PEER_SILENT: Duration = Duration::from_secs(45);
-/// Most of our messages awaiting an ack, for all peers together (the ones set
-/// aside for an absent peer too); beyond that, typing waits.
-pub const MAX_UNACKED: usize = 10_000;
 /// After end of input, how long we wait for the last messages to be acked.
 const DRAIN_ON_EOF: Duration = Duration::from_secs(5);
+/// Conversations of other token dialers a holder keeps while another one has
+/// the session (the oldest beyond this is dropped; its history stays stored).
+const MAX_ASIDE: usize = 16;
 
 /// Who we are talking to on the current session.
 #[derive(Debug, Clone)]
@@ -57,25 +61,29 @@ pub enum Ending {
     Lost(ClientError),
 }
 
-/// A message of ours the peer has not acknowledged yet.
+/// Where the conversation id comes from (docs/protocol.md §7.1).
 #[derive(Debug, Clone)]
-struct Unacked {
-    text: String,
-    sent_ms: u64,
+pub enum ConversationId {
+    /// Known from the start: a room code's, a contact pair's (`--to`), or a
+    /// dialer's token pair (the token names the holder's identity).
+    Fixed([u8; 32]),
+    /// A token holder's: the token's room secret and each dialer's identity.
+    TokenPair([u8; 32]),
 }
 
-/// What waits for a peer identity while another one has the conversation.
-#[derive(Debug)]
-struct SetAside {
-    outbox: BTreeMap<u64, Unacked>,
-    next_id: u64,
+/// The conversation id of a token pair: the token's room secret and both
+/// identities, through [`dhke::token_pair_secret`] and the code's id.
+pub fn token_pair_id(room_secret: &[u8; 32], a: &IdentityKey, b: &IdentityKey) -> [u8; 32] {
+    let pair = dhke::token_pair_secret(room_secret, &a.0, &b.0);
+    RoomCode::from_secret("token", &pair).conversation()
 }
 
-/// The history database and the chat row of the current key lineage.
+/// The history database and the chat row of the current conversation.
 #[derive(Debug)]
 struct Store {
     db: History,
-    chat: Option<ChatId>,
+    /// The chat row this run writes to, and the conversation it is of.
+    chat: Option<([u8; 32], ChatId)>,
 }
 
 /// State that lives as long as the client runs, across sessions.
@@ -83,21 +91,20 @@ struct Store {
 pub struct Conversation {
     room: String,
     me: String,
+    identity: Identity,
+    ids: ConversationId,
     store: Option<Store>,
     transfers: Transfers,
-    next_id: u64,
-    outbox: BTreeMap<u64, Unacked>,
-    /// The identity `outbox` and `next_id` belong to: the first peer of the
-    /// run (what was typed before any session is for it), then whoever a
-    /// session was last up with.
-    owner: Option<IdentityKey>,
-    /// Other identities' unacknowledged messages, waiting for their own peer;
-    /// only non-empty outboxes are kept, so at most [`MAX_UNACKED`] entries.
-    set_aside: HashMap<IdentityKey, SetAside>,
-    /// Messages in `set_aside`, counted against [`MAX_UNACKED`].
-    set_aside_len: usize,
-    /// Highest message id shown from the peer on the current key lineage.
-    peer_seen: u64,
+    /// The conversation of the current (or last) peer; `None` for a token
+    /// holder before its first dialer.
+    core: Option<Core>,
+    /// A token holder's conversations with other dialers, by id.
+    aside: HashMap<[u8; 32], Core>,
+    /// Lines typed before the conversation is known (a token holder before its
+    /// first dialer): written to the first dialer's conversation.
+    drafts: Vec<String>,
+    /// The link serial of the current session.
+    serial: u64,
     verified: bool,
     previous: Option<ResumeSecret>,
     peer: Option<PeerInfo>,
@@ -137,32 +144,131 @@ fn link_failure(e: LinkError, peer: &str) -> ClientError {
     }
 }
 
+/// Shows a step's events and sends its records on `link` (the one link of a
+/// two-party session; none while offline: the next session's catch-up brings
+/// them). Returns an error when a send failed or the peer was proven to
+/// equivocate.
+fn apply(
+    fx: Effects,
+    link: Option<&PeerLink>,
+    peer: Option<&PeerInfo>,
+    out: &Events,
+) -> Result<(), ClientError> {
+    for event in &fx.events {
+        out.show(event);
+    }
+    let name = peer.map_or("peer", |p| p.name.as_str());
+    if let Some(link) = link {
+        for (to, msg) in fx.sends {
+            // One link: `To::Link` names it, `To::AllBut(None)` is it, and a
+            // proof is never sent back to the link that brought it.
+            if matches!(to, To::AllBut(Some(_))) {
+                continue;
+            }
+            link.send(msg).map_err(|e| link_failure(e, name))?;
+        }
+    }
+    if let Some(p) = peer {
+        if fx.proven.contains(&p.identity.0) {
+            return Err(ClientError::ConnectionLost(format!(
+                "{} signed two different messages with one number; it is refused from now on",
+                wire::sanitize_for_terminal(&p.name)
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Conversation {
-    /// A conversation with no session yet, in `room`, as `me`, recorded in
-    /// `history` when it is on.
+    /// A conversation with no session yet, in `room`, as `me` (`identity`),
+    /// recorded in `history` when it is on. A conversation whose id is known
+    /// now is restored from the history at once (shown on `out`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         room: &str,
         me: &str,
+        identity: Identity,
+        ids: ConversationId,
         history: Option<History>,
         transfers: Transfers,
-    ) -> Conversation {
-        Conversation {
+        out: &Events,
+    ) -> Result<Conversation, ClientError> {
+        let mut convo = Conversation {
             room: room.to_string(),
             me: me.to_string(),
+            identity,
+            ids: ids.clone(),
             store: history.map(|db| Store { db, chat: None }),
             transfers,
-            next_id: 1,
-            outbox: BTreeMap::new(),
-            owner: None,
-            set_aside: HashMap::new(),
-            set_aside_len: 0,
-            peer_seen: 0,
+            core: None,
+            aside: HashMap::new(),
+            drafts: Vec::new(),
+            serial: 0,
             verified: false,
             previous: None,
             peer: None,
             rtt: None,
             input_closed: false,
+        };
+        if let ConversationId::Fixed(id) = ids {
+            let (core, fx) = convo.open_core(id)?;
+            apply(fx, None, None, out)?;
+            convo.core = Some(core);
         }
+        Ok(convo)
+    }
+
+    fn db(&self) -> Option<&History> {
+        self.store.as_ref().map(|s| &s.db)
+    }
+
+    /// Opens conversation `id`, restored from the history.
+    fn open_core(&self, id: [u8; 32]) -> Result<(Core, Effects), ClientError> {
+        Core::open(
+            id,
+            Kind::Pair,
+            self.identity.clone(),
+            &self.me,
+            &self.room,
+            self.db(),
+        )
+    }
+
+    /// The conversation a session with `peer` belongs to: the current one, one
+    /// set aside, or a new one (restored from the history); what was typed
+    /// before any conversation was known goes to it.
+    fn switch_to(&mut self, peer: &PeerInfo, out: &Events) -> Result<(), ClientError> {
+        let id = match &self.ids {
+            ConversationId::Fixed(id) => *id,
+            ConversationId::TokenPair(secret) => {
+                token_pair_id(secret, &self.identity.public(), &peer.identity)
+            }
+        };
+        if self.core.as_ref().is_some_and(|c| c.conversation() == id) {
+            return Ok(());
+        }
+        if let Some(old) = self.core.take() {
+            if self.aside.len() >= MAX_ASIDE {
+                if let Some(k) = self.aside.keys().next().copied() {
+                    self.aside.remove(&k);
+                }
+            }
+            self.aside.insert(old.conversation(), old);
+        }
+        let mut core = match self.aside.remove(&id) {
+            Some(core) => core,
+            None => {
+                let (core, fx) = self.open_core(id)?;
+                apply(fx, None, None, out)?;
+                core
+            }
+        };
+        for text in std::mem::take(&mut self.drafts) {
+            let fx = core.write(text, false, self.db());
+            apply(fx, None, None, out)?;
+        }
+        self.core = Some(core);
+        Ok(())
     }
 
     /// The previous session's resume secret, to offer on the next handshake.
@@ -180,35 +286,18 @@ impl Conversation {
         self.input_closed
     }
 
-    /// Whether typing may continue (the outboxes have room).
-    pub fn accepts_input(&self) -> bool {
-        self.outbox.len() + self.set_aside_len < MAX_UNACKED && !self.input_closed
+    /// Whether all our messages are held by the peer (nothing left to deliver).
+    fn drained(&self) -> bool {
+        self.drafts.is_empty() && self.core.as_ref().map_or(true, |c| c.unacked() == 0)
     }
 
-    /// Makes `peer` the owner of the outbox: what waits for another identity
-    /// is set aside for it, and what was set aside for `peer` comes back. A
-    /// new identity starts at id 1: its session cannot resume another's keys,
-    /// so the peer counts ids afresh.
-    fn hand_outbox_to(&mut self, peer: IdentityKey) {
-        let Some(owner) = self.owner.replace(peer) else {
-            return;
+    /// Whether typing may continue ([`conversation::MAX_UNACKED`]).
+    pub fn accepts_input(&self) -> bool {
+        let room = match &self.core {
+            Some(core) => core.accepts(),
+            None => (self.drafts.len() as u64) < conversation::MAX_UNACKED,
         };
-        if owner == peer {
-            return;
-        }
-        let theirs = self.set_aside.remove(&peer).unwrap_or(SetAside {
-            outbox: BTreeMap::new(),
-            next_id: 1,
-        });
-        self.set_aside_len -= theirs.outbox.len();
-        let previous = SetAside {
-            outbox: std::mem::replace(&mut self.outbox, theirs.outbox),
-            next_id: std::mem::replace(&mut self.next_id, theirs.next_id),
-        };
-        if !previous.outbox.is_empty() {
-            self.set_aside_len += previous.outbox.len();
-            self.set_aside.insert(owner, previous);
-        }
+        room && !self.input_closed
     }
 
     /// Runs one history write; a failing database is reported once and history
@@ -219,7 +308,7 @@ impl Conversation {
         write: impl FnOnce(&History, ChatId) -> Result<T, ClientError>,
     ) -> Option<T> {
         let store = self.store.as_ref()?;
-        let chat = store.chat?;
+        let (_, chat) = store.chat?;
         match write(&store.db, chat) {
             Ok(value) => Some(value),
             Err(e) => {
@@ -233,32 +322,34 @@ impl Conversation {
         }
     }
 
-    /// Starts a session: records its keys' lineage and the peer as a contact,
-    /// and returns whether it counts as verified: the keys resumed a verified
-    /// session, or the peer's identity is a verified contact. A session that did
-    /// not resume starts a new lineage: the mark is cleared, the peer's ids are
-    /// counted afresh, and the history gets a new chat (holding our still-unacked
-    /// messages). A peer using the name of a verified contact under another
-    /// identity key is a loud warning, and not verified.
+    /// Starts a session: finds its conversation, records the session in the
+    /// conversation's chat row and the peer as a contact, and returns whether
+    /// it counts as verified: the keys resumed a verified session, or the
+    /// peer's identity is a verified contact. A session that did not resume
+    /// clears the mark. A peer using the name of a verified contact under
+    /// another identity key is a loud warning, and not verified.
     pub fn begin_session(
         &mut self,
         peer: PeerInfo,
         resumed: bool,
         resume: ResumeSecret,
         out: &Events,
-    ) -> bool {
+    ) -> Result<bool, ClientError> {
         if !resumed {
             self.verified = false;
-            self.peer_seen = 0;
         }
-        self.hand_outbox_to(peer.identity);
+        self.switch_to(&peer, out)?;
         self.previous = Some(resume);
         self.rtt = None;
         if self.known_contact(&peer, out) {
             self.verified = true;
         }
         let verified = self.verified;
-        let continues = resumed && self.store.as_ref().is_some_and(|s| s.chat.is_some());
+        let id = self.core.as_ref().map(Core::conversation);
+        let continues = self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.chat.is_some_and(|(c, _)| Some(c) == id));
         if continues {
             self.persist(out, |db, chat| {
                 db.update_chat(
@@ -267,43 +358,35 @@ impl Conversation {
                     &peer.path,
                     &peer.sas,
                     verified,
-                    true,
+                    resumed,
                 )
             });
-        } else if let Some(store) = &mut self.store {
-            let opened = (|| {
-                if let Some(old) = store.chat.take() {
-                    store
-                        .db
-                        .end_chat(old, now_ms(), "the keys changed; a new chat follows")?;
+        } else if let (Some(store), Some(id)) = (&mut self.store, id) {
+            let own = self.identity.public().0;
+            let opened = store.db.open_conversation_chat(
+                &id,
+                &own,
+                &self.room,
+                &peer.name,
+                &peer.identity.to_hex(),
+                &peer.addr.to_string(),
+                &peer.path,
+                &peer.sas,
+                now_ms(),
+            );
+            match opened {
+                Ok(chat) => {
+                    store.chat = Some((id, chat));
+                    self.persist(out, |db, chat| db.set_verified(chat, verified));
                 }
-                let chat = store.db.start_chat(
-                    &self.room,
-                    &peer.name,
-                    &peer.identity.to_hex(),
-                    &peer.addr.to_string(),
-                    &peer.path,
-                    &peer.sas,
-                    now_ms(),
-                )?;
-                for (&id, msg) in &self.outbox {
-                    store
-                        .db
-                        .record_outgoing(chat, id, &self.me, &msg.text, msg.sent_ms)?;
-                }
-                store.chat = Some(chat);
-                Ok::<(), ClientError>(())
-            })();
-            if let Err(e) = opened {
-                out.show(&Event::Error {
+                Err(e) => out.show(&Event::Error {
                     code: "history".into(),
-                    text: format!("{e}; history is off for the rest of this chat"),
-                });
-                self.store = None;
+                    text: e.to_string(),
+                }),
             }
         }
         self.peer = Some(peer);
-        verified
+        Ok(verified)
     }
 
     /// Records `peer` as a contact; true if it is a verified one. Warns when a
@@ -386,19 +469,6 @@ impl Conversation {
         self.peer = None;
     }
 
-    /// Sends everything still unacknowledged, oldest first, on a fresh link.
-    pub fn flush_outbox(&self, link: &PeerLink, peer: &str) -> Result<(), ClientError> {
-        for (&id, msg) in &self.outbox {
-            link.send(PeerMsg::Chat {
-                id,
-                sent_at_ms: msg.sent_ms,
-                text: msg.text.clone(),
-            })
-            .map_err(|e| link_failure(e, peer))?;
-        }
-        Ok(())
-    }
-
     /// Handles one input event, connected (`link` is set) or not. Returns
     /// `Some(Ending::Quit)` when the person leaves.
     pub fn on_input(
@@ -419,7 +489,7 @@ impl Conversation {
             Some(InputEvent::Eof) | None => {
                 // End of input means: deliver what was typed, then leave.
                 self.input_closed = true;
-                self.outbox.is_empty().then_some(Ending::Quit)
+                self.drained().then_some(Ending::Quit)
             }
         }
     }
@@ -442,38 +512,21 @@ impl Conversation {
             });
             return None;
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        let sent_ms = now_ms();
-        // On disk before it is shown as sent.
-        let me = self.me.clone();
-        self.persist(out, |db, chat| {
-            db.record_outgoing(chat, id, &me, &text, sent_ms)
-        });
-        self.outbox.insert(
-            id,
-            Unacked {
-                text: text.clone(),
-                sent_ms,
-            },
-        );
-        // A failed send leaves the message in the outbox; the link's reader
-        // reports the failure and the next session sends it again.
-        let on_wire = link
-            .map(|l| {
-                l.send(PeerMsg::Chat {
-                    id,
-                    sent_at_ms: sent_ms,
-                    text: text.clone(),
-                })
-                .is_ok()
-            })
-            .unwrap_or(false);
-        out.show(&Event::Sent {
-            id,
-            text,
-            pending: !on_wire,
-        });
+        let Some(core) = self.core.as_mut() else {
+            // No conversation yet (a token holder before its first dialer):
+            // the first dialer's conversation gets it, with this number.
+            self.drafts.push(text.clone());
+            out.show(&Event::Sent {
+                id: self.drafts.len() as u64,
+                text,
+                pending: true,
+            });
+            return None;
+        };
+        let fx = core.write(text, link.is_some(), self.store.as_ref().map(|s| &s.db));
+        // A failed send is the link's reader's to report; the next session's
+        // catch-up sends the message again.
+        let _ = apply(fx, link, self.peer.as_ref(), out);
         None
     }
 
@@ -562,10 +615,18 @@ impl Conversation {
                     out.show(&Event::Info {
                         text: "History is off (--no-history, or the database failed).".into(),
                     });
-                } else if let Some(lines) = self.persist(out, |db, chat| db.recent(chat, n)) {
-                    out.show(&Event::History { lines });
                 } else {
-                    out.show(&Event::History { lines: Vec::new() });
+                    let lines = match &self.core {
+                        Some(core) => core.history(n, self.db()).unwrap_or_else(|e| {
+                            out.show(&Event::Error {
+                                code: "history".into(),
+                                text: e.to_string(),
+                            });
+                            Vec::new()
+                        }),
+                        None => Vec::new(),
+                    };
+                    out.show(&Event::History { lines });
                 }
             }
             other => out.show(&Event::Error {
@@ -587,32 +648,19 @@ impl Conversation {
         out: &Events,
     ) -> Result<Option<Ending>, ClientError> {
         match msg {
-            PeerMsg::Chat {
-                id,
-                sent_at_ms,
-                text,
-            } => {
-                link.send(PeerMsg::Ack { id })
-                    .map_err(|e| link_failure(e, peer))?;
-                if id > self.peer_seen {
-                    self.peer_seen = id;
-                    // On disk before it is shown.
-                    self.persist(out, |db, chat| {
-                        db.record_incoming(chat, id, peer, &text, sent_at_ms, now_ms())
-                    });
-                    out.show(&Event::Message {
-                        from: peer.to_string(),
-                        text,
-                        id,
-                        sent_at_ms,
-                    });
-                }
-            }
-            PeerMsg::Ack { id } => {
-                if self.outbox.remove(&id).is_some() {
-                    self.persist(out, |db, chat| db.mark_acked(chat, id));
-                    out.show(&Event::Ack { id });
-                }
+            log @ (PeerMsg::Group(_)
+            | PeerMsg::GroupSummary(_)
+            | PeerMsg::GroupCatchup(_)
+            | PeerMsg::Equivocation(_)) => {
+                let Some(core) = self.core.as_mut() else {
+                    return Ok(None);
+                };
+                let queued = link.sender().queued_bytes();
+                let db = self.store.as_ref().map(|s| &s.db);
+                let fx = core
+                    .on_peer(self.serial, log, queued, db)
+                    .map_err(|why| link_failure(LinkError::Protocol(why), peer))?;
+                apply(fx, Some(link), self.peer.as_ref(), out)?;
             }
             PeerMsg::Ping { nonce } => {
                 link.send(PeerMsg::Pong { nonce })
@@ -621,15 +669,17 @@ impl Conversation {
             // Admission is settled before the chat starts (token runs); a late
             // one changes nothing.
             PeerMsg::Pong { .. } | PeerMsg::Admitted | PeerMsg::Denied { .. } => {}
-            // Group traffic on a two-party link: the peer broke the protocol.
-            PeerMsg::Group(_)
-            | PeerMsg::GroupSummary(_)
-            | PeerMsg::GroupCatchup(_)
-            | PeerMsg::Roster(_)
-            | PeerMsg::Expelled { .. }
-            | PeerMsg::Equivocation(_) => {
+            // Rosters and expulsions are a mesh's: the peer broke the protocol.
+            PeerMsg::Roster(_) | PeerMsg::Expelled { .. } => {
                 return Err(link_failure(
                     LinkError::Protocol("a group message in a two-party room".into()),
+                    peer,
+                ));
+            }
+            // v2's two-party messages, retired in v3 (§7.1).
+            PeerMsg::Chat { .. } | PeerMsg::Ack { .. } => {
+                return Err(link_failure(
+                    LinkError::Protocol("a v2 chat message (retired in v3)".into()),
                     peer,
                 ));
             }
@@ -676,9 +726,15 @@ pub async fn run(
         Some(p) => p.name.clone(),
         None => String::from("peer"),
     };
-    if let Err(e) = convo.flush_outbox(&link, &peer) {
-        link.close(None).await;
-        return Ending::Lost(e);
+    convo.serial += 1;
+    let serial = convo.serial;
+    if let (Some(core), Some(info)) = (convo.core.as_mut(), convo.peer.as_ref()) {
+        // The summary swap: each side sends what the other lacks, once.
+        let fx = core.link_up(serial, info.identity, &info.name);
+        if let Err(e) = apply(fx, Some(&link), Some(info), out) {
+            link.close(None).await;
+            return Ending::Lost(e);
+        }
     }
     convo.transfers.on_connected(&link, &peer);
     let mut ping: Option<(u64, Instant)> = None;
@@ -694,7 +750,7 @@ pub async fn run(
 
     let ending = loop {
         if convo.input_closed && drain_deadline.is_none() {
-            if convo.outbox.is_empty() {
+            if convo.drained() {
                 break Ending::Quit;
             }
             drain_deadline = Some(Instant::now() + DRAIN_ON_EOF);
@@ -723,7 +779,7 @@ pub async fn run(
                     match convo.on_peer(msg, &link, &peer, out).await {
                         Ok(Some(ending)) => break ending,
                         Ok(None) => {
-                            if convo.input_closed && convo.outbox.is_empty() {
+                            if convo.input_closed && convo.drained() {
                                 break Ending::Quit;
                             }
                         }
@@ -743,6 +799,12 @@ pub async fn run(
                         PEER_SILENT.as_secs()
                     )));
                 }
+                if let Some(core) = convo.core.as_mut() {
+                    let fx = core.tick();
+                    if let Err(e) = apply(fx, Some(&link), convo.peer.as_ref(), out) {
+                        break Ending::Lost(e);
+                    }
+                }
                 ping_nonce += 1;
                 ping = Some((ping_nonce, Instant::now()));
                 if let Err(e) = link.send(PeerMsg::Ping { nonce: ping_nonce }) {
@@ -757,81 +819,9 @@ pub async fn run(
         Ending::Quit => link.close(Some("quit".into())).await,
         Ending::PeerLeft(_) | Ending::Lost(_) => link.close(None).await,
     }
+    if let Some(core) = convo.core.as_mut() {
+        core.link_down(serial);
+    }
     convo.end_session();
     ending
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn conversation() -> Conversation {
-        let (transfers, _updates) = Transfers::new(std::env::temp_dir(), false);
-        Conversation::new("token", "alice", None, transfers)
-    }
-
-    fn key(seed: u8) -> IdentityKey {
-        dhke::Identity::from_seed(&[seed; 32]).public()
-    }
-
-    /// What `on_line` does to the outbox, without a screen.
-    fn typed(c: &mut Conversation, text: &str) {
-        let id = c.next_id;
-        c.next_id += 1;
-        c.outbox.insert(
-            id,
-            Unacked {
-                text: text.into(),
-                sent_ms: 0,
-            },
-        );
-    }
-
-    fn waiting(c: &Conversation) -> Vec<(u64, &str)> {
-        c.outbox
-            .iter()
-            .map(|(&id, m)| (id, m.text.as_str()))
-            .collect()
-    }
-
-    #[test]
-    fn what_waits_for_one_identity_goes_to_it_and_never_to_the_next() {
-        let (bob, carol) = (key(2), key(3));
-        let mut c = conversation();
-        typed(&mut c, "before anyone came");
-        c.hand_outbox_to(bob);
-        assert_eq!(waiting(&c), [(1, "before anyone came")]);
-        typed(&mut c, "for bob");
-        // Bob is gone; carol's session starts with nothing of bob's.
-        c.hand_outbox_to(carol);
-        assert!(waiting(&c).is_empty(), "{:?}", waiting(&c));
-        assert_eq!(c.set_aside_len, 2);
-        typed(&mut c, "for carol");
-        assert_eq!(waiting(&c), [(1, "for carol")]);
-        // Bob is back: his messages, with their ids, and the count goes on.
-        c.hand_outbox_to(bob);
-        assert_eq!(waiting(&c), [(1, "before anyone came"), (2, "for bob")]);
-        typed(&mut c, "welcome back");
-        assert_eq!(c.outbox.keys().last(), Some(&3));
-        assert_eq!(c.set_aside_len, 1, "carol's one message waits for her");
-        // Acked away, bob's outbox is not kept when carol comes back.
-        c.outbox.clear();
-        c.hand_outbox_to(carol);
-        assert_eq!(waiting(&c), [(1, "for carol")]);
-        assert!(c.set_aside.is_empty());
-        assert_eq!(c.set_aside_len, 0);
-    }
-
-    #[test]
-    fn messages_set_aside_count_against_the_unacked_cap() {
-        let mut c = conversation();
-        c.hand_outbox_to(key(2));
-        for _ in 0..MAX_UNACKED - 1 {
-            typed(&mut c, "x");
-        }
-        c.hand_outbox_to(key(3));
-        assert!(c.accepts_input());
-        typed(&mut c, "y");
-        assert!(!c.accepts_input(), "the cap is for all peers together");
-    }
 }

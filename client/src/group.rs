@@ -9,6 +9,10 @@
 //! an author who signed two messages with one number is refused by everyone who
 //! sees the proof, and the proof travels on (never blaming who forwarded it).
 //! An author is named only by a link that proved its key or by a contact.
+//!
+//! The log itself (delivery, catch-up, storing, receipts, proofs, names) is
+//! the one conversation core of [`crate::conversation`], which two-party chats
+//! use too; this module keeps the mediator, the mesh of links and the rosters.
 
 mod links;
 
@@ -23,14 +27,12 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
-use wire::group::{
-    Catchup, EquivocationProof, GroupError, GroupLog, GroupMsg, Outcome, Roster, RosterEntry,
-    MAX_AUTHORS,
-};
+use wire::group::{Roster, RosterEntry, MAX_AUTHORS};
 use wire::{ClientMsg, PeerMsg, PROTOCOL_VERSION};
 
 use self::links::{FromLink, LinkHandle, PairSetup, Paired, Routes};
-use crate::events::{Event, Events, HistoryLine, GROUP_HELP};
+use crate::conversation::{Core, Effects, Kind, To};
+use crate::events::{Event, Events, GROUP_HELP};
 use crate::exit::ClientError;
 use crate::history::History;
 use crate::input::InputEvent;
@@ -43,27 +45,6 @@ use crate::rendezvous::{GroupPlace, MediatorLink, PathReport, RoomNotice};
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// A link silent this long (no record at all) is closed.
 const SILENT_LIMIT: Duration = Duration::from_secs(30);
-/// Summaries are swapped this often on every link, on top of each new link and
-/// each gap, so a message that missed a member reaches it by another.
-const SUMMARY_EVERY: Duration = Duration::from_secs(15);
-/// A link's summaries are answered at most this often.
-const CATCHUP_GAP: Duration = Duration::from_millis(500);
-/// After a gap we ask the link that showed it at most this often.
-const ASK_GAP: Duration = Duration::from_millis(500);
-/// Group messages a link may bring: a bucket this deep (a whole backlog), refilled
-/// at [`MSG_RATE`] a second. A member past it is flooding and is cut off.
-const MSG_BURST: f64 = 2.0 * wire::group::BACKLOG as f64 + 200.0;
-const MSG_RATE: f64 = 50.0;
-/// A catch-up record holds messages up to about this many encoded bytes (a
-/// record carries at most 64 KiB; one message is at most about 16.5 KiB).
-const CATCHUP_BYTES: usize = 40 * 1024;
-/// One answer to a summary carries at most this much ([`GroupMsg::weight`]);
-/// the rest follows when the asker asks again (`Catchup.more`).
-const ANSWER_BYTES: usize = 256 * 1024;
-/// A summary is answered only while the link's queue holds less than this:
-/// a member that stops reading gets no more answers, so what it makes us queue
-/// stays within one answer (plus the link's own byte bound).
-const BUSY_BYTES: usize = 256 * 1024;
 /// A member that others' rosters list but we hold no link with is reported
 /// after this long (our race towards it has ended by then, one way or another).
 const HIDDEN_AFTER: Duration = Duration::from_secs(20);
@@ -74,8 +55,6 @@ const REJOIN_CAP: Duration = Duration::from_secs(30);
 /// confirms first closes its old link): it is announced as left only if no new
 /// link with that identity comes within this long, or once no race is left.
 const RELINK_GRACE: Duration = Duration::from_secs(20);
-/// Messages restored from history that are shown again at the start.
-const SHOW_RESTORED: usize = 20;
 
 /// What a group run needs from the command line and the profile.
 #[derive(Debug)]
@@ -110,11 +89,6 @@ struct Member {
     rtt_ms: Option<u64>,
     ping: Option<(u64, Instant)>,
     last_heard: Instant,
-    last_summary: Instant,
-    last_catchup: Instant,
-    last_ask: Instant,
-    tokens: f64,
-    refilled: Instant,
     roster: Option<Roster>,
 }
 
@@ -123,16 +97,6 @@ impl Member {
         if self.link.send(msg).is_err() {
             self.stalled.set(true);
         }
-    }
-
-    /// Takes `n` messages from the link's bucket; false when it is empty.
-    fn charge(&mut self, n: usize) -> bool {
-        let now = Instant::now();
-        let add = now.duration_since(self.refilled).as_secs_f64() * MSG_RATE;
-        self.tokens = (self.tokens + add).min(MSG_BURST);
-        self.refilled = now;
-        self.tokens -= n as f64;
-        self.tokens >= 0.0
     }
 }
 
@@ -160,14 +124,13 @@ type Joining = JoinHandle<Result<Session, ClientError>>;
 struct Mesh<'a> {
     run: GroupRun<'a>,
     out: &'a Events,
-    log: GroupLog,
+    /// The conversation: the log and everything done with it.
+    core: Core,
     me: u32,
     /// Live links by a serial of ours: member numbers of two mediator sessions
     /// (a restart) may collide, serials never do.
     members: HashMap<u64, Member>,
     races: HashMap<u32, JoinHandle<()>>,
-    /// Names of authors, from links and rosters, for showing their messages.
-    names: HashMap<[u8; 32], String>,
     /// Identity keys cut off this run; never linked again.
     banned: HashSet<[u8; 32]>,
     /// (roster sender's link, member) pairs already alerted about.
@@ -194,17 +157,14 @@ pub async fn run(
 ) -> Result<(), ClientError> {
     // The log is bound to the whole code, never to the tag the mediator
     // matches on: two codes with one nameplate are two conversations.
-    let conversation = run.code.conversation();
-    let own = run.identity.public().0;
-    let mut log = GroupLog::new(conversation, own);
-    let mut restored = Vec::new();
-    if let Some(db) = &run.history {
-        // Only this conversation's stored window comes back; our own counter
-        // continues past everything of ours ever stored in it.
-        let stored = db.group_log(&conversation)?;
-        let own_last = db.group_own_last(&conversation, &own)?;
-        restored = log.restore(stored, own_last).delivered;
-    }
+    let (core, restored) = Core::open(
+        run.code.conversation(),
+        Kind::Group,
+        run.identity.clone(),
+        &run.name,
+        &run.room,
+        run.history.as_ref(),
+    )?;
     let routes: Routes = Default::default();
     let _acceptor = AbortOnDrop(links::spawn_acceptor(listener, routes.clone()));
     let (paired_tx, mut paired_rx) = mpsc::channel(64);
@@ -212,11 +172,10 @@ pub async fn run(
     let mut mesh = Mesh {
         run,
         out,
-        log,
+        core,
         me: 0,
         members: HashMap::new(),
         races: HashMap::new(),
-        names: HashMap::new(),
         banned: HashSet::new(),
         alerted: HashSet::new(),
         unseen: HashMap::new(),
@@ -227,7 +186,7 @@ pub async fn run(
         paired_tx,
         from_links_tx,
     };
-    mesh.show_restored(&restored);
+    mesh.apply(restored);
 
     // The first join's refusal (a full room, a wrong DH group) ends the run;
     // later, a lost mediator only means retrying while the links carry on.
@@ -472,77 +431,36 @@ impl Mesh<'_> {
         self.send_rosters();
     }
 
-    fn show_restored(&self, restored: &[GroupMsg]) {
-        if restored.is_empty() {
-            return;
-        }
-        self.out.show(&Event::Info {
-            text: format!(
-                "{} earlier messages of this room are in your history (/history).",
-                restored.len()
-            ),
-        });
-        let start = restored.len().saturating_sub(SHOW_RESTORED);
-        let lines = restored[start..]
-            .iter()
-            .map(|m| HistoryLine {
-                at_ms: m.body.sent_at_ms,
-                from: self.author_name(&m.body.author).0,
-                text: m.body.text.clone(),
-                outgoing: m.body.author == self.our_key(),
-                acked: true,
-            })
-            .collect();
-        self.out.show(&Event::History { lines });
-    }
-
-    /// How an author is shown, and whether the name is proven: the name a
-    /// link proved for its key this run, else a contact's name, else its
-    /// fingerprint marked "(not linked)". A roster's word never names anyone.
-    fn author_name(&self, author: &[u8; 32]) -> (String, bool) {
-        if *author == self.our_key() {
-            return (self.run.name.clone(), true);
-        }
-        if let Some(name) = self.names.get(author) {
-            return (name.clone(), true);
-        }
-        let contact = self
-            .run
-            .history
-            .as_ref()
-            .and_then(|db| db.contact_by_key(&IdentityKey(*author)).ok().flatten());
-        match contact {
-            Some(c) => (c.name, true),
-            None => (unlinked(author), false),
-        }
-    }
-
-    /// Shows and stores messages the log delivered.
-    fn deliver(&mut self, msgs: Vec<GroupMsg>) {
-        for msg in msgs {
-            let (from, linked) = self.author_name(&msg.body.author);
-            if let Some(db) = &self.run.history {
-                match db.record_group(&self.run.room, &msg, &from, now_ms()) {
-                    Ok(false) => continue,
-                    Ok(true) => {}
-                    Err(e) => self.out.show(&Event::Error {
-                        code: "history".into(),
-                        text: e.to_string(),
-                    }),
+    /// Does what the conversation core asked: records on links, events on
+    /// the screen, and the links of authors it proved to equivocate closed.
+    fn apply(&mut self, fx: Effects) {
+        for (to, msg) in fx.sends {
+            match to {
+                To::Link(serial) => {
+                    if let Some(m) = self.members.get(&serial) {
+                        m.send(msg);
+                    }
+                }
+                To::AllBut(except) => {
+                    for (serial, m) in &self.members {
+                        if Some(*serial) != except {
+                            m.send(msg.clone());
+                        }
+                    }
                 }
             }
-            let b = &msg.body;
-            self.out.show(&Event::GroupMessage {
-                from,
-                author: IdentityKey(b.author).fingerprint().to_string(),
-                linked,
-                own: b.author == self.our_key(),
-                seq: b.seq,
-                depth: msg.order_key().0,
-                sent_at_ms: b.sent_at_ms,
-                text: b.text.clone(),
-            });
         }
+        for event in &fx.events {
+            self.out.show(event);
+        }
+        for author in fx.proven {
+            self.refuse(author);
+        }
+    }
+
+    /// How an author is shown ([`Core::author_name`]).
+    fn author_name(&self, author: &[u8; 32]) -> (String, bool) {
+        self.core.author_name(author, self.run.history.as_ref())
     }
 
     fn on_input(&mut self, event: Option<InputEvent>) -> Option<String> {
@@ -566,21 +484,11 @@ impl Mesh<'_> {
         if text.is_empty() {
             return None;
         }
-        match self
-            .log
-            .write(&self.run.identity, text.to_owned(), now_ms())
-        {
-            Ok(msg) => {
-                for m in self.members.values() {
-                    m.send(PeerMsg::Group(msg.clone()));
-                }
-                self.deliver(vec![msg]);
-            }
-            Err(e) => self.out.show(&Event::Error {
-                code: "not_sent".into(),
-                text: format!("the message was not sent: {e}"),
-            }),
-        }
+        let linked = !self.members.is_empty();
+        let fx = self
+            .core
+            .write(text.to_owned(), linked, self.run.history.as_ref());
+        self.apply(fx);
         None
     }
 
@@ -617,27 +525,15 @@ impl Mesh<'_> {
             "verify" => self.verify(&rest),
             "history" => {
                 let n = rest.first().and_then(|n| n.parse().ok()).unwrap_or(20u32);
-                let lines = match &self.run.history {
-                    Some(db) => match db.conversation_lines(self.log.conversation(), n.clamp(1, 10_000)) {
-                        Ok(lines) => lines
-                            .into_iter()
-                            .map(|l| HistoryLine {
-                                at_ms: l.sent_at_ms,
-                                outgoing: l.author == hex::encode(self.our_key()),
-                                from: l.author_name,
-                                text: l.text,
-                                acked: true,
-                            })
-                            .collect(),
-                        Err(e) => {
-                            self.out.show(&Event::Error {
-                                code: "history".into(),
-                                text: e.to_string(),
-                            });
-                            Vec::new()
-                        }
-                    },
-                    None => Vec::new(),
+                let lines = match self.core.history(n, self.run.history.as_ref()) {
+                    Ok(lines) => lines,
+                    Err(e) => {
+                        self.out.show(&Event::Error {
+                            code: "history".into(),
+                            text: e.to_string(),
+                        });
+                        Vec::new()
+                    }
                 };
                 self.out.show(&Event::History { lines });
             }
@@ -805,9 +701,7 @@ impl Mesh<'_> {
                 self.next_serial += 1;
                 let serial = self.next_serial;
                 let (link, task) = links::spawn_link(serial, *conn, self.from_links_tx.clone());
-                self.names.insert(identity.0, name.clone());
                 let now = Instant::now();
-                let long_ago = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
                 let m = Member {
                     member,
                     name: name.clone(),
@@ -822,15 +716,11 @@ impl Mesh<'_> {
                     rtt_ms: None,
                     ping: None,
                     last_heard: now,
-                    last_summary: now,
-                    last_catchup: long_ago,
-                    last_ask: long_ago,
-                    tokens: MSG_BURST,
-                    refilled: now,
                     roster: None,
                 };
-                m.send(PeerMsg::GroupSummary(self.log.summary()));
                 self.members.insert(serial, m);
+                let fx = self.core.link_up(serial, identity, &name);
+                self.apply(fx);
                 if relinked {
                     tracing::debug!(member, "relinked with a member already linked");
                 } else {
@@ -960,62 +850,14 @@ impl Mesh<'_> {
     /// Takes a member off the mesh: its link is gone, and what it brought that
     /// still waits in the log is dropped with it.
     fn remove_member(&mut self, serial: u64) -> Option<Member> {
-        self.log.drop_source(serial);
+        self.core.link_down(serial);
         self.members.remove(&serial)
     }
 
-    /// What the log made of something a link brought: delivers what became
-    /// deliverable, acts on each equivocation it proved; an error that blames
-    /// the link is returned for [`Mesh::expel`].
-    fn took(&mut self, serial: u64, result: Result<Outcome, GroupError>) -> Result<(), String> {
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(GroupError::Equivocation(proof)) => Outcome {
-                delivered: Vec::new(),
-                proofs: vec![*proof],
-            },
-            Err(e) if e.blames_sender() => return Err(e.to_string()),
-            Err(e) => {
-                self.out.show(&Event::Warning {
-                    code: "group_log".into(),
-                    text: e.to_string(),
-                });
-                Outcome::default()
-            }
-        };
-        self.deliver(outcome.delivered);
-        for proof in outcome.proofs {
-            self.on_proof(proof, Some(serial));
-        }
-        Ok(())
-    }
-
-    /// An author proven to have signed two messages with one number: say so
-    /// (both texts, and which one this screen showed), close its links, and
-    /// pass the proof to every other member once. `from` brought it and is not
-    /// to blame.
-    fn on_proof(&mut self, proof: EquivocationProof, from: Option<u64>) {
-        let author = proof.first.body.author;
-        let seq = proof.first.body.seq;
-        let (name, _) = self.author_name(&author);
-        let shown = self
-            .log
-            .delivered(&author, seq)
-            .map(|m| m.body.text.clone());
-        let (one, two) = (&proof.first.body.text, &proof.second.body.text);
-        let which = match &shown {
-            Some(text) => format!("This screen shows \"{text}\"."),
-            None => "Neither was shown here.".to_owned(),
-        };
-        self.out.show(&Event::Warning {
-            code: "equivocation".into(),
-            text: format!(
-                "{name} ({}) signed two different messages as its message {seq}: \"{one}\" and \
-                 \"{two}\". Each member may have been shown another one. {which} It is refused \
-                 from now on, and the proof goes to the other members.",
-                IdentityKey(author).fingerprint(),
-            ),
-        });
+    /// An author the core proved to have signed two messages with one number
+    /// (it said so and forwarded the proof): close its links, and never link
+    /// with it again.
+    fn refuse(&mut self, author: [u8; 32]) {
         let theirs: Vec<u64> = self
             .members
             .iter()
@@ -1024,7 +866,6 @@ impl Mesh<'_> {
             .collect();
         for id in theirs {
             if let Some(mut m) = self.remove_member(id) {
-                self.banned.insert(author);
                 m.link.close(Some(
                     "you signed two different messages with one number".into(),
                 ));
@@ -1036,11 +877,6 @@ impl Mesh<'_> {
             }
         }
         self.banned.insert(author);
-        for (id, m) in &self.members {
-            if Some(*id) != from {
-                m.send(PeerMsg::Equivocation(Box::new(proof.clone())));
-            }
-        }
         self.send_rosters();
     }
 
@@ -1050,57 +886,19 @@ impl Mesh<'_> {
             return Ok(());
         }
         match msg {
-            PeerMsg::Group(msg) => {
-                if !self.member(serial).map_or(true, |m| m.charge(1)) {
-                    return Err("too many messages (flooding)".into());
-                }
-                let result = self.log.receive(msg, serial);
-                self.took(serial, result)?;
-                self.ask_if_waiting(serial);
+            log @ (PeerMsg::Group(_)
+            | PeerMsg::GroupSummary(_)
+            | PeerMsg::GroupCatchup(_)
+            | PeerMsg::Equivocation(_)) => {
+                let queued = self
+                    .members
+                    .get(&serial)
+                    .map_or(0, |m| m.link.queued_bytes());
+                let fx = self
+                    .core
+                    .on_peer(serial, log, queued, self.run.history.as_ref())?;
+                self.apply(fx);
             }
-            PeerMsg::GroupSummary(summary) => {
-                // Answers are paced: one per CATCHUP_GAP per link, never while
-                // an earlier one still waits in its queue, and at most
-                // ANSWER_BYTES each (the asker asks again for the rest).
-                let due = self.member(serial).is_some_and(|m| {
-                    let due = m.last_catchup.elapsed() >= CATCHUP_GAP
-                        && m.link.queued_bytes() < BUSY_BYTES;
-                    if due {
-                        m.last_catchup = Instant::now();
-                    }
-                    due
-                });
-                if due {
-                    let parts = split_catchup(self.log.missing_for(&summary, ANSWER_BYTES));
-                    if let Some(m) = self.member(serial) {
-                        for part in parts {
-                            m.send(PeerMsg::GroupCatchup(part));
-                        }
-                    }
-                }
-            }
-            PeerMsg::GroupCatchup(catchup) => {
-                let n = catchup.msgs.len();
-                let more = catchup.more;
-                if !self.member(serial).map_or(true, |m| m.charge(n)) {
-                    return Err("too many messages (flooding)".into());
-                }
-                let result = self.log.receive_catchup(catchup, serial);
-                self.took(serial, result)?;
-                if more {
-                    let summary = self.log.summary();
-                    if let Some(m) = self.member(serial) {
-                        m.send(PeerMsg::GroupSummary(summary));
-                    }
-                } else {
-                    self.ask_if_waiting(serial);
-                }
-            }
-            PeerMsg::Equivocation(proof) => match self.log.receive_proof(&proof) {
-                Ok(Some(_)) => self.on_proof(*proof, Some(serial)),
-                Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
-            },
             PeerMsg::Roster(roster) => {
                 // A roster names keys and claims names: it is compared with our
                 // links (§19.4), but it never names an author on our screen.
@@ -1192,21 +990,6 @@ impl Mesh<'_> {
     /// Member `member`'s link, if it is still linked.
     fn member(&mut self, serial: u64) -> Option<&mut Member> {
         self.members.get_mut(&serial)
-    }
-
-    /// When messages wait for ones we lack, ask the link that brought them.
-    fn ask_if_waiting(&mut self, serial: u64) {
-        if self.log.pending() == 0 {
-            return;
-        }
-        let summary = self.log.summary();
-        let Some(m) = self.member(serial) else {
-            return;
-        };
-        if m.last_ask.elapsed() >= ASK_GAP {
-            m.last_ask = Instant::now();
-            m.send(PeerMsg::GroupSummary(summary));
-        }
     }
 
     /// Compares link `from`'s roster with our own links: the same member
@@ -1341,7 +1124,8 @@ impl Mesh<'_> {
                 reason: l.why,
             });
         }
-        let summary = self.log.summary();
+        let fx = self.core.tick();
+        self.apply(fx);
         let mut silent = Vec::new();
         let mut stalled = Vec::new();
         for (id, m) in self.members.iter_mut() {
@@ -1359,10 +1143,6 @@ impl Mesh<'_> {
                 let nonce = rand::random();
                 m.ping = Some((nonce, now));
                 m.send(PeerMsg::Ping { nonce });
-            }
-            if now.duration_since(m.last_summary) >= SUMMARY_EVERY {
-                m.last_summary = now;
-                m.send(PeerMsg::GroupSummary(summary.clone()));
             }
         }
         let gone = silent
@@ -1403,12 +1183,6 @@ impl Mesh<'_> {
     }
 }
 
-/// How an author no link proved and no contact names is shown: its
-/// fingerprint, marked as not linked.
-fn unlinked(author: &[u8; 32]) -> String {
-    format!("{} (not linked)", IdentityKey(*author).fingerprint())
-}
-
 /// A roster's own checks: a bounded number of entries with valid names.
 fn check_roster(roster: &Roster) -> Result<(), String> {
     if roster.members.len() > MAX_AUTHORS {
@@ -1418,63 +1192,4 @@ fn check_roster(roster: &Roster) -> Result<(), String> {
         wire::validate_name(&e.name).map_err(|e| format!("a roster with a bad name ({e})"))?;
     }
     Ok(())
-}
-
-/// Splits a catch-up into records of at most about [`CATCHUP_BYTES`] of
-/// messages; the summary and floor ride on the first, `more` on the last. An
-/// empty catch-up sends nothing.
-fn split_catchup(catchup: Catchup) -> Vec<Catchup> {
-    if catchup.msgs.is_empty() && catchup.floor.is_empty() {
-        return Vec::new();
-    }
-    let more = catchup.more;
-    let mut parts = vec![Catchup {
-        have: catchup.have,
-        floor: catchup.floor,
-        msgs: Vec::new(),
-        more: false,
-    }];
-    let mut bytes = 0usize;
-    for msg in catchup.msgs {
-        let size = msg.weight() + 64;
-        if bytes + size > CATCHUP_BYTES && !parts.last().is_some_and(|p| p.msgs.is_empty()) {
-            parts.push(Catchup::default());
-            bytes = 0;
-        }
-        bytes += size;
-        if let Some(part) = parts.last_mut() {
-            part.msgs.push(msg);
-        }
-    }
-    if let Some(last) = parts.last_mut() {
-        last.more = more;
-    }
-    parts
-}
-
-#[cfg(test)]
-mod tests {
-    use wire::group::Summary;
-
-    use super::*;
-
-    #[test]
-    fn a_big_catchup_is_split_into_records_that_fit() {
-        let id = Identity::generate(&mut OsRng);
-        let mut log = GroupLog::new([1; 32], id.public().0);
-        for i in 0..40 {
-            log.write(&id, "x".repeat(16 * 1024 - (i % 3)), i as u64)
-                .unwrap();
-        }
-        let all = log.missing_for(&Summary::default(), usize::MAX);
-        let parts = split_catchup(all.clone());
-        assert!(parts.len() > 10, "{} parts", parts.len());
-        for part in &parts {
-            let bytes = wire::encode(&PeerMsg::GroupCatchup(part.clone())).unwrap();
-            assert!(bytes.len() <= wire::peer::MAX_PLAINTEXT, "{}", bytes.len());
-        }
-        let rejoined: Vec<_> = parts.into_iter().flat_map(|p| p.msgs).collect();
-        assert_eq!(rejoined, all.msgs);
-        assert!(split_catchup(Catchup::default()).is_empty());
-    }
 }

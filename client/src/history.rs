@@ -117,7 +117,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX log_messages_by_room ON log_messages (room, depth, author, seq);
     CREATE INDEX log_messages_by_order ON log_messages (conversation, depth, author, seq);",
-    // 5 → 6: the conversations open in the messenger, reopened when it starts
+    // 6: two-party conversations on the log (docs/protocol.md §7.1, v3): one chat
+    // row per conversation (its sessions' metadata), its messages in
+    // log_messages; how far another member holds our messages (receipts).
+    "ALTER TABLE chats ADD COLUMN conversation BLOB;  -- 32 bytes; NULL for v2 chats
+    ALTER TABLE chats ADD COLUMN own_identity BLOB;   -- our 32-byte key in it
+    CREATE INDEX chats_by_conversation ON chats (conversation);
+    CREATE TABLE log_receipts (
+        conversation  BLOB    PRIMARY KEY,  -- 32 bytes
+        acked_seq     INTEGER NOT NULL      -- another member holds our 1..=acked_seq
+    );",
+    // 6 → 7: the conversations open in the messenger, reopened when it starts
     // again without one named on the command line. `target` is what reopens
     // it: the room code, or the contact's fingerprint.
     "CREATE TABLE open_conversations (
@@ -340,6 +350,68 @@ impl History {
         Ok(ChatId(self.conn.last_insert_rowid()))
     }
 
+    /// The chat row of two-party conversation `conversation` (one row for all
+    /// its runs and sessions; its messages are the conversation's log): opened
+    /// again (no end yet, one more reconnect) when it exists, else created.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_conversation_chat(
+        &self,
+        conversation: &[u8; 32],
+        own: &[u8; 32],
+        room: &str,
+        peer: &str,
+        identity: &str,
+        addr: &str,
+        path: &str,
+        sas: &str,
+        started_ms: u64,
+    ) -> Result<ChatId, ClientError> {
+        let found: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM chats WHERE conversation = ?1 ORDER BY id DESC LIMIT 1",
+                params![&conversation[..]],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(|e| self.fail("read the chat", &e))?;
+        if let Some(id) = found {
+            self.conn
+                .execute(
+                    "UPDATE chats SET peer = ?2, peer_identity = ?3, addr = ?4, path = ?5,
+                         sas = ?6, ended_ms = NULL, end_reason = NULL,
+                         reconnects = reconnects + 1
+                     WHERE id = ?1",
+                    params![id, peer, identity, addr, path, sas],
+                )
+                .map_err(|e| self.fail("record the chat", &e))?;
+            return Ok(ChatId(id));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO chats (room, peer, peer_identity, addr, path, sas, started_ms,
+                                    conversation, own_identity)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    room,
+                    peer,
+                    identity,
+                    addr,
+                    path,
+                    sas,
+                    to_db(started_ms),
+                    &conversation[..],
+                    &own[..]
+                ],
+            )
+            .map_err(|e| self.fail("record the chat", &e))?;
+        Ok(ChatId(self.conn.last_insert_rowid()))
+    }
+
     /// After a reconnect: the new address, path and code, and whether the keys
     /// continued the previous session (`resumed`).
     pub fn update_chat(
@@ -519,23 +591,23 @@ impl History {
         let sql = match (room, peer) {
             (None, None) => {
                 "SELECT id, room, peer, addr, path, sas, verified, reconnects, resumes,
-                        started_ms, ended_ms, end_reason
+                        started_ms, ended_ms, end_reason, conversation, own_identity
                  FROM chats ORDER BY started_ms DESC, id DESC LIMIT ?3"
             }
             (Some(_), None) => {
                 "SELECT id, room, peer, addr, path, sas, verified, reconnects, resumes,
-                        started_ms, ended_ms, end_reason
+                        started_ms, ended_ms, end_reason, conversation, own_identity
                  FROM chats WHERE room = ?1 ORDER BY started_ms DESC, id DESC LIMIT ?3"
             }
             (None, Some(_)) => {
                 "SELECT id, room, peer, addr, path, sas, verified, reconnects, resumes,
-                        started_ms, ended_ms, end_reason
+                        started_ms, ended_ms, end_reason, conversation, own_identity
                  FROM chats WHERE peer = ?2 OR peer_identity IN (SELECT identity FROM contacts_named)
                  ORDER BY started_ms DESC, id DESC LIMIT ?3"
             }
             (Some(_), Some(_)) => {
                 "SELECT id, room, peer, addr, path, sas, verified, reconnects, resumes,
-                        started_ms, ended_ms, end_reason
+                        started_ms, ended_ms, end_reason, conversation, own_identity
                  FROM chats WHERE room = ?1
                    AND (peer = ?2 OR peer_identity IN (SELECT identity FROM contacts_named))
                  ORDER BY started_ms DESC, id DESC LIMIT ?3"
@@ -556,22 +628,51 @@ impl History {
             "SELECT msg_id, direction, sender, text, sent_ms, received_ms, acked
              FROM messages WHERE chat_id = ?1 ORDER BY id",
         )?;
+        // A conversation's chat (v3) lists its log: ours are `out`, acked as far
+        // as another member holds them (log_receipts).
+        let mut log_stmt = tx.prepare(
+            "SELECT seq, author = ?2, author_name, text, sent_ms, received_ms,
+                    seq <= COALESCE((SELECT acked_seq FROM log_receipts
+                                     WHERE conversation = ?1), 0)
+             FROM log_messages WHERE conversation = ?1
+             ORDER BY depth, author, seq",
+        )?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
-            let messages = msgs_stmt
-                .query_map(params![id], |m| {
-                    Ok(MessageRecord {
-                        msg_id: from_db(m.get(0)?),
-                        direction: m.get(1)?,
-                        sender: m.get(2)?,
-                        text: m.get(3)?,
-                        sent_ms: from_db(m.get(4)?),
-                        received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
-                        acked: m.get(6)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let conversation: Option<Vec<u8>> = row.get(12)?;
+            let own: Option<Vec<u8>> = row.get(13)?;
+            let messages = if let Some(conversation) = conversation {
+                log_stmt
+                    .query_map(params![conversation, own], |m| {
+                        let outgoing: bool = m.get(1)?;
+                        let received_ms: i64 = m.get(5)?;
+                        Ok(MessageRecord {
+                            msg_id: from_db(m.get(0)?),
+                            direction: if outgoing { "out" } else { "in" }.into(),
+                            sender: m.get(2)?,
+                            text: m.get(3)?,
+                            sent_ms: from_db(m.get(4)?),
+                            received_ms: (!outgoing).then(|| from_db(received_ms)),
+                            acked: !outgoing || m.get::<_, bool>(6)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            } else {
+                msgs_stmt
+                    .query_map(params![id], |m| {
+                        Ok(MessageRecord {
+                            msg_id: from_db(m.get(0)?),
+                            direction: m.get(1)?,
+                            sender: m.get(2)?,
+                            text: m.get(3)?,
+                            sent_ms: from_db(m.get(4)?),
+                            received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
+                            acked: m.get(6)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            };
             out.push(ChatRecord {
                 room: row.get(1)?,
                 peer: row.get(2)?,

@@ -15,6 +15,7 @@ pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod connect;
+pub mod conversation;
 pub mod events;
 pub mod exit;
 pub mod files;

@@ -299,13 +299,8 @@ async fn hostile_names_stay_inside_the_downloads_directory() {
             other => panic!("unexpected answer to {name:?}: {other:?}"),
         }
     }
-    mallory
-        .send(&PeerMsg::Chat {
-            id: 1,
-            sent_at_ms: 0,
-            text: "done".into(),
-        })
-        .await;
+    let chat = mallory.chat("done");
+    mallory.send(&chat).await;
     alice.expect("message").await;
 
     // Nothing outside the downloads directory...
@@ -427,13 +422,8 @@ async fn a_flood_of_offers_is_bounded() {
     let expected: Vec<u64> = (waiting as u64..total as u64).map(|i| 5000 + i).collect();
     assert_eq!(declined, expected);
     // ...the person sees exactly the bounded number of offers, and is told.
-    mallory
-        .send(&PeerMsg::Chat {
-            id: 1,
-            sent_at_ms: 0,
-            text: "sync".into(),
-        })
-        .await;
+    let chat = mallory.chat("sync");
+    mallory.send(&chat).await;
     alice.expect("message").await;
     let offers = alice
         .seen

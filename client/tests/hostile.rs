@@ -132,12 +132,8 @@ async fn ends_as_protocol_violation(client: &mut Client, what: &str) {
 /// Checks the client is still fine: a chat message from `peer` is shown.
 async fn still_chats(client: &mut Client, peer: &mut RawPeer, id: u64) {
     let text = format!("still here {id}");
-    peer.send(&PeerMsg::Chat {
-        id,
-        sent_at_ms: 0,
-        text: text.clone(),
-    })
-    .await;
+    let chat = peer.chat(&text);
+    peer.send(&chat).await;
     let shown = client.expect("message").await;
     assert_eq!(shown["text"], text.as_str());
     assert!(!client.stderr().contains("panicked"), "{}", client.stderr());
@@ -238,11 +234,7 @@ async fn a_record_that_comes_with_the_joiner_confirm_is_read_at_once() {
     let confirm: PeerHandshake = recv_msg(&mut framed).await;
     let (session, reply) = state.on_host_confirm(confirm).expect("host confirms");
     let (mut sealer, _opener) = session.split();
-    let chat = PeerMsg::Chat {
-        id: 1,
-        sent_at_ms: 1,
-        text: "with the confirm".into(),
-    };
+    let chat = common::raw_peer::first_chat(&scene.room, "with the confirm");
     let record = sealer
         .seal(&wire::encode(&chat).unwrap(), &mut OsRng)
         .unwrap();
@@ -400,11 +392,10 @@ async fn a_joiner_confirm_that_does_not_open_the_commitment_ends_with_keys_diffe
 async fn a_replayed_record_ends_the_session_with_an_integrity_error() {
     let scene = Scene::new("replay").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
-    let record = mallory.seal(&PeerMsg::Chat {
-        id: 1,
-        sent_at_ms: 0,
-        text: "once".into(),
-    });
+    let record = {
+        let c = mallory.chat("once");
+        mallory.seal(&c)
+    };
     mallory.send_record(&record).await;
     alice.expect("message").await;
     mallory.send_record(&record).await;
@@ -415,16 +406,14 @@ async fn a_replayed_record_ends_the_session_with_an_integrity_error() {
 async fn reordered_records_end_the_session_with_an_integrity_error() {
     let scene = Scene::new("reorder").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
-    let first = mallory.seal(&PeerMsg::Chat {
-        id: 1,
-        sent_at_ms: 0,
-        text: "first".into(),
-    });
-    let second = mallory.seal(&PeerMsg::Chat {
-        id: 2,
-        sent_at_ms: 0,
-        text: "second".into(),
-    });
+    let first = {
+        let c = mallory.chat("first");
+        mallory.seal(&c)
+    };
+    let second = {
+        let c = mallory.chat("second");
+        mallory.seal(&c)
+    };
     mallory.send_record(&second).await;
     mallory.send_record(&first).await;
     ends_with(&mut alice, 9, "integrity").await;
@@ -440,13 +429,8 @@ async fn a_reflected_record_ends_the_session_with_an_integrity_error() {
     let scene = Scene::new("reflect").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
     // Alice's own record (her ack of our message), sent back to her.
-    mallory
-        .send(&PeerMsg::Chat {
-            id: 1,
-            sent_at_ms: 0,
-            text: "ack me".into(),
-        })
-        .await;
+    let chat = mallory.chat("ack me");
+    mallory.send(&chat).await;
     // Whatever she sends first (the ack, or a ping) goes back unchanged.
     let (raw, _msg) = mallory.recv_record().await;
     mallory.send_record(&raw).await;
@@ -482,11 +466,10 @@ async fn a_zero_length_frame_after_the_handshake_closes_the_session() {
 async fn a_record_dripped_one_byte_at_a_time_is_delivered() {
     let scene = Scene::new("drip-record").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
-    let record = mallory.seal(&PeerMsg::Chat {
-        id: 1,
-        sent_at_ms: 0,
-        text: "slowly".into(),
-    });
+    let record = {
+        let c = mallory.chat("slowly");
+        mallory.seal(&c)
+    };
     for byte in frame_bytes(&record) {
         mallory.send_raw(&[byte]).await;
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -532,13 +515,8 @@ async fn a_ping_flood_is_answered_in_order_and_the_chat_goes_on() {
         mallory.feed(&PeerMsg::Ping { nonce }).await;
     }
     mallory.flush().await;
-    mallory
-        .send(&PeerMsg::Chat {
-            id: 1,
-            sent_at_ms: 0,
-            text: "after the flood".into(),
-        })
-        .await;
+    let chat = mallory.chat("after the flood");
+    mallory.send(&chat).await;
     let mut next = 0u64;
     loop {
         match mallory.recv_any().await {
@@ -546,12 +524,14 @@ async fn a_ping_flood_is_answered_in_order_and_the_chat_goes_on() {
                 assert_eq!(nonce, next, "pongs out of order");
                 next += 1;
             }
-            PeerMsg::Ack { id: 1 } => break,
+            // Her receipt for our message (§7.1); her summary comes first.
+            PeerMsg::GroupCatchup(c) if c.msgs.is_empty() => break,
+            PeerMsg::GroupSummary(_) => {}
             PeerMsg::Ping { nonce } => mallory.send(&PeerMsg::Pong { nonce }).await,
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(next, PINGS, "every ping answered before the chat's ack");
+    assert_eq!(next, PINGS, "every ping answered before the chat's receipt");
     let shown = alice.expect("message").await;
     assert_eq!(shown["text"], "after the flood");
     no_panic(&alice);
@@ -597,43 +577,57 @@ async fn a_ping_flood_from_a_peer_that_never_reads_ends_the_session() {
     ends_with(&mut alice, 10, "connection_lost").await;
 }
 
+/// The acks Alice has shown, by id.
+fn acks(alice: &Client) -> Vec<u64> {
+    alice
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "ack")
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Receipts (v3, §7.1) are the peer's word: they ack only what Alice wrote,
+/// never a message she has not written yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_for_ids_never_sent_are_ignored() {
+async fn receipts_for_messages_never_sent_are_ignored() {
     let scene = Scene::new("bad-acks").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
-    for id in [0, 1, 42, u64::MAX] {
-        mallory.send(&PeerMsg::Ack { id }).await;
-    }
-    still_chats(&mut alice, &mut mallory, 1).await;
-    // Alice's own first message still waits for its real ack.
     alice.say("hello mallory").await;
     let sent = alice.expect("sent").await;
     assert_eq!(sent["id"], 1);
-    let PeerMsg::Chat { id, .. } = mallory.recv().await else {
-        panic!("expected Alice's chat")
+    let PeerMsg::Group(msg) = mallory.recv().await else {
+        panic!("expected Alice's message")
     };
-    assert!(
-        !alice.seen.iter().any(|e| e["event"] == "ack"),
-        "an ack for an id never sent was shown: {:?}",
-        alice.seen
+    let alice_key = msg.body.author;
+    for seq in [0, 42, u64::MAX] {
+        mallory.send(&RawPeer::receipt(alice_key, seq)).await;
+    }
+    still_chats(&mut alice, &mut mallory, 1).await;
+    assert_eq!(acks(&alice), [1], "{:?}", alice.seen);
+    // Her second message waits for a receipt that covers it.
+    alice.say("second").await;
+    assert_eq!(alice.expect("sent").await["id"], 2);
+    let PeerMsg::Group(_) = mallory.recv().await else {
+        panic!("expected Alice's second message")
+    };
+    still_chats(&mut alice, &mut mallory, 2).await;
+    assert_eq!(
+        acks(&alice),
+        [1],
+        "an earlier receipt acked a later message"
     );
-    mallory.send(&PeerMsg::Ack { id }).await;
-    let ack = alice.expect("ack").await;
-    assert_eq!(ack["id"], 1);
+    mallory.send(&RawPeer::receipt(alice_key, 2)).await;
+    assert_eq!(alice.expect("ack").await["id"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_text_over_the_limit_closes_the_session() {
     let scene = Scene::new("long-chat").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
-    mallory
-        .send(&PeerMsg::Chat {
-            id: 1,
-            sent_at_ms: 0,
-            text: "a".repeat(MAX_CHAT_TEXT + 1),
-        })
-        .await;
-    ends_as_protocol_violation(&mut alice, "chat text").await;
+    let chat = mallory.chat(&"a".repeat(MAX_CHAT_TEXT + 1));
+    mallory.send(&chat).await;
+    ends_as_protocol_violation(&mut alice, "over the limit").await;
     assert!(!alice.seen.iter().any(|e| e["event"] == "message"));
 }
 
@@ -641,13 +635,8 @@ async fn a_chat_text_over_the_limit_closes_the_session() {
 async fn a_chat_text_at_the_limit_is_shown() {
     let scene = Scene::new("full-chat").await;
     let (mut alice, mut mallory) = scene.alice_connected_to_mallory(&[]).await;
-    mallory
-        .send(&PeerMsg::Chat {
-            id: 1,
-            sent_at_ms: 0,
-            text: "a".repeat(MAX_CHAT_TEXT),
-        })
-        .await;
+    let chat = mallory.chat(&"a".repeat(MAX_CHAT_TEXT));
+    mallory.send(&chat).await;
     let shown = alice.expect("message").await;
     assert_eq!(shown["text"].as_str().unwrap().len(), MAX_CHAT_TEXT);
 }

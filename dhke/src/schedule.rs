@@ -33,6 +33,7 @@ const SECRET_ROOM_LABEL: &[u8] = b"p2pchat/v2/secret-room";
 const TOKEN_CHECK_LABEL: &[u8] = b"p2pchat/v2/token-check";
 const TOKEN_ROOM_LABEL: &[u8] = b"p2pchat/v2/token-room";
 const CONVERSATION_SALT: &[u8] = b"p2pchat/v3/conversation";
+const TOKEN_PAIR_LABEL: &[u8] = b"p2pchat/v3/token-pair";
 /// What an author's signature of a conversation message starts with
 /// (docs/protocol.md §17.1): `label || encode(body)`.
 pub const GROUP_MSG_LABEL: &[u8] = b"p2pchat/v3/group-msg";
@@ -502,6 +503,22 @@ pub fn token_room_secret(secret: &[u8; 16]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The code of a two-party conversation met through a connection token
+/// (docs/protocol.md §7.1, v3): `SHA-256("p2pchat/v3/token-pair" || token room
+/// secret || min(idA, idB) || max(idA, idB))`. A holder admits several dialers
+/// with one token; each pair gets its own conversation (its own log and
+/// history), so what was written to one dialer never reaches another.
+/// Order-independent.
+pub fn token_pair_secret(room_secret: &[u8; 32], a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = Sha256::new();
+    h.update(TOKEN_PAIR_LABEL);
+    h.update(room_secret);
+    h.update(lo);
+    h.update(hi);
+    h.finalize().into()
+}
+
 /// The id of the conversation a room code opens (docs/protocol.md §17.1, v3):
 /// `HKDF-SHA256(salt = "p2pchat/v3/conversation", IKM = the whole code (its
 /// PAKE secret: the UTF-8 text as typed, or the 32 bytes of a contact or token
@@ -571,6 +588,27 @@ mod tests {
     fn sas_formats_as_two_groups() {
         assert_eq!(Sas(482_093).to_string(), "482 093");
         assert_eq!(Sas(7).to_string(), "000 007");
+    }
+
+    /// docs/protocol.md §7.1 (v3): a token pair's code and its conversation id,
+    /// computed independently (Python hashlib/hmac).
+    #[test]
+    fn token_pair_vector() {
+        let (secret, a, b) = ([0x11; 32], [0x01; 32], [0x02; 32]);
+        let pair = token_pair_secret(&secret, &a, &b);
+        assert_eq!(
+            hex::encode(pair),
+            "bf3d1f6451e7cf3b293f1fa01bc3dc5c5ea89e8a4c0d964c55a0a0dd5a21eee3"
+        );
+        assert_eq!(
+            pair,
+            token_pair_secret(&secret, &b, &a),
+            "order-independent"
+        );
+        assert_eq!(
+            hex::encode(RoomCode::from_secret("token", &pair).conversation()),
+            "742a138dcdb13619f82d45a82c404f74953f236a6bd5cd30764eba0392370a3b"
+        );
     }
 
     #[test]

@@ -105,6 +105,37 @@ impl History {
         Ok(last.map_or(0, from_db))
     }
 
+    /// How far another member holds our messages in conversation
+    /// `conversation`: our seq 1..=this (0 for none), from receipts.
+    pub fn log_acked(&self, conversation: &[u8; 32]) -> Result<u64, ClientError> {
+        let acked: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT acked_seq FROM log_receipts WHERE conversation = ?1",
+                params![&conversation[..]],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(|e| self.fail("read the receipts", &e))?;
+        Ok(acked.map_or(0, from_db))
+    }
+
+    /// Records that another member holds our messages up to `upto` (never lowers it).
+    pub fn set_log_acked(&self, conversation: &[u8; 32], upto: u64) -> Result<(), ClientError> {
+        self.conn
+            .execute(
+                "INSERT INTO log_receipts (conversation, acked_seq) VALUES (?1, ?2)
+                 ON CONFLICT (conversation) DO UPDATE SET acked_seq = MAX(acked_seq, ?2)",
+                params![&conversation[..], to_db(upto)],
+            )
+            .map_err(|e| self.fail("record the delivery", &e))?;
+        Ok(())
+    }
+
     /// The room's messages in the shared order: the last `limit`, oldest first
     /// (v3 logs and v2 group rooms stored under the same code text).
     pub fn group_lines(&self, room: &str, limit: u32) -> Result<Vec<GroupLine>, ClientError> {

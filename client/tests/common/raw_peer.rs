@@ -115,6 +115,8 @@ pub struct MatchedJoiner {
     pub host: SocketAddr,
     /// Agreed with the host's announced value: gives a fresh `PeerHello` per try.
     pub handshake: JoinerHandshake,
+    /// The room's conversation id (§17.1), for the raw peer's log messages.
+    pub conversation: [u8; 32],
     /// Held open: the mediator may still talk to us after `Matched` (`None`:
     /// one group link of several, whose mediator link the group holds).
     _mediator: Option<MediatorFramed>,
@@ -169,6 +171,7 @@ pub async fn meet_as_joiner_relay(
     MatchedJoiner {
         host,
         handshake: JoinerHandshake::new(input).expect("host's public value"),
+        conversation: dhke::RoomCode::parse(room).conversation(),
         _mediator: Some(med),
     }
 }
@@ -255,6 +258,7 @@ pub async fn join_group(
             let joiner = MatchedJoiner {
                 host,
                 handshake: JoinerHandshake::new(input).expect("member's public value"),
+                conversation: dhke::RoomCode::parse(room).conversation(),
                 _mediator: None,
             };
             members.push((member, peer_name, joiner));
@@ -308,7 +312,7 @@ impl MatchedJoiner {
         let confirm: PeerHandshake = wire::decode(&frame).map_err(|e| e.to_string())?;
         let (session, reply) = state.on_host_confirm(confirm).map_err(|e| e.to_string())?;
         send_msg(&mut framed, &reply).await;
-        Ok(RawPeer::new(framed, session))
+        Ok(RawPeer::new(framed, session, self.conversation))
     }
 }
 
@@ -327,6 +331,8 @@ pub struct MatchedHost {
     pub listener: TcpListener,
     /// Judges any number of `PeerHello`s (the state is not consumed).
     pub handshake: HostHandshake,
+    /// The room's conversation id (§17.1), for the raw peer's log messages.
+    pub conversation: [u8; 32],
     _mediator: MediatorFramed,
 }
 
@@ -379,6 +385,7 @@ impl WaitingHost {
         MatchedHost {
             listener: self.listener,
             handshake: HostHandshake::new(input).expect("joiner's public value"),
+            conversation: dhke::RoomCode::parse(&self.room).conversation(),
             _mediator: self.mediator,
         }
     }
@@ -411,7 +418,7 @@ impl MatchedHost {
         send_msg(&mut framed, &confirm).await;
         let reply: PeerHandshake = recv_msg(&mut framed).await;
         let session = state.on_joiner_confirm(reply).expect("joiner confirms");
-        RawPeer::new(framed, session)
+        RawPeer::new(framed, session, self.conversation)
     }
 }
 
@@ -420,6 +427,23 @@ pub struct RawPeer {
     pub framed: PeerFramed,
     pub sealer: Sealer,
     pub opener: Opener,
+    /// The raw peer's copy of the conversation's log (two-party chats are log
+    /// messages in v3, docs/protocol.md §7.1), signed with its identity.
+    pub log: wire::group::GroupLog,
+}
+
+/// The identity every raw peer proves (a man in the middle has its own).
+pub fn raw_identity() -> dhke::Identity {
+    dhke::Identity::from_seed(&[0x4d; 32])
+}
+
+/// A chat message as a raw peer with a fresh log sends it: its message 1 of
+/// the conversation of room code `room` (§7.1).
+pub fn first_chat(room: &str, text: &str) -> PeerMsg {
+    let id = raw_identity();
+    let mut log =
+        wire::group::GroupLog::new(dhke::RoomCode::parse(room).conversation(), id.public().0);
+    PeerMsg::Group(log.write(&id, text.into(), 0).expect("sign"))
 }
 
 impl RawPeer {
@@ -429,13 +453,31 @@ impl RawPeer {
         meet_as_joiner(mediator, room, name).await.handshake().await
     }
 
-    fn new(framed: PeerFramed, session: wire::Session) -> RawPeer {
+    fn new(framed: PeerFramed, session: wire::Session, conversation: [u8; 32]) -> RawPeer {
         let (sealer, opener) = session.split();
         RawPeer {
             framed,
             sealer,
             opener,
+            log: wire::group::GroupLog::new(conversation, raw_identity().public().0),
         }
+    }
+
+    /// Our next chat message: a log message of the conversation, signed.
+    pub fn chat(&mut self, text: &str) -> PeerMsg {
+        PeerMsg::Group(
+            self.log
+                .write(&raw_identity(), text.into(), 0)
+                .expect("sign"),
+        )
+    }
+
+    /// A receipt (§7.1): we hold `author`'s messages up to `seq`.
+    pub fn receipt(author: [u8; 32], seq: u64) -> PeerMsg {
+        PeerMsg::GroupCatchup(wire::group::Catchup {
+            have: vec![(author, seq)],
+            ..Default::default()
+        })
     }
 
     /// Seals `msg` as the next record without sending it (to replay, reorder or
@@ -491,12 +533,14 @@ impl RawPeer {
         self.recv_record().await.1
     }
 
-    /// The next message from the client, answering pings and skipping pongs and acks.
+    /// The next message from the client, answering pings and skipping pongs,
+    /// summaries and receipts (a catch-up without messages).
     pub async fn recv(&mut self) -> PeerMsg {
         loop {
             match self.recv_any().await {
                 PeerMsg::Ping { nonce } => self.send(&PeerMsg::Pong { nonce }).await,
-                PeerMsg::Pong { .. } | PeerMsg::Ack { .. } => {}
+                PeerMsg::Pong { .. } | PeerMsg::GroupSummary(_) => {}
+                PeerMsg::GroupCatchup(c) if c.msgs.is_empty() => {}
                 other => return other,
             }
         }
