@@ -7,7 +7,9 @@
 //! `synchronous=NORMAL` can lose the last commits only on power loss).
 //! Everything that comes from the network is a bound parameter, never SQL text.
 
+mod confirm;
 mod contacts;
+mod conversations;
 mod group;
 mod show;
 
@@ -22,6 +24,10 @@ use crate::private;
 use crate::ui::HistoryLine;
 
 pub use contacts::{run_contacts, Contact, ContactMatch};
+pub use conversations::{
+    ConversationKey, ConversationKind, ConversationMessages, Forgotten, StoredConversation,
+    MIN_TYPED_ID, SHORT_ID_LEN,
+};
 pub use group::GroupLine;
 pub use show::run_command;
 
@@ -541,43 +547,56 @@ impl History {
         // Every statement ends with `?3`, so all three positions exist and the
         // filters a statement does not use are bound and ignored.
         let mut rows = chats_stmt.query(params![room, peer, limit])?;
-        let mut msgs_stmt = tx.prepare(
-            "SELECT msg_id, direction, sender, text, sent_ms, received_ms, acked
-             FROM messages WHERE chat_id = ?1 ORDER BY id",
-        )?;
+        let mut msgs_stmt = tx.prepare(MESSAGES_OF_CHAT)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let messages = msgs_stmt
-                .query_map(params![id], |m| {
-                    Ok(MessageRecord {
-                        msg_id: from_db(m.get(0)?),
-                        direction: m.get(1)?,
-                        sender: m.get(2)?,
-                        text: m.get(3)?,
-                        sent_ms: from_db(m.get(4)?),
-                        received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
-                        acked: m.get(6)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            out.push(ChatRecord {
-                room: row.get(1)?,
-                peer: row.get(2)?,
-                addr: row.get(3)?,
-                path: row.get(4)?,
-                sas: row.get(5)?,
-                verified: row.get(6)?,
-                reconnects: row.get(7)?,
-                resumes: row.get(8)?,
-                started_ms: from_db(row.get(9)?),
-                ended_ms: row.get::<_, Option<i64>>(10)?.map(from_db),
-                end_reason: row.get(11)?,
-                messages,
-            });
+            out.push(chat_from_row(row, &mut msgs_stmt)?);
         }
         Ok(out)
     }
+}
+
+/// The columns [`chat_from_row`] reads, in its order.
+const CHAT_COLUMNS: &str = "id, room, peer, addr, path, sas, verified, reconnects, resumes,
+                            started_ms, ended_ms, end_reason";
+
+/// A chat's messages in the order they were recorded.
+const MESSAGES_OF_CHAT: &str = "SELECT msg_id, direction, sender, text, sent_ms, received_ms, acked
+                                FROM messages WHERE chat_id = ?1 ORDER BY id";
+
+/// One `chats` row (selected as [`CHAT_COLUMNS`]) with its messages.
+fn chat_from_row(
+    row: &rusqlite::Row<'_>,
+    msgs_stmt: &mut rusqlite::Statement<'_>,
+) -> rusqlite::Result<ChatRecord> {
+    let id: i64 = row.get(0)?;
+    let messages = msgs_stmt
+        .query_map(params![id], |m| {
+            Ok(MessageRecord {
+                msg_id: from_db(m.get(0)?),
+                direction: m.get(1)?,
+                sender: m.get(2)?,
+                text: m.get(3)?,
+                sent_ms: from_db(m.get(4)?),
+                received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
+                acked: m.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ChatRecord {
+        room: row.get(1)?,
+        peer: row.get(2)?,
+        addr: row.get(3)?,
+        path: row.get(4)?,
+        sas: row.get(5)?,
+        verified: row.get(6)?,
+        reconnects: row.get(7)?,
+        resumes: row.get(8)?,
+        started_ms: from_db(row.get(9)?),
+        ended_ms: row.get::<_, Option<i64>>(10)?.map(from_db),
+        end_reason: row.get(11)?,
+        messages,
+    })
 }
 
 /// Protocol ids and peer clocks are any `u64`; SQLite integers are `i64`. The
