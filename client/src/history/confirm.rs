@@ -44,7 +44,7 @@ pub(super) fn confirm(question: &str, yes: bool, what: &str) -> Result<(), Clien
              pass --yes to forget it without the question. Nothing was changed."
         )));
     }
-    match ask(&format!("{question} Type yes to forget it:"))?.as_str() {
+    match ask(&format!("{question}\nType yes to forget it:"))?.as_str() {
         "yes" => Ok(()),
         _ => Err(ClientError::Usage(format!(
             "not confirmed (type yes to confirm); nothing was forgotten of {what}"

@@ -330,8 +330,8 @@ fn forget_contact(
         }
         None => {
             let question = format!(
-                "Forget {shown}. Forget its {} conversations ({messages} messages) too? \
-                 Type yes or no:",
+                "Forgetting {shown}. Forget its {} conversations ({messages} messages) \
+                 too?\nType yes or no:",
                 conversations.len()
             );
             match confirm::ask(&question)?.as_str() {

@@ -427,3 +427,73 @@ fn listed(
         key,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dhke::Identity;
+    use wire::group::GroupLog;
+
+    use super::*;
+
+    #[test]
+    fn forgetting_a_log_deletes_its_rows_in_every_table_keyed_by_conversation() {
+        let dir = std::env::temp_dir().join(format!("p2pchat-forget-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let h = History::open(&dir.join("h.sqlite3")).unwrap();
+        // A table added later (file records, say) keyed the same way.
+        h.conn
+            .execute_batch("CREATE TABLE transfers_seen (conversation BLOB NOT NULL, name TEXT)")
+            .unwrap();
+        let ann = Identity::from_seed(&[1; 32]);
+        for id in [[1u8; 32], [2u8; 32]] {
+            let mut log = GroupLog::new(id, ann.public().0);
+            let msg = log.write(&ann, format!("text {}", id[0]), 5).unwrap();
+            h.record_group("r", &msg, "ann", 6 + u64::from(id[0]))
+                .unwrap();
+            h.conn
+                .execute(
+                    "INSERT INTO transfers_seen VALUES (?1, 'f')",
+                    params![&id[..]],
+                )
+                .unwrap();
+        }
+        let chat = h.start_chat("r", "bob", "", "a", "direct", "1", 1).unwrap();
+        h.record_outgoing(chat, 1, "me", "chat text", 2).unwrap();
+        let all = h.conversations().unwrap();
+        let kinds: Vec<_> = all.iter().map(|c| (c.kind, c.messages)).collect();
+        // The most recently active first.
+        assert_eq!(
+            kinds,
+            [
+                (ConversationKind::Log, 1),
+                (ConversationKind::Log, 1),
+                (ConversationKind::Chat, 1)
+            ]
+        );
+        assert_eq!(all[0].id, "02020202");
+        assert_eq!(all[0].with, ["ann"]);
+        let gone = h
+            .forget_conversation(&ConversationKey::Log([2; 32]))
+            .unwrap();
+        assert_eq!((gone.messages, gone.rows, gone.wiped), (1, 2, true));
+        let left: Vec<Vec<u8>> = h
+            .conn
+            .prepare("SELECT conversation FROM transfers_seen")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(left, vec![vec![1u8; 32]]);
+        assert_eq!(h.conversations().unwrap().len(), 2);
+        // The chat by a typed prefix of its id, in any case.
+        let chat_id = h.conversations().unwrap()[1].id.to_ascii_uppercase();
+        let found = h.find_conversation(&chat_id[..5]).unwrap();
+        assert_eq!(found.key, ConversationKey::Chat(chat));
+        let gone = h.forget_conversation(&found.key).unwrap();
+        assert_eq!((gone.messages, gone.rows), (1, 2));
+        assert!(h.query(None, None, 10).unwrap().is_empty());
+        drop(h);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -122,7 +122,7 @@ fn forget(json: bool, yes: bool, history: &History, id: &str) -> Result<String, 
     let conversation = history.find_conversation(id)?;
     confirm(
         &format!(
-            "Forget this conversation and everything stored about it?\n  {}\n",
+            "Forget this conversation and everything stored about it?\n  {}",
             describe(&conversation)
         ),
         yes,
