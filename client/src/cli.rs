@@ -201,7 +201,7 @@ pub struct IdArgs {
     pub json: bool,
 }
 
-/// `client contacts [remove NAME] [--json]`.
+/// `client contacts [remove|forget NAME [--with-conversations|--keep-conversations]] [--json]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ContactsArgs {
     #[command(subcommand)]
@@ -218,8 +218,18 @@ pub struct ContactsArgs {
 /// What `client contacts` does besides listing.
 #[derive(Debug, Clone, Subcommand)]
 pub enum ContactsAction {
-    /// Forget a contact (by name or fingerprint); its chats stay in the history.
-    Remove { name: String },
+    /// Forget a contact (by name or fingerprint). Asks on a terminal whether to
+    /// forget its conversations too; the flags answer without a terminal.
+    #[command(alias = "forget")]
+    Remove {
+        name: String,
+        /// Forget its conversations too (its two-party chats and the `--to` one).
+        #[arg(long, conflicts_with = "keep_conversations")]
+        with_conversations: bool,
+        /// Keep its conversations in the history.
+        #[arg(long)]
+        keep_conversations: bool,
+    },
 }
 
 /// `client token [--ttl 24h] [chat flags…]`.
@@ -237,9 +247,13 @@ pub struct TokenArgs {
     pub rest: Vec<String>,
 }
 
-/// `client history [--room R] [--peer NAME] [--limit N] [--json]`.
+/// `client history [--room R] [--peer NAME] [--limit N] [--json]`, or one of
+/// its actions (`list`, `show ID`, `forget ID`).
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub action: Option<HistoryAction>,
     /// Only chats in this room.
     #[arg(long)]
     pub room: Option<String>,
@@ -250,14 +264,36 @@ pub struct HistoryArgs {
     #[arg(long, default_value = "20")]
     pub limit: u32,
     /// One JSON object per chat, with its messages.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
     /// History database to read (default as for chatting).
-    #[arg(long, env = "P2PCHAT_HISTORY", value_name = "PATH")]
+    #[arg(long, env = "P2PCHAT_HISTORY", value_name = "PATH", global = true)]
     pub history: Option<PathBuf>,
     /// The profile whose history to read.
-    #[arg(long, env = "P2PCHAT_PROFILE", value_name = "DIR")]
+    #[arg(long, env = "P2PCHAT_PROFILE", value_name = "DIR", global = true)]
     pub profile: Option<PathBuf>,
+}
+
+/// What `client history` does besides listing chats.
+#[derive(Debug, Clone, Subcommand)]
+pub enum HistoryAction {
+    /// Every conversation (two-party and group), most recently active first,
+    /// each with the id to type for `show` and `forget`.
+    List,
+    /// One conversation's messages.
+    Show {
+        /// The conversation's id from `client history list` (4 or more hex digits).
+        id: String,
+    },
+    /// Delete a conversation: its messages and everything stored about it.
+    /// Asks for `yes` on a terminal.
+    Forget {
+        /// The conversation's id from `client history list` (4 or more hex digits).
+        id: String,
+        /// Do not ask (needed when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// How events are shown.

@@ -7,7 +7,9 @@
 //! `synchronous=NORMAL` can lose the last commits only on power loss).
 //! Everything that comes from the network is a bound parameter, never SQL text.
 
+mod confirm;
 mod contacts;
+mod conversations;
 mod group;
 mod open;
 mod show;
@@ -23,6 +25,10 @@ use crate::exit::ClientError;
 use crate::private;
 
 pub use contacts::{run_contacts, Contact, ContactMatch};
+pub use conversations::{
+    ConversationKey, ConversationKind, ConversationMessages, Forgotten, StoredConversation,
+    MIN_TYPED_ID, SHORT_ID_LEN,
+};
 pub use group::GroupLine;
 pub use open::{OpenEntry, OpenKind};
 pub use show::run_command;
@@ -624,72 +630,87 @@ impl History {
         // Every statement ends with `?3`, so all three positions exist and the
         // filters a statement does not use are bound and ignored.
         let mut rows = chats_stmt.query(params![room, peer, limit])?;
-        let mut msgs_stmt = tx.prepare(
-            "SELECT msg_id, direction, sender, text, sent_ms, received_ms, acked
-             FROM messages WHERE chat_id = ?1 ORDER BY id",
-        )?;
-        // A conversation's chat (v3) lists its log: ours are `out`, acked as far
-        // as another member holds them (log_receipts).
-        let mut log_stmt = tx.prepare(
-            "SELECT seq, author = ?2, author_name, text, sent_ms, received_ms,
-                    seq <= COALESCE((SELECT acked_seq FROM log_receipts
-                                     WHERE conversation = ?1), 0)
-             FROM log_messages WHERE conversation = ?1
-             ORDER BY depth, author, seq",
-        )?;
+        let mut msgs_stmt = tx.prepare(MESSAGES_OF_CHAT)?;
+        let mut log_stmt = tx.prepare(LOG_OF_CHAT)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let conversation: Option<Vec<u8>> = row.get(12)?;
-            let own: Option<Vec<u8>> = row.get(13)?;
-            let messages = if let Some(conversation) = conversation {
-                log_stmt
-                    .query_map(params![conversation, own], |m| {
-                        let outgoing: bool = m.get(1)?;
-                        let received_ms: i64 = m.get(5)?;
-                        Ok(MessageRecord {
-                            msg_id: from_db(m.get(0)?),
-                            direction: if outgoing { "out" } else { "in" }.into(),
-                            sender: m.get(2)?,
-                            text: m.get(3)?,
-                            sent_ms: from_db(m.get(4)?),
-                            received_ms: (!outgoing).then(|| from_db(received_ms)),
-                            acked: !outgoing || m.get::<_, bool>(6)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
-            } else {
-                msgs_stmt
-                    .query_map(params![id], |m| {
-                        Ok(MessageRecord {
-                            msg_id: from_db(m.get(0)?),
-                            direction: m.get(1)?,
-                            sender: m.get(2)?,
-                            text: m.get(3)?,
-                            sent_ms: from_db(m.get(4)?),
-                            received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
-                            acked: m.get(6)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            out.push(ChatRecord {
-                room: row.get(1)?,
-                peer: row.get(2)?,
-                addr: row.get(3)?,
-                path: row.get(4)?,
-                sas: row.get(5)?,
-                verified: row.get(6)?,
-                reconnects: row.get(7)?,
-                resumes: row.get(8)?,
-                started_ms: from_db(row.get(9)?),
-                ended_ms: row.get::<_, Option<i64>>(10)?.map(from_db),
-                end_reason: row.get(11)?,
-                messages,
-            });
+            out.push(chat_from_row(row, &mut msgs_stmt, &mut log_stmt)?);
         }
         Ok(out)
     }
+}
+
+/// The columns [`chat_from_row`] reads, in its order.
+const CHAT_COLUMNS: &str = "id, room, peer, addr, path, sas, verified, reconnects, resumes,
+                            started_ms, ended_ms, end_reason, conversation, own_identity";
+
+/// A v2 chat's messages in the order they were recorded.
+const MESSAGES_OF_CHAT: &str = "SELECT msg_id, direction, sender, text, sent_ms, received_ms, acked
+                                FROM messages WHERE chat_id = ?1 ORDER BY id";
+
+/// A v3 conversation's log (?1 the conversation, ?2 our key): ours are `out`,
+/// acked as far as another member holds them (log_receipts).
+const LOG_OF_CHAT: &str = "SELECT seq, author = ?2, author_name, text, sent_ms, received_ms,
+                                  seq <= COALESCE((SELECT acked_seq FROM log_receipts
+                                                   WHERE conversation = ?1), 0)
+                           FROM log_messages WHERE conversation = ?1
+                           ORDER BY depth, author, seq";
+
+/// One `chats` row (selected as [`CHAT_COLUMNS`]) with its messages: a v3 row
+/// (with a conversation id) lists its log, a v2 row its own messages.
+fn chat_from_row(
+    row: &rusqlite::Row<'_>,
+    msgs_stmt: &mut rusqlite::Statement<'_>,
+    log_stmt: &mut rusqlite::Statement<'_>,
+) -> rusqlite::Result<ChatRecord> {
+    let id: i64 = row.get(0)?;
+    let conversation: Option<Vec<u8>> = row.get(12)?;
+    let own: Option<Vec<u8>> = row.get(13)?;
+    let messages = if let Some(conversation) = conversation {
+        log_stmt
+            .query_map(params![conversation, own], |m| {
+                let outgoing: bool = m.get(1)?;
+                let received_ms: i64 = m.get(5)?;
+                Ok(MessageRecord {
+                    msg_id: from_db(m.get(0)?),
+                    direction: if outgoing { "out" } else { "in" }.into(),
+                    sender: m.get(2)?,
+                    text: m.get(3)?,
+                    sent_ms: from_db(m.get(4)?),
+                    received_ms: (!outgoing).then(|| from_db(received_ms)),
+                    acked: !outgoing || m.get::<_, bool>(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    } else {
+        msgs_stmt
+            .query_map(params![id], |m| {
+                Ok(MessageRecord {
+                    msg_id: from_db(m.get(0)?),
+                    direction: m.get(1)?,
+                    sender: m.get(2)?,
+                    text: m.get(3)?,
+                    sent_ms: from_db(m.get(4)?),
+                    received_ms: m.get::<_, Option<i64>>(5)?.map(from_db),
+                    acked: m.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    Ok(ChatRecord {
+        room: row.get(1)?,
+        peer: row.get(2)?,
+        addr: row.get(3)?,
+        path: row.get(4)?,
+        sas: row.get(5)?,
+        verified: row.get(6)?,
+        reconnects: row.get(7)?,
+        resumes: row.get(8)?,
+        started_ms: from_db(row.get(9)?),
+        ended_ms: row.get::<_, Option<i64>>(10)?.map(from_db),
+        end_reason: row.get(11)?,
+        messages,
+    })
 }
 
 /// Protocol ids and peer clocks are any `u64`; SQLite integers are `i64`. The

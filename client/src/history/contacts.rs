@@ -6,7 +6,7 @@ use dhke::IdentityKey;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{from_db, to_db, History};
+use super::{confirm, from_db, to_db, History};
 use crate::exit::ClientError;
 
 /// At most this many names are remembered per contact (a peer may rename itself
@@ -226,7 +226,8 @@ impl History {
         })
     }
 
-    /// Forgets a contact (its chats stay in the history).
+    /// Forgets a contact (its chats stay in the history; see
+    /// [`History::forget_conversations`] to forget them in one go).
     pub fn remove_contact(&self, contact: &Contact) -> Result<(), ClientError> {
         self.conn
             .execute(
@@ -248,26 +249,33 @@ pub fn run_contacts(args: &crate::cli::ContactsArgs) -> Result<(), ClientError> 
         return Ok(());
     }
     let db = History::open(&path)?;
-    if let Some(crate::cli::ContactsAction::Remove { name }) = &args.action {
-        return match db.find_contact(name)? {
-            ContactMatch::One(c) => {
-                db.remove_contact(&c)?;
-                println!(
-                    "removed {} ({})",
-                    wire::sanitize_for_terminal(&c.name),
-                    c.fingerprint
-                );
-                Ok(())
+    if let Some(crate::cli::ContactsAction::Remove {
+        name,
+        with_conversations,
+        keep_conversations,
+    }) = &args.action
+    {
+        let c = match db.find_contact(name)? {
+            ContactMatch::One(c) => c,
+            ContactMatch::None => {
+                return Err(ClientError::Usage(format!(
+                    "no contact named {}; `client contacts` lists them",
+                    wire::sanitize_for_terminal(name)
+                )))
             }
-            ContactMatch::None => Err(ClientError::Usage(format!(
-                "no contact named {}; `client contacts` lists them",
-                wire::sanitize_for_terminal(name)
-            ))),
-            ContactMatch::Many(_) => Err(ClientError::Usage(format!(
-                "several contacts are named {}; remove one by its fingerprint",
-                wire::sanitize_for_terminal(name)
-            ))),
+            ContactMatch::Many(_) => {
+                return Err(ClientError::Usage(format!(
+                    "several contacts are named {}; remove one by its fingerprint",
+                    wire::sanitize_for_terminal(name)
+                )))
+            }
         };
+        let answer = match (with_conversations, keep_conversations) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
+        return forget_contact(args, &db, &c, answer);
     }
     for c in db.contacts()? {
         if args.json {
@@ -292,6 +300,100 @@ pub fn run_contacts(args: &crate::cli::ContactsArgs) -> Result<(), ClientError> 
         }
     }
     Ok(())
+}
+
+/// `client contacts remove NAME`: forgets the contact, and its conversations
+/// when `with_conversations` says so or the person answers yes. Without a
+/// terminal the flag is required when there are conversations to decide on.
+fn forget_contact(
+    args: &crate::cli::ContactsArgs,
+    db: &History,
+    c: &Contact,
+    with_conversations: Option<bool>,
+) -> Result<(), ClientError> {
+    let shown = format!(
+        "{} ({})",
+        wire::sanitize_for_terminal(&c.name),
+        c.fingerprint
+    );
+    let conversations =
+        db.contact_conversations(&c.identity, pair_conversation(args, c)?.as_ref())?;
+    let messages: u64 = conversations.iter().map(|c| c.messages).sum();
+    let forget_them = match with_conversations {
+        _ if conversations.is_empty() => false,
+        Some(answer) => answer,
+        None if !confirm::can_ask() => {
+            return Err(ClientError::Usage(format!(
+                "{shown} has {} conversations ({messages} messages) in the history and standard                  input is not a terminal, so nobody can say whether to forget them too: pass                  --with-conversations or --keep-conversations. Nothing was changed.",
+                conversations.len()
+            )))
+        }
+        None => {
+            let question = format!(
+                "Forgetting {shown}. Forget its {} conversations ({messages} messages) \
+                 too?\nType yes or no:",
+                conversations.len()
+            );
+            match confirm::ask(&question)?.as_str() {
+                "yes" | "y" => true,
+                "no" | "n" => false,
+                _ => {
+                    return Err(ClientError::Usage(
+                        "answer yes or no (or pass --with-conversations or \
+                         --keep-conversations); nothing was changed"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    };
+    if forget_them {
+        let keys: Vec<_> = conversations.iter().map(|c| c.key).collect();
+        let forgotten = db.forget_conversations(&keys, Some(&c.identity))?;
+        println!(
+            "removed {shown} and its {} conversations ({} messages)",
+            conversations.len(),
+            forgotten.messages
+        );
+    } else {
+        db.remove_contact(c)?;
+        if conversations.is_empty() {
+            println!("removed {shown}");
+        } else {
+            println!(
+                "removed {shown}; its {} conversations stay in the history",
+                conversations.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The id of the conversation this profile and contact `c` have with `--to`
+/// (its room is the pair's secret, docs/protocol.md §15.3). None when the
+/// profile has no identity yet (it cannot have that conversation then).
+fn pair_conversation(
+    args: &crate::cli::ContactsArgs,
+    c: &Contact,
+) -> Result<Option<[u8; 32]>, ClientError> {
+    let Ok(dir) = crate::identity::profile_dir(args.profile.as_deref()) else {
+        return Ok(None);
+    };
+    let path = dir.join(crate::identity::FILE_NAME);
+    if matches!(std::fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        return Ok(None);
+    }
+    let me = crate::identity::load(&path)?;
+    let Some(key) = c.key() else {
+        return Ok(None);
+    };
+    let Ok(secret) = me.contact_secret(&key) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        dhke::RoomCode::from_secret("contact", &secret).conversation(),
+    ))
 }
 
 #[cfg(test)]

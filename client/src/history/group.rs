@@ -165,7 +165,7 @@ impl History {
         )
     }
 
-    fn lines_where(
+    pub(super) fn lines_where(
         &self,
         sql: &str,
         params: impl rusqlite::Params,

@@ -1,13 +1,17 @@
 //! `client history`: prints past chats from the history database, as readable
-//! text or as one JSON object per chat.
+//! text or as one JSON object per chat; `list`, `show ID` and `forget ID` work
+//! on conversations of every kind (see `conversations.rs`).
 
 use std::io::Write;
 use std::path::Path;
 
 use wire::sanitize_for_terminal as safe;
 
-use super::{shown_at, ChatRecord, History};
-use crate::cli::HistoryArgs;
+use super::confirm::confirm;
+use super::{
+    shown_at, ChatRecord, ConversationKind, ConversationMessages, History, StoredConversation,
+};
+use crate::cli::{HistoryAction, HistoryArgs};
 use crate::exit::ClientError;
 
 /// Runs `client history [--room R] [--peer NAME] [--limit N] [--json]`.
@@ -25,31 +29,20 @@ pub fn run_command(args: &HistoryArgs) -> Result<(), ClientError> {
         return Ok(());
     }
     let history = History::open(&path)?;
-    let chats = history.query(args.room.as_deref(), args.peer.as_deref(), args.limit)?;
-    // A group room's messages, in the order every member shares (§17.3).
-    let group = match (&args.room, &args.peer) {
-        (Some(room), None) => history.group_lines(room, MAX_GROUP_LINES)?,
-        _ => Vec::new(),
+    let text = match &args.action {
+        None => chats_text(args, &history)?,
+        Some(HistoryAction::List) => list_text(args.json, &history)?,
+        Some(HistoryAction::Show { id }) => {
+            let conversation = history.find_conversation(id)?;
+            show_text(args.json, &history, &conversation)?
+        }
+        Some(HistoryAction::Forget { id, yes }) => forget(args.json, *yes, &history, id)?,
     };
-    let text = if args.json {
-        let group = group
-            .iter()
-            .map(|line| serde_json::to_string(line).map_err(|e| ClientError::Internal(e.into())))
-            .map(|line| line.map(|l| l + "\n"))
-            .collect::<Result<String, _>>()?;
-        chats
-            .iter()
-            .map(|chat| serde_json::to_string(chat).map_err(|e| ClientError::Internal(e.into())))
-            .map(|line| line.map(|l| l + "\n"))
-            .collect::<Result<String, _>>()?
-            + &group
-    } else if !group.is_empty() {
-        render_group(&group)
-    } else if chats.is_empty() {
-        format!("{}\n", no_chats(args, &path))
-    } else {
-        chats.iter().map(render_chat).collect::<Vec<_>>().join("\n")
-    };
+    write_out(&text)
+}
+
+/// Prints `text` on standard output.
+fn write_out(text: &str) -> Result<(), ClientError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         // `client history | head` closing the pipe early is not a failure.
@@ -58,6 +51,134 @@ pub fn run_command(args: &HistoryArgs) -> Result<(), ClientError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// JSON lines of `items`, one object each.
+fn json_lines<T: serde::Serialize>(items: &[T]) -> Result<String, ClientError> {
+    items
+        .iter()
+        .map(|item| serde_json::to_string(item).map_err(|e| ClientError::Internal(e.into())))
+        .map(|line| line.map(|l| l + "\n"))
+        .collect()
+}
+
+/// `client history list`: one line (or JSON object) per conversation.
+fn list_text(json: bool, history: &History) -> Result<String, ClientError> {
+    let all = history.conversations()?;
+    if json {
+        return json_lines(&all);
+    }
+    if all.is_empty() {
+        return Ok(format!(
+            "no conversations in {}\n",
+            history.path().display()
+        ));
+    }
+    Ok(all.iter().map(|c| describe(c) + "\n").collect())
+}
+
+/// One conversation in one line: id, kind, last activity, size, label, names.
+fn describe(c: &StoredConversation) -> String {
+    let kind = match c.kind {
+        ConversationKind::Log => "conversation",
+        ConversationKind::Chat => "chat (v2)",
+        ConversationKind::GroupV2 => "group (v2)",
+    };
+    let mut line = format!(
+        "{}  {kind:<12}  {}  {:>5} messages  {}",
+        c.id,
+        local_time(c.last_ms, "%Y-%m-%d %H:%M"),
+        c.messages,
+        safe(&c.label)
+    );
+    if !c.with.is_empty() {
+        let names: Vec<String> = c.with.iter().map(|n| safe(n).into_owned()).collect();
+        line += &format!("  with {}", names.join(", "));
+    }
+    line
+}
+
+/// `client history show ID`: the conversation's messages.
+fn show_text(
+    json: bool,
+    history: &History,
+    conversation: &StoredConversation,
+) -> Result<String, ClientError> {
+    Ok(
+        match history.conversation_messages(&conversation.key, MAX_GROUP_LINES)? {
+            ConversationMessages::Chat(chat) if json => json_lines(&[chat])?,
+            ConversationMessages::Chat(chat) => render_chat(&chat),
+            ConversationMessages::Log(lines) if json => json_lines(&lines)?,
+            ConversationMessages::Log(lines) if lines.is_empty() => {
+                format!("{}\n(no messages)\n", describe(conversation))
+            }
+            ConversationMessages::Log(lines) => render_group(&lines),
+        },
+    )
+}
+
+/// `client history forget ID [--yes]`: after the confirmation, deletes it.
+fn forget(json: bool, yes: bool, history: &History, id: &str) -> Result<String, ClientError> {
+    let conversation = history.find_conversation(id)?;
+    confirm(
+        &format!(
+            "Forget this conversation and everything stored about it?\n  {}",
+            describe(&conversation)
+        ),
+        yes,
+        &format!("conversation {}", conversation.id),
+    )?;
+    let forgotten = history.forget_conversation(&conversation.key)?;
+    if !forgotten.wiped {
+        eprintln!(
+            "note: another program has {} open; the deleted texts leave its write-ahead log \
+             when that program closes it",
+            history.path().display()
+        );
+    }
+    if json {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            event: &'static str,
+            id: &'a str,
+            conversation: &'a str,
+            #[serde(flatten)]
+            forgotten: super::Forgotten,
+        }
+        return json_lines(&[Line {
+            event: "forgotten",
+            id: &conversation.id,
+            conversation: &conversation.conversation,
+            forgotten,
+        }]);
+    }
+    Ok(format!(
+        "forgot conversation {} ({}): {} messages\n",
+        conversation.id,
+        safe(&conversation.label),
+        forgotten.messages
+    ))
+}
+
+/// `client history [--room R] [--peer NAME] [--limit N]`: past chats with
+/// their messages (and a group room's lines with `--room`).
+fn chats_text(args: &HistoryArgs, history: &History) -> Result<String, ClientError> {
+    let path = history.path();
+    let chats = history.query(args.room.as_deref(), args.peer.as_deref(), args.limit)?;
+    // A group room's messages, in the order every member shares (§17.3).
+    let group = match (&args.room, &args.peer) {
+        (Some(room), None) => history.group_lines(room, MAX_GROUP_LINES)?,
+        _ => Vec::new(),
+    };
+    Ok(if args.json {
+        json_lines(&chats)? + &json_lines(&group)?
+    } else if !group.is_empty() {
+        render_group(&group)
+    } else if chats.is_empty() {
+        format!("{}\n", no_chats(args, path))
+    } else {
+        chats.iter().map(render_chat).collect::<Vec<_>>().join("\n")
+    })
 }
 
 /// Most group messages `client history --room` lists.
