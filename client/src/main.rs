@@ -58,16 +58,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out = std::sync::Arc::new(Output::new(mode));
+    let out = std::sync::Arc::new(Output::with_notify(mode, args.notify));
     let input = out.input(wire::peer::MAX_CHAT_TEXT);
     // Conversations run as local tasks of this thread (their links' tasks on the
     // workers): the engine's state is never shared across threads.
     let local = tokio::task::LocalSet::new();
-    let result = runtime.block_on(local.run_until(client::messenger::run(
-        args,
-        out.clone(),
-        input,
-    )));
+    let result =
+        runtime.block_on(local.run_until(client::messenger::run(args, out.clone(), input)));
     runtime.shutdown_timeout(Duration::from_secs(1));
     finish(result, &out)
 }

@@ -37,9 +37,15 @@ impl Output {
     /// An output in the given mode. For [`OutputMode::Tui`] this takes over the
     /// terminal; if that fails, it warns on stderr and uses plain lines.
     pub fn new(mode: OutputMode) -> Output {
+        Output::with_notify(mode, false)
+    }
+
+    /// [`Output::new`]; `notify`: the full-screen interface also asks the
+    /// terminal for a desktop notification for a message behind (`--notify`).
+    pub fn with_notify(mode: OutputMode, notify: bool) -> Output {
         let tui = match mode {
             OutputMode::Tui => {
-                match Tui::start(wire::peer::MAX_CHAT_TEXT) {
+                match Tui::start(wire::peer::MAX_CHAT_TEXT, notify) {
                     Ok(tui) => Some(tui),
                     Err(e) => {
                         eprintln!("warning: cannot start the full-screen interface ({e}); using plain lines");
@@ -181,21 +187,23 @@ impl Output {
                 total,
                 ..
             } => {
-                let bar = bars.entry((conv, direction.clone(), *id)).or_insert_with(|| {
-                    let bar = indicatif::ProgressBar::new(*total);
-                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                let bar = bars
+                    .entry((conv, direction.clone(), *id))
+                    .or_insert_with(|| {
+                        let bar = indicatif::ProgressBar::new(*total);
+                        if let Ok(style) = indicatif::ProgressStyle::with_template(
                         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                     ) {
                         bar.set_style(style.progress_chars("=> "));
                     }
-                    let verb = if direction == "send" {
-                        "sending"
-                    } else {
-                        "receiving"
-                    };
-                    bar.set_message(format!("{verb} {}", safe(name)));
-                    bar
-                });
+                        let verb = if direction == "send" {
+                            "sending"
+                        } else {
+                            "receiving"
+                        };
+                        bar.set_message(format!("{verb} {}", safe(name)));
+                        bar
+                    });
                 bar.set_position(*bytes);
             }
             Event::FileDone { id, direction, .. } | Event::FileStopped { id, direction, .. } => {
@@ -468,9 +476,6 @@ pub fn render_line(event: &Event) -> Option<String> {
         Event::Warning { text, .. } => format!("WARNING: {text}"),
     })
 }
-
-
-
 
 #[cfg(test)]
 mod tests;
