@@ -21,7 +21,6 @@ use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 use crate::chat::{self, Conversation, Ending, PeerInfo};
 use crate::cli::{parse_listen, Args};
 use crate::connect::{self, Connected, Path};
-use crate::events::{Event, Events};
 use crate::exit::ClientError;
 use crate::history::History;
 use crate::input::InputEvent;
@@ -32,6 +31,7 @@ use crate::records::{self, PeerLine};
 use crate::rendezvous::{Matched, MediatorLink};
 use crate::roomcode;
 use crate::transfer::{Transfers, Update};
+use crate::events::{Event, Events};
 
 /// First reconnect delay; it doubles up to [`BACKOFF_CAP`], each with jitter.
 const BACKOFF_START: Duration = Duration::from_secs(1);

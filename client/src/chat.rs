@@ -18,12 +18,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use wire::peer::MAX_CHAT_TEXT;
 use wire::PeerMsg;
 
-use crate::events::{Event, Events, HELP};
 use crate::exit::ClientError;
 use crate::history::{ChatId, History};
 use crate::input::InputEvent;
 use crate::peerlink::{LinkError, PeerLink};
 use crate::transfer::{Transfers, Update};
+use crate::events::{Event, Events, HELP};
 
 /// How often we ping the peer.
 const PING_EVERY: Duration = Duration::from_secs(15);

@@ -30,13 +30,13 @@ use wire::group::{
 use wire::{ClientMsg, PeerMsg, PROTOCOL_VERSION};
 
 use self::links::{FromLink, LinkHandle, PairSetup, Paired, Routes};
-use crate::events::{Event, Events, HistoryLine, GROUP_HELP};
 use crate::exit::ClientError;
 use crate::history::History;
 use crate::input::InputEvent;
 use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{GroupPlace, MediatorLink, PathReport, RoomNotice};
+use crate::events::{Event, HistoryLine, Events, GROUP_HELP};
 
 /// Every link is pinged this often (for `/peers`' round trip and to notice a
 /// dead one).

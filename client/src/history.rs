@@ -18,9 +18,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use serde::Serialize;
 
-use crate::events::HistoryLine;
 use crate::exit::ClientError;
 use crate::private;
+use crate::events::HistoryLine;
 
 pub use contacts::{run_contacts, Contact, ContactMatch};
 pub use group::GroupLine;

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use wire::lan::{Announcement, DropCounts, Sieve, INSTANCE_LEN, MAX_ADDRS, MAX_DATAGRAM};
 use wire::Role;
 
-use crate::events::{Event, Events};
 use crate::exit::ClientError;
 use crate::rendezvous::Matched;
+use crate::events::{Event, Events};
 
 /// The UDP port clients announce and listen on unless `--lan-port` says otherwise.
 pub const DEFAULT_LAN_PORT: u16 = 7071;

@@ -123,10 +123,7 @@ pub enum Command {
     Switch(String),
     Close,
     List,
-    Msg {
-        to: String,
-        text: String,
-    },
+    Msg { to: String, text: String },
     Help,
     Quit,
     /// Anything else: a message or a conversation's own command, for the
@@ -155,10 +152,9 @@ pub fn parse(line: &str) -> Command {
     match word {
         "/room" => arg("usage: /room CODE", |c| Command::Open(Open::Room(c))),
         "/group" => arg("usage: /group CODE", |c| Command::Open(Open::Group(c))),
-        "/to" => arg(
-            "usage: /to CONTACT (a name or fingerprint from `client contacts`)",
-            |c| Command::Open(Open::To(c)),
-        ),
+        "/to" => arg("usage: /to CONTACT (a name or fingerprint from `client contacts`)", |c| {
+            Command::Open(Open::To(c))
+        }),
         "/connect" => arg("usage: /connect TOKEN", |c| Command::Open(Open::Connect(c))),
         "/switch" => arg("usage: /switch N|NAME", Command::Switch),
         "/new" => match rest {
@@ -390,11 +386,7 @@ impl Frontend for Hub {
                     room.clone()
                 };
                 let stored = OpenEntry {
-                    kind: if group {
-                        OpenKind::Group
-                    } else {
-                        OpenKind::Room
-                    },
+                    kind: if group { OpenKind::Group } else { OpenKind::Room },
                     target: room.clone(),
                 };
                 entry.stored = Some(stored.clone());
@@ -415,9 +407,7 @@ impl Frontend for Hub {
     fn named(&self, number: u32, id: &[u8; 32], label: &str) {
         {
             let mut table = self.table();
-            let Some(entry) = table.entries.get_mut(&number) else {
-                return;
-            };
+            let Some(entry) = table.entries.get_mut(&number) else { return };
             entry.conv.id = ConvRef::short_id(id);
             if entry.fresh.is_none() {
                 entry.conv.label = label.to_owned();
@@ -835,10 +825,7 @@ mod tests {
             Command::Open(Open::Group("3-amber-fox".into()))
         );
         assert_eq!(parse("/new"), Command::Open(Open::New { group: false }));
-        assert_eq!(
-            parse("/new group"),
-            Command::Open(Open::New { group: true })
-        );
+        assert_eq!(parse("/new group"), Command::Open(Open::New { group: true }));
         assert_eq!(
             parse("/msg 2 hi there"),
             Command::Msg {
@@ -878,9 +865,7 @@ mod tests {
         let mut table = Table::default();
         table.entries.insert(1, entry(1, "7-velvet-harbor", "aa11"));
         table.entries.insert(2, entry(2, "contact erin", "bb22"));
-        table
-            .entries
-            .insert(3, entry(3, "group 3-amber-fox", "bb33"));
+        table.entries.insert(3, entry(3, "group 3-amber-fox", "bb33"));
         assert_eq!(table.find("2"), Ok(2));
         assert_eq!(table.find("7-velvet-harbor"), Ok(1));
         assert_eq!(table.find("Erin"), Ok(2));

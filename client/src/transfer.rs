@@ -20,11 +20,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wire::PeerMsg;
 
-use crate::events::{human_bytes, Event, Events};
 use crate::files::{
     ChunkSource, FileError, IncomingFile, Outgoing, OutgoingFile, PartScope, Progress,
 };
 use crate::peerlink::{LinkError, PeerLink};
+use crate::events::{human_bytes, Event, Events};
 
 /// Most offers waiting for `/accept` at once; more are declined, so a flood of
 /// offers costs a bounded amount of memory.

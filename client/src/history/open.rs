@@ -119,10 +119,7 @@ mod tests {
         h.remember_open(&room, 10).unwrap();
         h.remember_open(&group, 20).unwrap();
         h.remember_open(&room, 5).unwrap();
-        assert_eq!(
-            h.open_conversations().unwrap(),
-            vec![room.clone(), group.clone()]
-        );
+        assert_eq!(h.open_conversations().unwrap(), vec![room.clone(), group.clone()]);
         h.forget_open(&room).unwrap();
         assert_eq!(h.open_conversations().unwrap(), vec![group]);
     }
