@@ -940,8 +940,9 @@ impl Screen {
                 spans.push(sep());
             }
         }
+        let lead = if spans.is_empty() { " " } else { "" };
         spans.push(Span::styled(
-            format!(" {}", s.peer.as_deref().unwrap_or("no peer yet")),
+            format!("{lead}{}", s.peer.as_deref().unwrap_or("no peer yet")),
             bar.add_modifier(Modifier::BOLD),
         ));
         if let Some(path) = &s.path {
