@@ -577,6 +577,9 @@ impl Screen {
             }
             Event::GroupJoined { .. } => status.state = State::Secure,
             Event::MemberJoined { member, peer, .. } => {
+                // A member linked: the room is secure again after `Matched`
+                // said "connecting" for that member.
+                pane.status.state = State::Secure;
                 pane.members.insert(*member, safe(peer).into_owned());
                 pane.status.peer = Some(pane.member_list());
             }

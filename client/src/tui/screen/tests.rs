@@ -546,6 +546,33 @@ fn each_conversation_keeps_its_own_scrollback_and_status() {
         },
         "10:01",
     );
+    let two = Some(conv(2, "group g-two"));
+    s.apply_in(
+        two.as_ref(),
+        &Event::Matched {
+            peer: "carol".into(),
+            role: "joiner".into(),
+        },
+        "10:01",
+    );
+    s.apply_in(
+        two.as_ref(),
+        &Event::MemberJoined {
+            member: 2,
+            peer: "carol".into(),
+            fingerprint: "8deb".into(),
+            addr: "127.0.0.1:1".into(),
+            path: "direct".into(),
+            sas: "617 256".into(),
+            verified: false,
+        },
+        "10:01",
+    );
+    assert_eq!(s.status_of(2).unwrap().state, State::Secure);
+    assert_eq!(
+        s.status_of(2).unwrap().peer.as_deref(),
+        Some("2 members: carol")
+    );
     assert_eq!(s.front(), 1);
     let one = texts(s.lines());
     let two = texts(s.lines_of(2).unwrap());
@@ -558,10 +585,9 @@ fn each_conversation_keeps_its_own_scrollback_and_status() {
         "{two:?}"
     );
     assert_eq!(s.status().peer.as_deref(), Some("bob"));
-    assert_eq!(
-        s.status_of(2).unwrap().peer,
-        None,
-        "bob is not in the group"
+    assert!(
+        s.status_of(2).unwrap().sas.is_none(),
+        "bob's code is not the group's"
     );
     let screen = draw(&mut s, 100, 12).join("\n");
     assert!(screen.contains("bob: for one"), "{screen}");
