@@ -361,16 +361,17 @@ fn ui_loop(
             // A panic elsewhere restored the terminal: stop drawing on it.
             return Ok(());
         }
-        if dirty {
-            terminal.draw(|frame| screen.render(frame))?;
-            dirty = false;
-        }
         let alerts = screen.take_alerts();
         if !alerts.is_empty() {
-            // Bell and OSC sequences move no cursor: safe after a frame.
+            // Bell and OSC sequences move no cursor; written before the frame
+            // that shows why, so the terminal has them once it shows it.
             let out = terminal.backend_mut();
             out.write_all(&alerts)?;
             out.flush()?;
+        }
+        if dirty {
+            terminal.draw(|frame| screen.render(frame))?;
+            dirty = false;
         }
         if !event::poll(TICK)? {
             continue;

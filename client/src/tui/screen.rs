@@ -27,7 +27,7 @@ pub const SCROLLBACK_BYTES: usize = 1024 * 1024;
 /// The conversation list is drawn beside the messages from this many columns
 /// on; a narrower window gives every column to the messages.
 pub const LIST_MIN_WIDTH: u16 = 72;
-/// Characters of a label or a sender name a desktop notification carries.
+/// Characters of a sender's name a desktop notification carries.
 const NOTIFY_FIELD: usize = 48;
 /// Continuation rows line up after the `HH:MM ` time stamp.
 const INDENT: usize = 6;
@@ -788,7 +788,7 @@ impl Screen {
         }
         self.alerts.push(BEL);
         if self.notify {
-            self.alerts.extend(notification(&conv.label, sender, what));
+            self.alerts.extend(notification(conv.number, sender, what));
         }
     }
 
@@ -1056,19 +1056,23 @@ impl Screen {
 /// The terminal bell.
 const BEL: u8 = 0x07;
 
-/// A desktop notification for a message from `sender` in the conversation
-/// `label`, as OSC 9 (iTerm2, Windows Terminal, kitty) and OSC 777 (urxvt,
+/// A desktop notification for a message from `sender` in conversation
+/// `number`, as OSC 9 (iTerm2, Windows Terminal, kitty) and OSC 777 (urxvt,
 /// foot, VTE terminals) ask for it; a terminal that knows neither ignores both.
 ///
-/// It names the conversation and the sender and never the message text: a
-/// notification leaves the client (the desktop shows it on a locked screen,
-/// keeps it in its history, a terminal over SSH forwards it to another
-/// machine), and the conversation is end-to-end encrypted for a reason. Both
-/// names pass [`notify_text`]: a peer's name cannot end the sequence early
-/// and smuggle another, nor split OSC 777's fields.
-pub fn notification(label: &str, sender: &str, what: &str) -> Vec<u8> {
-    let (label, sender) = (notify_text(label), notify_text(sender));
-    let body = format!("{what} from {sender} in {label}");
+/// It names the sender and the conversation's number, never the message text
+/// and not even the conversation's label: a notification leaves the client (the
+/// desktop shows it on a locked screen, keeps it in its history, a terminal
+/// over SSH hands it to another machine), the conversation is end-to-end
+/// encrypted for a reason, and a room's or a group's label is its room code,
+/// which is the password of its key exchange (DESIGN.md, "The room code as a
+/// password"). The sender's name passes [`notify_text`]: it cannot end the
+/// sequence early and smuggle another, nor split OSC 777's fields.
+pub fn notification(number: u32, sender: &str, what: &str) -> Vec<u8> {
+    let body = format!(
+        "{what} from {} (conversation {number})",
+        notify_text(sender)
+    );
     let mut out = Vec::new();
     out.extend_from_slice(format!("\u{1b}]9;p2pchat: {body}\u{7}").as_bytes());
     out.extend_from_slice(format!("\u{1b}]777;notify;p2pchat;{body}\u{7}").as_bytes());

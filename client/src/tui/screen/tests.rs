@@ -736,7 +736,7 @@ fn a_message_behind_highlights_its_entry_and_rings_the_bell_once() {
 }
 
 #[test]
-fn notifications_name_only_the_conversation_and_a_sanitised_sender() {
+fn notifications_name_only_the_conversation_number_and_a_sanitised_sender() {
     let mut s = Screen::new(100);
     s.set_notify(true);
     s.set_list(Some(1), three(1, [0; 3]));
@@ -752,11 +752,28 @@ fn notifications_name_only_the_conversation_and_a_sanitised_sender() {
     );
     let alerts = s.take_alerts();
     let expected = "\u{7}\
-                    \u{1b}]9;p2pchat: message from evil in contact erin\u{7}\
-                    \u{1b}]777;notify;p2pchat;message from evil in contact erin\u{7}";
+                    \u{1b}]9;p2pchat: message from evil (conversation 3)\u{7}\
+                    \u{1b}]777;notify;p2pchat;message from evil (conversation 3)\u{7}";
     assert_eq!(String::from_utf8(alerts).unwrap(), expected);
+    // A room's label is its code, the password of its key exchange: never in
+    // a notification, nor is the text.
+    s.set_list(Some(1), three(1, [0, 0, 1]));
+    s.apply_in(
+        Some(&conv(2, "g-two")),
+        &group_message("carol", "the secret plan", false),
+        "10:00",
+    );
+    let alerts = String::from_utf8(s.take_alerts()).unwrap();
+    assert!(
+        alerts.ends_with("message from carol (conversation 2)\u{7}"),
+        "{alerts:?}"
+    );
+    assert!(
+        !alerts.contains("g-two") && !alerts.contains("secret"),
+        "{alerts:?}"
+    );
     assert_eq!(notify_text(&"x".repeat(500)).len(), NOTIFY_FIELD);
-    let bytes = notification("room", "bob", "message");
+    let bytes = notification(1, "bob", "message");
     // Exactly two sequences, each ended by the one BEL that ends it.
     assert_eq!(bytes.iter().filter(|&&b| b == BEL).count(), 2);
     assert_eq!(bytes.iter().filter(|&&b| b == 0x1b).count(), 2);
