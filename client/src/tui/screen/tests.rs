@@ -865,3 +865,27 @@ fn each_scrollback_is_bounded_in_bytes() {
     assert!(kept <= SCROLLBACK_BYTES, "{kept}");
     assert!(kept > SCROLLBACK_BYTES / 2, "{kept}");
 }
+
+#[test]
+fn a_hostile_label_in_the_list_reaches_no_cell_as_a_control() {
+    let mut s = Screen::new(100);
+    let mut items = three(1, [0, 1, 0]);
+    items[1].label = "group \u{1b}]0;owned\u{7}g\u{9b}2J\u{202e}x".into();
+    items[1].state = "joined\r\nfake".into();
+    s.set_list(Some(1), items);
+    let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
+    terminal.draw(|f| s.render(f)).unwrap();
+    let screen = rows(&terminal).join("\n");
+    assert!(screen.contains(" 2 group gx"), "{screen}");
+    assert!(screen.contains("joined  fa…"), "{screen}");
+    for cell in terminal.backend().buffer().content() {
+        assert!(
+            !cell
+                .symbol()
+                .chars()
+                .any(|c| c.is_control() || wire::text::is_invisible_format(c)),
+            "{:?} in the buffer",
+            cell.symbol()
+        );
+    }
+}
