@@ -107,6 +107,13 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_PLAIN")]
     pub plain: bool,
 
+    /// Full-screen interface: besides the bell, ask the terminal for a desktop
+    /// notification (OSC 9 and OSC 777) when a message arrives in a
+    /// conversation not in front. It names the conversation and the sender,
+    /// never the text.
+    #[arg(long, env = "P2PCHAT_NOTIFY")]
+    pub notify: bool,
+
     /// Chat history and contacts database (SQLite). Default: history.sqlite3 in
     /// the profile directory.
     #[arg(

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out = std::sync::Arc::new(Output::new(mode));
+    let out = std::sync::Arc::new(Output::with_notify(mode, args.notify));
     let input = out.input(wire::peer::MAX_CHAT_TEXT);
     // Conversations run as local tasks of this thread (their links' tasks on the
     // workers): the engine's state is never shared across threads.

@@ -1,7 +1,8 @@
 //! The full-screen terminal interface. One thread owns the terminal (raw mode,
-//! alternate screen): it draws [`screen::Screen`], takes [`Event`]s from
-//! [`crate::ui::Output`] over a channel and hands typed lines to the chat engine
-//! as [`InputEvent`]s. The terminal is put back on every way out: [`Tui::shutdown`],
+//! alternate screen): it draws [`screen::Screen`], takes [`Event`]s and the
+//! conversation list from [`crate::ui::Output`] over a channel, writes the bell
+//! and notifications the screen asks for, and hands typed lines (and the
+//! switches Alt-N, Ctrl-N and Ctrl-P ask for) to the engine as [`InputEvent`]s. The terminal is put back on every way out: [`Tui::shutdown`],
 //! drop, a failing terminal, and panics (a hook restores it before the message).
 
 pub mod editor;
@@ -67,9 +68,10 @@ impl std::fmt::Debug for Tui {
 }
 
 impl Tui {
-    /// Takes over the terminal and starts the UI thread. On error the terminal
-    /// is left as it was found.
-    pub fn start(max_bytes: usize) -> std::io::Result<Tui> {
+    /// Takes over the terminal and starts the UI thread; `notify`: also ask
+    /// the terminal for desktop notifications (`--notify`). On error the
+    /// terminal is left as it was found.
+    pub fn start(max_bytes: usize, notify: bool) -> std::io::Result<Tui> {
         install_panic_hook();
         enter()?;
         let terminal = match Terminal::new(CrosstermBackend::new(std::io::stdout())) {
@@ -82,7 +84,7 @@ impl Tui {
         let (to_ui, from_output) = std_mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("tui".into())
-            .spawn(move || run(terminal, from_output, max_bytes));
+            .spawn(move || run(terminal, from_output, max_bytes, notify));
         match spawned {
             Ok(thread) => Ok(Tui {
                 to_ui,
@@ -95,13 +97,13 @@ impl Tui {
         }
     }
 
-    /// Passes an event to the screen. False if the UI is gone (it failed or
-    /// shut down), so the caller can show the event another way.
     /// Hands the UI thread the conversation list.
     pub fn conversations(&self, front: Option<u32>, items: &[ConvItem]) {
         let _ = self.to_ui.send(ToUi::List(front, items.to_vec()));
     }
 
+    /// Passes an event to the screen. False if the UI is gone (it failed or
+    /// shut down), so the caller can show the event another way.
     pub fn show(&self, conv: Option<&ConvRef>, event: &Event) -> bool {
         self.to_ui
             .send(ToUi::Show(conv.cloned(), Box::new(event.clone())))
@@ -303,8 +305,10 @@ fn run(
     mut terminal: Term,
     from_output: std_mpsc::Receiver<ToUi>,
     max_bytes: usize,
+    notify: bool,
 ) -> Option<String> {
     let mut screen = Screen::new(max_bytes);
+    screen.set_notify(notify);
     let mut outbox = Outbox {
         sender: None,
         queue: VecDeque::new(),
@@ -335,12 +339,15 @@ fn ui_loop(
     loop {
         loop {
             match from_output.try_recv() {
-                Ok(ToUi::Show(_conv, event)) => {
+                Ok(ToUi::Show(conv, event)) => {
                     let now = chrono::Local::now().format("%H:%M").to_string();
-                    screen.apply(&event, &now);
+                    screen.apply_in(conv.as_ref(), &event, &now);
                     dirty = true;
                 }
-                Ok(ToUi::List(_front, _items)) => {}
+                Ok(ToUi::List(front, items)) => {
+                    screen.set_list(front, items);
+                    dirty = true;
+                }
                 Ok(ToUi::Input { sender, max_bytes }) => {
                     screen.set_max_bytes(max_bytes);
                     outbox.sender = Some(sender);
@@ -353,6 +360,14 @@ fn ui_loop(
         if !active() {
             // A panic elsewhere restored the terminal: stop drawing on it.
             return Ok(());
+        }
+        let alerts = screen.take_alerts();
+        if !alerts.is_empty() {
+            // Bell and OSC sequences move no cursor; written before the frame
+            // that shows why, so the terminal has them once it shows it.
+            let out = terminal.backend_mut();
+            out.write_all(&alerts)?;
+            out.flush()?;
         }
         if dirty {
             terminal.draw(|frame| screen.render(frame))?;
@@ -375,6 +390,13 @@ fn ui_loop(
                                 },
                                 &chrono::Local::now().format("%H:%M").to_string(),
                             );
+                        }
+                    }
+                    // The engine owns which conversation is in front: it is
+                    // asked, and the screen follows its list update.
+                    Action::Switch(number) => {
+                        if outbox.push(InputEvent::Line(format!("/switch {number}"))) {
+                            screen.switch_sent();
                         }
                     }
                     Action::Quit => {

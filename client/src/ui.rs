@@ -37,9 +37,15 @@ impl Output {
     /// An output in the given mode. For [`OutputMode::Tui`] this takes over the
     /// terminal; if that fails, it warns on stderr and uses plain lines.
     pub fn new(mode: OutputMode) -> Output {
+        Output::with_notify(mode, false)
+    }
+
+    /// [`Output::new`]; `notify`: the full-screen interface also asks the
+    /// terminal for a desktop notification for a message behind (`--notify`).
+    pub fn with_notify(mode: OutputMode, notify: bool) -> Output {
         let tui = match mode {
             OutputMode::Tui => {
-                match Tui::start(wire::peer::MAX_CHAT_TEXT) {
+                match Tui::start(wire::peer::MAX_CHAT_TEXT, notify) {
                     Ok(tui) => Some(tui),
                     Err(e) => {
                         eprintln!("warning: cannot start the full-screen interface ({e}); using plain lines");

@@ -8,6 +8,7 @@ use ratatui::Terminal;
 
 use super::*;
 use crate::ui::HELP;
+use crate::ui::{ConvItem, ConvRef};
 
 fn rows(terminal: &Terminal<TestBackend>) -> Vec<String> {
     let buffer = terminal.backend().buffer();
@@ -459,4 +460,432 @@ fn wrap_breaks_words_only_when_they_do_not_fit() {
         text(wrap(&plain("abcdefghijkl"), 8, 2)),
         ["abcdefgh", "  ijkl"]
     );
+}
+
+// The messenger: one pane per conversation, the engine's list, switching,
+// the bell and notifications.
+
+fn conv(number: u32, label: &str) -> ConvRef {
+    ConvRef {
+        number,
+        id: String::new(),
+        label: label.into(),
+    }
+}
+
+fn item(number: u32, label: &str, kind: &str, unread: u32) -> ConvItem {
+    ConvItem {
+        number,
+        id: format!("{number:016x}"),
+        label: label.into(),
+        kind: kind.into(),
+        state: "connected".into(),
+        path: if kind == "group" { "" } else { "direct" }.into(),
+        members: if kind == "group" { 3 } else { 0 },
+        verified: number == 1,
+        unread,
+    }
+}
+
+/// Three conversations: a room with bob (1), a group (2), a contact (3).
+fn three(front: u32, unread: [u32; 3]) -> Vec<ConvItem> {
+    vec![
+        item(1, "r-one", "room", unread[0]),
+        item(2, "group g-two", "group", unread[1]),
+        item(3, "contact erin", "contact", unread[2]),
+    ]
+    .into_iter()
+    .map(|mut i| {
+        if i.number == front {
+            i.unread = 0;
+        }
+        i
+    })
+    .collect()
+}
+
+fn group_message(from: &str, text: &str, own: bool) -> Event {
+    Event::GroupMessage {
+        from: from.into(),
+        author: "ea10".into(),
+        linked: true,
+        own,
+        seq: 1,
+        depth: 1,
+        sent_at_ms: 0,
+        text: text.into(),
+    }
+}
+
+fn alt(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::ALT)
+}
+
+fn texts(lines: &VecDeque<ChatLine>) -> Vec<String> {
+    lines.iter().map(|l| l.text.clone()).collect()
+}
+
+#[test]
+fn each_conversation_keeps_its_own_scrollback_and_status() {
+    let mut s = Screen::new(100);
+    s.set_list(Some(1), three(1, [0; 3]));
+    s.apply_in(Some(&conv(1, "r-one")), &connected(true, false), "10:00");
+    s.apply_in(Some(&conv(1, "r-one")), &message("for one"), "10:00");
+    s.apply_in(
+        Some(&conv(2, "group g-two")),
+        &group_message("carol", "for two", false),
+        "10:01",
+    );
+    s.apply_in(
+        Some(&conv(2, "group g-two")),
+        &Event::GroupJoined {
+            room: "g-two".into(),
+            member: 1,
+            present: 2,
+            max_members: 16,
+        },
+        "10:01",
+    );
+    let two = Some(conv(2, "group g-two"));
+    s.apply_in(
+        two.as_ref(),
+        &Event::Matched {
+            peer: "carol".into(),
+            role: "joiner".into(),
+        },
+        "10:01",
+    );
+    s.apply_in(
+        two.as_ref(),
+        &Event::MemberJoined {
+            member: 2,
+            peer: "carol".into(),
+            fingerprint: "8deb".into(),
+            addr: "127.0.0.1:1".into(),
+            path: "direct".into(),
+            sas: "617 256".into(),
+            verified: false,
+        },
+        "10:01",
+    );
+    assert_eq!(s.status_of(2).unwrap().state, State::Secure);
+    assert_eq!(
+        s.status_of(2).unwrap().peer.as_deref(),
+        Some("2 members: carol")
+    );
+    assert_eq!(s.front(), 1);
+    let one = texts(s.lines());
+    let two = texts(s.lines_of(2).unwrap());
+    assert!(one.iter().any(|l| l == "for one"), "{one:?}");
+    assert!(!one.iter().any(|l| l.contains("for two")), "{one:?}");
+    assert_eq!(two[0], "for two");
+    assert!(
+        !two.iter()
+            .any(|l| l.contains("for one") || l.contains("bob")),
+        "{two:?}"
+    );
+    assert_eq!(s.status().peer.as_deref(), Some("bob"));
+    assert!(
+        s.status_of(2).unwrap().sas.is_none(),
+        "bob's code is not the group's"
+    );
+    let screen = draw(&mut s, 100, 12).join("\n");
+    assert!(screen.contains("bob: for one"), "{screen}");
+    assert!(!screen.contains("for two"), "{screen}");
+    // The list beside the messages: number, label, kind, path or members,
+    // the verified mark, the state; the one in front is marked.
+    assert!(screen.contains("▸1 r-one"), "{screen}");
+    assert!(screen.contains("room·direct ✓ connected"), "{screen}");
+    assert!(screen.contains(" 2 group g-two"), "{screen}");
+    assert!(screen.contains("group·3 members connected"), "{screen}");
+    assert!(screen.contains("contact·direct connected"), "{screen}");
+    // Messenger events (no conversation) go to the one in front.
+    s.apply(
+        &Event::Error {
+            code: "usage".into(),
+            text: "usage: /room CODE".into(),
+        },
+        "10:02",
+    );
+    assert_eq!(s.lines().back().unwrap().text, "error: usage: /room CODE");
+    assert!(!texts(s.lines_of(2).unwrap())
+        .iter()
+        .any(|l| l.contains("usage")));
+}
+
+#[test]
+fn switching_asks_the_engine_and_follows_its_list() {
+    let mut s = Screen::new(100);
+    s.set_list(Some(1), three(1, [0; 3]));
+    s.apply_in(Some(&conv(1, "r-one")), &message("in one"), "10:00");
+    s.apply_in(
+        Some(&conv(3, "contact erin")),
+        &message("in three"),
+        "10:00",
+    );
+    type_text(&mut s, "draft");
+    assert_eq!(s.key(alt('2')), Action::Switch(2));
+    assert_eq!(s.key(ctrl('n')), Action::Switch(2));
+    assert_eq!(s.key(ctrl('p')), Action::Switch(3), "round to the last");
+    assert_eq!(s.key(alt('1')), Action::None, "1 is in front already");
+    assert_eq!(s.key(alt('7')), Action::None);
+    assert!(draw(&mut s, 100, 12)[10].contains("no conversation 7"));
+    assert_eq!(s.input().text(), "draft", "switch keys type nothing");
+    // Nothing moves until the engine says so.
+    assert_eq!(s.front(), 1);
+    s.switch_sent();
+    s.set_list(Some(3), three(3, [0; 3]));
+    // The engine answers /switch with its list; the list is on screen already.
+    s.apply(
+        &Event::Conversations {
+            front: Some(3),
+            items: three(3, [0; 3]),
+        },
+        "10:01",
+    );
+    assert_eq!(s.front(), 3);
+    assert_eq!(texts(s.lines()), ["in three"]);
+    let screen = draw(&mut s, 100, 12).join("\n");
+    assert!(screen.contains("bob: in three"), "{screen}");
+    assert!(!screen.contains("in one"), "{screen}");
+    assert!(screen.contains("▸3 contact erin"), "{screen}");
+    assert_eq!(s.key(ctrl('n')), Action::Switch(1), "round to the first");
+    // A /list the person typed is shown.
+    s.apply(
+        &Event::Conversations {
+            front: Some(3),
+            items: three(3, [0; 3]),
+        },
+        "10:02",
+    );
+    assert_eq!(s.lines().len(), 4, "{:?}", texts(s.lines()));
+    // One conversation: nothing to switch to.
+    s.set_list(Some(3), vec![item(3, "contact erin", "contact", 0)]);
+    assert_eq!(s.key(ctrl('n')), Action::None);
+    assert!(
+        s.lines_of(1).is_none(),
+        "a closed conversation's pane is gone"
+    );
+}
+
+#[test]
+fn a_message_behind_highlights_its_entry_and_rings_the_bell_once() {
+    let mut s = Screen::new(100);
+    s.set_list(Some(1), three(1, [0; 3]));
+    s.apply_in(Some(&conv(1, "r-one")), &message("in front"), "10:00");
+    assert!(
+        s.take_alerts().is_empty(),
+        "no bell for the conversation in front"
+    );
+    s.apply_in(
+        Some(&conv(2, "group g-two")),
+        &group_message("me", "my own", true),
+        "10:00",
+    );
+    assert!(s.take_alerts().is_empty(), "no bell for our own words");
+    s.apply_in(
+        Some(&conv(2, "group g-two")),
+        &group_message("carol", "behind", false),
+        "10:00",
+    );
+    assert_eq!(s.take_alerts(), [BEL], "no notification without --notify");
+    // The engine counts it; the entry is highlighted with the count.
+    s.set_list(Some(1), three(1, [0, 1, 0]));
+    s.apply_in(
+        Some(&conv(2, "group g-two")),
+        &group_message("carol", "again", false),
+        "10:00",
+    );
+    assert!(
+        s.take_alerts().is_empty(),
+        "one bell until the person looks"
+    );
+    s.set_list(Some(1), three(1, [0, 2, 0]));
+    s.apply_in(
+        Some(&conv(3, "contact erin")),
+        &Event::FileOffer {
+            id: 1,
+            from: "erin".into(),
+            name: "a.txt".into(),
+            size: 3,
+        },
+        "10:00",
+    );
+    assert_eq!(s.take_alerts(), [BEL], "a file offer behind rings too");
+    let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
+    terminal.draw(|f| s.render(f)).unwrap();
+    let screen = rows(&terminal);
+    let row = screen
+        .iter()
+        .position(|r| r.contains(" 2 group g-two"))
+        .unwrap();
+    assert!(screen[row].contains("[2]"), "{}", screen[row]);
+    let buffer = terminal.backend().buffer();
+    assert_eq!(buffer[(1, row as u16)].fg, Color::Yellow);
+    assert!(buffer[(1, row as u16)].modifier.contains(Modifier::BOLD));
+    let front = screen.iter().position(|r| r.contains("▸1 r-one")).unwrap();
+    assert!(buffer[(1, front as u16)]
+        .modifier
+        .contains(Modifier::REVERSED));
+    // Switching to it: the engine resets its count.
+    s.set_list(Some(2), three(2, [0, 2, 0]));
+    let screen = draw(&mut s, 100, 12).join("\n");
+    assert!(!screen.contains("[2]"), "{screen}");
+    assert!(screen.contains("carol: behind"), "{screen}");
+    assert!(screen.contains("carol: again"), "{screen}");
+}
+
+#[test]
+fn notifications_name_only_the_conversation_number_and_a_sanitised_sender() {
+    let mut s = Screen::new(100);
+    s.set_notify(true);
+    s.set_list(Some(1), three(1, [0; 3]));
+    s.apply_in(
+        Some(&conv(3, "contact e;rin\u{7}")),
+        &Event::Message {
+            from: "ev;il\u{7}\u{1b}]777;notify;x;pwned\u{7}\u{1b}\\\u{9c}\u{202e}".into(),
+            text: "the secret plan".into(),
+            id: 1,
+            sent_at_ms: 0,
+        },
+        "10:00",
+    );
+    let alerts = s.take_alerts();
+    let expected = "\u{7}\
+                    \u{1b}]9;p2pchat: message from evil (conversation 3)\u{7}\
+                    \u{1b}]777;notify;p2pchat;message from evil (conversation 3)\u{7}";
+    assert_eq!(String::from_utf8(alerts).unwrap(), expected);
+    // A room's label is its code, the password of its key exchange: never in
+    // a notification, nor is the text.
+    s.set_list(Some(1), three(1, [0, 0, 1]));
+    s.apply_in(
+        Some(&conv(2, "g-two")),
+        &group_message("carol", "the secret plan", false),
+        "10:00",
+    );
+    let alerts = String::from_utf8(s.take_alerts()).unwrap();
+    assert!(
+        alerts.ends_with("message from carol (conversation 2)\u{7}"),
+        "{alerts:?}"
+    );
+    assert!(
+        !alerts.contains("g-two") && !alerts.contains("secret"),
+        "{alerts:?}"
+    );
+    assert_eq!(notify_text(&"x".repeat(500)).len(), NOTIFY_FIELD);
+    let bytes = notification(1, "bob", "message");
+    // Exactly two sequences, each ended by the one BEL that ends it.
+    assert_eq!(bytes.iter().filter(|&&b| b == BEL).count(), 2);
+    assert_eq!(bytes.iter().filter(|&&b| b == 0x1b).count(), 2);
+}
+
+#[test]
+fn a_narrow_window_hides_the_list_and_keeps_the_messages() {
+    let mut s = Screen::new(100);
+    s.set_list(Some(1), three(1, [0, 4, 1]));
+    s.apply_in(Some(&conv(1, "r-one")), &connected(false, false), "10:00");
+    s.apply_in(Some(&conv(1, "r-one")), &message("still here"), "10:00");
+    let screen = draw(&mut s, 60, 8);
+    assert_eq!(screen[5].trim_end(), "10:00 bob: still here");
+    assert!(!screen.join("\n").contains("group g-two"), "{screen:?}");
+    let bar = &screen[6];
+    assert!(bar.starts_with(" 1 r-one │ bob │ direct"), "{bar}");
+    assert!(bar.contains("5 unread elsewhere"), "{bar}");
+    // Wide enough again: the list is back.
+    let screen = draw(&mut s, 100, 8).join("\n");
+    assert!(screen.contains("group g-two"), "{screen}");
+}
+
+#[test]
+fn lines_before_the_first_list_and_a_closing_notice_stay_in_view() {
+    let mut s = Screen::new(100);
+    s.apply(
+        &Event::Info {
+            text: "Reopened 2 conversation(s) from your last run.".into(),
+        },
+        "10:00",
+    );
+    s.set_list(Some(1), three(1, [0; 3]));
+    assert_eq!(
+        texts(s.lines()),
+        ["Reopened 2 conversation(s) from your last run."]
+    );
+    // The front conversation closes: the engine picks another.
+    s.apply_in(
+        Some(&conv(1, "r-one")),
+        &Event::Closed {
+            reason: "it ended".into(),
+        },
+        "10:01",
+    );
+    s.set_list(Some(2), three(2, [0; 3])[1..].to_vec());
+    assert_eq!(s.front(), 2);
+    let last = s.lines().back().unwrap();
+    assert_eq!(last.text, "[1 r-one] conversation closed: it ended");
+    assert!(s.lines_of(1).is_none());
+    // A warning behind is shown in front too.
+    s.apply_in(
+        Some(&conv(3, "contact erin")),
+        &Event::Warning {
+            code: "impersonation".into(),
+            text: "not the erin you verified".into(),
+        },
+        "10:02",
+    );
+    assert_eq!(
+        s.lines().back().unwrap().text,
+        "[3 contact erin] WARNING: not the erin you verified"
+    );
+}
+
+#[test]
+fn the_messenger_help_joins_the_conversation_help_in_one_overlay() {
+    let mut s = Screen::new(100);
+    s.apply(
+        &Event::Info {
+            text: crate::messenger::MESSENGER_HELP.into(),
+        },
+        "10:00",
+    );
+    s.apply(&Event::Info { text: HELP.into() }, "10:00");
+    assert!(s.lines().is_empty());
+    let screen = draw(&mut s, 100, 30).join("\n");
+    assert!(screen.contains("/switch N|NAME"), "{screen}");
+    assert!(screen.contains("/verify yes"), "{screen}");
+}
+
+#[test]
+fn each_scrollback_is_bounded_in_bytes() {
+    let mut s = Screen::new(100);
+    let big = "x".repeat(16 * 1024);
+    for _ in 0..(2 * SCROLLBACK_BYTES / big.len()) {
+        s.apply(&message(&big), "10:00");
+    }
+    let kept: usize = s.lines().iter().map(|l| l.text.len()).sum();
+    assert!(kept <= SCROLLBACK_BYTES, "{kept}");
+    assert!(kept > SCROLLBACK_BYTES / 2, "{kept}");
+}
+
+#[test]
+fn a_hostile_label_in_the_list_reaches_no_cell_as_a_control() {
+    let mut s = Screen::new(100);
+    let mut items = three(1, [0, 1, 0]);
+    items[1].label = "group \u{1b}]0;owned\u{7}g\u{9b}2J\u{202e}x".into();
+    items[1].state = "joined\r\nfake".into();
+    s.set_list(Some(1), items);
+    let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
+    terminal.draw(|f| s.render(f)).unwrap();
+    let screen = rows(&terminal).join("\n");
+    assert!(screen.contains(" 2 group gx"), "{screen}");
+    assert!(screen.contains("joined  fa…"), "{screen}");
+    for cell in terminal.backend().buffer().content() {
+        assert!(
+            !cell
+                .symbol()
+                .chars()
+                .any(|c| c.is_control() || wire::text::is_invisible_format(c)),
+            "{:?} in the buffer",
+            cell.symbol()
+        );
+    }
 }
