@@ -508,7 +508,7 @@ impl Event {
 /// Whether `text` is one of the `/help` lists (exactly: a peer's words inside
 /// an info never pass for one, so they never keep a line break).
 pub fn is_help_text(text: &str) -> bool {
-    text == HELP || text == GROUP_HELP
+    text == HELP || text == GROUP_HELP || text == MESSENGER_HELP
 }
 
 /// One past message, as `/history` shows it.
@@ -520,6 +520,18 @@ pub struct HistoryLine {
     pub outgoing: bool,
     pub acked: bool,
 }
+
+/// The messenger's own commands, on top of each conversation's.
+pub const MESSENGER_HELP: &str = "\
+Conversations (several at once):
+  /room CODE    open a two-party room;  /group CODE   join a group room
+  /new          a fresh room code to pass on;  /new group   the same for a group
+  /to CONTACT   talk to a contact;  /connect TOKEN   dial a token;  /token   make one
+  /list         the open conversations;  /switch N|NAME   bring one to the front
+  /msg N|NAME TEXT   send to a conversation that is not in front
+  /close        leave the conversation in front (it is not reopened)
+  /quit         leave them all (they are reopened when you start the client again)
+In the full-screen view: Alt-1…9 picks a conversation, Ctrl-N / Ctrl-P the next / previous.";
 
 /// The text `/help` shows.
 pub const HELP: &str = "\

@@ -33,6 +33,82 @@ pub fn profile_dir(flag: Option<&Path>) -> Result<PathBuf, ClientError> {
     }
 }
 
+/// Most clients that may run at once on one profile (the first in the profile
+/// itself, the others in `instance-N` inside it).
+const MAX_INSTANCES: u32 = 16;
+
+/// A profile this process holds: the directory, and the lock that says so
+/// (released when the process ends, however it ends).
+#[derive(Debug)]
+pub struct ProfileClaim {
+    pub dir: PathBuf,
+    /// `Some(base)` when `base` was in use by another client and this one moved
+    /// to an instance directory inside it.
+    pub moved_from: Option<PathBuf>,
+    _lock: Option<std::fs::File>,
+}
+
+/// Claims `dir` for this process. Two clients on one profile would share one
+/// identity key, and a conversation's log tells its authors apart by key (two
+/// authors with one key look like one that equivocates): so a second client
+/// started on a profile in use gets `instance-2` inside it (its own identity,
+/// contacts and history), a third `instance-3`, and so on. The quick start's
+/// two terminals on one machine thus talk as two people.
+pub fn claim_profile(dir: &Path) -> Result<ProfileClaim, ClientError> {
+    for n in 1..=MAX_INSTANCES {
+        let candidate = if n == 1 {
+            dir.to_path_buf()
+        } else {
+            dir.join(format!("instance-{n}"))
+        };
+        if let Err(e) = crate::private::create_dir_all(&candidate) {
+            return Err(ClientError::File(format!(
+                "profile {}: cannot create it: {e}. Pass --profile DIR with a directory you can write.",
+                candidate.display()
+            )));
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(candidate.join(".lock"));
+        let lock = match lock {
+            Ok(file) => file,
+            // A profile we cannot lock (a read-only one) is used unguarded.
+            Err(e) => {
+                tracing::warn!("cannot lock the profile {}: {e}", candidate.display());
+                return Ok(ProfileClaim {
+                    dir: candidate,
+                    moved_from: None,
+                    _lock: None,
+                });
+            }
+        };
+        match lock.try_lock() {
+            Ok(()) => {
+                return Ok(ProfileClaim {
+                    moved_from: (n > 1).then(|| dir.to_path_buf()),
+                    dir: candidate,
+                    _lock: Some(lock),
+                })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!("cannot lock the profile {}: {e}", candidate.display());
+                return Ok(ProfileClaim {
+                    dir: candidate,
+                    moved_from: None,
+                    _lock: None,
+                });
+            }
+        }
+    }
+    Err(ClientError::Usage(format!(
+        "{MAX_INSTANCES} clients already run on the profile {}: quit one, or pass --profile DIR",
+        dir.display()
+    )))
+}
+
 /// The identity in `dir`, created there (and `dir` with mode 0700) if there is
 /// none yet. Returns whether it was just created.
 pub fn load_or_create(dir: &Path) -> Result<(Identity, bool), ClientError> {
@@ -168,6 +244,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("p2pchat-id-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn a_second_client_on_a_profile_in_use_gets_an_instance_of_its_own() {
+        let dir = temp("claim");
+        let first = claim_profile(&dir).unwrap();
+        assert_eq!(first.dir, dir);
+        assert!(first.moved_from.is_none());
+        let second = claim_profile(&dir).unwrap();
+        assert_eq!(second.dir, dir.join("instance-2"));
+        assert_eq!(second.moved_from.as_deref(), Some(dir.as_path()));
+        let (a, _) = load_or_create(&first.dir).unwrap();
+        let (b, _) = load_or_create(&second.dir).unwrap();
+        assert_ne!(a.public(), b.public(), "two clients, two identities");
+        // Released when the first ends: the next client gets the profile itself.
+        drop(first);
+        assert_eq!(claim_profile(&dir).unwrap().dir, dir);
+        drop(second);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

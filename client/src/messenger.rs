@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::cli::{parse_listen, Args};
-use crate::events::{ConvItem, ConvRef, Event, Events, Frontend};
+use crate::events::{ConvItem, ConvRef, Event, Events, Frontend, MESSENGER_HELP};
 use crate::exit::ClientError;
 use crate::history::{History, OpenEntry, OpenKind};
 use crate::input::InputEvent;
@@ -27,17 +27,6 @@ use crate::input::InputEvent;
 const CONVERSATION_INPUT: usize = 64;
 /// How long a token made by `/token` stays valid (as `client token`'s default).
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// The messenger's own commands, on top of each conversation's.
-pub const MESSENGER_HELP: &str = "\
-Conversations (several at once):
-  /room CODE    open a two-party room;  /group CODE   join a group room
-  /new          a fresh room code to pass on;  /new group   the same for a group
-  /to CONTACT   talk to a contact;  /connect TOKEN   dial a token;  /token   make one
-  /list         the open conversations;  /switch N|NAME   bring one to the front
-  /msg N|NAME TEXT   send to a conversation that is not in front
-  /close        leave the conversation in front (it is not reopened)
-  /quit         leave them all (they are reopened when you start the client again)";
 
 /// What a conversation is opened as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +234,7 @@ impl Entry {
             }
             Event::MemberJoined { .. } => {
                 self.members = self.members.saturating_add(1);
+                self.state = "joined".into();
                 true
             }
             Event::MemberLeft { .. } => {
@@ -436,10 +426,27 @@ pub async fn run(
     front: Arc<dyn Frontend>,
     mut input: mpsc::Receiver<InputEvent>,
 ) -> Result<(), ClientError> {
+    let mut args = args;
+    let base = crate::identity::profile_dir(args.profile.as_deref())?;
+    let claim = crate::identity::claim_profile(&base)?;
+    if let Some(from) = &claim.moved_from {
+        front.show(
+            None,
+            &Event::Info {
+                text: format!(
+                    "Another client runs on the profile {}: this one uses {} (an identity of its \
+                     own, with its own contacts and history).",
+                    from.display(),
+                    claim.dir.display()
+                ),
+            },
+        );
+    }
+    args.profile = Some(claim.dir.clone());
     let store = if args.no_history {
         None
     } else {
-        let profile = crate::identity::profile_dir(args.profile.as_deref())?;
+        let profile = claim.dir.clone();
         let path = args
             .history
             .clone()
@@ -459,6 +466,7 @@ pub async fn run(
         store: Mutex::new(store),
     });
     let mut engine = Engine {
+        _profile: claim,
         events: Events::new(Arc::clone(&hub) as Arc<dyn Frontend>),
         hub,
         tasks: JoinSet::new(),
@@ -504,6 +512,8 @@ pub async fn run(
 
 /// The running messenger.
 struct Engine {
+    /// The profile this process holds, for as long as it runs.
+    _profile: crate::identity::ProfileClaim,
     args: Args,
     hub: Arc<Hub>,
     /// The messenger's own events (no conversation).

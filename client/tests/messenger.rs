@@ -56,7 +56,8 @@ fn count_text(c: &Client, kind: &str, text: &str) -> usize {
 /// The three peers and alice's messenger with a room (bob), a group (carol,
 /// dave) and erin's contact conversation open, all linked.
 struct World {
-    med: Mediator,
+    /// Kept for the test's length: dropping it stops the mediator.
+    _med: Mediator,
     dir: TempDir,
     bob: Client,
     carol: Client,
@@ -102,7 +103,7 @@ async fn world(tag: &str) -> (World, Vec<String>) {
     let alice_args = client_args(&server, "alice", &dir, &[]);
     (
         World {
-            med,
+            _med: med,
             dir,
             bob,
             carol,
@@ -165,10 +166,11 @@ async fn one_client_holds_a_room_a_group_and_a_contact_and_keeps_them_apart() {
     alice.say("/list").await;
     let list = loop {
         let l = alice.expect("conversations").await;
-        if l["conversation"].is_null() && l["items"].as_array().is_some_and(|i| i.len() == 3) {
-            if l["items"][1]["unread"].as_u64() > Some(0) {
-                break l;
-            }
+        if l["conversation"].is_null()
+            && l["items"].as_array().is_some_and(|i| i.len() == 3)
+            && l["items"][1]["unread"].as_u64() > Some(0)
+        {
+            break l;
         }
     };
     let items = list["items"].as_array().unwrap();

@@ -16,7 +16,7 @@ use ratatui::Frame;
 use wire::sanitize_for_terminal as safe;
 
 use super::editor::{InputLine, Recall};
-use crate::messenger::MESSENGER_HELP;
+use crate::events::MESSENGER_HELP;
 use crate::ui::{human_bytes, render_line, ConvItem, ConvRef, Event};
 
 /// Lines of scrollback kept per conversation; older ones are dropped.
