@@ -84,7 +84,7 @@ pub fn claim_profile(dir: &Path) -> Result<ProfileClaim, ClientError> {
                 });
             }
         };
-        match lock.try_lock() {
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
                 return Ok(ProfileClaim {
                     moved_from: (n > 1).then(|| dir.to_path_buf()),
@@ -92,8 +92,8 @@ pub fn claim_profile(dir: &Path) -> Result<ProfileClaim, ClientError> {
                     _lock: Some(lock),
                 })
             }
-            Err(std::fs::TryLockError::WouldBlock) => continue,
-            Err(std::fs::TryLockError::Error(e)) => {
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => continue,
+            Err(e) => {
                 tracing::warn!("cannot lock the profile {}: {e}", candidate.display());
                 return Ok(ProfileClaim {
                     dir: candidate,
