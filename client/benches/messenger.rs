@@ -49,9 +49,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until `c` has shown `event` for `n` distinct conversations.
+/// Waits until `c` has shown `event` for `n` distinct conversations (counting
+/// those it showed before).
 async fn wait_distinct(c: &mut Client, event: &str, n: usize) {
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<u64> = c
+        .seen
+        .iter()
+        .filter(|e| e["event"] == event)
+        .map(|e| e["conversation"]["number"].as_u64().unwrap_or(0))
+        .collect();
     while seen.len() < n {
         let e = c.expect_within(event, Duration::from_secs(120)).await;
         seen.insert(e["conversation"]["number"].as_u64().unwrap_or(0));
