@@ -530,6 +530,7 @@ Conversations (several at once):
   /list         the open conversations;  /switch N|NAME   bring one to the front
   /msg N|NAME TEXT   send to a conversation that is not in front
   /close        leave the conversation in front (it is not reopened)
+  /forget       close it and delete its messages from your history (asks first)
   /quit         leave them all (they are reopened when you start the client again)
 In the full-screen view: Alt-1…9 picks a conversation, Ctrl-N / Ctrl-P the next / previous.";
 

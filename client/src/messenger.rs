@@ -111,6 +111,10 @@ pub enum Command {
     Open(Open),
     Switch(String),
     Close,
+    /// Close the conversation in front and delete its history (`yes`: confirmed).
+    Forget {
+        confirmed: bool,
+    },
     List,
     Msg {
         to: String,
@@ -158,6 +162,11 @@ pub fn parse(line: &str) -> Command {
         "/token" if rest.is_empty() => Command::Open(Open::Token),
         "/list" if rest.is_empty() => Command::List,
         "/close" if rest.is_empty() => Command::Close,
+        "/forget" => match rest {
+            "" => Command::Forget { confirmed: false },
+            "yes" => Command::Forget { confirmed: true },
+            _ => Command::Usage("usage: /forget, then /forget yes to confirm".into()),
+        },
         "/quit" if rest.is_empty() => Command::Quit,
         "/help" if rest.is_empty() => Command::Help,
         "/msg" => match rest.split_once(char::is_whitespace) {
@@ -185,6 +194,8 @@ struct Entry {
     stored: Option<OpenEntry>,
     /// A fresh code's conversation is stored when its code is shown.
     fresh: Option<bool>,
+    /// `/forget yes`: its history is deleted once it has ended.
+    forget: bool,
     input: mpsc::Sender<InputEvent>,
 }
 
@@ -589,6 +600,9 @@ impl Engine {
                 self.hub.store(stored, false);
             }
         }
+        if let Some(entry) = entry.as_ref().filter(|e| e.forget) {
+            self.forget(&entry.conv);
+        }
         if self.hub.table().entries.is_empty() {
             return Some(result);
         }
@@ -644,6 +658,43 @@ impl Engine {
                     None => self.usage("no conversation is open".into()),
                 }
             }
+            Command::Forget { confirmed: false } => {
+                let front = self.hub.table().front;
+                let label = front.and_then(|n| {
+                    self.hub
+                        .table()
+                        .entries
+                        .get(&n)
+                        .map(|e| e.conv.label.clone())
+                });
+                match label {
+                    Some(label) => self.events.show(&Event::Info {
+                        text: format!(
+                            "/forget yes closes {label} and deletes its messages from your \
+                             history for good (the other side keeps its own)."
+                        ),
+                    }),
+                    None => self.usage("no conversation is open".into()),
+                }
+            }
+            Command::Forget { confirmed: true } => {
+                let front = self.hub.table().front;
+                let Some(n) = front else {
+                    self.usage("no conversation is open".into());
+                    return;
+                };
+                let stored = {
+                    let mut table = self.hub.table();
+                    table.entries.get_mut(&n).and_then(|e| {
+                        e.forget = true;
+                        e.stored.clone()
+                    })
+                };
+                if let Some(stored) = stored {
+                    self.hub.store(&stored, false);
+                }
+                self.to(n, InputEvent::Line("/quit".into())).await;
+            }
             Command::List => self.show_list(),
             Command::Msg { to, text } => {
                 let found = self.hub.table().find(&to);
@@ -663,6 +714,35 @@ impl Engine {
                 self.to_all(InputEvent::Line("/quit".into())).await;
             }
             Command::Usage(text) => self.usage(text),
+        }
+    }
+
+    /// Deletes an ended conversation's history (`/forget yes`).
+    fn forget(&self, conv: &ConvRef) {
+        let result = {
+            let guard = self
+                .hub
+                .store
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(store) = guard.as_ref() else { return };
+            if conv.id.is_empty() {
+                return;
+            }
+            store
+                .find_conversation(&conv.id)
+                .and_then(|found| store.forget_conversation(&found.key))
+        };
+        match result {
+            Ok(gone) => self.events.show(&Event::Info {
+                text: format!(
+                    "Forgot {}: {} messages deleted from your history.",
+                    conv.label, gone.messages
+                ),
+            }),
+            Err(e) => self.events.show(&Event::Info {
+                text: format!("{}: nothing deleted ({e})", conv.label),
+            }),
         }
     }
 
@@ -788,6 +868,7 @@ impl Engine {
                         Open::New { group } => Some(group),
                         _ => None,
                     },
+                    forget: false,
                     input: sender,
                 },
             );
@@ -889,6 +970,7 @@ mod tests {
             unread: 0,
             stored: None,
             fresh: None,
+            forget: false,
             input: mpsc::channel(1).0,
         }
     }

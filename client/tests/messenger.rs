@@ -252,3 +252,51 @@ async fn a_killed_messenger_reopens_its_conversations_and_catches_up_exactly_onc
     alice.say("back").await;
     expect_text(&mut w.bob, "message", "back").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_asks_first_then_closes_the_conversation_and_deletes_its_messages() {
+    let dir = TempDir::new("msgr-forget");
+    let med = Mediator::start(&[]).await;
+    let server = med.server_arg();
+    let a = client_args(&server, "alice", &dir, &["--room", "msgr-forget"]);
+    let b = client_args(&server, "bob", &dir, &["--room", "msgr-forget"]);
+    let (mut alice, mut bob) = common::connected_pair(&a, &b).await;
+    bob.say("a secret to forget").await;
+    expect_text(&mut alice, "message", "a secret to forget").await;
+    alice.say("/forget").await;
+    let ask = alice.expect("info").await;
+    assert!(
+        ask["text"].as_str().unwrap().contains("/forget yes"),
+        "{ask}"
+    );
+    // Asking changed nothing: the conversation goes on.
+    bob.say("still here").await;
+    expect_text(&mut alice, "message", "still here").await;
+    alice.say("/forget yes").await;
+    let done = loop {
+        let i = alice.expect("info").await;
+        if i["text"].as_str().is_some_and(|t| t.starts_with("Forgot")) {
+            break i;
+        }
+    };
+    assert!(
+        done["text"].as_str().unwrap().contains("2 messages"),
+        "{done}"
+    );
+    assert_eq!(alice.exit_code().await, 0, "its last conversation closed");
+    let needle = b"a secret to forget";
+    for file in ["history-alice.sqlite3", "history-alice.sqlite3-wal"] {
+        let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the forgotten text is still in {file}"
+        );
+    }
+    // Not reopened either.
+    let mut again = Client::start("alice", &client_args(&server, "alice", &dir, &[]));
+    let room = again.expect("room").await;
+    assert!(
+        room["room"].as_str().is_some_and(|r| r != "msgr-forget"),
+        "{room}"
+    );
+}
