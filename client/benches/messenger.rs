@@ -20,6 +20,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::soak::rss_kib;
 use common::{client_args, env_num, Client, Mediator, TempDir};
 
 fn main() {
@@ -35,18 +36,6 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(bench(open, linked));
-}
-
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Waits until `c` has shown `event` for `n` distinct conversations (counting
@@ -70,7 +59,7 @@ async fn settled_rss(pid: u32) -> u64 {
     let mut low = u64::MAX;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        low = low.min(rss_kib(pid));
+        low = low.min(rss_kib(pid).unwrap_or(0));
     }
     low
 }

@@ -117,14 +117,26 @@ pub async fn run(
             first_link = Some(link);
         }
     }
-    out.named(
-        &setup.code.conversation(),
-        &if setup.args.group_room {
+    // The conversation id (docs/protocol.md §7.1): the code's (a room code, a
+    // group's, or `--to`'s contact pair secret), or a token pair's; a holder
+    // learns its dialer's only from the handshake.
+    let ids = match &setup.token {
+        Some(TokenRun::Hold(token)) => ConversationId::TokenPair(token.room_secret()),
+        Some(TokenRun::Dial(token)) => ConversationId::Fixed(chat::token_pair_id(
+            &token.room_secret(),
+            &setup.identity.public(),
+            &IdentityKey(token.identity),
+        )),
+        None => ConversationId::Fixed(setup.code.conversation()),
+    };
+    if let ConversationId::Fixed(id) = &ids {
+        let label = if setup.args.group_room {
             format!("group {}", setup.room)
         } else {
             setup.room.clone()
-        },
-    );
+        };
+        out.named(id, &label);
+    }
     if setup.args.group_room {
         let server = setup.server.clone().ok_or_else(|| {
             ClientError::Usage("--group needs --server: group rooms meet at a mediator".into())
@@ -150,17 +162,6 @@ pub async fn run(
         .clone()
         .unwrap_or_else(crate::files::default_downloads_dir);
     let (transfers, mut updates) = Transfers::new(downloads, setup.args.yes);
-    // The conversation id (docs/protocol.md §7.1): the code's (a room code,
-    // or `--to`'s contact pair secret), or a token pair's.
-    let ids = match &setup.token {
-        Some(TokenRun::Hold(token)) => ConversationId::TokenPair(token.room_secret()),
-        Some(TokenRun::Dial(token)) => ConversationId::Fixed(chat::token_pair_id(
-            &token.room_secret(),
-            &setup.identity.public(),
-            &IdentityKey(token.identity),
-        )),
-        None => ConversationId::Fixed(setup.code.conversation()),
-    };
     let mut convo = Conversation::new(
         &setup.room,
         &setup.name,

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dhke::{Identity, IdentityKey, ResumeSecret, RoomCode};
 use tokio::sync::mpsc;
@@ -24,6 +24,7 @@ use wire::PeerMsg;
 use crate::conversation::{self, Core, Effects, Kind, To};
 use crate::events::{Event, Events, HELP};
 use crate::exit::ClientError;
+use crate::history::now_ms;
 use crate::history::{ChatId, History};
 use crate::input::InputEvent;
 use crate::peerlink::{LinkError, PeerLink};
@@ -110,13 +111,6 @@ pub struct Conversation {
     peer: Option<PeerInfo>,
     rtt: Option<Duration>,
     input_closed: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn millis(d: Duration) -> u64 {

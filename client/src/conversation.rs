@@ -27,6 +27,7 @@ use wire::PeerMsg;
 
 use crate::events::{Event, HistoryLine};
 use crate::exit::ClientError;
+use crate::history::now_ms;
 use crate::history::History;
 
 /// Summaries are swapped this often on every link, on top of each new link and
@@ -152,13 +153,6 @@ pub struct Core {
     own_last: u64,
     /// Our highest seq another member is known to hold.
     acked: u64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 impl Core {

@@ -34,6 +34,7 @@ use self::links::{FromLink, LinkHandle, PairSetup, Paired, Routes};
 use crate::conversation::{Core, Effects, Kind, To};
 use crate::events::{Event, Events, GROUP_HELP};
 use crate::exit::ClientError;
+use crate::history::now_ms;
 use crate::history::History;
 use crate::input::InputEvent;
 use crate::ports::LocalPort;
@@ -404,13 +405,6 @@ async fn join_with(input: JoinInput, first: Option<MediatorLink>) -> Result<Sess
             no_punch: input.no_punch,
         },
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 impl Mesh<'_> {

@@ -17,7 +17,7 @@ mod show;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::events::HistoryLine;
@@ -383,11 +383,7 @@ impl History {
                 params![&conversation[..]],
                 |r| r.get(0),
             )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
+            .optional()
             .map_err(|e| self.fail("read the chat", &e))?;
         if let Some(id) = found {
             self.conn
@@ -715,6 +711,15 @@ fn chat_from_row(
         end_reason: row.get(11)?,
         messages,
     })
+}
+
+/// The wall clock in milliseconds since the Unix epoch, as rows and messages
+/// keep it (0 before 1970, `u64::MAX` past the year 584 million).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Protocol ids and peer clocks are any `u64`; SQLite integers are `i64`. The

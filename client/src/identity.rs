@@ -72,17 +72,18 @@ pub fn claim_profile(dir: &Path) -> Result<ProfileClaim, ClientError> {
             .truncate(false)
             .write(true)
             .open(candidate.join(".lock"));
+        // A profile we cannot lock (a read-only one) is used unguarded.
+        let unguarded = |candidate: PathBuf, e: &dyn std::fmt::Display| {
+            tracing::warn!("cannot lock the profile {}: {e}", candidate.display());
+            Ok(ProfileClaim {
+                dir: candidate,
+                moved_from: None,
+                _lock: None,
+            })
+        };
         let lock = match lock {
             Ok(file) => file,
-            // A profile we cannot lock (a read-only one) is used unguarded.
-            Err(e) => {
-                tracing::warn!("cannot lock the profile {}: {e}", candidate.display());
-                return Ok(ProfileClaim {
-                    dir: candidate,
-                    moved_from: None,
-                    _lock: None,
-                });
-            }
+            Err(e) => return unguarded(candidate, &e),
         };
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
@@ -93,14 +94,7 @@ pub fn claim_profile(dir: &Path) -> Result<ProfileClaim, ClientError> {
                 })
             }
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => continue,
-            Err(e) => {
-                tracing::warn!("cannot lock the profile {}: {e}", candidate.display());
-                return Ok(ProfileClaim {
-                    dir: candidate,
-                    moved_from: None,
-                    _lock: None,
-                });
-            }
+            Err(e) => return unguarded(candidate, &e),
         }
     }
     Err(ClientError::Usage(format!(

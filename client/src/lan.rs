@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dhke::{Group, RoomCode};
 use rand::rngs::OsRng;
@@ -21,6 +21,7 @@ use wire::Role;
 
 use crate::events::{Event, Events};
 use crate::exit::ClientError;
+use crate::history::now_ms;
 use crate::rendezvous::Matched;
 
 /// The UDP port clients announce and listen on unless `--lan-port` says otherwise.
@@ -174,13 +175,6 @@ fn our_addrs(us: &Us<'_>, ifaces: &[Interface]) -> Vec<SocketAddr> {
     out.dedup();
     out.truncate(MAX_ADDRS);
     out
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// A socket on the LAN port. With exactly one interface named, it also hears

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::cli::{parse_listen, Args};
 use crate::events::{ConvItem, ConvRef, Event, Events, Frontend, MESSENGER_HELP};
 use crate::exit::ClientError;
+use crate::history::now_ms;
 use crate::history::{History, OpenEntry, OpenKind};
 use crate::input::InputEvent;
 
@@ -322,13 +323,6 @@ struct Hub {
     store: Mutex<Option<History>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl Hub {
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
@@ -433,11 +427,10 @@ impl Frontend for Hub {
 /// returns how the last conversation ended (a run of one conversation exits
 /// as it always did).
 pub async fn run(
-    args: Args,
+    mut args: Args,
     front: Arc<dyn Frontend>,
     mut input: mpsc::Receiver<InputEvent>,
 ) -> Result<(), ClientError> {
-    let mut args = args;
     let base = crate::identity::profile_dir(args.profile.as_deref())?;
     let claim = crate::identity::claim_profile(&base)?;
     if let Some(from) = &claim.moved_from {
@@ -640,24 +633,7 @@ impl Engine {
                     Err(text) => self.usage(text),
                 }
             }
-            Command::Close => {
-                let front = self.hub.table().front;
-                match front {
-                    Some(n) => {
-                        let stored = self
-                            .hub
-                            .table()
-                            .entries
-                            .get(&n)
-                            .and_then(|e| e.stored.clone());
-                        if let Some(stored) = stored {
-                            self.hub.store(&stored, false);
-                        }
-                        self.to(n, InputEvent::Line("/quit".into())).await;
-                    }
-                    None => self.usage("no conversation is open".into()),
-                }
-            }
+            Command::Close => self.close_front(false).await,
             Command::Forget { confirmed: false } => {
                 let front = self.hub.table().front;
                 let label = front.and_then(|n| {
@@ -677,24 +653,7 @@ impl Engine {
                     None => self.usage("no conversation is open".into()),
                 }
             }
-            Command::Forget { confirmed: true } => {
-                let front = self.hub.table().front;
-                let Some(n) = front else {
-                    self.usage("no conversation is open".into());
-                    return;
-                };
-                let stored = {
-                    let mut table = self.hub.table();
-                    table.entries.get_mut(&n).and_then(|e| {
-                        e.forget = true;
-                        e.stored.clone()
-                    })
-                };
-                if let Some(stored) = stored {
-                    self.hub.store(&stored, false);
-                }
-                self.to(n, InputEvent::Line("/quit".into())).await;
-            }
+            Command::Forget { confirmed: true } => self.close_front(true).await,
             Command::List => self.show_list(),
             Command::Msg { to, text } => {
                 let found = self.hub.table().find(&to);
@@ -717,6 +676,28 @@ impl Engine {
         }
     }
 
+    /// Ends the conversation in front for good (`/close`; `/forget yes` also
+    /// deletes its history once it has ended): off the store's open list, then
+    /// left as its own `/quit` leaves it.
+    async fn close_front(&self, forget: bool) {
+        let front = self.hub.table().front;
+        let Some(n) = front else {
+            self.usage("no conversation is open".into());
+            return;
+        };
+        let stored = {
+            let mut table = self.hub.table();
+            table.entries.get_mut(&n).and_then(|e| {
+                e.forget = forget;
+                e.stored.clone()
+            })
+        };
+        if let Some(stored) = stored {
+            self.hub.store(&stored, false);
+        }
+        self.to(n, InputEvent::Line("/quit".into())).await;
+    }
+
     /// Deletes an ended conversation's history (`/forget yes`).
     fn forget(&self, conv: &ConvRef) {
         let result = {
@@ -726,12 +707,16 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let Some(store) = guard.as_ref() else { return };
-            if conv.id.is_empty() {
-                return;
-            }
-            store
-                .find_conversation(&conv.id)
-                .and_then(|found| store.forget_conversation(&found.key))
+            let found = if conv.id.is_empty() {
+                Err(ClientError::Usage(
+                    "a token holder keeps one conversation per dialer: \
+                     forget them with `client history forget ID`"
+                        .into(),
+                ))
+            } else {
+                store.find_conversation(&conv.id)
+            };
+            found.and_then(|found| store.forget_conversation(&found.key))
         };
         match result {
             Ok(gone) => self.events.show(&Event::Info {

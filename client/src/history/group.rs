@@ -2,7 +2,7 @@
 //! author, seq) with their signed bytes, listed in the order every member
 //! shares (docs/protocol.md §17.3), and read back to restore a member's log.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use wire::group::{GroupMsg, BACKLOG};
 
@@ -115,11 +115,7 @@ impl History {
                 params![&conversation[..]],
                 |r| r.get(0),
             )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
+            .optional()
             .map_err(|e| self.fail("read the receipts", &e))?;
         Ok(acked.map_or(0, from_db))
     }
