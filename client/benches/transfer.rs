@@ -47,8 +47,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use client::files::{ChunkSource, IncomingFile, Outgoing, OutgoingFile, PartScope};
 use dhke::schedule::Key;
+use engine::files::{ChunkSource, IncomingFile, Outgoing, OutgoingFile, PartScope};
 use rand::RngCore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::exit::EXIT_CODES_HELP;
-
-/// Default mediator port.
-pub const DEFAULT_PORT: u16 = 7070;
+use engine::config::Config;
+use engine::error::EXIT_CODES_HELP;
 
 /// p2pchat: end-to-end encrypted chat over a direct connection.
 ///
@@ -163,7 +161,7 @@ pub struct Args {
 
     /// LAN mode (no --server): the UDP port to announce and listen on; both
     /// sides must use the same.
-    #[arg(long, env = "P2PCHAT_LAN_PORT", default_value_t = crate::lan::DEFAULT_LAN_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "P2PCHAT_LAN_PORT", default_value_t = engine::lan::DEFAULT_LAN_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub lan_port: u16,
 
     /// LAN mode: give up (exit code 14) when nobody in the room answered for this long.
@@ -329,82 +327,49 @@ impl Args {
     }
 }
 
-/// Splits `HOST[:PORT]` (or `[v6]:PORT`) into host and port.
-pub fn split_server(server: &str) -> Result<(String, u16), String> {
-    let server = server.trim();
-    if server.is_empty() {
-        return Err("the --server address is empty".into());
+impl Args {
+    /// The engine's settings from the flags.
+    pub fn config(&self) -> Config {
+        Config {
+            server: self.server.clone(),
+            room: self.room.clone(),
+            to: self.to.clone(),
+            connect: self.connect.clone(),
+            profile: self.profile.clone(),
+            token_ttl: self.token_ttl,
+            name: self.name.clone(),
+            listen: self.listen.clone(),
+            advertise: self.advertise,
+            peers_file: self.peers_file.clone(),
+            dh_group: self.dh_group,
+            group_room: self.group_room,
+            no_relay: self.no_relay,
+            history: self.history.clone(),
+            no_history: self.no_history,
+            max_conversations: self.max_conversations,
+            reconnect_for: self.reconnect_for,
+            downloads: self.downloads.clone(),
+            yes: self.yes,
+            no_punch: self.no_punch,
+            relay_after: self.relay_after,
+            connect_timeout: self.connect_timeout,
+            lan_port: self.lan_port,
+            lan_timeout: self.lan_timeout,
+            lan_interface: self.lan_interface.clone(),
+        }
     }
-    if let Ok(addr) = server.parse::<SocketAddr>() {
-        return Ok((addr.ip().to_string(), addr.port()));
-    }
-    if let Some(rest) = server.strip_prefix('[') {
-        let (host, tail) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("`{server}`: missing `]` after an IPv6 address"))?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => parse_port(p, server)?,
-            None if tail.is_empty() => DEFAULT_PORT,
-            None => return Err(format!("`{server}`: expected `:PORT` after `]`")),
-        };
-        return Ok((host.to_string(), port));
-    }
-    match server.rsplit_once(':') {
-        // A bare IPv6 address has several colons and no port.
-        Some((host, _)) if host.contains(':') => Ok((server.to_string(), DEFAULT_PORT)),
-        Some((host, port)) => Ok((host.to_string(), parse_port(port, server)?)),
-        None => Ok((server.to_string(), DEFAULT_PORT)),
-    }
-}
-
-fn parse_port(port: &str, whole: &str) -> Result<u16, String> {
-    port.parse::<u16>()
-        .map_err(|_| format!("`{whole}`: `{port}` is not a port number (1-65535)"))
-}
-
-/// Parses `--listen`: a bare port means every interface (dual-stack).
-pub fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = listen.parse::<u16>() {
-        return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
-    }
-    listen
-        .parse::<SocketAddr>()
-        .map_err(|_| format!("--listen `{listen}`: expected PORT or IP:PORT"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The engine's defaults are the command line's, so a front-end that
+    /// builds a `Config` itself behaves like `client` with no flags.
     #[test]
-    fn server_forms() {
-        assert_eq!(
-            split_server("example.org").unwrap(),
-            ("example.org".into(), 7070)
-        );
-        assert_eq!(
-            split_server("example.org:99").unwrap(),
-            ("example.org".into(), 99)
-        );
-        assert_eq!(
-            split_server("127.0.0.1:5").unwrap(),
-            ("127.0.0.1".into(), 5)
-        );
-        assert_eq!(split_server("[::1]:5").unwrap(), ("::1".into(), 5));
-        assert_eq!(split_server("[::1]").unwrap(), ("::1".into(), 7070));
-        assert_eq!(split_server("::1").unwrap(), ("::1".into(), 7070));
-        assert!(split_server("host:notaport").is_err());
-        assert!(split_server("").is_err());
-    }
-
-    #[test]
-    fn listen_forms() {
-        assert_eq!(parse_listen("0").unwrap().port(), 0);
-        assert!(parse_listen("0").unwrap().ip().is_unspecified());
-        assert_eq!(
-            parse_listen("127.0.0.1:4000").unwrap(),
-            "127.0.0.1:4000".parse().unwrap()
-        );
-        assert!(parse_listen("nope").is_err());
+    fn the_engines_defaults_are_the_command_lines() {
+        let from_flags = Args::parse_from(["client"]).config();
+        let default = Config::default();
+        assert_eq!(format!("{from_flags:?}"), format!("{default:?}"));
     }
 }

@@ -3,18 +3,8 @@
 
 use std::io::{BufRead, Read};
 
+use engine::events::InputEvent;
 use tokio::sync::mpsc;
-
-/// One thing the person typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputEvent {
-    /// A complete line, without its line ending.
-    Line(String),
-    /// A line longer than the limit; it was discarded.
-    TooLong { limit: usize },
-    /// End of input (Ctrl-D, or the pipe closed).
-    Eof,
-}
 
 /// Starts the reader thread. Lines longer than `max_bytes` are reported and
 /// skipped whole; the channel holds a few lines, then the thread waits.

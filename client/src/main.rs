@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use client::cli::{Args, Command, OutputMode};
-use client::exit::ClientError;
 use client::ui::{Event, Output};
+use engine::error::ClientError;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -29,13 +29,14 @@ fn main() -> ExitCode {
     };
     let args = match args.command.clone() {
         Some(Command::History(history)) => {
-            return finish(client::history::run_command(&history), &plain(history.json));
+            return finish(
+                client::commands::history::run(&history),
+                &plain(history.json),
+            );
         }
-        Some(Command::Id(id)) => {
-            return finish(client::identity::run_command(&id), &plain(id.json))
-        }
+        Some(Command::Id(id)) => return finish(client::commands::id::run(&id), &plain(id.json)),
         Some(Command::Contacts(c)) => {
-            return finish(client::history::run_contacts(&c), &plain(c.json));
+            return finish(client::commands::contacts::run(&c), &plain(c.json));
         }
         // `client token [--ttl D] FLAGS…`: a chat run with FLAGS that hosts a token.
         Some(Command::Token(token)) => {
@@ -63,8 +64,11 @@ fn main() -> ExitCode {
     // Conversations run as local tasks of this thread (their links' tasks on the
     // workers): the engine's state is never shared across threads.
     let local = tokio::task::LocalSet::new();
-    let result =
-        runtime.block_on(local.run_until(client::messenger::run(args, out.clone(), input)));
+    let result = runtime.block_on(local.run_until(engine::messenger::run(
+        args.config(),
+        out.clone(),
+        input,
+    )));
     runtime.shutdown_timeout(Duration::from_secs(1));
     finish(result, &out)
 }

@@ -23,8 +23,8 @@ use ratatui::Terminal;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
-use crate::events::{ConvItem, ConvRef, Event};
-use crate::input::InputEvent;
+use engine::events::InputEvent;
+use engine::events::{ConvItem, ConvRef, Event};
 use screen::{Action, Screen};
 
 /// How long the UI thread waits for a key before looking at new events.

@@ -12,10 +12,10 @@ use serde::Serialize;
 use wire::sanitize_for_terminal as safe;
 
 use crate::cli::OutputMode;
-pub use crate::events::{
+use crate::tui::Tui;
+pub use engine::events::{
     human_bytes, ConvItem, ConvRef, Event, Frontend, HistoryLine, GROUP_HELP, HELP,
 };
-use crate::tui::Tui;
 
 /// Writes events to stdout (and errors to stderr in line mode), or hands them
 /// to the full-screen interface in [`OutputMode::Tui`].
@@ -74,7 +74,10 @@ impl Output {
 
     /// Where typed lines come from: the interface's input line, or standard
     /// input read line by line with a bound.
-    pub fn input(&self, max_bytes: usize) -> tokio::sync::mpsc::Receiver<crate::input::InputEvent> {
+    pub fn input(
+        &self,
+        max_bytes: usize,
+    ) -> tokio::sync::mpsc::Receiver<engine::events::InputEvent> {
         if let Some(receiver) = self.tui().as_ref().and_then(|tui| tui.input(max_bytes)) {
             return receiver;
         }

@@ -399,7 +399,7 @@ async fn a_flood_of_offers_is_bounded() {
     alice.expect("waiting").await;
     let mut mallory = RawPeer::join(med.addr, "r-flood", "mallory").await;
     alice.expect("connected").await;
-    let waiting = client::transfer::MAX_WAITING_OFFERS;
+    let waiting = engine::transfer::MAX_WAITING_OFFERS;
     let total = waiting + 8;
     for id in 0..total as u64 {
         mallory

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use client::history::History;
+use engine::history::History;
 use serde_json::Value;
 
 /// A unique directory under the temp dir, removed when dropped.
@@ -489,7 +489,7 @@ fn forgetting_a_contact_asks_about_its_conversations_and_the_flags_answer() {
     let dir = TempDir::new("contact-forget");
     let db = dir.0.join("history.sqlite3");
     let profile = dir.0.join("profile");
-    let (me, _) = client::identity::load_or_create(&profile).unwrap();
+    let (me, _) = engine::identity::load_or_create(&profile).unwrap();
     let bob = dhke::Identity::from_seed(&[0xB0; 32]);
     let dave = dhke::Identity::from_seed(&[0xD0; 32]);
     let pair =

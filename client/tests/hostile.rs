@@ -299,7 +299,7 @@ async fn eight_stalled_strangers_keep_the_real_peer_out_only_until_the_host_drop
     let scene = Scene::new("stall-eight").await;
     let (mut alice, mallory) = scene.alice_and_mallory(&["--connect-timeout", "30s"]).await;
     // The host judges a few connections at once per source and drops one that
-    // brings no first message within 3 s (client/src/connect.rs): 8 silent ones
+    // brings no first message within 3 s (crates/engine/src/connect.rs): 8 silent ones
     // from the peer's own address fill its slots. Delayed, not locked out: once
     // the host has dropped them, the real peer's next attempt gets in.
     let mut stalled = Vec::new();

@@ -129,7 +129,7 @@ async fn metrics(addr: &str) -> String {
 /// Every form in which an identity could be told: the raw key, its hex, the raw
 /// fingerprint and the fingerprint as shown (with and without spaces).
 fn identity_forms(profile: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let key = client::identity::load(&profile.join(client::identity::FILE_NAME))
+    let key = engine::identity::load(&profile.join(engine::identity::FILE_NAME))
         .expect("the profile's identity")
         .public();
     let fingerprint = key.fingerprint();

@@ -9,9 +9,9 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use client::lan::{Discovery, LanConfig, Us};
 use common::{free_udp_port, lan_client_args as args, last, peers_file, Client, TempDir};
 use dhke::{Group, RoomCode};
+use engine::lan::{Discovery, LanConfig, Us};
 use rand::{Rng, RngCore};
 use wire::lan::{Announcement, INSTANCE_LEN, NONCE_LEN};
 
@@ -389,7 +389,7 @@ async fn lan_a_flood_of_room_members_is_bounded_to_a_fixed_number_of_candidates(
     let kept = discovery.other_group();
     assert_eq!(
         kept,
-        client::lan::MAX_CANDIDATES as u64,
+        engine::lan::MAX_CANDIDATES as u64,
         "only this many are tracked"
     );
     assert_eq!(discovery.crowded(), u64::from(flood) - kept);

@@ -16,8 +16,8 @@ use ratatui::Frame;
 use wire::sanitize_for_terminal as safe;
 
 use super::editor::{InputLine, Recall};
-use crate::events::MESSENGER_HELP;
 use crate::ui::{human_bytes, render_line, ConvItem, ConvRef, Event};
+use engine::events::MESSENGER_HELP;
 
 /// Lines of scrollback kept per conversation; older ones are dropped.
 pub const SCROLLBACK: usize = 10_000;
@@ -1116,7 +1116,7 @@ static EMPTY_PANE: std::sync::LazyLock<Pane> = std::sync::LazyLock::new(Pane::de
 
 /// Whether an `Info` text is the `/help` list (shown as an overlay).
 fn is_help(text: &str) -> bool {
-    crate::events::is_help_text(text)
+    engine::events::is_help_text(text)
 }
 
 fn render_overlay(frame: &mut Frame<'_>, help: &[String]) {

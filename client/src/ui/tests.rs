@@ -215,7 +215,7 @@ fn every_event(s: &str) -> Vec<Event> {
         },
         Event::Conversations {
             front: Some(1),
-            items: vec![crate::events::ConvItem {
+            items: vec![engine::events::ConvItem {
                 number: 1,
                 id: s(),
                 label: s(),

@@ -1,17 +1,17 @@
 //! What peers may name: the terminal filter and the name check of `wire::text`,
-//! and the client's download-name sanitiser (`client::files::safe_file_name`).
+//! and the client's download-name sanitiser (`engine::files::safe_file_name`).
 //!
 //! The sanitiser is compiled from the client's own source file rather than through
 //! a dependency on the client crate: that file needs only std, `wire`, `rand` and
 //! `thiserror`, while the client crate would pull some 200 crates (terminal UI,
 //! SQLite, tokio's full runtime) into every instrumented fuzz build. `tests/corpus.rs` checks that
-//! this copy and `client::files::safe_file_name` agree on every corpus input.
+//! this copy and `engine::files::safe_file_name` agree on every corpus input.
 
 use std::borrow::Cow;
 use std::path::{Component, Path};
 
 #[allow(rustdoc::broken_intra_doc_links)]
-#[path = "../../../client/src/files/name.rs"]
+#[path = "../../../crates/engine/src/files/name.rs"]
 mod client_name;
 
 pub use client_name::safe_file_name;

@@ -59,7 +59,7 @@ fn every_fuzz_target_has_a_harness_function() {
     }
 }
 
-/// Known answers of the download-name rule (client/src/files/name.rs, docs/protocol.md
+/// Known answers of the download-name rule (crates/engine/src/files/name.rs, docs/protocol.md
 /// §7 `FileOffer`: a base name only, stripped of any path and sanitised), written
 /// out by hand: `Ok` is the name kept, `Err` the refusal's text.
 const FILE_NAME_ANSWERS: &[(&str, Result<&str, &str>)] = &[
@@ -105,7 +105,7 @@ fn the_file_name_sanitiser_follows_its_rule() {
     type Sanitiser = fn(&str) -> Result<String, String>;
     let sanitisers: [(&str, Sanitiser); 2] = [
         ("client", |s| {
-            client::files::safe_file_name(s).map_err(|e| e.to_string())
+            engine::files::safe_file_name(s).map_err(|e| e.to_string())
         }),
         ("fuzzcheck copy", |s| {
             fuzzcheck::safe_file_name(s).map_err(|e| e.to_string())

@@ -843,7 +843,7 @@ fn the_messenger_help_joins_the_conversation_help_in_one_overlay() {
     let mut s = Screen::new(100);
     s.apply(
         &Event::Info {
-            text: crate::events::MESSENGER_HELP.into(),
+            text: engine::events::MESSENGER_HELP.into(),
         },
         "10:00",
     );

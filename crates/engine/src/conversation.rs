@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use wire::group::{Catchup, EquivocationProof, GroupError, GroupLog, GroupMsg, Outcome, Summary};
 use wire::PeerMsg;
 
+use crate::error::ClientError;
 use crate::events::{Event, HistoryLine};
-use crate::exit::ClientError;
 use crate::history::now_ms;
 use crate::history::History;
 

@@ -22,11 +22,11 @@ use wire::peer::MAX_CHAT_TEXT;
 use wire::PeerMsg;
 
 use crate::conversation::{self, Core, Effects, Kind, To};
+use crate::error::ClientError;
+use crate::events::InputEvent;
 use crate::events::{Event, Events, HELP};
-use crate::exit::ClientError;
 use crate::history::now_ms;
 use crate::history::{ChatId, History};
-use crate::input::InputEvent;
 use crate::peerlink::{LinkError, PeerLink};
 use crate::transfer::{Transfers, Update};
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use wire::group::{GroupMsg, BACKLOG};
 
 use super::{from_db, to_db, History};
-use crate::exit::ClientError;
+use crate::error::ClientError;
 
 /// Most bytes one stored message may decode from (its text is at most 16 KiB).
 const MAX_ENCODED: usize = 64 * 1024;

@@ -32,11 +32,11 @@ use wire::{ClientMsg, PeerMsg, PROTOCOL_VERSION};
 
 use self::links::{FromLink, LinkHandle, PairSetup, Paired, Routes};
 use crate::conversation::{Core, Effects, Kind, To};
+use crate::error::ClientError;
+use crate::events::InputEvent;
 use crate::events::{Event, Events, GROUP_HELP};
-use crate::exit::ClientError;
 use crate::history::now_ms;
 use crate::history::History;
-use crate::input::InputEvent;
 use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{GroupPlace, MediatorLink, PathReport, RoomNotice};
@@ -70,7 +70,7 @@ pub struct GroupRun<'a> {
     pub port: LocalPort,
     /// The link that allocated our nameplate, for the first `GroupHello`.
     pub first_link: Option<MediatorLink>,
-    pub args: &'a crate::cli::Args,
+    pub config: &'a crate::config::Config,
 }
 
 /// One live link with another member.
@@ -348,11 +348,11 @@ fn join_input(mesh: &Mesh<'_>) -> JoinInput {
         group: r.group,
         identity: r.identity.clone(),
         port: r.port,
-        no_relay: r.args.no_relay,
-        advertise: r.args.advertise,
-        connect_timeout: r.args.connect_timeout,
-        relay_after: r.args.relay_after,
-        no_punch: r.args.no_punch,
+        no_relay: r.config.no_relay,
+        advertise: r.config.advertise,
+        connect_timeout: r.config.connect_timeout,
+        relay_after: r.config.relay_after,
+        no_punch: r.config.no_punch,
     }
 }
 
@@ -550,8 +550,8 @@ impl Mesh<'_> {
 
     /// `/verify [NAME] [yes]`: shows the security code of each link (or of the
     /// named member), and with `yes` marks it compared.
-    fn verify(&mut self, args: &[&str]) {
-        let (name, yes) = match args {
+    fn verify(&mut self, config: &[&str]) {
+        let (name, yes) = match config {
             [] => (None, false),
             ["yes"] => (None, true),
             [name] => (Some(*name), false),
@@ -659,7 +659,7 @@ impl Mesh<'_> {
                 let addr = conn.addr;
                 let verified = self.remember_contact(&identity, &name, addr, &sas);
                 if let Err(e) = records::append_peer(
-                    &self.run.args.peers_file,
+                    &self.run.config.peers_file,
                     &PeerLine {
                         at: chrono::Utc::now(),
                         peer_name: &name,

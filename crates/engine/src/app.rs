@@ -19,12 +19,12 @@ use wire::handshake::{HostHandshake, JoinerHandshake};
 use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 
 use crate::chat::{self, Conversation, ConversationId, Ending, PeerInfo};
-use crate::cli::{parse_listen, Args};
+use crate::config::{parse_listen, Config};
 use crate::connect::{self, Connected, Path};
+use crate::error::ClientError;
+use crate::events::InputEvent;
 use crate::events::{Event, Events};
-use crate::exit::ClientError;
 use crate::history::History;
-use crate::input::InputEvent;
 use crate::lan;
 use crate::peerlink::PeerLink;
 use crate::ports::LocalPort;
@@ -58,7 +58,7 @@ struct Setup {
     /// A token run: `client token` (filled in once the port is bound) or
     /// `--connect`.
     token: Option<TokenRun>,
-    args: Args,
+    config: Config,
 }
 
 /// The two sides of a token run (§16).
@@ -79,18 +79,18 @@ fn show_room(server: Option<&str>, room: &str, group_room: bool, out: &Events) {
 
 /// Runs the client with parsed flags, showing events on `out`.
 pub async fn run(
-    args: Args,
+    config: Config,
     out: &Events,
     mut input: mpsc::Receiver<InputEvent>,
 ) -> Result<(), ClientError> {
-    let mut setup = prepare(args, out)?;
+    let mut setup = prepare(config, out)?;
     // The listener lives for the whole run, so an advertised port stays valid
     // across reconnects; it exists before the first Hello that advertises it.
     // Its port is the run's one port (§12.1): the mediator link and every dial
     // leave from it too.
     let (port, listener) = bind_listener(setup.listen)?;
-    if let Some(ttl) = setup.args.token_ttl {
-        let addrs = token_addrs(setup.args.advertise, port.addr());
+    if let Some(ttl) = setup.config.token_ttl {
+        let addrs = token_addrs(setup.config.advertise, port.addr());
         let token = crate::token::issue(&setup.identity, addrs, ttl);
         let text = token.encode();
         out.show(&Event::Token {
@@ -103,7 +103,7 @@ pub async fn run(
     // No room given and a mediator: it allocates the nameplate of a fresh code,
     // and that link carries our first Hello.
     let history = setup.history.as_deref().map(History::open).transpose()?;
-    if let Some(to) = setup.args.to.clone() {
+    if let Some(to) = setup.config.to.clone() {
         meet_contact(&mut setup, history.as_ref(), &to)?;
     }
     let mut first_link = None;
@@ -113,7 +113,7 @@ pub async fn run(
             let nameplate = link.allocate().await?;
             setup.room = roomcode::code_for_nameplate(nameplate, &mut OsRng);
             setup.code = RoomCode::parse(&setup.room);
-            show_room(Some(&server), &setup.room, setup.args.group_room, out);
+            show_room(Some(&server), &setup.room, setup.config.group_room, out);
             first_link = Some(link);
         }
     }
@@ -130,14 +130,14 @@ pub async fn run(
         None => ConversationId::Fixed(setup.code.conversation()),
     };
     if let ConversationId::Fixed(id) = &ids {
-        let label = if setup.args.group_room {
+        let label = if setup.config.group_room {
             format!("group {}", setup.room)
         } else {
             setup.room.clone()
         };
         out.named(id, &label);
     }
-    if setup.args.group_room {
+    if setup.config.group_room {
         let server = setup.server.clone().ok_or_else(|| {
             ClientError::Usage("--group needs --server: group rooms meet at a mediator".into())
         })?;
@@ -151,17 +151,17 @@ pub async fn run(
             history,
             port,
             first_link,
-            args: &setup.args,
+            config: &setup.config,
         };
         return crate::group::run(run, listener, &mut input, out).await;
     }
     let reveals = connect::Reveals::default();
     let downloads = setup
-        .args
+        .config
         .downloads
         .clone()
         .unwrap_or_else(crate::files::default_downloads_dir);
-    let (transfers, mut updates) = Transfers::new(downloads, setup.args.yes);
+    let (transfers, mut updates) = Transfers::new(downloads, setup.config.yes);
     let mut convo = Conversation::new(
         &setup.room,
         &setup.name,
@@ -258,7 +258,7 @@ async fn converse(
             convo,
             input,
             out,
-            lost.map(|(at, _)| at + setup.args.reconnect_for),
+            lost.map(|(at, _)| at + setup.config.reconnect_for),
         )
         .await
         {
@@ -271,7 +271,7 @@ async fn converse(
             Offline::GaveUp => {
                 return Err(ClientError::ConnectionLost(format!(
                     "could not reconnect within {}; the conversation is over",
-                    humantime::format_duration(setup.args.reconnect_for)
+                    humantime::format_duration(setup.config.reconnect_for)
                 )))
             }
             Offline::Done(result) => result,
@@ -289,7 +289,7 @@ async fn converse(
             Err(e) => match lost {
                 Some((since, attempts)) if retryable(&e) => {
                     let delay = backoff(attempts);
-                    let deadline = since + setup.args.reconnect_for;
+                    let deadline = since + setup.config.reconnect_for;
                     if Instant::now() + delay >= deadline {
                         return Err(e);
                     }
@@ -379,7 +379,7 @@ async fn converse(
                     retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 });
                 let since = Instant::now();
-                let deadline = since + setup.args.reconnect_for;
+                let deadline = since + setup.config.reconnect_for;
                 match offline(tokio::time::sleep(delay), convo, input, out, Some(deadline)).await {
                     Offline::Done(()) => {}
                     Offline::Quit => return Ok("you left".into()),
@@ -392,10 +392,14 @@ async fn converse(
 }
 
 /// Checks the flags and settles the room and name.
-fn prepare(args: Args, out: &Events) -> Result<Setup, ClientError> {
-    let server = args.server.clone();
-    let lan = lan::LanConfig::new(args.lan_port, args.lan_timeout, args.lan_interface.clone());
-    let name = match &args.name {
+fn prepare(config: Config, out: &Events) -> Result<Setup, ClientError> {
+    let server = config.server.clone();
+    let lan = lan::LanConfig::new(
+        config.lan_port,
+        config.lan_timeout,
+        config.lan_interface.clone(),
+    );
+    let name = match &config.name {
         Some(name) => {
             wire::validate_name(name)
                 .map_err(|e| ClientError::Usage(format!("--name `{name}`: {e}")))?;
@@ -403,16 +407,16 @@ fn prepare(args: Args, out: &Events) -> Result<Setup, ClientError> {
         }
         None => roomcode::friendly_name(&mut OsRng),
     };
-    let group = Group::from_id(args.dh_group).map_err(|e| ClientError::Usage(e.to_string()))?;
-    let listen = parse_listen(&args.listen).map_err(ClientError::Usage)?;
-    let room = match &args.room {
+    let group = Group::from_id(config.dh_group).map_err(|e| ClientError::Usage(e.to_string()))?;
+    let listen = parse_listen(&config.listen).map_err(ClientError::Usage)?;
+    let room = match &config.room {
         Some(room) => {
             roomcode::check_room(room).map_err(|e| ClientError::Usage(format!("--room: {e}")))?;
             room.clone()
         }
         // With a mediator, `run` asks it for a nameplate first (§13.2) and
         // fills the room in then.
-        None if args.connect.is_some() || args.token_ttl.is_some() => "token".to_string(),
+        None if config.connect.is_some() || config.token_ttl.is_some() => "token".to_string(),
         None if server.is_some() => String::new(),
         None => {
             let room = roomcode::generate(&mut OsRng);
@@ -420,12 +424,13 @@ fn prepare(args: Args, out: &Events) -> Result<Setup, ClientError> {
             room
         }
     };
-    let profile = crate::identity::profile_dir(args.profile.as_deref())?;
+    let profile = crate::identity::profile_dir(config.profile.as_deref())?;
     let (identity, created) = crate::identity::load_or_create(&profile)?;
-    let history = if args.no_history {
+    let history = if config.no_history {
         None
     } else {
-        args.history
+        config
+            .history
             .clone()
             .or_else(|| Some(profile.join("history.sqlite3")))
     };
@@ -460,11 +465,11 @@ fn prepare(args: Args, out: &Events) -> Result<Setup, ClientError> {
         history,
         identity,
         expect_peer: None,
-        token: match &args.connect {
+        token: match &config.connect {
             Some(text) => Some(TokenRun::Dial(crate::token::parse(text)?)),
             None => None,
         },
-        args,
+        config,
     })
 }
 
@@ -565,7 +570,7 @@ async fn establish(
         None => MediatorLink::connect(server, &net.port).await?,
     };
     let (code, keys) = room_keys(setup)?;
-    let (listen_port, local_addrs) = advertised(&setup.args, listen_addr, mediator.local_addr());
+    let (listen_port, local_addrs) = advertised(&setup.config, listen_addr, mediator.local_addr());
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
         room: code.tag().0,
@@ -574,7 +579,7 @@ async fn establish(
         public: keys.public().to_vec(),
         listen_port,
         local_addrs: local_addrs.clone(),
-        no_relay: setup.args.no_relay,
+        no_relay: setup.config.no_relay,
     };
     let listen_text = listen_addr.to_string();
     let (matched, link) = mediator
@@ -595,7 +600,7 @@ async fn establish(
     // The link stays up until the race ends, for the punch timing and then for
     // our path report (§4), with `--no-punch` too.
     let (punch, mut report) = link.watch_punch();
-    let punch = (!setup.args.no_punch).then_some(punch);
+    let punch = (!setup.config.no_punch).then_some(punch);
     let race = new_race(setup, net, &matched, &local_addrs, server, punch);
     let conn = connect_peer(race, input, out).await;
     if let Some(path) = connect::reached(conn.as_ref().map(|c| c.path)) {
@@ -658,8 +663,8 @@ fn new_race<'a>(
         server,
         punch,
         matched_at,
-        deadline: matched_at + setup.args.connect_timeout,
-        relay_after: setup.args.relay_after,
+        deadline: matched_at + setup.config.connect_timeout,
+        relay_after: setup.config.relay_after,
         reveals: net.reveals,
     }
 }
@@ -678,7 +683,7 @@ async fn establish_lan(
         group: setup.group,
         public: keys.public(),
         listen: net.port.addr(),
-        advertise: setup.args.advertise,
+        advertise: setup.config.advertise,
     };
     // `_announcing` keeps announcing until the connection stands: the peer may
     // not have heard us yet.
@@ -778,7 +783,7 @@ async fn admit(
     out: &Events,
 ) -> Result<Admission, ClientError> {
     let key = conn.session.peer_identity();
-    let known = setup.args.yes || convo.admits_without_asking(&key);
+    let known = setup.config.yes || convo.admits_without_asking(&key);
     let decision = if known {
         Ok(())
     } else {
@@ -852,7 +857,7 @@ fn record_session(setup: &Setup, conn: &Connected, info: &PeerInfo) -> Result<()
         records::append_keylog(path, line)?;
     }
     records::append_peer(
-        &setup.args.peers_file,
+        &setup.config.peers_file,
         &PeerLine {
             at: chrono::Utc::now(),
             peer_name: &info.name,
@@ -883,11 +888,11 @@ fn bind_listener(addr: SocketAddr) -> Result<(LocalPort, TcpListener), ClientErr
 /// given; otherwise the listener's own address, or, for a wildcard listener, the
 /// interface address our mediator connection uses.
 fn advertised(
-    args: &Args,
+    config: &Config,
     listen: SocketAddr,
     toward_mediator: Option<SocketAddr>,
 ) -> (u16, Vec<SocketAddr>) {
-    advertised_addrs(args.advertise, listen, toward_mediator)
+    advertised_addrs(config.advertise, listen, toward_mediator)
 }
 
 /// [`advertised`] from `--advertise` alone.

@@ -3,20 +3,20 @@
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 
-use crate::exit::ClientError;
+use engine::error::ClientError;
 
 /// Longest answer read: a person types a word; more is not an answer.
 const MAX_ANSWER: u64 = 256;
 
 /// Whether a person can be asked: standard input is a terminal.
-pub(super) fn can_ask() -> bool {
+pub fn can_ask() -> bool {
     std::io::stdin().is_terminal()
 }
 
 /// Prints `question` on standard error (standard output stays for `--json`)
 /// and returns the line typed, trimmed and in lower case. End of input is an
 /// empty answer.
-pub(super) fn ask(question: &str) -> Result<String, ClientError> {
+pub fn ask(question: &str) -> Result<String, ClientError> {
     let mut err = std::io::stderr().lock();
     let _ = write!(err, "{question} ");
     let _ = err.flush();
@@ -34,7 +34,7 @@ pub(super) fn ask(question: &str) -> Result<String, ClientError> {
 /// Goes on only when `yes` was passed or the person types `yes` to `question`.
 /// Without a terminal and without `--yes`, refuses with an error naming
 /// `--yes` (`what` says what would have been deleted).
-pub(super) fn confirm(question: &str, yes: bool, what: &str) -> Result<(), ClientError> {
+pub fn confirm(question: &str, yes: bool, what: &str) -> Result<(), ClientError> {
     if yes {
         return Ok(());
     }

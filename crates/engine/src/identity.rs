@@ -9,7 +9,7 @@ use dhke::Identity;
 use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
-use crate::exit::ClientError;
+use crate::error::ClientError;
 use crate::private;
 
 /// The identity file's name inside the profile directory.
@@ -203,30 +203,6 @@ fn create(dir: &Path, path: &Path) -> Result<Identity, ClientError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load(path),
         Err(e) => Err(fail("cannot write it", e)),
     }
-}
-
-/// `client id`: prints the profile's fingerprint and key (creating the identity
-/// on first use).
-pub fn run_command(args: &crate::cli::IdArgs) -> Result<(), ClientError> {
-    let dir = profile_dir(args.profile.as_deref())?;
-    let (identity, created) = load_or_create(&dir)?;
-    let key = identity.public();
-    if args.json {
-        let line = serde_json::json!({
-            "fingerprint": key.fingerprint().to_string(),
-            "identity": key.to_hex(),
-            "profile": dir.display().to_string(),
-            "created": created,
-        });
-        println!("{line}");
-    } else {
-        if created {
-            println!("Created a new identity in {}.", dir.display());
-        }
-        println!("fingerprint {}", key.fingerprint());
-        println!("identity key {}", key.to_hex());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

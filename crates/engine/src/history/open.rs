@@ -4,7 +4,7 @@
 use rusqlite::params;
 
 use super::{to_db, History};
-use crate::exit::ClientError;
+use crate::error::ClientError;
 
 /// What a stored open conversation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

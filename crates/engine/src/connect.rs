@@ -27,7 +27,7 @@ use tokio_util::codec::Framed;
 use wire::handshake::{HostHandshake, JoinerHandshake};
 use wire::{FrameCodec, HandshakeError, Link, PathLabel, PeerHandshake, RelayOffer, Session};
 
-use crate::exit::ClientError;
+use crate::error::ClientError;
 use crate::ports::{self, LocalPort};
 use crate::rendezvous::{self, Matched, PunchWatch, RelayFailure};
 

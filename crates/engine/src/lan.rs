@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use wire::lan::{Announcement, DropCounts, Sieve, INSTANCE_LEN, MAX_ADDRS, MAX_DATAGRAM};
 use wire::Role;
 
+use crate::error::ClientError;
 use crate::events::{Event, Events};
-use crate::exit::ClientError;
 use crate::history::now_ms;
 use crate::rendezvous::Matched;
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path as FsPath;
 
-use crate::exit::ClientError;
+use crate::error::ClientError;
 use crate::private;
 
 /// One `peers.txt` line, tab-separated, ending in a newline.

@@ -14,7 +14,7 @@ const WINDOW: Duration = Duration::from_secs(3);
 /// Samples kept for the window (one per report, so ~12 in use).
 const MAX_SAMPLES: usize = 32;
 
-/// One snapshot, ready to become a [`crate::ui::Event::Progress`].
+/// One snapshot, ready to become a [`crate::events::Event::Progress`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgressReport {
     pub bytes: u64,

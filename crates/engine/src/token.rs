@@ -27,7 +27,7 @@ use wire::token::Token;
 use wire::{FrameCodec, HandshakeInput, Link, PeerHandshake, PeerMsg, RelayOffer, Role};
 
 use crate::connect::{self, recv_hs, send_hs, Connected, Path, FIRST_MESSAGE, HANDSHAKE_STEP};
-use crate::exit::ClientError;
+use crate::error::ClientError;
 use crate::ports::LocalPort;
 use crate::rendezvous::Matched;
 

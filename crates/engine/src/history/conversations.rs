@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{chat_from_row, from_db, ChatId, ChatRecord, GroupLine, History, CHAT_COLUMNS};
-use crate::exit::ClientError;
+use crate::error::ClientError;
 
 /// Hex digits of a conversation's id shown in lists and JSON.
 pub const SHORT_ID_LEN: usize = 8;

@@ -17,12 +17,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::cli::{parse_listen, Args};
+use crate::config::{parse_listen, Config};
+use crate::error::ClientError;
+use crate::events::InputEvent;
 use crate::events::{ConvItem, ConvRef, Event, Events, Frontend, MESSENGER_HELP};
-use crate::exit::ClientError;
 use crate::history::now_ms;
 use crate::history::{History, OpenEntry, OpenKind};
-use crate::input::InputEvent;
 
 /// Lines waiting for one conversation to take them; beyond this, typing waits.
 const CONVERSATION_INPUT: usize = 64;
@@ -88,18 +88,18 @@ impl Open {
     }
 
     /// The conversation the command line names, if any.
-    fn from_args(args: &Args) -> Option<Open> {
-        if let Some(token) = &args.connect {
+    fn from_config(config: &Config) -> Option<Open> {
+        if let Some(token) = &config.connect {
             return Some(Open::Connect(token.clone()));
         }
-        if args.token_ttl.is_some() {
+        if config.token_ttl.is_some() {
             return Some(Open::Token);
         }
-        if let Some(to) = &args.to {
+        if let Some(to) = &config.to {
             return Some(Open::To(to.clone()));
         }
-        match &args.room {
-            Some(room) if args.group_room => Some(Open::Group(room.clone())),
+        match &config.room {
+            Some(room) if config.group_room => Some(Open::Group(room.clone())),
             Some(room) => Some(Open::Room(room.clone())),
             None => None,
         }
@@ -427,11 +427,11 @@ impl Frontend for Hub {
 /// returns how the last conversation ended (a run of one conversation exits
 /// as it always did).
 pub async fn run(
-    mut args: Args,
+    mut config: Config,
     front: Arc<dyn Frontend>,
     mut input: mpsc::Receiver<InputEvent>,
 ) -> Result<(), ClientError> {
-    let base = crate::identity::profile_dir(args.profile.as_deref())?;
+    let base = crate::identity::profile_dir(config.profile.as_deref())?;
     let claim = crate::identity::claim_profile(&base)?;
     if let Some(from) = &claim.moved_from {
         front.show(
@@ -446,12 +446,12 @@ pub async fn run(
             },
         );
     }
-    args.profile = Some(claim.dir.clone());
-    let store = if args.no_history {
+    config.profile = Some(claim.dir.clone());
+    let store = if config.no_history {
         None
     } else {
         let profile = claim.dir.clone();
-        let path = args
+        let path = config
             .history
             .clone()
             .unwrap_or_else(|| profile.join("history.sqlite3"));
@@ -475,11 +475,11 @@ pub async fn run(
         hub,
         tasks: JoinSet::new(),
         task_numbers: std::collections::HashMap::new(),
-        max: usize::from(args.max_conversations),
-        args,
+        max: usize::from(config.max_conversations),
+        config,
         quitting: false,
     };
-    match Open::from_args(&engine.args) {
+    match Open::from_config(&engine.config) {
         Some(open) => {
             let others = stored
                 .iter()
@@ -506,7 +506,7 @@ pub async fn run(
         }
         None => engine.open(
             Open::New {
-                group: engine.args.group_room,
+                group: engine.config.group_room,
             },
             true,
         )?,
@@ -518,7 +518,7 @@ pub async fn run(
 struct Engine {
     /// The profile this process holds, for as long as it runs.
     _profile: crate::identity::ProfileClaim,
-    args: Args,
+    config: Config,
     hub: Arc<Hub>,
     /// The messenger's own events (no conversation).
     events: Events,
@@ -828,7 +828,7 @@ impl Engine {
             table.next = table.next.saturating_add(1);
             (number, number == 1)
         };
-        let args = conversation_args(&self.args, &open, first)?;
+        let config = conversation_config(&self.config, &open, first)?;
         let (sender, receiver) = mpsc::channel(CONVERSATION_INPUT);
         let conv = ConvRef {
             number,
@@ -866,7 +866,7 @@ impl Engine {
         }
         let events = self.events.for_conversation(conv);
         let task = self.tasks.spawn_local(async move {
-            let result = crate::app::run(args, &events, receiver).await;
+            let result = crate::app::run(config, &events, receiver).await;
             (number, result)
         });
         self.task_numbers.insert(task.id(), number);
@@ -878,30 +878,30 @@ impl Engine {
 /// The flags of one conversation: the run's, with the conversation's own room,
 /// contact or token. Only the first conversation keeps `--listen`'s port and
 /// `--advertise`: the others listen on a free port of the same address.
-fn conversation_args(base: &Args, open: &Open, first: bool) -> Result<Args, ClientError> {
-    let mut args = base.clone();
-    args.room = None;
-    args.to = None;
-    args.connect = None;
-    args.token_ttl = None;
-    args.group_room = false;
+fn conversation_config(base: &Config, open: &Open, first: bool) -> Result<Config, ClientError> {
+    let mut config = base.clone();
+    config.room = None;
+    config.to = None;
+    config.connect = None;
+    config.token_ttl = None;
+    config.group_room = false;
     match open {
-        Open::Room(code) => args.room = Some(code.clone()),
+        Open::Room(code) => config.room = Some(code.clone()),
         Open::Group(code) => {
-            args.room = Some(code.clone());
-            args.group_room = true;
+            config.room = Some(code.clone());
+            config.group_room = true;
         }
-        Open::New { group } => args.group_room = *group,
-        Open::To(contact) => args.to = Some(contact.clone()),
-        Open::Connect(token) => args.connect = Some(token.clone()),
-        Open::Token => args.token_ttl = Some(base.token_ttl.unwrap_or(TOKEN_TTL)),
+        Open::New { group } => config.group_room = *group,
+        Open::To(contact) => config.to = Some(contact.clone()),
+        Open::Connect(token) => config.connect = Some(token.clone()),
+        Open::Token => config.token_ttl = Some(base.token_ttl.unwrap_or(TOKEN_TTL)),
     }
     if !first {
         let listen = parse_listen(&base.listen).map_err(ClientError::Usage)?;
-        args.listen = SocketAddr::new(listen.ip(), 0).to_string();
-        args.advertise = None;
+        config.listen = SocketAddr::new(listen.ip(), 0).to_string();
+        config.advertise = None;
     }
-    Ok(args)
+    Ok(config)
 }
 
 #[cfg(test)]

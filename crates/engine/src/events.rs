@@ -9,6 +9,17 @@ use std::sync::Arc;
 use serde::Serialize;
 use wire::sanitize_for_terminal as safe;
 
+/// One thing the person typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputEvent {
+    /// A complete line, without its line ending.
+    Line(String),
+    /// A line longer than the limit; it was discarded.
+    TooLong { limit: usize },
+    /// End of input (Ctrl-D, or the pipe closed).
+    Eof,
+}
+
 /// Everything the client reports. In `--json` mode each is one line with an
 /// `event` field naming the variant.
 #[derive(Debug, Clone, Serialize)]

@@ -14,8 +14,8 @@ use tokio::time::{timeout, Instant};
 use tokio_util::codec::{Framed, FramedParts};
 use wire::{ClientMsg, ErrorCode, FrameCodec, Link, MediatorMsg, PathLabel, RelayOffer, Role};
 
-use crate::cli::split_server;
-use crate::exit::ClientError;
+use crate::config::split_server;
+use crate::error::ClientError;
 use crate::ports::{self, LocalPort};
 
 /// How long to try to open the mediator connection.

@@ -172,7 +172,7 @@ pub enum Paired {
     Failed {
         member: u32,
         name: String,
-        error: crate::exit::ClientError,
+        error: crate::error::ClientError,
     },
 }
 
@@ -212,9 +212,9 @@ async fn race(
     setup: &PairSetup,
     matched: &Matched,
     routes: &Routes,
-) -> Result<Connected, crate::exit::ClientError> {
+) -> Result<Connected, crate::error::ClientError> {
     wire::validate_name(&matched.peer_name).map_err(|e| {
-        crate::exit::ClientError::PeerUnreachable(format!(
+        crate::error::ClientError::PeerUnreachable(format!(
             "the mediator announced an invalid member name ({e})"
         ))
     })?;

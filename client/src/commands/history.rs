@@ -7,15 +7,16 @@ use std::path::Path;
 
 use wire::sanitize_for_terminal as safe;
 
-use super::confirm::confirm;
-use super::{
+use engine::error::ClientError;
+use engine::history::{
     shown_at, ChatRecord, ConversationKind, ConversationMessages, History, StoredConversation,
 };
+
+use super::confirm::confirm;
 use crate::cli::{HistoryAction, HistoryArgs};
-use crate::exit::ClientError;
 
 /// Runs `client history [--room R] [--peer NAME] [--limit N] [--json]`.
-pub fn run_command(args: &HistoryArgs) -> Result<(), ClientError> {
+pub fn run(args: &HistoryArgs) -> Result<(), ClientError> {
     let path = History::path_for(args.history.as_deref(), args.profile.as_deref())?;
     // Reading must not create a database where there was none.
     if matches!(std::fs::metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
@@ -143,7 +144,7 @@ fn forget(json: bool, yes: bool, history: &History, id: &str) -> Result<String, 
             id: &'a str,
             conversation: &'a str,
             #[serde(flatten)]
-            forgotten: super::Forgotten,
+            forgotten: engine::history::Forgotten,
         }
         return json_lines(&[Line {
             event: "forgotten",
@@ -185,7 +186,7 @@ fn chats_text(args: &HistoryArgs, history: &History) -> Result<String, ClientErr
 const MAX_GROUP_LINES: u32 = 10_000;
 
 /// A group room's messages as text: a header, then one line per message.
-fn render_group(lines: &[super::GroupLine]) -> String {
+fn render_group(lines: &[engine::history::GroupLine]) -> String {
     let mut text = format!(
         "group room {}  {} messages\n",
         safe(&lines[0].room),
@@ -270,4 +271,61 @@ fn local_time(ms: u64, format: &str) -> String {
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.with_timezone(&chrono::Local).format(format).to_string())
         .unwrap_or_else(|| "????".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_rendering_sanitizes_and_marks_undelivered() {
+        let dir = std::env::temp_dir().join(format!("p2pchat-render-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let h = History::open(&dir.join("history.sqlite3")).unwrap();
+        let c = h
+            .start_chat(
+                "7-velvet-harbor",
+                "ali\u{1b}[2Jce",
+                "",
+                "192.0.2.7:4000",
+                "direct",
+                "482 093",
+                1_700_000_000_000,
+            )
+            .unwrap();
+        h.set_verified(c, true).unwrap();
+        h.record_outgoing(c, 1, "bob", "delivered", 1_700_000_001_000)
+            .unwrap();
+        h.record_outgoing(c, 2, "bob", "lost", 1_700_000_002_000)
+            .unwrap();
+        h.mark_acked(c, 1).unwrap();
+        h.record_incoming(
+            c,
+            1,
+            "ali\u{1b}[2Jce",
+            "hi\u{7}\nthere",
+            0,
+            1_700_000_003_000,
+        )
+        .unwrap();
+        h.end_chat(c, 1_700_000_004_000, "bob left").unwrap();
+        let text = render_chat(&h.query(None, None, 1).unwrap()[0]);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].contains(
+                "  alice  room 7-velvet-harbor  direct  SAS 482 093 ✓verified  (ended: bob left)"
+            ),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("] bob: delivered"), "{text}");
+        assert!(lines[2].ends_with("] bob: lost (not delivered)"), "{text}");
+        assert!(lines[3].ends_with("] alice: hi there"), "{text}");
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
