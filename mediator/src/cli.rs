@@ -50,6 +50,16 @@ pub struct Args {
     #[arg(long, env = "MEDIATOR_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
 
+    /// Most contacts one running messenger may wait for on one connection
+    /// (presence); more are refused (Error PresenceLimit).
+    #[arg(long, env = "MEDIATOR_PRESENCE_MAX_TAGS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536), value_name = "N")]
+    pub presence_max_tags: u32,
+
+    /// Most waiting contacts of all presence connections together (about 100
+    /// bytes each); more are refused (Error PresenceLimit).
+    #[arg(long, env = "MEDIATOR_PRESENCE_MAX_TOTAL", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub presence_max_total: u64,
+
     /// Most rooms waiting at once; a Hello that would open another is refused
     /// (Error TooManyConnections).
     #[arg(long, env = "MEDIATOR_MAX_ROOMS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
@@ -235,6 +245,8 @@ impl Args {
             redis: self.redis.clone(),
             relay_secret: self.relay_secret.clone(),
             proxy_protocol: self.proxy_protocol,
+            presence_max_tags: usize::try_from(self.presence_max_tags).unwrap_or(usize::MAX),
+            presence_max_total: usize::try_from(self.presence_max_total).unwrap_or(usize::MAX),
             ..Config::default()
         }
     }

@@ -70,6 +70,10 @@ pub struct Config {
     /// load balancer, giving the client's own address. Only the balancer may
     /// reach the port then: anyone else could claim any address.
     pub proxy_protocol: bool,
+    /// Most tags one presence connection waits under (docs/protocol.md §21).
+    pub presence_max_tags: usize,
+    /// Most tag registrations of all presence connections together.
+    pub presence_max_total: usize,
 }
 
 /// A 32-byte relay token key (`--relay-secret`). `Debug` never shows it.
@@ -128,6 +132,10 @@ impl Default for Config {
             redis: None,
             relay_secret: None,
             proxy_protocol: false,
+            // A person with more contacts than this opens a second connection.
+            presence_max_tags: 1024,
+            // About 100 bytes each: 100 MB at most, whatever the clients do.
+            presence_max_total: 1_000_000,
         }
     }
 }

@@ -63,6 +63,8 @@ pub(crate) enum End {
     Refuse(ErrorCode, Cow<'static, str>),
     /// The connection opened with `RelayJoin`: hand it to the relay.
     Relay([u8; 32]),
+    /// The connection opened with `Presence`: it waits under these tags (§21).
+    Presence(Vec<[u8; 32]>),
 }
 
 pub(crate) fn refuse(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> End {
@@ -92,7 +94,7 @@ pub(crate) fn serve(
                     let _ = timeout(WRITE_TIMEOUT, stream.write_all(&frame)).await;
                 }
             }
-            End::Done => {}
+            End::Done | End::Presence(_) => {}
         }
         // Dropping the stream closes it: the kernel sends what is queued, then FIN.
     }
@@ -117,6 +119,8 @@ enum First {
     /// A `Hello`, perhaps after `Allocate` reserved the nameplate it names.
     Hello(Hello, Option<Nameplate>),
     RelayJoin([u8; 32]),
+    /// `Presence`: wait under these tags (§21).
+    Presence(Vec<[u8; 32]>),
 }
 
 /// (Not an `async fn`, for the reason given at [`serve`].)
@@ -133,6 +137,10 @@ fn converse<'a>(
         // before the wait begins: only `Host` goes on.
         let host = match arrive(admitted, &mut reader, stream, peer, accepted).await {
             Ok(host) => host,
+            // Boxed: a presence holder's state is not a waiting host's.
+            Err(End::Presence(tags)) => {
+                return Box::pin(crate::presence::serve(admitted, &mut reader, stream, tags)).await
+            }
             Err(end) => return end,
         };
         let Host {
@@ -207,6 +215,8 @@ async fn arrive(
         }
         JoinOutcome::Waiting(handoff) => {
             tracing::debug!(room = %tag.short_hex(), "waiting");
+            // A contact's messenger waiting under this tag comes to meet us.
+            shared.presence.ring(&tag.0);
             Ok(Host {
                 tag,
                 handoff,
@@ -273,6 +283,7 @@ async fn read_hello(
             "send nothing after RelayJoin before RelayReady",
         )),
         First::RelayJoin(token) => Err(End::Relay(token)),
+        First::Presence(tags) => Err(End::Presence(tags)),
     }
 }
 
@@ -324,6 +335,10 @@ async fn read_first(
                 return Ok(First::Hello(hello, plate));
             }
             ClientMsg::RelayJoin { token } => return Ok(First::RelayJoin(token)),
+            ClientMsg::Presence { .. } if plate.is_some() => {
+                return Err(refuse(ErrorCode::Malformed, "Presence after Allocate"))
+            }
+            ClientMsg::Presence { tags } => return Ok(First::Presence(tags)),
             ClientMsg::PunchPong { .. } => {
                 return Err(refuse(ErrorCode::Malformed, "PunchPong before Matched"))
             }
@@ -523,7 +538,8 @@ fn wait_as_host<'a>(
                         ClientMsg::PunchPong { .. }
                         | ClientMsg::RelayJoin { .. }
                         | ClientMsg::Allocate
-                        | ClientMsg::SessionPath { .. },
+                        | ClientMsg::SessionPath { .. }
+                        | ClientMsg::Presence { .. },
                     )) => refuse(ErrorCode::Malformed, "unexpected message while waiting"),
                     Event::Message(Ok(ClientMsg::Ping)) => {
                         pings += 1;

@@ -11,6 +11,8 @@
 //! they come back with the relay token from `Matched` and [`relay`] splices them.
 //! Once its session stands, each client reports the path it took (`SessionPath`),
 //! counted in [`metrics`] with nothing else kept, and the mediator closes.
+//! A connection may open with `Presence` instead: it then waits under its
+//! contacts' tags and is rung when one opens a room under one ([`presence`]).
 //! Any refusal is one `Error{code, message}` and then close. Per-address and global
 //! limits, timeouts and metrics sit around that. Logs carry at most an 8-hex prefix
 //! of a room tag, never a name or a public value, and client addresses only at
@@ -24,6 +26,7 @@ pub mod groups;
 pub mod limits;
 pub mod metrics;
 pub mod nameplates;
+mod presence;
 pub mod proxy;
 mod relay;
 pub mod rooms;

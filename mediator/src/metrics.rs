@@ -54,10 +54,12 @@ pub enum Limit {
     /// `--max-members-per-ip`: a group room holds that many members from the
     /// newcomer's address.
     MembersPerIp,
+    /// `--presence-max-total`: the presence table is full (§21).
+    Presence,
 }
 
 impl Limit {
-    const ALL: [Limit; 11] = [
+    const ALL: [Limit; 12] = [
         Limit::MaxConnections,
         Limit::OpenFiles,
         Limit::PerIpConnections,
@@ -69,6 +71,7 @@ impl Limit {
         Limit::MaxRooms,
         Limit::RoomStore,
         Limit::MembersPerIp,
+        Limit::Presence,
     ];
 
     /// The metric label.
@@ -85,6 +88,7 @@ impl Limit {
             Limit::MaxRooms => "max_rooms",
             Limit::RoomStore => "room_store",
             Limit::MembersPerIp => "max_members_per_ip",
+            Limit::Presence => "presence_max_total",
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct Metrics {
     // Read from the room tables when a scrape renders.
     waiting_rooms: Gauge,
     group_members: Gauge,
+    presence_tags: Gauge,
     room_store_up: Gauge,
 }
 
@@ -157,6 +162,10 @@ impl Metrics {
         let group_members = gauge(
             "mediator_group_members",
             "Members of group rooms connected to this instance now",
+        );
+        let presence_tags = gauge(
+            "mediator_presence_tags",
+            "Contact tags presence connections wait under now (docs/protocol.md §21)",
         );
         let room_store_up = gauge(
             "mediator_room_store_up",
@@ -220,6 +229,7 @@ impl Metrics {
             sessions,
             waiting_rooms,
             group_members,
+            presence_tags,
             room_store_up,
         }
     }
@@ -296,6 +306,12 @@ impl Metrics {
         if let Some(i) = PathLabel::ALL.iter().position(|p| *p == path) {
             self.sessions[i].inc();
         }
+    }
+
+    /// Sets the presence gauge (read before each [`Metrics::render`]).
+    pub fn set_presence_tags(&self, tags: usize) {
+        self.presence_tags
+            .set(i64::try_from(tags).unwrap_or(i64::MAX));
     }
 
     /// Prometheus text exposition format, version 0.0.4. `store_up`: whether the

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) relay: RelayTable,
     /// Nameplates reserved by `Allocate` for generated room codes.
     pub(crate) nameplates: Arc<dyn NameplateTable>,
+    /// Presence connections by tag (§21).
+    pub(crate) presence: crate::presence::PresenceTable,
     /// Connections still reading their PROXY header (not yet admitted).
     unproxied: AtomicUsize,
     next_id: AtomicU64,
@@ -178,6 +180,7 @@ pub async fn run_with_metrics(
         tokens,
         relay: RelayTable::default(),
         nameplates,
+        presence: Default::default(),
         unproxied: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
         config,
@@ -232,6 +235,7 @@ struct Status(Arc<Shared>);
 impl metrics::Status for Status {
     fn metrics(&self) -> String {
         let rooms = &self.0.rooms;
+        self.0.metrics.set_presence_tags(self.0.presence.tags());
         self.0.metrics.render(
             rooms.waiting(),
             self.0.groups.members(),

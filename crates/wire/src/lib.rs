@@ -27,6 +27,7 @@ pub use handshake::{HandshakeError, HandshakeInput, Session};
 pub use peer::{PeerHandshake, PeerMsg, Signature64};
 pub use record::{Opener, RecordError, Sealer};
 pub use rendezvous::{
-    ClientMsg, ErrorCode, MediatorMsg, PathLabel, RelayOffer, Role, PROTOCOL_VERSION,
+    ClientMsg, ErrorCode, MediatorMsg, PathLabel, RelayOffer, Role, MAX_PRESENCE_BATCH,
+    PROTOCOL_VERSION,
 };
 pub use text::{sanitize_for_terminal, validate_name, NameError};

@@ -52,7 +52,17 @@ pub enum ClientMsg {
     /// (docs/protocol.md §4). At most one per connection; it carries nothing
     /// about who we are or where the peer is.
     SessionPath { path: PathLabel },
+    /// Instead of `Hello` (docs/protocol.md §21): this connection waits for
+    /// whoever opens a room under one of `tags` (the rooms of our contact
+    /// pairs), to be told with `Ring`. May be sent again on the same connection
+    /// to add tags; at most [`MAX_PRESENCE_BATCH`] a message, and at most the
+    /// mediator's per-connection cap in all.
+    Presence { tags: Vec<[u8; 32]> },
 }
+
+/// Most tags one `Presence` message carries (8 KiB of tags: well inside a
+/// mediator frame); more go in further messages.
+pub const MAX_PRESENCE_BATCH: usize = 256;
 
 /// How a session reached the peer, as a client reports it in
 /// `ClientMsg::SessionPath` (the labels of docs/protocol.md §12.5, and `None`).
@@ -152,6 +162,12 @@ pub enum MediatorMsg {
     },
     /// Member `member` left the group room (its mediator connection ended).
     MemberLeft { member: u32 },
+    /// After each `Presence`: the connection now waits under `tags` distinct
+    /// tags in all.
+    Present { tags: u32 },
+    /// On a presence connection: someone opened a room under `tag` and waits
+    /// in it; say `Hello` with that tag (on a connection of its own) to meet.
+    Ring { tag: [u8; 32] },
 }
 
 /// What `Matched` says about the relay. Variant order is the wire format.
@@ -206,11 +222,13 @@ pub enum ErrorCode {
     NoNameplate,
     /// A `Hello` for a group room, or a `GroupHello` for a two-party room.
     RoomKind,
+    /// A `Presence` past the per-connection cap of tags (§21).
+    PresenceLimit,
 }
 
 impl ErrorCode {
     /// Every code, in wire order (metrics, tests).
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadVersion,
         ErrorCode::Malformed,
         ErrorCode::RoomFull,
@@ -224,6 +242,7 @@ impl ErrorCode {
         ErrorCode::RelayLimit,
         ErrorCode::NoNameplate,
         ErrorCode::RoomKind,
+        ErrorCode::PresenceLimit,
     ];
 
     /// A stable snake_case name for logs, metrics and `--json` output.
@@ -242,6 +261,7 @@ impl ErrorCode {
             ErrorCode::RelayLimit => "relay_limit",
             ErrorCode::NoNameplate => "no_nameplate",
             ErrorCode::RoomKind => "room_kind",
+            ErrorCode::PresenceLimit => "presence_limit",
         }
     }
 }

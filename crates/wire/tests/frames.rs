@@ -320,6 +320,7 @@ fn client_msg_index(msg: &ClientMsg) -> u8 {
         ClientMsg::Allocate => 4,
         ClientMsg::GroupHello { .. } => 5,
         ClientMsg::SessionPath { .. } => 6,
+        ClientMsg::Presence { .. } => 7,
     }
 }
 
@@ -352,6 +353,9 @@ fn client_msgs() -> Vec<ClientMsg> {
         ClientMsg::SessionPath {
             path: PathLabel::Punched,
         },
+        ClientMsg::Presence {
+            tags: vec![[0x33; 32]; wire::MAX_PRESENCE_BATCH],
+        },
     ]
 }
 
@@ -369,6 +373,8 @@ fn mediator_msg_index(msg: &MediatorMsg) -> u8 {
         MediatorMsg::GroupJoined { .. } => 8,
         MediatorMsg::Member { .. } => 9,
         MediatorMsg::MemberLeft { .. } => 10,
+        MediatorMsg::Present { .. } => 11,
+        MediatorMsg::Ring { .. } => 12,
     }
 }
 
@@ -448,6 +454,8 @@ fn mediator_msgs() -> Vec<MediatorMsg> {
         });
     }
     msgs.push(MediatorMsg::MemberLeft { member: 300 });
+    msgs.push(MediatorMsg::Present { tags: 1024 });
+    msgs.push(MediatorMsg::Ring { tag: [0x44; 32] });
     msgs
 }
 
@@ -815,6 +823,35 @@ fn pinned_session_path_reports() {
         Err(DecodeError::Malformed(e)) => assert!(e.contains("variant index"), "{e}"),
         other => panic!("an unknown path label decoded: {other:?}"),
     }
+}
+
+#[test]
+fn pinned_presence_messages() {
+    // docs/protocol.md §21: variant 7, the count of tags (varint), then each
+    // tag's 32 bytes; Present is variant 11 with a varint, Ring 12 with a tag.
+    let presence = ClientMsg::Presence {
+        tags: vec![[0x11; 32], [0x22; 32]],
+    };
+    let mut expected = vec![7u8, 2];
+    expected.extend([0x11; 32]);
+    expected.extend([0x22; 32]);
+    assert_eq!(encode(&presence).unwrap(), expected);
+    assert_eq!(decode::<ClientMsg>(&expected).unwrap(), presence);
+    assert_eq!(
+        encode(&MediatorMsg::Present { tags: 1024 }).unwrap(),
+        [11, 251, 0x00, 0x04]
+    );
+    let mut ring = vec![12u8];
+    ring.extend([0x44; 32]);
+    assert_eq!(
+        encode(&MediatorMsg::Ring { tag: [0x44; 32] }).unwrap(),
+        ring
+    );
+    // A full batch fits a mediator frame.
+    let full = ClientMsg::Presence {
+        tags: vec![[0xFF; 32]; wire::MAX_PRESENCE_BATCH],
+    };
+    assert!(encode(&full).unwrap().len() <= wire::frame::MEDIATOR_FRAME_MAX);
 }
 
 #[test]
