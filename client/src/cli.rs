@@ -93,6 +93,11 @@ pub struct Args {
     )]
     pub group_room: bool,
 
+    /// Keep no connection at the mediator that waits for your contacts: they
+    /// reach you only while you have a conversation with them open.
+    #[arg(long, env = "P2PCHAT_NO_PRESENCE")]
+    pub no_presence: bool,
+
     /// Refuse to have chat relayed through the mediator.
     #[arg(long, env = "P2PCHAT_NO_RELAY")]
     pub no_relay: bool,
@@ -356,6 +361,7 @@ impl Args {
             lan_port: self.lan_port,
             lan_timeout: self.lan_timeout,
             lan_interface: self.lan_interface.clone(),
+            no_presence: self.no_presence,
         }
     }
 }

@@ -10,18 +10,6 @@ use common::group::{start_members, wait_linked};
 use common::{client_args, Client, Mediator, TempDir};
 use serde_json::Value;
 
-/// Alice and `peer` meet once in `room`, so each is the other's contact.
-async fn become_contacts(med: &Mediator, dir: &TempDir, peer: &str, room: &str) {
-    let a = client_args(&med.server_arg(), "alice", dir, &["--room", room]);
-    let b = client_args(&med.server_arg(), peer, dir, &["--room", room]);
-    let (mut alice, mut other) = common::connected_pair(&a, &b).await;
-    // Closed, not quit: it leaves her list of conversations to reopen.
-    alice.say("/close").await;
-    assert_eq!(alice.exit_code().await, 0);
-    other.close_input();
-    let _ = other.exit_code().await;
-}
-
 /// The label of the conversation an event belongs to.
 fn label(event: &Value) -> &str {
     event["conversation"]["label"].as_str().unwrap_or("")
@@ -89,7 +77,7 @@ async fn open_three(alice: &mut Client, world: &mut World) {
 async fn world(tag: &str) -> (World, Vec<String>) {
     let dir = TempDir::new(tag);
     let med = Mediator::start(&[]).await;
-    become_contacts(&med, &dir, "erin", "msgr-meet").await;
+    common::become_contacts(&med, &dir, "alice", "erin", "msgr-meet").await;
     let server = med.server_arg();
     let [carol, dave]: [Client; 2] = start_members(&server, &["carol", "dave"], &dir, GROUP)
         .await

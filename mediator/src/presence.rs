@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use dhke::RoomTag;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -188,6 +189,12 @@ async fn serve_holder(
             let count = u32::try_from(own.len()).unwrap_or(u32::MAX);
             if let Err(end) = write_msg(stream, MediatorMsg::Present { tags: count }).await {
                 return end;
+            }
+            // A contact that opened its room before we came waits there now:
+            // ring for it at once, as if it had come after.
+            let room_tags: Vec<RoomTag> = tags.iter().map(|t| RoomTag(*t)).collect();
+            for waiting in shared.rooms.waits(&room_tags).await {
+                let _ = ring_tx.try_send(waiting.0);
             }
         }
         let woke = tokio::select! {

@@ -137,6 +137,9 @@ pub trait RoomTable: Send + Sync + std::fmt::Debug + 'static {
     /// Removes the room `tag` if connection `id` is its waiting host. Returns
     /// false when it was not (already matched, or never there).
     fn leave<'a>(&'a self, tag: &'a RoomTag, id: ConnId) -> BoxFuture<'a, bool>;
+    /// Which of `tags` have a host waiting now (anywhere the table reaches):
+    /// a presence connection that registers them is rung at once (§21).
+    fn waits<'a>(&'a self, tags: &'a [RoomTag]) -> BoxFuture<'a, Vec<RoomTag>>;
     /// How many rooms this mediator's hosts hold now (metrics).
     fn waiting(&self) -> usize;
     /// Why new rooms are refused now, if they are (`GET /health`, metrics).

@@ -114,3 +114,15 @@ async fn a_silent_holder_is_dropped_at_the_idle_timeout_and_a_pinging_one_stays(
     silent.expect_error(ErrorCode::Timeout).await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_contact_already_waiting_rings_the_holder_as_it_registers() {
+    let server = start(config()).await;
+    let mut bob = Client::connect(server.addr).await;
+    bob.send(&hello(5, "bob")).await;
+    bob.expect_waiting().await;
+    let mut alice = Client::connect(server.addr).await;
+    assert_eq!(present(&mut alice, vec![room(4), room(5)]).await, 2);
+    assert_eq!(alice.recv().await, Some(MediatorMsg::Ring { tag: room(5) }));
+    server.shutdown().await.unwrap();
+}

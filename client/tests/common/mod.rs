@@ -198,6 +198,18 @@ pub struct Client {
     pub seen: Vec<Value>,
 }
 
+/// `a` and `b` meet once in `room`, so each is the other's contact; both end.
+pub async fn become_contacts(med: &Mediator, dir: &TempDir, a: &str, b: &str, room: &str) {
+    let a_args = client_args(&med.server_arg(), a, dir, &["--room", room]);
+    let b_args = client_args(&med.server_arg(), b, dir, &["--room", room]);
+    let (mut first, mut second) = connected_pair(&a_args, &b_args).await;
+    // Closed, not quit: it leaves the list of conversations to reopen.
+    first.say("/close").await;
+    assert_eq!(first.exit_code().await, 0);
+    second.close_input();
+    let _ = second.exit_code().await;
+}
+
 /// Where a test client named `name` keeps its `peers.txt`.
 pub fn peers_file(dir: &TempDir, name: &str) -> PathBuf {
     dir.join(&format!("peers-{name}.txt"))

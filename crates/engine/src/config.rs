@@ -63,6 +63,9 @@ pub struct Config {
     pub lan_timeout: Duration,
     /// LAN mode: announce only on these interfaces (empty: every one up).
     pub lan_interface: Vec<String>,
+    /// Keep no presence connection: contacts reach us only while a
+    /// conversation with them is open.
+    pub no_presence: bool,
 }
 
 impl Default for Config {
@@ -93,6 +96,7 @@ impl Default for Config {
             lan_port: crate::lan::DEFAULT_LAN_PORT,
             lan_timeout: Duration::from_secs(600),
             lan_interface: Vec::new(),
+            no_presence: false,
         }
     }
 }

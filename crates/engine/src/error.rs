@@ -140,6 +140,7 @@ impl ClientError {
             ErrorCode::RelayLimit => "the mediator's relay ended the session at one of its caps",
             ErrorCode::NoNameplate => "the mediator has no free room numbers; try again in a minute",
             ErrorCode::RoomKind => "a group room needs --group on every member, a two-party room on neither; or use another mediator",
+            ErrorCode::PresenceLimit => "the mediator waits for fewer contacts than you have; contacts past its cap reach you only while you run --to them",
         };
         ClientError::MediatorRefused {
             code,

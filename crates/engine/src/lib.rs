@@ -10,7 +10,8 @@
 //! over every path ([`connect`]), the session recorded ([`records`]), then the
 //! conversation itself over [`peerlink::PeerLink`]s: two-party ([`chat`]) or a
 //! group mesh ([`group`]), both on one log model ([`conversation`]), with files
-//! ([`transfer`], [`files`]) and history ([`history`]). Failures are
+//! ([`transfer`], [`files`]) and history ([`history`]). With a mediator, one
+//! connection waits for every contact ([`presence`]). Failures are
 //! [`error::ClientError`]s, each with the exit code a binary should use.
 
 pub mod app;
@@ -28,6 +29,7 @@ pub mod lan;
 pub mod messenger;
 pub mod peerlink;
 pub mod ports;
+pub mod presence;
 pub mod private;
 pub mod records;
 pub mod rendezvous;

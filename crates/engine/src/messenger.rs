@@ -9,7 +9,7 @@
 //! what is open in the store so a client started again reopens it. It has no
 //! terminal code: front-ends implement [`Frontend`] and hand it typed lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use crate::events::InputEvent;
 use crate::events::{ConvItem, ConvRef, Event, Events, Frontend, MESSENGER_HELP};
 use crate::history::now_ms;
 use crate::history::{History, OpenEntry, OpenKind};
+use crate::presence::Ringing;
 
 /// Lines waiting for one conversation to take them; beyond this, typing waits.
 const CONVERSATION_INPUT: usize = 64;
@@ -461,6 +462,7 @@ pub async fn run(
         Some(store) => store.open_conversations()?,
         None => Vec::new(),
     };
+    let store_contacts = presence_contacts(&config, &claim.dir, store.as_ref());
     let hub = Arc::new(Hub {
         front,
         table: Mutex::new(Table {
@@ -476,9 +478,12 @@ pub async fn run(
         tasks: JoinSet::new(),
         task_numbers: std::collections::HashMap::new(),
         max: usize::from(config.max_conversations),
+        idle_ok: Open::from_config(&config).is_none(),
         config,
         quitting: false,
+        rings: None,
     };
+    engine.start_presence(store_contacts);
     match Open::from_config(&engine.config) {
         Some(open) => {
             let others = stored
@@ -514,6 +519,38 @@ pub async fn run(
     engine.run(&mut input).await
 }
 
+/// Rings waiting for the messenger; more wait at the presence task.
+const RING_QUEUE: usize = 16;
+
+/// The next ring, or never without presence.
+async fn next_ring(rings: &mut Option<mpsc::Receiver<Ringing>>) -> Option<Ringing> {
+    match rings {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The contacts presence waits for: none without a mediator, with
+/// `--no-presence`, without a history (contacts live there) or an identity.
+fn presence_contacts(
+    config: &Config,
+    profile: &std::path::Path,
+    store: Option<&History>,
+) -> HashMap<[u8; 32], Ringing> {
+    let (Some(_), false, Some(store)) = (&config.server, config.no_presence, store) else {
+        return HashMap::new();
+    };
+    let found = crate::identity::load_or_create(profile)
+        .and_then(|(identity, _)| crate::presence::contact_tags(&identity, store));
+    match found {
+        Ok(tags) => tags,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence is off: cannot read the contacts");
+            HashMap::new()
+        }
+    }
+}
+
 /// The running messenger.
 struct Engine {
     /// The profile this process holds, for as long as it runs.
@@ -529,6 +566,11 @@ struct Engine {
     /// The person is leaving (quit, end of input, Ctrl-C): conversations that
     /// end now stay in the store's open list.
     quitting: bool,
+    /// Contacts whose ring came through presence (none without presence).
+    rings: Option<mpsc::Receiver<Ringing>>,
+    /// Started with no conversation on the command line: the messenger stays
+    /// up with none open while contacts can reach it.
+    idle_ok: bool,
 }
 
 impl Engine {
@@ -538,8 +580,7 @@ impl Engine {
         let mut input_open = true;
         loop {
             tokio::select! {
-                ended = self.tasks.join_next() => {
-                    let Some(ended) = ended else { return Ok(()) };
+                Some(ended) = self.tasks.join_next() => {
                     let (number, result) = match ended {
                         Ok(pair) => pair,
                         // A bug in one conversation ends it alone.
@@ -557,7 +598,12 @@ impl Engine {
                     }
                 }
                 event = input.recv(), if input_open => match event {
-                    Some(InputEvent::Line(line)) => self.on_line(&line).await,
+                    Some(InputEvent::Line(line)) => {
+                        self.on_line(&line).await;
+                        if self.quitting && self.hub.table().entries.is_empty() {
+                            return Ok(());
+                        }
+                    }
                     Some(too_long @ InputEvent::TooLong { .. }) => {
                         self.to_front(too_long).await;
                     }
@@ -565,10 +611,19 @@ impl Engine {
                         input_open = false;
                         self.quitting = true;
                         self.to_all(InputEvent::Eof).await;
+                        if self.hub.table().entries.is_empty() {
+                            return Ok(());
+                        }
                     }
                 },
+                Some(contact) = next_ring(&mut self.rings) => self.on_ring(contact),
                 // Every conversation sees Ctrl-C too and leaves; the list stays.
-                _ = &mut ctrl_c => self.quitting = true,
+                _ = &mut ctrl_c => {
+                    self.quitting = true;
+                    if self.hub.table().entries.is_empty() {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -596,7 +651,7 @@ impl Engine {
         if let Some(entry) = entry.as_ref().filter(|e| e.forget) {
             self.forget(&entry.conv);
         }
-        if self.hub.table().entries.is_empty() {
+        if self.hub.table().entries.is_empty() && !self.stays_idle() {
             return Some(result);
         }
         if let Some(entry) = entry {
@@ -763,6 +818,54 @@ impl Engine {
             code: e.code().to_string(),
             text: e.to_string(),
         });
+    }
+
+    /// Starts the presence connection (docs/protocol.md §21) when there is a
+    /// mediator, presence is on and there are contacts to wait for.
+    fn start_presence(&mut self, contacts: HashMap<[u8; 32], Ringing>) {
+        let Some(server) = self.config.server.clone() else {
+            return;
+        };
+        if self.config.no_presence || contacts.is_empty() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(RING_QUEUE);
+        self.rings = Some(rx);
+        let events = self.events.clone();
+        tokio::task::spawn_local(crate::presence::run(server, contacts, tx, events));
+    }
+
+    /// Whether the messenger keeps running with no conversation open: when it
+    /// was started as one (no conversation on the command line) and contacts
+    /// can still reach it.
+    fn stays_idle(&self) -> bool {
+        self.idle_ok && !self.quitting && self.rings.is_some()
+    }
+
+    /// A contact opened a conversation with us: meet it, unless a conversation
+    /// with it is open already (its own link brings the message).
+    fn on_ring(&mut self, contact: Ringing) {
+        let open = {
+            let table = self.hub.table();
+            table.entries.values().any(|e| {
+                e.stored.as_ref().is_some_and(|s| {
+                    s.kind == OpenKind::Contact
+                        && (s.target == contact.fingerprint || s.target == contact.name)
+                })
+            })
+        };
+        if open || self.quitting {
+            return;
+        }
+        let name = wire::sanitize_for_terminal(&contact.name).into_owned();
+        match self.open(Open::To(contact.target.clone()), false) {
+            Ok(()) => self.events.show(&Event::Info {
+                text: format!("{name} wants to talk: meeting them."),
+            }),
+            Err(e) => self.events.show(&Event::Info {
+                text: format!("{name} wants to talk, but {e}"),
+            }),
+        }
     }
 
     async fn to_front(&self, event: InputEvent) {

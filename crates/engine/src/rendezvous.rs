@@ -43,6 +43,10 @@ impl Keepalive {
     }
 }
 
+/// A presence connection's pings ([`MediatorLink::next_ring`]).
+#[derive(Debug)]
+pub struct PresenceKeepalive(Keepalive);
+
 /// The peer's details as the mediator announced them.
 #[derive(Debug, Clone)]
 pub struct Matched {
@@ -169,6 +173,63 @@ impl MediatorLink {
             }
         }
         Err(self.lost("no Allocated"))
+    }
+
+    /// Opens a presence connection (docs/protocol.md §21) that waits under
+    /// `tags`: every batch is confirmed by `Present` before this returns.
+    pub async fn wait_for_contacts(
+        server: &str,
+        tags: &[[u8; 32]],
+    ) -> Result<(MediatorLink, PresenceKeepalive), ClientError> {
+        let mut link = MediatorLink::connect_any(server).await?;
+        for batch in tags.chunks(wire::MAX_PRESENCE_BATCH) {
+            link.send(&ClientMsg::Presence {
+                tags: batch.to_vec(),
+            })
+            .await?;
+            let answer = timeout(CONNECT_TIMEOUT * 2, link.framed.next()).await;
+            let frame = match answer {
+                Err(_) => return Err(link.lost("no answer to Presence")),
+                Ok(None) => return Err(link.lost("closed by the mediator")),
+                Ok(Some(Err(e))) => return Err(link.lost(&e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match wire::decode::<MediatorMsg>(&frame) {
+                Ok(MediatorMsg::Present { .. }) => {}
+                Ok(MediatorMsg::Error { code, message }) => {
+                    let message = wire::sanitize_for_terminal(&message).into_owned();
+                    return Err(ClientError::from_mediator(code, &message, ""));
+                }
+                Ok(other) => {
+                    return Err(link.lost(&format!("unexpected {} after Presence", kind(&other))))
+                }
+                Err(e) => return Err(link.lost(&format!("unreadable message: {e}"))),
+            }
+        }
+        Ok((link, PresenceKeepalive(Keepalive::new())))
+    }
+
+    /// On a presence connection: the tag of the next `Ring`, pinging meanwhile.
+    pub async fn next_ring(
+        &mut self,
+        alive: &mut PresenceKeepalive,
+    ) -> Result<[u8; 32], ClientError> {
+        loop {
+            match self.next_pinging(&mut alive.0).await? {
+                MediatorMsg::Ring { tag } => return Ok(tag),
+                MediatorMsg::Pong | MediatorMsg::Present { .. } => {}
+                MediatorMsg::Error { code, message } => {
+                    let message = wire::sanitize_for_terminal(&message).into_owned();
+                    return Err(ClientError::from_mediator(code, &message, ""));
+                }
+                other => {
+                    return Err(self.lost(&format!(
+                        "unexpected {} on a presence connection",
+                        kind(&other)
+                    )))
+                }
+            }
+        }
     }
 
     /// Our address on this connection: the interface that reaches the mediator.
@@ -391,6 +452,8 @@ fn kind(msg: &MediatorMsg) -> &'static str {
         MediatorMsg::GroupJoined { .. } => "GroupJoined",
         MediatorMsg::Member { .. } => "Member",
         MediatorMsg::MemberLeft { .. } => "MemberLeft",
+        MediatorMsg::Present { .. } => "Present",
+        MediatorMsg::Ring { .. } => "Ring",
     }
 }
 

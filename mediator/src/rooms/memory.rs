@@ -106,6 +106,16 @@ impl RoomTable for InMemoryRooms {
         future::ready(self.leave_now(tag, id)).boxed()
     }
 
+    fn waits<'a>(&'a self, tags: &'a [RoomTag]) -> BoxFuture<'a, Vec<RoomTag>> {
+        let rooms = self.lock();
+        let found = tags
+            .iter()
+            .filter(|t| rooms.contains_key(t))
+            .copied()
+            .collect();
+        future::ready(found).boxed()
+    }
+
     fn waiting(&self) -> usize {
         self.lock().len()
     }

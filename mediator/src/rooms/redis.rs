@@ -1149,6 +1149,30 @@ impl RoomTable for RedisRooms {
         async move { self.inner.join(tag, arrival).await }.boxed()
     }
 
+    fn waits<'a>(&'a self, tags: &'a [RoomTag]) -> BoxFuture<'a, Vec<RoomTag>> {
+        async move {
+            let mut pipe = ::redis::pipe();
+            for tag in tags {
+                pipe.exists(room_key(tag));
+            }
+            let mut redis = self.inner.redis.clone();
+            match bounded(pipe.query_async::<Vec<bool>>(&mut redis)).await {
+                Ok(found) => tags
+                    .iter()
+                    .zip(found)
+                    .filter(|(_, waits)| *waits)
+                    .map(|(tag, _)| *tag)
+                    .collect(),
+                // Presence rings on the next room instead; nothing is lost.
+                Err(why) => {
+                    tracing::debug!(%why, "presence: cannot ask Redis for waiting rooms");
+                    Vec::new()
+                }
+            }
+        }
+        .boxed()
+    }
+
     fn leave<'a>(&'a self, tag: &'a RoomTag, id: ConnId) -> BoxFuture<'a, bool> {
         self.inner.leave(tag, id).boxed()
     }

@@ -1,0 +1,55 @@
+//! Presence end to end (docs/protocol.md §21): a messenger that runs idle with
+//! a mediator waits there for its contacts, and a contact who opens a
+//! conversation with it (`--to`) is met with nothing typed on the idle side:
+//! the conversation appears, the message typed before the meeting arrives, and
+//! the answer goes back.
+
+mod common;
+
+use common::{client_args, Client, Mediator, TempDir};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_messenger_is_reached_by_a_contact_with_nothing_typed_on_its_side() {
+    let dir = TempDir::new("presence-idle");
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let med = Mediator::start(&["--metrics", &metrics]).await;
+    common::become_contacts(&med, &dir, "alice", "bob", "pres-meet").await;
+    let server = med.server_arg();
+
+    // Alice's messenger names no conversation: it opens a fresh room, and
+    // waits at the mediator for her one contact.
+    let mut alice = Client::start("alice", &client_args(&server, "alice", &dir, &[]));
+    alice.expect("room").await;
+    common::wait_for_metrics(&metrics, &["mediator_presence_tags 1".to_string()]).await;
+
+    // Bob writes to her before they are connected; she types nothing.
+    let mut bob = Client::start(
+        "bob",
+        &client_args(&server, "bob", &dir, &["--to", "alice"]),
+    );
+    bob.say("are you there, alice?").await;
+    let connected = alice.expect("connected").await;
+    assert_eq!(
+        connected["conversation"]["label"], "contact bob",
+        "{connected}"
+    );
+    let number = connected["conversation"]["number"].as_u64().unwrap();
+    let m = alice.expect("message").await;
+    assert_eq!(m["text"], "are you there, alice?", "{m}");
+    assert_eq!(m["conversation"]["number"], number, "{m}");
+
+    // Her answer, to that conversation, reaches him.
+    bob.expect("connected").await;
+    alice.say(&format!("/msg {number} here I am")).await;
+    let answer = bob.expect("message").await;
+    assert_eq!(answer["text"], "here I am", "{answer}");
+
+    // He leaves; her messenger stays up for the next contact.
+    bob.close_input();
+    assert_eq!(bob.exit_code().await, 0);
+    alice.say("/list").await;
+    alice.expect("conversations").await;
+    assert!(!alice.has_exited(), "the idle messenger stays up");
+    alice.say("/quit").await;
+    let _ = alice.exit_code().await;
+}

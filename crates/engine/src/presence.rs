@@ -1,0 +1,136 @@
+//! Presence (docs/protocol.md §21): while a messenger runs with a mediator,
+//! one connection there waits under the `--to` tag of every contact, so a
+//! contact who opens a conversation with us (`--to`, `/to`) rings it and the
+//! messenger goes to meet them with nothing typed on this side. The mediator
+//! learns which tags wait together and from where (the spec says so);
+//! `--no-presence` keeps the connection closed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dhke::{Identity, RoomCode};
+use tokio::sync::mpsc;
+
+use crate::error::ClientError;
+use crate::events::{Event, Events};
+use crate::history::History;
+use crate::rendezvous::MediatorLink;
+
+/// The first wait before reconnecting a lost presence connection; it doubles
+/// up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A contact as presence names it to the messenger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ringing {
+    /// What `/to` takes for it: its name when no other contact uses that
+    /// name, else its fingerprint.
+    pub target: String,
+    pub fingerprint: String,
+    /// The name it used last (from the network: sanitise before showing).
+    pub name: String,
+}
+
+/// The `--to` room tag of every contact in `store` (docs/protocol.md §15.3:
+/// the tag of the pair's static secret), with the contact it belongs to.
+pub fn contact_tags(
+    identity: &Identity,
+    store: &History,
+) -> Result<HashMap<[u8; 32], Ringing>, ClientError> {
+    let contacts = store.contacts()?;
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for c in &contacts {
+        *names.entry(c.name.as_str()).or_default() += 1;
+    }
+    let mut tags = HashMap::new();
+    for contact in &contacts {
+        let Some(key) = contact.key() else { continue };
+        // Our own key, or one that makes no shared secret, has no pair tag.
+        let Ok(secret) = identity.contact_secret(&key) else {
+            continue;
+        };
+        let tag = RoomCode::from_secret("contact", &secret).tag().0;
+        let unique = names.get(contact.name.as_str()) == Some(&1);
+        tags.insert(
+            tag,
+            Ringing {
+                target: if unique {
+                    contact.name.clone()
+                } else {
+                    contact.fingerprint.clone()
+                },
+                fingerprint: contact.fingerprint.clone(),
+                name: contact.name.clone(),
+            },
+        );
+    }
+    Ok(tags)
+}
+
+/// Keeps the presence connection to `server` up, waiting under every tag of
+/// `contacts`, and passes each ring's contact to `rings`; returns when
+/// nobody listens any more, or when the mediator refuses our tags for good.
+pub async fn run(
+    server: String,
+    contacts: HashMap<[u8; 32], Ringing>,
+    rings: mpsc::Sender<Ringing>,
+    events: Events,
+) {
+    let tags: Vec<[u8; 32]> = contacts.keys().copied().collect();
+    let mut backoff = FIRST_BACKOFF;
+    let mut said_lost = false;
+    loop {
+        let why = match MediatorLink::wait_for_contacts(&server, &tags).await {
+            Ok((mut link, mut alive)) => {
+                backoff = FIRST_BACKOFF;
+                if said_lost {
+                    said_lost = false;
+                    events.show(&Event::Info {
+                        text: "Contacts can reach you again (presence).".into(),
+                    });
+                }
+                tracing::debug!(tags = tags.len(), "presence: waiting for contacts");
+                loop {
+                    match link.next_ring(&mut alive).await {
+                        Ok(tag) => {
+                            // A ring for a tag we did not send is the mediator's
+                            // mistake: nothing to meet.
+                            let Some(contact) = contacts.get(&tag) else {
+                                continue;
+                            };
+                            if rings.send(contact.clone()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => break e,
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        if let ClientError::MediatorRefused {
+            code: wire::ErrorCode::PresenceLimit,
+            ..
+        } = why
+        {
+            events.show(&Event::Info {
+                text: format!("Presence is off: {why}"),
+            });
+            return;
+        }
+        if rings.is_closed() {
+            return;
+        }
+        if !said_lost {
+            said_lost = true;
+            events.show(&Event::Info {
+                text: format!(
+                    "Contacts cannot reach you until the mediator is back ({why}); retrying."
+                ),
+            });
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
