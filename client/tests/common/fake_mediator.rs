@@ -95,10 +95,41 @@ impl FakeMediator {
     }
 }
 
+/// Keeps a presence connection open as a mediator would, answering its pings,
+/// until the client closes it.
+fn hold_presence(mut framed: Framed<TcpStream, FrameCodec>, tags: usize) {
+    tokio::spawn(async move {
+        let present = MediatorMsg::Present {
+            tags: u32::try_from(tags).unwrap_or(u32::MAX),
+        };
+        let mut answer = Some(present);
+        while let Some(msg) = answer.take() {
+            let payload = wire::encode(&msg).expect("encode");
+            if framed.send(payload.as_slice()).await.is_err() {
+                return;
+            }
+            while let Some(Ok(frame)) = framed.next().await {
+                if let Ok(ClientMsg::Ping) = wire::decode(&frame) {
+                    answer = Some(MediatorMsg::Pong);
+                    break;
+                }
+            }
+        }
+    });
+}
+
 async fn arrive(listener: &TcpListener, first: bool) -> Arrival {
-    let (stream, observed) = listener.accept().await.expect("accept client");
-    let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
-    let frame = framed.next().await.expect("a frame").expect("frame ok");
+    let (mut framed, observed, frame) = loop {
+        let (stream, observed) = listener.accept().await.expect("accept client");
+        let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
+        let frame = framed.next().await.expect("a frame").expect("frame ok");
+        if let Ok(ClientMsg::Presence { tags }) = wire::decode(&frame) {
+            // A messenger's presence connection (§21): held, never rung.
+            hold_presence(framed, tags.len());
+            continue;
+        }
+        break (framed, observed, frame);
+    };
     let ClientMsg::Hello {
         name,
         group,
