@@ -34,6 +34,8 @@ const TOKEN_CHECK_LABEL: &[u8] = b"p2pchat/v2/token-check";
 const TOKEN_ROOM_LABEL: &[u8] = b"p2pchat/v2/token-room";
 const CONVERSATION_SALT: &[u8] = b"p2pchat/v3/conversation";
 const TOKEN_PAIR_LABEL: &[u8] = b"p2pchat/v3/token-pair";
+const MAILBOX_SALT: &[u8] = b"p2pchat/v3/mailbox";
+const MAILBOX_READ_SALT: &[u8] = b"p2pchat/v3/mailbox-read";
 /// What an author's signature of a conversation message starts with
 /// (docs/protocol.md §17.1): `label || encode(body)`.
 pub const GROUP_MSG_LABEL: &[u8] = b"p2pchat/v3/group-msg";
@@ -533,6 +535,68 @@ pub fn conversation_id(code: &RoomCode) -> [u8; 32] {
     let mut out = [0u8; 32];
     Hkdf::<Sha256>::new(Some(CONVERSATION_SALT), code.pake_secret())
         .expand(info, &mut out)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    out
+}
+
+/// The keys of one member's mailbox queue in one conversation (docs/protocol.md
+/// §22.1). Everyone who holds the conversation's id (its members) can derive
+/// them for any member; the mediator, which never learns the id, cannot.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MailboxQueue {
+    /// The queue's name at the mediator: unlinkable to the conversation, the
+    /// member and the member's other queues.
+    pub id: [u8; 32],
+    /// The Ed25519 seed whose key may add to the queue.
+    pub add_seed: [u8; 32],
+    /// AES-256 key of the sealed items.
+    pub seal_key: Key,
+    /// HMAC-SHA256 key of the sealed items.
+    pub mac_key: Key,
+}
+
+impl fmt::Debug for MailboxQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailboxQueue")
+            .field("id", &format_args!("{:02x}{:02x}…", self.id[0], self.id[1]))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `member`'s mailbox queue in conversation `conversation`:
+/// `q = HKDF-SHA256(salt = "p2pchat/v3/mailbox", IKM = conversation id,
+/// info = "queue" || member key)`, then from `q` (as the IKM, no salt) the id
+/// (`info = "id"`), the add key's seed (`"add"`), the seal key (`"seal"`) and
+/// the MAC key (`"mac"`), 32 bytes each.
+pub fn mailbox_queue(conversation: &[u8; 32], member: &[u8; 32]) -> MailboxQueue {
+    let mut q = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(MAILBOX_SALT), conversation)
+        .expand(&[b"queue".as_slice(), member].concat(), q.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    let hk = Hkdf::<Sha256>::from_prk(q.as_ref()).expect("32 bytes is a valid PRK");
+    let part = |info: &[u8]| {
+        let mut out = [0u8; 32];
+        hk.expand(info, &mut out)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        out
+    };
+    MailboxQueue {
+        id: part(b"id"),
+        add_seed: part(b"add"),
+        seal_key: Key(part(b"seal")),
+        mac_key: Key(part(b"mac")),
+    }
+}
+
+/// The Ed25519 seed whose key alone may read and remove the items of queue
+/// `queue`: `HKDF-SHA256(salt = "p2pchat/v3/mailbox-read", IKM = the member's
+/// identity seed, info = queue id, L = 32)`. Only the member can derive it,
+/// and its public key names nothing the mediator could link to the member's
+/// identity or other queues.
+pub fn mailbox_read_seed(identity_seed: &[u8; 32], queue: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(MAILBOX_READ_SALT), identity_seed)
+        .expand(queue, out.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 length");
     out
 }

@@ -339,6 +339,15 @@ async fn read_first(
                 return Err(refuse(ErrorCode::Malformed, "Presence after Allocate"))
             }
             ClientMsg::Presence { tags } => return Ok(First::Presence(tags)),
+            ClientMsg::MailboxOpen { .. }
+            | ClientMsg::MailboxAdd { .. }
+            | ClientMsg::MailboxFetch { .. }
+            | ClientMsg::MailboxRemove { .. } => {
+                return Err(refuse(
+                    ErrorCode::Malformed,
+                    "this mediator keeps no mailbox",
+                ))
+            }
             ClientMsg::PunchPong { .. } => {
                 return Err(refuse(ErrorCode::Malformed, "PunchPong before Matched"))
             }
@@ -539,7 +548,11 @@ fn wait_as_host<'a>(
                         | ClientMsg::RelayJoin { .. }
                         | ClientMsg::Allocate
                         | ClientMsg::SessionPath { .. }
-                        | ClientMsg::Presence { .. },
+                        | ClientMsg::Presence { .. }
+                        | ClientMsg::MailboxOpen { .. }
+                        | ClientMsg::MailboxAdd { .. }
+                        | ClientMsg::MailboxFetch { .. }
+                        | ClientMsg::MailboxRemove { .. },
                     )) => refuse(ErrorCode::Malformed, "unexpected message while waiting"),
                     Event::Message(Ok(ClientMsg::Ping)) => {
                         pings += 1;

@@ -140,6 +140,9 @@ impl ClientError {
             ErrorCode::RelayLimit => "the mediator's relay ended the session at one of its caps",
             ErrorCode::NoNameplate => "the mediator has no free room numbers; try again in a minute",
             ErrorCode::RoomKind => "a group room needs --group on every member, a two-party room on neither; or use another mediator",
+            ErrorCode::MailboxFull => "the mediator's mailbox holds all it may for this conversation or your network; the message waits here until the other side is online",
+            ErrorCode::MailboxAuth => "the mediator refused our mailbox key or our clock; check this machine's clock (the mediator allows 5 minutes either way)",
+            ErrorCode::MailboxReplay => "the mediator had already given that message to its recipient",
             ErrorCode::PresenceLimit => "the mediator waits for fewer contacts than you have; contacts past its cap reach you only while you run --to them",
         };
         ClientError::MediatorRefused {

@@ -454,6 +454,10 @@ fn kind(msg: &MediatorMsg) -> &'static str {
         MediatorMsg::MemberLeft { .. } => "MemberLeft",
         MediatorMsg::Present { .. } => "Present",
         MediatorMsg::Ring { .. } => "Ring",
+        MediatorMsg::MailboxOpened { .. } => "MailboxOpened",
+        MediatorMsg::MailboxStored { .. } => "MailboxStored",
+        MediatorMsg::MailboxItems { .. } => "MailboxItems",
+        MediatorMsg::MailboxRemoved { .. } => "MailboxRemoved",
     }
 }
 

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod group;
 pub mod handshake;
 pub mod lan;
+pub mod mailbox;
 pub mod peer;
 pub mod record;
 pub mod rendezvous;

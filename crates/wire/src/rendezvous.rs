@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::peer::Signature64;
+
 /// The protocol version a `Hello` carries (v2: punch timing, relay, nameplates;
 /// v3: logs bound to conversations, equivocation proofs, docs/protocol.md §20).
 pub const PROTOCOL_VERSION: u16 = 3;
@@ -58,6 +60,43 @@ pub enum ClientMsg {
     /// to add tags; at most [`MAX_PRESENCE_BATCH`] a message, and at most the
     /// mediator's per-connection cap in all.
     Presence { tags: Vec<[u8; 32]> },
+    /// Instead of `Hello` (docs/protocol.md §22): opens queue `queue` for its
+    /// recipient, or confirms it: adds are checked against `add_key`, fetches
+    /// and removals against `read_key`. Signed by `read_key`
+    /// ([`crate::mailbox::open_signed`]) at `at` (seconds since 1970).
+    MailboxOpen {
+        queue: [u8; 32],
+        add_key: [u8; 32],
+        read_key: [u8; 32],
+        at: u64,
+        sig: Signature64,
+    },
+    /// Leaves one sealed item in `queue`, signed by `add_key`
+    /// ([`crate::mailbox::add_signed`]); a queue nobody opened yet is made,
+    /// taking `add_key` as its add key.
+    MailboxAdd {
+        queue: [u8; 32],
+        add_key: [u8; 32],
+        at: u64,
+        #[serde(with = "serde_bytes")]
+        item: Vec<u8>,
+        sig: Signature64,
+    },
+    /// The oldest items of `queue`, signed by its read key
+    /// ([`crate::mailbox::fetch_signed`]).
+    MailboxFetch {
+        queue: [u8; 32],
+        at: u64,
+        sig: Signature64,
+    },
+    /// Removes items of `queue` by id, signed by its read key
+    /// ([`crate::mailbox::remove_signed`]).
+    MailboxRemove {
+        queue: [u8; 32],
+        at: u64,
+        ids: Vec<[u8; 16]>,
+        sig: Signature64,
+    },
 }
 
 /// Most tags one `Presence` message carries (8 KiB of tags: well inside a
@@ -168,6 +207,18 @@ pub enum MediatorMsg {
     /// On a presence connection: someone opened a room under `tag` and waits
     /// in it; say `Hello` with that tag (on a connection of its own) to meet.
     Ring { tag: [u8; 32] },
+    /// `MailboxOpen` took: the queue holds `items` items now.
+    MailboxOpened { items: u32 },
+    /// `MailboxAdd` took (or had taken this very item before): it is stored
+    /// durably under `id` until `expires_unix`.
+    MailboxStored { id: [u8; 16], expires_unix: u64 },
+    /// The answer to `MailboxFetch`: the oldest items, and whether more wait.
+    MailboxItems {
+        items: Vec<crate::mailbox::StoredItem>,
+        more: bool,
+    },
+    /// `MailboxRemove` took: `removed` of the named items were there.
+    MailboxRemoved { removed: u32 },
 }
 
 /// What `Matched` says about the relay. Variant order is the wire format.
@@ -224,11 +275,19 @@ pub enum ErrorCode {
     RoomKind,
     /// A `Presence` past the per-connection cap of tags (§21).
     PresenceLimit,
+    /// A mailbox queue, the requests from one source, or the whole store is
+    /// at its cap (§22); the message says which.
+    MailboxFull,
+    /// A mailbox request with a wrong signature, a key that is not the
+    /// queue's, a time too far from the mediator's, or for no such queue.
+    MailboxAuth,
+    /// `MailboxAdd` of an item the queue held and gave out already.
+    MailboxReplay,
 }
 
 impl ErrorCode {
     /// Every code, in wire order (metrics, tests).
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadVersion,
         ErrorCode::Malformed,
         ErrorCode::RoomFull,
@@ -243,6 +302,9 @@ impl ErrorCode {
         ErrorCode::NoNameplate,
         ErrorCode::RoomKind,
         ErrorCode::PresenceLimit,
+        ErrorCode::MailboxFull,
+        ErrorCode::MailboxAuth,
+        ErrorCode::MailboxReplay,
     ];
 
     /// A stable snake_case name for logs, metrics and `--json` output.
@@ -262,6 +324,9 @@ impl ErrorCode {
             ErrorCode::NoNameplate => "no_nameplate",
             ErrorCode::RoomKind => "room_kind",
             ErrorCode::PresenceLimit => "presence_limit",
+            ErrorCode::MailboxFull => "mailbox_full",
+            ErrorCode::MailboxAuth => "mailbox_auth",
+            ErrorCode::MailboxReplay => "mailbox_replay",
         }
     }
 }

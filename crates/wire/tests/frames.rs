@@ -321,6 +321,10 @@ fn client_msg_index(msg: &ClientMsg) -> u8 {
         ClientMsg::GroupHello { .. } => 5,
         ClientMsg::SessionPath { .. } => 6,
         ClientMsg::Presence { .. } => 7,
+        ClientMsg::MailboxOpen { .. } => 8,
+        ClientMsg::MailboxAdd { .. } => 9,
+        ClientMsg::MailboxFetch { .. } => 10,
+        ClientMsg::MailboxRemove { .. } => 11,
     }
 }
 
@@ -356,6 +360,31 @@ fn client_msgs() -> Vec<ClientMsg> {
         ClientMsg::Presence {
             tags: vec![[0x33; 32]; wire::MAX_PRESENCE_BATCH],
         },
+        ClientMsg::MailboxOpen {
+            queue: [1; 32],
+            add_key: [2; 32],
+            read_key: [3; 32],
+            at: 1_800_000_000,
+            sig: wire::Signature64([4; 64]),
+        },
+        ClientMsg::MailboxAdd {
+            queue: [1; 32],
+            add_key: [2; 32],
+            at: u64::MAX,
+            item: vec![5; wire::mailbox::MAX_ITEM],
+            sig: wire::Signature64([6; 64]),
+        },
+        ClientMsg::MailboxFetch {
+            queue: [1; 32],
+            at: 0,
+            sig: wire::Signature64([7; 64]),
+        },
+        ClientMsg::MailboxRemove {
+            queue: [1; 32],
+            at: 9,
+            ids: vec![[8; 16]; wire::mailbox::MAX_REMOVE],
+            sig: wire::Signature64([9; 64]),
+        },
     ]
 }
 
@@ -375,6 +404,10 @@ fn mediator_msg_index(msg: &MediatorMsg) -> u8 {
         MediatorMsg::MemberLeft { .. } => 10,
         MediatorMsg::Present { .. } => 11,
         MediatorMsg::Ring { .. } => 12,
+        MediatorMsg::MailboxOpened { .. } => 13,
+        MediatorMsg::MailboxStored { .. } => 14,
+        MediatorMsg::MailboxItems { .. } => 15,
+        MediatorMsg::MailboxRemoved { .. } => 16,
     }
 }
 
@@ -456,6 +489,20 @@ fn mediator_msgs() -> Vec<MediatorMsg> {
     msgs.push(MediatorMsg::MemberLeft { member: 300 });
     msgs.push(MediatorMsg::Present { tags: 1024 });
     msgs.push(MediatorMsg::Ring { tag: [0x44; 32] });
+    msgs.push(MediatorMsg::MailboxOpened { items: 3 });
+    msgs.push(MediatorMsg::MailboxStored {
+        id: [0x55; 16],
+        expires_unix: 1_800_604_800,
+    });
+    msgs.push(MediatorMsg::MailboxItems {
+        items: vec![wire::mailbox::StoredItem {
+            id: [0x66; 16],
+            sealed: vec![0x77; wire::mailbox::MAX_ITEMS_BYTES],
+            expires_unix: 1,
+        }],
+        more: true,
+    });
+    msgs.push(MediatorMsg::MailboxRemoved { removed: 256 });
     msgs
 }
 
