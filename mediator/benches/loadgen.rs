@@ -21,6 +21,12 @@
 //! (ABBA, so drift hits both alike), and print each set-up's medians and their ratio.
 //! `--mediator PATH` (LOADGEN_MEDIATOR) replaces the binary under test, which is
 //! otherwise the one cargo built with this bench.
+//!
+//! A pairing's clients stop at `Matched` and close (a FIN), unless `--punch`
+//! (LOADGEN_PUNCH=1): then the throughput and scale-out clients go on as our client
+//! does (docs/protocol.md §12.2, §4): both answer the `PunchPing`, wait for
+//! `PunchNow`, report `SessionPath`, wait for the mediator's close and close with a
+//! reset.
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)] // the tests use more of it
@@ -60,6 +66,8 @@ struct Settings {
     baseline: Option<PathBuf>,
     /// How many rounds the memory and throughput phases run.
     rounds: usize,
+    /// Pairing clients go on through the punch timing and the path report.
+    punch: bool,
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -76,6 +84,7 @@ fn settings() -> anyhow::Result<Settings> {
             mediator: PathBuf::from(env!("CARGO_BIN_EXE_mediator")),
             baseline: None,
             rounds: 1,
+            punch: false,
         }
     } else {
         Settings {
@@ -88,6 +97,7 @@ fn settings() -> anyhow::Result<Settings> {
             mediator: PathBuf::from(env!("CARGO_BIN_EXE_mediator")),
             baseline: None,
             rounds: 1,
+            punch: false,
         }
     };
     let env = |name: &str| std::env::var(name).ok();
@@ -124,6 +134,8 @@ fn settings() -> anyhow::Result<Settings> {
         s.burst = v.parse().context("--burst B")?;
     }
     s.only = pick("--only", "LOADGEN_ONLY");
+    s.punch = args.iter().any(|a| a == "--punch")
+        || env("LOADGEN_PUNCH").is_some_and(|v| !v.is_empty() && v != "0");
     if let Some(v) = pick("--mediator", "LOADGEN_MEDIATOR") {
         s.mediator = PathBuf::from(v);
     }
@@ -378,6 +390,43 @@ impl Conn {
             other => bail!("expected Matched, got {other:?}"),
         }
     }
+
+    /// After `Matched`, what our client does: answer the probe, wait for
+    /// `PunchNow`, report the path, wait for the mediator to close, close with a
+    /// reset.
+    async fn punch_and_report(&mut self) -> anyhow::Result<()> {
+        let nonce = match self.recv().await? {
+            MediatorMsg::PunchPing { nonce } => nonce,
+            other => bail!("expected PunchPing, got {other:?}"),
+        };
+        self.send(&frame_of(&ClientMsg::PunchPong { nonce })?)
+            .await?;
+        match self.recv().await? {
+            MediatorMsg::PunchNow => {}
+            other => bail!("expected PunchNow, got {other:?}"),
+        }
+        let report = ClientMsg::SessionPath {
+            path: wire::PathLabel::Punched,
+        };
+        self.send(&frame_of(&report)?).await?;
+        socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))?;
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut byte)).await {
+            Err(_) => bail!("the mediator did not close after SessionPath"),
+            Ok(Ok(0)) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Ok(Ok(_)) => bail!("bytes after SessionPath"),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// `msg` as one frame on the mediator link.
+fn frame_of(msg: &ClientMsg) -> anyhow::Result<Vec<u8>> {
+    let payload = wire::encode(msg)?;
+    let mut bytes = Link::Mediator.header(payload.len())?.to_vec();
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -506,6 +555,7 @@ async fn pair_for(
     hosts_at: &[SocketAddr],
     joiners_at: &[SocketAddr],
     pids: &[String],
+    punch: bool,
 ) -> anyhow::Result<Figures> {
     // Room numbers never repeat across runs, so a mediator reused for the next
     // run can hold nothing that matches it.
@@ -539,7 +589,11 @@ async fn pair_for(
                     joiner.send(joiner_hello.for_room(room)).await?;
                     joiner.expect_matched().await?;
                     host.expect_matched().await?;
-                    anyhow::Ok(t0.elapsed())
+                    let latency = t0.elapsed();
+                    if punch {
+                        tokio::try_join!(host.punch_and_report(), joiner.punch_and_report())?;
+                    }
+                    anyhow::Ok(latency)
                 };
                 match one.await {
                     Ok(latency) => latencies.push(latency),
@@ -584,11 +638,12 @@ async fn throughput(
     pairs: usize,
     duration: Duration,
     sources: Arc<Sources>,
+    punch: bool,
 ) -> anyhow::Result<Figures> {
     let mediator = Mediator::start(bin)?;
     let addr = [mediator.addr];
     let pid = [mediator.child.id().to_string()];
-    let figures = pair_for(pairs, duration, sources, &addr, &addr, &pid).await?;
+    let figures = pair_for(pairs, duration, sources, &addr, &addr, &pid, punch).await?;
     println!("{}", figures.line(&format!("throughput{label}"), pairs));
     Ok(figures)
 }
@@ -641,6 +696,7 @@ async fn scale_out(
     levels: &[usize],
     duration: Duration,
     sources: Arc<Sources>,
+    punch: bool,
 ) -> anyhow::Result<()> {
     let alone = Mediator::start(bin)?;
     let redis = redis_server::RedisServer::start();
@@ -660,6 +716,7 @@ async fn scale_out(
             &[alone.addr],
             &[alone.addr],
             &[alone.child.id().to_string()],
+            punch,
         )
         .await?;
         println!("{}", memory.line("scale-out, 1 instance in memory", pairs));
@@ -670,6 +727,7 @@ async fn scale_out(
             &[a.addr, b.addr],
             &[b.addr, a.addr],
             &shared_pids,
+            punch,
         )
         .await?;
         println!(
@@ -808,7 +866,7 @@ async fn burst(bin: &Path, b: usize, sources: &Sources) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let s = settings()?;
     println!(
-        "loadgen: mediator {}{}, {} pairs x {:?}, {} waiting, burst {}",
+        "loadgen: mediator {}{}, {} pairs x {:?}, {} waiting, burst {}{}",
         s.mediator.display(),
         s.baseline
             .as_ref()
@@ -817,7 +875,12 @@ fn main() -> anyhow::Result<()> {
         s.pairs,
         s.duration,
         s.waiting,
-        s.burst
+        s.burst,
+        if s.punch {
+            ", clients through PunchNow and SessionPath"
+        } else {
+            ""
+        }
     );
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = std::env::var("LOADGEN_THREADS")
@@ -849,7 +912,8 @@ fn main() -> anyhow::Result<()> {
             let mut costs = (Vec::new(), Vec::new());
             for round in 0..s.rounds {
                 for (bin, label) in round_order(&s, round) {
-                    let f = throughput(bin, label, s.pairs, s.duration, sources.clone()).await?;
+                    let f = throughput(bin, label, s.pairs, s.duration, sources.clone(), s.punch)
+                        .await?;
                     let (rate, cost) = if bin == s.mediator {
                         (&mut rates.0, &mut costs.0)
                     } else {
@@ -866,7 +930,14 @@ fn main() -> anyhow::Result<()> {
             burst(&s.mediator, s.burst, &sources).await?;
         }
         if run("redis") {
-            scale_out(&s.mediator, &s.scale_pairs, s.duration, sources.clone()).await?;
+            scale_out(
+                &s.mediator,
+                &s.scale_pairs,
+                s.duration,
+                sources.clone(),
+                s.punch,
+            )
+            .await?;
         }
         anyhow::Ok(())
     })
