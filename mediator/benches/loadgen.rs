@@ -22,6 +22,11 @@
 //! `--mediator PATH` (LOADGEN_MEDIATOR) replaces the binary under test, which is
 //! otherwise the one cargo built with this bench.
 //!
+//! `--side-by-side` (LOADGEN_SIDE_BY_SIDE=1, with `--baseline`): each throughput
+//! round runs the two binaries at once, half the pairs on each, so both see the
+//! same machine at the same moment (a busy neighbour hits both alike); the ratio
+//! of CPU per pairing is then the one to read, per round and as a median.
+//!
 //! A pairing's clients stop at `Matched` and close (a FIN), unless `--punch`
 //! (LOADGEN_PUNCH=1): then the throughput and scale-out clients go on as our client
 //! does (docs/protocol.md §12.2, §4): both answer the `PunchPing`, wait for
@@ -68,6 +73,8 @@ struct Settings {
     rounds: usize,
     /// Pairing clients go on through the punch timing and the path report.
     punch: bool,
+    /// The throughput phase runs the test and baseline binaries at once.
+    side_by_side: bool,
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -85,6 +92,7 @@ fn settings() -> anyhow::Result<Settings> {
             baseline: None,
             rounds: 1,
             punch: false,
+            side_by_side: false,
         }
     } else {
         Settings {
@@ -98,6 +106,7 @@ fn settings() -> anyhow::Result<Settings> {
             baseline: None,
             rounds: 1,
             punch: false,
+            side_by_side: false,
         }
     };
     let env = |name: &str| std::env::var(name).ok();
@@ -136,6 +145,8 @@ fn settings() -> anyhow::Result<Settings> {
     s.only = pick("--only", "LOADGEN_ONLY");
     s.punch = args.iter().any(|a| a == "--punch")
         || env("LOADGEN_PUNCH").is_some_and(|v| !v.is_empty() && v != "0");
+    s.side_by_side = args.iter().any(|a| a == "--side-by-side")
+        || env("LOADGEN_SIDE_BY_SIDE").is_some_and(|v| !v.is_empty() && v != "0");
     if let Some(v) = pick("--mediator", "LOADGEN_MEDIATOR") {
         s.mediator = PathBuf::from(v);
     }
@@ -648,6 +659,47 @@ async fn throughput(
     Ok(figures)
 }
 
+/// One round of the test binary and the baseline at once, `pairs / 2` pairs on
+/// each, over the same window: (test's figures, baseline's).
+async fn side_by_side(
+    test_bin: &Path,
+    base_bin: &Path,
+    pairs: usize,
+    duration: Duration,
+    sources: &Arc<Sources>,
+    punch: bool,
+) -> anyhow::Result<(Figures, Figures)> {
+    let (test, base) = (Mediator::start(test_bin)?, Mediator::start(base_bin)?);
+    let half = (pairs / 2).max(1);
+    let pid = |m: &Mediator| [m.child.id().to_string()];
+    let (test_pid, base_pid) = (pid(&test), pid(&base));
+    let (test_at, base_at) = ([test.addr], [base.addr]);
+    let (t, b) = tokio::join!(
+        pair_for(
+            half,
+            duration,
+            sources.clone(),
+            &test_at,
+            &test_at,
+            &test_pid,
+            punch
+        ),
+        pair_for(
+            half,
+            duration,
+            sources.clone(),
+            &base_at,
+            &base_at,
+            &base_pid,
+            punch
+        ),
+    );
+    let (t, b) = (t?, b?);
+    println!("{}", t.line("throughput [test, side by side]", half));
+    println!("{}", b.line("throughput [baseline, side by side]", half));
+    Ok((t, b))
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     match xs.len() {
@@ -907,7 +959,29 @@ fn main() -> anyhow::Result<()> {
             }
             summarise("memory per waiting client", "KiB", test, base);
         }
-        if run("throughput") {
+        if let (true, true, Some(base)) = (run("throughput"), s.side_by_side, &s.baseline) {
+            let (mut rates, mut costs, mut ratios) = ((vec![], vec![]), (vec![], vec![]), vec![]);
+            for _ in 0..s.rounds {
+                let (test, baseline) =
+                    side_by_side(&s.mediator, base, s.pairs, s.duration, &sources, s.punch).await?;
+                ratios.push(test.us_per_pairing() / baseline.us_per_pairing().max(1e-9));
+                println!(
+                    "side by side: CPU per pairing {:.2} x the baseline this round",
+                    ratios.last().copied().unwrap_or_default()
+                );
+                rates.0.push(test.per_sec);
+                rates.1.push(baseline.per_sec);
+                costs.0.push(test.us_per_pairing());
+                costs.1.push(baseline.us_per_pairing());
+            }
+            summarise("throughput, side by side", "pairings/s", rates.0, rates.1);
+            summarise("mediator CPU per pairing, side by side", "us", costs.0, costs.1);
+            println!(
+                "mediator CPU per pairing, side by side: median of the {} rounds' ratios {:.2} x the baseline",
+                ratios.len(),
+                median(ratios)
+            );
+        } else if run("throughput") {
             let mut rates = (Vec::new(), Vec::new());
             let mut costs = (Vec::new(), Vec::new());
             for round in 0..s.rounds {
