@@ -21,6 +21,17 @@
 //! (ABBA, so drift hits both alike), and print each set-up's medians and their ratio.
 //! `--mediator PATH` (LOADGEN_MEDIATOR) replaces the binary under test, which is
 //! otherwise the one cargo built with this bench.
+//!
+//! `--side-by-side` (LOADGEN_SIDE_BY_SIDE=1, with `--baseline`): each throughput
+//! round runs the two binaries at once, half the pairs on each, so both see the
+//! same machine at the same moment (a busy neighbour hits both alike); the ratio
+//! of CPU per pairing is then the one to read, per round and as a median.
+//!
+//! A pairing's clients stop at `Matched` and close (a FIN), unless `--punch`
+//! (LOADGEN_PUNCH=1): then the throughput and scale-out clients go on as our client
+//! does (docs/protocol.md §12.2, §4): both answer the `PunchPing`, wait for
+//! `PunchNow`, report `SessionPath`, wait for the mediator's close and close with a
+//! reset.
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)] // the tests use more of it
@@ -60,6 +71,10 @@ struct Settings {
     baseline: Option<PathBuf>,
     /// How many rounds the memory and throughput phases run.
     rounds: usize,
+    /// Pairing clients go on through the punch timing and the path report.
+    punch: bool,
+    /// The throughput phase runs the test and baseline binaries at once.
+    side_by_side: bool,
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -76,6 +91,8 @@ fn settings() -> anyhow::Result<Settings> {
             mediator: PathBuf::from(env!("CARGO_BIN_EXE_mediator")),
             baseline: None,
             rounds: 1,
+            punch: false,
+            side_by_side: false,
         }
     } else {
         Settings {
@@ -88,6 +105,8 @@ fn settings() -> anyhow::Result<Settings> {
             mediator: PathBuf::from(env!("CARGO_BIN_EXE_mediator")),
             baseline: None,
             rounds: 1,
+            punch: false,
+            side_by_side: false,
         }
     };
     let env = |name: &str| std::env::var(name).ok();
@@ -124,6 +143,10 @@ fn settings() -> anyhow::Result<Settings> {
         s.burst = v.parse().context("--burst B")?;
     }
     s.only = pick("--only", "LOADGEN_ONLY");
+    s.punch = args.iter().any(|a| a == "--punch")
+        || env("LOADGEN_PUNCH").is_some_and(|v| !v.is_empty() && v != "0");
+    s.side_by_side = args.iter().any(|a| a == "--side-by-side")
+        || env("LOADGEN_SIDE_BY_SIDE").is_some_and(|v| !v.is_empty() && v != "0");
     if let Some(v) = pick("--mediator", "LOADGEN_MEDIATOR") {
         s.mediator = PathBuf::from(v);
     }
@@ -378,6 +401,43 @@ impl Conn {
             other => bail!("expected Matched, got {other:?}"),
         }
     }
+
+    /// After `Matched`, what our client does: answer the probe, wait for
+    /// `PunchNow`, report the path, wait for the mediator to close, close with a
+    /// reset.
+    async fn punch_and_report(&mut self) -> anyhow::Result<()> {
+        let nonce = match self.recv().await? {
+            MediatorMsg::PunchPing { nonce } => nonce,
+            other => bail!("expected PunchPing, got {other:?}"),
+        };
+        self.send(&frame_of(&ClientMsg::PunchPong { nonce })?)
+            .await?;
+        match self.recv().await? {
+            MediatorMsg::PunchNow => {}
+            other => bail!("expected PunchNow, got {other:?}"),
+        }
+        let report = ClientMsg::SessionPath {
+            path: wire::PathLabel::Punched,
+        };
+        self.send(&frame_of(&report)?).await?;
+        socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))?;
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut byte)).await {
+            Err(_) => bail!("the mediator did not close after SessionPath"),
+            Ok(Ok(0)) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Ok(Ok(_)) => bail!("bytes after SessionPath"),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// `msg` as one frame on the mediator link.
+fn frame_of(msg: &ClientMsg) -> anyhow::Result<Vec<u8>> {
+    let payload = wire::encode(msg)?;
+    let mut bytes = Link::Mediator.header(payload.len())?.to_vec();
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -506,6 +566,7 @@ async fn pair_for(
     hosts_at: &[SocketAddr],
     joiners_at: &[SocketAddr],
     pids: &[String],
+    punch: bool,
 ) -> anyhow::Result<Figures> {
     // Room numbers never repeat across runs, so a mediator reused for the next
     // run can hold nothing that matches it.
@@ -539,7 +600,11 @@ async fn pair_for(
                     joiner.send(joiner_hello.for_room(room)).await?;
                     joiner.expect_matched().await?;
                     host.expect_matched().await?;
-                    anyhow::Ok(t0.elapsed())
+                    let latency = t0.elapsed();
+                    if punch {
+                        tokio::try_join!(host.punch_and_report(), joiner.punch_and_report())?;
+                    }
+                    anyhow::Ok(latency)
                 };
                 match one.await {
                     Ok(latency) => latencies.push(latency),
@@ -584,13 +649,55 @@ async fn throughput(
     pairs: usize,
     duration: Duration,
     sources: Arc<Sources>,
+    punch: bool,
 ) -> anyhow::Result<Figures> {
     let mediator = Mediator::start(bin)?;
     let addr = [mediator.addr];
     let pid = [mediator.child.id().to_string()];
-    let figures = pair_for(pairs, duration, sources, &addr, &addr, &pid).await?;
+    let figures = pair_for(pairs, duration, sources, &addr, &addr, &pid, punch).await?;
     println!("{}", figures.line(&format!("throughput{label}"), pairs));
     Ok(figures)
+}
+
+/// One round of the test binary and the baseline at once, `pairs / 2` pairs on
+/// each, over the same window: (test's figures, baseline's).
+async fn side_by_side(
+    test_bin: &Path,
+    base_bin: &Path,
+    pairs: usize,
+    duration: Duration,
+    sources: &Arc<Sources>,
+    punch: bool,
+) -> anyhow::Result<(Figures, Figures)> {
+    let (test, base) = (Mediator::start(test_bin)?, Mediator::start(base_bin)?);
+    let half = (pairs / 2).max(1);
+    let pid = |m: &Mediator| [m.child.id().to_string()];
+    let (test_pid, base_pid) = (pid(&test), pid(&base));
+    let (test_at, base_at) = ([test.addr], [base.addr]);
+    let (t, b) = tokio::join!(
+        pair_for(
+            half,
+            duration,
+            sources.clone(),
+            &test_at,
+            &test_at,
+            &test_pid,
+            punch
+        ),
+        pair_for(
+            half,
+            duration,
+            sources.clone(),
+            &base_at,
+            &base_at,
+            &base_pid,
+            punch
+        ),
+    );
+    let (t, b) = (t?, b?);
+    println!("{}", t.line("throughput [test, side by side]", half));
+    println!("{}", b.line("throughput [baseline, side by side]", half));
+    Ok((t, b))
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -641,6 +748,7 @@ async fn scale_out(
     levels: &[usize],
     duration: Duration,
     sources: Arc<Sources>,
+    punch: bool,
 ) -> anyhow::Result<()> {
     let alone = Mediator::start(bin)?;
     let redis = redis_server::RedisServer::start();
@@ -660,6 +768,7 @@ async fn scale_out(
             &[alone.addr],
             &[alone.addr],
             &[alone.child.id().to_string()],
+            punch,
         )
         .await?;
         println!("{}", memory.line("scale-out, 1 instance in memory", pairs));
@@ -670,6 +779,7 @@ async fn scale_out(
             &[a.addr, b.addr],
             &[b.addr, a.addr],
             &shared_pids,
+            punch,
         )
         .await?;
         println!(
@@ -808,7 +918,7 @@ async fn burst(bin: &Path, b: usize, sources: &Sources) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let s = settings()?;
     println!(
-        "loadgen: mediator {}{}, {} pairs x {:?}, {} waiting, burst {}",
+        "loadgen: mediator {}{}, {} pairs x {:?}, {} waiting, burst {}{}",
         s.mediator.display(),
         s.baseline
             .as_ref()
@@ -817,7 +927,12 @@ fn main() -> anyhow::Result<()> {
         s.pairs,
         s.duration,
         s.waiting,
-        s.burst
+        s.burst,
+        if s.punch {
+            ", clients through PunchNow and SessionPath"
+        } else {
+            ""
+        }
     );
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = std::env::var("LOADGEN_THREADS")
@@ -844,12 +959,35 @@ fn main() -> anyhow::Result<()> {
             }
             summarise("memory per waiting client", "KiB", test, base);
         }
-        if run("throughput") {
+        if let (true, true, Some(base)) = (run("throughput"), s.side_by_side, &s.baseline) {
+            let (mut rates, mut costs, mut ratios) = ((vec![], vec![]), (vec![], vec![]), vec![]);
+            for _ in 0..s.rounds {
+                let (test, baseline) =
+                    side_by_side(&s.mediator, base, s.pairs, s.duration, &sources, s.punch).await?;
+                ratios.push(test.us_per_pairing() / baseline.us_per_pairing().max(1e-9));
+                println!(
+                    "side by side: CPU per pairing {:.2} x the baseline this round",
+                    ratios.last().copied().unwrap_or_default()
+                );
+                rates.0.push(test.per_sec);
+                rates.1.push(baseline.per_sec);
+                costs.0.push(test.us_per_pairing());
+                costs.1.push(baseline.us_per_pairing());
+            }
+            summarise("throughput, side by side", "pairings/s", rates.0, rates.1);
+            summarise("mediator CPU per pairing, side by side", "us", costs.0, costs.1);
+            println!(
+                "mediator CPU per pairing, side by side: median of the {} rounds' ratios {:.2} x the baseline",
+                ratios.len(),
+                median(ratios)
+            );
+        } else if run("throughput") {
             let mut rates = (Vec::new(), Vec::new());
             let mut costs = (Vec::new(), Vec::new());
             for round in 0..s.rounds {
                 for (bin, label) in round_order(&s, round) {
-                    let f = throughput(bin, label, s.pairs, s.duration, sources.clone()).await?;
+                    let f = throughput(bin, label, s.pairs, s.duration, sources.clone(), s.punch)
+                        .await?;
                     let (rate, cost) = if bin == s.mediator {
                         (&mut rates.0, &mut costs.0)
                     } else {
@@ -866,7 +1004,14 @@ fn main() -> anyhow::Result<()> {
             burst(&s.mediator, s.burst, &sources).await?;
         }
         if run("redis") {
-            scale_out(&s.mediator, &s.scale_pairs, s.duration, sources.clone()).await?;
+            scale_out(
+                &s.mediator,
+                &s.scale_pairs,
+                s.duration,
+                sources.clone(),
+                s.punch,
+            )
+            .await?;
         }
         anyhow::Ok(())
     })

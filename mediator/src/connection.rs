@@ -51,6 +51,11 @@ const MAX_PINGS_WHILE_WAITING: u32 = 600;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest the nearer side's `PunchNow` is held back.
 const MAX_PUNCH_DELAY: Duration = Duration::from_secs(1);
+/// A shorter hold-back is not worth a timer: tokio's ticks are 1 ms, so the
+/// sleep would last up to a whole tick, longer than the wait it stands for, and
+/// cost a timer and a wake-up per pair on every fast link (§12.2's waits on a LAN
+/// are tens of microseconds). Sending at once is off by less than this.
+const MIN_PUNCH_DELAY: Duration = Duration::from_micros(500);
 /// `Ping`s answered while a matched client holds its connection.
 const MAX_PINGS_AFTER_MATCH: u32 = 32;
 
@@ -262,15 +267,18 @@ async fn read_hello(
     let deadline = accepted + shared.config.hello_timeout;
     // Boxed: reading the first frame may answer `Allocate` (a nameplate table
     // call and a write), more state than waiting needs; it is freed at the Hello.
+    // The read goes first: the Hello is usually in by the time the connection is
+    // accepted, and then the shutdown watch is never registered (a lock shared by
+    // every connection, taken to register and again to drop).
     let first = tokio::select! {
         biased;
-        _ = shared.cancel.cancelled() => {
-            return Err(refuse(ErrorCode::ShuttingDown, "the mediator is shutting down"));
-        }
         read = timeout_at(deadline, Box::pin(read_first(reader, stream, &shared.nameplates))) => match read {
             Err(_) => return Err(refuse(ErrorCode::Timeout, "no Hello within the hello timeout")),
             Ok(read) => read?,
         },
+        _ = shared.cancel.cancelled() => {
+            return Err(refuse(ErrorCode::ShuttingDown, "the mediator is shutting down"));
+        }
     };
     if let Err(refused) = shared.limits.hello(admitted.key) {
         shared.metrics.rejected(refused.limit());
@@ -683,28 +691,31 @@ async fn punch(
 ) -> End {
     let shared = &admitted.shared;
     let hold_until = Instant::now() + shared.config.punch_hold;
-    let probe_deadline = sent + PROBE_TIMEOUT;
+    // One shutdown watch and one timer for the whole phase, each registered once
+    // (a select over fresh ones registers and drops them again every turn).
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
+    let deadline = sleep_until(sent + PROBE_TIMEOUT);
+    tokio::pin!(deadline);
     let mut pings = 0u32;
     let rtt = loop {
         let msg = tokio::select! {
             biased;
-            _ = shared.cancel.cancelled() => return End::Done,
-            read = timeout_at(probe_deadline, reader.next(stream)) => read,
+            _ = &mut cancelled => return End::Done,
+            () = &mut deadline => break PROBE_TIMEOUT,
+            msg = reader.next(stream) => msg,
         };
         match msg {
-            Err(_) => break PROBE_TIMEOUT,
-            Ok(Err(end)) => return end,
-            Ok(Ok(ClientMsg::PunchPong { nonce: n })) if n == nonce => break sent.elapsed(),
-            Ok(Ok(ClientMsg::SessionPath { path })) => {
-                return path_reported(admitted, stream, path)
-            }
-            Ok(Ok(ClientMsg::Ping)) if pings < MAX_PINGS_AFTER_MATCH => {
+            Err(end) => return client_left(stream, end),
+            Ok(ClientMsg::PunchPong { nonce: n }) if n == nonce => break sent.elapsed(),
+            Ok(ClientMsg::SessionPath { path }) => return path_reported(admitted, stream, path),
+            Ok(ClientMsg::Ping) if pings < MAX_PINGS_AFTER_MATCH => {
                 pings += 1;
                 if let Err(end) = write_msg(stream, MediatorMsg::Pong).await {
                     return end;
                 }
             }
-            Ok(Ok(_)) => return refuse(ErrorCode::Malformed, "unexpected message after Matched"),
+            Ok(_) => return refuse(ErrorCode::Malformed, "unexpected message after Matched"),
         }
     };
     let Pairing {
@@ -716,23 +727,23 @@ async fn punch(
         Ok(Ok(peer_rtt)) => peer_rtt,
         _ => rtt,
     };
-    let delay = (peer_rtt.saturating_sub(rtt) / 2).min(MAX_PUNCH_DELAY);
-    if !delay.is_zero() {
+    if let Some(delay) = hold_back(rtt, peer_rtt) {
         tokio::time::sleep(delay).await;
     }
     if let Err(end) = write_msg(stream, MediatorMsg::PunchNow).await {
         return end;
     }
     shared.metrics.punch_timed();
+    deadline.as_mut().reset(hold_until);
     loop {
         let msg = tokio::select! {
             biased;
-            _ = shared.cancel.cancelled() => return End::Done,
-            () = sleep_until(hold_until) => return End::Done,
+            _ = &mut cancelled => return End::Done,
+            () = &mut deadline => return End::Done,
             msg = reader.next(stream) => msg,
         };
         match msg {
-            Err(end) => return end,
+            Err(end) => return client_left(stream, end),
             Ok(ClientMsg::Ping) if pings < MAX_PINGS_AFTER_MATCH => {
                 pings += 1;
                 if let Err(end) = write_msg(stream, MediatorMsg::Pong).await {
@@ -747,6 +758,14 @@ async fn punch(
     }
 }
 
+/// How long the side with round trip `own` holds its `PunchNow` back, the other's
+/// being `peer` (§12.2): half the difference, at most [`MAX_PUNCH_DELAY`]; none for
+/// the farther side, nor below [`MIN_PUNCH_DELAY`].
+fn hold_back(own: Duration, peer: Duration) -> Option<Duration> {
+    let delay = (peer.saturating_sub(own) / 2).min(MAX_PUNCH_DELAY);
+    (delay >= MIN_PUNCH_DELAY).then_some(delay)
+}
+
 /// `SessionPath` after `Matched` (§4): counted, and the conversation is over,
 /// so a connection reports once at most. Closed with a reset, as the client
 /// closes it too, so that neither side keeps the pair in TIME_WAIT.
@@ -754,6 +773,20 @@ fn path_reported(admitted: &Admitted, stream: &TcpStream, path: wire::PathLabel)
     admitted.shared.metrics.session_path(path);
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
     End::Done
+}
+
+/// The read after `Matched` ended: if the client closed the connection (end of
+/// stream, or its reset), our end closes with a reset too. The client's socket
+/// is gone (our clients close the whole socket, never just their sending half),
+/// so the reset discards nothing it could read; a graceful close would cost our
+/// FIN, the client's ACK and a TIME_WAIT entry on the client's side, about a
+/// third of the mediator's CPU per pairing under the load generator. A malformed
+/// frame (`Refuse`) still gets its `Error` and a graceful close.
+fn client_left(stream: &TcpStream, end: End) -> End {
+    if matches!(end, End::Done) {
+        let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    }
+    end
 }
 
 /// First read size: a whole `Hello` (about 450 bytes in group 15) fits, so it
@@ -971,6 +1004,19 @@ mod tests {
         let (written, got) = tokio::join!(write, read);
         assert!(written.is_ok());
         assert!(got == expected, "the bytes arrived changed or out of order");
+    }
+
+    /// Below half a millisecond a hold-back would be a timer that oversleeps it.
+    #[test]
+    fn punch_now_is_held_back_by_half_the_difference_above_half_a_millisecond() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        assert_eq!(hold_back(ms(10), ms(30)), Some(ms(10)));
+        assert_eq!(hold_back(ms(30), ms(10)), None, "the farther side");
+        assert_eq!(hold_back(ms(0), ms(5_000)), Some(MAX_PUNCH_DELAY));
+        assert_eq!(hold_back(us(100), us(1_100)), Some(us(500)));
+        assert_eq!(hold_back(us(100), us(1_000)), None, "a LAN's 450 us");
+        assert_eq!(hold_back(us(40), us(90)), None, "loopback's 25 us");
     }
 
     /// A connection task holds `serve`'s future for its whole life, so a waiting

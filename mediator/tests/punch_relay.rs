@@ -136,6 +136,47 @@ async fn a_client_that_never_answers_the_probe_still_gets_punch_now() {
     assert_eq!(joiner.recv().await, Some(MediatorMsg::PunchNow));
 }
 
+/// Ends our sending side and reads on: what the mediator's close looks like.
+async fn close_write_and_read(c: &mut Client) -> std::io::Result<usize> {
+    c.stream.shutdown().await.expect("shutdown");
+    let mut rest = [0u8; 64];
+    tokio::time::timeout(Duration::from_secs(10), c.stream.read(&mut rest))
+        .await
+        .expect("the mediator closes in time")
+}
+
+/// A client that closes after `Matched` (during the probe or after `PunchNow`) is
+/// answered with a reset, not a FIN: no ACK round, and no TIME_WAIT on the client's
+/// side. (Our clients close the whole socket, so they never read this reset; the
+/// half-close here only makes it visible.)
+#[tokio::test]
+async fn a_client_closing_after_matched_is_answered_with_a_reset() {
+    let server = start(config()).await;
+    let (mut host, mut joiner, _, _) = matched_pair(server.addr, 40, false, false).await;
+    assert!(matches!(
+        host.recv().await,
+        Some(MediatorMsg::PunchPing { .. })
+    ));
+    let Some(MediatorMsg::PunchPing { nonce }) = joiner.recv().await else {
+        panic!("expected PunchPing")
+    };
+    joiner.send(&ClientMsg::PunchPong { nonce }).await;
+    // The host leaves while its probe is out: the joiner's PunchNow comes at once.
+    let during_probe = close_write_and_read(&mut host).await;
+    assert_eq!(
+        during_probe.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "closing during the probe"
+    );
+    assert_eq!(joiner.recv().await, Some(MediatorMsg::PunchNow));
+    let after_punch_now = close_write_and_read(&mut joiner).await;
+    assert_eq!(
+        after_punch_now.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "closing after PunchNow"
+    );
+}
+
 #[tokio::test]
 async fn relay_splices_the_two_sides_and_forwards_frames_unchanged() {
     let server = start(config()).await;
