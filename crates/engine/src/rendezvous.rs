@@ -232,6 +232,35 @@ impl MediatorLink {
         }
     }
 
+    /// Opens a connection for mailbox requests (docs/protocol.md §22.3).
+    pub async fn for_mailbox(server: &str) -> Result<MediatorLink, ClientError> {
+        MediatorLink::connect_any(server).await
+    }
+
+    /// Sends one mailbox request and returns its answer (a refusal is the
+    /// mediator's error, with advice).
+    pub async fn mailbox_request(&mut self, msg: &ClientMsg) -> Result<MediatorMsg, ClientError> {
+        self.send(msg).await?;
+        loop {
+            let answer = timeout(CONNECT_TIMEOUT * 2, self.framed.next()).await;
+            let frame = match answer {
+                Err(_) => return Err(self.lost("no answer to a mailbox request")),
+                Ok(None) => return Err(self.lost("closed by the mediator")),
+                Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match wire::decode::<MediatorMsg>(&frame) {
+                Ok(MediatorMsg::Pong) => {}
+                Ok(MediatorMsg::Error { code, message }) => {
+                    let message = wire::sanitize_for_terminal(&message).into_owned();
+                    return Err(ClientError::from_mediator(code, &message, ""));
+                }
+                Ok(answer) => return Ok(answer),
+                Err(e) => return Err(self.lost(&format!("unreadable message: {e}"))),
+            }
+        }
+    }
+
     /// Our address on this connection: the interface that reaches the mediator.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.framed.get_ref().local_addr().ok()

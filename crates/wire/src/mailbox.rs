@@ -12,7 +12,6 @@
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use dhke::{mailbox_queue, mailbox_read_seed, Identity, IdentityKey, MailboxQueue};
 use hmac::{Hmac, Mac};
-use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -37,6 +36,7 @@ pub const MAX_ITEMS_BYTES: usize = 15 * 1024;
 const IV_LEN: usize = 16;
 const TAG_LEN: usize = 32;
 const ITEM_LABEL: &[u8] = b"p2pchat/v3/mailbox-item";
+const IV_LABEL: &[u8] = b"p2pchat/v3/mailbox-iv";
 const OPEN_LABEL: &[u8] = b"p2pchat/v3/mailbox-open";
 const ADD_LABEL: &[u8] = b"p2pchat/v3/mailbox-add";
 const FETCH_LABEL: &[u8] = b"p2pchat/v3/mailbox-fetch";
@@ -89,18 +89,23 @@ impl Queue {
 
     /// Seals `plaintext` (an encoded log message) for this queue:
     /// `iv || AES-256-CBC(seal key, iv, PKCS#7(plaintext)) || HMAC-SHA256(mac
-    /// key, "p2pchat/v3/mailbox-item" || queue id || iv || ciphertext)`.
-    pub fn seal(
-        &self,
-        plaintext: &[u8],
-        rng: &mut impl CryptoRngCore,
-    ) -> Result<Vec<u8>, MailboxError> {
+    /// key, "p2pchat/v3/mailbox-item" || queue id || iv || ciphertext)`, with
+    /// the synthetic `iv = HMAC-SHA256(mac key, "p2pchat/v3/mailbox-iv" ||
+    /// plaintext)[..16]`: one message sealed twice is one item (one id), so a
+    /// sender's retry is recognised at the mediator, and equal sealed items
+    /// reveal only equal plaintexts, which a log never repeats.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, MailboxError> {
         let len = IV_LEN + (plaintext.len() / 16 + 1) * 16 + TAG_LEN;
         if len > MAX_ITEM {
             return Err(MailboxError::TooLarge(len));
         }
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.keys.mac_key.expose())
+            .expect("HMAC takes any key length");
+        mac.update(IV_LABEL);
+        mac.update(plaintext);
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
         let mut iv = [0u8; IV_LEN];
-        rng.fill_bytes(&mut iv);
+        iv.copy_from_slice(&full[..IV_LEN]);
         let ct = Enc::new(self.keys.seal_key.expose().into(), &iv.into())
             .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
         let mut out = Vec::with_capacity(len);
@@ -204,7 +209,6 @@ pub fn fresh(at: u64, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_core::OsRng;
 
     fn queue() -> Queue {
         Queue::of(&[7; 32], &Identity::from_seed(&[2; 32]).public())
@@ -213,7 +217,7 @@ mod tests {
     #[test]
     fn an_item_opens_only_with_its_queue_and_unaltered() {
         let q = queue();
-        let sealed = q.seal(b"a signed log message", &mut OsRng).unwrap();
+        let sealed = q.seal(b"a signed log message").unwrap();
         assert_eq!(q.open(&sealed).unwrap(), b"a signed log message");
         let other = Queue::of(&[7; 32], &Identity::from_seed(&[3; 32]).public());
         assert_eq!(other.open(&sealed), Err(MailboxError::Integrity));
@@ -230,12 +234,19 @@ mod tests {
     }
 
     #[test]
+    fn one_message_sealed_twice_is_one_item() {
+        let q = queue();
+        assert_eq!(q.seal(b"m").unwrap(), q.seal(b"m").unwrap());
+        assert_ne!(q.seal(b"m").unwrap(), q.seal(b"n").unwrap());
+    }
+
+    #[test]
     fn items_past_the_limit_are_refused_before_sealing() {
         let q = queue();
         let fits = MAX_ITEM - IV_LEN - TAG_LEN - 1;
-        assert!(q.seal(&vec![0; fits], &mut OsRng).is_ok());
+        assert!(q.seal(&vec![0; fits]).is_ok());
         assert!(matches!(
-            q.seal(&vec![0; fits + 1], &mut OsRng),
+            q.seal(&vec![0; fits + 1]),
             Err(MailboxError::TooLarge(_))
         ));
     }
@@ -268,7 +279,7 @@ mod tests {
     fn signatures_bind_the_queue_the_time_and_the_item() {
         let q = queue();
         let key = q.add_key();
-        let sealed = q.seal(b"x", &mut OsRng).unwrap();
+        let sealed = q.seal(b"x").unwrap();
         let sig = sign(&key, &add_signed(&q.id(), 100, &sealed));
         let pk = key.public().0;
         assert!(verify(&pk, &add_signed(&q.id(), 100, &sealed), &sig));
