@@ -209,6 +209,17 @@ async fn a_messengers_connect_uses_the_tokens_mediator_over_its_own() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_with_a_server_of_its_own_meets_the_holder_at_the_tokens() {
+    let token_med = Mediator::start(&[]).await;
+    let own_med = Mediator::start(&[]).await;
+    let dir = TempDir::new("token-own-server");
+    let (mut alice, token) = holder_behind_closed_port(&dir, &token_med.server_arg()).await;
+    let args = client_args(&own_med.server_arg(), "bob", &dir, &["--connect", &token]);
+    let mut bob = Client::start("bob", &args);
+    admit_and_chat(&mut alice, &mut bob, &token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_whose_addresses_and_mediator_are_down_says_to_ask_the_holder() {
     let dir = TempDir::new("token-mediator-down");
     let dead = format!("127.0.0.1:{}", free_port());
