@@ -536,7 +536,10 @@ async fn a_token_holder_and_dialer_behind_two_home_routers_meet_through_the_toke
         "the token names only alice's private address: {token:?}"
     );
     let dialer_args = without(
-        without(lab.client_args("bob", "", &dir, &["--connect", &text]), "--room"),
+        without(
+            lab.client_args("bob", "", &dir, &["--connect", &text]),
+            "--room",
+        ),
         "--server",
     );
     let mut bob = lab.start_client(1, "bob", &dialer_args);
@@ -551,7 +554,10 @@ async fn a_token_holder_and_dialer_behind_two_home_routers_meet_through_the_toke
     }
     assert_eq!(
         b["fingerprint"],
-        dhke::IdentityKey(token.identity).fingerprint().to_string().as_str(),
+        dhke::IdentityKey(token.identity)
+            .fingerprint()
+            .to_string()
+            .as_str(),
         "bob reached the identity the token names"
     );
     assert!(

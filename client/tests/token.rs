@@ -179,7 +179,10 @@ async fn a_token_whose_addresses_are_closed_meets_its_holder_through_the_mediato
     let dir = TempDir::new("token-mediator");
     let (mut alice, token) = holder_behind_closed_port(&dir, &med.server_arg()).await;
     assert_eq!(
-        wire::token::Token::parse(&token).unwrap().mediator.as_deref(),
+        wire::token::Token::parse(&token)
+            .unwrap()
+            .mediator
+            .as_deref(),
         Some(med.server_arg().as_str())
     );
     // Bob has no mediator of his own: the token's is the one he meets alice at.
@@ -227,14 +230,20 @@ async fn a_token_whose_addresses_and_mediator_are_down_says_to_ask_the_holder() 
     // The holder keeps waiting at its port and says dialers cannot meet it.
     let info = first_of(&mut alice, &["info"]).await;
     assert!(
-        info["text"].as_str().unwrap().contains("cannot meet you at the mediator"),
+        info["text"]
+            .as_str()
+            .unwrap()
+            .contains("cannot meet you at the mediator"),
         "{info}"
     );
     let mut bob = dialer(&dir, &token);
     let err = bob.expect("error").await;
     assert_eq!(err["code"], "mediator_unreachable", "{err}");
     let text = err["text"].as_str().unwrap();
-    assert!(text.contains(&dead) && text.contains("the mediator the token names"), "{err}");
+    assert!(
+        text.contains(&dead) && text.contains("the mediator the token names"),
+        "{err}"
+    );
     assert!(text.contains("ask the holder"), "{err}");
     assert_eq!(bob.exit_code().await, 3);
     assert!(!alice.has_exited(), "the holder is still waiting");
@@ -250,7 +259,10 @@ async fn a_token_without_a_mediator_that_cannot_be_dialed_says_how_to_get_one_th
     let err = bob.expect("error").await;
     assert_eq!(err["code"], "peer_unreachable", "{err}");
     assert!(
-        err["text"].as_str().unwrap().contains("client token --server"),
+        err["text"]
+            .as_str()
+            .unwrap()
+            .contains("client token --server"),
         "{err}"
     );
     assert_eq!(bob.exit_code().await, 6);

@@ -857,7 +857,9 @@ async fn hold_at(
             () = token_ring(server, tag, out) => {}
         }
         out.show(&Event::Info {
-            text: format!("Someone with your token is at the mediator {server}: meeting them there…"),
+            text: format!(
+                "Someone with your token is at the mediator {server}: meeting them there…"
+            ),
         });
         let meeting = establish_at(setup, net, server, Some(RUNG_WAIT), previous.clone(), out);
         let why = match meeting.await {

@@ -759,9 +759,15 @@ mod tests {
 
     #[test]
     fn a_token_names_the_holders_server_with_its_port_written_out() {
-        assert_eq!(mediator_of("chat.example.org").unwrap(), "chat.example.org:7070");
+        assert_eq!(
+            mediator_of("chat.example.org").unwrap(),
+            "chat.example.org:7070"
+        );
         assert_eq!(mediator_of("203.0.113.1:9000").unwrap(), "203.0.113.1:9000");
-        assert_eq!(mediator_of("[2001:db8::7]:443").unwrap(), "[2001:db8::7]:443");
+        assert_eq!(
+            mediator_of("[2001:db8::7]:443").unwrap(),
+            "[2001:db8::7]:443"
+        );
         assert_eq!(mediator_of("2001:db8::7").unwrap(), "[2001:db8::7]:7070");
         let err = mediator_of("bad host:7070").unwrap_err().to_string();
         assert!(err.contains("a token cannot name it"), "{err}");

@@ -193,9 +193,7 @@ pub fn check_mediator(text: &str) -> Result<(), &'static str> {
     if text.len() > MAX_MEDIATOR {
         return Err("the mediator is too long");
     }
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or("the mediator has no port")?;
+    let (host, port) = text.rsplit_once(':').ok_or("the mediator has no port")?;
     let port_ok = !port.is_empty()
         && port.len() <= 5
         && port.bytes().all(|b| b.is_ascii_digit())
@@ -354,7 +352,11 @@ mod tests {
     #[test]
     fn a_mediator_round_trips_with_or_without_addresses() {
         let mut t = sample();
-        for mediator in ["203.0.113.5:7070", "[2001:db8::7]:443", "m_1.example-x.org:1"] {
+        for mediator in [
+            "203.0.113.5:7070",
+            "[2001:db8::7]:443",
+            "m_1.example-x.org:1",
+        ] {
             t.mediator = Some(mediator.into());
             assert_eq!(Token::parse(&t.encode()).unwrap(), t, "{mediator}");
         }
