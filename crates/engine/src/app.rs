@@ -763,7 +763,7 @@ async fn establish_lan(
 
 /// A token run: the holder waits for a dialer (at its port, and through
 /// presence at the mediator its token names), the dialer dials the token's
-/// addresses and then meets the holder at that mediator (§16.2).
+/// addresses and then meets the holder at that mediator (§16.5).
 async fn establish_token(
     setup: &Setup,
     net: &Net<'_>,
