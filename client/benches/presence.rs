@@ -42,7 +42,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Waits for alice's `message` with `text`; returns when its line was read.
 async fn shown(alice: &mut Client, text: &str) -> Instant {
     loop {
-        let m = alice.expect_within("message", Duration::from_secs(60)).await;
+        let m = alice
+            .expect_within("message", Duration::from_secs(60))
+            .await;
         if m["text"] == text {
             return alice.last_at.expect("the time the event was read");
         }

@@ -44,9 +44,21 @@ async fn an_idle_messenger_is_reached_by_a_contact_with_nothing_typed_on_its_sid
     let answer = bob.expect("message").await;
     assert_eq!(answer["text"], "here I am", "{answer}");
 
-    // He leaves; her messenger stays up for the next contact.
+    // `/peers` says he is online, linked in that conversation.
+    alice.say("/peers").await;
+    let peers = alice.expect("contacts").await;
+    assert_eq!(peers["contacts"][0]["name"], "bob", "{peers}");
+    assert_eq!(peers["contacts"][0]["online"], true, "{peers}");
+    assert_eq!(peers["contacts"][0]["conversation"], number, "{peers}");
+
+    // He leaves; her messenger stays up for the next contact, and shows him
+    // offline.
     bob.close_input();
     assert_eq!(bob.exit_code().await, 0);
+    alice.expect("closed").await;
+    alice.say("/peers").await;
+    let peers = alice.expect("contacts").await;
+    assert_eq!(peers["contacts"][0]["online"], false, "{peers}");
     alice.say("/list").await;
     alice.expect("conversations").await;
     assert!(!alice.has_exited(), "the idle messenger stays up");

@@ -91,6 +91,15 @@ fn every_event(s: &str) -> Vec<Event> {
             pending: true,
         },
         Event::Ack { id: 1 },
+        Event::Contacts {
+            contacts: vec![engine::events::ContactState {
+                name: s(),
+                fingerprint: s(),
+                verified: true,
+                online: true,
+                conversation: Some(2),
+            }],
+        },
         Event::Peer {
             name: s(),
             addr: s(),
@@ -246,6 +255,7 @@ fn kind(event: &Event) -> &'static str {
         Event::Message { .. } => "message",
         Event::Sent { .. } => "sent",
         Event::Ack { .. } => "ack",
+        Event::Contacts { .. } => "contacts",
         Event::Peer { .. } => "peer",
         Event::Verify { .. } => "verify",
         Event::Rtt { .. } => "rtt",
@@ -272,7 +282,7 @@ fn kind(event: &Event) -> &'static str {
 fn the_sample_covers_every_event_kind() {
     let mut kinds: Vec<&str> = every_event("x").iter().map(kind).collect();
     kinds.dedup();
-    assert_eq!(kinds.len(), 30, "add the new event kind to every_event");
+    assert_eq!(kinds.len(), 31, "add the new event kind to every_event");
 }
 
 #[test]
