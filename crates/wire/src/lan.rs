@@ -53,6 +53,11 @@ pub const MAX_AHEAD_MS: u64 = 10_000;
 /// (counted as `busy`) until old ones expire.
 pub const MAX_SEEN: usize = 4096;
 
+/// The name a contact's conversation announces (§14.4) and puts in both
+/// sides' handshake transcripts, so no name goes on the air; each side shows
+/// the name it knows the contact by.
+pub const CONTACT_NAME: &str = "contact";
+
 /// What an announcement carries: what the mediator's `Matched` would say about
 /// the sender, plus its instance id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
