@@ -43,7 +43,11 @@ async fn they_meet_and_chat(alice: &mut Client, bob: &mut Client) {
     let a = alice.expect("connected").await;
     let b = bob.expect("connected").await;
     assert_eq!(a["conversation"]["label"], format!("contact {BOB}"), "{a}");
-    assert_eq!(b["conversation"]["label"], format!("contact {ALICE}"), "{b}");
+    assert_eq!(
+        b["conversation"]["label"],
+        format!("contact {ALICE}"),
+        "{b}"
+    );
     // Each shows the name it knows the other by, though none went on the air.
     assert_eq!(a["peer"], BOB, "{a}");
     assert_eq!(b["peer"], ALICE, "{b}");
@@ -88,6 +92,46 @@ async fn contacts_on_loopback_find_each_other_with_no_server_and_no_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_messenger_on_the_lan_is_called_by_a_contact_with_nothing_typed_on_its_side() {
+    let dir = TempDir::new("lanpres-call");
+    let port = common::free_udp_port();
+    let meet = |name: &str| lan_client_args(name, &dir, port, &["--room", "lanpres-meet-call"]);
+    let (mut first, mut second) = common::connected_pair(&meet(ALICE), &meet(BOB)).await;
+    first.say("/close").await;
+    assert_eq!(first.exit_code().await, 0);
+    assert_eq!(second.exit_code().await, 0);
+
+    let mut alice = Client::start(ALICE, &lan_client_args(ALICE, &dir, port, &[]));
+    alice.expect("info").await;
+    // Bob announces no presence of his own: only his conversation's call
+    // (`--to`, no server) can reach her.
+    let mut bob = Client::start(
+        BOB,
+        &lan_client_args(BOB, &dir, port, &["--to", ALICE, "--no-presence"]),
+    );
+    bob.say("are you there, alice?").await;
+    let connected = alice.expect("connected").await;
+    assert_eq!(
+        connected["conversation"]["label"],
+        format!("contact {BOB}"),
+        "{connected}"
+    );
+    let m = alice.expect("message").await;
+    assert_eq!(m["text"], "are you there, alice?", "{m}");
+    bob.expect("connected").await;
+    alice.say("here I am").await;
+    assert_eq!(bob.expect("message").await["text"], "here I am");
+    // He leaves; her messenger stays up for the next contact.
+    bob.close_input();
+    assert_eq!(bob.exit_code().await, 0);
+    alice.say("/list").await;
+    alice.expect("conversations").await;
+    assert!(!alice.has_exited(), "the idle messenger stays up");
+    alice.say("/quit").await;
+    assert_eq!(alice.exit_code().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_without_presence_stay_apart() {
     let dir = TempDir::new("lanpres-off");
     let port = common::free_udp_port();
@@ -104,13 +148,18 @@ async fn contacts_without_presence_stay_apart() {
         &lan_client_args(ALICE, &dir, port, &["--no-presence", "--lan-timeout", "4s"]),
     );
     alice.expect("room").await;
-    let mut bob = Client::start(BOB, &lan_client_args(BOB, &dir, port, &["--lan-timeout", "4s"]));
+    let mut bob = Client::start(
+        BOB,
+        &lan_client_args(BOB, &dir, port, &["--lan-timeout", "4s"]),
+    );
     // Alice's fresh room ends unmatched and, with nothing else to wait for,
     // her messenger ends (exit 14, LAN timeout) without ever being matched.
     assert_eq!(alice.exit_code().await, 14, "{}", alice.stderr());
     let events = alice.drain().await;
     assert!(
-        !events.iter().any(|e| e["event"] == "matched" || e["event"] == "connected"),
+        !events
+            .iter()
+            .any(|e| e["event"] == "matched" || e["event"] == "connected"),
         "{events:?}"
     );
     bob.say("/quit").await;

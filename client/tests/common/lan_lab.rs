@@ -202,15 +202,16 @@ impl LanTap {
             found,
             "the LAN tap cannot run without `tcpdump`: apt-get install tcpdump (.ci/run installs it)"
         );
-        let mut child = super::command_in(Some(&lab.ns(Host::Router)), std::path::Path::new("tcpdump"))
-            .args(["-i", "br0", "-U", "--immediate-mode", "-s", "0", "-w", "-"])
-            .args(["udp", "port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start tcpdump");
+        let mut child =
+            super::command_in(Some(&lab.ns(Host::Router)), std::path::Path::new("tcpdump"))
+                .args(["-i", "br0", "-U", "--immediate-mode", "-s", "0", "-w", "-"])
+                .args(["udp", "port", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start tcpdump");
         let mut stdout = child.stdout.take().expect("piped stdout");
         let pcap = tokio::spawn(async move {
             let mut bytes = Vec::new();
@@ -270,7 +271,9 @@ fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
         };
         // The UDP length, not the frame's end: short frames carry padding.
         let payload = udp.and_then(|u| {
-            let len = usize::from(u16::from_be_bytes(frame.get(u + 4..u + 6)?.try_into().ok()?));
+            let len = usize::from(u16::from_be_bytes(
+                frame.get(u + 4..u + 6)?.try_into().ok()?,
+            ));
             frame.get(u + 8..u + len.max(8))
         });
         if let Some(payload) = payload {
