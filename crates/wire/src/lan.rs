@@ -346,7 +346,7 @@ impl Sieve {
 // offset  size  field
 //      0     4  magic "P2PP" (50 32 50 50)
 //      4     1  version (01)
-//      5    16  id: random, redrawn by the sender every epoch
+//      5    16  id: the sender's random instance id (per run, or per call)
 //     21     4  epoch, u32 big-endian: Unix time in ms / PRESENCE_EPOCH_MS
 //     25     1  n, the number of tags (1 ..= MAX_PRESENCE_TAGS)
 //     26  16·n  tags: HMAC-SHA256(presence_key(contact), label || id || epoch)[..16]
@@ -356,7 +356,8 @@ impl Sieve {
 pub const PRESENCE_MAGIC: [u8; 4] = *b"P2PP";
 /// The presence format's own version.
 pub const PRESENCE_VERSION: u8 = 1;
-/// The sender's id: random, new every epoch (so it follows nobody across epochs).
+/// The sender's id: random per messenger run (or per contact conversation that
+/// calls); a receiver rings each contact once per id.
 pub const PRESENCE_ID_LEN: usize = 16;
 /// One contact's tag: 128 bits, so a guessed tag matches with probability 2^-128.
 pub const PRESENCE_TAG_LEN: usize = 16;
