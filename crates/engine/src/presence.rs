@@ -64,12 +64,12 @@ pub fn lan_contacts(
         .collect())
 }
 
+/// A contact's pair secret (§15.3) and how presence names the contact.
+type PairSecret = (Zeroizing<[u8; 32]>, Ringing);
+
 /// Every contact in `store` (in its order: the most recently seen first) with
 /// the pair's static secret and how presence names it.
-fn pair_secrets(
-    identity: &Identity,
-    store: &History,
-) -> Result<Vec<(Zeroizing<[u8; 32]>, Ringing)>, ClientError> {
+fn pair_secrets(identity: &Identity, store: &History) -> Result<Vec<PairSecret>, ClientError> {
     let contacts = store.contacts()?;
     let mut names: HashMap<&str, usize> = HashMap::new();
     for c in &contacts {

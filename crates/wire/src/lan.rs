@@ -507,6 +507,9 @@ pub fn open_presence(datagram: &[u8], now_ms: u64) -> Result<Presence, Dropped> 
     Ok(Presence { id, epoch, tags })
 }
 
+/// A sender's id and an epoch: what a set of expected tags is computed for.
+type SenderEpoch = ([u8; PRESENCE_ID_LEN], u32);
+
 /// A presence announcement that carries tags of our contacts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recognised {
@@ -528,7 +531,7 @@ pub struct PresenceSieve {
     /// Our current id and the one before (still on the wire for a while).
     own: [Option<[u8; PRESENCE_ID_LEN]>; 2],
     /// (id, epoch) → each contact's expected tag, most recent last.
-    expected: VecDeque<(([u8; PRESENCE_ID_LEN], u32), Vec<PresenceTag>)>,
+    expected: VecDeque<(SenderEpoch, Vec<PresenceTag>)>,
     /// SHA-256 of each datagram evaluated → its epoch.
     seen: HashMap<[u8; 32], u32>,
     /// (sender id, contact) already recognised → the epoch.
@@ -926,7 +929,7 @@ mod tests {
         ));
         let full = seal_presence(&p(MAX_PRESENCE_TAGS)).unwrap();
         assert_eq!(full.len(), MAX_PRESENCE_DATAGRAM);
-        assert!(MAX_PRESENCE_DATAGRAM <= MAX_DATAGRAM);
+        const { assert!(MAX_PRESENCE_DATAGRAM <= MAX_DATAGRAM) };
         assert_eq!(open_presence(&full, 60_000).unwrap(), p(MAX_PRESENCE_TAGS));
     }
 
