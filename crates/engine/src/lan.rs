@@ -807,12 +807,22 @@ pub async fn presence(
     let mut buf4 = vec![0u8; MAX_DATAGRAM + 1];
     let mut buf6 = vec![0u8; MAX_DATAGRAM + 1];
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    // Contacts found and not yet handed to the messenger (its queue is short,
+    // and one datagram may name many).
+    let mut ring_next: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     // Bounded by the messenger: it ends when the ring receiver is dropped.
     loop {
         let answer_at = (!run.answers.is_empty())
             .then(|| run.last.map_or_else(Instant::now, |last| last + MIN_GAP));
         let received = tokio::select! {
             () = rings.closed() => return,
+            permit = rings.reserve(), if !ring_next.is_empty() => {
+                let Ok(permit) = permit else { return };
+                if let Some(who) = ring_next.pop_front().and_then(|c| ringing.get(c)) {
+                    permit.send(who.clone());
+                }
+                continue;
+            }
             () = tokio::time::sleep_until(run.schedule.next) => {
                 run.announce().await;
                 continue;
@@ -837,16 +847,9 @@ pub async fn presence(
         };
         for contact in found.fresh {
             run.answers.insert(contact);
-            let Some(who) = ringing.get(contact) else {
-                continue;
-            };
-            match rings.try_send(who.clone()) {
-                Ok(()) => {}
-                // The next sender id (at the latest next epoch) rings again.
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::debug!("LAN presence: ring queue full");
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            // At most one waiting ring per contact: bounded by the contact list.
+            if !ring_next.contains(&contact) {
+                ring_next.push_back(contact);
             }
         }
     }
