@@ -855,6 +855,17 @@ pub async fn presence(
     }
 }
 
+/// The contacts (indexes) of the round that starts at `cursor` among `len`,
+/// and where the next round starts.
+fn next_batch(cursor: usize, len: usize) -> (Vec<usize>, usize) {
+    if len == 0 {
+        return (Vec::new(), 0);
+    }
+    let n = len.min(wire::lan::MAX_PRESENCE_TAGS);
+    let batch = (0..n).map(|i| (cursor + i) % len).collect();
+    (batch, (cursor + n) % len)
+}
+
 /// LAN presence's sockets, schedule and what it announces.
 struct PresenceRun {
     v4: UdpSocket,
@@ -885,11 +896,8 @@ impl PresenceRun {
             self.schedule.next = self.schedule.next.max(last + MIN_GAP);
             return;
         }
-        let n = self.keys.len().min(wire::lan::MAX_PRESENCE_TAGS);
-        let batch: Vec<usize> = (0..n)
-            .map(|i| (self.cursor + i) % self.keys.len())
-            .collect();
-        self.cursor = (self.cursor + n) % self.keys.len();
+        let (batch, cursor) = next_batch(self.cursor, self.keys.len());
+        self.cursor = cursor;
         self.send(&batch).await;
         self.schedule.after_round(now);
     }
@@ -1012,5 +1020,31 @@ mod tests {
         assert!(gaps.last().unwrap() >= &SLOW_CAP.mul_f64(0.9), "{gaps:?}");
         // 40 s of announcing is a bounded number of rounds.
         assert!(gaps.len() < 25, "{} rounds", gaps.len());
+    }
+    #[test]
+    fn a_thousand_contacts_go_round_in_sixteen_datagrams_of_at_most_64_tags() {
+        let len = 1000;
+        let mut cursor = 0;
+        let mut seen = vec![0u32; len];
+        for _ in 0..16 {
+            let (batch, next) = next_batch(cursor, len);
+            assert!(batch.len() <= wire::lan::MAX_PRESENCE_TAGS);
+            let presence = wire::lan::Presence {
+                id: [0; wire::lan::PRESENCE_ID_LEN],
+                epoch: 0,
+                tags: vec![[0; wire::lan::PRESENCE_TAG_LEN]; batch.len()],
+            };
+            let datagram = wire::lan::seal_presence(&presence).unwrap();
+            assert!(datagram.len() <= MAX_DATAGRAM);
+            for c in batch {
+                seen[c] += 1;
+            }
+            cursor = next;
+        }
+        assert!(seen.iter().all(|&n| n >= 1), "every contact announced");
+        assert!(seen.iter().all(|&n| n <= 2));
+        // A few contacts: all of them every round.
+        assert_eq!(next_batch(0, 3), (vec![0, 1, 2], 0));
+        assert_eq!(next_batch(0, 0), (vec![], 0));
     }
 }
