@@ -33,14 +33,10 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_ROOM", conflicts_with_all = ["to", "connect"])]
     pub room: Option<String>,
 
-    /// Meet a contact (its name or fingerprint, see `client contacts`) at the
-    /// mediator with no room code: the room comes from both identity keys.
-    #[arg(
-        long,
-        env = "P2PCHAT_TO",
-        value_name = "NAME|FINGERPRINT",
-        requires = "server"
-    )]
+    /// Meet a contact (its name or fingerprint, see `client contacts`) with no
+    /// room code, at the mediator or, without --server, on the local network:
+    /// the room comes from both identity keys.
+    #[arg(long, env = "P2PCHAT_TO", value_name = "NAME|FINGERPRINT")]
     pub to: Option<String>,
 
     /// Dial a connection token from `client token`: its addresses, then the
@@ -94,8 +90,10 @@ pub struct Args {
     )]
     pub group_room: bool,
 
-    /// Keep no connection at the mediator that waits for your contacts: they
-    /// reach you only while you have a conversation with them open.
+    /// Do not wait for your contacts: no connection at the mediator that waits
+    /// for them, and with no --server no presence announcements on the local
+    /// network. They reach you only while you have a conversation with them
+    /// open.
     #[arg(long, env = "P2PCHAT_NO_PRESENCE")]
     pub no_presence: bool,
 

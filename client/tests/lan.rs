@@ -126,7 +126,7 @@ async fn lan_two_clients_on_loopback_without_a_server_chat_over_path_lan() {
 async fn lan_a_client_in_another_room_is_never_matched_and_exits_14() {
     let dir = TempDir::new("lan-rooms");
     let port = free_udp_port();
-    let quick = ["--lan-timeout", "3s", "--log", "client=debug"];
+    let quick = ["--lan-timeout", "3s", "--log", "engine=debug"];
     let mut alice = Client::start_env(
         "alice",
         &args(
@@ -214,7 +214,7 @@ async fn lan_garbage_forged_stale_and_reflected_datagrams_are_counted_and_never_
                 "--lan-timeout",
                 "6s",
                 "--log",
-                "client=debug",
+                "engine=debug",
             ],
         ),
         &[("NO_COLOR", "1")],

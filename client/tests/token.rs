@@ -27,6 +27,9 @@ fn direct_args(name: &str, dir: &TempDir, extra: &[&str]) -> Vec<String> {
     let mut args = client_args("unused", name, dir, &[]);
     let at = args.iter().position(|a| a == "--server").expect("--server");
     args.drain(at..at + 2);
+    // No server: contacts would find each other by LAN presence (§14.4) and
+    // meet before the token does; and a test announces on loopback only.
+    args.extend(["--no-presence", "--lan-interface", "lo"].map(String::from));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }

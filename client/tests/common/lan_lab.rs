@@ -1,7 +1,8 @@
 //! A small network-namespace LAN for LAN-mode tests: three hosts on one bridge,
 //! and a router from that bridge to a second segment with one far host. Names are
 //! unique per lab; `Drop` deletes every namespace (and with them the bridge and
-//! the veths), even when the test panics. Needs root.
+//! the veths), even when the test panics. Needs root. [`LanTap`] records what
+//! anyone on the bridge hears on the LAN port (tcpdump in the router).
 //!
 //! ```text
 //!   lan1 10.71.1.11 ─┐
@@ -174,4 +175,110 @@ impl Drop for LanLab {
             let _ = StdCommand::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// tcpdump on the bridge (in the router's namespace), recording every UDP
+/// datagram to or from the LAN port: what a stranger on that network hears,
+/// broadcast and multicast alike (the bridge floods both).
+pub struct LanTap {
+    child: tokio::process::Child,
+    pcap: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl LanTap {
+    /// Starts capturing UDP port `port` and returns once tcpdump listens.
+    /// Panics (never skips) without tcpdump.
+    pub async fn start(lab: &LanLab, port: u16) -> LanTap {
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+        let found = StdCommand::new("tcpdump")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "the LAN tap cannot run without `tcpdump`: apt-get install tcpdump (.ci/run installs it)"
+        );
+        let mut child =
+            super::command_in(Some(&lab.ns(Host::Router)), std::path::Path::new("tcpdump"))
+                .args(["-i", "br0", "-U", "--immediate-mode", "-s", "0", "-w", "-"])
+                .args(["udp", "port", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start tcpdump");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let pcap = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes).await;
+            bytes
+        });
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        super::await_line(stderr, "listening on", "tcpdump on the LAN bridge").await;
+        LanTap { child, pcap }
+    }
+
+    /// Stops the capture (SIGINT, so tcpdump flushes) and returns the UDP
+    /// payloads it saw, in order.
+    pub async fn stop(mut self) -> Vec<Vec<u8>> {
+        if let Some(pid) = self.child.id() {
+            let _ = StdCommand::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(super::WAIT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let bytes = tokio::time::timeout(super::WAIT, self.pcap)
+            .await
+            .expect("capture output ends once tcpdump exits")
+            .expect("capture reader");
+        udp_payloads(&bytes)
+    }
+}
+
+/// The UDP payloads of the Ethernet frames (IPv4 or IPv6 without extension
+/// headers) in a little-endian pcap stream.
+fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(pcap.get(at..at + 4)?.try_into().ok()?))
+    };
+    assert_eq!(u32_at(0), Some(0xa1b2_c3d4), "a little-endian pcap stream");
+    let mut out = Vec::new();
+    let mut at = 24;
+    while let Some(len) = u32_at(at + 8) {
+        let start = at + 16;
+        let end = start + len as usize;
+        let Some(frame) = pcap.get(start..end) else {
+            break;
+        };
+        at = end;
+        let udp = match frame.get(12..14) {
+            Some([0x08, 0x00]) => {
+                let ihl = usize::from(frame.get(14).copied().unwrap_or(0) & 0x0f) * 4;
+                (frame.get(23) == Some(&17)).then_some(14 + ihl)
+            }
+            Some([0x86, 0xdd]) => (frame.get(20) == Some(&17)).then_some(14 + 40),
+            _ => None,
+        };
+        // The UDP length, not the frame's end: short frames carry padding.
+        let payload = udp.and_then(|u| {
+            let len = usize::from(u16::from_be_bytes(
+                frame.get(u + 4..u + 6)?.try_into().ok()?,
+            ));
+            frame.get(u + 8..u + len.max(8))
+        });
+        if let Some(payload) = payload {
+            out.push(payload.to_vec());
+        }
+    }
+    out
 }

@@ -55,6 +55,11 @@ struct Setup {
     identity: Identity,
     /// The identity the peer must prove: the contact of `--to`.
     expect_peer: Option<IdentityKey>,
+    /// The name we know the contact of `--to` by (LAN mode shows it: no name
+    /// goes on the air there, docs/protocol.md §14.4).
+    contact_name: Option<String>,
+    /// LAN mode, `--to`: the pair's presence key, to call the contact (§14.4).
+    call: Option<wire::lan::PresenceKey>,
     /// A token run: `client token` (filled in once the port is bound) or
     /// `--connect`.
     token: Option<TokenRun>,
@@ -261,6 +266,8 @@ fn meet_contact(setup: &mut Setup, history: Option<&History>, to: &str) -> Resul
     setup.code = RoomCode::from_secret(&label, &secret);
     setup.room = label;
     setup.expect_peer = Some(key);
+    setup.contact_name = Some(contact.name.clone());
+    setup.call = Some(wire::lan::presence_key(&secret));
     Ok(())
 }
 
@@ -455,6 +462,8 @@ fn prepare(config: Config, out: &Events) -> Result<Setup, ClientError> {
         // fills the room in then.
         None if config.connect.is_some() || config.token_ttl.is_some() => "token".to_string(),
         None if server.is_some() => String::new(),
+        // `--to`: the contact's room, filled in by `meet_contact`.
+        None if config.to.is_some() => String::new(),
         None => {
             let room = roomcode::generate(&mut OsRng);
             show_room(None, &room, false, out);
@@ -502,6 +511,8 @@ fn prepare(config: Config, out: &Events) -> Result<Setup, ClientError> {
         history,
         identity,
         expect_peer: None,
+        contact_name: None,
+        call: None,
         token: None,
         config,
     }
@@ -733,8 +744,15 @@ async fn establish_lan(
     out: &Events,
 ) -> Result<(Connected, Matched), ClientError> {
     let (code, keys) = room_keys(setup)?;
+    // A contact's conversation names nobody on the air (§14.4): the
+    // announcement and both sides' transcripts carry a fixed name instead.
+    let contact = setup.contact_name.as_deref();
     let us = lan::Us {
-        name: &setup.name,
+        name: if contact.is_some() {
+            wire::lan::CONTACT_NAME
+        } else {
+            &setup.name
+        },
         group: setup.group,
         public: keys.public(),
         listen: net.port.addr(),
@@ -742,9 +760,16 @@ async fn establish_lan(
     };
     // `_announcing` keeps announcing until the connection stands: the peer may
     // not have heard us yet.
-    let (matched, own_locals, _announcing) =
-        lan::find_peer(&setup.lan, &setup.room, us, out).await?;
-    let input = matched_input(setup, code, keys, &matched, previous, out);
+    let (mut matched, own_locals, _announcing) =
+        lan::find_peer(&setup.lan, &setup.code, setup.call.clone(), us, out).await?;
+    if let Some(name) = contact {
+        matched.peer_name = name.to_owned();
+    }
+    let mut input = matched_input(setup, code, keys, &matched, previous, out);
+    if contact.is_some() {
+        input.local_name = wire::lan::CONTACT_NAME.to_owned();
+        input.peer_name = wire::lan::CONTACT_NAME.to_owned();
+    }
     // No mediator: nothing to punch with, no relay (`matched.relay` is `Off`).
     let race = new_race(setup, net, &matched, &own_locals, "", None);
     let mut conn = connect_peer(race, input, out).await.map_err(|e| match e {

@@ -63,8 +63,9 @@ pub struct Config {
     pub lan_timeout: Duration,
     /// LAN mode: announce only on these interfaces (empty: every one up).
     pub lan_interface: Vec<String>,
-    /// Keep no presence connection: contacts reach us only while a
-    /// conversation with them is open.
+    /// No presence (docs/protocol.md §21, §14.4): no connection at the
+    /// mediator waiting for contacts, no announcements on the LAN; contacts
+    /// reach us only while a conversation with them is open.
     pub no_presence: bool,
 }
 

@@ -3,7 +3,9 @@
 //! host through SO_REUSEADDR/SO_REUSEPORT), announce ourselves with backoff to
 //! every interface's broadcast address, 255.255.255.255 and link-local multicast
 //! (IPv4 and IPv6), and turn the first fresh announcement of our room into the
-//! same [`Matched`] the mediator would hand out.
+//! same [`Matched`] the mediator would hand out. A messenger with no mediator
+//! also runs [`presence`] (§14.4) on the same port: one tag per contact, so
+//! contacts on the network find each other with no code.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -14,6 +16,7 @@ use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use wire::lan::{Announcement, DropCounts, Sieve, INSTANCE_LEN, MAX_ADDRS, MAX_DATAGRAM};
@@ -22,6 +25,7 @@ use wire::Role;
 use crate::error::ClientError;
 use crate::events::{Event, Events};
 use crate::history::now_ms;
+use crate::presence::Ringing;
 use crate::rendezvous::Matched;
 
 /// The UDP port clients announce and listen on unless `--lan-port` says otherwise.
@@ -216,6 +220,89 @@ async fn send(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> std::io::R
     }
 }
 
+/// Sends `datagram` to every destination of §14 (each interface's broadcast,
+/// 255.255.255.255 without an interface list, the multicast groups per
+/// interface); returns how many sends went out and how many failed.
+async fn send_everywhere(
+    v4: &UdpSocket,
+    v6: Option<&UdpSocket>,
+    port: u16,
+    only: &[String],
+    datagram: &[u8],
+) -> (u32, u32) {
+    let ifaces = interfaces(only);
+    let mut sent = 0u32;
+    let mut failed = 0u32;
+    let mut count = |r: std::io::Result<usize>| match r {
+        Ok(_) => sent += 1,
+        Err(e) => {
+            failed += 1;
+            tracing::trace!(error = %e, "LAN datagram not sent");
+        }
+    };
+    let sock4 = socket2::SockRef::from(v4);
+    for iface in &ifaces {
+        for (_, broadcast) in &iface.v4 {
+            count(send(v4, datagram, (*broadcast, port).into()).await);
+        }
+    }
+    // The limited broadcast leaves by the default route's interface; with an
+    // interface list it could leave by one not on the list.
+    if only.is_empty() {
+        count(send(v4, datagram, (Ipv4Addr::BROADCAST, port).into()).await);
+    }
+    for iface in ifaces.iter().filter(|i| !i.loopback) {
+        for (ip, _) in &iface.v4 {
+            if sock4.set_multicast_if_v4(ip).is_ok() {
+                count(send(v4, datagram, (MULTICAST_V4, port).into()).await);
+            }
+        }
+    }
+    if let Some(v6) = v6 {
+        let sock = socket2::SockRef::from(v6);
+        for iface in ifaces.iter().filter(|i| !i.loopback) {
+            let Some(index) = iface.index else { continue };
+            if sock.set_multicast_if_v6(index).is_ok() {
+                let to = SocketAddrV6::new(MULTICAST_V6, port, 0, index);
+                count(send(v6, datagram, to.into()).await);
+            }
+        }
+    }
+    (sent, failed)
+}
+
+/// Our two sockets on the LAN port (the IPv6 one if the host has IPv6), in the
+/// multicast groups on every announced interface.
+fn lan_sockets(config: &LanConfig) -> std::io::Result<(UdpSocket, Option<UdpSocket>)> {
+    let port = config.port;
+    let v4 = udp_socket(Domain::IPV4, port, &config.interfaces)?;
+    let v4 = UdpSocket::from_std(v4.into())?;
+    let v6 = match udp_socket(Domain::IPV6, port, &config.interfaces) {
+        Ok(s) => UdpSocket::from_std(s.into()).ok(),
+        Err(e) => {
+            tracing::debug!(error = %e, "no IPv6 LAN socket");
+            None
+        }
+    };
+    let ifaces = interfaces(&config.interfaces);
+    if ifaces.is_empty() {
+        tracing::warn!("no network interface to announce on");
+    }
+    for iface in ifaces.iter().filter(|i| !i.loopback) {
+        for (ip, _) in &iface.v4 {
+            if let Err(e) = v4.join_multicast_v4(MULTICAST_V4, *ip) {
+                tracing::debug!(iface = %iface.name, error = %e, "cannot join the IPv4 group");
+            }
+        }
+        if let (Some(v6), Some(index)) = (&v6, iface.index) {
+            if let Err(e) = v6.join_multicast_v6(&MULTICAST_V6, index) {
+                tracing::debug!(iface = %iface.name, error = %e, "cannot join the IPv6 group");
+            }
+        }
+    }
+    Ok((v4, v6))
+}
+
 /// Our two sockets on the LAN port and what we send on them.
 #[derive(Debug)]
 struct Announcer {
@@ -225,6 +312,9 @@ struct Announcer {
     only: Vec<String>,
     key: wire::lan::LanKey,
     us: Announcement,
+    /// A contact's conversation also calls the contact (§14.4): its presence
+    /// tag under our instance id, so its messenger rings and meets us.
+    call: Option<wire::lan::PresenceKey>,
     schedule: Schedule,
     last: Option<Instant>,
     rounds: u64,
@@ -279,45 +369,24 @@ impl Announcer {
                 return;
             }
         };
-        let ifaces = interfaces(&self.only);
-        let mut sent = 0u32;
-        let mut failed = 0u32;
-        let mut count = |r: std::io::Result<usize>| match r {
-            Ok(_) => sent += 1,
-            Err(e) => {
-                failed += 1;
-                tracing::trace!(error = %e, "LAN announcement not sent");
-            }
-        };
-        let v4 = socket2::SockRef::from(&self.v4);
-        for iface in &ifaces {
-            for (_, broadcast) in &iface.v4 {
-                count(send(&self.v4, &datagram, (*broadcast, self.port).into()).await);
-            }
-        }
-        // The limited broadcast leaves by the default route's interface; with an
-        // interface list it could leave by one not on the list.
-        if self.only.is_empty() {
-            count(send(&self.v4, &datagram, (Ipv4Addr::BROADCAST, self.port).into()).await);
-        }
-        for iface in ifaces.iter().filter(|i| !i.loopback) {
-            for (ip, _) in &iface.v4 {
-                if v4.set_multicast_if_v4(ip).is_ok() {
-                    count(send(&self.v4, &datagram, (MULTICAST_V4, self.port).into()).await);
-                }
-            }
-        }
-        if let Some(v6) = &self.v6 {
-            let sock = socket2::SockRef::from(v6);
-            for iface in ifaces.iter().filter(|i| !i.loopback) {
-                let Some(index) = iface.index else { continue };
-                if sock.set_multicast_if_v6(index).is_ok() {
-                    let to = SocketAddrV6::new(MULTICAST_V6, self.port, 0, index);
-                    count(send(v6, &datagram, to.into()).await);
-                }
-            }
-        }
+        let (sent, failed) =
+            send_everywhere(&self.v4, self.v6.as_ref(), self.port, &self.only, &datagram).await;
         tracing::trace!(round = self.rounds, sent, failed, "LAN announcement sent");
+        if let Some(key) = &self.call {
+            let id = self.us.instance;
+            let epoch = wire::lan::presence_epoch(now_ms());
+            let call = wire::lan::Presence {
+                id,
+                epoch,
+                tags: vec![wire::lan::presence_tag(key, &id, epoch)],
+            };
+            match wire::lan::seal_presence(&call) {
+                Ok(d) => {
+                    send_everywhere(&self.v4, self.v6.as_ref(), self.port, &self.only, &d).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot build the LAN call"),
+            }
+        }
         self.schedule.after_round(now);
     }
 }
@@ -387,40 +456,27 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Binds the LAN port and prepares our announcement.
+    /// Binds the LAN port and prepares our announcement for the room typed as
+    /// `room`.
     pub fn bind(config: &LanConfig, room: &str, us: Us<'_>) -> Result<Discovery, ClientError> {
+        Discovery::bind_code(config, &RoomCode::parse(room), us)
+    }
+
+    /// [`Discovery::bind`] for a room code already parsed (a contact's room is
+    /// no typed text).
+    pub fn bind_code(
+        config: &LanConfig,
+        code: &RoomCode,
+        us: Us<'_>,
+    ) -> Result<Discovery, ClientError> {
         let port = config.port;
-        let failed = |e: std::io::Error| {
+        let (v4, v6) = lan_sockets(config).map_err(|e| {
             ClientError::ListenFailed(format!(
                 "cannot listen on UDP port {port} for LAN discovery: {e}; pick another with --lan-port (both sides must use the same), or meet through a mediator with --server"
             ))
-        };
-        let v4 = udp_socket(Domain::IPV4, port, &config.interfaces).map_err(failed)?;
-        let v4 = UdpSocket::from_std(v4.into()).map_err(failed)?;
-        let v6 = match udp_socket(Domain::IPV6, port, &config.interfaces) {
-            Ok(s) => UdpSocket::from_std(s.into()).ok(),
-            Err(e) => {
-                tracing::debug!(error = %e, "no IPv6 LAN socket");
-                None
-            }
-        };
+        })?;
         let ifaces = interfaces(&config.interfaces);
-        if ifaces.is_empty() {
-            tracing::warn!("no network interface to announce on");
-        }
-        for iface in ifaces.iter().filter(|i| !i.loopback) {
-            for (ip, _) in &iface.v4 {
-                if let Err(e) = v4.join_multicast_v4(MULTICAST_V4, *ip) {
-                    tracing::debug!(iface = %iface.name, error = %e, "cannot join the IPv4 group");
-                }
-            }
-            if let (Some(v6), Some(index)) = (&v6, iface.index) {
-                if let Err(e) = v6.join_multicast_v6(&MULTICAST_V6, index) {
-                    tracing::debug!(iface = %iface.name, error = %e, "cannot join the IPv6 group");
-                }
-            }
-        }
-        let key = wire::lan::lan_key(&RoomCode::parse(room));
+        let key = wire::lan::lan_key(code);
         let announcement = Announcement {
             instance: config.instance,
             name: us.name.to_string(),
@@ -438,6 +494,7 @@ impl Discovery {
                 only: config.interfaces.clone(),
                 key: key.clone(),
                 us: announcement,
+                call: None,
                 schedule: Schedule::new(now),
                 last: None,
                 rounds: 0,
@@ -450,6 +507,13 @@ impl Discovery {
             warned_group: false,
             logged: None,
         })
+    }
+
+    /// Also call the contact whose presence key is `key` (docs/protocol.md
+    /// §14.4) every round: for a contact's conversation.
+    pub fn calling(mut self, key: wire::lan::PresenceKey) -> Discovery {
+        self.announcer.call = Some(key);
+        self
     }
 
     /// The addresses our announcement lists.
@@ -599,12 +663,16 @@ impl Drop for Announcing {
 /// connection stands.
 pub async fn discover(
     config: &LanConfig,
-    room: &str,
+    room: &RoomCode,
+    call: Option<wire::lan::PresenceKey>,
     us: Us<'_>,
     on_waiting: impl FnOnce(),
     on_other_group: impl FnMut(u8),
 ) -> Result<(Matched, Vec<SocketAddr>, Announcing), ClientError> {
-    let mut discovery = Discovery::bind(config, room, us)?;
+    let mut discovery = Discovery::bind_code(config, room, us)?;
+    if let Some(key) = call {
+        discovery = discovery.calling(key);
+    }
     on_waiting();
     let deadline = Instant::now() + config.timeout;
     match discovery.next_peer(deadline, on_other_group).await {
@@ -620,7 +688,8 @@ pub async fn discover(
 /// [`discover`], telling the person what happens on `out`.
 pub async fn find_peer(
     config: &LanConfig,
-    room: &str,
+    room: &RoomCode,
+    call: Option<wire::lan::PresenceKey>,
     us: Us<'_>,
     out: &Events,
 ) -> Result<(Matched, Vec<SocketAddr>, Announcing), ClientError> {
@@ -644,11 +713,25 @@ pub async fn find_peer(
             ),
         })
     };
-    discover(config, room, us, on_waiting, on_other_group).await
+    discover(config, room, call, us, on_waiting, on_other_group).await
 }
 
 /// The clear message for finding nobody, with the likely causes.
-fn timed_out(config: &LanConfig, room: &str) -> ClientError {
+fn timed_out(config: &LanConfig, room: &RoomCode) -> ClientError {
+    if room.kind() == dhke::RoomKind::Secret {
+        // A contact's room: nothing was typed, the contact was simply not there.
+        return ClientError::LanTimeout(format!(
+            "{} did not answer on the local network within {} (LAN mode, UDP port {}): \
+             they may not be running, or be on a different network (LAN mode reaches only \
+             this network segment; across networks both run with --server HOST), or a \
+             firewall blocks UDP port {}, or the Wi-Fi isolates clients from each other.",
+            wire::sanitize_for_terminal(room.as_str()),
+            humantime::format_duration(config.timeout),
+            config.port,
+            config.port,
+        ));
+    }
+    let room = room.as_str();
     ClientError::LanTimeout(format!(
         "nobody in room `{room}` answered on the local network within {} (LAN mode, UDP port {}). \
          Likely causes: the other person is on a different network (LAN mode reaches only this \
@@ -660,6 +743,204 @@ fn timed_out(config: &LanConfig, room: &str) -> ClientError {
         config.port,
         config.port,
     ))
+}
+
+/// Most contacts LAN presence announces and listens for (the most recently
+/// seen first), as a mediator holds for one presence connection by default.
+pub const MAX_PRESENCE_CONTACTS: usize = 1024;
+
+/// One contact as LAN presence knows it.
+#[derive(Debug, Clone)]
+pub struct LanContact {
+    pub key: wire::lan::PresenceKey,
+    pub ringing: Ringing,
+}
+
+/// LAN presence (docs/protocol.md §14.4): while the messenger runs with no
+/// mediator, announce one tag per contact (batched, on LAN mode's schedule)
+/// and listen for our contacts' tags; each contact found under a new sender id
+/// goes to `rings` (the messenger opens its conversation) and gets an answer
+/// at once, so it finds us without waiting for our next round. Returns when
+/// nobody listens for rings any more.
+pub async fn presence(
+    config: LanConfig,
+    contacts: Vec<LanContact>,
+    rings: mpsc::Sender<Ringing>,
+    events: Events,
+) {
+    if contacts.is_empty() {
+        return;
+    }
+    let (v4, v6) = match lan_sockets(&config) {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            events.show(&Event::Info {
+                text: format!(
+                    "Contacts on the local network cannot find you: cannot listen on UDP port {} \
+                     ({e}); pick another with --lan-port (both sides must use the same).",
+                    config.port
+                ),
+            });
+            return;
+        }
+    };
+    let (keys, ringing): (Vec<_>, Vec<_>) = contacts
+        .into_iter()
+        .take(MAX_PRESENCE_CONTACTS)
+        .map(|c| (c.key, c.ringing))
+        .unzip();
+    let mut run = PresenceRun {
+        v4,
+        v6,
+        port: config.port,
+        only: config.interfaces,
+        sieve: wire::lan::PresenceSieve::new(keys.clone()),
+        keys,
+        id: config.instance,
+        schedule: Schedule::new(Instant::now()),
+        last: None,
+        cursor: 0,
+        answers: std::collections::BTreeSet::new(),
+    };
+    run.sieve.own(run.id);
+    tracing::debug!(contacts = run.keys.len(), "LAN presence: announcing");
+    let mut buf4 = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf6 = vec![0u8; MAX_DATAGRAM + 1];
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    // Contacts found and not yet handed to the messenger (its queue is short,
+    // and one datagram may name many).
+    let mut ring_next: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    // Bounded by the messenger: it ends when the ring receiver is dropped.
+    loop {
+        let answer_at = (!run.answers.is_empty())
+            .then(|| run.last.map_or_else(Instant::now, |last| last + MIN_GAP));
+        let received = tokio::select! {
+            () = rings.closed() => return,
+            permit = rings.reserve(), if !ring_next.is_empty() => {
+                let Ok(permit) = permit else { return };
+                if let Some(who) = ring_next.pop_front().and_then(|c| ringing.get(c)) {
+                    permit.send(who.clone());
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(run.schedule.next) => {
+                run.announce().await;
+                continue;
+            }
+            () = tokio::time::sleep_until(answer_at.unwrap_or(far)), if answer_at.is_some() => {
+                run.answer().await;
+                continue;
+            }
+            r = run.v4.recv_from(&mut buf4) => r.map(|(n, _)| &buf4[..n]),
+            r = recv_opt(run.v6.as_ref(), &mut buf6) => r.map(|(n, _)| &buf6[..n]),
+        };
+        let datagram = match received {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::trace!(error = %e, "LAN receive error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(found) = run.sieve.accept(datagram, now_ms()) else {
+            continue;
+        };
+        for contact in found.fresh {
+            run.answers.insert(contact);
+            // At most one waiting ring per contact: bounded by the contact list.
+            if !ring_next.contains(&contact) {
+                ring_next.push_back(contact);
+            }
+        }
+    }
+}
+
+/// The contacts (indexes) of the round that starts at `cursor` among `len`,
+/// and where the next round starts.
+fn next_batch(cursor: usize, len: usize) -> (Vec<usize>, usize) {
+    if len == 0 {
+        return (Vec::new(), 0);
+    }
+    let n = len.min(wire::lan::MAX_PRESENCE_TAGS);
+    let batch = (0..n).map(|i| (cursor + i) % len).collect();
+    (batch, (cursor + n) % len)
+}
+
+/// LAN presence's sockets, schedule and what it announces.
+struct PresenceRun {
+    v4: UdpSocket,
+    v6: Option<UdpSocket>,
+    port: u16,
+    only: Vec<String>,
+    keys: Vec<wire::lan::PresenceKey>,
+    sieve: wire::lan::PresenceSieve,
+    /// Our sender id: random, for the whole run, so each contact rings once
+    /// per run of ours (a contact that closed our conversation is not called
+    /// back every epoch); the tags still change every epoch.
+    id: [u8; wire::lan::PRESENCE_ID_LEN],
+    schedule: Schedule,
+    last: Option<Instant>,
+    /// The first contact of the next round's batch.
+    cursor: usize,
+    /// Contacts that just found us under a new id, to answer.
+    answers: std::collections::BTreeSet<usize>,
+}
+
+impl PresenceRun {
+    /// One round: the next batch of at most [`wire::lan::MAX_PRESENCE_TAGS`]
+    /// contacts' tags, in one datagram, on LAN mode's schedule; a big contact
+    /// list takes several rounds to go round.
+    async fn announce(&mut self) {
+        let now = Instant::now();
+        if let Some(last) = self.last.filter(|last| now < *last + MIN_GAP) {
+            self.schedule.next = self.schedule.next.max(last + MIN_GAP);
+            return;
+        }
+        let (batch, cursor) = next_batch(self.cursor, self.keys.len());
+        self.cursor = cursor;
+        self.send(&batch).await;
+        self.schedule.after_round(now);
+    }
+
+    /// Answers the contacts that just found us, in one datagram.
+    async fn answer(&mut self) {
+        let batch: Vec<usize> = self
+            .answers
+            .iter()
+            .copied()
+            .take(wire::lan::MAX_PRESENCE_TAGS)
+            .collect();
+        for contact in &batch {
+            self.answers.remove(contact);
+        }
+        self.send(&batch).await;
+    }
+
+    async fn send(&mut self, contacts: &[usize]) {
+        self.last = Some(Instant::now());
+        let (id, epoch) = (self.id, wire::lan::presence_epoch(now_ms()));
+        let tags = contacts
+            .iter()
+            .filter_map(|&c| self.keys.get(c))
+            .map(|key| wire::lan::presence_tag(key, &id, epoch))
+            .collect();
+        let presence = wire::lan::Presence { id, epoch, tags };
+        let datagram = match wire::lan::seal_presence(&presence) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build the LAN presence announcement");
+                return;
+            }
+        };
+        let (sent, failed) =
+            send_everywhere(&self.v4, self.v6.as_ref(), self.port, &self.only, &datagram).await;
+        tracing::trace!(
+            tags = presence.tags.len(),
+            sent,
+            failed,
+            "LAN presence sent"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -739,5 +1020,31 @@ mod tests {
         assert!(gaps.last().unwrap() >= &SLOW_CAP.mul_f64(0.9), "{gaps:?}");
         // 40 s of announcing is a bounded number of rounds.
         assert!(gaps.len() < 25, "{} rounds", gaps.len());
+    }
+    #[test]
+    fn a_thousand_contacts_go_round_in_sixteen_datagrams_of_at_most_64_tags() {
+        let len = 1000;
+        let mut cursor = 0;
+        let mut seen = vec![0u32; len];
+        for _ in 0..16 {
+            let (batch, next) = next_batch(cursor, len);
+            assert!(batch.len() <= wire::lan::MAX_PRESENCE_TAGS);
+            let presence = wire::lan::Presence {
+                id: [0; wire::lan::PRESENCE_ID_LEN],
+                epoch: 0,
+                tags: vec![[0; wire::lan::PRESENCE_TAG_LEN]; batch.len()],
+            };
+            let datagram = wire::lan::seal_presence(&presence).unwrap();
+            assert!(datagram.len() <= MAX_DATAGRAM);
+            for c in batch {
+                seen[c] += 1;
+            }
+            cursor = next;
+        }
+        assert!(seen.iter().all(|&n| n >= 1), "every contact announced");
+        assert!(seen.iter().all(|&n| n <= 2));
+        // A few contacts: all of them every round.
+        assert_eq!(next_batch(0, 3), (vec![0, 1, 2], 0));
+        assert_eq!(next_batch(0, 0), (vec![], 0));
     }
 }

@@ -488,6 +488,7 @@ pub async fn run(
         None => Vec::new(),
     };
     let store_contacts = presence_contacts(&config, &claim.dir, store.as_ref());
+    let lan_contacts = lan_presence_contacts(&config, &claim.dir, store.as_ref());
     let hub = Arc::new(Hub {
         front,
         table: Mutex::new(Table {
@@ -509,6 +510,7 @@ pub async fn run(
         rings: None,
     };
     engine.start_presence(store_contacts);
+    engine.start_lan_presence(lan_contacts);
     match Open::from_config(&engine.config) {
         Some(open) => {
             let others = stored
@@ -532,6 +534,15 @@ pub async fn run(
             }
             engine.events.show(&Event::Info {
                 text: format!("Reopened {count} conversation(s) from your last run."),
+            });
+        }
+        // A fresh room on the LAN would announce our name to everyone there;
+        // with LAN presence running, contacts find us without one.
+        None if engine.config.server.is_none() && engine.rings.is_some() => {
+            engine.events.show(&Event::Info {
+                text: "No conversation open: your contacts on this network find you by \
+                       themselves. /new makes a fresh room code, /to CONTACT reaches a contact."
+                    .into(),
             });
         }
         None => engine.open(
@@ -572,6 +583,27 @@ fn presence_contacts(
         Err(e) => {
             tracing::warn!(error = %e, "presence is off: cannot read the contacts");
             HashMap::new()
+        }
+    }
+}
+
+/// The contacts LAN presence announces (docs/protocol.md §14.4): none with a
+/// mediator (presence waits there), with `--no-presence`, or without a history.
+fn lan_presence_contacts(
+    config: &Config,
+    profile: &std::path::Path,
+    store: Option<&History>,
+) -> Vec<crate::lan::LanContact> {
+    let (None, false, Some(store)) = (&config.server, config.no_presence, store) else {
+        return Vec::new();
+    };
+    let found = crate::identity::load_or_create(profile)
+        .and_then(|(identity, _)| crate::presence::lan_contacts(&identity, store));
+    match found {
+        Ok(contacts) => contacts,
+        Err(e) => {
+            tracing::warn!(error = %e, "LAN presence is off: cannot read the contacts");
+            Vec::new()
         }
     }
 }
@@ -904,6 +936,23 @@ impl Engine {
         self.rings = Some(rx);
         let events = self.events.clone();
         tokio::task::spawn_local(crate::presence::run(server, contacts, tx, events));
+    }
+
+    /// Starts LAN presence (docs/protocol.md §14.4) when there is no mediator,
+    /// presence is on and there are contacts to announce.
+    fn start_lan_presence(&mut self, contacts: Vec<crate::lan::LanContact>) {
+        if self.config.server.is_some() || self.config.no_presence || contacts.is_empty() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(RING_QUEUE);
+        self.rings = Some(rx);
+        let lan = crate::lan::LanConfig::new(
+            self.config.lan_port,
+            self.config.lan_timeout,
+            self.config.lan_interface.clone(),
+        );
+        let events = self.events.clone();
+        tokio::task::spawn_local(crate::lan::presence(lan, contacts, tx, events));
     }
 
     /// Whether the messenger keeps running with no conversation open: when it

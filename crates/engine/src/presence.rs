@@ -3,13 +3,16 @@
 //! contact who opens a conversation with us (`--to`, `/to`) rings it and the
 //! messenger goes to meet them with nothing typed on this side. The mediator
 //! learns which tags wait together and from where (the spec says so);
-//! `--no-presence` keeps the connection closed.
+//! `--no-presence` keeps the connection closed. With no mediator the same
+//! contacts are announced on the local network instead ([`lan_contacts`],
+//! [`crate::lan::presence`], §14.4).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use dhke::{Identity, RoomCode};
 use tokio::sync::mpsc;
+use zeroize::Zeroizing;
 
 use crate::error::ClientError;
 use crate::events::{Event, Events};
@@ -38,22 +41,50 @@ pub fn contact_tags(
     identity: &Identity,
     store: &History,
 ) -> Result<HashMap<[u8; 32], Ringing>, ClientError> {
+    Ok(pair_secrets(identity, store)?
+        .into_iter()
+        .map(|(secret, ringing)| (RoomCode::from_secret("contact", &secret).tag().0, ringing))
+        .collect())
+}
+
+/// What LAN presence (docs/protocol.md §14.4) announces and listens for: the
+/// presence key of every contact in `store`, the most recently seen first, at
+/// most [`crate::lan::MAX_PRESENCE_CONTACTS`].
+pub fn lan_contacts(
+    identity: &Identity,
+    store: &History,
+) -> Result<Vec<crate::lan::LanContact>, ClientError> {
+    Ok(pair_secrets(identity, store)?
+        .into_iter()
+        .take(crate::lan::MAX_PRESENCE_CONTACTS)
+        .map(|(secret, ringing)| crate::lan::LanContact {
+            key: wire::lan::presence_key(&secret),
+            ringing,
+        })
+        .collect())
+}
+
+/// A contact's pair secret (§15.3) and how presence names the contact.
+type PairSecret = (Zeroizing<[u8; 32]>, Ringing);
+
+/// Every contact in `store` (in its order: the most recently seen first) with
+/// the pair's static secret and how presence names it.
+fn pair_secrets(identity: &Identity, store: &History) -> Result<Vec<PairSecret>, ClientError> {
     let contacts = store.contacts()?;
     let mut names: HashMap<&str, usize> = HashMap::new();
     for c in &contacts {
         *names.entry(c.name.as_str()).or_default() += 1;
     }
-    let mut tags = HashMap::new();
+    let mut out = Vec::new();
     for contact in &contacts {
         let Some(key) = contact.key() else { continue };
-        // Our own key, or one that makes no shared secret, has no pair tag.
+        // Our own key, or one that makes no shared secret, has no pair secret.
         let Ok(secret) = identity.contact_secret(&key) else {
             continue;
         };
-        let tag = RoomCode::from_secret("contact", &secret).tag().0;
         let unique = names.get(contact.name.as_str()) == Some(&1);
-        tags.insert(
-            tag,
+        out.push((
+            secret,
             Ringing {
                 target: if unique {
                     contact.name.clone()
@@ -63,9 +94,9 @@ pub fn contact_tags(
                 fingerprint: contact.fingerprint.clone(),
                 name: contact.name.clone(),
             },
-        );
+        ));
     }
-    Ok(tags)
+    Ok(out)
 }
 
 /// Keeps the presence connection to `server` up, waiting under every tag of

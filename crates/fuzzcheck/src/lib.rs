@@ -12,6 +12,7 @@ mod frame;
 mod group;
 mod handshake;
 mod lan;
+mod lan_presence;
 mod messages;
 mod names;
 mod public;
@@ -23,6 +24,7 @@ pub use frame::frame_decode;
 pub use group::group_log;
 pub use handshake::handshake;
 pub use lan::lan_datagram;
+pub use lan_presence::lan_presence;
 pub use messages::{client_msg, mediator_msg, peer_handshake_msg, peer_msg};
 /// The client's download-name sanitiser, compiled from its source (see `names`).
 pub use names::safe_file_name;
@@ -48,6 +50,7 @@ pub const TARGETS: &[Target] = &[
     ("terminal_text", terminal_text),
     ("public_value", public_value),
     ("lan_datagram", lan_datagram),
+    ("lan_presence", lan_presence),
     ("token", token),
     ("group_log", group_log),
 ];

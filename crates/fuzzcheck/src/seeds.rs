@@ -62,6 +62,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         ),
         "public_value" => named(publics(), "public"),
         "lan_datagram" => named(lan_datagrams(), "lan"),
+        "lan_presence" => named(lan_presences(), "presence"),
         "group_log" => named(crate::group::seeds(), "log"),
         _ => Vec::new(),
     }
@@ -212,6 +213,54 @@ fn lan_datagrams() -> Vec<Vec<u8>> {
         vec![(63 << 2) | 2, 0],
     ] {
         rows.extend(event);
+    }
+    vec![vector_then_replay, rows]
+}
+
+/// The docs/protocol.md §14.4 vector, whole.
+const PRESENCE_VECTOR: &str = "50325050011111111111111111111111111111111101b0551502704065\
+    abf6586fadc8910ed1964acc52b364973c8b824fdb27bac0f7778366e9";
+
+/// `own | event*`, as `lan_presence` reads it: the spec's vector as received,
+/// and datagrams that hit each row of §14.4's receiving table.
+fn lan_presences() -> Vec<Vec<u8>> {
+    let vector = hex::decode(PRESENCE_VECTOR.replace(' ', "")).expect("hex");
+    let raw = |bytes: &[u8]| {
+        let mut e = vec![0u8];
+        e.extend_from_slice(&u16::try_from(bytes.len()).expect("small").to_le_bytes());
+        e.extend_from_slice(bytes);
+        e
+    };
+    // From sender 16 × `id`, `epochs` from ours, real tags per `mask`, `extra` others.
+    let held = |id: u8, epochs: i8, mask: u8, extra: u8| {
+        vec![1u8, id, epochs.to_le_bytes()[0], mask, extra]
+    };
+    let mut vector_then_replay = vec![0x99];
+    vector_then_replay.extend(raw(&vector));
+    vector_then_replay.extend([2, 0]);
+    let mut malformed = vector.clone();
+    malformed.truncate(vector.len() - 16);
+    let mut version = vector.clone();
+    version[4] = 2;
+    let mut rows = vec![0x99];
+    for event in [
+        held(1, 0, 1, 0),
+        vec![2, 0],
+        held(0x99, 0, 3, 0),
+        held(2, -2, 1, 0),
+        held(3, 2, 1, 0),
+        held(4, 0, 0, 3),
+        held(5, 1, 2, 1),
+        raw(&version),
+        raw(b"garbage"),
+        raw(&[b'X'; 70]),
+        raw(&malformed),
+    ] {
+        rows.extend(event);
+    }
+    // More than 20 evaluations within one second: the rest are busy.
+    for id in 10..35 {
+        rows.extend(held(id, 0, 0, 1));
     }
     vec![vector_then_replay, rows]
 }
