@@ -37,7 +37,7 @@ pub use keypair::{
 pub use room::{RoomCode, RoomKind};
 pub use schedule::{
     commit, contact_secret, fingerprint, host_confirm_mac, host_signed_bytes, identity_transcript,
-    joiner_confirm_mac, joiner_signed_bytes, keylog_line, lan_key, mailbox_queue,
+    joiner_confirm_mac, joiner_signed_bytes, keylog_line, lan_key, lan_presence_key, mailbox_queue,
     mailbox_read_seed, nameplate_tag, resume_id, secret_room_tag, token_checksum,
     token_pair_secret, token_room_secret, typed_room_tag, verify_mac, Direction, Key, MailboxQueue,
     Nonce, ResumeSecret, RoomTag, Sas, SessionKeys, Transcript, TranscriptHash,

@@ -35,6 +35,7 @@ const TOKEN_ROOM_LABEL: &[u8] = b"p2pchat/v2/token-room";
 const CONVERSATION_SALT: &[u8] = b"p2pchat/v3/conversation";
 const TOKEN_PAIR_LABEL: &[u8] = b"p2pchat/v3/token-pair";
 const MAILBOX_SALT: &[u8] = b"p2pchat/v3/mailbox";
+const LAN_PRESENCE_KEY_LABEL: &[u8] = b"p2pchat/v3/lan-presence-key";
 const MAILBOX_READ_SALT: &[u8] = b"p2pchat/v3/mailbox-read";
 /// What an author's signature of a conversation message starts with
 /// (docs/protocol.md §17.1): `label || encode(body)`.
@@ -537,6 +538,15 @@ pub fn conversation_id(code: &RoomCode) -> [u8; 32] {
         .expand(info, &mut out)
         .expect("32 bytes is a valid HKDF-SHA256 length");
     out
+}
+
+/// The key two contacts derive their LAN presence tags with (docs/protocol.md
+/// §14.4): `HMAC-SHA256(key = contact secret, "p2pchat/v3/lan-presence-key")`,
+/// the secret being the pair's static secret of §15.3. Full entropy, so no
+/// slow KDF; the mediator's `--to` tag is a hash of the same secret under
+/// another label, so it tells nothing about this key.
+pub fn lan_presence_key(contact_secret: &[u8; 32]) -> Key {
+    Key(hmac(&Key(*contact_secret), &[LAN_PRESENCE_KEY_LABEL]))
 }
 
 /// The keys of one member's mailbox queue in one conversation (docs/protocol.md

@@ -380,7 +380,6 @@ pub const PRESENCE_CACHE: usize = 16;
 /// comparisons.
 pub const PRESENCE_RATE: u32 = 20;
 
-const PRESENCE_KEY_LABEL: &[u8] = b"p2pchat/v3/lan-presence-key";
 const PRESENCE_TAG_LABEL: &[u8] = b"p2pchat/v3/lan-presence-tag";
 
 /// One contact's presence tag.
@@ -404,18 +403,10 @@ impl fmt::Debug for PresenceKey {
     }
 }
 
-/// The presence key of two contacts: `HMAC-SHA256(key = contact secret,
-/// "p2pchat/v3/lan-presence-key")`, the secret being the pair's static
-/// secret of §15.3 (`Identity::contact_secret`). Full entropy, so no slow KDF;
-/// the mediator's `--to` tag is a hash of the same secret under another label,
-/// so it tells nothing about these keys.
+/// The presence key of two contacts, from the key schedule
+/// ([`dhke::lan_presence_key`] over the pair's static secret of §15.3).
 pub fn presence_key(contact_secret: &[u8; 32]) -> PresenceKey {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(contact_secret) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC takes a key of any length"),
-    };
-    mac.update(PRESENCE_KEY_LABEL);
-    PresenceKey(mac.finalize().into_bytes().into())
+    PresenceKey(*dhke::lan_presence_key(contact_secret).expose())
 }
 
 /// The tag that says "I am here" to one contact from sender `id` in `epoch`.
