@@ -43,8 +43,9 @@ pub struct Args {
     )]
     pub to: Option<String>,
 
-    /// Dial a connection token from `client token` directly (no mediator).
-    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["server", "to"])]
+    /// Dial a connection token from `client token`: its addresses, then the
+    /// mediator it names (which wins over --server for meeting its holder).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "to")]
     pub connect: Option<String>,
 
     /// The profile directory: identity key, and the default history and contacts

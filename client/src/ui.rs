@@ -450,6 +450,27 @@ pub fn render_line(event: &Event) -> Option<String> {
             rtt_ms.map_or_else(|| "not measured yet".to_string(), |ms| format!("{ms} ms")),
             if *verified { "verified" } else { "not verified" }
         ),
+        Event::Contacts { contacts } if contacts.is_empty() => {
+            "No contacts yet: meet someone once with a room code or a token.".into()
+        }
+        Event::Contacts { contacts } => {
+            let lines: Vec<String> = contacts
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({}){}: {}",
+                        safe(&c.name),
+                        c.fingerprint,
+                        if c.verified { ", verified" } else { "" },
+                        match c.conversation {
+                            Some(n) => format!("online, linked in conversation {n}"),
+                            None => "not linked now (messages to it wait at the mailbox)".into(),
+                        }
+                    )
+                })
+                .collect();
+            format!("Contacts:\n  {}", lines.join("\n  "))
+        }
         Event::Info { text } => text.clone(),
         Event::Disconnected { reason } => format!("Session ended: {}", safe(reason)),
         Event::Conversations { front, items } => {

@@ -1,8 +1,9 @@
 //! The NAT lab tests: real `mediator` and `client` binaries in network namespaces
 //! behind real nftables NATs (see tests/common/lab.rs), one test per pairing of
 //! router kinds, plus relay refusal, the relay byte cap, a tap on the public
-//! segment that must never see chat text or the room name, and a pair split over
-//! two mediators sharing a Redis. Needs root, iproute2, nftables and redis-server
+//! segment that must never see chat text or the room name, a pair split over
+//! two mediators sharing a Redis, and a connection token whose holder and dialer
+//! sit behind two home routers and meet through the mediator the token names. Needs root, iproute2, nftables and redis-server
 //! (and tcpdump for the tap); without them these tests fail, saying so.
 
 mod common;
@@ -500,4 +501,76 @@ async fn a_group_of_three_behind_routers_punches_where_it_can_and_relays_the_res
             }
         }
     }
+}
+
+/// `args` without `flag` and its value.
+fn without(mut args: Vec<String>, flag: &str) -> Vec<String> {
+    if let Some(at) = args.iter().position(|a| a == flag) {
+        args.drain(at..at + 2);
+    }
+    args
+}
+
+/// docs/protocol.md §16.2: alice holds a token behind one home router with the
+/// lab mediator as her `--server`; bob, behind another and with no mediator of
+/// his own, cannot reach the token's addresses (alice's private LAN address)
+/// and meets her at the mediator the token names, rung through presence; they
+/// punch through, alice admits him, and they chat both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_holder_and_dialer_behind_two_home_routers_meet_through_the_tokens_mediator() {
+    let lab = Lab::build(&Topology::pair(
+        Spot::Behind(HomeRouter),
+        Spot::Behind(HomeRouter),
+    ));
+    let dir = common::TempDir::new("natlab-token");
+    let _mediator = lab.start_mediator(&[]).await;
+    let mut holder_args = vec!["token".to_string(), "--ttl".into(), "1h".into()];
+    holder_args.extend(without(lab.client_args("alice", "", &dir, &[]), "--room"));
+    let mut alice = lab.start_client(0, "alice", &holder_args);
+    let event = alice.expect("token").await;
+    let text = event["token"].as_str().unwrap().to_owned();
+    let token = wire::token::Token::parse(&text).unwrap();
+    assert_eq!(token.mediator, Some(lab.server()), "{event}");
+    assert!(
+        token.addrs.iter().all(|a| a.ip() == lab.hosts[0].addr),
+        "the token names only alice's private address: {token:?}"
+    );
+    let dialer_args = without(
+        without(
+            lab.client_args("bob", "", &dir, &["--connect", &text]),
+            "--room",
+        ),
+        "--server",
+    );
+    let mut bob = lab.start_client(1, "bob", &dialer_args);
+    let ask = alice.expect("admission").await;
+    assert_eq!(ask["peer"], "bob", "{ask}");
+    alice.say("/accept").await;
+    let a = alice.expect("connected").await;
+    let b = bob.expect("connected").await;
+    assert_eq!(a["sas"], b["sas"], "both screens show the same SAS");
+    for event in [&a, &b] {
+        assert_eq!(event["path"], "punched", "{event}");
+    }
+    assert_eq!(
+        b["fingerprint"],
+        dhke::IdentityKey(token.identity)
+            .fingerprint()
+            .to_string()
+            .as_str(),
+        "bob reached the identity the token names"
+    );
+    assert!(
+        bob.seen.iter().any(|e| e["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("No direct connection to the token's holder"))),
+        "bob's direct dials failed first: {:?}",
+        bob.seen
+    );
+    let mut pair = Pair {
+        host: alice,
+        joiner: bob,
+        paths: ["punched".into(), "punched".into()],
+    };
+    chat_both_ways(&mut pair).await;
 }

@@ -1,6 +1,9 @@
-//! Connection tokens on loopback with no mediator running (docs/protocol.md §16):
+//! Connection tokens on loopback (docs/protocol.md §16): with no mediator running,
 //! dial and chat, a typo, an expired token, a denial, a holder whose identity is
-//! not the token's; and what a hostile dialer or a stranger cannot do to a holder:
+//! not the token's; a token whose addresses are closed, met through the mediator
+//! it names (with `--connect`, and with a messenger's `/connect` that has a
+//! mediator of its own), or failing with what to do next when that mediator is
+//! down or the token names none; and what a hostile dialer or a stranger cannot do to a holder:
 //! keep real dialers out with a flood of idle connections, slip past the
 //! admission question as a mere contact, receive messages typed for another
 //! dialer, or write escape sequences to the holder's terminal.
@@ -9,7 +12,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{client_args, Client, Mediator, TempDir, WAIT};
+use common::{client_args, free_port, Client, Mediator, TempDir, WAIT};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -35,7 +38,7 @@ async fn holder(name: &str, dir: &TempDir, ttl: &str, extra: &[&str]) -> (Client
     let mut c = Client::start(name, &args);
     let event = c.expect("token").await;
     let token = event["token"].as_str().unwrap().to_owned();
-    assert!(token.starts_with("p2pchat:1:"), "{event}");
+    assert!(token.starts_with("p2pchat:2:"), "{event}");
     assert!(event["command"].as_str().unwrap().contains(&token));
     (c, token)
 }
@@ -130,6 +133,139 @@ async fn a_holder_whose_identity_is_not_the_tokens_is_refused() {
     let err = bob.expect("error").await;
     assert_eq!(err["code"], "wrong_identity", "{err}");
     assert_eq!(bob.exit_code().await, 15);
+}
+
+/// `client token` for alice with mediator `server`, advertising a loopback
+/// port nobody listens on (so every direct dial of the token is refused).
+async fn holder_behind_closed_port(dir: &TempDir, server: &str) -> (Client, String) {
+    let closed = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["token".to_string(), "--ttl".into(), "1h".into()];
+    args.extend(client_args(server, "alice", dir, &["--advertise", &closed]));
+    let mut alice = Client::start("alice", &args);
+    let event = alice.expect("token").await;
+    let token = event["token"].as_str().unwrap().to_owned();
+    let parsed = wire::token::Token::parse(&token).unwrap();
+    assert_eq!(parsed.addrs, vec![closed.parse().unwrap()], "{event}");
+    (alice, token)
+}
+
+/// Alice admits bob, both show `connected` with one SAS, bob reached the
+/// identity `token` names, and a line goes each way.
+async fn admit_and_chat(alice: &mut Client, bob: &mut Client, token: &str) {
+    let ask = alice.expect("admission").await;
+    assert_eq!(ask["peer"], "bob", "{ask}");
+    alice.say("/accept").await;
+    let a = alice.expect("connected").await;
+    let b = bob.expect("connected").await;
+    assert_eq!(a["sas"], b["sas"]);
+    for event in [&a, &b] {
+        let path = event["path"].as_str().unwrap();
+        assert!(["direct", "punched", "relay"].contains(&path), "{event}");
+    }
+    let named = dhke::IdentityKey(wire::token::Token::parse(token).unwrap().identity);
+    assert_eq!(b["fingerprint"], named.fingerprint().to_string().as_str());
+    bob.say("hello through the token's mediator").await;
+    assert_eq!(
+        alice.expect("message").await["text"],
+        "hello through the token's mediator"
+    );
+    alice.say("and back").await;
+    assert_eq!(bob.expect("message").await["text"], "and back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_addresses_are_closed_meets_its_holder_through_the_mediator_it_names() {
+    let med = Mediator::start(&[]).await;
+    let dir = TempDir::new("token-mediator");
+    let (mut alice, token) = holder_behind_closed_port(&dir, &med.server_arg()).await;
+    assert_eq!(
+        wire::token::Token::parse(&token)
+            .unwrap()
+            .mediator
+            .as_deref(),
+        Some(med.server_arg().as_str())
+    );
+    // Bob has no mediator of his own: the token's is the one he meets alice at.
+    let mut bob = dialer(&dir, &token);
+    admit_and_chat(&mut alice, &mut bob, &token).await;
+    assert!(
+        bob.seen.iter().any(|e| e["event"] == "info"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("meeting them through its mediator"))),
+        "bob says he went to the mediator: {:?}",
+        bob.seen
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messengers_connect_uses_the_tokens_mediator_over_its_own() {
+    let token_med = Mediator::start(&[]).await;
+    let own_med = Mediator::start(&[]).await;
+    let dir = TempDir::new("token-connect-cmd");
+    let (mut alice, token) = holder_behind_closed_port(&dir, &token_med.server_arg()).await;
+    // Bob's messenger runs at another mediator, a fresh room open there.
+    let mut bob = Client::start("bob", &client_args(&own_med.server_arg(), "bob", &dir, &[]));
+    bob.expect("room").await;
+    bob.say(&format!("/connect {token}")).await;
+    admit_and_chat(&mut alice, &mut bob, &token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_with_a_server_of_its_own_meets_the_holder_at_the_tokens() {
+    let token_med = Mediator::start(&[]).await;
+    let own_med = Mediator::start(&[]).await;
+    let dir = TempDir::new("token-own-server");
+    let (mut alice, token) = holder_behind_closed_port(&dir, &token_med.server_arg()).await;
+    let args = client_args(&own_med.server_arg(), "bob", &dir, &["--connect", &token]);
+    let mut bob = Client::start("bob", &args);
+    admit_and_chat(&mut alice, &mut bob, &token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_addresses_and_mediator_are_down_says_to_ask_the_holder() {
+    let dir = TempDir::new("token-mediator-down");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (mut alice, token) = holder_behind_closed_port(&dir, &dead).await;
+    // The holder keeps waiting at its port and says dialers cannot meet it.
+    let info = first_of(&mut alice, &["info"]).await;
+    assert!(
+        info["text"]
+            .as_str()
+            .unwrap()
+            .contains("cannot meet you at the mediator"),
+        "{info}"
+    );
+    let mut bob = dialer(&dir, &token);
+    let err = bob.expect("error").await;
+    assert_eq!(err["code"], "mediator_unreachable", "{err}");
+    let text = err["text"].as_str().unwrap();
+    assert!(
+        text.contains(&dead) && text.contains("the mediator the token names"),
+        "{err}"
+    );
+    assert!(text.contains("ask the holder"), "{err}");
+    assert_eq!(bob.exit_code().await, 3);
+    assert!(!alice.has_exited(), "the holder is still waiting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_mediator_that_cannot_be_dialed_says_how_to_get_one_that_can() {
+    let dir = TempDir::new("token-no-mediator");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (_alice, token) = holder("alice", &dir, "1h", &["--advertise", &closed]).await;
+    assert_eq!(wire::token::Token::parse(&token).unwrap().mediator, None);
+    let mut bob = dialer(&dir, &token);
+    let err = bob.expect("error").await;
+    assert_eq!(err["code"], "peer_unreachable", "{err}");
+    assert!(
+        err["text"]
+            .as_str()
+            .unwrap()
+            .contains("client token --server"),
+        "{err}"
+    );
+    assert_eq!(bob.exit_code().await, 6);
 }
 
 /// The first of `kinds` that `c` shows (the others it skips stay in `seen`).
@@ -436,7 +572,7 @@ async fn reject_with(token: &wire::token::Token, reason: &str) {
 async fn a_reject_reason_with_escape_sequences_reaches_a_plain_holders_stdout_without_them() {
     let dir = TempDir::new("token-escapes");
     let mut alice = PlainHolder::start(&dir);
-    let line = alice.line_with("client --connect p2pchat:1:").await;
+    let line = alice.line_with("client --connect p2pchat:2:").await;
     let text = line.split("--connect ").nth(1).unwrap().trim();
     let token = wire::token::Token::parse(text).unwrap();
     // A window title, a cleared screen and a fake notice.

@@ -190,7 +190,13 @@ def main():
     body = (id_h + bytes([0x22] * 16) + (1800000000).to_bytes(8, "big") + bytes([1, 4, 192, 0, 2, 7])
             + (4000).to_bytes(2, "big"))
     check = sha256(b"p2pchat/v2/token-check", body)[:4]
-    print("token", "p2pchat:1:" + base64.b32encode(body + check).decode().lower().rstrip("="))
+    print("token v2 (refused as older)", "p2pchat:1:" + base64.b32encode(body + check).decode().lower().rstrip("="))
+    # The protocol v3 token (§16.1): the same, then m and the mediator.
+    for mediator in [b"", b"203.0.113.1:7070"]:
+        body3 = body + bytes([len(mediator)]) + mediator
+        check3 = sha256(b"p2pchat/v2/token-check", body3)[:4]
+        print("token", mediator.decode() or "(no mediator)",
+              "p2pchat:2:" + base64.b32encode(body3 + check3).decode().lower().rstrip("="))
     room = sha256(b"p2pchat/v2/token-room", bytes([0x22] * 16))
     print("token room secret", room.hex())
     print("token room tag", sha256(b"p2pchat/v2/secret-room", room).hex())

@@ -508,6 +508,87 @@ async fn memory(bin: &Path, label: &str, w: usize, sources: &Sources) -> anyhow:
     Ok(per)
 }
 
+/// The presence phase (docs/protocol.md §21): `n` idle presence connections,
+/// each waiting under `tags` tags, and the mediator's memory per connection;
+/// then the time from a room opened under a waiting tag to its ring.
+async fn presence(bin: &Path, n: usize, tags: usize, sources: &Sources) -> anyhow::Result<()> {
+    let mediator = Mediator::start(bin)?;
+    let addr = mediator.addr;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = mediator.rss_kib()?;
+    let started = Instant::now();
+    let mut holders: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
+    const BATCH: usize = 500;
+    let mut opened = 0;
+    while opened < n {
+        let count = BATCH.min(n - opened);
+        let mut batch = tokio::task::JoinSet::new();
+        for i in opened..opened + count {
+            let from = sources.next();
+            let first = i as u64 * tags as u64;
+            batch.spawn(async move {
+                let mut c = connect(from, addr).await?;
+                let frame = frame_of(&ClientMsg::Presence {
+                    tags: (first..first + tags as u64).map(presence_tag).collect(),
+                })?;
+                c.send(&frame).await?;
+                match c.recv().await? {
+                    MediatorMsg::Present { .. } => anyhow::Ok((i, c)),
+                    other => bail!("expected Present, got {other:?}"),
+                }
+            });
+        }
+        while let Some(done) = batch.join_next().await {
+            let (i, c) = done??;
+            holders[i] = Some(c);
+        }
+        opened += count;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = mediator.rss_kib()?;
+    println!(
+        "presence: {n} idle presence connections x {tags} tags (opened in {:.2} s): mediator RSS \
+         {:.1} MiB -> {:.1} MiB, {:.2} KiB per connection",
+        started.elapsed().as_secs_f64(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / n as f64,
+    );
+    // Rings: a room opened under the first tag of holder i rings holder i.
+    let mut template = HelloFrame::new("ringer")?;
+    let mut times = Vec::new();
+    for i in (0..n).step_by((n / 200).max(1)) {
+        let tag = presence_tag(i as u64 * tags as u64);
+        let room = u64::from_be_bytes(tag[..8].try_into()?);
+        let mut opener = connect(sources.next(), addr).await?;
+        let at = Instant::now();
+        opener.send(template.for_room(room)).await?;
+        let holder = holders[i].as_mut().context("every holder connected")?;
+        match holder.recv().await? {
+            MediatorMsg::Ring { tag: rung } if rung == tag => times.push(at.elapsed()),
+            other => bail!("expected the ring, got {other:?}"),
+        }
+        opener.expect_waiting().await?;
+    }
+    times.sort();
+    println!(
+        "presence: room opened -> ring at the holder, {} rings: p50 {} p99 {}",
+        times.len(),
+        ms(percentile(&times, 0.50)),
+        ms(percentile(&times, 0.99)),
+    );
+    drop(holders);
+    Ok(())
+}
+
+/// The tag a presence holder waits under: the room tag [`HelloFrame::for_room`]
+/// writes for room `n`.
+fn presence_tag(n: u64) -> [u8; 32] {
+    let mut tag = [0u8; 32];
+    tag[..8].copy_from_slice(&n.to_be_bytes());
+    tag
+}
+
 /// What a pairing run measured.
 struct Figures {
     pairings: usize,
@@ -999,6 +1080,13 @@ fn main() -> anyhow::Result<()> {
             }
             summarise("throughput", "pairings/s", rates.0, rates.1);
             summarise("mediator CPU per pairing", "us", costs.0, costs.1);
+        }
+        if run("presence") {
+            let n = std::env::var("LOADGEN_PRESENCE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000);
+            presence(&s.mediator, n, 8, &sources).await?;
         }
         if run("burst") {
             burst(&s.mediator, s.burst, &sources).await?;

@@ -220,8 +220,10 @@ async fn arrive(
         }
         JoinOutcome::Waiting(handoff) => {
             tracing::debug!(room = %tag.short_hex(), "waiting");
-            // A contact's messenger waiting under this tag comes to meet us.
+            // A contact's messenger waiting under this tag comes to meet us,
+            // here or at another instance sharing the table.
             shared.presence.ring(&tag.0);
+            shared.rooms.announce_waiting(tag);
             Ok(Host {
                 tag,
                 handoff,

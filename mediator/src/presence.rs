@@ -10,13 +10,13 @@
 //! rings, it never makes the mediator hold more), frames per connection per
 //! idle window, and the idle timeout: a holder pings like a waiting host.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dhke::RoomTag;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 use wire::{ClientMsg, ErrorCode, MediatorMsg, MAX_PRESENCE_BATCH};
 
@@ -31,7 +31,34 @@ const RING_QUEUE: usize = 16;
 /// pings about every 30 s and adds tags now and then.
 const MAX_FRAMES_PER_WINDOW: u32 = 64;
 
-type Holder = (ConnId, mpsc::Sender<[u8; 32]>);
+/// Where one holder's rings wait to be written: at most [`RING_QUEUE`], and a
+/// wake-up. (A channel per connection would cost a kilobyte of slots each.)
+#[derive(Debug, Default)]
+pub(crate) struct Bell {
+    rung: Mutex<Vec<[u8; 32]>>,
+    wake: Notify,
+}
+
+impl Bell {
+    /// Queues a ring; false when the holder has [`RING_QUEUE`] unread.
+    fn ring(&self, tag: [u8; 32]) -> bool {
+        let mut rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        if rung.len() >= RING_QUEUE {
+            return false;
+        }
+        rung.push(tag);
+        drop(rung);
+        self.wake.notify_one();
+        true
+    }
+
+    /// The rings queued so far, oldest first.
+    fn take(&self) -> Vec<[u8; 32]> {
+        std::mem::take(&mut *self.rung.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+type Holder = (ConnId, Arc<Bell>);
 
 /// Every presence connection of this process, by tag.
 #[derive(Debug, Default)]
@@ -61,12 +88,18 @@ impl PresenceTable {
     pub(crate) fn add(
         &self,
         id: ConnId,
-        ring: &mpsc::Sender<[u8; 32]>,
-        own: &mut HashSet<[u8; 32]>,
+        bell: &Arc<Bell>,
+        own: &mut Vec<[u8; 32]>,
         tags: &[[u8; 32]],
         (per_connection, total): (usize, usize),
     ) -> Result<(), Refused> {
-        let fresh: HashSet<[u8; 32]> = tags.iter().filter(|t| !own.contains(*t)).copied().collect();
+        let mut fresh: Vec<[u8; 32]> = tags
+            .iter()
+            .filter(|t| own.binary_search(t).is_err())
+            .copied()
+            .collect();
+        fresh.sort_unstable();
+        fresh.dedup();
         if own.len() + fresh.len() > per_connection {
             return Err(Refused::PerConnection);
         }
@@ -75,15 +108,17 @@ impl PresenceTable {
             return Err(Refused::Total);
         }
         for tag in fresh {
-            holders.entry(tag).or_default().push((id, ring.clone()));
-            own.insert(tag);
+            holders.entry(tag).or_default().push((id, bell.clone()));
+            if let Err(at) = own.binary_search(&tag) {
+                own.insert(at, tag);
+            }
             self.total.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Takes connection `id` off every tag in `own`.
-    pub(crate) fn remove(&self, id: ConnId, own: &HashSet<[u8; 32]>) {
+    pub(crate) fn remove(&self, id: ConnId, own: &[[u8; 32]]) {
         let mut holders = self.lock();
         for tag in own {
             if let Some(list) = holders.get_mut(tag) {
@@ -102,9 +137,7 @@ impl PresenceTable {
     pub(crate) fn ring(&self, tag: &[u8; 32]) -> usize {
         let holders = self.lock();
         holders.get(tag).map_or(0, |list| {
-            list.iter()
-                .filter(|(_, tx)| tx.try_send(*tag).is_ok())
-                .count()
+            list.iter().filter(|(_, bell)| bell.ring(*tag)).count()
         })
     }
 
@@ -116,7 +149,7 @@ impl PresenceTable {
 
 /// What woke a presence connection.
 enum Woke {
-    Ring([u8; 32]),
+    Rung,
     Message(Result<ClientMsg, End>),
     Idle,
     ShuttingDown,
@@ -132,12 +165,9 @@ pub(crate) async fn serve(
 ) -> End {
     let shared = &admitted.shared;
     let table = &shared.presence;
-    let (ring_tx, mut rings) = mpsc::channel(RING_QUEUE);
-    let mut own = HashSet::new();
-    let end = serve_holder(
-        admitted, reader, stream, first, &ring_tx, &mut rings, &mut own,
-    )
-    .await;
+    let bell = Arc::new(Bell::default());
+    let mut own = Vec::new();
+    let end = serve_holder(admitted, reader, stream, first, &bell, &mut own).await;
     table.remove(admitted.id, &own);
     end
 }
@@ -147,9 +177,8 @@ async fn serve_holder(
     reader: &mut FrameReader,
     stream: &mut TcpStream,
     first: Vec<[u8; 32]>,
-    ring_tx: &mpsc::Sender<[u8; 32]>,
-    rings: &mut mpsc::Receiver<[u8; 32]>,
-    own: &mut HashSet<[u8; 32]>,
+    bell: &Arc<Bell>,
+    own: &mut Vec<[u8; 32]>,
 ) -> End {
     let shared = &admitted.shared;
     let config = &shared.config;
@@ -166,7 +195,7 @@ async fn serve_holder(
                     format!("at most {MAX_PRESENCE_BATCH} tags in one Presence"),
                 );
             }
-            match shared.presence.add(admitted.id, ring_tx, own, &tags, caps) {
+            match shared.presence.add(admitted.id, bell, own, &tags, caps) {
                 Ok(()) => {}
                 Err(Refused::PerConnection) => {
                     return refuse(
@@ -194,13 +223,13 @@ async fn serve_holder(
             // ring for it at once, as if it had come after.
             let room_tags: Vec<RoomTag> = tags.iter().map(|t| RoomTag(*t)).collect();
             for waiting in shared.rooms.waits(&room_tags).await {
-                let _ = ring_tx.try_send(waiting.0);
+                bell.ring(waiting.0);
             }
         }
         let woke = tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => Woke::ShuttingDown,
-            Some(tag) = rings.recv() => Woke::Ring(tag),
+            () = bell.wake.notified() => Woke::Rung,
             _ = sleep_until(idle_until) => Woke::Idle,
             msg = reader.next(stream) => Woke::Message(msg),
         };
@@ -209,9 +238,11 @@ async fn serve_holder(
                 return refuse(ErrorCode::ShuttingDown, "the mediator is shutting down")
             }
             Woke::Idle => return refuse(ErrorCode::Timeout, "no Ping within the idle timeout"),
-            Woke::Ring(tag) => {
-                if let Err(end) = write_msg(stream, MediatorMsg::Ring { tag }).await {
-                    return end;
+            Woke::Rung => {
+                for tag in bell.take() {
+                    if let Err(end) = write_msg(stream, MediatorMsg::Ring { tag }).await {
+                        return end;
+                    }
                 }
             }
             Woke::Message(Err(end)) => return end,
@@ -256,8 +287,8 @@ mod tests {
     #[test]
     fn tags_are_added_all_or_none_and_removed_with_their_connection() {
         let table = PresenceTable::default();
-        let (tx, mut rx) = mpsc::channel(RING_QUEUE);
-        let mut own = HashSet::new();
+        let tx = Arc::new(Bell::default());
+        let mut own = Vec::new();
         table
             .add(1, &tx, &mut own, &[[1; 32], [2; 32]], (3, 10))
             .unwrap();
@@ -269,14 +300,14 @@ mod tests {
             Err(Refused::PerConnection)
         );
         assert_eq!(table.tags(), 2, "a refused batch adds nothing");
-        let (tx2, _rx2) = mpsc::channel(RING_QUEUE);
-        let mut own2 = HashSet::new();
+        let tx2 = Arc::new(Bell::default());
+        let mut own2 = Vec::new();
         assert_eq!(
             table.add(2, &tx2, &mut own2, &[[5; 32]], (3, 2)),
             Err(Refused::Total)
         );
         assert_eq!(table.ring(&[2; 32]), 1);
-        assert_eq!(rx.try_recv().unwrap(), [2; 32]);
+        assert_eq!(tx.take(), [[2; 32]]);
         assert_eq!(table.ring(&[9; 32]), 0);
         table.remove(1, &own);
         assert_eq!(table.tags(), 0);
@@ -286,8 +317,8 @@ mod tests {
     #[test]
     fn a_holder_that_does_not_read_misses_rings_and_costs_nothing_more() {
         let table = PresenceTable::default();
-        let (tx, _rx) = mpsc::channel(RING_QUEUE);
-        let mut own = HashSet::new();
+        let tx = Arc::new(Bell::default());
+        let mut own = Vec::new();
         table.add(1, &tx, &mut own, &[[7; 32]], (4, 4)).unwrap();
         let told: usize = (0..RING_QUEUE * 4).map(|_| table.ring(&[7; 32])).sum();
         assert_eq!(told, RING_QUEUE);

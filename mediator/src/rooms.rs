@@ -140,6 +140,15 @@ pub trait RoomTable: Send + Sync + std::fmt::Debug + 'static {
     /// Which of `tags` have a host waiting now (anywhere the table reaches):
     /// a presence connection that registers them is rung at once (§21).
     fn waits<'a>(&'a self, tags: &'a [RoomTag]) -> BoxFuture<'a, Vec<RoomTag>>;
+    /// A host waits in room `tag` now: tell the other instances sharing the
+    /// table, whose presence connections may wait under it (§21). In one
+    /// process there is nobody else to tell.
+    fn announce_waiting(&self, _tag: RoomTag) {}
+    /// The rooms other instances announced, for this instance's presence
+    /// connections; taken once, at start. `None` in one process.
+    fn remote_rings(&self) -> Option<tokio::sync::mpsc::Receiver<RoomTag>> {
+        None
+    }
     /// How many rooms this mediator's hosts hold now (metrics).
     fn waiting(&self) -> usize;
     /// Why new rooms are refused now, if they are (`GET /health`, metrics).

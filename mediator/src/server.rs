@@ -194,6 +194,23 @@ pub async fn run_with_metrics(
         ));
     }
     tracker.spawn(sweep_groups(shared.clone()));
+    if let Some(mut rings) = shared.rooms.remote_rings() {
+        // Rooms other instances opened ring our presence connections (§21).
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return,
+                    tag = rings.recv() => match tag {
+                        Some(tag) => {
+                            shared.presence.ring(&tag.0);
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "mediator accepting connections");
     }

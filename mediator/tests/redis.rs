@@ -694,3 +694,66 @@ async fn the_members_per_address_cap_holds_across_instances() {
     .await;
     third_is_refused().await;
 }
+
+/// Presence across instances (docs/protocol.md §21): a holder on one instance
+/// is rung for a room opened on another, both when the room comes after the
+/// holder and when it was there first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_rings_across_instances_sharing_a_redis() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis);
+    let b = Instance::start(&redis);
+
+    // Bob's room waits at B before alice's presence connects to A.
+    let mut bob = Client::connect(b.addr()).await;
+    bob.send(&hello(7, "bob")).await;
+    bob.expect_waiting().await;
+    let mut alice = Client::connect(a.addr()).await;
+    alice
+        .send(&ClientMsg::Presence {
+            tags: vec![common::room(7), common::room(8)],
+        })
+        .await;
+    assert_eq!(alice.recv().await, Some(MediatorMsg::Present { tags: 2 }));
+    assert_eq!(
+        alice.recv().await,
+        Some(MediatorMsg::Ring {
+            tag: common::room(7)
+        })
+    );
+
+    // Dave waits under the same tag at B itself.
+    let mut dave = Client::connect(b.addr()).await;
+    dave.send(&ClientMsg::Presence {
+        tags: vec![common::room(8)],
+    })
+    .await;
+    assert_eq!(dave.recv().await, Some(MediatorMsg::Present { tags: 1 }));
+
+    // Carol opens a room at B after alice waits at A.
+    let mut carol = Client::connect(b.addr()).await;
+    carol.send(&hello(8, "carol")).await;
+    carol.expect_waiting().await;
+    // (Bob's announcement may reach A after alice registered and ring her for
+    // room 7 once more: a ring is a wake-up, a repeat costs one Hello.)
+    loop {
+        match alice.recv().await {
+            Some(MediatorMsg::Ring { tag }) if tag == common::room(8) => break,
+            Some(MediatorMsg::Ring { tag }) if tag == common::room(7) => {}
+            other => panic!("expected the ring for room 8, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        dave.recv().await,
+        Some(MediatorMsg::Ring {
+            tag: common::room(8)
+        })
+    );
+    // B's own announcement came back from Redis to B when it reached A (alice
+    // was rung through it above): it does not ring dave a second time, so the
+    // next message he sees answers his ping.
+    dave.send(&ClientMsg::Ping).await;
+    assert_eq!(dave.recv().await, Some(MediatorMsg::Pong));
+    alice.send(&ClientMsg::Ping).await;
+    assert_eq!(alice.recv().await, Some(MediatorMsg::Pong));
+}

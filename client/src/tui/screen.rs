@@ -542,7 +542,7 @@ impl Screen {
             }
             Event::FileDone { .. } | Event::FileStopped { .. } => status.transfer = None,
             // Shown as lines, below.
-            Event::Conversations { .. } | Event::Closed { .. } => {}
+            Event::Conversations { .. } | Event::Closed { .. } | Event::Contacts { .. } => {}
             Event::Message { from, text, .. } => {
                 let from = safe(from).into_owned();
                 pane.push_text(now, Speaker::Peer(from), text, width);

@@ -96,6 +96,15 @@ fn every_event(s: &str) -> Vec<Event> {
             expires_unix: 1_800_000_000,
         },
         Event::Expired { id: 3 },
+        Event::Contacts {
+            contacts: vec![engine::events::ContactState {
+                name: s(),
+                fingerprint: s(),
+                verified: true,
+                online: true,
+                conversation: Some(2),
+            }],
+        },
         Event::Peer {
             name: s(),
             addr: s(),
@@ -253,6 +262,7 @@ fn kind(event: &Event) -> &'static str {
         Event::Ack { .. } => "ack",
         Event::Stored { .. } => "stored",
         Event::Expired { .. } => "expired",
+        Event::Contacts { .. } => "contacts",
         Event::Peer { .. } => "peer",
         Event::Verify { .. } => "verify",
         Event::Rtt { .. } => "rtt",
@@ -279,7 +289,7 @@ fn kind(event: &Event) -> &'static str {
 fn the_sample_covers_every_event_kind() {
     let mut kinds: Vec<&str> = every_event("x").iter().map(kind).collect();
     kinds.dedup();
-    assert_eq!(kinds.len(), 32, "add the new event kind to every_event");
+    assert_eq!(kinds.len(), 33, "add the new event kind to every_event");
 }
 
 #[test]

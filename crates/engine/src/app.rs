@@ -67,6 +67,23 @@ enum TokenRun {
     Dial(wire::token::Token),
 }
 
+impl Setup {
+    /// `--connect TOKEN`: the token's room (§16.2), its identity as the one the
+    /// holder must prove, and its mediator, which wins over our own `--server`
+    /// for meeting the holder.
+    fn dialing(mut self) -> Result<Setup, ClientError> {
+        let Some(text) = &self.config.connect else {
+            return Ok(self);
+        };
+        let token = crate::token::parse(text)?;
+        self.code = crate::token::room_of(&token);
+        self.expect_peer = Some(IdentityKey(token.identity));
+        self.server.clone_from(&token.mediator);
+        self.token = Some(TokenRun::Dial(token));
+        Ok(self)
+    }
+}
+
 /// Shows a generated room code and the command the other side should run.
 fn show_room(server: Option<&str>, room: &str, group_room: bool, out: &Events) {
     let server_flag = server.map(|s| format!("--server {s} ")).unwrap_or_default();
@@ -91,7 +108,9 @@ pub async fn run(
     let (port, listener) = bind_listener(setup.listen)?;
     if let Some(ttl) = setup.config.token_ttl {
         let addrs = token_addrs(setup.config.advertise, port.addr());
-        let token = crate::token::issue(&setup.identity, addrs, ttl);
+        let mediator = token_mediator(&setup, out)?;
+        let token = crate::token::issue(&setup.identity, addrs, mediator, ttl);
+        setup.code = crate::token::room_of(&token);
         let text = token.encode();
         out.show(&Event::Token {
             command: format!("client --connect {text}"),
@@ -192,6 +211,24 @@ pub async fn run(
     };
     convo.finish(&reason, out);
     result.map(|_| ())
+}
+
+/// The mediator a held token names (§16.1): our `--server`, where we wait for
+/// dialers through presence; none without a server, or with `--no-presence`
+/// (then only direct dials reach us, and we say so).
+fn token_mediator(setup: &Setup, out: &Events) -> Result<Option<String>, ClientError> {
+    let Some(server) = &setup.server else {
+        return Ok(None);
+    };
+    if setup.config.no_presence {
+        out.show(&Event::Info {
+            text: "With --no-presence the token names no mediator: only direct dials to the \
+                   addresses in it reach you."
+                .into(),
+        });
+        return Ok(None);
+    }
+    crate::token::mediator_of(server).map(Some)
 }
 
 /// `--to NAME`: the room of us and that contact (§15.3), and its identity as the
@@ -460,7 +497,7 @@ fn prepare(config: Config, out: &Events) -> Result<Setup, ClientError> {
             ),
         });
     }
-    Ok(Setup {
+    Setup {
         code: RoomCode::parse(&room),
         server,
         lan,
@@ -472,12 +509,10 @@ fn prepare(config: Config, out: &Events) -> Result<Setup, ClientError> {
         history,
         identity,
         expect_peer: None,
-        token: match &config.connect {
-            Some(text) => Some(TokenRun::Dial(crate::token::parse(text)?)),
-            None => None,
-        },
+        token: None,
         config,
-    })
+    }
+    .dialing()
 }
 
 /// Errors a later attempt may not repeat: the network, the mediator's
@@ -574,6 +609,19 @@ async fn establish(
     let Some(server) = &setup.server else {
         return establish_lan(setup, net, previous, out).await;
     };
+    establish_at(setup, net, server, None, previous, out).await
+}
+
+/// One pass through `server` to a confirmed peer connection; with `wait_limit`,
+/// waiting there for the peer ends after that long.
+async fn establish_at(
+    setup: &Setup,
+    net: &Net<'_>,
+    server: &str,
+    wait_limit: Option<Duration>,
+    previous: Option<ResumeSecret>,
+    out: &Events,
+) -> Result<(Connected, Matched), ClientError> {
     let listen_addr = net.port.addr();
     let first = net
         .first_link
@@ -597,15 +645,22 @@ async fn establish(
         no_relay: setup.config.no_relay,
     };
     let listen_text = listen_addr.to_string();
-    let (matched, link) = mediator
-        .rendezvous(hello, &setup.room, |expires_in_secs| {
-            net.waited.store(true, std::sync::atomic::Ordering::Relaxed);
-            out.show(&Event::Waiting {
-                listen: listen_text.clone(),
-                expires_in_secs,
-            })
+    let meeting = mediator.rendezvous(hello, &setup.room, |expires_in_secs| {
+        net.waited.store(true, std::sync::atomic::Ordering::Relaxed);
+        out.show(&Event::Waiting {
+            listen: listen_text.clone(),
+            expires_in_secs,
         })
-        .await?;
+    });
+    let (matched, link) = match wait_limit {
+        None => meeting.await?,
+        Some(limit) => tokio::time::timeout(limit, meeting).await.map_err(|_| {
+            ClientError::WaitTimeout(format!(
+                "nobody came to the mediator within {}",
+                humantime::format_duration(limit)
+            ))
+        })??,
+    };
     wire::validate_name(&matched.peer_name).map_err(|e| {
         ClientError::PeerUnreachable(format!(
             "the mediator announced an invalid peer name ({e}); it may be faulty or hostile"
@@ -721,8 +776,9 @@ async fn establish_lan(
     Ok((conn, matched))
 }
 
-/// A token run: the holder waits for a dialer, the dialer dials the token's
-/// addresses; no mediator either way.
+/// A token run: the holder waits for a dialer (at its port, and through
+/// presence at the mediator its token names), the dialer dials the token's
+/// addresses and then meets the holder at that mediator (§16.5).
 async fn establish_token(
     setup: &Setup,
     net: &Net<'_>,
@@ -730,40 +786,20 @@ async fn establish_token(
     previous: Option<ResumeSecret>,
     out: &Events,
 ) -> Result<(Connected, Matched), ClientError> {
-    let ends = crate::token::Ends {
-        name: &setup.name,
-        group: setup.group,
-        identity: &setup.identity,
-        previous,
-        keylog: setup.keylog.is_some(),
-    };
     match run {
         TokenRun::Hold(token) => {
             out.show(&Event::Waiting {
                 listen: net.port.addr().to_string(),
-                expires_in_secs: u32::try_from(
-                    token.expires_unix.saturating_sub(
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                    ),
-                )
-                .unwrap_or(u32::MAX),
+                expires_in_secs: u32::try_from(crate::token::remaining(token).as_secs())
+                    .unwrap_or(u32::MAX),
             });
-            crate::token::host(net.listener, token, ends, |turned| match turned {
-                crate::token::Turned::Away { addr, reason } => out.show(&Event::Rejected {
-                    addr: addr.to_string(),
-                    reason,
-                }),
-                crate::token::Turned::Unshown { text } => out.show(&Event::Warning {
-                    code: "token_flood".into(),
-                    text,
-                }),
-            })
-            .await
+            match &token.mediator {
+                None => host_token(setup, net, token, previous, out).await,
+                Some(server) => hold_at(setup, net, token, server, previous, out).await,
+            }
         }
         TokenRun::Dial(token) => {
-            let (mut conn, matched) = crate::token::dial(net.port, token, ends).await?;
+            let (mut conn, matched) = dial_token(setup, net, token, previous, out).await?;
             out.show(&Event::Info {
                 text: format!(
                     "Reached {}; waiting for them to let us in…",
@@ -773,6 +809,207 @@ async fn establish_token(
             crate::token::await_admission(&mut conn, &matched.peer_name).await?;
             Ok((conn, matched))
         }
+    }
+}
+
+/// What both ends of a token connection share, for `previous`.
+fn token_ends(setup: &Setup, previous: Option<ResumeSecret>) -> crate::token::Ends<'_> {
+    crate::token::Ends {
+        name: &setup.name,
+        group: setup.group,
+        identity: &setup.identity,
+        previous,
+        keylog: setup.keylog.is_some(),
+    }
+}
+
+/// The holder at its port: the first dialer that completes the token handshake.
+async fn host_token(
+    setup: &Setup,
+    net: &Net<'_>,
+    token: &wire::token::Token,
+    previous: Option<ResumeSecret>,
+    out: &Events,
+) -> Result<(Connected, Matched), ClientError> {
+    let ends = token_ends(setup, previous);
+    crate::token::host(net.listener, token, ends, |turned| match turned {
+        crate::token::Turned::Away { addr, reason } => out.show(&Event::Rejected {
+            addr: addr.to_string(),
+            reason,
+        }),
+        crate::token::Turned::Unshown { text } => out.show(&Event::Warning {
+            code: "token_flood".into(),
+            text,
+        }),
+    })
+    .await
+}
+
+/// How long a holder that was rung waits at the mediator for the dialer who
+/// rang (it was waiting there a moment ago; a longer wait would only keep
+/// direct dialers out).
+const RUNG_WAIT: Duration = Duration::from_secs(30);
+
+/// The holder of a token that names `server`: waits at its port and, through a
+/// presence connection to `server` under the token's tag (§21), for a dialer
+/// waiting there; a ring stops the port's wait (connections being judged are
+/// dropped; their dialers go on to the mediator) and meets the dialer at
+/// `server` as any pair meets (punched or relayed). A meeting that fails is
+/// shown and the wait goes on.
+async fn hold_at(
+    setup: &Setup,
+    net: &Net<'_>,
+    token: &wire::token::Token,
+    server: &str,
+    previous: Option<ResumeSecret>,
+    out: &Events,
+) -> Result<(Connected, Matched), ClientError> {
+    let tag = setup.code.tag().0;
+    let mut failed = 0u32;
+    loop {
+        tokio::select! {
+            direct = host_token(setup, net, token, previous.clone(), out) => return direct,
+            () = token_ring(server, tag, out) => {}
+        }
+        out.show(&Event::Info {
+            text: format!(
+                "Someone with your token is at the mediator {server}: meeting them there…"
+            ),
+        });
+        let meeting = establish_at(setup, net, server, Some(RUNG_WAIT), previous.clone(), out);
+        let why = match meeting.await {
+            Ok(pair) => return Ok(pair),
+            Err(e) => e,
+        };
+        // The wait goes on: a dialer who gave up, a stranger with a stale
+        // ring, or a mediator hiccup must not end the holder's run.
+        out.show(&Event::Info {
+            text: format!(
+                "Could not meet them through the mediator ({why}); still waiting for dialers."
+            ),
+        });
+        if crate::token::remaining(token).is_zero() {
+            return Err(ClientError::TokenExpired(
+                "the token expired and nobody connected with it; run `client token` for a new one"
+                    .into(),
+            ));
+        }
+        // Failed meetings come back no faster than the reconnect backoff.
+        tokio::time::sleep(backoff(failed)).await;
+        failed = failed.saturating_add(1);
+    }
+}
+
+/// Returns when the mediator at `server` rings for the token's `tag` (a dialer
+/// waits there); keeps the presence connection up meanwhile, reconnecting with
+/// backoff, and says once when dialers cannot reach us there.
+async fn token_ring(server: &str, tag: [u8; 32], out: &Events) {
+    let mut attempt = 0u32;
+    let mut said_lost = false;
+    loop {
+        let why = match MediatorLink::wait_for_contacts(server, &[tag]).await {
+            Ok((mut link, mut alive)) => {
+                attempt = 0;
+                if said_lost {
+                    said_lost = false;
+                    out.show(&Event::Info {
+                        text: "Dialers of your token can meet you at the mediator again.".into(),
+                    });
+                }
+                loop {
+                    match link.next_ring(&mut alive).await {
+                        Ok(rung) if rung == tag => return,
+                        // Not our tag: the mediator's mistake, nothing to meet.
+                        Ok(_) => {}
+                        Err(e) => break e,
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        if let ClientError::MediatorRefused {
+            code: ErrorCode::PresenceLimit,
+            ..
+        } = why
+        {
+            out.show(&Event::Info {
+                text: format!(
+                    "The mediator will not wait for your token's dialers ({why}); only direct \
+                     dials reach you."
+                ),
+            });
+            return std::future::pending().await;
+        }
+        if !said_lost {
+            said_lost = true;
+            out.show(&Event::Info {
+                text: format!(
+                    "Dialers of your token cannot meet you at the mediator until it is back \
+                     ({why}); direct dials still reach you. Retrying."
+                ),
+            });
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// The dialer: the token's addresses first, then the token's mediator, where
+/// the holder waits through presence; errors say what to do next.
+async fn dial_token(
+    setup: &Setup,
+    net: &Net<'_>,
+    token: &wire::token::Token,
+    previous: Option<ResumeSecret>,
+    out: &Events,
+) -> Result<(Connected, Matched), ClientError> {
+    let direct = crate::token::dial(net.port, token, token_ends(setup, previous.clone())).await;
+    let unreachable = match direct {
+        Err(ClientError::PeerUnreachable(why)) => why,
+        other => return other,
+    };
+    let Some(server) = token.mediator.as_deref() else {
+        return Err(ClientError::PeerUnreachable(format!(
+            "{unreachable} This token names no mediator, so only a direct connection reaches its \
+             holder: ask them for a token made with `client token --server HOST`, which also \
+             works across the internet."
+        )));
+    };
+    // The token's text passed `check_mediator` (no spaces or controls); it is
+    // still the person's input, so it is shown through the sanitiser.
+    let shown = wire::sanitize_for_terminal(server);
+    out.show(&Event::Info {
+        text: format!(
+            "No direct connection to the token's holder; meeting them through its mediator {shown}…"
+        ),
+    });
+    // Waiting past the token's expiry is useless: the holder stops waiting then.
+    let left = crate::token::remaining(token);
+    match establish_at(setup, net, server, Some(left), previous, out).await {
+        Ok(pair) => Ok(pair),
+        Err(ClientError::MediatorUnreachable { addr, reason }) => {
+            Err(ClientError::MediatorUnreachable {
+                addr,
+                reason: format!(
+                    "{reason}. That is the mediator the token names, and its holder was not \
+                     reachable directly either; ask the holder whether that mediator still \
+                     runs, or for a new token"
+                ),
+            })
+        }
+        Err(ClientError::WaitTimeout(_)) if crate::token::remaining(token).is_zero() => {
+            Err(ClientError::TokenExpired(
+                "the token expired while we waited for its holder at the mediator; ask them \
+                 for a new one (`client token`)"
+                    .into(),
+            ))
+        }
+        Err(ClientError::WaitTimeout(_)) => Err(ClientError::WaitTimeout(format!(
+            "the token's holder did not come to the mediator {shown} in time: is their \
+             `client token --server {shown}` (or messenger) still running? Try again later, or \
+             ask them for a new token"
+        ))),
+        Err(e) => Err(e),
     }
 }
 

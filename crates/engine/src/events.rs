@@ -9,6 +9,18 @@ use std::sync::Arc;
 use serde::Serialize;
 use wire::sanitize_for_terminal as safe;
 
+/// One contact as `/peers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactState {
+    pub name: String,
+    pub fingerprint: String,
+    pub verified: bool,
+    /// Linked with us now.
+    pub online: bool,
+    /// The number of the conversation it is linked in.
+    pub conversation: Option<u32>,
+}
+
 /// One thing the person typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputEvent {
@@ -85,6 +97,9 @@ pub enum Event {
     /// One of our messages outlived the mailbox with no receipt: it was not
     /// delivered.
     Expired { id: u64 },
+    /// `/peers` in the messenger: every contact, and whether it is online
+    /// (linked with us now, in the conversation named).
+    Contacts { contacts: Vec<ContactState> },
     /// `/peers`.
     Peer {
         name: String,
@@ -321,6 +336,16 @@ impl Event {
                 expires_unix: *expires_unix,
             },
             Event::Expired { id } => Event::Expired { id: *id },
+            Event::Contacts { contacts } => Event::Contacts {
+                contacts: contacts
+                    .iter()
+                    .map(|c| ContactState {
+                        name: s(&c.name),
+                        fingerprint: s(&c.fingerprint),
+                        ..c.clone()
+                    })
+                    .collect(),
+            },
             Event::Peer {
                 name,
                 addr,
@@ -550,6 +575,7 @@ Conversations (several at once):
   /new          a fresh room code to pass on;  /new group   the same for a group
   /to CONTACT   talk to a contact;  /connect TOKEN   dial a token;  /token   make one
   /list         the open conversations;  /switch N|NAME   bring one to the front
+  /peers        who is linked in the conversation in front, and which contacts are online
   /msg N|NAME TEXT   send to a conversation that is not in front
   /close        leave the conversation in front (it is not reopened)
   /forget       close it and delete its messages from your history (asks first)

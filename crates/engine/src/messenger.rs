@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use crate::config::{parse_listen, Config};
 use crate::error::ClientError;
 use crate::events::InputEvent;
-use crate::events::{ConvItem, ConvRef, Event, Events, Frontend, MESSENGER_HELP};
+use crate::events::{ContactState, ConvItem, ConvRef, Event, Events, Frontend, MESSENGER_HELP};
 use crate::history::now_ms;
 use crate::history::{History, OpenEntry, OpenKind};
 use crate::presence::Ringing;
@@ -118,6 +118,9 @@ pub enum Command {
         confirmed: bool,
     },
     List,
+    /// `/peers`: the front conversation's peers, then every contact online
+    /// or not.
+    Peers,
     Msg {
         to: String,
         text: String,
@@ -163,6 +166,7 @@ pub fn parse(line: &str) -> Command {
         },
         "/token" if rest.is_empty() => Command::Open(Open::Token),
         "/list" if rest.is_empty() => Command::List,
+        "/peers" if rest.is_empty() => Command::Peers,
         "/close" if rest.is_empty() => Command::Close,
         "/forget" => match rest {
             "" => Command::Forget { confirmed: false },
@@ -198,6 +202,9 @@ struct Entry {
     fresh: Option<bool>,
     /// `/forget yes`: its history is deleted once it has ended.
     forget: bool,
+    /// The fingerprints of the peers linked with us in it now (with their
+    /// member numbers in a group).
+    linked: Vec<(u32, String)>,
     input: mpsc::Sender<InputEvent>,
 }
 
@@ -227,7 +234,13 @@ impl Entry {
             Event::Waiting { .. } => state(&mut self.state, "waiting"),
             // A group's members are matched one by one after it joined.
             Event::Matched { .. } if self.kind != "group" => state(&mut self.state, "connecting"),
-            Event::Connected { path, verified, .. } => {
+            Event::Connected {
+                path,
+                verified,
+                fingerprint,
+                ..
+            } => {
+                self.linked = vec![(0, fingerprint.clone())];
                 self.path.clone_from(path);
                 self.verified = *verified;
                 state(&mut self.state, "connected");
@@ -238,19 +251,31 @@ impl Entry {
                 self.verified = *verified;
                 changed
             }
-            Event::Reconnecting { .. } => state(&mut self.state, "reconnecting"),
-            Event::Disconnected { .. } => state(&mut self.state, "ended"),
+            Event::Reconnecting { .. } => {
+                self.linked.clear();
+                state(&mut self.state, "reconnecting")
+            }
+            Event::Disconnected { .. } => {
+                self.linked.clear();
+                state(&mut self.state, "ended")
+            }
             Event::GroupJoined { .. } => {
                 self.members = 1;
                 state(&mut self.state, "joined");
                 true
             }
-            Event::MemberJoined { .. } => {
+            Event::MemberJoined {
+                member,
+                fingerprint,
+                ..
+            } => {
+                self.linked.push((*member, fingerprint.clone()));
                 self.members = self.members.saturating_add(1);
                 self.state = "joined".into();
                 true
             }
-            Event::MemberLeft { .. } => {
+            Event::MemberLeft { member, .. } => {
+                self.linked.retain(|(m, _)| m != member);
                 self.members = self.members.saturating_sub(1).max(1);
                 true
             }
@@ -710,6 +735,12 @@ impl Engine {
             }
             Command::Forget { confirmed: true } => self.close_front(true).await,
             Command::List => self.show_list(),
+            Command::Peers => {
+                if self.hub.table().front.is_some() {
+                    self.to_front(InputEvent::Line("/peers".into())).await;
+                }
+                self.show_contacts();
+            }
             Command::Msg { to, text } => {
                 let found = self.hub.table().find(&to);
                 match found {
@@ -784,6 +815,46 @@ impl Engine {
                 text: format!("{}: nothing deleted ({e})", conv.label),
             }),
         }
+    }
+
+    /// Every contact, and whether it is linked with us now (`/peers`).
+    fn show_contacts(&self) {
+        let contacts = {
+            let guard = self
+                .hub
+                .store
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match guard.as_ref().map(History::contacts) {
+                Some(Ok(contacts)) => contacts,
+                Some(Err(e)) => {
+                    drop(guard);
+                    self.error(&e);
+                    return;
+                }
+                None => Vec::new(),
+            }
+        };
+        let table = self.hub.table();
+        let states = contacts
+            .into_iter()
+            .map(|c| {
+                let conversation = table
+                    .entries
+                    .values()
+                    .find(|e| e.linked.iter().any(|(_, fp)| *fp == c.fingerprint))
+                    .map(|e| e.conv.number);
+                ContactState {
+                    name: c.name,
+                    fingerprint: c.fingerprint,
+                    verified: c.verified,
+                    online: conversation.is_some(),
+                    conversation,
+                }
+            })
+            .collect();
+        drop(table);
+        self.events.show(&Event::Contacts { contacts: states });
     }
 
     fn show_list(&self) {
@@ -957,6 +1028,7 @@ impl Engine {
                         _ => None,
                     },
                     forget: false,
+                    linked: Vec::new(),
                     input: sender,
                 },
             );
@@ -1059,6 +1131,7 @@ mod tests {
             stored: None,
             fresh: None,
             forget: false,
+            linked: Vec::new(),
             input: mpsc::channel(1).0,
         }
     }

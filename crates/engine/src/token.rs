@@ -1,7 +1,8 @@
 //! Connection tokens (docs/protocol.md §16): `client token` prints one and hosts
-//! whoever dials it; `client --connect TOKEN` dials it directly, with no mediator,
-//! and accepts only the identity the token names. The holder admits or denies a
-//! dialer it does not know.
+//! whoever dials it; `client --connect TOKEN` dials it directly and accepts only
+//! the identity the token names. The holder admits or denies a dialer it does not
+//! know. A token may also name the holder's mediator: a dialer that cannot reach
+//! the holder's addresses meets it there (the run's mediator path, in `app`).
 //!
 //! A holder's port is open to anyone who learns its address, token or not, so
 //! what a stranger can cost it is bounded (§16.2): connections are accepted at
@@ -60,8 +61,14 @@ pub fn room_of(token: &Token) -> RoomCode {
     RoomCode::from_secret("token", &token.room_secret())
 }
 
-/// A fresh token for `identity`, valid for `ttl`, naming the addresses we listen on.
-pub fn issue(identity: &Identity, addrs: Vec<SocketAddr>, ttl: Duration) -> Token {
+/// A fresh token for `identity`, valid for `ttl`, naming the addresses we listen
+/// on and the mediator we wait at (see [`mediator_of`]).
+pub fn issue(
+    identity: &Identity,
+    addrs: Vec<SocketAddr>,
+    mediator: Option<String>,
+    ttl: Duration,
+) -> Token {
     let mut secret = [0u8; wire::token::SECRET_LEN];
     OsRng.fill_bytes(&mut secret);
     Token {
@@ -69,7 +76,32 @@ pub fn issue(identity: &Identity, addrs: Vec<SocketAddr>, ttl: Duration) -> Toke
         secret,
         expires_unix: now_unix().saturating_add(ttl.as_secs()),
         addrs,
+        mediator,
     }
+}
+
+/// The holder's `--server` as a token names it (§16.1): `HOST:PORT`, the port
+/// always written out, an IPv6 address in brackets.
+pub fn mediator_of(server: &str) -> Result<String, ClientError> {
+    let (host, port) = crate::config::split_server(server).map_err(ClientError::Usage)?;
+    let text = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    wire::token::check_mediator(&text).map_err(|why| {
+        ClientError::Usage(format!(
+            "--server {}: a token cannot name it ({why}); use the mediator's plain host name \
+             or address",
+            wire::sanitize_for_terminal(server)
+        ))
+    })?;
+    Ok(text)
+}
+
+/// Seconds until `token` expires (0 once it has).
+pub fn remaining(token: &Token) -> Duration {
+    Duration::from_secs(token.expires_unix.saturating_sub(now_unix()))
 }
 
 /// Reads `--connect`: a token with a typo, of another version, or expired is a
@@ -304,7 +336,7 @@ pub async fn host(
     mut on_turned: impl FnMut(Turned),
 ) -> Result<(Connected, Matched), ClientError> {
     let code = room_of(token);
-    let until = Instant::now() + Duration::from_secs(token.expires_unix.saturating_sub(now_unix()));
+    let until = Instant::now() + remaining(token);
     let mut judging: JoinSet<Result<(Connected, Matched), (SocketAddr, String)>> = JoinSet::new();
     let mut judged_from: HashMap<tokio::task::Id, Source> = HashMap::new();
     let mut slots = Slots::default();
@@ -723,5 +755,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("and other addresses"), "{text}");
+    }
+
+    #[test]
+    fn a_token_names_the_holders_server_with_its_port_written_out() {
+        assert_eq!(
+            mediator_of("chat.example.org").unwrap(),
+            "chat.example.org:7070"
+        );
+        assert_eq!(mediator_of("203.0.113.1:9000").unwrap(), "203.0.113.1:9000");
+        assert_eq!(
+            mediator_of("[2001:db8::7]:443").unwrap(),
+            "[2001:db8::7]:443"
+        );
+        assert_eq!(mediator_of("2001:db8::7").unwrap(), "[2001:db8::7]:7070");
+        let err = mediator_of("bad host:7070").unwrap_err().to_string();
+        assert!(err.contains("a token cannot name it"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
-//! Known-answer vectors of docs/protocol.md §16: a token's text, the room secret
-//! and tag it gives, and the bytes of the token messages.
+//! Known-answer vectors of docs/protocol.md §16: a token's text (without and with
+//! a mediator), the room secret and tag it gives, and the bytes of the token
+//! messages.
 
 use std::net::SocketAddr;
 
@@ -12,13 +13,14 @@ fn sample() -> Token {
         secret: [0x22; 16],
         expires_unix: 1_800_000_000,
         addrs: vec!["192.0.2.7:4000".parse::<SocketAddr>().unwrap()],
+        mediator: None,
     }
 }
 
 #[test]
 fn token_text_room_secret_and_tag() {
     let t = sample();
-    assert_eq!(t.encode(), "p2pchat:1:rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oceirceirceirceirceirceirceaaaaaagwsosaaaqjqaaaidq7iextpzss");
+    assert_eq!(t.encode(), "p2pchat:2:rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oceirceirceirceirceirceirceaaaaaagwsosaaaqjqaaaidq7iaa4je6d5y");
     assert_eq!(
         hex::encode(t.room_secret()),
         "a2341b7376d3206305eb1f9c8309397e9887a7d29f06afe5728c21fb9b3f9f6a"
@@ -27,6 +29,26 @@ fn token_text_room_secret_and_tag() {
         hex::encode(dhke::secret_room_tag(&t.room_secret()).0),
         "697c6b7565febb7226068661ea26094e6c65ef7c889f906656cca15eda7517da"
     );
+}
+
+#[test]
+fn token_text_with_a_mediator() {
+    let t = Token {
+        mediator: Some("203.0.113.1:7070".into()),
+        ..sample()
+    };
+    let text = "p2pchat:2:rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oceirceirceirceirceirceirceaaaaaagwsosaaaqjqaaaidq7iaqgiydglrqfyytcmzoge5dombxgckkevqi";
+    assert_eq!(t.encode(), text);
+    assert_eq!(Token::parse(text).unwrap(), t);
+    // The mediator does not change the room: same secret, same tag.
+    assert_eq!(t.room_secret(), sample().room_secret());
+}
+
+#[test]
+fn a_token_of_the_version_before_the_mediator_asks_for_a_new_one() {
+    let v1 = "p2pchat:1:rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oceirceirceirceirceirceirceaaaaaagwsosaaaqjqaaaidq7iextpzss";
+    let err = Token::parse(v1).unwrap_err();
+    assert!(err.to_string().contains("ask its holder"), "{err}");
 }
 
 #[test]

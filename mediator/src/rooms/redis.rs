@@ -54,6 +54,14 @@ const MAX_BATCH: usize = 256;
 const MAX_ACKS: usize = MAX_BATCH;
 /// Rooms refreshed by one heartbeat script call.
 const HEARTBEAT_BATCH: usize = 512;
+/// The channel on which an instance announces a room that got a waiting host,
+/// for the presence connections of every instance (docs/protocol.md §21): the
+/// 32 tag bytes, then the announcing instance's id.
+const RING_CHANNEL: &str = "p2pchat:v3:ring";
+/// Announced rooms waiting for this instance's presence table; more are
+/// dropped (a ring is a wake-up, the room waits anyway).
+const RING_QUEUE: usize = 1024;
+
 /// The relay token key agreed by the instances (when no `--relay-secret`).
 const RELAY_KEY: &str = "p2pchat:v2:relay-key";
 
@@ -349,6 +357,9 @@ pub struct RedisRooms {
 }
 
 struct Inner {
+    /// Rooms other instances announced (§21), for our presence connections.
+    rings: mpsc::Sender<RoomTag>,
+    rings_out: Mutex<Option<mpsc::Receiver<RoomTag>>>,
     redis: ConnectionManager,
     /// This process's id (16 hex digits), fresh at every start.
     instance: String,
@@ -473,6 +484,10 @@ impl RedisRooms {
         bounded(redis.subscribe(channel(&instance)))
             .await
             .map_err(unreachable)?;
+        bounded(redis.subscribe(RING_CHANNEL))
+            .await
+            .map_err(unreachable)?;
+        let (rings, rings_out) = mpsc::channel(RING_QUEUE);
         let (secret, relay_key) = match relay_secret {
             Some(secret) => (secret, None),
             None => {
@@ -484,6 +499,8 @@ impl RedisRooms {
             }
         };
         let inner = Arc::new(Inner {
+            rings,
+            rings_out: Mutex::new(Some(rings_out)),
             redis,
             instance,
             place,
@@ -1013,6 +1030,17 @@ impl Inner {
         Ok(())
     }
 
+    /// A room another instance announced (§21): ring our presence
+    /// connections, unless it is our own announcement coming back.
+    fn on_ring(&self, payload: &[u8]) {
+        if payload.len() != 32 + self.instance.len() || &payload[32..] == self.instance.as_bytes() {
+            return;
+        }
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(&payload[..32]);
+        let _ = self.rings.try_send(RoomTag(tag));
+    }
+
     async fn leave(&self, tag: &RoomTag, id: ConnId) -> bool {
         if self.take_host(id).is_none() {
             return false;
@@ -1070,6 +1098,11 @@ async fn dispatch(
             let Some(Value::BulkString(payload)) = info.data.get(1) else {
                 continue;
             };
+            if matches!(info.data.first(), Some(Value::BulkString(c)) if c.as_slice() == RING_CHANNEL.as_bytes())
+            {
+                inner.on_ring(payload);
+                continue;
+            }
             if payload.len() > MAX_NOTICE {
                 continue;
             }
@@ -1147,6 +1180,24 @@ impl NameplateTable for RedisRooms {
 impl RoomTable for RedisRooms {
     fn join(&self, tag: RoomTag, arrival: Arrival) -> BoxFuture<'_, JoinOutcome> {
         async move { self.inner.join(tag, arrival).await }.boxed()
+    }
+
+    fn announce_waiting(&self, tag: RoomTag) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut payload = tag.0.to_vec();
+            payload.extend_from_slice(inner.instance.as_bytes());
+            let mut redis = inner.redis.clone();
+            let mut publish = ::redis::cmd("PUBLISH");
+            publish.arg(RING_CHANNEL).arg(payload);
+            if let Err(why) = bounded(publish.query_async::<i64>(&mut redis)).await {
+                tracing::debug!(%why, "presence: cannot announce a waiting room");
+            }
+        });
+    }
+
+    fn remote_rings(&self) -> Option<mpsc::Receiver<RoomTag>> {
+        lock(&self.inner.rings_out).take()
     }
 
     fn waits<'a>(&'a self, tags: &'a [RoomTag]) -> BoxFuture<'a, Vec<RoomTag>> {

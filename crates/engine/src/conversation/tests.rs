@@ -518,11 +518,15 @@ fn messages_left_at_the_mailbox_arrive_once_in_order_and_the_receipt_comes_back(
 fn a_record_of_another_conversation_from_the_mailbox_is_refused_and_shown() {
     let mut net = pair();
     let mut stranger = Member::new("mallory", 9, Kind::Pair, [8; 32]);
-    let fx = stranger.core.write("elsewhere".into(), false, Some(&stranger.db));
+    let fx = stranger
+        .core
+        .write("elsewhere".into(), false, Some(&stranger.db));
     stranger.events.extend(fx.events);
     let msg = stranger.core.unacked_own().remove(0);
     let bob = &mut net.members[1];
-    let fx = bob.core.from_mailbox(vec![PeerMsg::Group(msg)], Some(&bob.db));
+    let fx = bob
+        .core
+        .from_mailbox(vec![PeerMsg::Group(msg)], Some(&bob.db));
     assert!(fx
         .events
         .iter()
