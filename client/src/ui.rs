@@ -296,7 +296,12 @@ pub fn render_line(event: &Event) -> Option<String> {
             safe(from),
             safe(text)
         ),
-        Event::Sent { .. } | Event::Ack { .. } => return None,
+        // Marks on our own lines: the full-screen interface and --json show
+        // them; plain lines stay quiet, as for `sent` and `ack`.
+        Event::Sent { .. } | Event::Ack { .. } | Event::Stored { .. } => return None,
+        Event::Expired { id } => {
+            format!("Your message #{id} expired at the mailbox: it was not delivered.")
+        }
         Event::Peer {
             name,
             addr,

@@ -81,6 +81,10 @@ pub enum Delivery {
     Queued,
     /// Sent, not yet confirmed by the peer.
     InFlight,
+    /// Left at the mediator's mailbox for a peer who is offline.
+    Stored,
+    /// Outlived the mailbox undelivered.
+    Expired,
     /// The peer acknowledged it.
     Delivered,
 }
@@ -91,6 +95,8 @@ impl Delivery {
         match self {
             Delivery::Queued => "… queued",
             Delivery::InFlight => "…",
+            Delivery::Stored => "✉ stored",
+            Delivery::Expired => "✗ expired, not delivered",
             Delivery::Delivered => "✓",
         }
     }
@@ -560,6 +566,18 @@ impl Screen {
             Event::Ack { id } => {
                 if let Some(own) = pane.own_line(*id) {
                     *own = Delivery::Delivered;
+                }
+                return;
+            }
+            Event::Stored { id, .. } => {
+                if let Some(own) = pane.own_line(*id).filter(|d| **d != Delivery::Delivered) {
+                    *own = Delivery::Stored;
+                }
+                return;
+            }
+            Event::Expired { id } => {
+                if let Some(own) = pane.own_line(*id).filter(|d| **d != Delivery::Delivered) {
+                    *own = Delivery::Expired;
                 }
                 return;
             }
@@ -1171,7 +1189,8 @@ fn styled(line: &ChatLine) -> Vec<(String, Style)> {
             let mark = match delivery {
                 Delivery::Delivered => Style::default().fg(Color::Green),
                 Delivery::Queued => Style::default().fg(Color::Yellow),
-                Delivery::InFlight => dim,
+                Delivery::InFlight | Delivery::Stored => dim,
+                Delivery::Expired => Style::default().fg(Color::Red),
             };
             parts.push((delivery.mark().to_string(), mark));
         }

@@ -195,6 +195,13 @@ pub async fn run(
         transfers,
         out,
     )?;
+    if let Some(server) = &setup.server {
+        let peer = match &setup.token {
+            Some(TokenRun::Dial(token)) => Some(IdentityKey(token.identity)),
+            _ => setup.expect_peer,
+        };
+        convo.start_mailbox(server, peer, out);
+    }
     let net = Net {
         port,
         listener: &listener,
@@ -581,6 +588,14 @@ async fn offline<T>(
             result = &mut work => return Offline::Done(result),
             event = input.recv(), if convo.accepts_input() => {
                 if convo.on_input(event, None, out).is_some() {
+                    return Offline::Quit;
+                }
+            }
+            Some(news) = convo.mailbox_news() => {
+                convo.on_mailbox(news, None, out);
+                // Input ended and everything typed is held by the peer or
+                // its mailbox: nothing keeps us here.
+                if convo.input_closed() && convo.drained() {
                     return Offline::Quit;
                 }
             }

@@ -27,8 +27,13 @@ use crate::events::InputEvent;
 use crate::events::{Event, Events, HELP};
 use crate::history::now_ms;
 use crate::history::{ChatId, History};
+use crate::mailbox::{Job, Mailbox, News};
 use crate::peerlink::{LinkError, PeerLink};
 use crate::transfer::{Transfers, Update};
+
+/// How long the mailbox keeps an item when no mediator said otherwise
+/// (docs/protocol.md §22.3: the default `--mailbox-ttl`).
+const MAILBOX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How often we ping the peer.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -111,6 +116,20 @@ pub struct Conversation {
     peer: Option<PeerInfo>,
     rtt: Option<Duration>,
     input_closed: bool,
+    /// The mediator's mailbox for this conversation (docs/protocol.md §22),
+    /// with what it reports; none without a mediator or before the
+    /// conversation id is known.
+    mailbox: Option<(Mailbox, mpsc::Receiver<News>)>,
+    /// Who our deposits are for: the peer.
+    recipient: Option<IdentityKey>,
+    /// Our messages the mailbox holds for the peer.
+    stored: std::collections::BTreeSet<u64>,
+    /// Our messages on their way to the mailbox (asked, not answered yet).
+    depositing: std::collections::BTreeSet<u64>,
+    /// Our receipts on their way to the peer's queue.
+    receipts_out: usize,
+    /// How long the mediator keeps an item (learned from its answers).
+    mailbox_ttl: Duration,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -203,6 +222,12 @@ impl Conversation {
             peer: None,
             rtt: None,
             input_closed: false,
+            mailbox: None,
+            recipient: None,
+            stored: Default::default(),
+            depositing: Default::default(),
+            receipts_out: 0,
+            mailbox_ttl: MAILBOX_TTL,
         };
         if let ConversationId::Fixed(id) = ids {
             let (core, fx) = convo.open_core(id)?;
@@ -280,9 +305,185 @@ impl Conversation {
         self.input_closed
     }
 
-    /// Whether all our messages are held by the peer (nothing left to deliver).
-    fn drained(&self) -> bool {
-        self.drafts.is_empty() && self.core.as_ref().map_or(true, |c| c.unacked() == 0)
+    /// Whether all our messages are held by the peer or left at its mailbox
+    /// (nothing left to deliver from here).
+    pub fn drained(&self) -> bool {
+        self.receipts_out == 0
+            && self.drafts.is_empty()
+            && self.core.as_ref().map_or(true, |c| {
+                c.unacked_own()
+                    .iter()
+                    .all(|m| self.stored.contains(&m.body.seq))
+            })
+    }
+
+    /// Starts the mailbox of this conversation at `server` (docs/protocol.md
+    /// §22): our queue is opened and emptied, and our messages the peer does
+    /// not hold yet are left in its queue. `peer` is the identity the peer
+    /// must prove, when known before meeting (`--to`, a token). Token holders
+    /// have no mailbox (their dialers' conversations come and go).
+    pub fn start_mailbox(&mut self, server: &str, peer: Option<IdentityKey>, out: &Events) {
+        let (Some(core), ConversationId::Fixed(_), None) = (&self.core, &self.ids, &self.mailbox)
+        else {
+            return;
+        };
+        self.recipient = peer.or_else(|| match core.other_authors().as_slice() {
+            [one] => Some(IdentityKey(*one)),
+            _ => None,
+        });
+        let (mailbox, news) = Mailbox::start(
+            server.to_owned(),
+            core.conversation(),
+            self.identity.clone(),
+        );
+        mailbox.ask(Job::Collect);
+        self.mailbox = Some((mailbox, news));
+        self.deposit_unacked(out);
+    }
+
+    /// The next thing the mailbox reports; never without a mailbox.
+    pub async fn mailbox_news(&mut self) -> Option<News> {
+        match &mut self.mailbox {
+            Some((_, news)) => news.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Leaves our messages the peer does not hold in its queue, but those
+    /// older than the mailbox keeps anything: shown as expired, undelivered.
+    pub fn deposit_unacked(&mut self, out: &Events) {
+        let (Some(core), Some((mailbox, _)), Some(recipient)) =
+            (&self.core, &self.mailbox, self.recipient)
+        else {
+            return;
+        };
+        let oldest = now_ms()
+            .saturating_sub(u64::try_from(self.mailbox_ttl.as_millis()).unwrap_or(u64::MAX));
+        for msg in core.unacked_own() {
+            let seq = msg.body.seq;
+            if self.stored.contains(&seq) || self.depositing.contains(&seq) {
+                continue;
+            }
+            if msg.body.sent_at_ms < oldest {
+                out.show(&Event::Expired { id: seq });
+                self.stored.insert(seq);
+                continue;
+            }
+            if mailbox.ask(Job::Deposit {
+                recipient,
+                seq: Some(seq),
+                msg: Box::new(PeerMsg::Group(msg)),
+            }) {
+                self.depositing.insert(seq);
+            }
+        }
+    }
+
+    /// What the mailbox reported: fetched records go through the log (then
+    /// are removed; the log's receipt goes back to the peer's queue), our
+    /// messages are marked stored, failures shown.
+    pub fn on_mailbox(&mut self, news: News, link: Option<&PeerLink>, out: &Events) {
+        match news {
+            News::Fetched {
+                records,
+                ids,
+                dropped,
+                more,
+            } => {
+                if dropped > 0 {
+                    out.show(&Event::Error {
+                        code: "mailbox".into(),
+                        text: format!(
+                            "{dropped} item(s) at the mailbox were not for us or damaged, and were dropped"
+                        ),
+                    });
+                }
+                if let Some(core) = self.core.as_mut() {
+                    let mut fx = core.from_mailbox(records, self.store.as_ref().map(|s| &s.db));
+                    let receipts: Vec<PeerMsg> = fx
+                        .sends
+                        .iter()
+                        .filter(|(to, msg)| {
+                            *to == To::Link(conversation::MAILBOX)
+                                && matches!(msg, PeerMsg::GroupCatchup(_))
+                        })
+                        .map(|(_, msg)| msg.clone())
+                        .collect();
+                    fx.sends
+                        .retain(|(to, _)| *to != To::Link(conversation::MAILBOX));
+                    let _ = apply(fx, link, self.peer.as_ref(), out);
+                    if let (Some((mailbox, _)), Some(recipient)) = (&self.mailbox, self.recipient) {
+                        // One receipt says all: the last.
+                        if let Some(msg) = receipts.into_iter().last() {
+                            if mailbox.ask(Job::Deposit {
+                                recipient,
+                                seq: None,
+                                msg: Box::new(msg),
+                            }) {
+                                self.receipts_out += 1;
+                            }
+                        }
+                    }
+                }
+                if let Some((mailbox, _)) = &self.mailbox {
+                    if !ids.is_empty() {
+                        mailbox.ask(Job::Remove(ids));
+                    }
+                    if more {
+                        mailbox.ask(Job::Collect);
+                    }
+                }
+            }
+            News::Stored { seq, expires_unix } => {
+                let now = now_ms() / 1000;
+                if expires_unix > now {
+                    self.mailbox_ttl = Duration::from_secs(expires_unix - now);
+                }
+                self.depositing.remove(&seq);
+                self.stored.insert(seq);
+                let acked = self
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| !c.unacked_own().iter().any(|m| m.body.seq == seq));
+                if !acked {
+                    out.show(&Event::Stored {
+                        id: seq,
+                        expires_unix,
+                    });
+                }
+            }
+            News::Taken { seq } => {
+                self.depositing.remove(&seq);
+                self.stored.insert(seq);
+            }
+            News::ReceiptLeft => self.receipts_out = self.receipts_out.saturating_sub(1),
+            News::Failed {
+                seq: Some(seq),
+                why,
+                ..
+            } => {
+                self.depositing.remove(&seq);
+                out.show(&Event::Error {
+                    code: "mailbox".into(),
+                    text: format!(
+                        "message #{seq} could not be left at the mailbox ({why}); it goes when the other side is online"
+                    ),
+                })
+            }
+            News::Failed {
+                seq: None,
+                receipt,
+                why,
+            } => {
+                if receipt {
+                    self.receipts_out = self.receipts_out.saturating_sub(1);
+                }
+                out.show(&Event::Error {
+                    code: "mailbox".into(),
+                    text: format!("the mailbox could not be reached ({why})"),
+                })
+            }
+        }
     }
 
     /// Whether typing may continue ([`conversation::MAX_UNACKED`]).
@@ -378,6 +579,11 @@ impl Conversation {
                     text: e.to_string(),
                 }),
             }
+        }
+        self.recipient = Some(peer.identity);
+        if let Some((mailbox, _)) = &self.mailbox {
+            // What the peer left while we were away (a cut, a restart).
+            mailbox.ask(Job::Collect);
         }
         self.peer = Some(peer);
         Ok(verified)
@@ -521,6 +727,10 @@ impl Conversation {
         // A failed send is the link's reader's to report; the next session's
         // catch-up sends the message again.
         let _ = apply(fx, link, self.peer.as_ref(), out);
+        if link.is_none() {
+            // Nobody to send it to now: the peer's mailbox keeps it.
+            self.deposit_unacked(out);
+        }
         None
     }
 
@@ -783,6 +993,12 @@ pub async fn run(
                 Some(Err(e)) => break Ending::Lost(link_failure(e, &peer)),
                 None => break Ending::Lost(link_failure(LinkError::Closed, &peer)),
             },
+            Some(news) = convo.mailbox_news() => {
+                convo.on_mailbox(news, Some(&link), out);
+                if convo.input_closed && convo.drained() {
+                    break Ending::Quit;
+                }
+            }
             Some(update) = updates.recv() => convo.transfers.on_update(update, Some(&link), out),
             _ = progress.tick(), if convo.transfers.sending() => convo.transfers.poll_progress(out),
             _ = ticker.tick() => {
@@ -817,5 +1033,7 @@ pub async fn run(
         core.link_down(serial);
     }
     convo.end_session();
+    // What the peer did not confirm waits for it at the mailbox.
+    convo.deposit_unacked(out);
     ending
 }

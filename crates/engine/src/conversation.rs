@@ -57,6 +57,11 @@ const SHOW_RESTORED: usize = 20;
 /// Well inside the log's backlog, so none is pruned before it is caught up.
 pub const MAX_UNACKED: u64 = wire::group::BACKLOG as u64 / 2;
 
+/// The link id under which records fetched from the mailbox (docs/protocol.md
+/// §22) go through the log: never a real link's (those count up from 1). It
+/// stays registered, so a message that waits for an earlier one waits on.
+pub const MAILBOX: u64 = u64::MAX;
+
 /// How the conversation's messages are shown: the two-party events (`message`,
 /// `sent`) or the group ones (`group_message`, ours included). Delivery,
 /// storing and receipts are the same.
@@ -270,6 +275,51 @@ impl Core {
         let mut fx = Effects::default();
         fx.send(To::Link(link), PeerMsg::GroupSummary(self.log.summary()));
         fx
+    }
+
+    /// Records fetched from our mailbox queue, oldest first, through the log
+    /// like a link's ([`Core::on_peer`] under [`MAILBOX`]): sends addressed to
+    /// `To::Link(MAILBOX)` are receipts for the caller to leave in the
+    /// author's queue. A record the log refuses ends the batch (shown as an
+    /// error: what came before it stays delivered).
+    pub fn from_mailbox(&mut self, records: Vec<PeerMsg>, store: Option<&History>) -> Effects {
+        self.links.entry(MAILBOX).or_insert_with(Pace::new);
+        let mut fx = Effects::default();
+        for record in records {
+            match self.on_peer(MAILBOX, record, 0, store) {
+                Ok(step) => fx.extend(step),
+                Err(why) => {
+                    fx.show(Event::Error {
+                        code: "mailbox".into(),
+                        text: format!("the mailbox held a record the log refused ({why})"),
+                    });
+                    break;
+                }
+            }
+        }
+        fx
+    }
+
+    /// Our messages no other member is known to hold yet, oldest first: what
+    /// the mailbox should carry to a member who is away.
+    pub fn unacked_own(&self) -> Vec<GroupMsg> {
+        let own = self.own();
+        (self.acked + 1..=self.own_last)
+            .filter_map(|seq| self.log.delivered(&own, seq).cloned())
+            .collect()
+    }
+
+    /// Every author of the log but us (in a two-party conversation, the peer).
+    pub fn other_authors(&self) -> Vec<[u8; 32]> {
+        let own = self.own();
+        let mut authors: Vec<[u8; 32]> = self
+            .log
+            .authors()
+            .into_iter()
+            .filter(|a| *a != own)
+            .collect();
+        authors.sort_unstable();
+        authors
     }
 
     /// A link went away: what it brought that still waits is dropped with it.

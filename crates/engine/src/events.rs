@@ -91,6 +91,12 @@ pub enum Event {
     },
     /// The peer confirmed one of our messages.
     Ack { id: u64 },
+    /// One of our messages waits at the mediator's mailbox for a member who
+    /// is offline, until `expires_unix` (docs/protocol.md §22).
+    Stored { id: u64, expires_unix: u64 },
+    /// One of our messages outlived the mailbox with no receipt: it was not
+    /// delivered.
+    Expired { id: u64 },
     /// `/peers` in the messenger: every contact, and whether it is online
     /// (linked with us now, in the conversation named).
     Contacts { contacts: Vec<ContactState> },
@@ -325,6 +331,11 @@ impl Event {
                 pending: *pending,
             },
             Event::Ack { id } => Event::Ack { id: *id },
+            Event::Stored { id, expires_unix } => Event::Stored {
+                id: *id,
+                expires_unix: *expires_unix,
+            },
+            Event::Expired { id } => Event::Expired { id: *id },
             Event::Contacts { contacts } => Event::Contacts {
                 contacts: contacts
                     .iter()

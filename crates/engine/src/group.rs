@@ -37,6 +37,7 @@ use crate::events::InputEvent;
 use crate::events::{Event, Events, GROUP_HELP};
 use crate::history::now_ms;
 use crate::history::History;
+use crate::mailbox::{Job, Mailbox, News};
 use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{GroupPlace, MediatorLink, PathReport, RoomNotice};
@@ -147,6 +148,14 @@ struct Mesh<'a> {
     next_serial: u64,
     paired_tx: mpsc::Sender<Paired>,
     from_links_tx: mpsc::Sender<FromLink>,
+    /// The room's mailbox (docs/protocol.md §22): our queue, emptied when we
+    /// come, and the queues of members who are away.
+    mailbox: Option<(Mailbox, mpsc::Receiver<News>)>,
+    /// Every member identity met this run or found in the log: who gets our
+    /// messages at the mailbox while not linked.
+    known: HashSet<[u8; 32]>,
+    /// Our messages shown as stored at a mailbox already.
+    stored: HashSet<u64>,
 }
 
 /// Runs a group room until the person leaves.
@@ -186,8 +195,19 @@ pub async fn run(
         next_serial: 0,
         paired_tx,
         from_links_tx,
+        mailbox: None,
+        known: HashSet::new(),
+        stored: HashSet::new(),
     };
     mesh.apply(restored);
+    mesh.known.extend(mesh.core.other_authors());
+    let (mailbox, news) = Mailbox::start(
+        mesh.run.server.clone(),
+        mesh.core.conversation(),
+        mesh.run.identity.clone(),
+    );
+    mailbox.ask(Job::Collect);
+    mesh.mailbox = Some((mailbox, news));
 
     // The first join's refusal (a full room, a wrong DH group) ends the run;
     // later, a lost mediator only means retrying while the links carry on.
@@ -264,6 +284,7 @@ pub async fn run(
                 mesh.on_paired(paired)
             }
             Some(from) = from_links.recv() => mesh.on_link(from),
+            Some(news) = mailbox_news(&mut mesh.mailbox) => mesh.on_mailbox(news),
             _ = tick.tick() => {
                 mesh.on_tick();
                 if rejoin_at.is_some_and(|at| Instant::now() >= at) && joining.is_none() {
@@ -283,6 +304,14 @@ pub async fn run(
     mesh.leave().await;
     out.show(&Event::Disconnected { reason });
     Ok(())
+}
+
+/// The next thing the room's mailbox reports; never without one.
+async fn mailbox_news(mailbox: &mut Option<(Mailbox, mpsc::Receiver<News>)>) -> Option<News> {
+    match mailbox {
+        Some((_, news)) => news.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Aborts a task when dropped.
@@ -482,8 +511,82 @@ impl Mesh<'_> {
         let fx = self
             .core
             .write(text.to_owned(), linked, self.run.history.as_ref());
+        let written: Vec<PeerMsg> = fx
+            .sends
+            .iter()
+            .filter(|(_, msg)| matches!(msg, PeerMsg::Group(_)))
+            .map(|(_, msg)| msg.clone())
+            .collect();
         self.apply(fx);
+        self.deposit_for_absent(written);
         None
+    }
+
+    /// Leaves `msgs` (our log messages) in the queue of every member we know
+    /// who is not linked now.
+    fn deposit_for_absent(&mut self, msgs: Vec<PeerMsg>) {
+        let Some((mailbox, _)) = &self.mailbox else {
+            return;
+        };
+        let linked: HashSet<[u8; 32]> = self.members.values().map(|m| m.identity.0).collect();
+        for member in self.known.iter().filter(|k| !linked.contains(*k)) {
+            for msg in &msgs {
+                let PeerMsg::Group(m) = msg else { continue };
+                mailbox.ask(Job::Deposit {
+                    recipient: IdentityKey(*member),
+                    seq: Some(m.body.seq),
+                    msg: Box::new(msg.clone()),
+                });
+            }
+        }
+    }
+
+    /// What the room's mailbox reported.
+    fn on_mailbox(&mut self, news: News) {
+        match news {
+            News::Fetched {
+                records,
+                ids,
+                dropped,
+                more,
+            } => {
+                if dropped > 0 {
+                    self.out.show(&Event::Error {
+                        code: "mailbox".into(),
+                        text: format!(
+                            "{dropped} item(s) at the mailbox were not for us or damaged, and were dropped"
+                        ),
+                    });
+                }
+                let fx = self.core.from_mailbox(records, self.run.history.as_ref());
+                self.known.extend(self.core.other_authors());
+                self.apply(fx);
+                if let Some((mailbox, _)) = &self.mailbox {
+                    if !ids.is_empty() {
+                        mailbox.ask(Job::Remove(ids));
+                    }
+                    if more {
+                        mailbox.ask(Job::Collect);
+                    }
+                }
+            }
+            News::Stored { seq, expires_unix } => {
+                if self.stored.insert(seq) {
+                    self.out.show(&Event::Stored {
+                        id: seq,
+                        expires_unix,
+                    });
+                }
+            }
+            News::Taken { .. } | News::ReceiptLeft => {}
+            News::Failed { seq, why, .. } => self.out.show(&Event::Error {
+                code: "mailbox".into(),
+                text: match seq {
+                    Some(seq) => format!("message #{seq} could not be left at the mailbox ({why})"),
+                    None => format!("the mailbox could not be reached ({why})"),
+                },
+            }),
+        }
     }
 
     fn on_command(&mut self, command: &str) -> Option<String> {
@@ -713,6 +816,7 @@ impl Mesh<'_> {
                     roster: None,
                 };
                 self.members.insert(serial, m);
+                self.known.insert(identity.0);
                 let fx = self.core.link_up(serial, identity, &name);
                 self.apply(fx);
                 if relinked {

@@ -26,6 +26,7 @@ pub mod group;
 pub mod history;
 pub mod identity;
 pub mod lan;
+pub mod mailbox;
 pub mod messenger;
 pub mod peerlink;
 pub mod ports;

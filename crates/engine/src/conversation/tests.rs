@@ -459,3 +459,78 @@ fn receipt_vector() {
     };
     assert!(c.floor.is_empty() && c.msgs.is_empty() && !c.more);
 }
+
+/// A mailbox between two members in memory: what one leaves, sealed for the
+/// other's queue as docs/protocol.md §22 says, the other opens.
+fn through_mailbox(to: &Member, records: Vec<PeerMsg>) -> Vec<PeerMsg> {
+    let queue = wire::mailbox::Queue::of(&to.conversation, &to.key());
+    records
+        .iter()
+        .map(|r| queue.seal(&wire::encode(r).unwrap()).unwrap())
+        .map(|sealed| wire::decode(&queue.open(&sealed).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn messages_left_at_the_mailbox_arrive_once_in_order_and_the_receipt_comes_back() {
+    let mut net = pair();
+    // Alice writes while bob is away, restarts in between.
+    for t in texts("offline", 1..=2) {
+        net.write(0, &t);
+    }
+    net.members[0].restart();
+    net.write(0, "offline 3");
+    let left: Vec<PeerMsg> = net.members[0]
+        .core
+        .unacked_own()
+        .into_iter()
+        .map(PeerMsg::Group)
+        .collect();
+    assert_eq!(left.len(), 3, "the restart kept what bob does not hold");
+
+    // Bob fetches them twice (a crash between storing and removing).
+    let fetched = through_mailbox(&net.members[1], left);
+    let bob = &mut net.members[1];
+    let fx = bob.core.from_mailbox(fetched.clone(), Some(&bob.db));
+    let receipts: Vec<PeerMsg> = fx
+        .sends
+        .iter()
+        .filter(|(to, _)| *to == To::Link(MAILBOX))
+        .map(|(_, m)| m.clone())
+        .filter(|m| matches!(m, PeerMsg::GroupCatchup(_)))
+        .collect();
+    bob.events.extend(fx.events);
+    let again = bob.core.from_mailbox(fetched, Some(&bob.db));
+    bob.events.extend(again.events);
+    assert_eq!(bob.received(), texts("offline", 1..=3));
+
+    // His receipt, left in alice's queue, acks all three.
+    let receipt = receipts.last().cloned().expect("a receipt for the author");
+    let back = through_mailbox(&net.members[0], vec![receipt]);
+    let alice = &mut net.members[0];
+    let fx = alice.core.from_mailbox(back, Some(&alice.db));
+    alice.events.extend(fx.events);
+    assert_eq!(alice.acks(), [1, 2, 3]);
+    assert!(alice.core.unacked_own().is_empty());
+}
+
+#[test]
+fn a_record_of_another_conversation_from_the_mailbox_is_refused_and_shown() {
+    let mut net = pair();
+    let mut stranger = Member::new("mallory", 9, Kind::Pair, [8; 32]);
+    let fx = stranger
+        .core
+        .write("elsewhere".into(), false, Some(&stranger.db));
+    stranger.events.extend(fx.events);
+    let msg = stranger.core.unacked_own().remove(0);
+    let bob = &mut net.members[1];
+    let fx = bob
+        .core
+        .from_mailbox(vec![PeerMsg::Group(msg)], Some(&bob.db));
+    assert!(fx
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Error { code, .. } if code == "mailbox")));
+    bob.events.extend(fx.events);
+    assert!(bob.received().is_empty());
+}
