@@ -184,7 +184,8 @@ impl Metrics {
         let relay_sessions_open = gauge("mediator_relay_sessions", "Relay sessions spliced now");
         let mailbox_items = gauge(
             "mediator_mailbox_items",
-            "Items the mailbox store holds now (docs/protocol.md §22; with Redis: all instances')",
+            "Items the mailbox store holds now (docs/protocol.md §22; with Redis: all instances', \
+             as of this instance's last mailbox request or sweep)",
         );
         let mailbox_bytes = gauge(
             "mediator_mailbox_bytes",
