@@ -544,6 +544,24 @@ pub(crate) async fn sweep(shared: std::sync::Arc<crate::server::Shared>) {
 
 /// The error a store reports when it cannot be used: what to tell clients.
 pub(crate) fn unavailable(why: impl fmt::Display) -> Refusal {
-    tracing::warn!(error = %why, "mailbox store failed");
+    if warn_now() {
+        tracing::warn!(error = %why, "mailbox store failed");
+    }
     Refusal::Unavailable("the mediator's mailbox store failed; try again later".to_owned())
+}
+
+/// Whether a store failure may be logged now: at most one warning every few
+/// seconds, however many requests fail.
+pub(crate) fn warn_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    const EVERY_SECS: u64 = 5;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + EVERY_SECS
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }

@@ -416,3 +416,43 @@ async fn items_past_their_ttl_are_not_handed_out_and_the_sweep_leaves_nothing() 
     assert_eq!(held(&redis), (0, 0));
     assert_eq!(store.held(), Default::default());
 }
+
+/// Redis gone: mailbox requests are turned away with `TooManyConnections`
+/// (clients retry) and the mediator stays up; Redis back: they work again.
+#[tokio::test]
+async fn while_redis_is_away_requests_are_refused_and_then_served_again() {
+    let mut redis = RedisServer::start();
+    let server = start_with_metrics(shared(&redis)).await;
+    let clock = TestClock::new();
+    let alice = alice();
+    let mut a = Client::connect(server.addr).await;
+    a.open(&alice, clock.now()).await;
+    redis.stop();
+    let mut a = Client::connect(server.addr).await;
+    let msg = a
+        .refused(&alice.open(clock.now()), ErrorCode::TooManyConnections)
+        .await;
+    assert!(msg.contains("mailbox store"), "{msg}");
+    server
+        .wait_for_metric(r#"mediator_rejected_total{limit="mailbox_store"} 1"#)
+        .await;
+    // Back (empty: this test's Redis keeps nothing): the queue is made anew.
+    redis.restart();
+    let mut served = None;
+    for _ in 0..50 {
+        let mut a = Client::connect(server.addr).await;
+        match a.ask(&alice.open(clock.now())).await {
+            MediatorMsg::MailboxOpened { items } => {
+                served = Some(items);
+                break;
+            }
+            MediatorMsg::Error {
+                code: ErrorCode::TooManyConnections,
+                ..
+            } => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(served, Some(0), "the mailbox never came back with Redis");
+    server.shutdown().await.unwrap();
+}

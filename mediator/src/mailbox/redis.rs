@@ -368,7 +368,9 @@ impl RedisMailbox {
 
 impl Inner {
     fn unreachable(&self, why: &str) -> Refusal {
-        tracing::warn!(redis = %self.place, error = why, "mailbox: Redis call failed");
+        if super::warn_now() {
+            tracing::warn!(redis = %self.place, error = why, "mailbox: Redis call failed");
+        }
         Refusal::Unavailable(format!(
             "the mediator cannot reach its mailbox store (Redis at {}); try again in a moment",
             self.place

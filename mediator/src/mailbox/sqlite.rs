@@ -747,6 +747,49 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A full disk (here SQLite's own page limit, which fails the same way)
+    /// refuses adds naming it, and the store keeps serving what it holds.
+    #[test]
+    fn a_full_disk_refuses_adds_and_the_store_goes_on() {
+        let mut db = Db::open(
+            None,
+            StoreCaps {
+                queue_items: 1000,
+                queue_bytes: 1 << 30,
+                max_bytes: 1 << 30,
+                ..CAPS
+            },
+        )
+        .unwrap();
+        let (q, add, read) = ([1; 32], [2; 32], [3; 32]);
+        db.open_queue(&q, &add, &read, 10, true).unwrap();
+        let pages: i64 = db
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        db.conn
+            .pragma_update(None, "max_page_count", pages + 8)
+            .unwrap();
+        let mut stored = Vec::new();
+        let refusal = loop {
+            let sealed = item(stored.len() as u8, 4000);
+            match db.add(&q, &add, &sealed, 10, true) {
+                Ok(s) => stored.push(s.id),
+                Err(refusal) => break refusal,
+            }
+            assert!(stored.len() < 100, "the page limit never bit");
+        };
+        assert_eq!(refusal, Refusal::Full(Cap::Disk));
+        assert_eq!(db.held, recount(&db), "the failed add left a trace");
+        let fetched = db.fetch(&q, &read, 11).unwrap();
+        assert_eq!(fetched.items.len(), stored.len().min(3));
+        assert_eq!(
+            db.remove(&q, &read, &stored, 12).unwrap() as usize,
+            stored.len()
+        );
+        assert_eq!(db.held, recount(&db));
+    }
+
     #[test]
     fn caps_are_checked_in_order_and_a_refusal_changes_nothing() {
         let mut db = Db::open(None, CAPS).unwrap();
