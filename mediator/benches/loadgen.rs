@@ -197,6 +197,8 @@ impl Mediator {
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
+            // The pairing path is measured here: no mailbox file left behind.
+            .env("MEDIATOR_MAILBOX_DB", ":memory:")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

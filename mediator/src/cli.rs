@@ -2,6 +2,7 @@
 //! variable, turned into a [`Config`] and a logging setup.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -59,6 +60,42 @@ pub struct Args {
     /// bytes each); more are refused (Error PresenceLimit).
     #[arg(long, env = "MEDIATOR_PRESENCE_MAX_TOTAL", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub presence_max_total: u64,
+
+    /// The offline mailbox's SQLite file (sealed items waiting for contacts who
+    /// are offline; made if missing, with its -wal and -shm beside it). A
+    /// relative path is taken from the working directory; `:memory:` keeps the
+    /// mailbox in memory, lost at exit. Not used with --redis (the mailbox is
+    /// then in Redis).
+    #[arg(
+        long,
+        env = "MEDIATOR_MAILBOX_DB",
+        default_value = "mailbox.sqlite3",
+        value_name = "PATH"
+    )]
+    pub mailbox_db: PathBuf,
+
+    /// How long the mailbox keeps an item (then it is deleted, delivered or not).
+    #[arg(long, env = "MEDIATOR_MAILBOX_TTL", default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
+    pub mailbox_ttl: Duration,
+
+    /// Most items one mailbox queue (one recipient in one conversation) holds;
+    /// more are refused (Error MailboxFull).
+    #[arg(long, env = "MEDIATOR_MAILBOX_QUEUE_ITEMS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), value_name = "N")]
+    pub mailbox_queue_items: u64,
+
+    /// Most sealed bytes one mailbox queue holds; suffixes K, M, G (binary).
+    #[arg(long, env = "MEDIATOR_MAILBOX_QUEUE_BYTES", default_value = "4M", value_parser = parse_bytes, value_name = "BYTES")]
+    pub mailbox_queue_bytes: u64,
+
+    /// Most bytes one IPv4 address or IPv6 /64 may add to the mailbox per hour
+    /// (counted by each instance in memory); suffixes K, M, G (binary).
+    #[arg(long, env = "MEDIATOR_MAILBOX_SOURCE_BYTES", default_value = "16M", value_parser = parse_bytes, value_name = "BYTES")]
+    pub mailbox_source_bytes: u64,
+
+    /// Most bytes the whole mailbox store holds (sealed items, plus 64 per item
+    /// and per remembered id, 128 per queue); suffixes K, M, G (binary).
+    #[arg(long, env = "MEDIATOR_MAILBOX_MAX_BYTES", default_value = "1G", value_parser = parse_bytes, value_name = "BYTES")]
+    pub mailbox_max_bytes: u64,
 
     /// Most rooms waiting at once; a Hello that would open another is refused
     /// (Error TooManyConnections).
@@ -186,6 +223,9 @@ pub enum Switch {
     Off,
 }
 
+/// `--mailbox-db` naming no file: the mailbox in memory.
+const MEMORY: &str = ":memory:";
+
 /// Parses `1048576`, `64K`, `8M`, `2G` (binary multiples); zero is refused.
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -247,8 +287,19 @@ impl Args {
             proxy_protocol: self.proxy_protocol,
             presence_max_tags: usize::try_from(self.presence_max_tags).unwrap_or(usize::MAX),
             presence_max_total: usize::try_from(self.presence_max_total).unwrap_or(usize::MAX),
+            mailbox_db: self.mailbox_file().map(PathBuf::from),
+            mailbox_ttl: self.mailbox_ttl,
+            mailbox_queue_items: self.mailbox_queue_items,
+            mailbox_queue_bytes: self.mailbox_queue_bytes,
+            mailbox_source_bytes: self.mailbox_source_bytes,
+            mailbox_max_bytes: self.mailbox_max_bytes,
             ..Config::default()
         }
+    }
+
+    /// The mailbox file, or `None` for `--mailbox-db :memory:`.
+    fn mailbox_file(&self) -> Option<&std::path::Path> {
+        (self.mailbox_db.as_os_str() != MEMORY).then_some(self.mailbox_db.as_path())
     }
 
     /// [`Args::config`] for a server listening on `local`: with `--redis` and no
@@ -282,13 +333,21 @@ impl Args {
         let metrics = self
             .metrics
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
+        let mailbox = match (&self.redis, self.mailbox_file()) {
+            (Some(url), _) => format!("redis {} (shared)", crate::rooms::redis_place(url)),
+            (None, None) => "memory (lost at exit)".to_owned(),
+            (None, Some(path)) => format!("sqlite {}", path.display()),
+        };
         format!(
             "listen {}\nhello-timeout {}\nroom-ttl {}\nidle-timeout {}\nmax-rooms {}\n\
              max-members {}\nmax-members-per-ip {}\ngroup-ttl {}\nmax-connections {}\nper-ip-connections {}\nper-ip-hellos-per-min {}\n\
              per-56-connections {}\nper-48-connections {}\nper-56-hellos-per-min {}\n\
              per-48-hellos-per-min {}\nrelay {:?}\nrelay-max-bytes {}\nrelay-rate {}/s\n\
              relay-max-sessions {}\nrelay-idle {}\nmetrics {metrics}\nlog-format {:?}\n\
-             redis {redis}\npublic-addr {public}\nrelay-secret {secret}\nproxy-protocol {}",
+             redis {redis}\npublic-addr {public}\nrelay-secret {secret}\nproxy-protocol {}\n\
+             presence-max-tags {}\npresence-max-total {}\nmailbox {mailbox}\nmailbox-ttl {}\n\
+             mailbox-queue-items {}\nmailbox-queue-bytes {}\nmailbox-source-bytes {}/h\n\
+             mailbox-max-bytes {}",
             self.listen,
             d(self.hello_timeout),
             d(self.room_ttl),
@@ -311,6 +370,13 @@ impl Args {
             d(self.relay_idle),
             self.log_format,
             self.proxy_protocol,
+            self.presence_max_tags,
+            self.presence_max_total,
+            d(self.mailbox_ttl),
+            self.mailbox_queue_items,
+            self.mailbox_queue_bytes,
+            self.mailbox_source_bytes,
+            self.mailbox_max_bytes,
         )
     }
 }
@@ -362,6 +428,14 @@ mod tests {
         assert_eq!(c.relay_rate, d.relay_rate);
         assert_eq!(c.relay_max_sessions, d.relay_max_sessions);
         assert_eq!(c.relay_idle, d.relay_idle);
+        assert_eq!(c.mailbox_ttl, d.mailbox_ttl);
+        assert_eq!(c.mailbox_queue_items, d.mailbox_queue_items);
+        assert_eq!(c.mailbox_queue_bytes, d.mailbox_queue_bytes);
+        assert_eq!(c.mailbox_source_bytes, d.mailbox_source_bytes);
+        assert_eq!(c.mailbox_max_bytes, d.mailbox_max_bytes);
+        // The binary keeps its mailbox in a file; the library default, in memory.
+        assert_eq!(c.mailbox_db, Some(PathBuf::from("mailbox.sqlite3")));
+        assert_eq!(d.mailbox_db, None);
         assert_eq!(args.listen, "[::]:7070".parse().unwrap());
     }
 
@@ -374,6 +448,34 @@ mod tests {
         assert!(Args::try_parse_from(["mediator", "--idle-timeout", "0s"]).is_err());
         assert!(Args::try_parse_from(["mediator", "--max-rooms", "0"]).is_err());
         assert!(Args::try_parse_from(["mediator", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn mailbox_flags() {
+        let args = Args::try_parse_from([
+            "mediator",
+            "--mailbox-db",
+            ":memory:",
+            "--mailbox-ttl",
+            "2h",
+            "--mailbox-queue-bytes",
+            "64K",
+            "--mailbox-max-bytes",
+            "2G",
+        ])
+        .unwrap();
+        let c = args.config();
+        assert_eq!(c.mailbox_db, None);
+        assert_eq!(c.mailbox_ttl, Duration::from_secs(7200));
+        assert_eq!(c.mailbox_queue_bytes, 64 * 1024);
+        assert_eq!(c.mailbox_max_bytes, 2 << 30);
+        assert!(args.summary().contains("\nmailbox memory (lost at exit)\n"));
+        let file = Args::try_parse_from(["mediator", "--mailbox-db", "/var/lib/m/box.db"]).unwrap();
+        assert!(file
+            .summary()
+            .contains("\nmailbox sqlite /var/lib/m/box.db\n"));
+        assert!(Args::try_parse_from(["mediator", "--mailbox-queue-items", "0"]).is_err());
+        assert!(Args::try_parse_from(["mediator", "--mailbox-ttl", "0s"]).is_err());
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The mediator's tunables: timeouts, limits and relay caps, with the defaults of
-//! docs/protocol.md §4 and §12.
+//! The mediator's tunables: timeouts, limits, relay caps and the mailbox's
+//! store and caps, with the defaults of docs/protocol.md §4, §12 and §22.3.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything [`crate::run`] needs to know besides its listener.
 ///
-/// `Config::default()` is what the binary runs with when no flag is given.
+/// `Config::default()` is what the binary runs with when no flag is given, but
+/// for the mailbox's file: the default here keeps the mailbox in memory
+/// (`mailbox_db: None`), the binary's `--mailbox-db` default is a file.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// A `Hello` must have arrived this long after accept (one deadline for the
@@ -74,6 +77,22 @@ pub struct Config {
     pub presence_max_tags: usize,
     /// Most tag registrations of all presence connections together.
     pub presence_max_total: usize,
+    /// The mailbox's SQLite file (docs/protocol.md §22.3), made if missing;
+    /// `None`: an SQLite store in memory, lost at exit (tests, embedding).
+    /// Not used with `redis`: the mailbox then lives in Redis.
+    pub mailbox_db: Option<PathBuf>,
+    /// How long a mailbox item is kept (and a removed item's id remembered).
+    pub mailbox_ttl: Duration,
+    /// Most items one mailbox queue holds.
+    pub mailbox_queue_items: u64,
+    /// Most sealed bytes one mailbox queue holds.
+    pub mailbox_queue_bytes: u64,
+    /// Most bytes one IPv4 address or IPv6 /64 may add to the mailbox per hour
+    /// (counted by each mediator in its memory, never stored).
+    pub mailbox_source_bytes: u64,
+    /// Most bytes the whole mailbox store holds, as its cap counts them
+    /// (sealed items, and a fixed cost per item, remembered id and queue).
+    pub mailbox_max_bytes: u64,
 }
 
 /// A 32-byte relay token key (`--relay-secret`). `Debug` never shows it.
@@ -136,6 +155,12 @@ impl Default for Config {
             presence_max_tags: 1024,
             // About 100 bytes each: 100 MB at most, whatever the clients do.
             presence_max_total: 1_000_000,
+            mailbox_db: None,
+            mailbox_ttl: Duration::from_secs(7 * 24 * 3600),
+            mailbox_queue_items: 1000,
+            mailbox_queue_bytes: 4 << 20,
+            mailbox_source_bytes: 16 << 20,
+            mailbox_max_bytes: 1 << 30,
         }
     }
 }
@@ -151,6 +176,7 @@ impl Config {
             ("relay-idle", self.relay_idle),
             ("relay-token-ttl", self.relay_token_ttl),
             ("punch-hold", self.punch_hold),
+            ("mailbox-ttl", self.mailbox_ttl),
         ];
         for (name, value) in durations {
             if value.is_zero() {
@@ -177,6 +203,10 @@ impl Config {
                 "relay-rate",
                 usize::try_from(self.relay_rate).unwrap_or(usize::MAX),
             ),
+            ("mailbox-queue-items", saturate(self.mailbox_queue_items)),
+            ("mailbox-queue-bytes", saturate(self.mailbox_queue_bytes)),
+            ("mailbox-source-bytes", saturate(self.mailbox_source_bytes)),
+            ("mailbox-max-bytes", saturate(self.mailbox_max_bytes)),
         ];
         for (name, value) in counts {
             if value == 0 {
@@ -191,6 +221,9 @@ impl Config {
             if !matches!(port, Some(p) if p != 0) {
                 return Err(ConfigError::PublicAddr(addr.clone()));
             }
+        }
+        if self.mailbox_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::MailboxTtl);
         }
         if self.redis.is_some() && self.relay && self.public_addr.is_none() {
             return Err(ConfigError::RedisNeedsPublicAddr);
@@ -237,6 +270,9 @@ pub enum ConfigError {
     /// `--public-addr` is not `HOST:PORT`.
     #[error("--public-addr `{0}` must be HOST:PORT (at most 253 characters, port 1-65535)")]
     PublicAddr(String),
+    /// The mailbox counts time in whole seconds.
+    #[error("--mailbox-ttl must be at least 1s")]
+    MailboxTtl,
     /// Shared rooms with a relay need each instance's own address.
     #[error(
         "--redis with the relay on needs --public-addr HOST:PORT: the address of this \
@@ -244,6 +280,10 @@ pub enum ConfigError {
          instance can reach the relay that serves its pair (or pass --relay off)"
     )]
     RedisNeedsPublicAddr,
+}
+
+fn saturate(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Longest `--public-addr`: a DNS name (253) is the most it needs.

@@ -70,6 +70,8 @@ pub(crate) enum End {
     Relay([u8; 32]),
     /// The connection opened with `Presence`: it waits under these tags (§21).
     Presence(Vec<[u8; 32]>),
+    /// The connection opened with this mailbox request (§22.3).
+    Mailbox(Box<ClientMsg>),
 }
 
 pub(crate) fn refuse(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> End {
@@ -99,7 +101,7 @@ pub(crate) fn serve(
                     let _ = timeout(WRITE_TIMEOUT, stream.write_all(&frame)).await;
                 }
             }
-            End::Done | End::Presence(_) => {}
+            End::Done | End::Presence(_) | End::Mailbox(_) => {}
         }
         // Dropping the stream closes it: the kernel sends what is queued, then FIN.
     }
@@ -126,6 +128,8 @@ enum First {
     RelayJoin([u8; 32]),
     /// `Presence`: wait under these tags (§21).
     Presence(Vec<[u8; 32]>),
+    /// A mailbox request (§22.3).
+    Mailbox(Box<ClientMsg>),
 }
 
 /// (Not an `async fn`, for the reason given at [`serve`].)
@@ -145,6 +149,9 @@ fn converse<'a>(
             // Boxed: a presence holder's state is not a waiting host's.
             Err(End::Presence(tags)) => {
                 return Box::pin(crate::presence::serve(admitted, &mut reader, stream, tags)).await
+            }
+            Err(End::Mailbox(first)) => {
+                return Box::pin(crate::mailbox::serve(admitted, &mut reader, stream, *first)).await
             }
             Err(end) => return end,
         };
@@ -294,6 +301,7 @@ async fn read_hello(
         )),
         First::RelayJoin(token) => Err(End::Relay(token)),
         First::Presence(tags) => Err(End::Presence(tags)),
+        First::Mailbox(first) => Err(End::Mailbox(first)),
     }
 }
 
@@ -349,14 +357,17 @@ async fn read_first(
                 return Err(refuse(ErrorCode::Malformed, "Presence after Allocate"))
             }
             ClientMsg::Presence { tags } => return Ok(First::Presence(tags)),
-            ClientMsg::MailboxOpen { .. }
+            msg @ (ClientMsg::MailboxOpen { .. }
             | ClientMsg::MailboxAdd { .. }
             | ClientMsg::MailboxFetch { .. }
-            | ClientMsg::MailboxRemove { .. } => {
-                return Err(refuse(
-                    ErrorCode::Malformed,
-                    "this mediator keeps no mailbox",
-                ))
+            | ClientMsg::MailboxRemove { .. }) => {
+                if plate.is_some() {
+                    return Err(refuse(
+                        ErrorCode::Malformed,
+                        "a mailbox request after Allocate",
+                    ));
+                }
+                return Ok(First::Mailbox(Box::new(msg)));
             }
             ClientMsg::PunchPong { .. } => {
                 return Err(refuse(ErrorCode::Malformed, "PunchPong before Matched"))

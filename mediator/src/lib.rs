@@ -12,7 +12,9 @@
 //! Once its session stands, each client reports the path it took (`SessionPath`),
 //! counted in [`metrics`] with nothing else kept, and the mediator closes.
 //! A connection may open with `Presence` instead: it then waits under its
-//! contacts' tags and is rung when one opens a room under one ([`presence`]).
+//! contacts' tags and is rung when one opens a room under one ([`presence`]),
+//! or with a mailbox request: it then leaves, fetches or removes sealed items
+//! in a queue kept by a [`mailbox::MailboxTable`] (SQLite or Redis, §22).
 //! Any refusal is one `Error{code, message}` and then close. Per-address and global
 //! limits, timeouts and metrics sit around that. Logs carry at most an 8-hex prefix
 //! of a room tag, never a name or a public value, and client addresses only at
@@ -24,6 +26,7 @@ mod connection;
 mod group_member;
 pub mod groups;
 pub mod limits;
+pub mod mailbox;
 pub mod metrics;
 pub mod nameplates;
 mod presence;

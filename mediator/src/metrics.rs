@@ -28,6 +28,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use wire::{ErrorCode, PathLabel};
 
+use crate::mailbox::{Cap, Held};
+
 /// Which limit turned a client away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -56,10 +58,12 @@ pub enum Limit {
     MembersPerIp,
     /// `--presence-max-total`: the presence table is full (§21).
     Presence,
+    /// The mailbox store (SQLite or Redis) failed or was unreachable (§22.3).
+    MailboxStore,
 }
 
 impl Limit {
-    const ALL: [Limit; 12] = [
+    const ALL: [Limit; 13] = [
         Limit::MaxConnections,
         Limit::OpenFiles,
         Limit::PerIpConnections,
@@ -72,6 +76,7 @@ impl Limit {
         Limit::RoomStore,
         Limit::MembersPerIp,
         Limit::Presence,
+        Limit::MailboxStore,
     ];
 
     /// The metric label.
@@ -89,6 +94,7 @@ impl Limit {
             Limit::RoomStore => "room_store",
             Limit::MembersPerIp => "max_members_per_ip",
             Limit::Presence => "presence_max_total",
+            Limit::MailboxStore => "mailbox_store",
         }
     }
 }
@@ -120,6 +126,10 @@ pub struct Metrics {
     group_members: Gauge,
     presence_tags: Gauge,
     room_store_up: Gauge,
+    mailbox_items: Gauge,
+    mailbox_bytes: Gauge,
+    /// One handle per `mailbox::Cap::ALL` entry, in that order.
+    mailbox_refused: [Counter; Cap::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -172,6 +182,16 @@ impl Metrics {
             "1 if the room table can open rooms (Redis reachable, or in memory), else 0",
         );
         let relay_sessions_open = gauge("mediator_relay_sessions", "Relay sessions spliced now");
+        let mailbox_items = gauge(
+            "mediator_mailbox_items",
+            "Items the mailbox store holds now (docs/protocol.md §22; with Redis: all instances', \
+             as of this instance's last mailbox request or sweep)",
+        );
+        let mailbox_bytes = gauge(
+            "mediator_mailbox_bytes",
+            "Bytes the mailbox store holds now as --mailbox-max-bytes counts them: sealed items, \
+             and 64 per item and per remembered id, 128 per queue",
+        );
         let mut counter = |name: &str, help: &str| {
             let c = Counter::default();
             registry.register(name, help, c.clone());
@@ -214,6 +234,13 @@ impl Metrics {
             "path",
             PathLabel::ALL.map(PathLabel::as_str),
         );
+        let mailbox_refused = labelled(
+            &mut registry,
+            "mediator_mailbox_refused",
+            "Mailbox adds and opens refused by a cap (MailboxFull), by cap",
+            "cap",
+            Cap::ALL.map(Cap::as_str),
+        );
         Metrics {
             registry,
             connections_open,
@@ -231,6 +258,9 @@ impl Metrics {
             group_members,
             presence_tags,
             room_store_up,
+            mailbox_items,
+            mailbox_bytes,
+            mailbox_refused,
         }
     }
 
@@ -312,6 +342,21 @@ impl Metrics {
     pub fn set_presence_tags(&self, tags: usize) {
         self.presence_tags
             .set(i64::try_from(tags).unwrap_or(i64::MAX));
+    }
+
+    /// A mailbox request was refused by `cap`.
+    pub fn mailbox_refused(&self, cap: Cap) {
+        if let Some(i) = Cap::ALL.iter().position(|c| *c == cap) {
+            self.mailbox_refused[i].inc();
+        }
+    }
+
+    /// Sets the mailbox gauges (read before each [`Metrics::render`]).
+    pub fn set_mailbox(&self, held: Held) {
+        self.mailbox_items
+            .set(i64::try_from(held.items).unwrap_or(i64::MAX));
+        self.mailbox_bytes
+            .set(i64::try_from(held.bytes).unwrap_or(i64::MAX));
     }
 
     /// Prometheus text exposition format, version 0.0.4. `store_up`: whether the

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) nameplates: Arc<dyn NameplateTable>,
     /// Presence connections by tag (§21).
     pub(crate) presence: crate::presence::PresenceTable,
+    /// The offline mailbox's store and per-source cap (§22).
+    pub(crate) mailbox: crate::mailbox::Mailbox,
     /// Connections still reading their PROXY header (not yet admitted).
     unproxied: AtomicUsize,
     next_id: AtomicU64,
@@ -171,7 +173,9 @@ pub async fn run_with_metrics(
             )
         }
     };
+    let mailbox = open_mailbox(&config).await?;
     let shared = Arc::new(Shared {
+        mailbox: crate::mailbox::Mailbox::new(mailbox, &config),
         rooms,
         groups,
         limits: AddrLimits::new(config.limit_caps()),
@@ -194,6 +198,7 @@ pub async fn run_with_metrics(
         ));
     }
     tracker.spawn(sweep_groups(shared.clone()));
+    tracker.spawn(crate::mailbox::sweep(shared.clone()));
     if let Some(mut rings) = shared.rooms.remote_rings() {
         // Rooms other instances opened ring our presence connections (§21).
         let shared = shared.clone();
@@ -232,6 +237,25 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
+/// The mailbox's store: Redis with `--redis`, else the SQLite file (or memory).
+async fn open_mailbox(config: &Config) -> anyhow::Result<Box<dyn crate::mailbox::MailboxTable>> {
+    use crate::mailbox::{RedisMailbox, SqliteMailbox, StoreCaps};
+    let caps = StoreCaps::of(config);
+    Ok(match &config.redis {
+        Some(url) => {
+            Box::new(RedisMailbox::connect(url, crate::rooms::redis_place(url), caps).await?)
+        }
+        None => {
+            let path = config.mailbox_db.clone();
+            // Opening reads the totals: a blocking job, off the runtime's threads.
+            let store =
+                tokio::task::spawn_blocking(move || SqliteMailbox::open(path.as_deref(), caps))
+                    .await??;
+            Box::new(store)
+        }
+    })
+}
+
 /// Forgets group rooms empty for their TTL, every few seconds until shutdown.
 async fn sweep_groups(shared: Arc<Shared>) {
     loop {
@@ -253,6 +277,7 @@ impl metrics::Status for Status {
     fn metrics(&self) -> String {
         let rooms = &self.0.rooms;
         self.0.metrics.set_presence_tags(self.0.presence.tags());
+        self.0.metrics.set_mailbox(self.0.mailbox.store.held());
         self.0.metrics.render(
             rooms.waiting(),
             self.0.groups.members(),

@@ -37,7 +37,7 @@ async fn read_to_close(s: &mut TcpStream) -> String {
 }
 
 /// Every family the mediator exposes, with its type.
-const FAMILIES: [(&str, &str); 14] = [
+const FAMILIES: [(&str, &str); 18] = [
     ("mediator_connections", "gauge"),
     ("mediator_connections_total", "counter"),
     ("mediator_waiting_rooms", "gauge"),
@@ -52,6 +52,10 @@ const FAMILIES: [(&str, &str); 14] = [
     ("mediator_relay_bytes_total", "counter"),
     ("mediator_punch_timed_total", "counter"),
     ("mediator_sessions_total", "counter"),
+    ("mediator_presence_tags", "gauge"),
+    ("mediator_mailbox_items", "gauge"),
+    ("mediator_mailbox_bytes", "gauge"),
+    ("mediator_mailbox_refused_total", "counter"),
 ];
 
 // Paused time (here and below): the clock jumps only when every task waits, so
@@ -114,7 +118,14 @@ async fn the_page_is_prometheus_text_with_each_family_once() {
         .lines()
         .filter(|l| l.starts_with("mediator_rejected_total{limit="))
         .count();
-    assert_eq!(limits, 11, "one series per limit");
+    assert_eq!(limits, 13, "one series per limit");
+    for cap in mediator::mailbox::Cap::ALL {
+        let line = format!(
+            "mediator_mailbox_refused_total{{cap=\"{}\"}} 0",
+            cap.as_str()
+        );
+        assert!(body.lines().any(|l| l == line), "missing {line:?}");
+    }
     server.shutdown().await.unwrap();
 }
 

@@ -151,6 +151,10 @@ impl Mediator {
             // members-per-address cap (default 4) as far as the room cap goes.
             // A flag in `extra` still wins over this.
             .env("MEDIATOR_MAX_MEMBERS_PER_IP", "1024")
+            // No mailbox file shared by parallel tests or left in the source
+            // tree; a test that restarts a mediator on its mailbox passes
+            // --mailbox-db PATH in `extra`.
+            .env("MEDIATOR_MAILBOX_DB", ":memory:")
             .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())

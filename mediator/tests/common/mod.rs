@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wire::{ClientMsg, ErrorCode, Link, MediatorMsg, Role};
 
+pub mod mailbox;
 pub mod redis_server;
 
 /// Longest a test waits for one message before it fails (virtual time in paused tests).
@@ -411,6 +412,9 @@ impl Binary {
             .arg(script)
             .env("MEDIATOR", env!("CARGO_BIN_EXE_mediator"))
             .env("RUST_LOG", "warn")
+            // No mailbox file in the working directory (the crate's source),
+            // none shared by tests: a test that wants one passes --mailbox-db.
+            .env("MEDIATOR_MAILBOX_DB", ":memory:")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
