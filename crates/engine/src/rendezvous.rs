@@ -152,27 +152,34 @@ impl MediatorLink {
     /// Asks for a nameplate for a fresh room code (`Allocate`, §13.2).
     pub async fn allocate(&mut self) -> Result<u32, ClientError> {
         self.send(&ClientMsg::Allocate).await?;
+        match self.answer("Allocate").await? {
+            MediatorMsg::Allocated { nameplate } => Ok(nameplate),
+            other => Err(self.lost(&format!("unexpected {} after Allocate", kind(&other)))),
+        }
+    }
+
+    /// The answer to the request `what` just sent: the next message but
+    /// `Pong`s (at most a few), within the answer deadline; a refusal is the
+    /// mediator's error, with advice.
+    async fn answer(&mut self, what: &str) -> Result<MediatorMsg, ClientError> {
         for _ in 0..MAX_MESSAGES_AFTER_MATCH {
             let frame = match timeout(CONNECT_TIMEOUT * 2, self.framed.next()).await {
-                Err(_) => return Err(self.lost("no answer to Allocate")),
+                Err(_) => return Err(self.lost(&format!("no answer to {what}"))),
                 Ok(None) => return Err(self.lost("closed by the mediator")),
                 Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
                 Ok(Some(Ok(frame))) => frame,
             };
             match wire::decode::<MediatorMsg>(&frame) {
-                Ok(MediatorMsg::Allocated { nameplate }) => return Ok(nameplate),
                 Ok(MediatorMsg::Pong) => {}
                 Ok(MediatorMsg::Error { code, message }) => {
                     let message = wire::sanitize_for_terminal(&message).into_owned();
                     return Err(ClientError::from_mediator(code, &message, ""));
                 }
-                Ok(other) => {
-                    return Err(self.lost(&format!("unexpected {} after Allocate", kind(&other))))
-                }
+                Ok(answer) => return Ok(answer),
                 Err(e) => return Err(self.lost(&format!("unreadable message: {e}"))),
             }
         }
-        Err(self.lost("no Allocated"))
+        Err(self.lost(&format!("no answer to {what}")))
     }
 
     /// Opens a presence connection (docs/protocol.md §21) that waits under
@@ -187,23 +194,11 @@ impl MediatorLink {
                 tags: batch.to_vec(),
             })
             .await?;
-            let answer = timeout(CONNECT_TIMEOUT * 2, link.framed.next()).await;
-            let frame = match answer {
-                Err(_) => return Err(link.lost("no answer to Presence")),
-                Ok(None) => return Err(link.lost("closed by the mediator")),
-                Ok(Some(Err(e))) => return Err(link.lost(&e.to_string())),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            match wire::decode::<MediatorMsg>(&frame) {
-                Ok(MediatorMsg::Present { .. }) => {}
-                Ok(MediatorMsg::Error { code, message }) => {
-                    let message = wire::sanitize_for_terminal(&message).into_owned();
-                    return Err(ClientError::from_mediator(code, &message, ""));
-                }
-                Ok(other) => {
+            match link.answer("Presence").await? {
+                MediatorMsg::Present { .. } => {}
+                other => {
                     return Err(link.lost(&format!("unexpected {} after Presence", kind(&other))))
                 }
-                Err(e) => return Err(link.lost(&format!("unreadable message: {e}"))),
             }
         }
         Ok((link, PresenceKeepalive(Keepalive::new())))
@@ -241,24 +236,7 @@ impl MediatorLink {
     /// mediator's error, with advice).
     pub async fn mailbox_request(&mut self, msg: &ClientMsg) -> Result<MediatorMsg, ClientError> {
         self.send(msg).await?;
-        loop {
-            let answer = timeout(CONNECT_TIMEOUT * 2, self.framed.next()).await;
-            let frame = match answer {
-                Err(_) => return Err(self.lost("no answer to a mailbox request")),
-                Ok(None) => return Err(self.lost("closed by the mediator")),
-                Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            match wire::decode::<MediatorMsg>(&frame) {
-                Ok(MediatorMsg::Pong) => {}
-                Ok(MediatorMsg::Error { code, message }) => {
-                    let message = wire::sanitize_for_terminal(&message).into_owned();
-                    return Err(ClientError::from_mediator(code, &message, ""));
-                }
-                Ok(answer) => return Ok(answer),
-                Err(e) => return Err(self.lost(&format!("unreadable message: {e}"))),
-            }
-        }
+        self.answer("a mailbox request").await
     }
 
     /// Our address on this connection: the interface that reaches the mediator.
