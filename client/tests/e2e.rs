@@ -277,7 +277,7 @@ async fn mediator_pairing_different_rooms_gives_keys_differ() {
     alice.expect("waiting").await;
     let mut bob = Client::start("bob", &args(&server, "bob", &dir, &["--room", "room-two"]));
     let err = bob.expect("error").await;
-    assert_eq!(err["code"], "keys_differ");
+    assert_eq!(err["code"], "keys_differ", "{err}");
     assert!(err["text"]
         .as_str()
         .unwrap()

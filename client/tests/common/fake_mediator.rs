@@ -118,17 +118,59 @@ fn hold_presence(mut framed: Framed<TcpStream, FrameCodec>, tags: usize) {
     });
 }
 
+/// Answers a messenger's mailbox connection (§22) as a mediator whose mailbox
+/// is empty and takes nothing, until the client closes it.
+fn serve_empty_mailbox(mut framed: Framed<TcpStream, FrameCodec>, first: ClientMsg) {
+    tokio::spawn(async move {
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            let answer = match request {
+                ClientMsg::MailboxOpen { .. } => MediatorMsg::MailboxOpened { items: 0 },
+                ClientMsg::MailboxFetch { .. } => MediatorMsg::MailboxItems {
+                    items: Vec::new(),
+                    more: false,
+                },
+                ClientMsg::MailboxRemove { .. } => MediatorMsg::MailboxRemoved { removed: 0 },
+                ClientMsg::Ping => MediatorMsg::Pong,
+                _ => MediatorMsg::Error {
+                    code: wire::ErrorCode::MailboxFull,
+                    message: "this test mediator keeps no mail".into(),
+                },
+            };
+            let payload = wire::encode(&answer).expect("encode");
+            if framed.send(payload.as_slice()).await.is_err() {
+                return;
+            }
+            next = match framed.next().await {
+                Some(Ok(frame)) => wire::decode(&frame).ok(),
+                _ => None,
+            };
+        }
+    });
+}
+
 async fn arrive(listener: &TcpListener, first: bool) -> Arrival {
     let (mut framed, observed, frame) = loop {
         let (stream, observed) = listener.accept().await.expect("accept client");
         let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
         let frame = framed.next().await.expect("a frame").expect("frame ok");
-        if let Ok(ClientMsg::Presence { tags }) = wire::decode(&frame) {
-            // A messenger's presence connection (§21): held, never rung.
-            hold_presence(framed, tags.len());
-            continue;
+        match wire::decode(&frame) {
+            Ok(ClientMsg::Presence { tags }) => {
+                // A messenger's presence connection (§21): held, never rung.
+                hold_presence(framed, tags.len());
+                continue;
+            }
+            Ok(
+                request @ (ClientMsg::MailboxOpen { .. }
+                | ClientMsg::MailboxAdd { .. }
+                | ClientMsg::MailboxFetch { .. }
+                | ClientMsg::MailboxRemove { .. }),
+            ) => {
+                serve_empty_mailbox(framed, request);
+                continue;
+            }
+            _ => break (framed, observed, frame),
         }
-        break (framed, observed, frame);
     };
     let ClientMsg::Hello {
         name,
@@ -358,18 +400,33 @@ pub async fn broken(behaviour: Broken) -> SocketAddr {
         .expect("bind broken mediator");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            return;
+        // A messenger's presence and mailbox connections are answered as a
+        // mediator would; the behaviour is for the first other connection.
+        let mut stream = loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            // The first message: a 4-byte length, then that many bytes.
+            let mut header = [0u8; 4];
+            if stream.read_exact(&mut header).await.is_err() {
+                continue;
+            }
+            let mut first = vec![0u8; u32::from_be_bytes(header).min(1 << 16) as usize];
+            if stream.read_exact(&mut first).await.is_err() {
+                continue;
+            }
+            let framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
+            match wire::decode::<ClientMsg>(&first) {
+                Ok(ClientMsg::Presence { tags }) => hold_presence(framed, tags.len()),
+                Ok(
+                    request @ (ClientMsg::MailboxOpen { .. }
+                    | ClientMsg::MailboxAdd { .. }
+                    | ClientMsg::MailboxFetch { .. }
+                    | ClientMsg::MailboxRemove { .. }),
+                ) => serve_empty_mailbox(framed, request),
+                _ => break framed.into_inner(),
+            }
         };
-        // The Hello: a 4-byte length, then that many bytes.
-        let mut header = [0u8; 4];
-        if stream.read_exact(&mut header).await.is_err() {
-            return;
-        }
-        let mut hello = vec![0u8; u32::from_be_bytes(header).min(1 << 16) as usize];
-        if stream.read_exact(&mut hello).await.is_err() {
-            return;
-        }
         match behaviour {
             Broken::Answer(bytes) => {
                 let _ = stream.write_all(&bytes).await;

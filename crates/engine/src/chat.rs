@@ -478,9 +478,12 @@ impl Conversation {
                 if receipt {
                     self.receipts_out = self.receipts_out.saturating_sub(1);
                 }
-                out.show(&Event::Error {
-                    code: "mailbox".into(),
-                    text: format!("the mailbox could not be reached ({why})"),
+                // Nothing of ours is lost: the mailbox is checked again at
+                // the next session, and our messages go by the link.
+                out.show(&Event::Info {
+                    text: format!(
+                        "The mediator's mailbox could not be reached ({why}); it is tried again at the next connection."
+                    ),
                 })
             }
         }

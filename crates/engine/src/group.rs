@@ -579,12 +579,18 @@ impl Mesh<'_> {
                 }
             }
             News::Taken { .. } | News::ReceiptLeft => {}
-            News::Failed { seq, why, .. } => self.out.show(&Event::Error {
+            News::Failed {
+                seq: Some(seq),
+                why,
+                ..
+            } => self.out.show(&Event::Error {
                 code: "mailbox".into(),
-                text: match seq {
-                    Some(seq) => format!("message #{seq} could not be left at the mailbox ({why})"),
-                    None => format!("the mailbox could not be reached ({why})"),
-                },
+                text: format!("message #{seq} could not be left at the mailbox ({why})"),
+            }),
+            News::Failed { seq: None, why, .. } => self.out.show(&Event::Info {
+                text: format!(
+                    "The mediator's mailbox could not be reached ({why}); members who are linked still get everything."
+                ),
             }),
         }
     }
