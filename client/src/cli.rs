@@ -97,6 +97,12 @@ pub struct Args {
     #[arg(long, env = "P2PCHAT_NO_PRESENCE")]
     pub no_presence: bool,
 
+    /// Read receipts in two-party conversations: tell the other side which of
+    /// its messages you have seen, and see which of yours it has. Both sides
+    /// must turn this on; otherwise neither sees anything.
+    #[arg(long, env = "P2PCHAT_READ_RECEIPTS")]
+    pub read_receipts: bool,
+
     /// Refuse to have chat relayed through the mediator.
     #[arg(long, env = "P2PCHAT_NO_RELAY")]
     pub no_relay: bool,
@@ -361,6 +367,7 @@ impl Args {
             lan_timeout: self.lan_timeout,
             lan_interface: self.lan_interface.clone(),
             no_presence: self.no_presence,
+            read_receipts: self.read_receipts,
         }
     }
 }

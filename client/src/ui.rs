@@ -298,7 +298,9 @@ pub fn render_line(event: &Event) -> Option<String> {
         ),
         // Marks on our own lines: the full-screen interface and --json show
         // them; plain lines stay quiet, as for `sent` and `ack`.
-        Event::Sent { .. } | Event::Ack { .. } | Event::Stored { .. } => return None,
+        Event::Sent { .. } | Event::Ack { .. } | Event::Stored { .. } | Event::Read { .. } => {
+            return None
+        }
         Event::Expired { id } => {
             format!("Your message #{id} expired at the mailbox: it was not delivered.")
         }

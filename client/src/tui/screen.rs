@@ -87,6 +87,8 @@ pub enum Delivery {
     Expired,
     /// The peer acknowledged it.
     Delivered,
+    /// The peer has seen it (read receipts, where both sides allow them).
+    Read,
 }
 
 impl Delivery {
@@ -98,6 +100,7 @@ impl Delivery {
             Delivery::Stored => "✉ stored",
             Delivery::Expired => "✗ expired, not delivered",
             Delivery::Delivered => "✓",
+            Delivery::Read => "✓✓ read",
         }
     }
 }
@@ -565,18 +568,36 @@ impl Screen {
             }
             Event::Ack { id } => {
                 if let Some(own) = pane.own_line(*id) {
-                    *own = Delivery::Delivered;
+                    if *own != Delivery::Read {
+                        *own = Delivery::Delivered;
+                    }
+                }
+                return;
+            }
+            Event::Read { id } => {
+                for line in pane.lines.iter_mut() {
+                    if let Speaker::Own { id: own, delivery } = &mut line.speaker {
+                        if *own <= *id {
+                            *delivery = Delivery::Read;
+                        }
+                    }
                 }
                 return;
             }
             Event::Stored { id, .. } => {
-                if let Some(own) = pane.own_line(*id).filter(|d| **d != Delivery::Delivered) {
+                if let Some(own) = pane
+                    .own_line(*id)
+                    .filter(|d| !matches!(**d, Delivery::Delivered | Delivery::Read))
+                {
                     *own = Delivery::Stored;
                 }
                 return;
             }
             Event::Expired { id } => {
-                if let Some(own) = pane.own_line(*id).filter(|d| **d != Delivery::Delivered) {
+                if let Some(own) = pane
+                    .own_line(*id)
+                    .filter(|d| !matches!(**d, Delivery::Delivered | Delivery::Read))
+                {
                     *own = Delivery::Expired;
                 }
                 return;
@@ -1187,7 +1208,7 @@ fn styled(line: &ChatLine) -> Vec<(String, Style)> {
             ));
             parts.push((format!(": {} ", line.text), Style::default()));
             let mark = match delivery {
-                Delivery::Delivered => Style::default().fg(Color::Green),
+                Delivery::Delivered | Delivery::Read => Style::default().fg(Color::Green),
                 Delivery::Queued => Style::default().fg(Color::Yellow),
                 Delivery::InFlight | Delivery::Stored => dim,
                 Delivery::Expired => Style::default().fg(Color::Red),

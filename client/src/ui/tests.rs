@@ -96,6 +96,7 @@ fn every_event(s: &str) -> Vec<Event> {
             expires_unix: 1_800_000_000,
         },
         Event::Expired { id: 3 },
+        Event::Read { id: 2 },
         Event::Contacts {
             contacts: vec![engine::events::ContactState {
                 name: s(),
@@ -262,6 +263,7 @@ fn kind(event: &Event) -> &'static str {
         Event::Ack { .. } => "ack",
         Event::Stored { .. } => "stored",
         Event::Expired { .. } => "expired",
+        Event::Read { .. } => "read",
         Event::Contacts { .. } => "contacts",
         Event::Peer { .. } => "peer",
         Event::Verify { .. } => "verify",
@@ -289,7 +291,7 @@ fn kind(event: &Event) -> &'static str {
 fn the_sample_covers_every_event_kind() {
     let mut kinds: Vec<&str> = every_event("x").iter().map(kind).collect();
     kinds.dedup();
-    assert_eq!(kinds.len(), 33, "add the new event kind to every_event");
+    assert_eq!(kinds.len(), 34, "add the new event kind to every_event");
 }
 
 #[test]

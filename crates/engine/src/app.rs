@@ -195,6 +195,7 @@ pub async fn run(
         transfers,
         out,
     )?;
+    convo.allow_read_receipts(setup.config.read_receipts);
     if let Some(server) = &setup.server {
         let peer = match &setup.token {
             Some(TokenRun::Dial(token)) => Some(IdentityKey(token.identity)),
@@ -1079,7 +1080,7 @@ async fn admit(
                         text: "Answer /accept or /deny first.".into(),
                     }),
                 },
-                Ok(Some(InputEvent::TooLong { .. })) => {}
+                Ok(Some(InputEvent::TooLong { .. } | InputEvent::Seen { .. })) => {}
                 Ok(Some(InputEvent::Eof) | None) => break Err("the holder left".to_string()),
                 Err(_) => break Err("no answer in time".to_string()),
             }

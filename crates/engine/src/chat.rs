@@ -128,6 +128,13 @@ pub struct Conversation {
     depositing: std::collections::BTreeSet<u64>,
     /// Our receipts on their way to the peer's queue.
     receipts_out: usize,
+    /// Read receipts (`--read-receipts`): sent and shown only when allowed.
+    read_receipts: bool,
+    /// The peer's highest message seq shown here, the highest we told it we
+    /// read, and the highest of ours it said it read.
+    peer_shown: u64,
+    read_sent: u64,
+    read_shown: u64,
     /// How long the mediator keeps an item (learned from its answers).
     mailbox_ttl: Duration,
 }
@@ -227,6 +234,10 @@ impl Conversation {
             stored: Default::default(),
             depositing: Default::default(),
             receipts_out: 0,
+            read_receipts: false,
+            peer_shown: 0,
+            read_sent: 0,
+            read_shown: 0,
             mailbox_ttl: MAILBOX_TTL,
         };
         if let ConversationId::Fixed(id) = ids {
@@ -341,6 +352,20 @@ impl Conversation {
         self.deposit_unacked(out);
     }
 
+    /// Allows read receipts both ways (docs/protocol.md §7.1).
+    pub fn allow_read_receipts(&mut self, allow: bool) {
+        self.read_receipts = allow;
+    }
+
+    /// Remembers the peer's highest message a step shows.
+    fn note_shown(&mut self, fx: &Effects) {
+        for event in &fx.events {
+            if let Event::Message { id, .. } = event {
+                self.peer_shown = self.peer_shown.max(*id);
+            }
+        }
+    }
+
     /// The next thing the mailbox reports; never without a mailbox.
     pub async fn mailbox_news(&mut self) -> Option<News> {
         match &mut self.mailbox {
@@ -400,6 +425,11 @@ impl Conversation {
                 }
                 if let Some(core) = self.core.as_mut() {
                     let mut fx = core.from_mailbox(records, self.store.as_ref().map(|s| &s.db));
+                    for event in &fx.events {
+                        if let Event::Message { id, .. } = event {
+                            self.peer_shown = self.peer_shown.max(*id);
+                        }
+                    }
                     let receipts: Vec<PeerMsg> = fx
                         .sends
                         .iter()
@@ -694,6 +724,24 @@ impl Conversation {
                 self.input_closed = true;
                 self.drained().then_some(Ending::Quit)
             }
+            Some(InputEvent::Seen { seq }) => {
+                self.on_seen(seq, link);
+                None
+            }
+        }
+    }
+
+    /// The person has the peer's messages up to `seq` before its eyes: with
+    /// read receipts allowed, tell the peer (once per new high point).
+    fn on_seen(&mut self, seq: u64, link: Option<&PeerLink>) {
+        let seq = seq.min(self.peer_shown);
+        if !self.read_receipts || seq <= self.read_sent {
+            return;
+        }
+        if let Some(link) = link {
+            if link.send(PeerMsg::Read { seq }).is_ok() {
+                self.read_sent = seq;
+            }
         }
     }
 
@@ -867,7 +915,18 @@ impl Conversation {
                 let fx = core
                     .on_peer(self.serial, log, queued, db)
                     .map_err(|why| link_failure(LinkError::Protocol(why), peer))?;
+                self.note_shown(&fx);
                 apply(fx, Some(link), self.peer.as_ref(), out)?;
+            }
+            // Shown only if we allow read receipts too; never past what we wrote.
+            PeerMsg::Read { seq } => {
+                if let (true, Some(core)) = (self.read_receipts, &self.core) {
+                    let seq = seq.min(core.own_last());
+                    if seq > self.read_shown {
+                        self.read_shown = seq;
+                        out.show(&Event::Read { id: seq });
+                    }
+                }
             }
             PeerMsg::Ping { nonce } => {
                 link.send(PeerMsg::Pong { nonce })

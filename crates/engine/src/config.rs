@@ -67,6 +67,9 @@ pub struct Config {
     /// mediator waiting for contacts, no announcements on the LAN; contacts
     /// reach us only while a conversation with them is open.
     pub no_presence: bool,
+    /// Tell peers which of their messages we have seen, and show theirs: both
+    /// sides must allow it (docs/protocol.md §7.1).
+    pub read_receipts: bool,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             lan_timeout: Duration::from_secs(600),
             lan_interface: Vec::new(),
             no_presence: false,
+            read_receipts: false,
         }
     }
 }

@@ -300,6 +300,11 @@ impl Core {
         fx
     }
 
+    /// Our highest message seq written.
+    pub fn own_last(&self) -> u64 {
+        self.own_last
+    }
+
     /// Our messages no other member is known to hold yet, oldest first: what
     /// the mailbox should carry to a member who is away.
     pub fn unacked_own(&self) -> Vec<GroupMsg> {

@@ -30,6 +30,10 @@ pub enum InputEvent {
     TooLong { limit: usize },
     /// End of input (Ctrl-D, or the pipe closed).
     Eof,
+    /// The person has the conversation's messages up to the peer's `seq`
+    /// before its eyes (it is in front); `u64::MAX`: all it holds. Sent by
+    /// the messenger, for read receipts (docs/protocol.md §7.1).
+    Seen { seq: u64 },
 }
 
 /// Everything the client reports. In `--json` mode each is one line with an
@@ -97,6 +101,9 @@ pub enum Event {
     /// One of our messages outlived the mailbox with no receipt: it was not
     /// delivered.
     Expired { id: u64 },
+    /// The peer has seen our messages up to `id` (both sides allow read
+    /// receipts, `--read-receipts`).
+    Read { id: u64 },
     /// `/peers` in the messenger: every contact, and whether it is online
     /// (linked with us now, in the conversation named).
     Contacts { contacts: Vec<ContactState> },
@@ -336,6 +343,7 @@ impl Event {
                 expires_unix: *expires_unix,
             },
             Event::Expired { id } => Event::Expired { id: *id },
+            Event::Read { id } => Event::Read { id: *id },
             Event::Contacts { contacts } => Event::Contacts {
                 contacts: contacts
                     .iter()

@@ -497,6 +497,8 @@ impl Mesh<'_> {
                 return None;
             }
             Some(InputEvent::Eof) | None => return Some("you left".into()),
+            // Read receipts are for two-party conversations.
+            Some(InputEvent::Seen { .. }) => return None,
         };
         if let Some(rest) = line.strip_prefix('/') {
             if !rest.starts_with('/') {
@@ -1034,6 +1036,9 @@ impl Mesh<'_> {
                     m.send(PeerMsg::Pong { nonce });
                 }
             }
+            // Read receipts are a two-party conversation's (§7.1): a group
+            // member has no use for one and ignores it.
+            PeerMsg::Read { .. } => {}
             PeerMsg::Pong { nonce } => {
                 let Some(m) = self.member(serial) else {
                     return Ok(());

@@ -401,7 +401,12 @@ impl Frontend for Hub {
                 self.front.show(Some(conv), event);
                 return;
             };
-            let mut changed = entry.follow(event, front == Some(conv.number));
+            let in_front = front == Some(conv.number);
+            if let (Event::Message { id, .. }, true) = (event, in_front) {
+                // Shown in front: seen (a read receipt, where both allow it).
+                let _ = entry.input.try_send(InputEvent::Seen { seq: *id });
+            }
+            let mut changed = entry.follow(event, in_front);
             // A fresh code becomes the conversation's name once it is shown.
             let mut fresh = None;
             if let (Event::Room { room, .. }, Some(group)) = (event, entry.fresh) {
@@ -664,6 +669,8 @@ impl Engine {
                     Some(too_long @ InputEvent::TooLong { .. }) => {
                         self.to_front(too_long).await;
                     }
+                    // The messenger makes these itself; a front-end has none.
+                    Some(InputEvent::Seen { .. }) => {}
                     Some(InputEvent::Eof) | None => {
                         input_open = false;
                         self.quitting = true;
@@ -903,6 +910,8 @@ impl Engine {
             table.front = Some(number);
             if let Some(entry) = table.entries.get_mut(&number) {
                 entry.unread = 0;
+                // What it holds is before the person's eyes now.
+                let _ = entry.input.try_send(InputEvent::Seen { seq: u64::MAX });
             }
         }
         self.hub.list_changed();

@@ -180,6 +180,12 @@ pub enum PeerMsg {
     /// (author, seq); every member that checks it refuses the author and
     /// forwards it once.
     Equivocation(Box<crate::group::EquivocationProof>),
+    /// Two-party conversations (v3, §7.1): we have shown the peer's messages
+    /// up to its `seq` to our person. Sent only by a side that allows read
+    /// receipts, and shown only by a side that allows them too.
+    Read {
+        seq: u64,
+    },
 }
 
 /// A [`PeerMsg`] field over its limit (docs/protocol.md §7). Senders never

@@ -584,6 +584,7 @@ fn peer_msg_index(msg: &PeerMsg) -> u8 {
         PeerMsg::Roster(_) => 16,
         PeerMsg::Expelled { .. } => 17,
         PeerMsg::Equivocation(_) => 18,
+        PeerMsg::Read { .. } => 19,
     }
 }
 
@@ -666,7 +667,18 @@ fn peer_msgs() -> Vec<PeerMsg> {
             first: group_msg(6, "one"),
             second: group_msg(6, "another"),
         })),
+        PeerMsg::Read { seq: 300 },
     ]
+}
+
+#[test]
+fn pinned_read_receipt() {
+    // docs/protocol.md §7.1: variant 19, then the seq as a varint.
+    assert_eq!(encode(&PeerMsg::Read { seq: 3 }).unwrap(), [19, 3]);
+    assert_eq!(
+        encode(&PeerMsg::Read { seq: 300 }).unwrap(),
+        [19, 251, 0x2c, 0x01]
+    );
 }
 
 #[test]
