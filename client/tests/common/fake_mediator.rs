@@ -149,27 +149,32 @@ fn serve_empty_mailbox(mut framed: Framed<TcpStream, FrameCodec>, first: ClientM
     });
 }
 
+/// A connection a messenger opens beside its room's (presence, §21; the
+/// mailbox, §22) is answered as a mediator would and `None` comes back;
+/// any other comes back with its first message.
+pub fn side_connection(
+    framed: Framed<TcpStream, FrameCodec>,
+    first: ClientMsg,
+) -> Option<(Framed<TcpStream, FrameCodec>, ClientMsg)> {
+    match first {
+        ClientMsg::Presence { tags } => hold_presence(framed, tags.len()),
+        request @ (ClientMsg::MailboxOpen { .. }
+        | ClientMsg::MailboxAdd { .. }
+        | ClientMsg::MailboxFetch { .. }
+        | ClientMsg::MailboxRemove { .. }) => serve_empty_mailbox(framed, request),
+        other => return Some((framed, other)),
+    }
+    None
+}
+
 async fn arrive(listener: &TcpListener, first: bool) -> Arrival {
     let (mut framed, observed, frame) = loop {
         let (stream, observed) = listener.accept().await.expect("accept client");
         let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
         let frame = framed.next().await.expect("a frame").expect("frame ok");
-        match wire::decode(&frame) {
-            Ok(ClientMsg::Presence { tags }) => {
-                // A messenger's presence connection (§21): held, never rung.
-                hold_presence(framed, tags.len());
-                continue;
-            }
-            Ok(
-                request @ (ClientMsg::MailboxOpen { .. }
-                | ClientMsg::MailboxAdd { .. }
-                | ClientMsg::MailboxFetch { .. }
-                | ClientMsg::MailboxRemove { .. }),
-            ) => {
-                serve_empty_mailbox(framed, request);
-                continue;
-            }
-            _ => break (framed, observed, frame),
+        let first: ClientMsg = wire::decode(&frame).expect("a client message");
+        if let Some((framed, first)) = side_connection(framed, first) {
+            break (framed, observed, first);
         }
     };
     let ClientMsg::Hello {
@@ -179,7 +184,7 @@ async fn arrive(listener: &TcpListener, first: bool) -> Arrival {
         listen_port,
         local_addrs,
         ..
-    } = wire::decode(&frame).expect("Hello")
+    } = frame
     else {
         panic!("expected Hello");
     };
@@ -417,14 +422,12 @@ pub async fn broken(behaviour: Broken) -> SocketAddr {
             }
             let framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
             match wire::decode::<ClientMsg>(&first) {
-                Ok(ClientMsg::Presence { tags }) => hold_presence(framed, tags.len()),
-                Ok(
-                    request @ (ClientMsg::MailboxOpen { .. }
-                    | ClientMsg::MailboxAdd { .. }
-                    | ClientMsg::MailboxFetch { .. }
-                    | ClientMsg::MailboxRemove { .. }),
-                ) => serve_empty_mailbox(framed, request),
-                _ => break framed.into_inner(),
+                Ok(msg) => {
+                    if let Some((framed, _)) = side_connection(framed, msg) {
+                        break framed.into_inner();
+                    }
+                }
+                Err(_) => break framed.into_inner(),
             }
         };
         match behaviour {
