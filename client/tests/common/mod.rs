@@ -3,6 +3,7 @@
 //! proxies or a lying mediator between them.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod chaos;
 pub mod fake_mediator;
 pub mod group;
