@@ -314,6 +314,10 @@ fn query_secret(query: Option<&str>) -> Option<&str> {
 fn forbidden(web: &Web) -> Response {
     let mut response = (StatusCode::FORBIDDEN, "forbidden\n").into_response();
     security_headers(web, response.headers_mut());
+    // A refused client keeps no connection slot.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod browser;
 pub mod chaos;
 pub mod fake_mediator;
 pub mod group;
