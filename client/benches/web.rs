@@ -56,9 +56,11 @@ async fn session_cookie(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, target) = rest.split_once('/').unwrap();
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(format!("GET /{target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET /{target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).await.unwrap();
     answer
@@ -86,13 +88,19 @@ async fn throughput(events: usize) {
     let mut request = format!("ws://{host}/api/ws").into_client_request().unwrap();
     let headers = request.headers_mut();
     headers.insert("Cookie", HeaderValue::from_str(&cookie).unwrap());
-    headers.insert("Origin", HeaderValue::from_str(&format!("http://{host}")).unwrap());
+    headers.insert(
+        "Origin",
+        HeaderValue::from_str(&format!("http://{host}")).unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("open the WebSocket");
     // The hello (and no list yet).
     let hello = ws.next().await.expect("a hello").expect("a frame");
-    assert!(hello.to_text().unwrap_or("").contains("\"hello\""), "{hello:?}");
+    assert!(
+        hello.to_text().unwrap_or("").contains("\"hello\""),
+        "{hello:?}"
+    );
     let conv = ConvRef {
         number: 1,
         id: "0011223344556677".into(),
@@ -145,12 +153,21 @@ async fn throughput(events: usize) {
 async fn latency(lines: usize) {
     let dir = TempDir::new("web-bench-lat");
     let med = Mediator::start(&[]).await;
-    let alice_args = client_args(&med.server_arg(), "alice", &dir, &["--web", "--room", "web-bench"]);
+    let alice_args = client_args(
+        &med.server_arg(),
+        "alice",
+        &dir,
+        &["--web", "--room", "web-bench"],
+    );
     let bob_args = client_args(&med.server_arg(), "bob", &dir, &["--room", "web-bench"]);
     let mut alice = Client::start("alice", &alice_args);
     let url = loop {
         let info = alice.expect("info").await;
-        if let Some(rest) = info["text"].as_str().unwrap_or("").strip_prefix("Web interface: ") {
+        if let Some(rest) = info["text"]
+            .as_str()
+            .unwrap_or("")
+            .strip_prefix("Web interface: ")
+        {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
@@ -161,7 +178,12 @@ async fn latency(lines: usize) {
     let driver = Driver::start().await;
     let page = driver.browser().await;
     page.goto(&url).await.expect("load the page");
-    wait_for(&page, "the list", "document.querySelector(\"button.conv[data-number='1']\")").await;
+    wait_for(
+        &page,
+        "the list",
+        "document.querySelector(\"button.conv[data-number='1']\")",
+    )
+    .await;
     // Stamp each message as it enters the DOM, on the same clock as ours.
     eval(
         &page,
@@ -174,7 +196,11 @@ async fn latency(lines: usize) {
     let mut ms = Vec::with_capacity(lines);
     for i in 0..lines {
         let text = format!("lat-{i}");
-        let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
+        let sent = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            * 1000.0;
         bob.say(&text).await;
         let seen = wait_for(&page, &text, &format!("window.__seen['{text}']")).await;
         ms.push(seen.as_f64().unwrap() - sent);

@@ -168,6 +168,14 @@ async fn two_pages_open_join_chat_verify_send_a_file_count_unread_and_show_html_
     let _ = pb.close().await;
 }
 
+/// A request the guard must refuse: what it is, method, target, headers.
+type Refused = (
+    &'static str,
+    &'static str,
+    String,
+    Vec<(&'static str, String)>,
+);
+
 /// Borrowed header pairs.
 fn with<'a>(headers: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     headers.iter().map(|(k, v)| (*k, v.as_str())).collect()
@@ -302,7 +310,7 @@ async fn the_page_refuses_requests_without_the_secret_or_from_elsewhere_and_chan
         headers.extend(extra.iter().cloned());
         headers
     };
-    let refused: Vec<(&str, &str, String, Vec<(&str, String)>)> = vec![
+    let refused: Vec<Refused> = vec![
         ("no secret", "GET", "/".into(), vec![("Host", host.clone())]),
         (
             "a wrong secret",
