@@ -188,6 +188,43 @@ pub struct Args {
     )]
     pub lan_interface: Vec<String>,
 
+    /// Serve the web interface on 127.0.0.1 (as `client web` does): prints
+    /// an address holding a secret to open in a browser.
+    #[arg(long, env = "P2PCHAT_WEB")]
+    pub web: bool,
+
+    /// Open the web interface in the desktop's browser (xdg-open); implies --web.
+    #[arg(long)]
+    pub open: bool,
+
+    /// The web interface's port on 127.0.0.1; 0 picks a free one.
+    #[arg(
+        long,
+        env = "P2PCHAT_WEB_PORT",
+        value_name = "PORT",
+        default_value = "0"
+    )]
+    pub web_port: u16,
+
+    /// Serve the local API (docs/api.md) on a Unix socket in the profile
+    /// directory, `api.sock`, for scripts and bots.
+    #[arg(long, env = "P2PCHAT_API")]
+    pub api: bool,
+
+    /// The most local API clients at once (the web page counts as one per tab).
+    #[arg(long, env = "P2PCHAT_API_MAX_CLIENTS", default_value = "16", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub api_max_clients: u16,
+
+    /// Bytes of events that may wait for one API client before it is dropped
+    /// as too slow.
+    #[arg(
+        long,
+        env = "P2PCHAT_API_QUEUE_BYTES",
+        default_value = "8388608",
+        hide = true
+    )]
+    pub api_queue_bytes: usize,
+
     /// Output style of diagnostics on stderr.
     #[arg(long, env = "P2PCHAT_LOG", default_value = "warn", hide = true)]
     pub log: String,
@@ -205,6 +242,21 @@ pub enum Command {
     /// Print a connection token and wait for people who dial it with `--connect`.
     /// Chat flags (--name, --listen, --json, --yes, …) may follow.
     Token(TokenArgs),
+    /// The messenger with its web interface on 127.0.0.1 (`--web`): prints an
+    /// address to open (`--open` opens it). Chat flags may follow.
+    Web(WebArgs),
+}
+
+/// `client web [--open] [chat flags…]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebArgs {
+    /// Chat flags, as for a normal run (--open, --web-port, --api, …).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FLAGS"
+    )]
+    pub rest: Vec<String>,
 }
 
 /// `client id [--profile DIR] [--json]`.

@@ -1,12 +1,15 @@
 //! `client`: the p2pchat command-line chat client.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use client::api::{ApiHub, Fanout, Limits, Lines};
 use client::cli::{Args, Command, OutputMode};
 use client::ui::{Event, Output};
 use engine::error::ClientError;
+use engine::events::InputEvent;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -45,6 +48,13 @@ fn main() -> ExitCode {
             chat.token_ttl = Some(token.ttl);
             chat
         }
+        // `client web FLAGS…`: a chat run with FLAGS and the web interface.
+        Some(Command::Web(web)) => {
+            let argv = std::iter::once("client".to_string()).chain(web.rest.iter().cloned());
+            let mut chat = Args::parse_from(argv);
+            chat.web = true;
+            chat
+        }
         None => args,
     };
     let mode = args.output();
@@ -59,18 +69,87 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out = std::sync::Arc::new(Output::with_notify(mode, args.notify));
+    let out = Arc::new(Output::with_notify(mode, args.notify));
     let input = out.input(wire::peer::MAX_CHAT_TEXT);
     // Conversations run as local tasks of this thread (their links' tasks on the
     // workers): the engine's state is never shared across threads.
     let local = tokio::task::LocalSet::new();
-    let result = runtime.block_on(local.run_until(engine::messenger::run(
-        args.config(),
-        out.clone(),
-        input,
-    )));
+    let result = runtime.block_on(local.run_until(async {
+        if args.web || args.open || args.api {
+            serve_and_run(&args, Arc::clone(&out), input).await
+        } else {
+            engine::messenger::run(args.config(), out.clone(), input).await
+        }
+    }));
     runtime.shutdown_timeout(Duration::from_secs(1));
     finish(result, &out)
+}
+
+/// The messenger with the local API (`--api`) and/or the web interface
+/// (`--web`): both are front-ends beside the terminal's, on one engine.
+async fn serve_and_run(
+    args: &Args,
+    out: Arc<Output>,
+    terminal: tokio::sync::mpsc::Receiver<InputEvent>,
+) -> Result<(), ClientError> {
+    let config = args.config();
+    // The socket and the uploads live in the profile this process holds.
+    let base = engine::identity::profile_dir(config.profile.as_deref())?;
+    let claim = engine::identity::claim_profile(&base)?;
+    let hub = Arc::new(ApiHub::new(Limits {
+        max_clients: usize::from(args.api_max_clients),
+        queue_bytes: args.api_queue_bytes,
+        ..Limits::default()
+    }));
+    let (lines, input) = Lines::new(terminal, true);
+    let unix = match args.api {
+        true => Some(client::api::unix::serve(
+            &claim.dir,
+            Arc::clone(&hub),
+            lines.clone(),
+        )?),
+        false => None,
+    };
+    if let Some(unix) = &unix {
+        out.show(&Event::Info {
+            text: format!(
+                "Local API: {} (one JSON object per line; docs/api.md).",
+                unix.path().display()
+            ),
+        });
+    }
+    let mut _opener = None;
+    let web = match args.web || args.open {
+        true => {
+            let server =
+                client::web::serve(args.web_port, &claim.dir, Arc::clone(&hub), lines.clone())
+                    .await?;
+            // To this output only: API clients never see the secret.
+            out.show(&Event::Info {
+                text: format!(
+                    "Web interface: {} (the address holds a secret: keep it to yourself).",
+                    server.url()
+                ),
+            });
+            if args.open {
+                _opener = client::web::open_in_browser(&claim.dir, &server)
+                    .map_err(|e| {
+                        out.show(&Event::Warning {
+                            code: "open".into(),
+                            text: format!("cannot open a browser ({e}): open the address above"),
+                        })
+                    })
+                    .ok();
+            }
+            Some(server)
+        }
+        false => None,
+    };
+    let front = Arc::new(Fanout { out, hub });
+    let result = engine::messenger::run_claimed(config, claim, front, input).await;
+    drop(web);
+    drop(unix);
+    result
 }
 
 /// Restores the terminal, reports a failure the way the output mode asks and

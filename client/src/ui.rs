@@ -109,19 +109,9 @@ impl Output {
         }
         match self.mode {
             OutputMode::Json => {
-                #[derive(Serialize)]
-                struct Tagged<'a> {
-                    #[serde(flatten)]
-                    event: &'a Event,
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    conversation: Option<&'a ConvRef>,
-                }
                 let mut out = std::io::stdout().lock();
                 // A closed stdout (the reader went away) is not worth dying over.
-                if let Ok(line) = serde_json::to_string(&Tagged {
-                    event,
-                    conversation: conv,
-                }) {
+                if let Some(line) = event_json(conv, event) {
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();
                 }
@@ -223,6 +213,23 @@ impl Drop for Output {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// An event as `--json` prints it and the local API sends it: the event's
+/// fields with `"event"` naming it, and `"conversation"` when it belongs to one.
+pub fn event_json(conv: Option<&ConvRef>, event: &Event) -> Option<String> {
+    #[derive(Serialize)]
+    struct Tagged<'a> {
+        #[serde(flatten)]
+        event: &'a Event,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conversation: Option<&'a ConvRef>,
+    }
+    serde_json::to_string(&Tagged {
+        event,
+        conversation: conv,
+    })
+    .ok()
 }
 
 /// The text form of an event, or `None` for events line mode keeps quiet about.

@@ -3,6 +3,8 @@
 //! proxies or a lying mediator between them.
 #![allow(dead_code)]
 
+pub mod api;
+pub mod browser;
 pub mod chaos;
 pub mod fake_mediator;
 pub mod group;

@@ -458,12 +458,24 @@ impl Frontend for Hub {
 /// returns how the last conversation ended (a run of one conversation exits
 /// as it always did).
 pub async fn run(
-    mut config: Config,
+    config: Config,
     front: Arc<dyn Frontend>,
-    mut input: mpsc::Receiver<InputEvent>,
+    input: mpsc::Receiver<InputEvent>,
 ) -> Result<(), ClientError> {
     let base = crate::identity::profile_dir(config.profile.as_deref())?;
     let claim = crate::identity::claim_profile(&base)?;
+    run_claimed(config, claim, front, input).await
+}
+
+/// [`run`] on a profile the caller claimed already: a front-end that keeps
+/// files in the profile (the local API's socket) needs the directory this
+/// process holds before the messenger starts.
+pub async fn run_claimed(
+    mut config: Config,
+    claim: crate::identity::ProfileClaim,
+    front: Arc<dyn Frontend>,
+    mut input: mpsc::Receiver<InputEvent>,
+) -> Result<(), ClientError> {
     if let Some(from) = &claim.moved_from {
         front.show(
             None,
