@@ -541,22 +541,26 @@ fn require_tool(who: &str, tool: &str, args: &[&str], package: &str) {
 }
 
 impl Tap {
-    /// Starts capturing and returns once tcpdump says it listens.
+    /// Starts capturing TCP on the public segment and returns once tcpdump
+    /// says it listens.
     pub async fn start(lab: &Lab) -> Tap {
+        Tap::start_in(&lab.public_ns, &["tcp"], "the public segment").await
+    }
+
+    /// Starts tcpdump on the bridge `br0` of namespace `ns` with capture
+    /// filter `filter` (`what` names the place in messages); returns once it
+    /// listens. Panics (never skips) without tcpdump.
+    pub async fn start_in(ns: &str, filter: &[&str], what: &str) -> Tap {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-        require_tool("the NAT lab's tap", "tcpdump", &["--version"], "tcpdump");
-        let mut child = super::command_in(Some(&lab.public_ns), Path::new("tcpdump"))
-            .args([
-                "-i",
-                "br0",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                "0",
-                "-w",
-                "-",
-                "tcp",
-            ])
+        require_tool(
+            &format!("the tap on {what}"),
+            "tcpdump",
+            &["--version"],
+            "tcpdump",
+        );
+        let mut child = super::command_in(Some(ns), Path::new("tcpdump"))
+            .args(["-i", "br0", "-U", "--immediate-mode", "-s", "0", "-w", "-"])
+            .args(filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -570,7 +574,7 @@ impl Tap {
             bytes
         });
         let stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        super::await_line(stderr, "listening on", "tcpdump on the public segment").await;
+        super::await_line(stderr, "listening on", &format!("tcpdump on {what}")).await;
         Tap { child, pcap }
     }
 
@@ -601,6 +605,11 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// The pcap stream as tcpdump wrote it.
+    pub fn bytes(&self) -> &[u8] {
+        &self.pcap
+    }
+
     /// Whether `needle` occurs anywhere in the capture, headers or payload.
     pub fn contains(&self, needle: &[u8]) -> bool {
         !needle.is_empty() && self.pcap.windows(needle.len()).any(|w| w == needle)

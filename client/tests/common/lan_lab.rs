@@ -180,68 +180,21 @@ impl Drop for LanLab {
 /// tcpdump on the bridge (in the router's namespace), recording every UDP
 /// datagram to or from the LAN port: what a stranger on that network hears,
 /// broadcast and multicast alike (the bridge floods both).
-pub struct LanTap {
-    child: tokio::process::Child,
-    pcap: tokio::task::JoinHandle<Vec<u8>>,
-}
+pub struct LanTap(super::lab::Tap);
 
 impl LanTap {
     /// Starts capturing UDP port `port` and returns once tcpdump listens.
     /// Panics (never skips) without tcpdump.
     pub async fn start(lab: &LanLab, port: u16) -> LanTap {
-        use std::process::Stdio;
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-        let found = StdCommand::new("tcpdump")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "the LAN tap cannot run without `tcpdump`: apt-get install tcpdump (.ci/run installs it)"
-        );
-        let mut child =
-            super::command_in(Some(&lab.ns(Host::Router)), std::path::Path::new("tcpdump"))
-                .args(["-i", "br0", "-U", "--immediate-mode", "-s", "0", "-w", "-"])
-                .args(["udp", "port", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start tcpdump");
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let pcap = tokio::spawn(async move {
-            let mut bytes = Vec::new();
-            let _ = stdout.read_to_end(&mut bytes).await;
-            bytes
-        });
-        let stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        super::await_line(stderr, "listening on", "tcpdump on the LAN bridge").await;
-        LanTap { child, pcap }
+        let port = port.to_string();
+        let filter = ["udp", "port", port.as_str()];
+        LanTap(super::lab::Tap::start_in(&lab.ns(Host::Router), &filter, "the LAN bridge").await)
     }
 
     /// Stops the capture (SIGINT, so tcpdump flushes) and returns the UDP
     /// payloads it saw, in order.
-    pub async fn stop(mut self) -> Vec<Vec<u8>> {
-        if let Some(pid) = self.child.id() {
-            let _ = StdCommand::new("kill")
-                .args(["-INT", &pid.to_string()])
-                .status();
-        }
-        if tokio::time::timeout(super::WAIT, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-        let bytes = tokio::time::timeout(super::WAIT, self.pcap)
-            .await
-            .expect("capture output ends once tcpdump exits")
-            .expect("capture reader");
-        udp_payloads(&bytes)
+    pub async fn stop(self) -> Vec<Vec<u8>> {
+        udp_payloads(self.0.stop().await.bytes())
     }
 }
 

@@ -139,13 +139,14 @@ impl Model {
 }
 
 /// Takes `n` bytes (fewer at the end of the input).
-fn take<'a>(rest: &mut &'a [u8], n: usize) -> &'a [u8] {
+pub(crate) fn take<'a>(rest: &mut &'a [u8], n: usize) -> &'a [u8] {
     let (head, tail) = rest.split_at(n.min(rest.len()));
     *rest = tail;
     head
 }
 
-fn take_u16(rest: &mut &[u8]) -> u16 {
+/// Takes a little-endian u16 (zeros past the end of the input).
+pub(crate) fn take_u16(rest: &mut &[u8]) -> u16 {
     let b = take(rest, 2);
     u16::from_le_bytes([
         b.first().copied().unwrap_or(0),

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use crate::lan::{take, take_u16};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wire::lan::{
@@ -163,23 +164,8 @@ impl Model {
     }
 }
 
-/// Takes `n` bytes (fewer at the end of the input).
-fn take<'a>(rest: &mut &'a [u8], n: usize) -> &'a [u8] {
-    let (head, tail) = rest.split_at(n.min(rest.len()));
-    *rest = tail;
-    head
-}
-
 fn take_u8(rest: &mut &[u8]) -> u8 {
     take(rest, 1).first().copied().unwrap_or(0)
-}
-
-fn take_u16(rest: &mut &[u8]) -> u16 {
-    let b = take(rest, 2);
-    u16::from_le_bytes([
-        b.first().copied().unwrap_or(0),
-        b.get(1).copied().unwrap_or(0),
-    ])
 }
 
 /// `own | event*`, our id being 16 × `own`. Each event is `op` (the receiver's
