@@ -202,16 +202,6 @@ impl ApiHub {
     pub fn subscribe(&self) -> Result<(u64, Arc<Queue>), String> {
         let queue = Arc::new(Queue::new(self.limits.queue_bytes));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut clients = self.clients();
-            if clients.len() >= self.limits.max_clients {
-                return Err(format!(
-                    "too many API clients: at most {} at once",
-                    self.limits.max_clients
-                ));
-            }
-            clients.insert(id, Arc::clone(&queue));
-        }
         let hello = json!({
             "api": API_VERSION,
             "event": "hello",
@@ -219,6 +209,15 @@ impl ApiHub {
             "max_message_bytes": self.limits.max_message_bytes,
             "queue_bytes": self.limits.queue_bytes,
         });
+        // Under the subscribers' lock, which every broadcast takes: no event
+        // comes before the hello and the list.
+        let mut clients = self.clients();
+        if clients.len() >= self.limits.max_clients {
+            return Err(format!(
+                "too many API clients: at most {} at once",
+                self.limits.max_clients
+            ));
+        }
         queue.push(hello.to_string().into());
         let list = self
             .list
@@ -228,6 +227,7 @@ impl ApiHub {
         if let Some(list) = list {
             queue.push(list);
         }
+        clients.insert(id, Arc::clone(&queue));
         Ok((id, queue))
     }
 
