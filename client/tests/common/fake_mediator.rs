@@ -95,75 +95,61 @@ impl FakeMediator {
     }
 }
 
-/// Keeps a presence connection open as a mediator would, answering its pings,
-/// until the client closes it.
-fn hold_presence(mut framed: Framed<TcpStream, FrameCodec>, tags: usize) {
-    tokio::spawn(async move {
-        let present = MediatorMsg::Present {
-            tags: u32::try_from(tags).unwrap_or(u32::MAX),
-        };
-        let mut answer = Some(present);
-        while let Some(msg) = answer.take() {
-            let payload = wire::encode(&msg).expect("encode");
-            if framed.send(payload.as_slice()).await.is_err() {
-                return;
-            }
-            while let Some(Ok(frame)) = framed.next().await {
-                if let Ok(ClientMsg::Ping) = wire::decode(&frame) {
-                    answer = Some(MediatorMsg::Pong);
-                    break;
-                }
-            }
-        }
-    });
+/// What a mediator with an empty mailbox that takes nothing answers on a
+/// messenger's side connections (presence, §21; the mailbox, §22); `None`:
+/// nothing (never rung, nothing else understood).
+fn side_answer(request: &ClientMsg) -> Option<MediatorMsg> {
+    Some(match request {
+        ClientMsg::Presence { tags } => MediatorMsg::Present {
+            tags: u32::try_from(tags.len()).unwrap_or(u32::MAX),
+        },
+        ClientMsg::Ping => MediatorMsg::Pong,
+        ClientMsg::MailboxOpen { .. } => MediatorMsg::MailboxOpened { items: 0 },
+        ClientMsg::MailboxFetch { .. } => MediatorMsg::MailboxItems {
+            items: Vec::new(),
+            more: false,
+        },
+        ClientMsg::MailboxRemove { .. } => MediatorMsg::MailboxRemoved { removed: 0 },
+        ClientMsg::MailboxAdd { .. } => MediatorMsg::Error {
+            code: wire::ErrorCode::MailboxFull,
+            message: "this test mediator keeps no mail".into(),
+        },
+        _ => return None,
+    })
 }
 
-/// Answers a messenger's mailbox connection (§22) as a mediator whose mailbox
-/// is empty and takes nothing, until the client closes it.
-fn serve_empty_mailbox(mut framed: Framed<TcpStream, FrameCodec>, first: ClientMsg) {
-    tokio::spawn(async move {
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            let answer = match request {
-                ClientMsg::MailboxOpen { .. } => MediatorMsg::MailboxOpened { items: 0 },
-                ClientMsg::MailboxFetch { .. } => MediatorMsg::MailboxItems {
-                    items: Vec::new(),
-                    more: false,
-                },
-                ClientMsg::MailboxRemove { .. } => MediatorMsg::MailboxRemoved { removed: 0 },
-                ClientMsg::Ping => MediatorMsg::Pong,
-                _ => MediatorMsg::Error {
-                    code: wire::ErrorCode::MailboxFull,
-                    message: "this test mediator keeps no mail".into(),
-                },
-            };
-            let payload = wire::encode(&answer).expect("encode");
-            if framed.send(payload.as_slice()).await.is_err() {
-                return;
-            }
-            next = match framed.next().await {
-                Some(Ok(frame)) => wire::decode(&frame).ok(),
-                _ => None,
-            };
-        }
-    });
-}
-
-/// A connection a messenger opens beside its room's (presence, §21; the
-/// mailbox, §22) is answered as a mediator would and `None` comes back;
-/// any other comes back with its first message.
+/// A connection a messenger opens beside its room's (presence, mailbox) is
+/// answered by [`side_answer`] until the client closes it, and `None` comes
+/// back; any other comes back with its first message.
 pub fn side_connection(
-    framed: Framed<TcpStream, FrameCodec>,
+    mut framed: Framed<TcpStream, FrameCodec>,
     first: ClientMsg,
 ) -> Option<(Framed<TcpStream, FrameCodec>, ClientMsg)> {
-    match first {
-        ClientMsg::Presence { tags } => hold_presence(framed, tags.len()),
-        request @ (ClientMsg::MailboxOpen { .. }
-        | ClientMsg::MailboxAdd { .. }
-        | ClientMsg::MailboxFetch { .. }
-        | ClientMsg::MailboxRemove { .. }) => serve_empty_mailbox(framed, request),
-        other => return Some((framed, other)),
+    if !matches!(
+        first,
+        ClientMsg::Presence { .. }
+            | ClientMsg::MailboxOpen { .. }
+            | ClientMsg::MailboxAdd { .. }
+            | ClientMsg::MailboxFetch { .. }
+            | ClientMsg::MailboxRemove { .. }
+    ) {
+        return Some((framed, first));
     }
+    tokio::spawn(async move {
+        let mut request = Some(first);
+        loop {
+            if let Some(answer) = request.as_ref().and_then(side_answer) {
+                let payload = wire::encode(&answer).expect("encode");
+                if framed.send(payload.as_slice()).await.is_err() {
+                    return;
+                }
+            }
+            request = match framed.next().await {
+                Some(Ok(frame)) => wire::decode(&frame).ok(),
+                _ => return,
+            };
+        }
+    });
     None
 }
 

@@ -27,7 +27,7 @@ use crate::events::InputEvent;
 use crate::events::{Event, Events, HELP};
 use crate::history::now_ms;
 use crate::history::{ChatId, History};
-use crate::mailbox::{Job, Mailbox, News};
+use crate::mailbox::{self, Job, Mailbox, News};
 use crate::peerlink::{LinkError, PeerLink};
 use crate::transfer::{Transfers, Update};
 
@@ -119,7 +119,7 @@ pub struct Conversation {
     /// The mediator's mailbox for this conversation (docs/protocol.md §22),
     /// with what it reports; none without a mediator or before the
     /// conversation id is known.
-    mailbox: Option<(Mailbox, mpsc::Receiver<News>)>,
+    mailbox: Option<Mailbox>,
     /// Who our deposits are for: the peer.
     recipient: Option<IdentityKey>,
     /// Our messages the mailbox holds for the peer.
@@ -322,9 +322,7 @@ impl Conversation {
         self.receipts_out == 0
             && self.drafts.is_empty()
             && self.core.as_ref().map_or(true, |c| {
-                c.unacked_own()
-                    .iter()
-                    .all(|m| self.stored.contains(&m.body.seq))
+                c.unacked_seqs().all(|seq| self.stored.contains(&seq))
             })
     }
 
@@ -342,13 +340,11 @@ impl Conversation {
             [one] => Some(IdentityKey(*one)),
             _ => None,
         });
-        let (mailbox, news) = Mailbox::start(
+        self.mailbox = Some(Mailbox::start(
             server.to_owned(),
             core.conversation(),
             self.identity.clone(),
-        );
-        mailbox.ask(Job::Collect);
-        self.mailbox = Some((mailbox, news));
+        ));
         self.deposit_unacked(out);
     }
 
@@ -368,16 +364,13 @@ impl Conversation {
 
     /// The next thing the mailbox reports; never without a mailbox.
     pub async fn mailbox_news(&mut self) -> Option<News> {
-        match &mut self.mailbox {
-            Some((_, news)) => news.recv().await,
-            None => std::future::pending().await,
-        }
+        mailbox::news(&mut self.mailbox).await
     }
 
     /// Leaves our messages the peer does not hold in its queue, but those
     /// older than the mailbox keeps anything: shown as expired, undelivered.
     pub fn deposit_unacked(&mut self, out: &Events) {
-        let (Some(core), Some((mailbox, _)), Some(recipient)) =
+        let (Some(core), Some(mailbox), Some(recipient)) =
             (&self.core, &self.mailbox, self.recipient)
         else {
             return;
@@ -415,21 +408,9 @@ impl Conversation {
                 dropped,
                 more,
             } => {
-                if dropped > 0 {
-                    out.show(&Event::Error {
-                        code: "mailbox".into(),
-                        text: format!(
-                            "{dropped} item(s) at the mailbox were not for us or damaged, and were dropped"
-                        ),
-                    });
-                }
                 if let Some(core) = self.core.as_mut() {
                     let mut fx = core.from_mailbox(records, self.store.as_ref().map(|s| &s.db));
-                    for event in &fx.events {
-                        if let Event::Message { id, .. } = event {
-                            self.peer_shown = self.peer_shown.max(*id);
-                        }
-                    }
+                    self.note_shown(&fx);
                     let receipts: Vec<PeerMsg> = fx
                         .sends
                         .iter()
@@ -442,7 +423,7 @@ impl Conversation {
                     fx.sends
                         .retain(|(to, _)| *to != To::Link(conversation::MAILBOX));
                     let _ = apply(fx, link, self.peer.as_ref(), out);
-                    if let (Some((mailbox, _)), Some(recipient)) = (&self.mailbox, self.recipient) {
+                    if let (Some(mailbox), Some(recipient)) = (&self.mailbox, self.recipient) {
                         // One receipt says all: the last.
                         if let Some(msg) = receipts.into_iter().last() {
                             if mailbox.ask(Job::Deposit {
@@ -455,13 +436,12 @@ impl Conversation {
                         }
                     }
                 }
-                if let Some((mailbox, _)) = &self.mailbox {
-                    if !ids.is_empty() {
-                        mailbox.ask(Job::Remove(ids));
-                    }
-                    if more {
-                        mailbox.ask(Job::Collect);
-                    }
+                if let Some(error) = self
+                    .mailbox
+                    .as_ref()
+                    .and_then(|m| m.fetched(ids, dropped, more))
+                {
+                    out.show(&error);
                 }
             }
             News::Stored { seq, expires_unix } => {
@@ -474,7 +454,7 @@ impl Conversation {
                 let acked = self
                     .core
                     .as_ref()
-                    .is_some_and(|c| !c.unacked_own().iter().any(|m| m.body.seq == seq));
+                    .is_some_and(|c| !c.unacked_seqs().contains(&seq));
                 if !acked {
                     out.show(&Event::Stored {
                         id: seq,
@@ -614,7 +594,7 @@ impl Conversation {
             }
         }
         self.recipient = Some(peer.identity);
-        if let Some((mailbox, _)) = &self.mailbox {
+        if let Some(mailbox) = &self.mailbox {
             // What the peer left while we were away (a cut, a restart).
             mailbox.ask(Job::Collect);
         }

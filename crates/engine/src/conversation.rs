@@ -309,9 +309,14 @@ impl Core {
     /// the mailbox should carry to a member who is away.
     pub fn unacked_own(&self) -> Vec<GroupMsg> {
         let own = self.own();
-        (self.acked + 1..=self.own_last)
+        self.unacked_seqs()
             .filter_map(|seq| self.log.delivered(&own, seq).cloned())
             .collect()
+    }
+
+    /// The numbers of our messages no other member is known to hold yet.
+    pub fn unacked_seqs(&self) -> std::ops::RangeInclusive<u64> {
+        self.acked + 1..=self.own_last
     }
 
     /// Every author of the log but us (in a two-party conversation, the peer).

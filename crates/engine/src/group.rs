@@ -37,7 +37,7 @@ use crate::events::InputEvent;
 use crate::events::{Event, Events, GROUP_HELP};
 use crate::history::now_ms;
 use crate::history::History;
-use crate::mailbox::{Job, Mailbox, News};
+use crate::mailbox::{self, Job, Mailbox, News};
 use crate::ports::LocalPort;
 use crate::records::{self, PeerLine};
 use crate::rendezvous::{GroupPlace, MediatorLink, PathReport, RoomNotice};
@@ -150,7 +150,7 @@ struct Mesh<'a> {
     from_links_tx: mpsc::Sender<FromLink>,
     /// The room's mailbox (docs/protocol.md §22): our queue, emptied when we
     /// come, and the queues of members who are away.
-    mailbox: Option<(Mailbox, mpsc::Receiver<News>)>,
+    mailbox: Option<Mailbox>,
     /// Every member identity met this run or found in the log: who gets our
     /// messages at the mailbox while not linked.
     known: HashSet<[u8; 32]>,
@@ -201,13 +201,11 @@ pub async fn run(
     };
     mesh.apply(restored);
     mesh.known.extend(mesh.core.other_authors());
-    let (mailbox, news) = Mailbox::start(
+    mesh.mailbox = Some(Mailbox::start(
         mesh.run.server.clone(),
         mesh.core.conversation(),
         mesh.run.identity.clone(),
-    );
-    mailbox.ask(Job::Collect);
-    mesh.mailbox = Some((mailbox, news));
+    ));
 
     // The first join's refusal (a full room, a wrong DH group) ends the run;
     // later, a lost mediator only means retrying while the links carry on.
@@ -284,7 +282,7 @@ pub async fn run(
                 mesh.on_paired(paired)
             }
             Some(from) = from_links.recv() => mesh.on_link(from),
-            Some(news) = mailbox_news(&mut mesh.mailbox) => mesh.on_mailbox(news),
+            Some(news) = mailbox::news(&mut mesh.mailbox) => mesh.on_mailbox(news),
             _ = tick.tick() => {
                 mesh.on_tick();
                 if rejoin_at.is_some_and(|at| Instant::now() >= at) && joining.is_none() {
@@ -304,14 +302,6 @@ pub async fn run(
     mesh.leave().await;
     out.show(&Event::Disconnected { reason });
     Ok(())
-}
-
-/// The next thing the room's mailbox reports; never without one.
-async fn mailbox_news(mailbox: &mut Option<(Mailbox, mpsc::Receiver<News>)>) -> Option<News> {
-    match mailbox {
-        Some((_, news)) => news.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Aborts a task when dropped.
@@ -527,7 +517,7 @@ impl Mesh<'_> {
     /// Leaves `msgs` (our log messages) in the queue of every member we know
     /// who is not linked now.
     fn deposit_for_absent(&mut self, msgs: Vec<PeerMsg>) {
-        let Some((mailbox, _)) = &self.mailbox else {
+        let Some(mailbox) = &self.mailbox else {
             return;
         };
         let linked: HashSet<[u8; 32]> = self.members.values().map(|m| m.identity.0).collect();
@@ -552,24 +542,15 @@ impl Mesh<'_> {
                 dropped,
                 more,
             } => {
-                if dropped > 0 {
-                    self.out.show(&Event::Error {
-                        code: "mailbox".into(),
-                        text: format!(
-                            "{dropped} item(s) at the mailbox were not for us or damaged, and were dropped"
-                        ),
-                    });
-                }
                 let fx = self.core.from_mailbox(records, self.run.history.as_ref());
                 self.known.extend(self.core.other_authors());
                 self.apply(fx);
-                if let Some((mailbox, _)) = &self.mailbox {
-                    if !ids.is_empty() {
-                        mailbox.ask(Job::Remove(ids));
-                    }
-                    if more {
-                        mailbox.ask(Job::Collect);
-                    }
+                if let Some(error) = self
+                    .mailbox
+                    .as_ref()
+                    .and_then(|m| m.fetched(ids, dropped, more))
+                {
+                    self.out.show(&error);
                 }
             }
             News::Stored { seq, expires_unix } => {

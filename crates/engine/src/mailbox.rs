@@ -14,6 +14,7 @@ use wire::mailbox::{self, Queue};
 use wire::{ClientMsg, ErrorCode, MediatorMsg, PeerMsg};
 
 use crate::error::ClientError;
+use crate::events::Event;
 use crate::rendezvous::MediatorLink;
 
 /// Jobs waiting for the task; a conversation that makes more waits.
@@ -68,30 +69,58 @@ pub enum News {
     },
 }
 
-/// The handle a conversation keeps.
-#[derive(Debug, Clone)]
+/// What a conversation keeps of its mailbox: where its jobs go, and what
+/// comes back.
+#[derive(Debug)]
 pub struct Mailbox {
     jobs: mpsc::Sender<Job>,
+    news: mpsc::Receiver<News>,
 }
 
 impl Mailbox {
     /// Starts the mailbox task of conversation `conversation` at `server`, for
-    /// us (`me`). Ends when the handle and its clones are dropped.
-    pub fn start(
-        server: String,
-        conversation: [u8; 32],
-        me: Identity,
-    ) -> (Mailbox, mpsc::Receiver<News>) {
+    /// us (`me`), and asks it to empty our queue. The task ends with the
+    /// handle.
+    pub fn start(server: String, conversation: [u8; 32], me: Identity) -> Mailbox {
         let (jobs, rx) = mpsc::channel(JOBS);
         let (news_tx, news) = mpsc::channel(JOBS);
         tokio::spawn(run(server, conversation, me, rx, news_tx));
-        (Mailbox { jobs }, news)
+        let mailbox = Mailbox { jobs, news };
+        mailbox.ask(Job::Collect);
+        mailbox
     }
 
     /// Queues a job; a full queue drops it (the next collect or session end
     /// asks again) and says so.
     pub fn ask(&self, job: Job) -> bool {
         self.jobs.try_send(job).is_ok()
+    }
+
+    /// After a `Fetched` whose records are stored: the items go, the rest of
+    /// the queue is asked for, and an error event says how many items were
+    /// dropped unread, if any.
+    pub fn fetched(&self, ids: Vec<[u8; 16]>, dropped: usize, more: bool) -> Option<Event> {
+        if !ids.is_empty() {
+            self.ask(Job::Remove(ids));
+        }
+        if more {
+            self.ask(Job::Collect);
+        }
+        (dropped > 0).then(|| Event::Error {
+            code: "mailbox".into(),
+            text: format!(
+                "{dropped} item(s) at the mailbox were not for us or damaged, and were dropped"
+            ),
+        })
+    }
+}
+
+/// The next thing `mailbox` reports; never without one (a conversation's
+/// loop selects on it either way).
+pub async fn news(mailbox: &mut Option<Mailbox>) -> Option<News> {
+    match mailbox {
+        Some(m) => m.news.recv().await,
+        None => std::future::pending().await,
     }
 }
 

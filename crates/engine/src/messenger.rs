@@ -504,8 +504,7 @@ pub async fn run_claimed(
         Some(store) => store.open_conversations()?,
         None => Vec::new(),
     };
-    let store_contacts = presence_contacts(&config, &claim.dir, store.as_ref());
-    let lan_contacts = lan_presence_contacts(&config, &claim.dir, store.as_ref());
+    let presence = presence(&config, &claim.dir, store.as_ref());
     let hub = Arc::new(Hub {
         front,
         table: Mutex::new(Table {
@@ -526,8 +525,7 @@ pub async fn run_claimed(
         quitting: false,
         rings: None,
     };
-    engine.start_presence(store_contacts);
-    engine.start_lan_presence(lan_contacts);
+    engine.start_presence(presence);
     match Open::from_config(&engine.config) {
         Some(open) => {
             let others = stored
@@ -583,44 +581,39 @@ async fn next_ring(rings: &mut Option<mpsc::Receiver<Ringing>>) -> Option<Ringin
     }
 }
 
-/// The contacts presence waits for: none without a mediator, with
-/// `--no-presence`, without a history (contacts live there) or an identity.
-fn presence_contacts(
-    config: &Config,
-    profile: &std::path::Path,
-    store: Option<&History>,
-) -> HashMap<[u8; 32], Ringing> {
-    let (Some(_), false, Some(store)) = (&config.server, config.no_presence, store) else {
-        return HashMap::new();
-    };
-    let found = crate::identity::load_or_create(profile)
-        .and_then(|(identity, _)| crate::presence::contact_tags(&identity, store));
-    match found {
-        Ok(tags) => tags,
-        Err(e) => {
-            tracing::warn!(error = %e, "presence is off: cannot read the contacts");
-            HashMap::new()
-        }
-    }
+/// What presence waits with: the contacts' tags at the mediator
+/// (docs/protocol.md §21), or their keys on the LAN when there is none (§14.4).
+enum Presence {
+    Mediator(String, HashMap<[u8; 32], Ringing>),
+    Lan(Vec<crate::lan::LanContact>),
 }
 
-/// The contacts LAN presence announces (docs/protocol.md §14.4): none with a
-/// mediator (presence waits there), with `--no-presence`, or without a history.
-fn lan_presence_contacts(
+/// The messenger's presence: none with `--no-presence`, without a history
+/// (contacts live there), an identity or a contact.
+fn presence(
     config: &Config,
     profile: &std::path::Path,
     store: Option<&History>,
-) -> Vec<crate::lan::LanContact> {
-    let (None, false, Some(store)) = (&config.server, config.no_presence, store) else {
-        return Vec::new();
+) -> Option<Presence> {
+    let (false, Some(store)) = (config.no_presence, store) else {
+        return None;
     };
-    let found = crate::identity::load_or_create(profile)
-        .and_then(|(identity, _)| crate::presence::lan_contacts(&identity, store));
+    let found = crate::identity::load_or_create(profile).and_then(|(identity, _)| {
+        Ok(match &config.server {
+            Some(server) => Presence::Mediator(
+                server.clone(),
+                crate::presence::contact_tags(&identity, store)?,
+            ),
+            None => Presence::Lan(crate::presence::lan_contacts(&identity, store)?),
+        })
+    });
     match found {
-        Ok(contacts) => contacts,
+        Ok(Presence::Mediator(_, tags)) if tags.is_empty() => None,
+        Ok(Presence::Lan(contacts)) if contacts.is_empty() => None,
+        Ok(presence) => Some(presence),
         Err(e) => {
-            tracing::warn!(error = %e, "LAN presence is off: cannot read the contacts");
-            Vec::new()
+            tracing::warn!(error = %e, "presence is off: cannot read the contacts");
+            None
         }
     }
 }
@@ -944,36 +937,29 @@ impl Engine {
         });
     }
 
-    /// Starts the presence connection (docs/protocol.md §21) when there is a
-    /// mediator, presence is on and there are contacts to wait for.
-    fn start_presence(&mut self, contacts: HashMap<[u8; 32], Ringing>) {
-        let Some(server) = self.config.server.clone() else {
+    /// Starts presence: one connection at the mediator waiting for every
+    /// contact (docs/protocol.md §21), or announcements on the LAN without
+    /// a mediator (§14.4). Its rings come to [`Engine::on_ring`].
+    fn start_presence(&mut self, presence: Option<Presence>) {
+        let Some(presence) = presence else {
             return;
         };
-        if self.config.no_presence || contacts.is_empty() {
-            return;
-        }
         let (tx, rx) = mpsc::channel(RING_QUEUE);
         self.rings = Some(rx);
         let events = self.events.clone();
-        tokio::task::spawn_local(crate::presence::run(server, contacts, tx, events));
-    }
-
-    /// Starts LAN presence (docs/protocol.md §14.4) when there is no mediator,
-    /// presence is on and there are contacts to announce.
-    fn start_lan_presence(&mut self, contacts: Vec<crate::lan::LanContact>) {
-        if self.config.server.is_some() || self.config.no_presence || contacts.is_empty() {
-            return;
+        match presence {
+            Presence::Mediator(server, contacts) => {
+                tokio::task::spawn_local(crate::presence::run(server, contacts, tx, events));
+            }
+            Presence::Lan(contacts) => {
+                let lan = crate::lan::LanConfig::new(
+                    self.config.lan_port,
+                    self.config.lan_timeout,
+                    self.config.lan_interface.clone(),
+                );
+                tokio::task::spawn_local(crate::lan::presence(lan, contacts, tx, events));
+            }
         }
-        let (tx, rx) = mpsc::channel(RING_QUEUE);
-        self.rings = Some(rx);
-        let lan = crate::lan::LanConfig::new(
-            self.config.lan_port,
-            self.config.lan_timeout,
-            self.config.lan_interface.clone(),
-        );
-        let events = self.events.clone();
-        tokio::task::spawn_local(crate::lan::presence(lan, contacts, tx, events));
     }
 
     /// Whether the messenger keeps running with no conversation open: when it
