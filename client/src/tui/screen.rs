@@ -15,7 +15,8 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 use wire::sanitize_for_terminal as safe;
 
-use super::editor::{InputLine, Recall};
+use super::Action;
+use super::InputLine;
 use crate::ui::{human_bytes, render_line, ConvItem, ConvRef, Event};
 use engine::events::MESSENGER_HELP;
 
@@ -126,20 +127,6 @@ pub struct ChatLine {
     pub text: String,
 }
 
-/// What a key press asks of the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Nothing beyond a redraw.
-    None,
-    /// Hand this line to the chat engine.
-    Send(String),
-    /// Ask the engine to bring conversation N to the front (`/switch N`);
-    /// the screen follows once the engine's list says so.
-    Switch(u32),
-    /// Ctrl-C, or Ctrl-D on an empty line: leave.
-    Quit,
-}
-
 /// One conversation's part of the screen.
 #[derive(Debug, Default)]
 struct Pane {
@@ -231,8 +218,6 @@ pub struct Screen {
     front: u32,
     /// The engine's conversation list, as it last sent it.
     list: Vec<ConvItem>,
-    input: InputLine,
-    recall: Recall,
     /// The `/help` text while its overlay is open.
     overlay: Option<Vec<String>>,
     /// Message pane size at the last render (width, height), for paging.
@@ -255,17 +240,21 @@ pub struct Screen {
     alerts: Vec<u8>,
 }
 
+impl Default for Screen {
+    fn default() -> Screen {
+        Screen::new()
+    }
+}
+
 impl Screen {
-    /// An empty screen whose input line holds at most `max_bytes`.
-    pub fn new(max_bytes: usize) -> Screen {
+    /// An empty screen.
+    pub fn new() -> Screen {
         let mut panes = BTreeMap::new();
         panes.insert(0, Pane::default());
         Screen {
             panes,
             front: 0,
             list: Vec::new(),
-            input: InputLine::new(max_bytes),
-            recall: Recall::default(),
             overlay: None,
             pane: (80, 20),
             list_shown: false,
@@ -313,10 +302,6 @@ impl Screen {
         self.front
     }
 
-    pub fn input(&self) -> &InputLine {
-        &self.input
-    }
-
     pub fn scroll(&self) -> usize {
         self.front_pane().scroll
     }
@@ -328,11 +313,6 @@ impl Screen {
     /// The line that said why the session ended, if it did.
     pub fn farewell(&self) -> Option<&str> {
         self.farewell.as_deref()
-    }
-
-    /// The engine's input bound (known once it asks for input).
-    pub fn set_max_bytes(&mut self, max_bytes: usize) {
-        self.input.set_max_bytes(max_bytes);
     }
 
     /// Desktop notifications (OSC 9 and 777) besides the bell (`--notify`).
@@ -658,62 +638,25 @@ impl Screen {
         }
     }
 
-    /// Handles one key press.
-    pub fn key(&mut self, key: KeyEvent) -> Action {
+    /// A key was pressed: the hint goes, and an open help overlay closes.
+    /// True when the overlay was open: closing it is all the key does.
+    pub fn key_pressed(&mut self) -> bool {
         self.hint = None;
+        self.overlay.take().is_some()
+    }
+
+    /// Handles a key the line editor left: Ctrl-C and Ctrl-D (on an empty
+    /// line) leave, Alt-1…9, Ctrl-N and Ctrl-P switch, PageUp and PageDown
+    /// page, End goes back to the newest messages.
+    pub fn key(&mut self, key: KeyEvent) -> Action {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        if ctrl && matches!(key.code, KeyCode::Char('c')) {
-            return Action::Quit;
-        }
-        if self.overlay.take().is_some() {
-            // Any key closes the help; it does nothing else.
-            return Action::None;
-        }
         let page = usize::from(self.pane.1).saturating_sub(1).max(1);
         match key.code {
-            KeyCode::Char('d') if ctrl && self.input.text().is_empty() => return Action::Quit,
-            KeyCode::Char('d') if ctrl => self.input.delete(),
-            KeyCode::Char('u') if ctrl => self.input.clear(),
-            KeyCode::Char('w') if ctrl => self.input.delete_word(),
-            KeyCode::Char('a') if ctrl => self.input.home(),
-            KeyCode::Char('e') if ctrl => self.input.end(),
-            KeyCode::Char('h') if ctrl => self.input.backspace(),
+            KeyCode::Char('c' | 'd') if ctrl => return Action::Quit,
             KeyCode::Char('n') if ctrl => return self.switch_by(1),
             KeyCode::Char('p') if ctrl => return self.switch_by(-1),
             KeyCode::Char(c @ '1'..='9') if key.modifiers.contains(KeyModifiers::ALT) => {
                 return self.switch_to(c.to_digit(10).unwrap_or(0));
-            }
-            KeyCode::Char(_) if ctrl || key.modifiers.contains(KeyModifiers::ALT) => {}
-            KeyCode::Char(c) => self.type_char(c),
-            KeyCode::Enter => {
-                let line = self.input.take();
-                if line.is_empty() {
-                    return Action::None;
-                }
-                self.recall.push(&line);
-                self.live();
-                return Action::Send(line);
-            }
-            KeyCode::Backspace => self.input.backspace(),
-            KeyCode::Delete => self.input.delete(),
-            KeyCode::Left => self.input.left(),
-            KeyCode::Right => self.input.right(),
-            KeyCode::Home => self.input.home(),
-            KeyCode::End => {
-                self.input.end();
-                self.live();
-            }
-            KeyCode::Up => {
-                if let Some(line) = self.recall.older(self.input.text()) {
-                    let line = line.to_string();
-                    self.input.set(&line);
-                }
-            }
-            KeyCode::Down => {
-                if let Some(line) = self.recall.newer() {
-                    let line = line.to_string();
-                    self.input.set(&line);
-                }
             }
             // Clamped to the top of the scrollback at the next render.
             KeyCode::PageUp => {
@@ -727,32 +670,19 @@ impl Screen {
                     pane.live();
                 }
             }
+            KeyCode::End => self.live(),
             _ => {}
         }
         Action::None
     }
 
-    /// Pasted text goes into the input line (as one line).
-    pub fn paste(&mut self, text: &str) {
-        self.hint = None;
-        self.overlay = None;
-        if !self.input.insert_str(text) {
-            self.hint = Some(self.full_hint());
-        }
-    }
-
-    fn type_char(&mut self, c: char) {
-        if !self.input.insert(c) {
-            self.hint = Some(self.full_hint());
-        }
-    }
-
-    fn full_hint(&self) -> String {
-        "the line is full".to_string()
+    /// The line editor refused a key: the line is full.
+    pub fn line_full(&mut self) {
+        self.hint = Some("the line is full".to_string());
     }
 
     /// Back to following the conversation in front.
-    fn live(&mut self) {
+    pub fn live(&mut self) {
         self.front_pane_mut().live();
     }
 
@@ -832,8 +762,8 @@ impl Screen {
     }
 
     /// Draws the whole screen.
-    pub fn render(&mut self, frame: &mut Frame<'_>) {
-        let [pane, status, input] = Layout::vertical([
+    pub fn render(&mut self, frame: &mut Frame<'_>, input: &InputLine) {
+        let [pane, status, input_area] = Layout::vertical([
             Constraint::Min(1),
             Constraint::Length(1),
             Constraint::Length(1),
@@ -858,7 +788,7 @@ impl Screen {
         self.pane = (pane.width, pane.height);
         self.render_messages(frame, pane);
         frame.render_widget(Paragraph::new(self.status_line(status.width)), status);
-        self.render_input(frame, input);
+        self.render_input(frame, input_area, input);
         if let Some(help) = &self.overlay {
             render_overlay(frame, help);
         }
@@ -1056,11 +986,11 @@ impl Screen {
         Line::from(spans)
     }
 
-    fn render_input(&self, frame: &mut Frame<'_>, area: Rect) {
+    fn render_input(&self, frame: &mut Frame<'_>, area: Rect, input: &InputLine) {
         const PROMPT: &str = "> ";
         let room = usize::from(area.width).saturating_sub(PROMPT.len() + 1);
-        let text = self.input.text();
-        let cursor = self.input.cursor();
+        let text = input.text();
+        let cursor = input.cursor();
         // Scroll the line sideways so the cursor stays in view.
         let mut start = 0;
         while start < cursor && str_width(&text[start..cursor]) > room {

@@ -318,9 +318,9 @@ fn plain_lines_carry_no_control_or_bidi_character_from_any_field() {
 #[test]
 fn the_full_screen_buffer_carries_no_control_or_bidi_character_from_any_field() {
     for (hostile, clean) in every_event(HOSTILE).iter().zip(every_event("x")) {
-        let mut screen = Screen::new(1000);
+        let mut screen = Screen::new();
         screen.apply(hostile, "10:00");
-        let mut reference = Screen::new(1000);
+        let mut reference = Screen::new();
         reference.apply(&clean, "10:00");
         let what = kind(hostile);
         for line in screen.lines() {
@@ -358,7 +358,9 @@ fn the_full_screen_buffer_carries_no_control_or_bidi_character_from_any_field() 
             );
         }
         let mut terminal = Terminal::new(TestBackend::new(200, 30)).unwrap();
-        terminal.draw(|f| screen.render(f)).unwrap();
+        terminal
+            .draw(|f| screen.render(f, &crate::tui::InputLine::new(1000)))
+            .unwrap();
         let buffer = terminal.backend().buffer();
         for cell in buffer.content() {
             assert!(

@@ -21,6 +21,7 @@ use wire::{ClientMsg, ErrorCode, HandshakeInput, Role, PROTOCOL_VERSION};
 use crate::chat::{self, Conversation, ConversationId, Ending, PeerInfo};
 use crate::config::{parse_listen, Config};
 use crate::connect::{self, Connected, Path};
+use crate::conversation::Shared;
 use crate::error::ClientError;
 use crate::events::InputEvent;
 use crate::events::{Event, Events};
@@ -104,7 +105,9 @@ pub async fn run(
     config: Config,
     out: &Events,
     mut input: mpsc::Receiver<InputEvent>,
+    shared: Shared,
 ) -> Result<(), ClientError> {
+    let _closing = shared.closing();
     let mut setup = prepare(config, out)?;
     // The listener lives for the whole run, so an advertised port stays valid
     // across reconnects; it exists before the first Hello that advertises it.
@@ -172,12 +175,12 @@ pub async fn run(
             name: setup.name.clone(),
             group: setup.group,
             identity: setup.identity.clone(),
-            history,
+            history: history.map(std::rc::Rc::new),
             port,
             first_link,
             config: &setup.config,
         };
-        return crate::group::run(run, listener, &mut input, out).await;
+        return crate::group::run(run, listener, &mut input, shared, out).await;
     }
     let reveals = connect::Reveals::default();
     let downloads = setup
@@ -193,6 +196,7 @@ pub async fn run(
         ids,
         history,
         transfers,
+        shared,
         out,
     )?;
     convo.allow_read_receipts(setup.config.read_receipts);
@@ -584,9 +588,16 @@ async fn offline<T>(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let shared = convo.shared();
     loop {
         tokio::select! {
             result = &mut work => return Offline::Done(result),
+            () = shared.woken() => {
+                convo.after_say(false, out);
+                if convo.input_closed() && convo.drained() {
+                    return Offline::Quit;
+                }
+            }
             event = input.recv(), if convo.accepts_input() => {
                 if convo.on_input(event, None, out).is_some() {
                     return Offline::Quit;

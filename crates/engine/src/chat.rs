@@ -13,15 +13,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use dhke::{Identity, IdentityKey, ResumeSecret, RoomCode};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use wire::peer::MAX_CHAT_TEXT;
 use wire::PeerMsg;
 
-use crate::conversation::{self, Core, Effects, Kind, To};
+use crate::conversation::{self, Core, Effects, Kind, Shared, To};
 use crate::error::ClientError;
 use crate::events::InputEvent;
 use crate::events::{Event, Events, HELP};
@@ -87,7 +87,7 @@ pub fn token_pair_id(room_secret: &[u8; 32], a: &IdentityKey, b: &IdentityKey) -
 /// The history database and the chat row of the current conversation.
 #[derive(Debug)]
 struct Store {
-    db: History,
+    db: Rc<History>,
     /// The chat row this run writes to, and the conversation it is of.
     chat: Option<([u8; 32], ChatId)>,
 }
@@ -101,14 +101,13 @@ pub struct Conversation {
     ids: ConversationId,
     store: Option<Store>,
     transfers: Transfers,
-    /// The conversation of the current (or last) peer; `None` for a token
-    /// holder before its first dialer.
-    core: Option<Core>,
+    /// The conversation of the current (or last) peer, shared with the
+    /// messenger that writes typed text through it; no core for a token
+    /// holder before its first dialer (what is typed then waits in its drafts
+    /// for the first dialer's conversation).
+    shared: Shared,
     /// A token holder's conversations with other dialers, by id.
     aside: HashMap<[u8; 32], Core>,
-    /// Lines typed before the conversation is known (a token holder before its
-    /// first dialer): written to the first dialer's conversation.
-    drafts: Vec<String>,
     /// The link serial of the current session.
     serial: u64,
     verified: bool,
@@ -211,18 +210,20 @@ impl Conversation {
         ids: ConversationId,
         history: Option<History>,
         transfers: Transfers,
+        shared: Shared,
         out: &Events,
     ) -> Result<Conversation, ClientError> {
-        let mut convo = Conversation {
+        let history = history.map(Rc::new);
+        shared.set_store(history.clone());
+        let convo = Conversation {
             room: room.to_string(),
             me: me.to_string(),
             identity,
             ids: ids.clone(),
             store: history.map(|db| Store { db, chat: None }),
             transfers,
-            core: None,
+            shared,
             aside: HashMap::new(),
-            drafts: Vec::new(),
             serial: 0,
             verified: false,
             previous: None,
@@ -243,13 +244,14 @@ impl Conversation {
         if let ConversationId::Fixed(id) = ids {
             let (core, fx) = convo.open_core(id)?;
             apply(fx, None, None, out)?;
-            convo.core = Some(core);
+            convo.shared.state().core = Some(core);
         }
+        convo.shared.set_ready();
         Ok(convo)
     }
 
     fn db(&self) -> Option<&History> {
-        self.store.as_ref().map(|s| &s.db)
+        self.store.as_ref().map(|s| &*s.db)
     }
 
     /// Opens conversation `id`, restored from the history.
@@ -274,10 +276,12 @@ impl Conversation {
                 token_pair_id(secret, &self.identity.public(), &peer.identity)
             }
         };
-        if self.core.as_ref().is_some_and(|c| c.conversation() == id) {
+        let current = self.shared.state().core.take();
+        if current.as_ref().is_some_and(|c| c.conversation() == id) {
+            self.shared.state().core = current;
             return Ok(());
         }
-        if let Some(old) = self.core.take() {
+        if let Some(old) = current {
             if self.aside.len() >= MAX_ASIDE {
                 if let Some(k) = self.aside.keys().next().copied() {
                     self.aside.remove(&k);
@@ -293,11 +297,12 @@ impl Conversation {
                 core
             }
         };
-        for text in std::mem::take(&mut self.drafts) {
+        let drafts = std::mem::take(&mut self.shared.state().drafts);
+        for text in drafts {
             let fx = core.write(text, false, self.db());
             apply(fx, None, None, out)?;
         }
-        self.core = Some(core);
+        self.shared.state().core = Some(core);
         Ok(())
     }
 
@@ -319,9 +324,10 @@ impl Conversation {
     /// Whether all our messages are held by the peer or left at its mailbox
     /// (nothing left to deliver from here).
     pub fn drained(&self) -> bool {
+        let state = self.shared.state();
         self.receipts_out == 0
-            && self.drafts.is_empty()
-            && self.core.as_ref().map_or(true, |c| {
+            && state.drafts.is_empty()
+            && state.core.as_ref().map_or(true, |c| {
                 c.unacked_seqs().all(|seq| self.stored.contains(&seq))
             })
     }
@@ -332,19 +338,22 @@ impl Conversation {
     /// must prove, when known before meeting (`--to`, a token). Token holders
     /// have no mailbox (their dialers' conversations come and go).
     pub fn start_mailbox(&mut self, server: &str, peer: Option<IdentityKey>, out: &Events) {
-        let (Some(core), ConversationId::Fixed(_), None) = (&self.core, &self.ids, &self.mailbox)
+        let known = self
+            .shared
+            .state()
+            .core
+            .as_ref()
+            .map(|core| (core.conversation(), core.other_authors()));
+        let (Some((id, authors)), ConversationId::Fixed(_), None) =
+            (known, &self.ids, &self.mailbox)
         else {
             return;
         };
-        self.recipient = peer.or_else(|| match core.other_authors().as_slice() {
+        self.recipient = peer.or(match authors.as_slice() {
             [one] => Some(IdentityKey(*one)),
             _ => None,
         });
-        self.mailbox = Some(Mailbox::start(
-            server.to_owned(),
-            core.conversation(),
-            self.identity.clone(),
-        ));
+        self.mailbox = Some(Mailbox::start(server.to_owned(), id, self.identity.clone()));
         self.deposit_unacked(out);
     }
 
@@ -370,8 +379,9 @@ impl Conversation {
     /// Leaves our messages the peer does not hold in its queue, but those
     /// older than the mailbox keeps anything: shown as expired, undelivered.
     pub fn deposit_unacked(&mut self, out: &Events) {
+        let state = self.shared.state();
         let (Some(core), Some(mailbox), Some(recipient)) =
-            (&self.core, &self.mailbox, self.recipient)
+            (&state.core, &self.mailbox, self.recipient)
         else {
             return;
         };
@@ -408,8 +418,11 @@ impl Conversation {
                 dropped,
                 more,
             } => {
-                if let Some(core) = self.core.as_mut() {
-                    let mut fx = core.from_mailbox(records, self.store.as_ref().map(|s| &s.db));
+                let fetched =
+                    self.shared.state().core.as_mut().map(|core| {
+                        core.from_mailbox(records, self.store.as_ref().map(|s| &*s.db))
+                    });
+                if let Some(mut fx) = fetched {
                     self.note_shown(&fx);
                     let receipts: Vec<PeerMsg> = fx
                         .sends
@@ -452,6 +465,8 @@ impl Conversation {
                 self.depositing.remove(&seq);
                 self.stored.insert(seq);
                 let acked = self
+                    .shared
+                    .state()
                     .core
                     .as_ref()
                     .is_some_and(|c| !c.unacked_seqs().contains(&seq));
@@ -501,11 +516,7 @@ impl Conversation {
 
     /// Whether typing may continue ([`conversation::MAX_UNACKED`]).
     pub fn accepts_input(&self) -> bool {
-        let room = match &self.core {
-            Some(core) => core.accepts(),
-            None => (self.drafts.len() as u64) < conversation::MAX_UNACKED,
-        };
-        room && !self.input_closed
+        self.shared.state().accepts() && !self.input_closed
     }
 
     /// Runs one history write; a failing database is reported once and history
@@ -553,7 +564,7 @@ impl Conversation {
             self.verified = true;
         }
         let verified = self.verified;
-        let id = self.core.as_ref().map(Core::conversation);
+        let id = self.shared.state().core.as_ref().map(Core::conversation);
         let continues = self
             .store
             .as_ref()
@@ -677,6 +688,22 @@ impl Conversation {
         self.persist(out, |db, chat| db.end_chat(chat, now_ms(), reason));
     }
 
+    /// The conversation as the messenger shares it.
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    /// What a write left for us ([`Shared::woken`]): with no link, our
+    /// messages go to the peer's mailbox. A link a write could not queue on
+    /// is the reader's and the pings' to report.
+    pub fn after_say(&mut self, linked: bool, out: &Events) {
+        self.shared.take_stalled();
+        let written = self.shared.take_written();
+        if !linked && !written.is_empty() {
+            self.deposit_unacked(out);
+        }
+    }
+
     /// Forgets the session (the link is gone); the outbox stays.
     pub fn end_session(&mut self) {
         self.peer = None;
@@ -726,43 +753,15 @@ impl Conversation {
     }
 
     fn on_line(&mut self, line: &str, link: Option<&PeerLink>, out: &Events) -> Option<Ending> {
-        let text = if let Some(escaped) = line.strip_prefix("//") {
-            format!("/{escaped}")
-        } else if let Some(command) = line.strip_prefix('/') {
-            return self.on_command(command.trim(), link, out);
-        } else {
-            line.to_string()
-        };
-        if text.is_empty() {
-            return None;
+        match conversation::command(line) {
+            Some(command) => self.on_command(command.trim(), link, out),
+            // The messenger writes text through the shared conversation
+            // itself; text that reaches us anyway is written the same way.
+            None => {
+                self.shared.write_now(line);
+                None
+            }
         }
-        if text.len() > MAX_CHAT_TEXT {
-            out.show(&Event::Error {
-                code: "too_long".into(),
-                text: format!("messages are limited to {MAX_CHAT_TEXT} bytes; not sent"),
-            });
-            return None;
-        }
-        let Some(core) = self.core.as_mut() else {
-            // No conversation yet (a token holder before its first dialer):
-            // the first dialer's conversation gets it, with this number.
-            self.drafts.push(text.clone());
-            out.show(&Event::Sent {
-                id: self.drafts.len() as u64,
-                text,
-                pending: true,
-            });
-            return None;
-        };
-        let fx = core.write(text, link.is_some(), self.store.as_ref().map(|s| &s.db));
-        // A failed send is the link's reader's to report; the next session's
-        // catch-up sends the message again.
-        let _ = apply(fx, link, self.peer.as_ref(), out);
-        if link.is_none() {
-            // Nobody to send it to now: the peer's mailbox keeps it.
-            self.deposit_unacked(out);
-        }
-        None
     }
 
     fn on_command(
@@ -851,7 +850,7 @@ impl Conversation {
                         text: "History is off (--no-history, or the database failed).".into(),
                     });
                 } else {
-                    let lines = match &self.core {
+                    let lines = match &self.shared.state().core {
                         Some(core) => core.history(n, self.db()).unwrap_or_else(|e| {
                             out.show(&Event::Error {
                                 code: "history".into(),
@@ -887,21 +886,21 @@ impl Conversation {
             | PeerMsg::GroupSummary(_)
             | PeerMsg::GroupCatchup(_)
             | PeerMsg::Equivocation(_)) => {
-                let Some(core) = self.core.as_mut() else {
-                    return Ok(None);
-                };
                 let queued = link.sender().queued_bytes();
-                let db = self.store.as_ref().map(|s| &s.db);
-                let fx = core
-                    .on_peer(self.serial, log, queued, db)
-                    .map_err(|why| link_failure(LinkError::Protocol(why), peer))?;
+                let db = self.store.as_ref().map(|s| &*s.db);
+                let step = match self.shared.state().core.as_mut() {
+                    Some(core) => core.on_peer(self.serial, log, queued, db),
+                    None => return Ok(None),
+                };
+                let fx = step.map_err(|why| link_failure(LinkError::Protocol(why), peer))?;
                 self.note_shown(&fx);
                 apply(fx, Some(link), self.peer.as_ref(), out)?;
             }
             // Shown only if we allow read receipts too; never past what we wrote.
             PeerMsg::Read { seq } => {
-                if let (true, Some(core)) = (self.read_receipts, &self.core) {
-                    let seq = seq.min(core.own_last());
+                let own_last = self.shared.state().core.as_ref().map(Core::own_last);
+                if let (true, Some(own_last)) = (self.read_receipts, own_last) {
+                    let seq = seq.min(own_last);
                     if seq > self.read_shown {
                         self.read_shown = seq;
                         out.show(&Event::Read { id: seq });
@@ -959,8 +958,9 @@ impl Conversation {
     }
 }
 
-/// Runs one connected session until someone leaves or the link fails. Input
-/// typed meanwhile goes through `convo`, so nothing is lost when the link drops.
+/// Runs one connected session until someone leaves or the link fails. Typed
+/// text goes on the link straight from the messenger ([`Shared::say`]);
+/// commands come on `input`. Nothing typed is lost when the link drops.
 pub async fn run(
     mut link: PeerLink,
     convo: &mut Conversation,
@@ -974,14 +974,20 @@ pub async fn run(
     };
     convo.serial += 1;
     let serial = convo.serial;
-    if let (Some(core), Some(info)) = (convo.core.as_mut(), convo.peer.as_ref()) {
+    let shared = convo.shared.clone();
+    if let Some(info) = convo.peer.as_ref() {
         // The summary swap: each side sends what the other lacks, once.
-        let fx = core.link_up(serial, info.identity, &info.name);
-        if let Err(e) = apply(fx, Some(&link), Some(info), out) {
+        let fx = shared
+            .state()
+            .core
+            .as_mut()
+            .map(|core| core.link_up(serial, info.identity, &info.name));
+        if let Err(e) = fx.map_or(Ok(()), |fx| apply(fx, Some(&link), Some(info), out)) {
             link.close(None).await;
             return Ending::Lost(e);
         }
     }
+    shared.link_up(serial, link.sender());
     convo.transfers.on_connected(&link, &peer);
     let mut ping: Option<(u64, Instant)> = None;
     let mut ping_nonce = 0u64;
@@ -1041,6 +1047,7 @@ pub async fn run(
                     break Ending::Quit;
                 }
             }
+            () = shared.woken() => convo.after_say(true, out),
             Some(update) = updates.recv() => convo.transfers.on_update(update, Some(&link), out),
             _ = progress.tick(), if convo.transfers.sending() => convo.transfers.poll_progress(out),
             _ = ticker.tick() => {
@@ -1051,8 +1058,8 @@ pub async fn run(
                         PEER_SILENT.as_secs()
                     )));
                 }
-                if let Some(core) = convo.core.as_mut() {
-                    let fx = core.tick();
+                let fx = shared.state().core.as_mut().map(Core::tick);
+                if let Some(fx) = fx {
                     if let Err(e) = apply(fx, Some(&link), convo.peer.as_ref(), out) {
                         break Ending::Lost(e);
                     }
@@ -1067,11 +1074,12 @@ pub async fn run(
             _ = &mut ctrl_c => break Ending::Quit,
         }
     };
+    shared.link_down(serial);
     match &ending {
         Ending::Quit => link.close(Some("quit".into())).await,
         Ending::PeerLeft(_) | Ending::Lost(_) => link.close(None).await,
     }
-    if let Some(core) = convo.core.as_mut() {
+    if let Some(core) = shared.state().core.as_mut() {
         core.link_down(serial);
     }
     convo.end_session();

@@ -11,24 +11,35 @@
 //! show, authors proven to equivocate), so two or more cores can be run
 //! against each other in memory (the tests below).
 //!
+//! [`Shared`] is a conversation as its task and the messenger both hold it:
+//! the task keeps its core and its live links there, and typed text goes
+//! straight from the messenger through [`Shared::say`] to the links, for 2 and
+//! N members alike: one path from the keyboard to the wire.
+//!
 //! Receipts, one rule for 2 and N (docs/protocol.md §7.1): our message `seq`
 //! is shown as `sent {id = seq}` when written, and as `ack {id = seq}` once
 //! another member shows it holds it: its summary's or catch-up's `have` covers
 //! it. A member that delivers messages a link brought answers that link with a
 //! receipt, a `GroupCatchup` that carries only its `have` (it asks for nothing).
 
-use std::collections::HashMap;
+use std::cell::{RefCell, RefMut};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
 use std::time::Duration;
 
 use dhke::{Identity, IdentityKey};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use wire::group::{Catchup, EquivocationProof, GroupError, GroupLog, GroupMsg, Outcome, Summary};
+use wire::peer::MAX_CHAT_TEXT;
 use wire::PeerMsg;
 
 use crate::error::ClientError;
-use crate::events::{Event, HistoryLine};
+use crate::events::{Event, Events, HistoryLine};
 use crate::history::now_ms;
 use crate::history::History;
+use crate::peerlink::LinkSender;
 
 /// Summaries are swapped this often on every link, on top of each new link and
 /// each gap, so a message that missed a member reaches it by another.
@@ -659,6 +670,285 @@ impl Core {
                 }
             })
             .collect())
+    }
+}
+
+/// The command in a typed line: `Some("send a.txt")` for `/send a.txt`, none
+/// for text (a line that starts with `//` is text that starts with `/`).
+pub fn command(line: &str) -> Option<&str> {
+    line.strip_prefix('/').filter(|rest| !rest.starts_with('/'))
+}
+
+/// One open conversation as its task and the messenger share it (both run on
+/// the messenger's one thread). The task does everything that waits (links,
+/// the mediator, the mailbox) and keeps its core and live links here; the
+/// messenger writes typed text through [`Shared::say`] without a hop through
+/// the task. Whatever the task must do after a write (leave it at the mailbox
+/// for a member who is away, close a link whose queue is full) it learns from
+/// [`Shared::woken`].
+#[derive(Clone)]
+pub struct Shared(Rc<SharedInner>);
+
+struct SharedInner {
+    state: RefCell<State>,
+    out: Events,
+    /// Set by a write: the task has written messages or stalled links to see to.
+    wake: Notify,
+    /// Wakes writers waiting for room: the task changed the state (acks may
+    /// have come in) or the conversation ended.
+    room: Notify,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.0.state.try_borrow();
+        f.debug_struct("Shared")
+            .field("links", &state.as_ref().map(|s| s.links.len()).ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Shared`] holds.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The conversation; none for a token holder before its first dialer.
+    pub core: Option<Core>,
+    /// Text typed while there is no core: the first dialer's conversation gets
+    /// it, under these numbers.
+    pub drafts: Vec<String>,
+    /// Live links by the task's serial, for our writes.
+    links: BTreeMap<u64, LinkSender>,
+    /// The store our messages go to before they are shown as sent.
+    store: Option<Rc<History>>,
+    /// Our messages written since the task last looked.
+    written: Vec<PeerMsg>,
+    /// Links a write could not queue on (their peer stopped reading).
+    stalled: Vec<u64>,
+    /// The task has set the conversation up (its core, or none by design):
+    /// text typed before waits for it.
+    ready: bool,
+    /// The task has ended: nothing more is written.
+    closed: bool,
+}
+
+/// The state, borrowed by the task: writers waiting for room look again when
+/// it is given back.
+#[derive(Debug)]
+pub struct StateRef<'a> {
+    state: RefMut<'a, State>,
+    room: &'a Notify,
+}
+
+impl Deref for StateRef<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for StateRef<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for StateRef<'_> {
+    fn drop(&mut self) {
+        self.room.notify_waiters();
+    }
+}
+
+impl Shared {
+    /// A conversation with no core yet, showing what it writes on `out`.
+    pub fn new(out: Events) -> Shared {
+        Shared(Rc::new(SharedInner {
+            state: RefCell::new(State::default()),
+            out,
+            wake: Notify::new(),
+            room: Notify::new(),
+        }))
+    }
+
+    /// The state, for the task; never held across an await (the messenger
+    /// writes through it meanwhile).
+    pub fn state(&self) -> StateRef<'_> {
+        StateRef {
+            state: self.0.state.borrow_mut(),
+            room: &self.0.room,
+        }
+    }
+
+    /// Where our messages are stored.
+    pub fn set_store(&self, store: Option<Rc<History>>) {
+        self.state().store = store;
+    }
+
+    /// The task has set the conversation up: its core is in place (or there
+    /// is none yet by design, for a token holder, whose typing waits in its
+    /// drafts). Text typed before this waits.
+    pub fn set_ready(&self) {
+        self.state().ready = true;
+    }
+
+    /// Link `serial` is up: our writes go on it too.
+    pub fn link_up(&self, serial: u64, link: LinkSender) {
+        self.state().links.insert(serial, link);
+    }
+
+    /// Link `serial` is gone.
+    pub fn link_down(&self, serial: u64) {
+        self.state().links.remove(&serial);
+    }
+
+    /// Our messages written since the last call.
+    pub fn take_written(&self) -> Vec<PeerMsg> {
+        std::mem::take(&mut self.state().written)
+    }
+
+    /// Links a write could not queue on since the last call.
+    pub fn take_stalled(&self) -> Vec<u64> {
+        std::mem::take(&mut self.state().stalled)
+    }
+
+    /// Returns once a write left something for the task
+    /// ([`Shared::take_written`], [`Shared::take_stalled`]).
+    pub async fn woken(&self) {
+        self.0.wake.notified().await;
+    }
+
+    /// The task has ended: waiting writers give up, later ones are refused.
+    pub fn close(&self) {
+        if let Ok(mut state) = self.0.state.try_borrow_mut() {
+            state.closed = true;
+        }
+        self.0.room.notify_waiters();
+    }
+
+    /// A guard that closes the conversation however its task ends.
+    pub fn closing(&self) -> Closing {
+        Closing(self.clone())
+    }
+
+    /// Writes the typed `line` (text; `//` starts one with `/`) as our next
+    /// message: stored, shown as sent, queued on every live link. While too
+    /// many of our messages are unconfirmed, waits for room: typing waits, as
+    /// it always did, and nothing typed is dropped.
+    pub async fn say(&self, line: &str) {
+        let Some(text) = self.text_of(line) else {
+            return;
+        };
+        loop {
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut state = self.0.state.borrow_mut();
+                if state.closed {
+                    self.0.out.show(&Event::Error {
+                        code: "not_sent".into(),
+                        text: "the conversation has ended; that message was not sent".into(),
+                    });
+                    return;
+                }
+                if state.accepts() {
+                    state.write(text, &self.0.out);
+                    self.0.wake.notify_one();
+                    return;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Writes the typed `line` now, room or not (text that reached the task
+    /// itself, which reads its input only while there is room).
+    pub fn write_now(&self, line: &str) {
+        if let Some(text) = self.text_of(line) {
+            self.0.state.borrow_mut().write(text, &self.0.out);
+            self.0.wake.notify_one();
+        }
+    }
+
+    /// The message a typed line of text makes: a leading `//` stands for `/`;
+    /// none for an empty line or one over the limit (said on the screen).
+    fn text_of(&self, line: &str) -> Option<String> {
+        let text = if line.starts_with("//") {
+            &line[1..]
+        } else {
+            line
+        };
+        if text.is_empty() {
+            return None;
+        }
+        if text.len() > MAX_CHAT_TEXT {
+            self.0.out.show(&Event::Error {
+                code: "too_long".into(),
+                text: format!("messages are limited to {MAX_CHAT_TEXT} bytes; not sent"),
+            });
+            return None;
+        }
+        Some(text.to_owned())
+    }
+}
+
+/// Closes its conversation when dropped ([`Shared::closing`]).
+#[derive(Debug)]
+pub struct Closing(Shared);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl State {
+    /// Whether another message may be written now: the conversation is set
+    /// up, fewer than [`MAX_UNACKED`] of ours are unconfirmed (or typed before
+    /// the core), and the task keeps up with what was written.
+    pub fn accepts(&self) -> bool {
+        let unconfirmed = match &self.core {
+            Some(core) => !core.accepts(),
+            None => self.drafts.len() as u64 >= MAX_UNACKED,
+        };
+        self.ready && !self.closed && !unconfirmed && (self.written.len() as u64) < MAX_UNACKED
+    }
+
+    /// Whether any link is up.
+    pub fn linked(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    fn write(&mut self, text: String, out: &Events) {
+        let linked = self.linked();
+        let Some(core) = self.core.as_mut() else {
+            self.drafts.push(text.clone());
+            out.show(&Event::Sent {
+                id: self.drafts.len() as u64,
+                text,
+                pending: true,
+            });
+            return;
+        };
+        let fx = core.write(text, linked, self.store.as_deref());
+        for event in &fx.events {
+            out.show(event);
+        }
+        for (to, msg) in fx.sends {
+            for (serial, link) in &self.links {
+                let chosen = match to {
+                    To::Link(one) => one == *serial,
+                    To::AllBut(except) => except != Some(*serial),
+                };
+                // A failed send is the task's to act on; the next summary
+                // swap brings the message again.
+                if chosen && link.send(msg.clone()).is_err() {
+                    self.stalled.push(*serial);
+                }
+            }
+            if matches!(msg, PeerMsg::Group(_)) {
+                self.written.push(msg);
+            }
+        }
     }
 }
 

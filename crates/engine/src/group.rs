@@ -19,6 +19,7 @@ mod links;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use dhke::{Group, Identity, IdentityKey, KeyPair, RoomCode};
@@ -31,7 +32,7 @@ use wire::group::{Roster, RosterEntry, MAX_AUTHORS};
 use wire::{ClientMsg, PeerMsg, PROTOCOL_VERSION};
 
 use self::links::{FromLink, LinkHandle, PairSetup, Paired, Routes};
-use crate::conversation::{Core, Effects, Kind, To};
+use crate::conversation::{self, Core, Effects, Kind, Shared, To};
 use crate::error::ClientError;
 use crate::events::InputEvent;
 use crate::events::{Event, Events, GROUP_HELP};
@@ -67,7 +68,7 @@ pub struct GroupRun<'a> {
     pub name: String,
     pub group: Group,
     pub identity: Identity,
-    pub history: Option<History>,
+    pub history: Option<Rc<History>>,
     pub port: LocalPort,
     /// The link that allocated our nameplate, for the first `GroupHello`.
     pub first_link: Option<MediatorLink>,
@@ -126,8 +127,9 @@ type Joining = JoinHandle<Result<Session, ClientError>>;
 struct Mesh<'a> {
     run: GroupRun<'a>,
     out: &'a Events,
-    /// The conversation: the log and everything done with it.
-    core: Core,
+    /// The conversation: the log and everything done with it, shared with
+    /// the messenger, which writes typed text through it.
+    shared: Shared,
     me: u32,
     /// Live links by a serial of ours: member numbers of two mediator sessions
     /// (a restart) may collide, serials never do.
@@ -163,6 +165,7 @@ pub async fn run(
     run: GroupRun<'_>,
     listener: TcpListener,
     input: &mut mpsc::Receiver<InputEvent>,
+    shared: Shared,
     out: &Events,
 ) -> Result<(), ClientError> {
     // The log is bound to the whole code, never to the tag the mediator
@@ -173,8 +176,12 @@ pub async fn run(
         run.identity.clone(),
         &run.name,
         &run.room,
-        run.history.as_ref(),
+        run.history.as_deref(),
     )?;
+    let conversation = core.conversation();
+    shared.set_store(run.history.clone());
+    shared.state().core = Some(core);
+    shared.set_ready();
     let routes: Routes = Default::default();
     let _acceptor = AbortOnDrop(links::spawn_acceptor(listener, routes.clone()));
     let (paired_tx, mut paired_rx) = mpsc::channel(64);
@@ -182,7 +189,7 @@ pub async fn run(
     let mut mesh = Mesh {
         run,
         out,
-        core,
+        shared: shared.clone(),
         me: 0,
         members: HashMap::new(),
         races: HashMap::new(),
@@ -200,10 +207,10 @@ pub async fn run(
         stored: HashSet::new(),
     };
     mesh.apply(restored);
-    mesh.known.extend(mesh.core.other_authors());
+    mesh.known.extend(mesh.core(|c| c.other_authors()));
     mesh.mailbox = Some(Mailbox::start(
         mesh.run.server.clone(),
-        mesh.core.conversation(),
+        conversation,
         mesh.run.identity.clone(),
     ));
 
@@ -282,6 +289,7 @@ pub async fn run(
                 mesh.on_paired(paired)
             }
             Some(from) = from_links.recv() => mesh.on_link(from),
+            () = shared.woken() => mesh.after_say(),
             Some(news) = mailbox::news(&mut mesh.mailbox) => mesh.on_mailbox(news),
             _ = tick.tick() => {
                 mesh.on_tick();
@@ -473,7 +481,8 @@ impl Mesh<'_> {
 
     /// How an author is shown ([`Core::author_name`]).
     fn author_name(&self, author: &[u8; 32]) -> (String, bool) {
-        self.core.author_name(author, self.run.history.as_ref())
+        let db = self.run.history.as_deref();
+        self.core(|c| c.author_name(author, db))
     }
 
     fn on_input(&mut self, event: Option<InputEvent>) -> Option<String> {
@@ -490,28 +499,33 @@ impl Mesh<'_> {
             // Read receipts are for two-party conversations.
             Some(InputEvent::Seen { .. }) => return None,
         };
-        if let Some(rest) = line.strip_prefix('/') {
-            if !rest.starts_with('/') {
-                return self.on_command(rest);
+        match conversation::command(&line) {
+            Some(command) => self.on_command(command),
+            // The messenger writes text through the shared conversation
+            // itself; text that reaches us anyway is written the same way.
+            None => {
+                self.shared.write_now(&line);
+                None
             }
         }
-        let text = line.strip_prefix('/').map_or(line.as_str(), |_| &line[1..]);
-        if text.is_empty() {
-            return None;
+    }
+
+    /// Runs `f` on the conversation core (there from the start of the run).
+    fn core<T: Default>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        self.shared.state().core.as_mut().map(f).unwrap_or_default()
+    }
+
+    /// What a write left for us ([`Shared::woken`]): links whose queue was
+    /// full are closed at the next tick, and our messages wait at the
+    /// mailbox for every member we know who is not linked.
+    fn after_say(&mut self) {
+        for serial in self.shared.take_stalled() {
+            if let Some(m) = self.members.get(&serial) {
+                m.stalled.set(true);
+            }
         }
-        let linked = !self.members.is_empty();
-        let fx = self
-            .core
-            .write(text.to_owned(), linked, self.run.history.as_ref());
-        let written: Vec<PeerMsg> = fx
-            .sends
-            .iter()
-            .filter(|(_, msg)| matches!(msg, PeerMsg::Group(_)))
-            .map(|(_, msg)| msg.clone())
-            .collect();
-        self.apply(fx);
+        let written = self.shared.take_written();
         self.deposit_for_absent(written);
-        None
     }
 
     /// Leaves `msgs` (our log messages) in the queue of every member we know
@@ -542,8 +556,9 @@ impl Mesh<'_> {
                 dropped,
                 more,
             } => {
-                let fx = self.core.from_mailbox(records, self.run.history.as_ref());
-                self.known.extend(self.core.other_authors());
+                let db = self.run.history.as_deref();
+                let (fx, authors) = self.core(|c| (c.from_mailbox(records, db), c.other_authors()));
+                self.known.extend(authors);
                 self.apply(fx);
                 if let Some(error) = self
                     .mailbox
@@ -611,7 +626,11 @@ impl Mesh<'_> {
             "verify" => self.verify(&rest),
             "history" => {
                 let n = rest.first().and_then(|n| n.parse().ok()).unwrap_or(20u32);
-                let lines = match self.core.history(n, self.run.history.as_ref()) {
+                let db = self.run.history.as_deref();
+                let lines = match self
+                    .core(|c| Some(c.history(n, db)))
+                    .unwrap_or(Ok(Vec::new()))
+                {
                     Ok(lines) => lines,
                     Err(e) => {
                         self.out.show(&Event::Error {
@@ -806,7 +825,9 @@ impl Mesh<'_> {
                 };
                 self.members.insert(serial, m);
                 self.known.insert(identity.0);
-                let fx = self.core.link_up(serial, identity, &name);
+                self.shared
+                    .link_up(serial, self.members[&serial].link.sender());
+                let fx = self.core(|c| c.link_up(serial, identity, &name));
                 self.apply(fx);
                 if relinked {
                     tracing::debug!(member, "relinked with a member already linked");
@@ -937,7 +958,8 @@ impl Mesh<'_> {
     /// Takes a member off the mesh: its link is gone, and what it brought that
     /// still waits in the log is dropped with it.
     fn remove_member(&mut self, serial: u64) -> Option<Member> {
-        self.core.link_down(serial);
+        self.shared.link_down(serial);
+        self.core(|c| c.link_down(serial));
         self.members.remove(&serial)
     }
 
@@ -981,9 +1003,11 @@ impl Mesh<'_> {
                     .members
                     .get(&serial)
                     .map_or(0, |m| m.link.queued_bytes());
+                let db = self.run.history.as_deref();
                 let fx = self
-                    .core
-                    .on_peer(serial, log, queued, self.run.history.as_ref())?;
+                    .core(|c| Some(c.on_peer(serial, log, queued, db)))
+                    .transpose()?
+                    .unwrap_or_default();
                 self.apply(fx);
             }
             PeerMsg::Roster(roster) => {
@@ -1214,7 +1238,7 @@ impl Mesh<'_> {
                 reason: l.why,
             });
         }
-        let fx = self.core.tick();
+        let fx = self.core(Core::tick);
         self.apply(fx);
         let mut silent = Vec::new();
         let mut stalled = Vec::new();

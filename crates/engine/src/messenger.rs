@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{parse_listen, Config};
+use crate::conversation::{self, Shared};
 use crate::error::ClientError;
 use crate::events::InputEvent;
 use crate::events::{ContactState, ConvItem, ConvRef, Event, Events, Frontend, MESSENGER_HELP};
@@ -205,6 +206,7 @@ struct Entry {
     /// The fingerprints of the peers linked with us in it now (with their
     /// member numbers in a group).
     linked: Vec<(u32, String)>,
+    /// Commands and the end of input, for the conversation's task.
     input: mpsc::Sender<InputEvent>,
 }
 
@@ -519,6 +521,7 @@ pub async fn run_claimed(
         hub,
         tasks: JoinSet::new(),
         task_numbers: std::collections::HashMap::new(),
+        shared: HashMap::new(),
         max: usize::from(config.max_conversations),
         idle_ok: Open::from_config(&config).is_none(),
         config,
@@ -629,6 +632,9 @@ struct Engine {
     tasks: JoinSet<(u32, Result<(), ClientError>)>,
     /// Which conversation each task runs, for a task that panicked.
     task_numbers: std::collections::HashMap<tokio::task::Id, u32>,
+    /// Each open conversation as its task shares it: typed text is written
+    /// through it.
+    shared: HashMap<u32, Shared>,
     max: usize,
     /// The person is leaving (quit, end of input, Ctrl-C): conversations that
     /// end now stay in the store's open list.
@@ -660,6 +666,7 @@ impl Engine {
                         }
                     };
                     self.task_numbers.retain(|_, n| *n != number);
+                    self.shared.remove(&number);
                     if let Some(last) = self.ended(number, result) {
                         return last;
                     }
@@ -744,7 +751,13 @@ impl Engine {
 
     async fn on_line(&mut self, line: &str) {
         match parse(line) {
-            Command::Line(line) => self.to_front(InputEvent::Line(line)).await,
+            Command::Line(line) => {
+                let front = self.hub.table().front;
+                match front {
+                    Some(n) => self.line_to(n, line).await,
+                    None => self.to_front(InputEvent::Line(line)).await,
+                }
+            }
             Command::Open(open) => {
                 if let Err(e) = self.open(open, false) {
                     self.error(&e);
@@ -788,7 +801,7 @@ impl Engine {
             Command::Msg { to, text } => {
                 let found = self.hub.table().find(&to);
                 match found {
-                    Ok(n) => self.to(n, InputEvent::Line(text)).await,
+                    Ok(n) => self.line_to(n, text).await,
                     Err(text) => self.usage(text),
                 }
             }
@@ -1005,8 +1018,20 @@ impl Engine {
         }
     }
 
-    /// Hands a typed line to conversation `n`; waits while it is busy, as a
-    /// single conversation always made typing wait.
+    /// A typed line for conversation `n`: text is written through the shared
+    /// conversation (it waits while too much of ours is unconfirmed), a
+    /// command goes to the conversation's task.
+    async fn line_to(&self, n: u32, line: String) {
+        if conversation::command(&line).is_some() {
+            return self.to(n, InputEvent::Line(line)).await;
+        }
+        if let Some(shared) = self.shared.get(&n).cloned() {
+            shared.say(&line).await;
+        }
+    }
+
+    /// Hands an input event to conversation `n`'s task; waits while it is
+    /// busy, as a single conversation always made typing wait.
     async fn to(&self, n: u32, event: InputEvent) {
         let sender = self.hub.table().entries.get(&n).map(|e| e.input.clone());
         if let Some(sender) = sender {
@@ -1065,6 +1090,8 @@ impl Engine {
             id: String::new(),
             label: open.label(),
         };
+        let events = self.events.for_conversation(conv.clone());
+        let shared = Shared::new(events.clone());
         let stored = open.stored();
         {
             let mut table = self.hub.table();
@@ -1095,12 +1122,13 @@ impl Engine {
         if let Some(stored) = &stored {
             self.hub.store(stored, true);
         }
-        let events = self.events.for_conversation(conv);
+        self.shared.insert(number, shared.clone());
         let task = self.tasks.spawn_local(async move {
-            let result = crate::app::run(config, &events, receiver).await;
+            let result = crate::app::run(config, &events, receiver, shared).await;
             (number, result)
         });
         self.task_numbers.insert(task.id(), number);
+
         self.hub.list_changed();
         Ok(())
     }

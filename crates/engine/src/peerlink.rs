@@ -115,6 +115,14 @@ impl LinkSender {
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
+
+    /// A sender whose queue (`items` deep) the test reads itself.
+    #[cfg(test)]
+    pub(crate) fn channel(items: usize) -> (LinkSender, mpsc::Receiver<(PeerMsg, usize)>) {
+        let (tx, rx) = mpsc::channel(items);
+        let queued = Arc::new(AtomicUsize::new(0));
+        (LinkSender { tx, queued }, rx)
+    }
 }
 
 /// The running link.

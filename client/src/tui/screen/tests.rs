@@ -7,6 +7,8 @@ use ratatui::style::Color;
 use ratatui::Terminal;
 
 use super::*;
+use crate::tui::on_key;
+use crate::tui::Editor;
 use crate::ui::HELP;
 use crate::ui::{ConvItem, ConvRef};
 
@@ -23,9 +25,18 @@ fn rows(terminal: &Terminal<TestBackend>) -> Vec<String> {
 }
 
 fn draw(screen: &mut Screen, width: u16, height: u16) -> Vec<String> {
+    draw_with(screen, &Editor::new(100), width, height)
+}
+
+fn draw_with(screen: &mut Screen, editor: &Editor, width: u16, height: u16) -> Vec<String> {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|f| screen.render(f)).unwrap();
+    terminal.draw(|f| screen.render(f, editor.line())).unwrap();
     rows(&terminal)
+}
+
+/// A key as the terminal thread hands it over: to the editor or the screen.
+fn press(screen: &mut Screen, editor: &mut Editor, key: KeyEvent) -> Action {
+    on_key(screen, editor, key)
 }
 
 fn key(code: KeyCode) -> KeyEvent {
@@ -36,9 +47,9 @@ fn ctrl(c: char) -> KeyEvent {
     KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
 }
 
-fn type_text(screen: &mut Screen, text: &str) {
+fn type_text(screen: &mut Screen, editor: &mut Editor, text: &str) {
     for c in text.chars() {
-        assert_eq!(screen.key(key(KeyCode::Char(c))), Action::None);
+        assert_eq!(press(screen, editor, key(KeyCode::Char(c))), Action::None);
     }
 }
 
@@ -66,7 +77,7 @@ fn message(text: &str) -> Event {
 
 #[test]
 fn status_follows_the_session() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     assert_eq!(s.status().state, State::Connecting);
     s.apply(
         &Event::Waiting {
@@ -160,7 +171,7 @@ fn status_follows_the_session() {
 
 #[test]
 fn progress_shows_in_the_status_bar_until_done() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.apply(
         &Event::Progress {
             id: 1,
@@ -192,7 +203,7 @@ fn progress_shows_in_the_status_bar_until_done() {
 
 #[test]
 fn own_messages_get_their_mark_when_acked() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.apply(
         &Event::Sent {
             id: 7,
@@ -240,7 +251,7 @@ fn own_messages_get_their_mark_when_acked() {
 
 #[test]
 fn peer_text_and_names_are_sanitized() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.apply(
         &Event::Message {
             from: "ev\u{1b}[31mil".into(),
@@ -266,7 +277,7 @@ fn peer_text_and_names_are_sanitized() {
 
 #[test]
 fn errors_are_red_and_system_lines_dim() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.apply(
         &Event::Error {
             code: "x".into(),
@@ -281,7 +292,9 @@ fn errors_are_red_and_system_lines_dim() {
         "10:00",
     );
     let mut terminal = Terminal::new(TestBackend::new(30, 5)).unwrap();
-    terminal.draw(|f| s.render(f)).unwrap();
+    terminal
+        .draw(|f| s.render(f, &InputLine::new(100)))
+        .unwrap();
     assert_eq!(rows(&terminal)[0].trim_end(), "10:00 error: it broke");
     let buffer = terminal.backend().buffer();
     assert_eq!(buffer[(6, 0)].fg, Color::Red);
@@ -290,70 +303,85 @@ fn errors_are_red_and_system_lines_dim() {
 
 #[test]
 fn help_is_an_overlay_that_any_key_closes() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
+    let mut e = Editor::new(100);
     s.apply(&Event::Info { text: HELP.into() }, "10:00");
     assert!(s.overlay_open());
     assert!(s.lines().is_empty(), "help is not added to the pane");
     let screen = draw(&mut s, 100, 20).join("\n");
     assert!(screen.contains("help · any key closes"), "{screen}");
     assert!(screen.contains("/verify yes"), "{screen}");
-    assert_eq!(s.key(key(KeyCode::Char('x'))), Action::None);
+    assert_eq!(press(&mut s, &mut e, key(KeyCode::Char('x'))), Action::None);
     assert!(!s.overlay_open());
-    assert_eq!(s.input().text(), "", "the closing key is not typed");
+    assert_eq!(e.line().text(), "", "the closing key is not typed");
     let screen = draw(&mut s, 100, 20).join("\n");
     assert!(!screen.contains("any key closes"));
     s.apply(&Event::Info { text: HELP.into() }, "10:00");
-    s.key(key(KeyCode::Esc));
+    press(&mut s, &mut e, key(KeyCode::Esc));
     assert!(!s.overlay_open());
 }
 
 #[test]
 fn typing_sending_and_recall() {
-    let mut s = Screen::new(100);
-    type_text(&mut s, "hello");
-    s.key(key(KeyCode::Left));
-    s.key(key(KeyCode::Backspace));
-    assert_eq!(s.input().text(), "helo");
-    assert_eq!(s.key(key(KeyCode::Enter)), Action::Send("helo".into()));
-    assert_eq!(s.key(key(KeyCode::Enter)), Action::None, "empty line");
-    type_text(&mut s, "/quit now");
-    s.key(ctrl('w'));
-    assert_eq!(s.input().text(), "/quit ");
-    s.key(ctrl('u'));
-    assert_eq!(s.input().text(), "");
-    type_text(&mut s, "draft");
-    s.key(key(KeyCode::Up));
-    assert_eq!(s.input().text(), "helo");
-    s.key(key(KeyCode::Down));
-    assert_eq!(s.input().text(), "draft");
-    s.key(key(KeyCode::Home));
-    assert_eq!(s.key(ctrl('d')), Action::None, "Ctrl-D deletes on a line");
-    assert_eq!(s.input().text(), "raft");
-    s.key(ctrl('u'));
-    assert_eq!(s.key(ctrl('d')), Action::Quit);
-    type_text(&mut s, "x");
-    assert_eq!(s.key(ctrl('c')), Action::Quit);
+    let mut s = Screen::new();
+    let mut e = Editor::new(100);
+    type_text(&mut s, &mut e, "hello");
+    press(&mut s, &mut e, key(KeyCode::Left));
+    press(&mut s, &mut e, key(KeyCode::Backspace));
+    assert_eq!(e.line().text(), "helo");
+    assert_eq!(
+        press(&mut s, &mut e, key(KeyCode::Enter)),
+        Action::Send("helo".into())
+    );
+    assert_eq!(
+        press(&mut s, &mut e, key(KeyCode::Enter)),
+        Action::None,
+        "empty line"
+    );
+    type_text(&mut s, &mut e, "/quit now");
+    press(&mut s, &mut e, ctrl('w'));
+    assert_eq!(e.line().text(), "/quit ");
+    press(&mut s, &mut e, ctrl('u'));
+    assert_eq!(e.line().text(), "");
+    type_text(&mut s, &mut e, "draft");
+    press(&mut s, &mut e, key(KeyCode::Up));
+    assert_eq!(e.line().text(), "helo");
+    press(&mut s, &mut e, key(KeyCode::Down));
+    assert_eq!(e.line().text(), "draft");
+    press(&mut s, &mut e, key(KeyCode::Home));
+    assert_eq!(
+        press(&mut s, &mut e, ctrl('d')),
+        Action::None,
+        "Ctrl-D deletes on a line"
+    );
+    assert_eq!(e.line().text(), "raft");
+    press(&mut s, &mut e, ctrl('u'));
+    assert_eq!(press(&mut s, &mut e, ctrl('d')), Action::Quit);
+    type_text(&mut s, &mut e, "x");
+    assert_eq!(press(&mut s, &mut e, ctrl('c')), Action::Quit);
 }
 
 #[test]
 fn the_input_line_keeps_its_bound_and_the_cursor_in_view() {
-    let mut s = Screen::new(30);
-    type_text(&mut s, &"a".repeat(25));
-    type_text(&mut s, "bcdef");
-    s.key(key(KeyCode::Char('z')));
-    assert_eq!(s.input().text().len(), 30);
-    let screen = draw(&mut s, 20, 4);
+    let mut s = Screen::new();
+    let mut e = Editor::new(30);
+    type_text(&mut s, &mut e, &"a".repeat(25));
+    type_text(&mut s, &mut e, "bcdef");
+    press(&mut s, &mut e, key(KeyCode::Char('z')));
+    assert_eq!(e.line().text().len(), 30);
+    let screen = draw_with(&mut s, &e, 20, 4);
     assert!(screen[2].contains("the line is full"), "{}", screen[2]);
     // The tail of the line is visible, the prompt stays.
     assert!(screen[3].starts_with("> "), "{}", screen[3]);
     assert!(screen[3].contains("bcdef"), "{}", screen[3]);
-    s.paste("more");
-    assert_eq!(s.input().text().len(), 30);
+    e.paste("more");
+    assert_eq!(e.line().text().len(), 30);
 }
 
 #[test]
 fn paging_scrolls_and_end_returns_to_live() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
+    let mut e = Editor::new(100);
     for i in 0..30 {
         s.apply(&message(&format!("line {i}")), "10:00");
     }
@@ -362,7 +390,7 @@ fn paging_scrolls_and_end_returns_to_live() {
     assert_eq!(screen[5].trim_end(), "10:00 bob: line 29");
     assert_eq!(screen[0].trim_end(), "10:00 bob: line 24");
 
-    s.key(key(KeyCode::PageUp));
+    press(&mut s, &mut e, key(KeyCode::PageUp));
     assert_eq!(s.scroll(), 5);
     let screen = draw(&mut s, 40, 8);
     assert_eq!(screen[5].trim_end(), "10:00 bob: line 24");
@@ -379,7 +407,7 @@ fn paging_scrolls_and_end_returns_to_live() {
     assert!(screen[6].contains("1 new"), "{}", screen[6]);
 
     for _ in 0..20 {
-        s.key(key(KeyCode::PageUp));
+        press(&mut s, &mut e, key(KeyCode::PageUp));
     }
     let screen = draw(&mut s, 40, 8);
     assert_eq!(
@@ -389,24 +417,24 @@ fn paging_scrolls_and_end_returns_to_live() {
     );
     assert_eq!(s.scroll(), 31 - 6);
 
-    s.key(key(KeyCode::PageDown));
+    press(&mut s, &mut e, key(KeyCode::PageDown));
     assert_eq!(s.scroll(), 20);
-    s.key(key(KeyCode::End));
+    press(&mut s, &mut e, key(KeyCode::End));
     assert_eq!(s.scroll(), 0);
     let screen = draw(&mut s, 40, 8);
     assert_eq!(screen[5].trim_end(), "10:01 bob: new one");
     assert!(!screen[6].contains("scrolled"));
 
     // Sending jumps back to live too.
-    s.key(key(KeyCode::PageUp));
-    type_text(&mut s, "x");
-    s.key(key(KeyCode::Enter));
+    press(&mut s, &mut e, key(KeyCode::PageUp));
+    type_text(&mut s, &mut e, "x");
+    press(&mut s, &mut e, key(KeyCode::Enter));
     assert_eq!(s.scroll(), 0);
 }
 
 #[test]
 fn scrollback_is_bounded() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     for i in 0..SCROLLBACK + 10 {
         s.apply(&message(&format!("m{i}")), "10:00");
     }
@@ -416,7 +444,7 @@ fn scrollback_is_bounded() {
 
 #[test]
 fn long_lines_wrap_with_a_hanging_indent_and_redraw_on_resize() {
-    let mut s = Screen::new(1000);
+    let mut s = Screen::new();
     s.apply(
         &message("the quick brown fox jumps over the lazy dog again and again"),
         "10:00",
@@ -427,9 +455,13 @@ fn long_lines_wrap_with_a_hanging_indent_and_redraw_on_resize() {
     assert_eq!(screen[2].trim_end(), "      again and again");
 
     let mut terminal = Terminal::new(TestBackend::new(60, 8)).unwrap();
-    terminal.draw(|f| s.render(f)).unwrap();
+    terminal
+        .draw(|f| s.render(f, &InputLine::new(100)))
+        .unwrap();
     terminal.backend_mut().resize(24, 6);
-    terminal.draw(|f| s.render(f)).unwrap();
+    terminal
+        .draw(|f| s.render(f, &InputLine::new(100)))
+        .unwrap();
     let screen = rows(&terminal);
     assert_eq!(screen.len(), 6);
     assert_eq!(screen[0].trim_end(), "10:00 bob: the quick");
@@ -527,7 +559,7 @@ fn texts(lines: &VecDeque<ChatLine>) -> Vec<String> {
 
 #[test]
 fn each_conversation_keeps_its_own_scrollback_and_status() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.set_list(Some(1), three(1, [0; 3]));
     s.apply_in(Some(&conv(1, "r-one")), &connected(true, false), "10:00");
     s.apply_in(Some(&conv(1, "r-one")), &message("for one"), "10:00");
@@ -615,7 +647,8 @@ fn each_conversation_keeps_its_own_scrollback_and_status() {
 
 #[test]
 fn switching_asks_the_engine_and_follows_its_list() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
+    let mut e = Editor::new(100);
     s.set_list(Some(1), three(1, [0; 3]));
     s.apply_in(Some(&conv(1, "r-one")), &message("in one"), "10:00");
     s.apply_in(
@@ -623,14 +656,22 @@ fn switching_asks_the_engine_and_follows_its_list() {
         &message("in three"),
         "10:00",
     );
-    type_text(&mut s, "draft");
-    assert_eq!(s.key(alt('2')), Action::Switch(2));
-    assert_eq!(s.key(ctrl('n')), Action::Switch(2));
-    assert_eq!(s.key(ctrl('p')), Action::Switch(3), "round to the last");
-    assert_eq!(s.key(alt('1')), Action::None, "1 is in front already");
-    assert_eq!(s.key(alt('7')), Action::None);
+    type_text(&mut s, &mut e, "draft");
+    assert_eq!(press(&mut s, &mut e, alt('2')), Action::Switch(2));
+    assert_eq!(press(&mut s, &mut e, ctrl('n')), Action::Switch(2));
+    assert_eq!(
+        press(&mut s, &mut e, ctrl('p')),
+        Action::Switch(3),
+        "round to the last"
+    );
+    assert_eq!(
+        press(&mut s, &mut e, alt('1')),
+        Action::None,
+        "1 is in front already"
+    );
+    assert_eq!(press(&mut s, &mut e, alt('7')), Action::None);
     assert!(draw(&mut s, 100, 12)[10].contains("no conversation 7"));
-    assert_eq!(s.input().text(), "draft", "switch keys type nothing");
+    assert_eq!(e.line().text(), "draft", "switch keys type nothing");
     // Nothing moves until the engine says so.
     assert_eq!(s.front(), 1);
     s.switch_sent();
@@ -649,7 +690,11 @@ fn switching_asks_the_engine_and_follows_its_list() {
     assert!(screen.contains("bob: in three"), "{screen}");
     assert!(!screen.contains("in one"), "{screen}");
     assert!(screen.contains("▸3 contact erin"), "{screen}");
-    assert_eq!(s.key(ctrl('n')), Action::Switch(1), "round to the first");
+    assert_eq!(
+        press(&mut s, &mut e, ctrl('n')),
+        Action::Switch(1),
+        "round to the first"
+    );
     // A /list the person typed is shown.
     s.apply(
         &Event::Conversations {
@@ -661,7 +706,7 @@ fn switching_asks_the_engine_and_follows_its_list() {
     assert_eq!(s.lines().len(), 4, "{:?}", texts(s.lines()));
     // One conversation: nothing to switch to.
     s.set_list(Some(3), vec![item(3, "contact erin", "contact", 0)]);
-    assert_eq!(s.key(ctrl('n')), Action::None);
+    assert_eq!(press(&mut s, &mut e, ctrl('n')), Action::None);
     assert!(
         s.lines_of(1).is_none(),
         "a closed conversation's pane is gone"
@@ -670,7 +715,7 @@ fn switching_asks_the_engine_and_follows_its_list() {
 
 #[test]
 fn a_message_behind_highlights_its_entry_and_rings_the_bell_once() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.set_list(Some(1), three(1, [0; 3]));
     s.apply_in(Some(&conv(1, "r-one")), &message("in front"), "10:00");
     assert!(
@@ -713,7 +758,9 @@ fn a_message_behind_highlights_its_entry_and_rings_the_bell_once() {
     );
     assert_eq!(s.take_alerts(), [BEL], "a file offer behind rings too");
     let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
-    terminal.draw(|f| s.render(f)).unwrap();
+    terminal
+        .draw(|f| s.render(f, &InputLine::new(100)))
+        .unwrap();
     let screen = rows(&terminal);
     let row = screen
         .iter()
@@ -737,7 +784,7 @@ fn a_message_behind_highlights_its_entry_and_rings_the_bell_once() {
 
 #[test]
 fn notifications_name_only_the_conversation_number_and_a_sanitised_sender() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.set_notify(true);
     s.set_list(Some(1), three(1, [0; 3]));
     s.apply_in(
@@ -781,7 +828,7 @@ fn notifications_name_only_the_conversation_number_and_a_sanitised_sender() {
 
 #[test]
 fn a_narrow_window_hides_the_list_and_keeps_the_messages() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.set_list(Some(1), three(1, [0, 4, 1]));
     s.apply_in(Some(&conv(1, "r-one")), &connected(false, false), "10:00");
     s.apply_in(Some(&conv(1, "r-one")), &message("still here"), "10:00");
@@ -798,7 +845,7 @@ fn a_narrow_window_hides_the_list_and_keeps_the_messages() {
 
 #[test]
 fn lines_before_the_first_list_and_a_closing_notice_stay_in_view() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.apply(
         &Event::Info {
             text: "Reopened 2 conversation(s) from your last run.".into(),
@@ -840,7 +887,7 @@ fn lines_before_the_first_list_and_a_closing_notice_stay_in_view() {
 
 #[test]
 fn the_messenger_help_joins_the_conversation_help_in_one_overlay() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     s.apply(
         &Event::Info {
             text: engine::events::MESSENGER_HELP.into(),
@@ -856,7 +903,7 @@ fn the_messenger_help_joins_the_conversation_help_in_one_overlay() {
 
 #[test]
 fn each_scrollback_is_bounded_in_bytes() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     let big = "x".repeat(16 * 1024);
     for _ in 0..(2 * SCROLLBACK_BYTES / big.len()) {
         s.apply(&message(&big), "10:00");
@@ -868,13 +915,15 @@ fn each_scrollback_is_bounded_in_bytes() {
 
 #[test]
 fn a_hostile_label_in_the_list_reaches_no_cell_as_a_control() {
-    let mut s = Screen::new(100);
+    let mut s = Screen::new();
     let mut items = three(1, [0, 1, 0]);
     items[1].label = "group \u{1b}]0;owned\u{7}g\u{9b}2J\u{202e}x".into();
     items[1].state = "joined\r\nfake".into();
     s.set_list(Some(1), items);
     let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
-    terminal.draw(|f| s.render(f)).unwrap();
+    terminal
+        .draw(|f| s.render(f, &InputLine::new(100)))
+        .unwrap();
     let screen = rows(&terminal).join("\n");
     assert!(screen.contains(" 2 group gx"), "{screen}");
     assert!(screen.contains("joined  fa…"), "{screen}");

@@ -1,5 +1,6 @@
 //! Conversation cores run against each other in memory: links are queues of
-//! records between cores, the store a temporary SQLite file, no sockets.
+//! records between cores, the store a temporary SQLite file, no sockets; and
+//! the shared conversation typed text is written through.
 
 use dhke::Identity;
 use wire::group::Summary;
@@ -533,4 +534,170 @@ fn a_record_of_another_conversation_from_the_mailbox_is_refused_and_shown() {
         .any(|e| matches!(e, Event::Error { code, .. } if code == "mailbox")));
     bob.events.extend(fx.events);
     assert!(bob.received().is_empty());
+}
+
+/// Every event a [`Shared`] conversation showed.
+#[derive(Default)]
+struct Shown(std::sync::Mutex<Vec<Event>>);
+
+impl crate::events::Frontend for Shown {
+    fn show(&self, _conv: Option<&crate::events::ConvRef>, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Shown {
+    fn errors(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Error { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A conversation as the messenger and its task share it, with its store.
+fn shared(name: &'static str, seed: u8, kind: Kind) -> (Shared, std::sync::Arc<Shown>, TempStore) {
+    let store = TempStore::new(name);
+    let db = Rc::new(store.open());
+    let identity = Identity::from_seed(&[seed; 32]);
+    let (core, _) = Core::open([7; 32], kind, identity, name, "room", Some(&db)).unwrap();
+    let shown = std::sync::Arc::new(Shown::default());
+    let shared = Shared::new(Events::new(shown.clone()));
+    shared.set_store(Some(db));
+    shared.state().core = Some(core);
+    shared.set_ready();
+    (shared, shown, store)
+}
+
+/// The texts of the log messages queued on a link.
+fn queued_texts(rx: &mut tokio::sync::mpsc::Receiver<(PeerMsg, usize)>) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Ok((msg, _)) = rx.try_recv() {
+        if let PeerMsg::Group(m) = msg {
+            texts.push(m.body.text);
+        }
+    }
+    texts
+}
+
+#[tokio::test]
+async fn typed_text_goes_from_the_shared_conversation_to_every_link_and_the_store() {
+    let (alice, shown, store) = shared("say", 1, Kind::Group);
+    let (one, mut rx_one) = LinkSender::channel(16);
+    let (two, mut rx_two) = LinkSender::channel(16);
+    alice.link_up(1, one);
+    alice.link_up(2, two);
+    alice.say("hello").await;
+    alice.say("//starts with a slash").await;
+    alice.say("").await;
+    alice.link_down(2);
+    alice.say("only one link now").await;
+    assert_eq!(
+        queued_texts(&mut rx_one),
+        ["hello", "/starts with a slash", "only one link now"]
+    );
+    assert_eq!(queued_texts(&mut rx_two), ["hello", "/starts with a slash"]);
+    // Each write is left for the task (the mailbox, for a member away).
+    assert_eq!(alice.take_written().len(), 3);
+    assert!(alice.take_written().is_empty());
+    // Shown as our group messages, and on disk: a restart restores them.
+    let own: Vec<String> = shown
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::GroupMessage {
+                text, own: true, ..
+            } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(own, ["hello", "/starts with a slash", "only one link now"]);
+    let db = store.open();
+    let identity = Identity::from_seed(&[1; 32]);
+    let (core, _) = Core::open([7; 32], Kind::Group, identity, "say", "room", Some(&db)).unwrap();
+    assert_eq!(core.own_last(), 3);
+    // Too long: refused with a word, nothing queued.
+    alice.say(&"x".repeat(MAX_CHAT_TEXT + 1)).await;
+    assert_eq!(shown.errors(), ["too_long"]);
+    assert!(queued_texts(&mut rx_one).is_empty());
+}
+
+#[tokio::test]
+async fn typing_waits_while_too_many_are_unconfirmed_and_goes_on_once_they_are_held() {
+    let (alice, shown, _store) = shared("wait", 1, Kind::Pair);
+    let mut bob = Member::new("bob", 2, Kind::Pair, [7; 32]);
+    for i in 0..MAX_UNACKED {
+        alice.say(&format!("m{i}")).await;
+    }
+    assert!(!alice.state().accepts());
+    let more = alice.say("one more");
+    tokio::pin!(more);
+    assert!(futures::poll!(more.as_mut()).is_pending(), "typing waits");
+    // Bob gets them all over a link, and his receipt says he holds them.
+    let alice_key = Identity::from_seed(&[1; 32]).public();
+    let _ = bob.core.link_up(1, alice_key, "alice");
+    let _ = alice
+        .state()
+        .core
+        .as_mut()
+        .unwrap()
+        .link_up(1, bob.key(), "bob");
+    let mut receipt = None;
+    for msg in alice.take_written() {
+        let fx = bob.core.on_peer(1, msg, 0, Some(&bob.db)).unwrap();
+        bob.events.extend(fx.events);
+        receipt = fx
+            .sends
+            .into_iter()
+            .map(|(_, m)| m)
+            .rfind(|m| matches!(m, PeerMsg::GroupCatchup(_)))
+            .or(receipt);
+    }
+    assert_eq!(bob.received().len() as u64, MAX_UNACKED);
+    let fx = {
+        let mut state = alice.state();
+        let core = state.core.as_mut().unwrap();
+        core.on_peer(1, receipt.expect("a receipt"), 0, None)
+            .unwrap()
+    };
+    assert!(fx.events.iter().any(|e| matches!(e, Event::Ack { .. })));
+    assert!(futures::poll!(more.as_mut()).is_ready(), "room again");
+    let sent = shown
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::Sent { .. }))
+        .count() as u64;
+    assert_eq!(sent, MAX_UNACKED + 1);
+}
+
+#[tokio::test]
+async fn a_conversation_that_ended_lets_waiting_typists_go_and_refuses_more() {
+    let (alice, shown, _store) = shared("closed", 1, Kind::Pair);
+    for i in 0..MAX_UNACKED {
+        alice.say(&format!("m{i}")).await;
+    }
+    let waiting = alice.say("waiting");
+    tokio::pin!(waiting);
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    drop(alice.closing());
+    assert!(futures::poll!(waiting.as_mut()).is_ready());
+    alice.say("late").await;
+    assert_eq!(shown.errors(), ["not_sent", "not_sent"]);
+}
+
+#[test]
+fn a_line_is_a_command_unless_it_starts_with_two_slashes() {
+    assert_eq!(command("/send a.txt"), Some("send a.txt"));
+    assert_eq!(command("/quit"), Some("quit"));
+    assert_eq!(command("//not a command"), None);
+    assert_eq!(command("hello /there"), None);
 }

@@ -278,6 +278,11 @@ impl LinkHandle {
         self.sender.send(msg)
     }
 
+    /// A sender of our own towards the peer (the conversation's writes).
+    pub fn sender(&self) -> LinkSender {
+        self.sender.clone()
+    }
+
     /// Bytes queued towards the peer and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.sender.queued_bytes()
