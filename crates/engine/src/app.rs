@@ -129,7 +129,12 @@ pub async fn run(
     }
     // No room given and a mediator: it allocates the nameplate of a fresh code,
     // and that link carries our first Hello.
-    let history = setup.history.as_deref().map(History::open).transpose()?;
+    // The messenger's one connection to the store, else our own.
+    let history = match (shared.store(), &setup.history) {
+        (_, None) => None,
+        (Some(db), Some(_)) => Some(db),
+        (None, Some(path)) => Some(History::open(path)?),
+    };
     if let Some(to) = setup.config.to.clone() {
         meet_contact(&mut setup, history.as_ref(), &to)?;
     }
@@ -175,7 +180,7 @@ pub async fn run(
             name: setup.name.clone(),
             group: setup.group,
             identity: setup.identity.clone(),
-            history: history.map(std::rc::Rc::new),
+            history,
             port,
             first_link,
             config: &setup.config,

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use dhke::{Identity, IdentityKey, ResumeSecret, RoomCode};
@@ -87,7 +86,7 @@ pub fn token_pair_id(room_secret: &[u8; 32], a: &IdentityKey, b: &IdentityKey) -
 /// The history database and the chat row of the current conversation.
 #[derive(Debug)]
 struct Store {
-    db: Rc<History>,
+    db: History,
     /// The chat row this run writes to, and the conversation it is of.
     chat: Option<([u8; 32], ChatId)>,
 }
@@ -213,7 +212,6 @@ impl Conversation {
         shared: Shared,
         out: &Events,
     ) -> Result<Conversation, ClientError> {
-        let history = history.map(Rc::new);
         shared.set_store(history.clone());
         let convo = Conversation {
             room: room.to_string(),
@@ -251,7 +249,7 @@ impl Conversation {
     }
 
     fn db(&self) -> Option<&History> {
-        self.store.as_ref().map(|s| &*s.db)
+        self.store.as_ref().map(|s| &s.db)
     }
 
     /// Opens conversation `id`, restored from the history.
@@ -418,10 +416,12 @@ impl Conversation {
                 dropped,
                 more,
             } => {
-                let fetched =
-                    self.shared.state().core.as_mut().map(|core| {
-                        core.from_mailbox(records, self.store.as_ref().map(|s| &*s.db))
-                    });
+                let fetched = self
+                    .shared
+                    .state()
+                    .core
+                    .as_mut()
+                    .map(|core| core.from_mailbox(records, self.store.as_ref().map(|s| &s.db)));
                 if let Some(mut fx) = fetched {
                     self.note_shown(&fx);
                     let receipts: Vec<PeerMsg> = fx
@@ -887,7 +887,7 @@ impl Conversation {
             | PeerMsg::GroupCatchup(_)
             | PeerMsg::Equivocation(_)) => {
                 let queued = link.sender().queued_bytes();
-                let db = self.store.as_ref().map(|s| &*s.db);
+                let db = self.store.as_ref().map(|s| &s.db);
                 let step = match self.shared.state().core.as_mut() {
                     Some(core) => core.on_peer(self.serial, log, queued, db),
                     None => return Ok(None),

@@ -719,7 +719,7 @@ pub struct State {
     /// Live links by the task's serial, for our writes.
     links: BTreeMap<u64, LinkSender>,
     /// The store our messages go to before they are shown as sent.
-    store: Option<Rc<History>>,
+    store: Option<History>,
     /// Our messages written since the task last looked.
     written: Vec<PeerMsg>,
     /// Links a write could not queue on (their peer stopped reading).
@@ -779,8 +779,13 @@ impl Shared {
     }
 
     /// Where our messages are stored.
-    pub fn set_store(&self, store: Option<Rc<History>>) {
+    pub fn set_store(&self, store: Option<History>) {
         self.state().store = store;
+    }
+
+    /// The store, as the messenger handed it over (its one connection).
+    pub fn store(&self) -> Option<History> {
+        self.0.state.borrow().store.clone()
     }
 
     /// The task has set the conversation up: its core is in place (or there
@@ -929,7 +934,7 @@ impl State {
             });
             return;
         };
-        let fx = core.write(text, linked, self.store.as_deref());
+        let fx = core.write(text, linked, self.store.as_ref());
         for event in &fx.events {
             out.show(event);
         }

@@ -19,7 +19,6 @@ mod links;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use dhke::{Group, Identity, IdentityKey, KeyPair, RoomCode};
@@ -68,7 +67,7 @@ pub struct GroupRun<'a> {
     pub name: String,
     pub group: Group,
     pub identity: Identity,
-    pub history: Option<Rc<History>>,
+    pub history: Option<History>,
     pub port: LocalPort,
     /// The link that allocated our nameplate, for the first `GroupHello`.
     pub first_link: Option<MediatorLink>,
@@ -176,7 +175,7 @@ pub async fn run(
         run.identity.clone(),
         &run.name,
         &run.room,
-        run.history.as_deref(),
+        run.history.as_ref(),
     )?;
     let conversation = core.conversation();
     shared.set_store(run.history.clone());
@@ -481,7 +480,7 @@ impl Mesh<'_> {
 
     /// How an author is shown ([`Core::author_name`]).
     fn author_name(&self, author: &[u8; 32]) -> (String, bool) {
-        let db = self.run.history.as_deref();
+        let db = self.run.history.as_ref();
         self.core(|c| c.author_name(author, db))
     }
 
@@ -556,7 +555,7 @@ impl Mesh<'_> {
                 dropped,
                 more,
             } => {
-                let db = self.run.history.as_deref();
+                let db = self.run.history.as_ref();
                 let (fx, authors) = self.core(|c| (c.from_mailbox(records, db), c.other_authors()));
                 self.known.extend(authors);
                 self.apply(fx);
@@ -626,7 +625,7 @@ impl Mesh<'_> {
             "verify" => self.verify(&rest),
             "history" => {
                 let n = rest.first().and_then(|n| n.parse().ok()).unwrap_or(20u32);
-                let db = self.run.history.as_deref();
+                let db = self.run.history.as_ref();
                 let lines = match self
                     .core(|c| Some(c.history(n, db)))
                     .unwrap_or(Ok(Vec::new()))
@@ -1003,7 +1002,7 @@ impl Mesh<'_> {
                     .members
                     .get(&serial)
                     .map_or(0, |m| m.link.queued_bytes());
-                let db = self.run.history.as_deref();
+                let db = self.run.history.as_ref();
                 let fx = self
                     .core(|c| Some(c.on_peer(serial, log, queued, db)))
                     .transpose()?

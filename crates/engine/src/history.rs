@@ -13,6 +13,7 @@ mod group;
 mod open;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
@@ -151,10 +152,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChatId(i64);
 
-/// An open history database.
-#[derive(Debug)]
+/// An open history database: one connection per process, shared by every
+/// open conversation (cloning shares it; each call takes it for one short
+/// statement or transaction).
+#[derive(Debug, Clone)]
 pub struct History {
-    conn: Connection,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -222,11 +225,11 @@ impl History {
         refuse_if_loose(path)?;
         let conn = Connection::open(path).map_err(|e| open_error(path, &e))?;
         let mut history = History {
-            conn,
+            conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
         };
         history
-            .conn
+            .conn()
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_error(path, &e))?;
         // Read the version before anything writes: a newer or foreign file must
@@ -234,7 +237,7 @@ impl History {
         let found = history.user_version().map_err(|e| open_error(path, &e))?;
         history.refuse_newer(found)?;
         let mode = history
-            .conn
+            .conn()
             .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get::<_, String>(0))
             .map_err(|e| open_error(path, &e))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -243,15 +246,18 @@ impl History {
             tracing::warn!(%mode, "history database is not in WAL mode");
         }
         history
-            .conn
-            // Every open conversation holds a connection: a page cache of 256 KiB
-            // each (SQLite's default is 2 MiB) keeps 64 of them small.
-            .execute_batch(
-                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -256;",
-            )
+            .conn()
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_error(path, &e))?;
         history.migrate()?;
         Ok(history)
+    }
+
+    /// The connection, for one statement or transaction. A panic while it was
+    /// held left nothing half-done: SQLite rolls back an unfinished
+    /// transaction when its guard drops.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `history.sqlite3` in the profile directory (`--profile`, else `p2pchat` in
@@ -284,7 +290,7 @@ impl History {
     }
 
     fn user_version(&self) -> rusqlite::Result<u32> {
-        self.conn
+        self.conn()
             .pragma_query_value(None, "user_version", |row| row.get::<_, u32>(0))
     }
 
@@ -304,8 +310,8 @@ impl History {
     /// not both apply the same step.
     fn migrate(&mut self) -> Result<(), ClientError> {
         loop {
-            let tx = self
-                .conn
+            let mut conn = self.conn();
+            let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| migrate_error(&self.path, &e))?;
             let version = tx
@@ -347,14 +353,15 @@ impl History {
         sas: &str,
         started_ms: u64,
     ) -> Result<ChatId, ClientError> {
-        self.conn
-            .execute(
-                "INSERT INTO chats (room, peer, peer_identity, addr, path, sas, started_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![room, peer, identity, addr, path, sas, to_db(started_ms)],
-            )
-            .map_err(|e| self.fail("record the chat", &e))?;
-        Ok(ChatId(self.conn.last_insert_rowid()))
+        // One guard for the insert and its row id.
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO chats (room, peer, peer_identity, addr, path, sas, started_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![room, peer, identity, addr, path, sas, to_db(started_ms)],
+        )
+        .map_err(|e| self.fail("record the chat", &e))?;
+        Ok(ChatId(conn.last_insert_rowid()))
     }
 
     /// The chat row of two-party conversation `conversation` (one row for all
@@ -374,7 +381,7 @@ impl History {
         started_ms: u64,
     ) -> Result<ChatId, ClientError> {
         let found: Option<i64> = self
-            .conn
+            .conn()
             .query_row(
                 "SELECT id FROM chats WHERE conversation = ?1 ORDER BY id DESC LIMIT 1",
                 params![&conversation[..]],
@@ -383,7 +390,7 @@ impl History {
             .optional()
             .map_err(|e| self.fail("read the chat", &e))?;
         if let Some(id) = found {
-            self.conn
+            self.conn()
                 .execute(
                     "UPDATE chats SET peer = ?2, peer_identity = ?3, addr = ?4, path = ?5,
                          sas = ?6, ended_ms = NULL, end_reason = NULL,
@@ -394,25 +401,26 @@ impl History {
                 .map_err(|e| self.fail("record the chat", &e))?;
             return Ok(ChatId(id));
         }
-        self.conn
-            .execute(
-                "INSERT INTO chats (room, peer, peer_identity, addr, path, sas, started_ms,
+        // One guard for the insert and its row id.
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO chats (room, peer, peer_identity, addr, path, sas, started_ms,
                                     conversation, own_identity)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    room,
-                    peer,
-                    identity,
-                    addr,
-                    path,
-                    sas,
-                    to_db(started_ms),
-                    &conversation[..],
-                    &own[..]
-                ],
-            )
-            .map_err(|e| self.fail("record the chat", &e))?;
-        Ok(ChatId(self.conn.last_insert_rowid()))
+            params![
+                room,
+                peer,
+                identity,
+                addr,
+                path,
+                sas,
+                to_db(started_ms),
+                &conversation[..],
+                &own[..]
+            ],
+        )
+        .map_err(|e| self.fail("record the chat", &e))?;
+        Ok(ChatId(conn.last_insert_rowid()))
     }
 
     /// After a reconnect: the new address, path and code, and whether the keys
@@ -426,7 +434,7 @@ impl History {
         verified: bool,
         resumed: bool,
     ) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE chats SET addr = ?2, path = ?3, sas = ?4, verified = ?5,
                      reconnects = reconnects + 1, resumes = resumes + ?6
@@ -439,7 +447,7 @@ impl History {
 
     /// The person compared the code (or a new session made it stale).
     pub fn set_verified(&self, chat: ChatId, verified: bool) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE chats SET verified = ?2 WHERE id = ?1",
                 params![chat.0, verified],
@@ -451,7 +459,7 @@ impl History {
     /// Records how the conversation ended. The first call wins, so a generic
     /// clean-up path cannot overwrite the specific reason recorded before it.
     pub fn end_chat(&self, chat: ChatId, ended_ms: u64, reason: &str) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE chats SET ended_ms = ?2, end_reason = ?3
                  WHERE id = ?1 AND ended_ms IS NULL",
@@ -471,7 +479,7 @@ impl History {
         text: &str,
         sent_ms: u64,
     ) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "INSERT INTO messages (chat_id, msg_id, direction, sender, text, sent_ms, acked)
                  VALUES (?1, ?2, 'out', ?3, ?4, ?5, 0)
@@ -495,7 +503,7 @@ impl History {
         received_ms: u64,
     ) -> Result<bool, ClientError> {
         let inserted = self
-            .conn
+            .conn()
             .execute(
                 "INSERT INTO messages
                      (chat_id, msg_id, direction, sender, text, sent_ms, received_ms, acked)
@@ -517,7 +525,7 @@ impl History {
     /// The peer confirmed one of our messages. An id we never sent (the peer's
     /// word, from the network) is ignored.
     pub fn mark_acked(&self, chat: ChatId, msg_id: u64) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE messages SET acked = 1
                  WHERE chat_id = ?1 AND direction = 'out' AND msg_id = ?2",
@@ -530,7 +538,8 @@ impl History {
     /// The last `n` messages of a chat, oldest first, for `/history N`.
     pub fn recent(&self, chat: ChatId, n: u32) -> Result<Vec<HistoryLine>, ClientError> {
         let read = || -> rusqlite::Result<Vec<HistoryLine>> {
-            let mut stmt = self.conn.prepare_cached(
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
                 "SELECT direction, sender, text, sent_ms, received_ms, acked FROM (
                      SELECT id, direction, sender, text, sent_ms, received_ms, acked
                      FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2
@@ -557,7 +566,8 @@ impl History {
     /// sent_ms)`, to send again on a new session.
     pub fn unacked_outgoing(&self, chat: ChatId) -> Result<Vec<(u64, String, u64)>, ClientError> {
         let read = || -> rusqlite::Result<Vec<(u64, String, u64)>> {
-            let mut stmt = self.conn.prepare_cached(
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
                 "SELECT msg_id, text, sent_ms FROM messages
                  WHERE chat_id = ?1 AND direction = 'out' AND acked = 0
                  ORDER BY id",
@@ -589,7 +599,8 @@ impl History {
         limit: u32,
     ) -> rusqlite::Result<Vec<ChatRecord>> {
         // One read transaction: a consistent snapshot while a chat keeps writing.
-        let tx = self.conn.unchecked_transaction()?;
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
         // A fixed statement per filter combination, so each can use its index.
         let sql = match (room, peer) {
             (None, None) => {
@@ -857,12 +868,12 @@ mod tests {
         let h = History::open(&db.0).unwrap();
         assert_eq!(h.user_version().unwrap(), SCHEMA_VERSION);
         let mode: String = h
-            .conn
+            .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
         let fk: i64 = h
-            .conn
+            .conn()
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);

@@ -513,7 +513,7 @@ pub async fn run_claimed(
             next: 1,
             ..Table::default()
         }),
-        store: Mutex::new(store),
+        store: Mutex::new(store.clone()),
     });
     let mut engine = Engine {
         _profile: claim,
@@ -522,6 +522,7 @@ pub async fn run_claimed(
         tasks: JoinSet::new(),
         task_numbers: std::collections::HashMap::new(),
         shared: HashMap::new(),
+        store: store.clone(),
         max: usize::from(config.max_conversations),
         idle_ok: Open::from_config(&config).is_none(),
         config,
@@ -635,6 +636,8 @@ struct Engine {
     /// Each open conversation as its task shares it: typed text is written
     /// through it.
     shared: HashMap<u32, Shared>,
+    /// The store's one connection, shared by every conversation.
+    store: Option<History>,
     max: usize,
     /// The person is leaving (quit, end of input, Ctrl-C): conversations that
     /// end now stay in the store's open list.
@@ -1092,6 +1095,7 @@ impl Engine {
         };
         let events = self.events.for_conversation(conv.clone());
         let shared = Shared::new(events.clone());
+        shared.set_store(self.store.clone());
         let stored = open.stored();
         {
             let mut table = self.hub.table();

@@ -563,7 +563,7 @@ impl Shown {
 /// A conversation as the messenger and its task share it, with its store.
 fn shared(name: &'static str, seed: u8, kind: Kind) -> (Shared, std::sync::Arc<Shown>, TempStore) {
     let store = TempStore::new(name);
-    let db = Rc::new(store.open());
+    let db = store.open();
     let identity = Identity::from_seed(&[seed; 32]);
     let (core, _) = Core::open([7; 32], kind, identity, name, "room", Some(&db)).unwrap();
     let shown = std::sync::Arc::new(Shown::default());

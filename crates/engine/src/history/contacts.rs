@@ -65,7 +65,8 @@ impl History {
     ) -> Result<Contact, ClientError> {
         let identity = key.to_hex();
         let write = || -> rusqlite::Result<()> {
-            let tx = self.conn.unchecked_transaction()?;
+            let conn = self.conn();
+            let tx = conn.unchecked_transaction()?;
             tx.execute(
                 "INSERT INTO contacts (identity, name, first_seen_ms, last_seen_ms, last_addr)
                  VALUES (?1, ?2, ?3, ?3, ?4)
@@ -89,7 +90,7 @@ impl History {
     /// The contact with this identity key, if any.
     pub fn contact_by_key(&self, key: &IdentityKey) -> Result<Option<Contact>, ClientError> {
         let found = self
-            .conn
+            .conn()
             .query_row(
                 "SELECT id FROM contacts WHERE identity = ?1",
                 params![key.to_hex()],
@@ -109,7 +110,7 @@ impl History {
         key: &IdentityKey,
         verified: bool,
     ) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE contacts SET verified = ?2 WHERE identity = ?1",
                 params![key.to_hex(), verified],
@@ -120,7 +121,7 @@ impl History {
 
     /// Marks the contact with `key` as let in through our token by the person.
     pub fn set_contact_token_admitted(&self, key: &IdentityKey) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE contacts SET token_admitted = 1 WHERE identity = ?1",
                 params![key.to_hex()],
@@ -136,7 +137,8 @@ impl History {
 
     fn load_contacts(&self, only: Option<i64>) -> Result<Vec<Contact>, ClientError> {
         let read = || -> rusqlite::Result<Vec<Contact>> {
-            let mut stmt = self.conn.prepare(
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
                 "SELECT id, identity, name, verified, first_seen_ms, last_seen_ms, last_addr,
                         token_admitted
                  FROM contacts WHERE ?1 IS NULL OR id = ?1
@@ -156,8 +158,7 @@ impl History {
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut names = self
-                .conn
+            let mut names = conn
                 .prepare("SELECT name FROM contact_names WHERE contact_id = ?1 ORDER BY rowid")?;
             let mut out = Vec::with_capacity(rows.len());
             for (id, identity, name, verified, first, last, addr, token_admitted) in rows {
@@ -229,7 +230,7 @@ impl History {
     /// Forgets a contact (its chats stay in the history; see
     /// [`History::forget_conversations`] to forget them in one go).
     pub fn remove_contact(&self, contact: &Contact) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "DELETE FROM contacts WHERE identity = ?1",
                 params![contact.identity],

@@ -110,7 +110,8 @@ impl History {
     /// Every conversation in the history, the most recently active first.
     pub fn conversations(&self) -> Result<Vec<StoredConversation>, ClientError> {
         let read = || -> rusqlite::Result<Vec<StoredConversation>> {
-            let tx = self.conn.unchecked_transaction()?;
+            let conn = self.conn();
+            let tx = conn.unchecked_transaction()?;
             let mut out = Vec::new();
             // Logs and v2 group rooms: one row per key, with its authors' names.
             for (sql, names_sql, kind) in [
@@ -238,7 +239,8 @@ impl History {
             }
             ConversationKey::Chat(chat) => {
                 let read = || -> rusqlite::Result<Option<ChatRecord>> {
-                    let tx = self.conn.unchecked_transaction()?;
+                    let conn = self.conn();
+                    let tx = conn.unchecked_transaction()?;
                     let mut msgs = tx.prepare(super::MESSAGES_OF_CHAT)?;
                     let mut log = tx.prepare(super::LOG_OF_CHAT)?;
                     tx.query_row(
@@ -277,8 +279,9 @@ impl History {
         contact: Option<&str>,
     ) -> Result<Forgotten, ClientError> {
         let delete = || -> rusqlite::Result<(u64, u64)> {
-            self.conn.pragma_update(None, "secure_delete", true)?;
-            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            conn.pragma_update(None, "secure_delete", true)?;
+            let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
             let keyed: Vec<String> = {
                 let mut stmt = tx.prepare(
                     "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) c
@@ -345,7 +348,7 @@ impl History {
     /// write-ahead log. Returns false when a reader kept it from completing.
     fn wipe_journal(&self) -> bool {
         let result = self
-            .conn
+            .conn()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
@@ -375,9 +378,8 @@ impl History {
     ) -> Result<Vec<StoredConversation>, ClientError> {
         let chats: Vec<i64> = {
             let read = || -> rusqlite::Result<Vec<i64>> {
-                let mut stmt = self
-                    .conn
-                    .prepare("SELECT id FROM chats WHERE peer_identity = ?1")?;
+                let conn = self.conn();
+                let mut stmt = conn.prepare("SELECT id FROM chats WHERE peer_identity = ?1")?;
                 let ids = stmt.query_map(params![identity], |r| r.get(0))?;
                 ids.collect()
             };
@@ -442,7 +444,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let h = History::open(&dir.join("h.sqlite3")).unwrap();
         // A table added later (file records, say) keyed the same way.
-        h.conn
+        h.conn()
             .execute_batch("CREATE TABLE transfers_seen (conversation BLOB NOT NULL, name TEXT)")
             .unwrap();
         let ann = Identity::from_seed(&[1; 32]);
@@ -451,7 +453,7 @@ mod tests {
             let msg = log.write(&ann, format!("text {}", id[0]), 5).unwrap();
             h.record_group("r", &msg, "ann", 6 + u64::from(id[0]))
                 .unwrap();
-            h.conn
+            h.conn()
                 .execute(
                     "INSERT INTO transfers_seen VALUES (?1, 'f')",
                     params![&id[..]],
@@ -478,7 +480,7 @@ mod tests {
             .unwrap();
         assert_eq!((gone.messages, gone.rows, gone.wiped), (1, 2, true));
         let left: Vec<Vec<u8>> = h
-            .conn
+            .conn()
             .prepare("SELECT conversation FROM transfers_seen")
             .unwrap()
             .query_map([], |r| r.get(0))

@@ -40,7 +40,7 @@ impl History {
         let encoded = wire::encode(msg).map_err(|e| ClientError::Internal(e.into()))?;
         let (depth, _, _) = msg.order_key();
         let inserted = self
-            .conn
+            .conn()
             .execute(
                 "INSERT INTO log_messages
                      (conversation, room, author, author_name, seq, depth, sent_ms,
@@ -70,7 +70,8 @@ impl History {
     /// skipped (the log will fetch it from the others again).
     pub fn group_log(&self, conversation: &[u8; 32]) -> Result<Vec<GroupMsg>, ClientError> {
         let read = || -> rusqlite::Result<Vec<Vec<u8>>> {
-            let mut stmt = self.conn.prepare(
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
                 "SELECT encoded FROM log_messages WHERE conversation = ?1
                  ORDER BY depth DESC, author DESC, seq DESC LIMIT ?2",
             )?;
@@ -95,7 +96,7 @@ impl History {
         author: &[u8; 32],
     ) -> Result<u64, ClientError> {
         let last: Option<i64> = self
-            .conn
+            .conn()
             .query_row(
                 "SELECT MAX(seq) FROM log_messages WHERE conversation = ?1 AND author = ?2",
                 params![&conversation[..], &author[..]],
@@ -109,7 +110,7 @@ impl History {
     /// `conversation`: our seq 1..=this (0 for none), from receipts.
     pub fn log_acked(&self, conversation: &[u8; 32]) -> Result<u64, ClientError> {
         let acked: Option<i64> = self
-            .conn
+            .conn()
             .query_row(
                 "SELECT acked_seq FROM log_receipts WHERE conversation = ?1",
                 params![&conversation[..]],
@@ -122,7 +123,7 @@ impl History {
 
     /// Records that another member holds our messages up to `upto` (never lowers it).
     pub fn set_log_acked(&self, conversation: &[u8; 32], upto: u64) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "INSERT INTO log_receipts (conversation, acked_seq) VALUES (?1, ?2)
                  ON CONFLICT (conversation) DO UPDATE SET acked_seq = MAX(acked_seq, ?2)",
@@ -167,7 +168,8 @@ impl History {
         params: impl rusqlite::Params,
     ) -> Result<Vec<GroupLine>, ClientError> {
         let read = || -> rusqlite::Result<Vec<GroupLine>> {
-            let mut stmt = self.conn.prepare(sql)?;
+            let conn = self.conn();
+            let mut stmt = conn.prepare(sql)?;
             let rows = stmt.query_map(params, |r| {
                 let author: Vec<u8> = r.get(1)?;
                 Ok(GroupLine {

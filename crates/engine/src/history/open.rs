@@ -49,26 +49,26 @@ const MAX_OPEN: i64 = 1024;
 impl History {
     /// Records `entry` as open (again); the oldest beyond [`MAX_OPEN`] are dropped.
     pub fn remember_open(&self, entry: &OpenEntry, now_ms: u64) -> Result<(), ClientError> {
-        self.conn
-            .execute(
-                "INSERT INTO open_conversations (kind, target, opened_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (kind, target) DO UPDATE SET opened_ms = excluded.opened_ms",
-                params![entry.kind.as_str(), entry.target, to_db(now_ms)],
-            )
-            .and_then(|_| {
-                self.conn.execute(
-                    "DELETE FROM open_conversations WHERE rowid NOT IN
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO open_conversations (kind, target, opened_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (kind, target) DO UPDATE SET opened_ms = excluded.opened_ms",
+            params![entry.kind.as_str(), entry.target, to_db(now_ms)],
+        )
+        .and_then(|_| {
+            conn.execute(
+                "DELETE FROM open_conversations WHERE rowid NOT IN
                        (SELECT rowid FROM open_conversations ORDER BY opened_ms DESC LIMIT ?1)",
-                    params![MAX_OPEN],
-                )
-            })
-            .map(|_| ())
-            .map_err(|e| self.fail("record the open conversations", &e))
+                params![MAX_OPEN],
+            )
+        })
+        .map(|_| ())
+        .map_err(|e| self.fail("record the open conversations", &e))
     }
 
     /// Takes `entry` off the list (closed, or ended for good).
     pub fn forget_open(&self, entry: &OpenEntry) -> Result<(), ClientError> {
-        self.conn
+        self.conn()
             .execute(
                 "DELETE FROM open_conversations WHERE kind = ?1 AND target = ?2",
                 params![entry.kind.as_str(), entry.target],
@@ -80,7 +80,8 @@ impl History {
     /// The open list, oldest first (the order they are reopened and numbered in).
     pub fn open_conversations(&self) -> Result<Vec<OpenEntry>, ClientError> {
         let read = || -> rusqlite::Result<Vec<OpenEntry>> {
-            let mut stmt = self.conn.prepare(
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
                 "SELECT kind, target FROM open_conversations ORDER BY opened_ms, rowid LIMIT ?1",
             )?;
             let rows = stmt.query_map(params![MAX_OPEN], |row| {
