@@ -1025,7 +1025,15 @@ impl Engine {
     /// conversation (it waits while too much of ours is unconfirmed), a
     /// command goes to the conversation's task.
     async fn line_to(&self, n: u32, line: String) {
-        if conversation::command(&line).is_some() {
+        // Text typed after a command the task has not taken yet (`/send`, then
+        // a line) follows it through the task, so the two keep their order.
+        let commands_waiting = self
+            .hub
+            .table()
+            .entries
+            .get(&n)
+            .is_some_and(|e| e.input.capacity() < e.input.max_capacity());
+        if conversation::command(&line).is_some() || commands_waiting {
             return self.to(n, InputEvent::Line(line)).await;
         }
         if let Some(shared) = self.shared.get(&n).cloned() {
