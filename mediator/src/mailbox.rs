@@ -16,6 +16,8 @@ mod sqlite;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -165,6 +167,57 @@ pub struct Fetched {
 pub struct Held {
     pub items: u64,
     pub bytes: u64,
+}
+
+/// [`Held`] as a store keeps it for the metrics: set after each step, read
+/// without a lock.
+#[derive(Debug, Default)]
+pub struct HeldGauge {
+    items: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl HeldGauge {
+    pub fn new(held: Held) -> HeldGauge {
+        let gauge = HeldGauge::default();
+        gauge.set(held);
+        gauge
+    }
+
+    pub fn set(&self, held: Held) {
+        self.items.store(held.items, Ordering::Relaxed);
+        self.bytes.store(held.bytes, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Held {
+        Held {
+            items: self.items.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Sweep batches per sweep: the rest waits for the next sweep.
+const MAX_SWEEP_BATCHES: usize = 1024;
+
+/// A sweep as a store runs it: `batch` (one short step, so requests get the
+/// store between steps) until it says nothing more is due, at most
+/// [`MAX_SWEEP_BATCHES`] times. `batch` returns its count and whether more
+/// may be due; the sweep returns the counts' sum.
+pub async fn sweep_in_batches<F, Fut>(mut batch: F) -> Result<u64, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(u64, bool), Refusal>>,
+{
+    let mut total = 0;
+    for _ in 0..MAX_SWEEP_BATCHES {
+        let (n, more) = batch().await.map_err(|r| format!("{r:?}"))?;
+        total += n;
+        if !more {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// The mailbox's store: every rule of §22.3 that needs what is stored, each

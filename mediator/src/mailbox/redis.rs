@@ -12,7 +12,6 @@
 //! - `due` zset `Q` → when the sweep must look at the queue next;
 //!   `items`, `held` (the totals the store cap counts), `seq` (the order counter)
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +22,8 @@ use tokio::time::timeout;
 use wire::mailbox::{item_id, StoredItem, MAX_ITEMS_BYTES};
 
 use super::{
-    Cap, Fetched, Held, MailboxTable, Opened, Refusal, StoreCaps, Stored, ANSWER_ITEM_OVERHEAD,
-    ITEM_COST, QUEUE_COST, REMEMBERED_COST,
+    sweep_in_batches, Cap, Fetched, Held, HeldGauge, MailboxTable, Opened, Refusal, StoreCaps,
+    Stored, ANSWER_ITEM_OVERHEAD, ITEM_COST, QUEUE_COST, REMEMBERED_COST,
 };
 
 /// Every key starts with this.
@@ -35,8 +34,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queues one sweep script call looks at.
 const SWEEP_BATCH: u64 = 256;
-/// Sweep calls per sweep: the rest waits for the next minute.
-const MAX_SWEEP_BATCHES: usize = 1024;
 
 /// Helpers every script starts with: purge a queue of what expired, file it
 /// under its next due time, keep the totals.
@@ -265,8 +262,7 @@ struct Inner {
     fetch: Script,
     remove: Script,
     sweep: Script,
-    items: AtomicU64,
-    bytes: AtomicU64,
+    held: HeldGauge,
 }
 
 impl std::fmt::Debug for RedisMailbox {
@@ -356,8 +352,7 @@ impl RedisMailbox {
                 fetch: script(FETCH),
                 remove: script(REMOVE),
                 sweep: script(SWEEP),
-                items: AtomicU64::new(0),
-                bytes: AtomicU64::new(0),
+                held: HeldGauge::default(),
             }),
         };
         // The totals, for the metrics before the first sweep.
@@ -413,8 +408,10 @@ impl Inner {
     /// Keeps the totals a script answered with, for the metrics.
     fn seen(&self, items: &Value, held: &Value) {
         if let (Some(items), Some(held)) = (int(items), int(held)) {
-            self.items.store(items.max(0) as u64, Ordering::Relaxed);
-            self.bytes.store(held.max(0) as u64, Ordering::Relaxed);
+            self.held.set(Held {
+                items: items.max(0) as u64,
+                bytes: held.max(0) as u64,
+            });
         }
     }
 }
@@ -610,29 +607,16 @@ impl MailboxTable for RedisMailbox {
     }
 
     fn sweep(&self, now: u64) -> BoxFuture<'_, Result<u64, String>> {
-        async move {
-            let mut looked = 0;
-            for _ in 0..MAX_SWEEP_BATCHES {
-                let n = self
-                    .inner
-                    .sweep_batch(now)
-                    .await
-                    .map_err(|r| format!("{r:?}"))?;
-                looked += n;
-                if n < SWEEP_BATCH {
-                    break;
-                }
-            }
-            Ok(looked)
-        }
+        // A full batch of queues looked at: more may be due.
+        sweep_in_batches(move || async move {
+            let n = self.inner.sweep_batch(now).await?;
+            Ok((n, n >= SWEEP_BATCH))
+        })
         .boxed()
     }
 
     fn held(&self) -> Held {
-        Held {
-            items: self.inner.items.load(Ordering::Relaxed),
-            bytes: self.inner.bytes.load(Ordering::Relaxed),
-        }
+        self.inner.held.get()
     }
 }
 

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::{BoxFuture, FutureExt};
@@ -15,8 +14,8 @@ use tokio::sync::Semaphore;
 use wire::mailbox::{item_id, StoredItem, MAX_ITEMS_BYTES};
 
 use super::{
-    unavailable, Cap, Fetched, Held, MailboxTable, Opened, Refusal, StoreCaps, Stored,
-    ANSWER_ITEM_OVERHEAD, ITEM_COST, QUEUE_COST, REMEMBERED_COST,
+    sweep_in_batches, unavailable, Cap, Fetched, Held, HeldGauge, MailboxTable, Opened, Refusal,
+    StoreCaps, Stored, ANSWER_ITEM_OVERHEAD, ITEM_COST, QUEUE_COST, REMEMBERED_COST,
 };
 
 /// The schema's version (`PRAGMA user_version`).
@@ -24,8 +23,6 @@ const SCHEMA_VERSION: i64 = 1;
 /// Records one sweep transaction deletes at most, so requests get the store
 /// between batches.
 const SWEEP_BATCH: i64 = 1024;
-/// Sweep batches per sweep: the rest waits for the next minute.
-const MAX_SWEEP_BATCHES: usize = 1024;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queues (
@@ -546,8 +543,7 @@ struct Inner {
     /// One request at a time on the blocking threads: more would only wait
     /// for the lock there, each holding a thread.
     gate: Semaphore,
-    items: AtomicU64,
-    bytes: AtomicU64,
+    held: HeldGauge,
 }
 
 impl Inner {
@@ -574,8 +570,7 @@ impl SqliteMailbox {
             inner: Arc::new(Inner {
                 db: Mutex::new(db),
                 gate: Semaphore::new(1),
-                items: AtomicU64::new(held.items),
-                bytes: AtomicU64::new(held.bytes),
+                held: HeldGauge::new(held),
             }),
         })
     }
@@ -592,8 +587,7 @@ impl SqliteMailbox {
         let done = tokio::task::spawn_blocking(move || {
             let mut db = inner.lock();
             let result = op(&mut db);
-            inner.items.store(db.held.items, Ordering::Relaxed);
-            inner.bytes.store(db.held.bytes, Ordering::Relaxed);
+            inner.held.set(db.held);
             result
         })
         .await;
@@ -651,28 +645,18 @@ impl MailboxTable for SqliteMailbox {
     }
 
     fn sweep(&self, now: u64) -> BoxFuture<'_, Result<u64, String>> {
-        async move {
-            let mut gone = 0;
-            for _ in 0..MAX_SWEEP_BATCHES {
-                let batch = self
-                    .run(move |db| db.sweep_batch(now).map_err(failed))
-                    .await
-                    .map_err(|r| format!("{r:?}"))?;
-                gone += batch;
-                if batch == 0 {
-                    break;
-                }
-            }
-            Ok(gone)
-        }
+        // Until a batch finds nothing left to delete.
+        sweep_in_batches(move || async move {
+            let gone = self
+                .run(move |db| db.sweep_batch(now).map_err(failed))
+                .await?;
+            Ok((gone, gone > 0))
+        })
         .boxed()
     }
 
     fn held(&self) -> Held {
-        Held {
-            items: self.inner.items.load(Ordering::Relaxed),
-            bytes: self.inner.bytes.load(Ordering::Relaxed),
-        }
+        self.inner.held.get()
     }
 }
 
