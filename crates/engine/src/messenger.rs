@@ -348,7 +348,8 @@ impl Table {
 struct Hub {
     front: Arc<dyn Frontend>,
     table: Mutex<Table>,
-    store: Mutex<Option<History>>,
+    /// The store's one connection, shared by every conversation.
+    store: Option<History>,
 }
 
 impl Hub {
@@ -359,14 +360,11 @@ impl Hub {
     /// Stores or unstores an entry of the open list; a store that fails is
     /// reported and the conversation goes on.
     fn store(&self, entry: &OpenEntry, open: bool) {
-        let result = {
-            let guard = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(store) = guard.as_ref() else { return };
-            if open {
-                store.remember_open(entry, now_ms())
-            } else {
-                store.forget_open(entry)
-            }
+        let Some(store) = &self.store else { return };
+        let result = if open {
+            store.remember_open(entry, now_ms())
+        } else {
+            store.forget_open(entry)
         };
         if let Err(e) = result {
             self.front.show(
@@ -513,7 +511,7 @@ pub async fn run_claimed(
             next: 1,
             ..Table::default()
         }),
-        store: Mutex::new(store.clone()),
+        store,
     });
     let mut engine = Engine {
         _profile: claim,
@@ -522,7 +520,6 @@ pub async fn run_claimed(
         tasks: JoinSet::new(),
         task_numbers: std::collections::HashMap::new(),
         shared: HashMap::new(),
-        store: store.clone(),
         max: usize::from(config.max_conversations),
         idle_ok: Open::from_config(&config).is_none(),
         config,
@@ -636,8 +633,6 @@ struct Engine {
     /// Each open conversation as its task shares it: typed text is written
     /// through it.
     shared: HashMap<u32, Shared>,
-    /// The store's one connection, shared by every conversation.
-    store: Option<History>,
     max: usize,
     /// The person is leaving (quit, end of input, Ctrl-C): conversations that
     /// end now stay in the store's open list.
@@ -847,12 +842,7 @@ impl Engine {
     /// Deletes an ended conversation's history (`/forget yes`).
     fn forget(&self, conv: &ConvRef) {
         let result = {
-            let guard = self
-                .hub
-                .store
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let Some(store) = guard.as_ref() else { return };
+            let Some(store) = &self.hub.store else { return };
             let found = if conv.id.is_empty() {
                 Err(ClientError::Usage(
                     "a token holder keeps one conversation per dialer: \
@@ -879,21 +869,13 @@ impl Engine {
 
     /// Every contact, and whether it is linked with us now (`/peers`).
     fn show_contacts(&self) {
-        let contacts = {
-            let guard = self
-                .hub
-                .store
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match guard.as_ref().map(History::contacts) {
-                Some(Ok(contacts)) => contacts,
-                Some(Err(e)) => {
-                    drop(guard);
-                    self.error(&e);
-                    return;
-                }
-                None => Vec::new(),
+        let contacts = match self.hub.store.as_ref().map(History::contacts) {
+            Some(Ok(contacts)) => contacts,
+            Some(Err(e)) => {
+                self.error(&e);
+                return;
             }
+            None => Vec::new(),
         };
         let table = self.hub.table();
         let states = contacts
@@ -1103,7 +1085,7 @@ impl Engine {
         };
         let events = self.events.for_conversation(conv.clone());
         let shared = Shared::new(events.clone());
-        shared.set_store(self.store.clone());
+        shared.set_store(self.hub.store.clone());
         let stored = open.stored();
         {
             let mut table = self.hub.table();
