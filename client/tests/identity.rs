@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::fake_mediator::{FakeMediator, Lie};
 use common::proxy::Proxy;
-use common::{client_args as args, Client, Mediator, TempDir};
+use common::{client_args as args, contains, identity_forms, Client, Mediator, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Alice and Bob (profiles in `dir`) meet in `room`, compare codes and leave.
@@ -124,29 +124,6 @@ async fn metrics(addr: &str) -> String {
         .unwrap()
         .unwrap();
     body
-}
-
-/// Every form in which an identity could be told: the raw key, its hex, the raw
-/// fingerprint and the fingerprint as shown (with and without spaces).
-fn identity_forms(profile: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let key = engine::identity::load(&profile.join(engine::identity::FILE_NAME))
-        .expect("the profile's identity")
-        .public();
-    let fingerprint = key.fingerprint();
-    let shown = fingerprint.to_string();
-    let compact: String = shown.split(' ').collect();
-    vec![
-        ("raw key".into(), key.0.to_vec()),
-        ("key hex".into(), key.to_hex().into_bytes()),
-        ("key HEX".into(), key.to_hex().to_uppercase().into_bytes()),
-        ("raw fingerprint".into(), fingerprint.0.to_vec()),
-        ("fingerprint".into(), shown.into_bytes()),
-        ("compact fingerprint".into(), compact.into_bytes()),
-    ]
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,33 +8,11 @@
 mod common;
 
 use common::lan_lab::{Host, LanLab, LanTap};
-use common::{client_bin, lan_client_args, peers_file, Client, TempDir};
+use common::{client_bin, contains, identity_forms, lan_client_args, peers_file, Client, TempDir};
 
 /// Distinctive names, so finding one in a capture is no accident.
 const ALICE: &str = "alice-lanpres";
 const BOB: &str = "bob-lanpres";
-
-/// Every form in which an identity could be told: the raw key, its hex, the raw
-/// fingerprint and the fingerprint as shown (with and without spaces).
-fn identity_forms(profile: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let key = engine::identity::load(&profile.join(engine::identity::FILE_NAME))
-        .expect("the profile's identity")
-        .public();
-    let fingerprint = key.fingerprint();
-    let shown = fingerprint.to_string();
-    let compact: String = shown.split(' ').collect();
-    vec![
-        ("raw key".into(), key.0.to_vec()),
-        ("key hex".into(), key.to_hex().into_bytes()),
-        ("raw fingerprint".into(), fingerprint.0.to_vec()),
-        ("fingerprint".into(), shown.into_bytes()),
-        ("compact fingerprint".into(), compact.into_bytes()),
-    ]
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 /// Both messengers are up with no room and no server: they connect by
 /// themselves (each opens the other's contact conversation), bob writes, alice

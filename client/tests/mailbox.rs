@@ -9,7 +9,7 @@
 mod common;
 
 use common::group::{member_args, start_members, wait_linked};
-use common::{client_args, Client, Mediator, TempDir};
+use common::{client_args, contains, Client, Mediator, TempDir};
 use serde_json::Value;
 
 /// The texts of `c`'s `message` events so far and until `n` are there.
@@ -148,10 +148,6 @@ fn store_bytes(db: &str) -> Vec<u8> {
         }
     }
     all
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// `client id --json` for `name`'s profile: its identity key in hex.

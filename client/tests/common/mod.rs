@@ -624,3 +624,27 @@ pub async fn wait_for_metrics_in(netns: Option<&str>, addr: &str, lines: &[Strin
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every form in which an identity could be told: the raw key, its hex (either case), the raw
+/// fingerprint and the fingerprint as shown (with and without spaces).
+pub fn identity_forms(profile: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let key = engine::identity::load(&profile.join(engine::identity::FILE_NAME))
+        .expect("the profile's identity")
+        .public();
+    let fingerprint = key.fingerprint();
+    let shown = fingerprint.to_string();
+    let compact: String = shown.split(' ').collect();
+    vec![
+        ("raw key".into(), key.0.to_vec()),
+        ("key hex".into(), key.to_hex().into_bytes()),
+        ("key HEX".into(), key.to_hex().to_uppercase().into_bytes()),
+        ("raw fingerprint".into(), fingerprint.0.to_vec()),
+        ("fingerprint".into(), shown.into_bytes()),
+        ("compact fingerprint".into(), compact.into_bytes()),
+    ]
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
