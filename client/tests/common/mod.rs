@@ -522,9 +522,11 @@ pub fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A UDP port that is free right now on every address (bound, then released).
+/// A UDP port that is free on loopback right now (bound, then released). Tests
+/// bind nothing outside loopback; the clients that use the port hear only `lo`
+/// (`--lan-interface lo`).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("0.0.0.0:0")
+    std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("find a free UDP port")
