@@ -25,11 +25,17 @@ const TRIES: u32 = 3;
 const RETRY: Duration = Duration::from_millis(500);
 /// Requests on one connection before a new one (the mediator takes 256).
 const REQUESTS_PER_LINK: u32 = 200;
+/// A collect this soon after one that emptied the queue is skipped. A
+/// conversation collects when it starts and again when a session begins,
+/// usually milliseconds apart; what the peer left in between reaches us
+/// through that session's catch-up, and the next collect clears it.
+const FRESH: Duration = Duration::from_secs(2);
 
 /// What the conversation asks of its mailbox.
 #[derive(Debug)]
 pub enum Job {
-    /// Open our queue and fetch the oldest of what waits there.
+    /// Open our queue and fetch the oldest of what waits there; skipped
+    /// within [`FRESH`] of a fetch that left nothing more.
     Collect,
     /// Remove fetched items, by id, once they are stored.
     Remove(Vec<[u8; 16]>),
@@ -150,7 +156,11 @@ async fn run(
     };
     let mut link: Option<(MediatorLink, u32)> = None;
     let mut opened = false;
+    let mut emptied: Option<tokio::time::Instant> = None;
     while let Some(job) = jobs.recv().await {
+        if matches!(job, Job::Collect) && emptied.is_some_and(|at| at.elapsed() < FRESH) {
+            continue;
+        }
         let (seq, receipt) = match &job {
             Job::Deposit { seq, .. } => (*seq, seq.is_none()),
             _ => (None, false),
@@ -174,6 +184,9 @@ async fn run(
             }
         };
         if let Some(Done::News(n)) = done {
+            if let News::Fetched { more, .. } = &n {
+                emptied = (!more).then(tokio::time::Instant::now);
+            }
             if news.send(n).await.is_err() {
                 return;
             }
@@ -344,4 +357,88 @@ fn unexpected(msg: &MediatorMsg) -> ClientError {
     ClientError::Internal(anyhow::anyhow!(
         "the mediator answered a mailbox request with {msg:?}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use futures::{SinkExt, StreamExt};
+    use rand::rngs::OsRng;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+    use wire::{FrameCodec, Link};
+
+    use super::*;
+
+    /// A mediator's mailbox side reduced to its answers, on loopback: the
+    /// first fetch says more wait, every later one that the queue is empty.
+    /// Counts the fetches.
+    async fn scripted_mediator() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counted = fetches.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
+                while let Some(Ok(frame)) = framed.next().await {
+                    let answer = match wire::decode::<ClientMsg>(&frame).unwrap() {
+                        ClientMsg::MailboxOpen { .. } => MediatorMsg::MailboxOpened { items: 0 },
+                        ClientMsg::MailboxFetch { .. } => MediatorMsg::MailboxItems {
+                            items: Vec::new(),
+                            more: counted.fetch_add(1, Ordering::SeqCst) == 0,
+                        },
+                        ClientMsg::MailboxAdd { .. } => MediatorMsg::MailboxStored {
+                            id: [0; 16],
+                            expires_unix: 1,
+                        },
+                        other => panic!("not a mailbox request: {other:?}"),
+                    };
+                    let bytes = wire::encode(&answer).unwrap();
+                    framed.send(bytes.as_slice()).await.unwrap();
+                }
+            }
+        });
+        (addr, fetches)
+    }
+
+    async fn next(mailbox: &mut Mailbox) -> News {
+        tokio::time::timeout(Duration::from_secs(10), mailbox.news.recv())
+            .await
+            .expect("the mailbox task answers")
+            .expect("the mailbox task runs")
+    }
+
+    #[tokio::test]
+    async fn a_collect_right_after_an_emptying_fetch_is_skipped_but_not_one_after_more() {
+        let (server, fetches) = scripted_mediator().await;
+        let me = Identity::generate(&mut OsRng);
+        let mut mailbox = Mailbox::start(server, [7; 32], me);
+        // The start's collect: more wait, so the follow-up is not skipped.
+        match next(&mut mailbox).await {
+            News::Fetched { more: true, .. } => {}
+            other => panic!("expected a fetch with more, got {other:?}"),
+        }
+        assert!(mailbox.fetched(Vec::new(), 0, true).is_none());
+        match next(&mut mailbox).await {
+            News::Fetched { more: false, .. } => {}
+            other => panic!("expected the emptying fetch, got {other:?}"),
+        }
+        // A session begins at once: its collect would fetch the same again.
+        assert!(mailbox.ask(Job::Collect));
+        // A deposit behind it tells when the task has passed the collect.
+        let peer = Identity::generate(&mut OsRng).public();
+        assert!(mailbox.ask(Job::Deposit {
+            recipient: peer,
+            seq: Some(1),
+            msg: Box::new(PeerMsg::Ping { nonce: 1 }),
+        }));
+        match next(&mut mailbox).await {
+            News::Stored { seq: 1, .. } => {}
+            other => panic!("expected the deposit, got {other:?}"),
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
 }
