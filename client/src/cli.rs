@@ -418,6 +418,8 @@ impl Args {
             lan_port: self.lan_port,
             lan_timeout: self.lan_timeout,
             lan_interface: self.lan_interface.clone(),
+            // The messenger picks one per conversation.
+            lan_instance: None,
             no_presence: self.no_presence,
             read_receipts: self.read_receipts,
         }

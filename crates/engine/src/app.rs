@@ -455,11 +455,14 @@ async fn converse(
 /// Checks the flags and settles the room and name.
 fn prepare(config: Config, out: &Events) -> Result<Setup, ClientError> {
     let server = config.server.clone();
-    let lan = lan::LanConfig::new(
+    let mut lan = lan::LanConfig::new(
         config.lan_port,
         config.lan_timeout,
         config.lan_interface.clone(),
     );
+    if let Some(instance) = config.lan_instance {
+        lan.instance = instance;
+    }
     let name = match &config.name {
         Some(name) => {
             wire::validate_name(name)

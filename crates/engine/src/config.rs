@@ -63,6 +63,10 @@ pub struct Config {
     pub lan_timeout: Duration,
     /// LAN mode: announce only on these interfaces (empty: every one up).
     pub lan_interface: Vec<String>,
+    /// The LAN instance id this conversation announces and calls under; the
+    /// messenger picks one per conversation and tells its own LAN presence,
+    /// which then takes the call's echo for ours. None: a fresh random one.
+    pub lan_instance: Option<[u8; wire::lan::INSTANCE_LEN]>,
     /// No presence (docs/protocol.md §21, §14.4): no connection at the
     /// mediator waiting for contacts, no announcements on the LAN; contacts
     /// reach us only while a conversation with them is open.
@@ -100,6 +104,7 @@ impl Default for Config {
             lan_port: crate::lan::DEFAULT_LAN_PORT,
             lan_timeout: Duration::from_secs(600),
             lan_interface: Vec::new(),
+            lan_instance: None,
             no_presence: false,
             read_receipts: false,
         }

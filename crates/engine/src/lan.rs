@@ -761,10 +761,12 @@ pub struct LanContact {
 /// and listen for our contacts' tags; each contact found under a new sender id
 /// goes to `rings` (the messenger opens its conversation) and gets an answer
 /// at once, so it finds us without waiting for our next round. Returns when
-/// nobody listens for rings any more.
+/// nobody listens for rings any more. `own_calls` brings the instance ids our
+/// own conversations call under: their echoes are ours, not a contact's call.
 pub async fn presence(
     config: LanConfig,
     contacts: Vec<LanContact>,
+    mut own_calls: mpsc::Receiver<[u8; INSTANCE_LEN]>,
     rings: mpsc::Sender<Ringing>,
     events: Events,
 ) {
@@ -831,6 +833,10 @@ pub async fn presence(
                 run.answer().await;
                 continue;
             }
+            Some(id) = own_calls.recv() => {
+                run.sieve.own_call(id);
+                continue;
+            }
             r = run.v4.recv_from(&mut buf4) => r.map(|(n, _)| &buf4[..n]),
             r = recv_opt(run.v6.as_ref(), &mut buf6) => r.map(|(n, _)| &buf6[..n]),
         };
@@ -842,6 +848,11 @@ pub async fn presence(
                 continue;
             }
         };
+        // A call's id is sent before the call goes out: one that waits here
+        // belongs to this datagram's sender if it is our echo.
+        while let Ok(id) = own_calls.try_recv() {
+            run.sieve.own_call(id);
+        }
         let Ok(found) = run.sieve.accept(datagram, now_ms()) else {
             continue;
         };
@@ -987,6 +998,78 @@ mod tests {
             }
             other => panic!("expected a zoned IPv6 address first, got {other}"),
         }
+    }
+
+    /// Shows nothing: what presence rings is what these tests check.
+    struct Quiet;
+
+    impl crate::events::Frontend for Quiet {
+        fn show(&self, _conv: Option<&crate::events::ConvRef>, _event: &Event) {}
+    }
+
+    fn contact(secret: u8, name: &str) -> LanContact {
+        LanContact {
+            key: wire::lan::presence_key(&[secret; 32]),
+            ringing: Ringing {
+                target: name.into(),
+                fingerprint: name.into(),
+                name: name.into(),
+            },
+        }
+    }
+
+    /// A presence datagram under `id` carrying `contact`'s tag, as a
+    /// conversation's call (§14.4).
+    fn call(contact: &LanContact, id: [u8; INSTANCE_LEN]) -> Vec<u8> {
+        let epoch = wire::lan::presence_epoch(now_ms());
+        wire::lan::seal_presence(&wire::lan::Presence {
+            id,
+            epoch,
+            tags: vec![wire::lan::presence_tag(&contact.key, &id, epoch)],
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_echo_of_our_own_conversations_call_does_not_ring_a_contacts_call_does() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port();
+        let (ann, bob) = (contact(1, "ann"), contact(2, "bob"));
+        let (echo, real) = (
+            call(&ann, [0x31; INSTANCE_LEN]),
+            call(&bob, [0x32; INSTANCE_LEN]),
+        );
+        let (calls, own_calls) = mpsc::channel(4);
+        let (rings_tx, mut rings) = mpsc::channel(4);
+        let config = LanConfig::new(port, Duration::from_secs(30), vec!["lo".into()]);
+        let events = Events::new(std::sync::Arc::new(Quiet));
+        let contacts = vec![contact(1, "ann"), contact(2, "bob")];
+        tokio::spawn(presence(config, contacts, own_calls, rings_tx, events));
+        // Our conversation with ann calls under 0x31: presence hears of it first.
+        calls.send([0x31; INSTANCE_LEN]).await.unwrap();
+        let to = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Until presence listens, datagrams are lost: send the pair until a
+        // ring comes. One socket reads them in order, so had the echo rung,
+        // ann's ring would come first.
+        let ring = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                to.send_to(&echo, ("127.0.0.1", port)).unwrap();
+                to.send_to(&real, ("127.0.0.1", port)).unwrap();
+                if let Ok(ring) =
+                    tokio::time::timeout(Duration::from_millis(100), rings.recv()).await
+                {
+                    break ring.expect("presence runs");
+                }
+            }
+        })
+        .await
+        .expect("bob's call rings within 20 s");
+        assert_eq!(ring.name, "bob");
+        to.send_to(&echo, ("127.0.0.1", port)).unwrap();
+        let more = tokio::time::timeout(Duration::from_millis(300), rings.recv()).await;
+        assert!(more.is_err(), "a second ring: {more:?}");
     }
 
     #[test]

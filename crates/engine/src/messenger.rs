@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rand::rngs::OsRng;
+use rand::RngCore;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -525,6 +527,7 @@ pub async fn run_claimed(
         config,
         quitting: false,
         rings: None,
+        lan_calls: None,
     };
     engine.start_presence(presence);
     match Open::from_config(&engine.config) {
@@ -573,6 +576,9 @@ pub async fn run_claimed(
 
 /// Rings waiting for the messenger; more wait at the presence task.
 const RING_QUEUE: usize = 16;
+/// Conversation instance ids on their way to LAN presence; more opened at once
+/// than this only risk one echo ringing.
+const OWN_CALLS: usize = 16;
 
 /// The next ring, or never without presence.
 async fn next_ring(rings: &mut Option<mpsc::Receiver<Ringing>>) -> Option<Ringing> {
@@ -639,6 +645,9 @@ struct Engine {
     quitting: bool,
     /// Contacts whose ring came through presence (none without presence).
     rings: Option<mpsc::Receiver<Ringing>>,
+    /// LAN presence (§14.4) learns here the instance id each conversation
+    /// announces and calls under, so that its echo does not ring.
+    lan_calls: Option<mpsc::Sender<[u8; wire::lan::INSTANCE_LEN]>>,
     /// Started with no conversation on the command line: the messenger stays
     /// up with none open while contacts can reach it.
     idle_ok: bool,
@@ -955,7 +964,11 @@ impl Engine {
                     self.config.lan_timeout,
                     self.config.lan_interface.clone(),
                 );
-                tokio::task::spawn_local(crate::lan::presence(lan, contacts, tx, events));
+                let (calls, own_calls) = mpsc::channel(OWN_CALLS);
+                self.lan_calls = Some(calls);
+                tokio::task::spawn_local(crate::lan::presence(
+                    lan, contacts, own_calls, tx, events,
+                ));
             }
         }
     }
@@ -1076,7 +1089,14 @@ impl Engine {
             table.next = table.next.saturating_add(1);
             (number, number == 1)
         };
-        let config = conversation_config(&self.config, &open, first)?;
+        let mut config = conversation_config(&self.config, &open, first)?;
+        if let Some(calls) = &self.lan_calls {
+            let mut instance = [0u8; wire::lan::INSTANCE_LEN];
+            OsRng.fill_bytes(&mut instance);
+            config.lan_instance = Some(instance);
+            // Full: this conversation's echo may ring once; nothing else is lost.
+            let _ = calls.try_send(instance);
+        }
         let (sender, receiver) = mpsc::channel(CONVERSATION_INPUT);
         let conv = ConvRef {
             number,

@@ -379,6 +379,8 @@ pub const PRESENCE_CACHE: usize = 16;
 /// evaluation costs at most one HMAC per contact and contacts × tags
 /// comparisons.
 pub const PRESENCE_RATE: u32 = 20;
+/// Our own conversations' call ids a [`PresenceSieve`] drops as ours.
+pub const MAX_OWN_CALLS: usize = 16;
 
 const PRESENCE_TAG_LABEL: &[u8] = b"p2pchat/v3/lan-presence-tag";
 
@@ -521,6 +523,8 @@ pub struct PresenceSieve {
     keys: Vec<PresenceKey>,
     /// Our current id and the one before (still on the wire for a while).
     own: [Option<[u8; PRESENCE_ID_LEN]>; 2],
+    /// Our own conversations' call ids, newest last, at most [`MAX_OWN_CALLS`].
+    calls: VecDeque<[u8; PRESENCE_ID_LEN]>,
     /// (id, epoch) → each contact's expected tag, most recent last.
     expected: VecDeque<(SenderEpoch, Vec<PresenceTag>)>,
     /// SHA-256 of each datagram evaluated → its epoch.
@@ -538,6 +542,7 @@ impl PresenceSieve {
         PresenceSieve {
             keys,
             own: [None, None],
+            calls: VecDeque::new(),
             expected: VecDeque::new(),
             seen: HashMap::new(),
             recognised: HashMap::new(),
@@ -555,6 +560,20 @@ impl PresenceSieve {
         }
     }
 
+    /// One of our own conversations calls a contact under `id` (§14.4): its
+    /// calls come back to us on the same port and are ours, not the contact's.
+    /// The newest [`MAX_OWN_CALLS`] are kept; an echo follows its call within
+    /// milliseconds.
+    pub fn own_call(&mut self, id: [u8; PRESENCE_ID_LEN]) {
+        if self.calls.contains(&id) {
+            return;
+        }
+        if self.calls.len() >= MAX_OWN_CALLS {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(id);
+    }
+
     /// The contacts `datagram` announces itself to, if it is a fresh presence
     /// announcement from someone else that carries a tag of one of ours;
     /// otherwise counts why not and returns it.
@@ -568,7 +587,7 @@ impl PresenceSieve {
 
     fn judge(&mut self, datagram: &[u8], now_ms: u64) -> Result<Recognised, Dropped> {
         let presence = open_presence(datagram, now_ms)?;
-        if self.own.contains(&Some(presence.id)) {
+        if self.own.contains(&Some(presence.id)) || self.calls.contains(&presence.id) {
             return Err(Dropped::Own);
         }
         let digest: [u8; 32] = Sha256::digest(datagram).into();
@@ -903,6 +922,32 @@ mod tests {
         assert_eq!(
             (c.own, c.repeated, c.stale, c.future, c.malformed, c.magic),
             (2, 1, 1, 1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn our_own_conversations_calls_are_ours_and_only_the_newest_are_kept() {
+        let mut s = PresenceSieve::new(vec![pkey(1)]);
+        s.own([7; PRESENCE_ID_LEN]);
+        s.own_call([20; PRESENCE_ID_LEN]);
+        // The call's echo carries the contact's tag, yet it is ours.
+        assert_eq!(
+            s.accept(&presence_from(20, NOW, &[1]), NOW),
+            Err(Dropped::Own)
+        );
+        for id in 21..21 + MAX_OWN_CALLS as u8 {
+            s.own_call([id; PRESENCE_ID_LEN]);
+        }
+        s.own_call([21; PRESENCE_ID_LEN]);
+        assert_eq!(s.calls.len(), MAX_OWN_CALLS);
+        assert_eq!(
+            s.accept(&presence_from(21 + MAX_OWN_CALLS as u8 - 1, NOW, &[1]), NOW),
+            Err(Dropped::Own)
+        );
+        // The oldest call id was let go: the contact's call under it rings.
+        assert_eq!(
+            s.accept(&presence_from(20, NOW, &[1]), NOW).unwrap().fresh,
+            vec![0]
         );
     }
 
