@@ -132,11 +132,19 @@ async fn two_pages_open_join_chat_verify_send_a_file_count_unread_and_show_html_
         assert_eq!(eval(&pa, "document.title").await, json!("p2pchat"));
 
         // A message in a conversation not in front raises its unread count.
+        // Notifications allowed (headless Chromium shows none: the page's
+        // calls are recorded instead), it also gets one.
+        eval(&pa, "(() => { window.shown = []; window.Notification = class { constructor(title, o) { window.shown.push([title, o.body]); } }; window.Notification.permission = 'granted'; return true; })()").await;
         click(&pa, "button.conv[data-number='1']").await;
         wait_for(&pa, "alice: conversation 1 in front", "document.querySelector(\"button.conv[data-number='1']\").getAttribute('aria-current') === 'true'").await;
         type_into(&pb, "#text", "behind your back\u{E007}").await;
         let unread = wait_for(&pa, "alice: an unread count on conversation 2", "(() => { const u = document.querySelector(\"button.conv[data-number='2'] .unread\"); return !u.hidden && u.textContent; })()").await;
         assert_eq!(unread, json!("1"));
+        // It names the number and the sender: not the text, nor the label,
+        // which is the room code (the password of the key exchange).
+        let shown = wait_for(&pa, "alice: a notification", "window.shown.length > 0 && window.shown").await;
+        assert_eq!(shown, json!([["p2pchat: conversation 2", "New message from bob"]]));
+        assert!(!shown.to_string().contains(&code), "{shown}");
         // Back in front, it is read.
         click(&pa, "button.conv[data-number='2']").await;
         wait_for(&pa, "alice: conversation 2 read", "document.querySelector(\"button.conv[data-number='2'] .unread\").hidden").await;

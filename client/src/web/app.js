@@ -320,14 +320,15 @@
   }
 
   // A message arrived where the person is not looking: a notification
-  // naming the conversation and the sender, never the text.
+  // naming the sender and the conversation's number, never the text nor the
+  // label. A notification leaves the page (a locked screen shows it, the
+  // desktop keeps it), and a room's or a group's label is its room code, the
+  // password of its key exchange; the terminal's notification says as little.
   function alertBehind(n, from) {
     if (n === state.front && !document.hidden) return;
     if (!("Notification" in window) || Notification.permission !== "granted") return;
-    const item = state.items.find((i) => i.number === n);
-    const label = item ? item.label : "conversation " + n;
     try {
-      new Notification("p2pchat: " + label, { body: "New message from " + from, tag: "p2pchat-" + n });
+      new Notification("p2pchat: conversation " + n, { body: "New message from " + from, tag: "p2pchat-" + n });
     } catch (e) {
       // Some browsers only notify from a service worker: the unread count stays.
     }
