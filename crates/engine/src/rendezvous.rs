@@ -10,7 +10,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::{Framed, FramedParts};
 use wire::{ClientMsg, ErrorCode, FrameCodec, Link, MediatorMsg, PathLabel, RelayOffer, Role};
 
@@ -244,12 +244,14 @@ impl MediatorLink {
         self.framed.get_ref().local_addr().ok()
     }
 
+    /// Sends `msg`; a mediator that stops reading (its buffers full) is lost
+    /// after [`CONNECT_TIMEOUT`], like one that stops answering.
     async fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
         let payload = wire::encode(msg).map_err(|e| ClientError::Internal(e.into()))?;
-        self.framed
-            .send(payload.as_slice())
-            .await
-            .map_err(|e| self.lost(&e.to_string()))
+        match timeout(CONNECT_TIMEOUT, self.framed.send(payload.as_slice())).await {
+            Ok(sent) => sent.map_err(|e| self.lost(&e.to_string())),
+            Err(_) => Err(self.lost("the mediator stopped reading")),
+        }
     }
 
     /// The next message, sending `Ping` every [`PING_EVERY`] of silence; the
@@ -514,8 +516,10 @@ impl MediatorLink {
         room: &str,
     ) -> Result<GroupJoin, ClientError> {
         self.send(&hello).await?;
+        // One deadline for the answer, however many `Pong`s come before it.
+        let deadline = Instant::now() + CONNECT_TIMEOUT * 2;
         let place = loop {
-            let frame = match timeout(CONNECT_TIMEOUT * 2, self.framed.next()).await {
+            let frame = match timeout_at(deadline, self.framed.next()).await {
                 Err(_) => return Err(self.lost("no answer to GroupHello")),
                 Ok(None) => return Err(self.lost("closed by the mediator")),
                 Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
@@ -676,5 +680,51 @@ pub async fn relay_join(
         Err(e) => Err(RelayFailure::Unreachable(format!(
             "unreadable relay answer: {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{SinkExt, StreamExt};
+    use tokio::net::TcpListener;
+
+    /// A mediator that answers the first request with nothing but a `Pong`
+    /// every 300 ms, for a minute.
+    async fn pong_only_mediator() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut framed = Framed::new(stream, FrameCodec::new(Link::Mediator));
+            let _hello = framed.next().await;
+            let pong = wire::encode(&MediatorMsg::Pong).unwrap();
+            for _ in 0..200 {
+                if framed.send(pong.as_slice()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn pongs_alone_do_not_keep_a_group_join_waiting() {
+        let server = pong_only_mediator().await;
+        let link = MediatorLink::for_mailbox(&server).await.unwrap();
+        let joined = timeout(
+            CONNECT_TIMEOUT * 4,
+            link.join_group(ClientMsg::Ping, "4-quiet-harbor"),
+        )
+        .await
+        .expect("the join gives up by its own deadline");
+        match joined {
+            Err(ClientError::MediatorUnreachable { reason, .. }) => {
+                assert!(reason.contains("no answer to GroupHello"), "{reason}");
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("joined a room that never answered"),
+        }
     }
 }
