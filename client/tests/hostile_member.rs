@@ -415,6 +415,20 @@ async fn a_roster_cannot_give_an_unlinked_key_a_name() {
         "an unlinked author shows by fingerprint: {shown}"
     );
     assert_eq!(shown["linked"], false, "marked as not linked: {shown}");
+    // 20 s on, ann warns that mal lists a key she has no link with: by its
+    // fingerprint, and never by the name mal's roster gave it.
+    let unseen = loop {
+        let w = c[0].expect_within("warning", Duration::from_secs(40)).await;
+        if w["code"] == "member_unseen" {
+            break w;
+        }
+    };
+    let text = unseen["text"].as_str().unwrap_or_default();
+    assert!(text.contains(&fingerprint), "{unseen}");
+    assert!(
+        !text.contains("alice"),
+        "a roster named a key it never proved: {unseen}"
+    );
     quit_all(&mut c).await;
     let out = std::process::Command::new(common::client_bin())
         .args(["history", "--json", "--room", ROOM, "--history"])

@@ -57,6 +57,12 @@ const REJOIN_CAP: Duration = Duration::from_secs(30);
 /// confirms first closes its old link): it is announced as left only if no new
 /// link with that identity comes within this long, or once no race is left.
 const RELINK_GRACE: Duration = Duration::from_secs(20);
+/// Messages from every link waiting for the mesh: at most 4 MiB of records
+/// (64 of at most [`wire::peer::MAX_PLAINTEXT`] bytes), on top of each link's
+/// own small queue. Links that find it full wait their turn in order, so one
+/// member streaming large records delays the others' messages but cannot
+/// grow memory or push them out.
+const FROM_LINKS: usize = 64;
 
 /// What a group run needs from the command line and the profile.
 #[derive(Debug)]
@@ -184,7 +190,7 @@ pub async fn run(
     let routes: Routes = Default::default();
     let _acceptor = AbortOnDrop(links::spawn_acceptor(listener, routes.clone()));
     let (paired_tx, mut paired_rx) = mpsc::channel(64);
-    let (from_links_tx, mut from_links) = mpsc::channel(1024);
+    let (from_links_tx, mut from_links) = mpsc::channel(FROM_LINKS);
     let mut mesh = Mesh {
         run,
         out,
@@ -1190,7 +1196,9 @@ impl Mesh<'_> {
     /// mediator may hide them from us (or their network keeps us apart).
     fn check_unseen(&mut self, now: Instant) {
         let linked: HashSet<[u8; 32]> = self.members.values().map(|m| m.identity.0).collect();
-        let mut listed: HashMap<[u8; 32], (String, String)> = HashMap::new();
+        // Who lists each key. The name a roster gives it is a claim about a
+        // key that proved nothing to us: it is never shown (§19.4).
+        let mut listed: HashMap<[u8; 32], String> = HashMap::new();
         for m in self.members.values() {
             for e in m.roster.iter().flat_map(|r| &r.members) {
                 // One we refused (cut off, or proven to equivocate) is no news.
@@ -1198,23 +1206,24 @@ impl Mesh<'_> {
                     && !linked.contains(&e.identity)
                     && !self.banned.contains(&e.identity)
                 {
-                    listed.insert(e.identity, (m.name.clone(), e.name.clone()));
+                    listed.insert(e.identity, m.name.clone());
                 }
             }
         }
         self.unseen.retain(|k, _| listed.contains_key(k));
-        for (key, (by, name)) in listed {
+        // Bounded by what the rosters list now (members x roster size).
+        self.reported_unseen.retain(|k| listed.contains_key(k));
+        for (key, by) in listed {
             let since = *self.unseen.entry(key).or_insert(now);
             if now.duration_since(since) >= HIDDEN_AFTER && self.reported_unseen.insert(key) {
                 self.out.show(&Event::Warning {
                     code: "member_unseen".into(),
                     text: format!(
-                        "{} is linked with {} (which calls itself \"{}\"; not linked with you), \
-                         but you have had no link with it for {} s: the mediator may be keeping \
-                         it from you, or a network between you blocks every path.",
+                        "{} is linked with {} (not linked with you), but you have had no link \
+                         with it for {} s: the mediator may be keeping it from you, or a network \
+                         between you blocks every path.",
                         wire::sanitize_for_terminal(&by),
                         IdentityKey(key).fingerprint(),
-                        wire::sanitize_for_terminal(&name),
                         HIDDEN_AFTER.as_secs()
                     ),
                 });
