@@ -63,7 +63,8 @@ pub fn run(args: &ContactsArgs) -> Result<(), ClientError> {
                 chrono::DateTime::from_timestamp_millis(i64::try_from(c.last_seen_ms).unwrap_or(0))
                     .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
                     .unwrap_or_default(),
-                c.last_addr
+                // Written from a socket address, but read back from a file.
+                wire::sanitize_for_terminal(&c.last_addr)
             );
         }
     }

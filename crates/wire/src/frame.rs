@@ -69,7 +69,7 @@ pub enum FrameError {
     #[error("frame of {len} bytes exceeds the {max}-byte limit")]
     TooLarge { len: usize, max: usize },
     /// On a relayed connection: the mediator ended the relay session
-    /// (docs/protocol.md §12.3). `message` is the mediator's, unsanitized.
+    /// (docs/protocol.md §12.3). `message` is the mediator's, sanitised.
     #[error("the mediator ended the relay session ({}): {message}", code.as_str())]
     RelayEnded {
         code: crate::rendezvous::ErrorCode,
@@ -146,9 +146,10 @@ impl FrameCodec {
         }
         let payload = &src[2 * HEADER_LEN..2 * HEADER_LEN + len];
         let err = match crate::decode::<crate::rendezvous::MediatorMsg>(payload) {
-            Ok(crate::rendezvous::MediatorMsg::Error { code, message }) => {
-                FrameError::RelayEnded { code, message }
-            }
+            Ok(crate::rendezvous::MediatorMsg::Error { code, message }) => FrameError::RelayEnded {
+                code,
+                message: crate::sanitize_for_terminal(&message).into_owned(),
+            },
             _ => FrameError::Empty,
         };
         src.clear();
@@ -245,6 +246,13 @@ mod tests {
         let mut plain = FrameCodec::new(Link::Peer);
         let mut buf = BytesMut::from(&notice[..]);
         assert!(matches!(plain.decode(&mut buf), Err(FrameError::Empty)));
+        // The mediator's words are one printable line.
+        let notice = relay_notice(ErrorCode::RelayLimit, "cap\n WARN fake\u{1b}[2J");
+        let mut buf = BytesMut::from(&notice[..]);
+        match FrameCodec::relayed().decode(&mut buf) {
+            Err(FrameError::RelayEnded { message, .. }) => assert_eq!(message, "cap  WARN fake"),
+            other => panic!("expected the end notice, got {other:?}"),
+        }
     }
 
     fn hex(b: &[u8]) -> String {

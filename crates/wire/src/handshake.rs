@@ -64,7 +64,8 @@ pub enum HandshakeError {
     /// or someone changed the messages.
     #[error("keys differ: wrong room, or someone in the middle")]
     KeysDiffer,
-    /// The peer refused us with a reason.
+    /// The peer refused us with a reason (sanitised: it goes into logs and
+    /// error messages as one line).
     #[error("peer refused the connection: {0}")]
     Rejected(String),
     /// The peer's identity signature failed: it does not hold the identity key it
@@ -292,7 +293,7 @@ impl HostConfirmSent {
                 mac,
                 signature,
             } => (Nonce(nonce), mac, signature),
-            PeerHandshake::Reject { reason } => return Err(HandshakeError::Rejected(reason)),
+            PeerHandshake::Reject { reason } => return Err(rejected(&reason)),
             _ => return Err(HandshakeError::Unexpected("expected JoinerConfirm")),
         };
         let expected = dhke::joiner_confirm_mac(
@@ -421,7 +422,7 @@ impl JoinerHelloSent {
                 identity,
                 signature,
             } => (Nonce(nonce), mac, resumed, identity, signature),
-            PeerHandshake::Reject { reason } => return Err(HandshakeError::Rejected(reason)),
+            PeerHandshake::Reject { reason } => return Err(rejected(&reason)),
             _ => return Err(HandshakeError::Unexpected("expected HostConfirm")),
         };
         if resumed && !self.offered_resume {
@@ -584,4 +585,10 @@ impl Session {
     pub fn opener(&mut self) -> &mut Opener {
         &mut self.opener
     }
+}
+
+/// A peer's `Reject`, its reason made safe to print (a peer cannot start a
+/// fake line in a log or move the cursor).
+fn rejected(reason: &str) -> HandshakeError {
+    HandshakeError::Rejected(crate::sanitize_for_terminal(reason).into_owned())
 }

@@ -768,6 +768,32 @@ fn reject_is_rejected_on_both_sides() {
 }
 
 #[test]
+fn a_reject_reason_cannot_start_a_line_or_move_the_cursor() {
+    let mut rng = rng(61);
+    let (host, joiner) = pair(G14, &mut rng);
+    let s = steps_until_host_confirm(&host, &joiner, &mut rng);
+    let reject = PeerHandshake::Reject {
+        reason: "busy\n2026-12-07T00:00:00Z  WARN fake line\u{1b}[2J".into(),
+    };
+    for result in [
+        s.joiner.on_host_confirm(reject.clone()).map(|_| ()),
+        s.host.on_joiner_confirm(reject).map(|_| ()),
+    ] {
+        match result {
+            Err(e @ HandshakeError::Rejected(_)) => {
+                let shown = e.to_string();
+                assert!(!shown.contains(['\n', '\u{1b}']), "{shown:?}");
+                assert!(
+                    shown.ends_with("busy 2026-12-07T00:00:00Z  WARN fake line"),
+                    "{shown:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
 fn out_of_order_messages_are_unexpected() {
     let mut rng = rng(61);
     let (host, joiner) = pair(G14, &mut rng);
