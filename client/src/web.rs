@@ -87,16 +87,15 @@ impl Drop for Uploads {
 }
 
 /// What every request handler shares.
-#[derive(Debug)]
 struct Web {
     /// `127.0.0.1:PORT`: the only `Host` served.
     host: String,
     /// `http://127.0.0.1:PORT`: the only `Origin` accepted.
     origin: String,
-    /// The secret in the printed address.
-    secret: String,
-    /// The cookie's secret.
-    session: String,
+    /// The secret in the printed address (wiped on drop, never printed).
+    secret: zeroize::Zeroizing<String>,
+    /// The cookie's secret (wiped on drop, never printed).
+    session: zeroize::Zeroizing<String>,
     cookie_name: String,
     csp: String,
     hub: Arc<ApiHub>,
@@ -104,13 +103,31 @@ struct Web {
     uploads: Arc<Uploads>,
 }
 
+/// Leaves out both secrets.
+impl std::fmt::Debug for Web {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Web")
+            .field("host", &self.host)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The running web interface; stops when dropped.
-#[derive(Debug)]
 pub struct WebServer {
     addr: SocketAddr,
-    url: String,
+    /// The address to open, with the secret (wiped on drop, never printed by Debug).
+    url: zeroize::Zeroizing<String>,
     task: tokio::task::JoinHandle<()>,
     _uploads: Arc<Uploads>,
+}
+
+impl std::fmt::Debug for WebServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebServer {
@@ -155,7 +172,7 @@ pub fn open_in_browser(profile: &Path, server: &WebServer) -> std::io::Result<Op
         "<!doctype html><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\">\
          <meta http-equiv=\"refresh\" content=\"0;url={url}\"><title>p2pchat</title>\
          <a href=\"{url}\">Open p2pchat</a>\n",
-        url = server.url
+        url = server.url.as_str()
     );
     std::io::Write::write_all(&mut file.open(&path)?, page.as_bytes())?;
     let opener = Opener(path);
@@ -225,13 +242,13 @@ pub async fn serve(
         cookie_name: format!("p2pchat_{}", addr.port()),
         host,
         origin,
-        secret: secret(),
-        session: secret(),
+        secret: zeroize::Zeroizing::new(secret()),
+        session: zeroize::Zeroizing::new(secret()),
         hub,
         lines,
         uploads: Arc::clone(&uploads),
     });
-    let url = format!("http://{}/?secret={}", web.host, web.secret);
+    let url = format!("http://{}/?secret={}", web.host, web.secret.as_str());
     let routes = Router::new()
         .route("/", get(index))
         .route("/app.js", get(app_js))
@@ -247,7 +264,7 @@ pub async fn serve(
     let task = tokio::spawn(accept_loop(listener, routes));
     Ok(WebServer {
         addr,
-        url,
+        url: zeroize::Zeroizing::new(url),
         task,
         _uploads: uploads,
     })
@@ -373,7 +390,8 @@ async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Res
     if by_secret {
         let cookie = format!(
             "{}={}; HttpOnly; SameSite=Strict; Path=/",
-            web.cookie_name, web.session
+            web.cookie_name,
+            web.session.as_str()
         );
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().insert(header::SET_COOKIE, value);

@@ -153,7 +153,9 @@ pub async fn run(
     // group's, or `--to`'s contact pair secret), or a token pair's; a holder
     // learns its dialer's only from the handshake.
     let ids = match &setup.token {
-        Some(TokenRun::Hold(token)) => ConversationId::TokenPair(token.room_secret()),
+        Some(TokenRun::Hold(token)) => {
+            ConversationId::TokenPair(zeroize::Zeroizing::new(token.room_secret()))
+        }
         Some(TokenRun::Dial(token)) => ConversationId::Fixed(chat::token_pair_id(
             &token.room_secret(),
             &setup.identity.public(),

@@ -67,13 +67,37 @@ pub enum Ending {
 }
 
 /// Where the conversation id comes from (docs/protocol.md §7.1).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum ConversationId {
     /// Known from the start: a room code's, a contact pair's (`--to`), or a
     /// dialer's token pair (the token names the holder's identity).
     Fixed([u8; 32]),
-    /// A token holder's: the token's room secret and each dialer's identity.
-    TokenPair([u8; 32]),
+    /// A token holder's: the token's room secret (the password of every
+    /// dialer's handshake; wiped on drop, never printed) and each dialer's
+    /// identity.
+    TokenPair(zeroize::Zeroizing<[u8; 32]>),
+}
+
+impl std::fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConversationId::Fixed(id) => f.debug_tuple("Fixed").field(&hex::encode(id)).finish(),
+            ConversationId::TokenPair(_) => f.write_str("TokenPair(<redacted>)"),
+        }
+    }
+}
+
+/// Leaves out the room code (the password of the key exchange) and the rest.
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("me", &self.me)
+            .field("ids", &self.ids)
+            .field("serial", &self.serial)
+            .field("verified", &self.verified)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The conversation id of a token pair: the token's room secret and both
@@ -92,7 +116,6 @@ struct Store {
 }
 
 /// State that lives as long as the client runs, across sessions.
-#[derive(Debug)]
 pub struct Conversation {
     room: String,
     me: String,
@@ -1086,4 +1109,19 @@ pub async fn run(
     // What the peer did not confirm waits for it at the mailbox.
     convo.deposit_unacked(out);
     ending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_holders_room_secret_never_shows_in_debug() {
+        let secret = ConversationId::TokenPair(zeroize::Zeroizing::new([0xAB; 32]));
+        let shown = format!("{secret:?}");
+        assert_eq!(shown, "TokenPair(<redacted>)");
+        // A conversation id is public (it names the conversation in the store).
+        let id = format!("{:?}", ConversationId::Fixed([1; 32]));
+        assert_eq!(id, format!("Fixed({:?})", "01".repeat(32)));
+    }
 }

@@ -40,6 +40,12 @@ pub struct Token {
     pub mediator: Option<String>,
 }
 
+impl Drop for Token {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Token")
@@ -363,18 +369,14 @@ mod tests {
         t.mediator = None;
         assert_eq!(Token::parse(&t.encode()).unwrap(), t);
         // A mediator and no address: still a way to reach the holder.
-        let only = Token {
-            addrs: Vec::new(),
-            mediator: Some("chat.example.org:7070".into()),
-            ..sample()
-        };
+        let mut only = sample();
+        only.addrs = Vec::new();
+        only.mediator = Some("chat.example.org:7070".into());
         assert_eq!(Token::parse(&only.encode()).unwrap(), only);
         // The longest mediator and all eight addresses fit the text limit.
-        let longest = Token {
-            addrs: vec!["[2001:db8::1]:4000".parse().unwrap(); MAX_ADDRS],
-            mediator: Some(format!("{}:65535", "a".repeat(MAX_MEDIATOR - 6))),
-            ..sample()
-        };
+        let mut longest = sample();
+        longest.addrs = vec!["[2001:db8::1]:4000".parse().unwrap(); MAX_ADDRS];
+        longest.mediator = Some(format!("{}:65535", "a".repeat(MAX_MEDIATOR - 6)));
         let text = longest.encode();
         assert!(text.len() < 800, "{}", text.len());
         assert_eq!(Token::parse(&text).unwrap(), longest);

@@ -33,10 +33,8 @@ fn token_text_room_secret_and_tag() {
 
 #[test]
 fn token_text_with_a_mediator() {
-    let t = Token {
-        mediator: Some("203.0.113.1:7070".into()),
-        ..sample()
-    };
+    let mut t = sample();
+    t.mediator = Some("203.0.113.1:7070".into());
     let text = "p2pchat:2:rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oceirceirceirceirceirceirceaaaaaagwsosaaaqjqaaaidq7iaqgiydglrqfyytcmzoge5dombxgckkevqi";
     assert_eq!(t.encode(), text);
     assert_eq!(Token::parse(text).unwrap(), t);
