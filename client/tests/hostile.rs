@@ -1133,3 +1133,36 @@ async fn a_mediator_that_stalls_after_the_hello_gives_exit_3_in_bounded_time() {
     );
     no_panic(&bob);
 }
+
+/// Mallory takes alice's messages and never confirms one. Once she has more
+/// unconfirmed than a conversation allows, typing there waits; her other
+/// conversations do not: she opens a room with bob and they chat.
+#[tokio::test]
+async fn a_peer_that_never_confirms_holds_up_typing_in_its_own_conversation_only() {
+    let s = Scene::new("unconfirmed").await;
+    let (mut alice, _mallory) = s.alice_connected_to_mallory(&[]).await;
+    // engine::conversation::MAX_UNACKED is 500: the last of these waits.
+    for i in 0..=500 {
+        alice.say(&format!("unconfirmed {i}")).await;
+    }
+    let mut bob = Client::start(
+        "bob",
+        &client_args(
+            &s.med.server_arg(),
+            "bob",
+            &s.dir,
+            &["--room", "r-unconfirmed-bob"],
+        ),
+    );
+    bob.expect("waiting").await;
+    alice.say("/room r-unconfirmed-bob").await;
+    let connected = alice.expect("connected").await;
+    assert_eq!(connected["conversation"]["number"], 2, "{connected}");
+    bob.expect("connected").await;
+    alice.say("bob, are you there?").await;
+    let got = bob.expect("message").await;
+    assert_eq!(got["text"], "bob, are you there?", "{got}");
+    bob.say("here").await;
+    assert_eq!(alice.expect("message").await["text"], "here");
+    no_panic(&alice);
+}

@@ -28,8 +28,11 @@ use crate::history::now_ms;
 use crate::history::{History, OpenEntry, OpenKind};
 use crate::presence::Ringing;
 
-/// Lines waiting for one conversation to take them; beyond this, typing waits.
+/// Commands and the end of input waiting for one conversation's task.
 const CONVERSATION_INPUT: usize = 64;
+/// Lines typed for one conversation that its typist has not handed on yet
+/// (each at most the input's line limit); beyond this, typing waits.
+const TYPED_AHEAD: usize = 64;
 /// How long a token made by `/token` stays valid (as `client token`'s default).
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -208,7 +211,7 @@ struct Entry {
     /// The fingerprints of the peers linked with us in it now (with their
     /// member numbers in a group).
     linked: Vec<(u32, String)>,
-    /// Commands and the end of input, for the conversation's task.
+    /// Everything typed for it, in order, to its typist ([`typist`]).
     input: mpsc::Sender<InputEvent>,
 }
 
@@ -1016,28 +1019,15 @@ impl Engine {
         }
     }
 
-    /// A typed line for conversation `n`: text is written through the shared
-    /// conversation (it waits while too much of ours is unconfirmed), a
-    /// command goes to the conversation's task.
+    /// A typed line for conversation `n`, to its typist.
     async fn line_to(&self, n: u32, line: String) {
-        // Text typed after a command the task has not taken yet (`/send`, then
-        // a line) follows it through the task, so the two keep their order.
-        let commands_waiting = self
-            .hub
-            .table()
-            .entries
-            .get(&n)
-            .is_some_and(|e| e.input.capacity() < e.input.max_capacity());
-        if conversation::command(&line).is_some() || commands_waiting {
-            return self.to(n, InputEvent::Line(line)).await;
-        }
-        if let Some(shared) = self.shared.get(&n).cloned() {
-            shared.say(&line).await;
-        }
+        self.to(n, InputEvent::Line(line)).await;
     }
 
-    /// Hands an input event to conversation `n`'s task; waits while it is
-    /// busy, as a single conversation always made typing wait.
+    /// Hands an input event to conversation `n`'s typist; waits only while
+    /// [`TYPED_AHEAD`] lines wait there already (a pipe into one conversation
+    /// that makes typing wait), so one conversation that holds its typing up
+    /// does not hold up the others.
     async fn to(&self, n: u32, event: InputEvent) {
         let sender = self.hub.table().entries.get(&n).map(|e| e.input.clone());
         if let Some(sender) = sender {
@@ -1097,7 +1087,8 @@ impl Engine {
             // Full: this conversation's echo may ring once; nothing else is lost.
             let _ = calls.try_send(instance);
         }
-        let (sender, receiver) = mpsc::channel(CONVERSATION_INPUT);
+        let (task_input, receiver) = mpsc::channel(CONVERSATION_INPUT);
+        let (sender, typed) = mpsc::channel(TYPED_AHEAD);
         let conv = ConvRef {
             number,
             id: String::new(),
@@ -1137,6 +1128,7 @@ impl Engine {
             self.hub.store(stored, true);
         }
         self.shared.insert(number, shared.clone());
+        tokio::task::spawn_local(typist(typed, shared.clone(), task_input));
         let task = self.tasks.spawn_local(async move {
             let result = crate::app::run(config, &events, receiver, shared).await;
             (number, result)
@@ -1151,6 +1143,35 @@ impl Engine {
 /// The flags of one conversation: the run's, with the conversation's own room,
 /// contact or token. Only the first conversation keeps `--listen`'s port and
 /// `--advertise`: the others listen on a free port of the same address.
+/// One conversation's typing, in the order typed: text is written through the
+/// shared conversation (waiting while too much of ours is unconfirmed, or
+/// until the task has set the conversation up); commands, the end of input
+/// and the rest go to the conversation's task (waiting while it is busy).
+/// Text typed while a command still waits for the task (`/send`, then a line)
+/// follows it through the task, so the two keep their order. Ends with the
+/// conversation (its task's input closed) or when nothing more can be typed.
+async fn typist(
+    mut typed: mpsc::Receiver<InputEvent>,
+    shared: Shared,
+    task: mpsc::Sender<InputEvent>,
+) {
+    while let Some(event) = typed.recv().await {
+        match event {
+            InputEvent::Line(line)
+                if conversation::command(&line).is_none()
+                    && task.capacity() == task.max_capacity() =>
+            {
+                shared.say(&line).await;
+            }
+            other => {
+                if task.send(other).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 fn conversation_config(base: &Config, open: &Open, first: bool) -> Result<Config, ClientError> {
     let mut config = base.clone();
     config.room = None;
