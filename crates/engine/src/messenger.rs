@@ -213,6 +213,9 @@ struct Entry {
     linked: Vec<(u32, String)>,
     /// Everything typed for it, in order, to its typist ([`typist`]).
     input: mpsc::Sender<InputEvent>,
+    /// Straight to its task, past the typist: what the person has seen (for
+    /// read receipts), which no typed line waits for.
+    seen: mpsc::Sender<InputEvent>,
 }
 
 impl Entry {
@@ -409,7 +412,7 @@ impl Frontend for Hub {
             let in_front = front == Some(conv.number);
             if let (Event::Message { id, .. }, true) = (event, in_front) {
                 // Shown in front: seen (a read receipt, where both allow it).
-                let _ = entry.input.try_send(InputEvent::Seen { seq: *id });
+                let _ = entry.seen.try_send(InputEvent::Seen { seq: *id });
             }
             let mut changed = entry.follow(event, in_front);
             // A fresh code becomes the conversation's name once it is shown.
@@ -926,7 +929,7 @@ impl Engine {
             if let Some(entry) = table.entries.get_mut(&number) {
                 entry.unread = 0;
                 // What it holds is before the person's eyes now.
-                let _ = entry.input.try_send(InputEvent::Seen { seq: u64::MAX });
+                let _ = entry.seen.try_send(InputEvent::Seen { seq: u64::MAX });
             }
         }
         self.hub.list_changed();
@@ -1118,6 +1121,7 @@ impl Engine {
                     forget: false,
                     linked: Vec::new(),
                     input: sender,
+                    seen: task_input.clone(),
                 },
             );
             if !startup || table.front.is_none() {
@@ -1252,6 +1256,7 @@ mod tests {
             forget: false,
             linked: Vec::new(),
             input: mpsc::channel(1).0,
+            seen: mpsc::channel(1).0,
         }
     }
 
