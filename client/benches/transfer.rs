@@ -987,7 +987,8 @@ impl Arena {
         let netns = Netns::new()?;
         let mut mediator = netns
             .command(common::mediator_bin())
-            .args(["--listen", "127.0.0.1:0"])
+            // The mailbox in memory: no file left in the source tree.
+            .args(["--listen", "127.0.0.1:0", "--mailbox-db", ":memory:"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
