@@ -527,7 +527,6 @@ pub async fn run_claimed(
         hub,
         tasks: JoinSet::new(),
         task_numbers: std::collections::HashMap::new(),
-        shared: HashMap::new(),
         max: usize::from(config.max_conversations),
         idle_ok: Open::from_config(&config).is_none(),
         config,
@@ -642,9 +641,6 @@ struct Engine {
     tasks: JoinSet<(u32, Result<(), ClientError>)>,
     /// Which conversation each task runs, for a task that panicked.
     task_numbers: std::collections::HashMap<tokio::task::Id, u32>,
-    /// Each open conversation as its task shares it: typed text is written
-    /// through it.
-    shared: HashMap<u32, Shared>,
     max: usize,
     /// The person is leaving (quit, end of input, Ctrl-C): conversations that
     /// end now stay in the store's open list.
@@ -679,7 +675,6 @@ impl Engine {
                         }
                     };
                     self.task_numbers.retain(|_, n| *n != number);
-                    self.shared.remove(&number);
                     if let Some(last) = self.ended(number, result) {
                         return last;
                     }
@@ -1131,7 +1126,6 @@ impl Engine {
         if let Some(stored) = &stored {
             self.hub.store(stored, true);
         }
-        self.shared.insert(number, shared.clone());
         tokio::task::spawn_local(typist(typed, shared.clone(), task_input));
         let task = self.tasks.spawn_local(async move {
             let result = crate::app::run(config, &events, receiver, shared).await;
@@ -1144,9 +1138,6 @@ impl Engine {
     }
 }
 
-/// The flags of one conversation: the run's, with the conversation's own room,
-/// contact or token. Only the first conversation keeps `--listen`'s port and
-/// `--advertise`: the others listen on a free port of the same address.
 /// One conversation's typing, in the order typed: text is written through the
 /// shared conversation (waiting while too much of ours is unconfirmed, or
 /// until the task has set the conversation up); commands, the end of input
@@ -1176,6 +1167,9 @@ async fn typist(
     }
 }
 
+/// The flags of one conversation: the run's, with the conversation's own room,
+/// contact or token. Only the first conversation keeps `--listen`'s port and
+/// `--advertise`: the others listen on a free port of the same address.
 fn conversation_config(base: &Config, open: &Open, first: bool) -> Result<Config, ClientError> {
     let mut config = base.clone();
     config.room = None;
